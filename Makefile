@@ -1,0 +1,38 @@
+# samcam: the two commands of a fresh machine are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision pinned to the builds this workplace's machines hold on disk; elsewhere pip fetches them.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEPS_HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.deps-$(DEPS_HASH)
+
+.PHONY: venv weights test demo reproduce bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP):
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.deps-*
+	@touch $@
+
+weights: venv
+	$(VENV)/bin/samcam weights fetch vit_t
+
+test: venv weights
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv weights
+	$(VENV)/bin/samcam demo
+
+reproduce: venv weights
+	$(VENV)/bin/samcam reproduce
+
+bench: venv
+	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_merge.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,252 @@
+"""Pseudo-label quality: the standard WSSS confusion-matrix protocol, and the official repo's statistic.
+
+The standard protocol (IRN, and every WSSS paper's "pseudo-label mIoU"): one confusion matrix is
+accumulated over the whole split; ground-truth pixels equal to 255 (void) are ignored; for each class
+``IoU = TP / (TP + FP + FN)``; mIoU is the mean over the classes that occur (in ground truth or
+prediction) — all 21 for a VOC split, background included.
+
+A prediction of 255 (some methods mark uncertain pixels so) on a valid ground-truth pixel counts as a
+miss for the true class (a false negative) and as no class's false positive.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .datasets import IGNORE_INDEX, DatasetSpec
+
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, n_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """``n × (n+1)`` int64 counts: rows are ground-truth classes, columns predicted classes.
+
+    The extra last column counts predictions of ``ignore_index`` (void). Raises ``ValueError`` if the
+    shapes differ or the prediction holds other values outside ``0..n-1``.
+    """
+    gt = np.asarray(gt)
+    pred = np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
+    g = gt.ravel().astype(np.int64)
+    p = pred.ravel().astype(np.int64)
+    valid = g != ignore_index
+    g, p = g[valid], p[valid]
+    if g.size and g.max() >= n_classes:
+        raise ValueError(f"ground-truth values {np.unique(g[g >= n_classes]).tolist()} outside 0..{n_classes - 1}")
+    void = p == ignore_index
+    if p.size and ((p >= n_classes) & ~void).any():
+        raise ValueError(f"prediction values {np.unique(p[(p >= n_classes) & ~void]).tolist()} outside 0..{n_classes - 1}")
+    p = np.where(void, n_classes, p)
+    return np.bincount(g * (n_classes + 1) + p, minlength=n_classes * (n_classes + 1)).reshape(n_classes, n_classes + 1)
+
+
+@dataclass
+class Scores:
+    """Scores derived from one confusion matrix."""
+
+    iou: np.ndarray  # per class; NaN where the class occurs in neither gt nor prediction
+    precision: np.ndarray
+    recall: np.ndarray
+    miou: float
+    mean_precision: float
+    mean_recall: float
+    pixel_accuracy: float
+    n_pixels: int
+
+
+def scores(conf: np.ndarray) -> Scores:
+    """IoU, precision, recall per class and their means (over occurring classes) from a confusion matrix."""
+    conf = np.asarray(conf, dtype=np.float64)
+    n = conf.shape[0]
+    tp = np.diag(conf[:, :n])
+    gt_total = conf.sum(axis=1)  # TP + FN (void predictions included as misses)
+    pred_total = conf[:, :n].sum(axis=0)  # TP + FP
+    union = gt_total + pred_total - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        precision = np.where(pred_total > 0, tp / pred_total, np.nan)
+        recall = np.where(gt_total > 0, tp / gt_total, np.nan)
+    total = conf.sum()
+    nanmean = lambda a: float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")  # noqa: E731
+    return Scores(
+        iou=iou,
+        precision=precision,
+        recall=recall,
+        miou=nanmean(iou),
+        mean_precision=nanmean(precision),
+        mean_recall=nanmean(recall),
+        pixel_accuracy=float(tp.sum() / total) if total else float("nan"),
+        n_pixels=int(total),
+    )
+
+
+class Evaluator:
+    """Accumulates one confusion matrix over a split and keeps per-image rows.
+
+    >>> ev = Evaluator(VOC)                       # doctest: +SKIP
+    >>> for i in ids: ev.add(i, gt[i], pred[i])   # doctest: +SKIP
+    >>> ev.scores().miou                          # doctest: +SKIP
+    """
+
+    def __init__(self, spec: DatasetSpec, keep_per_image: bool = True) -> None:
+        self.spec = spec
+        self.conf = np.zeros((spec.n_classes, spec.n_classes + 1), dtype=np.int64)
+        self.keep_per_image = keep_per_image
+        self.image_ids: list[str] = []
+        self.image_iou: list[np.ndarray] = []
+
+    def add(self, image_id: str, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Add one image; returns its own confusion matrix."""
+        c = confusion_matrix(gt, pred, self.spec.n_classes, self.spec.ignore_index)
+        self.conf += c
+        if self.keep_per_image:
+            self.image_ids.append(image_id)
+            self.image_iou.append(scores(c).iou)
+        return c
+
+    def scores(self) -> Scores:
+        return scores(self.conf)
+
+    def per_class_table(self):
+        """A pandas DataFrame: class, IoU, precision, recall (fractions), gt and predicted pixel counts."""
+        import pandas as pd
+
+        s = self.scores()
+        n = self.spec.n_classes
+        return pd.DataFrame(
+            {
+                "class": list(self.spec.class_names),
+                "iou": s.iou,
+                "precision": s.precision,
+                "recall": s.recall,
+                "gt_pixels": self.conf.sum(axis=1),
+                "pred_pixels": self.conf[:, :n].sum(axis=0),
+            }
+        )
+
+    def per_image_table(self):
+        """A pandas DataFrame with one row per image: id, mIoU, and per-class IoU columns."""
+        import pandas as pd
+
+        if not self.keep_per_image:
+            raise ValueError("per-image rows were not kept (keep_per_image=False)")
+        iou = np.array(self.image_iou).reshape(len(self.image_ids), self.spec.n_classes)
+        with warnings.catch_warnings():  # images whose classes all have an empty union give NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            miou = np.nanmean(iou, axis=1) if len(iou) else np.zeros(0)
+        df = pd.DataFrame(iou, columns=list(self.spec.class_names))
+        df.insert(0, "miou", miou)
+        df.insert(0, "id", self.image_ids)
+        return df
+
+
+def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], spec: DatasetSpec) -> Evaluator:
+    """Evaluate an iterable of ``(id, gt, pred)`` and return the filled :class:`Evaluator`."""
+    ev = Evaluator(spec)
+    for image_id, gt, pred in pairs:
+        ev.add(image_id, gt, pred)
+    return ev
+
+
+def official_image_scores(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> dict[str, float]:
+    """The per-image statistic of the paper's official code (``Processor.evaluate`` in cskyl/SAM_WSSS).
+
+    For each *foreground* class present in the image's ground truth, in ascending order, it adds that
+    class's true, predicted and true-positive pixel counts to running totals ``T``, ``P``, ``TP`` and
+    appends the *running* ratios ``TP/(T+P-TP)``, ``TP/P``, ``TP/T``; the image's "mIoU", "mprecision"
+    and "mrecall" are the means of those cumulative lists (the official code then rounds to 3 places,
+    which this function does not).  It differs from the standard protocol in three ways: background is
+    left out; each list entry pools all classes so far instead of scoring one class; and it is a
+    per-image average, not a split-level confusion matrix.  Use it only to compare with numbers that
+    code produced (its ``*_summary.csv``); report :class:`Evaluator` numbers otherwise.
+    Images without foreground ground truth give NaN.
+    """
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
+    valid = gt < 255
+    g = gt[valid].astype(np.int64)
+    p = pred[valid].astype(np.int64)
+    true = np.bincount(g, minlength=n_classes)[:n_classes]
+    predicted = np.bincount(p[p < n_classes], minlength=n_classes)[:n_classes]
+    tp = np.bincount(g[g == p], minlength=n_classes)[:n_classes]
+    present = np.flatnonzero(true[1:] > 0) + 1
+    if present.size == 0:
+        return {"mIoU": float("nan"), "mprecision": float("nan"), "mrecall": float("nan")}
+    T, P, TP = np.cumsum(true[present]), np.cumsum(predicted[present]), np.cumsum(tp[present])
+    eps = 1e-10
+    return {
+        "mIoU": float(np.mean(TP / (T + P - TP + eps))),
+        "mprecision": float(np.mean(TP / (P + eps))),
+        "mrecall": float(np.mean(TP / (T + eps))),
+    }
+
+
+def format_table(ev: Evaluator, digits: int = 2) -> str:
+    """A plain-text per-class table (percentages) ending with the ``mIoU: NN.NN`` line."""
+    s = ev.scores()
+    width = max(len(n) for n in ev.spec.class_names)
+    lines = [f"{'class':<{width}}  {'IoU':>6}  {'prec':>6}  {'recall':>6}"]
+    for name, i, p, r in zip(ev.spec.class_names, s.iou, s.precision, s.recall):
+        fmt = lambda v: f"{100 * v:6.{digits}f}" if np.isfinite(v) else f"{'-':>6}"  # noqa: E731
+        lines.append(f"{name:<{width}}  {fmt(i)}  {fmt(p)}  {fmt(r)}")
+    lines.append(f"pixel accuracy: {100 * s.pixel_accuracy:.{digits}f}")
+    lines.append(f"mIoU: {100 * s.miou:.{digits}f}")
+    return "\n".join(lines)
+
+
+def _read_pair(pred_dir, gt_dir, image_id: str, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    from .datasets import read_label
+
+    pred_path = pred_dir / f"{image_id}.png"
+    gt_path = gt_dir / f"{image_id}.png"
+    pred = read_label(pred_path, spec)
+    gt = read_label(gt_path, spec)
+    if pred.shape != gt.shape:
+        raise ValueError(f"{pred_path}: prediction size {pred.shape} differs from ground truth {gt_path} {gt.shape}")
+    return gt, pred
+
+
+def evaluate_folders(
+    pred_dir,
+    gt_dir,
+    spec: DatasetSpec,
+    ids: list[str] | None = None,
+    workers: int = 4,
+    progress: bool = False,
+) -> Evaluator:
+    """Score ``pred_dir/<id>.png`` against ``gt_dir/<id>.png`` with the standard protocol.
+
+    With ``ids=None`` every ``.png`` in ``pred_dir`` is evaluated. A missing file for a listed id is a
+    ``FileNotFoundError`` naming it; files are decoded by a small thread pool (PNG decoding releases
+    the GIL), each file read once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from .datasets import require_files
+
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
+    if ids is None:
+        ids = sorted(p.stem for p in pred_dir.glob("*.png"))
+        if not ids:
+            raise FileNotFoundError(f"no .png predictions in {pred_dir}")
+    require_files([pred_dir / f"{i}.png" for i in ids], "prediction files")
+    require_files([gt_dir / f"{i}.png" for i in ids], "ground-truth files")
+    ev = Evaluator(spec)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pairs = pool.map(lambda i: _read_pair(pred_dir, gt_dir, i, spec), ids)
+        if progress:
+            from tqdm.auto import tqdm
+
+            pairs = tqdm(pairs, total=len(ids), desc="eval", unit="img")
+        for image_id, (gt, pred) in zip(ids, pairs):
+            ev.add(image_id, gt, pred)
+    return ev

@@ -1,0 +1,46 @@
+"""Shared fixtures. Real data comes from ``$SAMCAM_DATA`` or ``../shared/data`` beside the checkout;
+tests that need it skip with the reason when it is absent. Nothing is ever written there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHED_MASKS = REPO / "results" / "masks" / "voc12_train_vit_t_p32"
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("SAMCAM_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if not (root / "voc2012" / "SegmentationClass").is_dir():
+        pytest.skip(f"real VOC data not found at {root} (set SAMCAM_DATA to the shared data folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_root(data_root: Path) -> Path:
+    return data_root / "voc2012"
+
+
+@pytest.fixture(scope="session")
+def train_with_images(voc_root: Path) -> list[str]:
+    from samcam.datasets import read_ids
+
+    return read_ids(voc_root / "ImageSets" / "Segmentation" / "train_with_images.txt")
+
+
+@pytest.fixture(scope="session")
+def mobile_sam_checkpoint() -> Path:
+    from samcam.weights import cached_path
+
+    p = cached_path("vit_t")
+    if p is None:
+        pytest.skip("MobileSAM checkpoint not cached; run `samcam weights fetch vit_t` (make test does)")
+    return p

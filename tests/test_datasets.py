@@ -1,0 +1,118 @@
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcam import datasets as ds
+from samcam.safe_pickle import load_object_npy
+
+
+def test_voc_palette_standard_colours():
+    pal = ds.VOC.palette
+    assert pal[0].tolist() == [0, 0, 0]
+    assert pal[1].tolist() == [128, 0, 0]  # aeroplane
+    assert pal[15].tolist() == [192, 128, 128]  # person
+    assert pal[255].tolist() == [224, 224, 192]  # void
+    assert ds.VOC.n_classes == 21 and ds.COCO.n_classes == 81
+
+
+def test_write_then_read_palette_png(tmp_path):
+    label = np.array([[0, 1, 15], [20, 255, 3]], dtype=np.uint8)
+    ds.write_label(tmp_path / "a.png", label)
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "P"
+        assert im.getpalette()[3:6] == [128, 0, 0]
+    np.testing.assert_array_equal(ds.read_label(tmp_path / "a.png", ds.VOC), label)
+
+
+def test_grayscale_and_rgb_labels_read_as_indices(tmp_path):
+    label = np.array([[0, 8], [255, 12]], dtype=np.uint8)
+    Image.fromarray(label, mode="L").save(tmp_path / "g.png")
+    Image.fromarray(ds.colorize(label)).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(ds.read_label(tmp_path / "g.png", ds.VOC), label)
+    np.testing.assert_array_equal(ds.read_label(tmp_path / "rgb.png", ds.VOC), label)
+
+
+def test_out_of_range_values_name_the_file(tmp_path):
+    Image.fromarray(np.array([[0, 21]], dtype=np.uint8), mode="L").save(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match=r"bad\.png.*\[21\]"):
+        ds.read_label(tmp_path / "bad.png", ds.VOC)
+    assert ds.read_label(tmp_path / "bad.png", ds.COCO).max() == 21  # fine for 81 classes
+
+
+def test_unreadable_png_names_the_file(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ValueError, match=r"broken\.png: unreadable"):
+        ds.read_label(tmp_path / "broken.png")
+
+
+def _make_tree(root, ids, sizes):
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids) + "\n")
+    for i, (img_size, lab_size) in zip(ids, sizes):
+        Image.fromarray(np.zeros((*img_size, 3), np.uint8)).save(root / "JPEGImages" / f"{i}.jpg")
+        ds.write_label(root / "SegmentationClass" / f"{i}.png", np.zeros(lab_size, np.uint8))
+
+
+def test_voc_tree_errors(tmp_path, monkeypatch):
+    _make_tree(tmp_path, ["a", "b"], [((4, 5), (4, 5)), ((4, 5), (5, 4))])
+    monkeypatch.setenv("SAMCAM_VOC_ROOT", str(tmp_path))
+    tree = ds.VocTree()
+    assert tree.ids("train") == ["a", "b"]
+    img, gt = tree.read_pair("a")
+    assert img.shape == (4, 5, 3) and gt.shape == (4, 5)
+    with pytest.raises(ValueError, match=r"b\.png: label size \(5, 4\) differs from image size \(4, 5\)"):
+        tree.read_pair("b")
+    with pytest.raises(FileNotFoundError, match=r"c\.jpg"):
+        tree.read_image("c")
+
+
+def test_labels_from_xml(tmp_path):
+    xml = "<annotation><object><name>dog</name></object><object><name>person</name></object><object><name>dog</name></object></annotation>"
+    (tmp_path / "x.xml").write_text(xml)
+    assert ds.labels_from_xml(tmp_path / "x.xml").tolist() == [12, 15]
+    (tmp_path / "y.xml").write_text(xml.replace("dog", "dragon"))
+    with pytest.raises(ValueError, match=r"y\.xml.*dragon"):
+        ds.labels_from_xml(tmp_path / "y.xml")
+
+
+def test_labels_from_mask_ignores_void_and_background():
+    assert ds.labels_from_mask(np.array([[0, 255, 3], [3, 20, 0]], np.uint8)).tolist() == [3, 20]
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    arr = np.empty((), dtype=object)
+    arr[()] = {"x": _Evil()}
+    np.save(tmp_path / "evil.npy", arr, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"evil\.npy: refusing to load global (posix|os)\.system"):
+        load_object_npy(tmp_path / "evil.npy")
+
+
+def test_restricted_unpickler_reads_irn_style_dict(tmp_path):
+    arr = np.empty((), dtype=object)
+    arr[()] = {2007000032: np.eye(20, dtype=np.float32)[0], 2007000039: np.eye(20, dtype=np.float32)[19]}
+    np.save(tmp_path / "cls.npy", arr, allow_pickle=True)
+    labels = ds.load_cls_labels(tmp_path / "cls.npy")
+    assert {k: v.tolist() for k, v in labels.items()} == {"2007_000032": [1], "2007_000039": [20]}
+    assert pickle.loads(pickle.dumps(labels))  # plain python/numpy objects
+
+
+def test_real_cls_labels_match_ground_truth(data_root, voc_root):
+    labels = ds.load_cls_labels(data_root / "irn" / "cls_labels.npy")
+    assert len(labels) == 12031
+    tree = ds.VocTree(voc_root)
+    for image_id in tree.ids("train")[:50]:
+        assert labels[image_id].tolist() == ds.labels_from_mask(tree.read_gt(image_id)).tolist()
+    # the two known disagreements documented in shared/data/SOURCES.md
+    assert 20 in labels["2011_001621"] and 20 not in ds.labels_from_mask(tree.read_gt("2011_001621"))
+    assert 15 not in labels["2008_005245"] and 15 in ds.labels_from_mask(tree.read_gt("2008_005245"))
