@@ -135,6 +135,259 @@ def _masks(p: argparse.ArgumentParser):
     return run
 
 
+# ----------------------------------------------------------------------------- merge
+
+
+@command("merge", "label SAM masks with pseudo labels (the paper's rules); writes palette PNGs")
+def _merge(p: argparse.ArgumentParser):
+    from .merge import DEFAULT_RULE, RULES
+
+    p.add_argument("--pseudo", required=True, help="folder of pseudo-label PNGs (<id>.png)")
+    p.add_argument("--masks", required=True, help="folder of mask sets (compact or official layout, auto-detected)")
+    p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
+    p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES, help=f"merge rule (default {DEFAULT_RULE})")
+    p.add_argument("--majority", type=float, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
+    p.add_argument("--coverage", type=float, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
+    p.add_argument("--ids", help="id list file; default: every .png in --pseudo")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--missing-masks", default="error", choices=["error", "keep-cam"], help="an id without masks: error (default) or keep its CAM label")
+    p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
+
+    def run(a: argparse.Namespace) -> int:
+        from .datasets import get_dataset
+        from .merge import MergeRule
+        from .merge_runner import merge_folders
+
+        rule = MergeRule.named(a.rule, a.majority, a.coverage)
+        s = merge_folders(a.pseudo, a.masks, a.out, get_dataset(a.dataset), rule, _ids_arg(a.ids), a.workers, a.missing_masks)
+        print(f"{s.merged} merged, {s.kept_cam} kept their CAM label (no masks), {s.skipped} already there -> {s.out}")
+        return 0
+
+    return run
+
+
+# ----------------------------------------------------------------------------- CAMs
+
+
+def _labels_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc", help="VOC root (JPEGImages/, SegmentationClass/, ...); default $SAMCAM_VOC_ROOT")
+    p.add_argument("--labels", default="gt", choices=["gt", "cls_labels", "xml"], help="image-level labels from ground-truth masks (which classes occur), IRN's cls_labels.npy, or Annotations XML")
+    p.add_argument("--cls-labels", help="path of IRN's cls_labels.npy (for --labels cls_labels)")
+
+
+@command("train-classifier", "fine-tune a multi-label CAM classifier on image-level labels only")
+def _train(p: argparse.ArgumentParser):
+    from .cam import BACKBONES
+    from .classifier import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--ids", required=True, help="training id list")
+    p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
+    p.add_argument("--eval-ids", help="held-out id list: report classification mAP on it")
+    p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"])
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--crop", type=int, default=d.crop)
+    p.add_argument("--head-only", action="store_true", help="train only the classifier head")
+    p.add_argument("--seed", type=int, default=d.seed)
+    _labels_args(p)
+
+    def run(a: argparse.Namespace) -> int:
+        import numpy as np
+
+        from .cam import build_camnet
+        from .cam_runner import image_labels
+        from .classifier import TrainConfig, average_precision, predict_scores, train_classifier
+        from .datasets import VocTree, one_hot, read_ids
+
+        tree = VocTree(a.voc)
+        cfg = TrainConfig(backbone=a.backbone, epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, train_backbone=not a.head_only, seed=a.seed)
+        ids = read_ids(a.ids)
+        labels = image_labels(tree, ids, a.labels, a.cls_labels)
+        y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
+        res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg)
+        print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {[round(x, 4) for x in res.losses]} -> {res.checkpoint}")
+        if a.eval_ids:
+            ev_ids = read_ids(a.eval_ids)
+            ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
+            yv = np.stack([one_hot(ev_labels[i], tree.spec) for i in ev_ids])
+            net = build_camnet(a.backbone, checkpoint=a.out)
+            ap = average_precision(predict_scores(net, [tree.read_image(i) for i in ev_ids]), yv)
+            print(f"held-out classification mAP over {len(ev_ids)} images: {100 * np.nanmean(ap):.2f}")
+        return 0
+
+    return run
+
+
+@command("cam", "compute multi-scale CAMs (IRN .npy layout) for the image classes")
+def _cam(p: argparse.ArgumentParser):
+    from .cam import BACKBONES
+
+    p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
+    p.add_argument("--out", required=True, help="folder for <id>.npy CAM files (ids already there are skipped)")
+    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
+    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
+    p.add_argument("--ids", help="id list; default: every image that has labels")
+    _labels_args(p)
+
+    def run(a: argparse.Namespace) -> int:
+        from .cam import build_camnet
+        from .cam_runner import extract_cams, image_labels
+        from .datasets import VocTree
+        from .mask_runner import image_index, select_ids
+
+        tree = VocTree(a.voc)
+        index = image_index(a.images)
+        ids = select_ids(index, _ids_arg(a.ids), (0, 1))
+        net = build_camnet(a.model, checkpoint=a.checkpoint)
+        n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out)
+        print(f"{n} CAM files written, {len(ids) - n} already there -> {a.out}")
+        return 0
+
+    return run
+
+
+@command("cam2label", "turn CAM files into pseudo labels at a background threshold (IRN's rule); optional sweep")
+def _cam2label(p: argparse.ArgumentParser):
+    p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout)")
+    p.add_argument("--out", help="folder for <id>.png pseudo labels")
+    p.add_argument("--threshold", type=float, help="background score (IRN's cam_eval_thres; 0.15 is IRN's default for its ResNet-50)")
+    p.add_argument("--ids", help="id list; default: every CAM file")
+    p.add_argument("--sweep-gt", help="ground-truth folder: report mIoU over --thresholds (the best is GT-tuned: a leak, marked so)")
+    p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP for --sweep-gt (default 0.05:0.60:0.05)")
+    p.add_argument("--sweep-csv", help="write the sweep table here")
+    p.add_argument("--note", help="a note stored with the labels (e.g. 'threshold tuned on ground truth')")
+
+    def run(a: argparse.Namespace) -> int:
+        import numpy as np
+
+        from .atomic import write_text
+        from .cam_runner import cams_to_labels, threshold_sweep
+
+        ids = _ids_arg(a.ids)
+        if a.sweep_gt:
+            start, stop, step = (float(x) for x in a.thresholds.split(":"))
+            ts = np.round(np.arange(start, stop + step / 2, step), 6)
+            ids = ids if ids is not None else sorted(q.stem for q in Path(a.cams).glob("*.npy"))
+            df = threshold_sweep(a.cams, a.sweep_gt, ids, ts)
+            print(df.assign(miou=(100 * df.miou).round(2)).to_string(index=False))
+            best = df.loc[df.miou.idxmax()]
+            print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
+            if a.sweep_csv:
+                write_text(a.sweep_csv, df.to_csv(index=False))
+        if a.out:
+            if a.threshold is None:
+                raise ValueError("--out needs --threshold")
+            n = cams_to_labels(a.cams, a.out, a.threshold, ids, note=a.note)
+            print(f"{n} labels written -> {a.out}")
+        return 0
+
+    return run
+
+
+# ----------------------------------------------------------------------------- methods, notebooks
+
+
+@command("labels", "turn a WSSS method's output (PNG labels, CAM .npy files, ...) into samcam pseudo labels")
+def _labels(p: argparse.ArgumentParser):
+    from .methods import FORMATS, METHODS
+
+    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)} (its registry entry names the format)")
+    p.add_argument("--input", required=True, help="the folder the method's code wrote")
+    p.add_argument("--out", required=True, help="folder for <id>.png palette labels")
+    p.add_argument("--ids", required=True, help="id list file")
+    p.add_argument("--format", choices=FORMATS, help="override the registry's format")
+    p.add_argument("--threshold", type=float, help="background threshold (CAM formats)")
+
+    def run(a: argparse.Namespace) -> int:
+        from .merge_runner import check_output_folder
+        from .methods import export_labels, get_method
+
+        m = get_method(a.method)
+        check_output_folder(Path(a.out), Path(a.input))
+        n = export_labels(a.input, a.out, _ids_arg(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
+        print(f"{n} labels written -> {a.out}")
+        return 0
+
+    return run
+
+
+@command("demo", "run the demo notebook on scikit-image's photos (offline) into results/demo")
+def _demo(p: argparse.ArgumentParser):
+    p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
+
+    def run(a: argparse.Namespace) -> int:
+        from .notebooks import RUNS, execute
+
+        out = execute("demo.ipynb", RUNS / "demo.ipynb", {"out_dir": a.out, "points_per_side": a.points_per_side})
+        print(f"executed notebook: {out}\nfigure: {Path(a.out) / 'demo_gallery.png'}")
+        return 0
+
+    return run
+
+
+@command("reproduce", "run the configured notebooks (papermill) whose outputs are not current")
+def _reproduce(p: argparse.ArgumentParser):
+    p.add_argument("--config", help="reproduce YAML (default notebooks/reproduce.yml)")
+    p.add_argument("--only", nargs="*", help="step names to run")
+    p.add_argument("--force", action="store_true", help="run steps even when current")
+
+    def run(a: argparse.Namespace) -> int:
+        from .notebooks import DEFAULT_CONFIG, reproduce
+
+        for name, status in reproduce(a.config or DEFAULT_CONFIG, a.only, a.force):
+            print(f"{name}: {status}")
+        return 0
+
+    return run
+
+
+# ----------------------------------------------------------------------------- refine
+
+
+@command("refine", "refine pseudo labels with SAM: prompted by the labels' own regions, or everything-mode + the paper's rule")
+def _refine(p: argparse.ArgumentParser):
+    from .prompted import PROMPTS, SELECT, PromptConfig
+
+    d = PromptConfig()
+    p.add_argument("--mode", default="prompted", choices=["prompted", "everything"])
+    p.add_argument("--pseudo", required=True, help="folder of pseudo labels (<id>.png, or a method's format with --format)")
+    p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
+    p.add_argument("--ids", required=True, help="id list file")
+    p.add_argument("--images", help="image folder (prompted mode)")
+    p.add_argument("--masks", help="mask-set folder (everything mode)")
+    p.add_argument("--cams", help="CAM .npy folder (IRN layout): peaks for point prompts, and overlap decisions")
+    p.add_argument("--prompts", default=d.prompts, choices=PROMPTS)
+    p.add_argument("--select", default=d.select, choices=SELECT, help="which of SAM's three masks to keep")
+    p.add_argument("--min-area", type=int, default=d.min_area, help="smaller components keep their CAM pixels")
+    p.add_argument("--model", default="vit_t")
+    p.add_argument("--checkpoint")
+    p.add_argument("--device")
+
+    def run(a: argparse.Namespace) -> int:
+        ids = _ids_arg(a.ids)
+        if a.mode == "everything":
+            from .datasets import VOC
+            from .merge import MergeRule
+            from .merge_runner import merge_folders
+
+            if not a.masks:
+                raise ValueError("--mode everything needs --masks")
+            s = merge_folders(a.pseudo, a.masks, a.out, VOC, MergeRule(), ids)
+            print(f"{s.merged} merged, {s.skipped} already there -> {s.out}")
+            return 0
+        from .prompted import refine_folder
+
+        if not a.images:
+            raise ValueError("--mode prompted needs --images")
+        r = refine_folder(a.images, a.pseudo, a.out, ids, PromptConfig(a.prompts, a.select, a.min_area), a.cams, a.model, a.checkpoint, a.device)
+        print(f"{r['done']} refined ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
+        return 0
+
+    return run
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

@@ -79,7 +79,7 @@ class MaskSet:
 
     @property
     def area(self) -> np.ndarray:
-        return self.masks.reshape(len(self), -1).sum(axis=1)
+        return self.masks.reshape(len(self), self.shape[0] * self.shape[1]).sum(axis=1)
 
     @property
     def bbox(self) -> np.ndarray:
@@ -110,7 +110,8 @@ class MaskSet:
         if isinstance(seg[0], dict):
             from pycocotools import mask as mask_utils
 
-            masks = np.stack([mask_utils.decode(_rle_bytes(s)).astype(bool) for s in seg])
+            decoded = mask_utils.decode([_rle_bytes(s) for s in seg])  # H × W × N, one call for all
+            masks = np.ascontiguousarray(decoded.transpose(2, 0, 1)).astype(bool)
         else:
             masks = np.stack([np.asarray(s, dtype=bool) for s in seg])
         return cls(

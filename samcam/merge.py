@@ -79,7 +79,7 @@ def intersection_table(masks: np.ndarray, label: np.ndarray, n_classes: int) -> 
     table = np.zeros((n, n_classes), dtype=np.int64)
     if n == 0:
         return table
-    flat_masks = masks.reshape(n, -1)
+    flat_masks = masks.reshape(n, label.size)
     fg = np.flatnonzero((flat_label > 0) & (flat_label < n_classes))
     if fg.size == 0:
         return table
@@ -136,7 +136,7 @@ def merge(label: np.ndarray, masks: MaskSet | np.ndarray, n_classes: int, rule: 
     lab = label.astype(np.int64, copy=False)
     class_area = np.bincount(lab.reshape(-1), minlength=n_classes)[:n_classes]
     table = intersection_table(m, lab, n_classes)
-    mask_area = m.reshape(m.shape[0], -1).sum(axis=1)
+    mask_area = m.reshape(m.shape[0], m.shape[1] * m.shape[2]).sum(axis=1)
     owner, steps = select_masks(table, mask_area, class_area, rule)
 
     out = np.zeros(label.shape, dtype=np.uint8)
@@ -149,3 +149,25 @@ def merge(label: np.ndarray, masks: MaskSet | np.ndarray, n_classes: int, rule: 
             region |= cls
         out[region] = c
     return MergeResult(out, owner, table, mask_area, class_area)
+
+
+def explain(res: MergeResult, rule: MergeRule | str = DEFAULT_RULE, class_names: tuple[str, ...] | None = None):
+    """A table of every mask's tests for every class present: why each mask was (not) taken.
+
+    Columns per mask: area, then for each class ``c`` present ``|S∩C|``, the majority test, the
+    coverage test, and finally the class that took it (``-`` for none). For teaching and debugging.
+    """
+    import pandas as pd
+
+    if isinstance(rule, str):
+        rule = MergeRule.named(rule)
+    names = class_names or tuple(str(i) for i in range(len(res.class_area)))
+    df = pd.DataFrame({"mask": np.arange(len(res.owner)), "area": res.mask_area})
+    for c in np.flatnonzero(res.class_area[1:]) + 1:
+        inter = res.intersections[:, c]
+        df[f"|S∩{names[c]}|"] = inter
+        df[f"{names[c]}: >{rule.majority:g} inside"] = inter > rule.majority * res.mask_area
+        if rule.coverage is not None:
+            df[f"{names[c]}: covers ≥{rule.coverage:g}"] = inter / res.class_area[c] >= rule.coverage
+    df["taken by"] = [names[o] if o else "-" for o in res.owner]
+    return df

@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts: machine description and result writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "results" / "benchmarks"
+
+
+def machine() -> dict:
+    import numpy as np
+
+    info = {"python": sys.version.split()[0], "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)  # fmt: skip
+    except ImportError:
+        pass
+    try:
+        info["git_commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def write(name: str, result: dict, markdown: str) -> None:
+    from samcam.atomic import write_text
+
+    result = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), **result}
+    write_text(OUT / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    write_text(OUT / f"{name}.md", markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cpus']} CPUs)\n")
+    print(markdown)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SAMCAM_DATA", REPO.parent / "shared" / "data"))

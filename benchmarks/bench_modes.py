@@ -1,0 +1,59 @@
+"""Seconds per image of the two SAM refinement modes, same images, same model, one run (CPU).
+
+    python benchmarks/bench_modes.py [--n 2]
+
+everything: samcam's fast "segment everything" generator at 32×32 + the paper's merge rule;
+prompted: one image embedding + one box prompt per pseudo-label component (samcam.prompted).
+Both include the image embedding. Writes results/benchmarks/modes_vit_t_cpu.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import data_root, write  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2)
+    a = ap.parse_args()
+    from segment_anything import SamPredictor
+
+    from samcam.datasets import VOC, read_ids, read_image, read_label
+    from samcam.merge import merge
+    from samcam.prompted import refine
+    from samcam.sam import MaskGenerator, build_sam
+
+    root = data_root()
+    ids = read_ids(root / "voc2012/ImageSets/Segmentation/train_with_images.txt")[: a.n]
+    model = build_sam("vit_t", device="cpu")
+    gen = MaskGenerator(model, "fast")
+    predictor = SamPredictor(model)
+    rows = []
+    for image_id in ids:
+        image = read_image(root / "voc2012/JPEGImages" / f"{image_id}.jpg")
+        label = read_label(root / "pseudo_labels/transcam" / f"{image_id}.png", VOC)
+        t0 = time.perf_counter()
+        merge(label, gen.generate(image), VOC.n_classes)
+        t1 = time.perf_counter()
+        predictor.set_image(image)
+        refine(predictor, label, VOC.n_classes)
+        t2 = time.perf_counter()
+        rows.append({"id": image_id, "everything_s": t1 - t0, "prompted_s": t2 - t1})
+        print(rows[-1], flush=True)
+    ev = sum(r["everything_s"] for r in rows) / len(rows)
+    pr = sum(r["prompted_s"] for r in rows) / len(rows)
+    md = ["# Seconds per image: everything-mode + paper rule vs prompted (MobileSAM, CPU)", "",
+          "| image | everything (fast generator 32×32 + merge) s | prompted (box) s |", "|---|---|---|"]  # fmt: skip
+    md += [f"| {r['id']} | {r['everything_s']:.1f} | {r['prompted_s']:.1f} |" for r in rows]
+    md += ["", f"Mean: everything {ev:.1f} s, prompted {pr:.1f} s per image: prompted is **{ev / pr:.0f}×** cheaper."]
+    write("modes_vit_t_cpu", {"rows": rows, "everything_s": ev, "prompted_s": pr, "ratio": ev / pr}, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

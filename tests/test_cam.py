@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from samcam.cam import CamNet, cam_to_label, grad_cam, load_cam, multiscale_cam, resnet50_irn, save_cam
+from samcam.classifier import TrainConfig, average_precision, train_classifier
+
+
+def _irn_layout_state_dict(n_classes=20):
+    """A state dict named the way IRN's net/resnet50_cam.py names its modules, built independently."""
+    torch.manual_seed(1)
+    r = resnet50(weights=None).state_dict()
+    sd = {}
+    for k, v in r.items():
+        if k.startswith("fc."):
+            continue
+        sd[f"resnet50.{k}"] = v
+        top, rest = k.split(".", 1)
+        stage = {"conv1": ("stage1.0", 1), "bn1": ("stage1.1", 1), "layer1": ("stage1.4", 1), "layer2": ("stage2.0", 2),
+                 "layer3": ("stage3.0", 3), "layer4": ("stage4.0", 4)}[top]  # fmt: skip
+        sd[f"{stage[0]}.{rest}"] = v
+        sd[f"backbone.{stage[1] - 1}.{stage[0].split('.', 1)[1]}.{rest}"] = v
+    w = torch.randn(n_classes, 2048, 1, 1)
+    sd["classifier.weight"] = w
+    sd["newly_added.0.weight"] = w
+    return sd
+
+
+def test_irn_resnet50_layout_loads_strictly(tmp_path):
+    sd = _irn_layout_state_dict()
+    torch.save(sd, tmp_path / "res50_cam.pth")
+    net = resnet50_irn(checkpoint=tmp_path / "res50_cam.pth").eval()
+    assert torch.equal(net.classifier.weight, sd["classifier.weight"])
+    with torch.no_grad():
+        f = net.features(torch.zeros(1, 3, 64, 64))
+    assert f.shape == (1, 2048, 4, 4)  # stride 16: layer4 keeps the resolution, as IRN
+    del sd["newly_added.0.weight"]
+    torch.save(sd, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match=r"broken\.pth: not an IRN ResNet-50 CAM state dict"):
+        resnet50_irn(checkpoint=tmp_path / "broken.pth")
+
+
+def test_cam_to_label_follows_irn():
+    high = np.array([[[0.1, 0.5, 0.9]], [[0.2, 0.05, 0.95]]], np.float32)  # classes (0-based) 2 and 14
+    label = cam_to_label(high, np.array([2, 14]), 0.15)
+    assert label.tolist() == [[15, 3, 15]]
+    assert cam_to_label(high, np.array([2, 14]), 0.99).tolist() == [[0, 0, 0]]
+
+
+def test_cam_file_round_trip_and_refuses_code(tmp_path):
+    high = np.random.default_rng(0).random((2, 5, 7)).astype(np.float32)
+    save_cam(tmp_path / "a.npy", np.array([3, 7]), high)
+    d = load_cam(tmp_path / "a.npy")
+    assert d["keys"].tolist() == [3, 7] and np.array_equal(d["high_res"], high)
+    evil = np.empty((), object)
+    evil[()] = {"keys": np.array([0]), "high_res": np.zeros((1, 2, 2)), "x": _Evil()}
+    np.save(tmp_path / "evil.npy", evil, allow_pickle=True)
+    with pytest.raises(ValueError, match="refusing to load global"):
+        load_cam(tmp_path / "evil.npy")
+    np.save(tmp_path / "bad.npy", np.array({"keys": np.array([1, 2]), "high_res": np.zeros((1, 2, 2))}), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"bad\.npy: high_res shape"):
+        load_cam(tmp_path / "bad.npy")
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def _tiny_net():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU())
+    return CamNet(backbone, 8, 20).eval()
+
+
+def test_multiscale_cam_shape_and_normalisation():
+    image = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
+    cams = multiscale_cam(_tiny_net(), image, [0, 5, 19])
+    assert cams.shape == (3, 37, 53) and cams.dtype == np.float32
+    assert np.all(cams >= 0) and np.all(cams.max(axis=(1, 2)) <= 1.0)
+    assert multiscale_cam(_tiny_net(), image, []).shape == (0, 37, 53)
+
+
+def test_grad_cam_equals_cam_for_a_gap_linear_net():
+    net = _tiny_net()
+    x = torch.rand(1, 3, 32, 32) * 255
+    g = grad_cam(net, net.backbone, x, [4])
+    with torch.no_grad():
+        c = net.cams(x, [4])[0]
+    # for GAP + linear heads Grad-CAM is CAM divided by the number of feature positions
+    torch.testing.assert_close(g * (c.shape[-1] * c.shape[-2]), c, rtol=1e-4, atol=1e-4)
+
+
+def test_average_precision_by_hand():
+    scores = np.array([[0.9], [0.8], [0.3], [0.1]])
+    labels = np.array([[1], [0], [1], [0]])
+    assert average_precision(scores, labels)[0] == pytest.approx((1 / 1 + 2 / 3) / 2)
+
+
+@pytest.mark.slow
+def test_training_writes_and_resumes_a_checkpoint(tmp_path):
+    from skimage import data
+
+    images = [data.chelsea()[::3, ::3], data.astronaut()[::4, ::4], data.coffee()[::3, ::3], data.stereo_motorcycle()[0][::6, ::6]]
+    labels = np.zeros((4, 20), np.float32)
+    labels[0, 7] = labels[1, 14] = labels[3, 13] = 1
+    cfg = TrainConfig(epochs=1, batch_size=2, crop=64, train_backbone=False)
+    res = train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False)
+    assert len(res.losses) == 1 and np.isfinite(res.losses[0])
+    ck = torch.load(tmp_path / "clf.pt", weights_only=True)
+    assert ck["epoch"] == 1 and ck["backbone"] == "efficientnet-lite0"
+    # finished: a second call resumes at the end and trains nothing; another config is refused
+    assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False).losses == res.losses
+    with pytest.raises(ValueError, match="another configuration"):
+        train_classifier(images, labels, tmp_path / "clf.pt", TrainConfig(epochs=2, crop=64), progress=False)

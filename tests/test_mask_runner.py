@@ -1,0 +1,76 @@
+"""The batch runner: formats, resume, shards, provenance, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from samcam import cli
+from samcam.mask_runner import parse_shard, run_masks, select_ids
+from samcam.masks import MaskStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    small = lambda a: a[::4, ::4]  # noqa: E731 - small images keep the decoder cheap
+    Image.fromarray(small(data.chelsea())).save(folder / "cat.jpg")
+    Image.fromarray(small(data.astronaut())).save(folder / "person.png")
+    Image.fromarray(small(data.camera())).save(folder / "gray.png")  # grayscale: converted
+    Image.fromarray(small(data.chelsea())).convert("RGBA").save(folder / "rgba.png")
+    return folder
+
+
+def test_run_resume_and_provenance(images, tmp_path, mobile_sam_checkpoint):
+    out = tmp_path / "masks"
+    s = run_masks(images, out, points_per_side=2, progress=False, device="cpu")
+    assert (s.done, s.skipped) == (4, 0)
+    store = MaskStore(out)
+    assert store.ids() == ["cat", "gray", "person", "rgba"]
+    meta = json.loads((out / "samcam_masks.json").read_text())
+    assert meta["checkpoint_sha256"].startswith("6dbb9052") and meta["settings"]["points_per_side"] == 2
+    ms = store.read("cat")
+    assert ms.shape == (75, 113) and ms.meta["image_id"] == "cat"
+    # a second run skips everything; other settings into the same folder are refused
+    assert run_masks(images, out, points_per_side=2, progress=False).done == 0
+    (out / "cat.json.gz").unlink()
+    with pytest.raises(ValueError, match="other settings"):
+        run_masks(images, out, points_per_side=3, progress=False)
+    assert run_masks(images, out, points_per_side=2, progress=False, device="cpu").done == 1
+
+
+def test_official_format_and_cli(images, tmp_path, capsys, mobile_sam_checkpoint):
+    out = tmp_path / "official"
+    args = ["masks", "--images", str(images), "--out", str(out), "--format", "official", "--points-per-side", "2", "--shard", "1/2", "--device", "cpu"]
+    assert cli.main(args) == 0
+    assert "2 images done" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["gray", "rgba"]
+    assert (out / "gray" / "metadata.csv").exists()
+
+
+def test_shards_partition_the_ids():
+    index = {i: None for i in "abcdefg"}
+    parts = [select_ids(index, None, (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == list("abcdefg") and parts[0] == ["a", "d", "g"]
+    with pytest.raises(ValueError, match="I/N"):
+        parse_shard("3")
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        parse_shard("2/2")
+
+
+def test_bad_input(tmp_path, images):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no .jpg/.png"):
+        run_masks(tmp_path / "empty", tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        run_masks(tmp_path / "nope", tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="have no image, e.g. dog"):
+        run_masks(images, tmp_path / "o", ids=["cat", "dog"])
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"broken\.jpg: unreadable image"):
+        run_masks(images, tmp_path / "o", ids=["broken"], points_per_side=2, progress=False, device="cpu")

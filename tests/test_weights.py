@@ -1,0 +1,64 @@
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import pytest
+
+from samcam import weights
+
+
+@pytest.fixture()
+def http_folder(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_fetch_verifies_hash_and_caches(http_folder, tmp_path, monkeypatch):
+    served, base = http_folder
+    payload = b"fake checkpoint bytes" * 1000
+    (served / "model.pth").write_bytes(payload)
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path / "home"))
+    ck = weights.Checkpoint("test", "model.pth", len(payload), hashlib.sha256(payload).hexdigest(), f"{base}/model.pth")
+    path = weights.fetch(ck, progress=False)
+    assert path.read_bytes() == payload and path.parent == tmp_path / "home"
+    (served / "model.pth").unlink()  # a second fetch uses the verified cache, no network
+    assert weights.fetch(ck, progress=False) == path
+
+
+def test_wrong_hash_is_refused_and_not_kept(http_folder, tmp_path, monkeypatch):
+    served, base = http_folder
+    (served / "model.pth").write_bytes(b"tampered")
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path / "home"))
+    ck = weights.Checkpoint("test", "model.pth", 8, "0" * 64, f"{base}/model.pth")
+    with pytest.raises(weights.HashMismatchError, match="wrong SHA-256"):
+        weights.fetch(ck, progress=False, use_fallback=False)
+    assert not (tmp_path / "home" / "model.pth").exists()
+
+
+def test_unreachable_without_fallback_is_an_oserror(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path))
+    ck = weights.Checkpoint("test", "m.pth", 1, "0" * 64, "http://127.0.0.1:9/m.pth")
+    with pytest.raises(OSError, match="could not download m.pth"):
+        weights.fetch(ck, progress=False)
+
+
+def test_verify_names_the_file(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"abc")
+    with pytest.raises(weights.HashMismatchError, match=r"x\.pt: SHA-256 .* refusing"):
+        weights.verify(tmp_path / "x.pt", "0" * 64)
+
+
+def test_known_table():
+    assert set(weights.CHECKPOINTS) == {"vit_h", "vit_l", "vit_b", "vit_t"}
+    assert weights.CHECKPOINTS["vit_t"].sha256 == "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
+
+
+def test_cached_mobile_sam_is_the_official_file(mobile_sam_checkpoint):
+    assert weights.sha256_file(mobile_sam_checkpoint) == weights.CHECKPOINTS["vit_t"].sha256
