@@ -18,9 +18,9 @@ it; the result does not depend on the order of the masks.
 The two other rules of the repository: ``max_iou`` (majority test only, no CAM fallback) and
 ``max_iou_imp`` (majority test plus the ``C \\ U`` fallback). Both thresholds are parameters.
 
-Implementation: the intersections of every mask with every class present are counted in one pass
-over the foreground pixels (masks as an ``N × H·W`` matrix), the class loop then runs on the small
-``N × K`` table; pixels are touched again only to paint the result.
+Implementation: the masks are bit-packed once (``N × H·W/8`` bytes); every intersection is a popcount
+of packed bits, the class loop then runs on the small ``N × K`` table, and unions of masks are
+bitwise ORs of packed rows, unpacked only to paint the result.
 """
 
 from __future__ import annotations
@@ -67,28 +67,35 @@ class MergeResult:
     class_area: np.ndarray  # (K,)
 
 
-def intersection_table(masks: np.ndarray, label: np.ndarray, n_classes: int) -> np.ndarray:
+def pack(masks: np.ndarray) -> np.ndarray:
+    """``N × H × W`` bool → ``N × ⌈H·W/8⌉`` bits (one pass over the masks; all later work is on bits)."""
+    n = masks.shape[0]
+    return np.packbits(masks.reshape(n, masks.shape[1] * masks.shape[2]), axis=1)
+
+
+def intersection_table(masks: np.ndarray, label: np.ndarray, n_classes: int, packed: np.ndarray | None = None) -> np.ndarray:
     """``N × K`` counts ``|S_i ∩ (label == k)|`` for the foreground classes ``k ≥ 1`` (column 0 stays 0).
 
-    One pass: the label is sorted into per-class pixel lists once, and each class's columns of the
-    ``N × H·W`` mask matrix are counted together (``np.count_nonzero`` over a gathered block), so the
-    work is ``N × (foreground pixels)`` byte operations. Labels ≥ K (e.g. 255) are counted nowhere.
+    Masks and class regions are bit-packed, so each count is a popcount of ``N × H·W/8`` bytes
+    (``np.bitwise_count``). Labels ≥ K (e.g. 255) are counted nowhere.
     """
     n = masks.shape[0]
-    flat_label = label.reshape(-1)
     table = np.zeros((n, n_classes), dtype=np.int64)
     if n == 0:
         return table
-    flat_masks = masks.reshape(n, label.size)
-    fg = np.flatnonzero((flat_label > 0) & (flat_label < n_classes))
-    if fg.size == 0:
-        return table
-    order = fg[np.argsort(flat_label[fg], kind="stable")]
-    classes, starts = np.unique(flat_label[order], return_index=True)
-    bounds = np.append(starts, order.size)
-    for c, lo, hi in zip(classes, bounds[:-1], bounds[1:]):
-        table[:, c] = np.count_nonzero(flat_masks[:, order[lo:hi]], axis=1)
+    packed = pack(masks) if packed is None else packed
+    flat_label = label.reshape(-1)
+    present = np.flatnonzero(np.bincount(flat_label, minlength=n_classes)[1:n_classes]) + 1
+    for c in present:
+        table[:, c] = np.bitwise_count(packed & np.packbits(flat_label == c)).sum(axis=1, dtype=np.int64)
     return table
+
+
+def _union(packed: np.ndarray, select: np.ndarray, size: int) -> np.ndarray:
+    """Pixel mask (flat bool) of the union of the selected packed masks."""
+    if not select.any():
+        return np.zeros(size, dtype=bool)
+    return np.unpackbits(np.bitwise_or.reduce(packed[select], axis=0), count=size).view(bool)
 
 
 def select_masks(
@@ -135,19 +142,20 @@ def merge(label: np.ndarray, masks: MaskSet | np.ndarray, n_classes: int, rule: 
         raise ValueError(f"mask size {m.shape[1:]} differs from label size {label.shape}")
     lab = label.astype(np.int64, copy=False)
     class_area = np.bincount(lab.reshape(-1), minlength=n_classes)[:n_classes]
-    table = intersection_table(m, lab, n_classes)
-    mask_area = m.reshape(m.shape[0], m.shape[1] * m.shape[2]).sum(axis=1)
+    packed = pack(m)
+    table = intersection_table(m, lab, n_classes, packed)
+    mask_area = np.bitwise_count(packed).sum(axis=1, dtype=np.int64)
     owner, steps = select_masks(table, mask_area, class_area, rule)
 
-    out = np.zeros(label.shape, dtype=np.uint8)
+    size = label.size
+    out = np.zeros(size, dtype=np.uint8)
+    flat = lab.reshape(-1)
     for c, take, available in steps:
-        region = m[take].any(axis=0) if take.any() else np.zeros(label.shape, dtype=bool)
+        region = _union(packed, take, size)
         if rule.keep_uncovered:
-            cls = lab == c
-            if available.any():
-                cls &= ~m[available].any(axis=0)
-            region |= cls
+            region |= (flat == c) & ~_union(packed, available, size)
         out[region] = c
+    out = out.reshape(label.shape)
     return MergeResult(out, owner, table, mask_area, class_area)
 
 

@@ -25,23 +25,33 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, n_classes: int, ignore_in
     """``n × (n+1)`` int64 counts: rows are ground-truth classes, columns predicted classes.
 
     The extra last column counts predictions of ``ignore_index`` (void). Raises ``ValueError`` if the
-    shapes differ or the prediction holds other values outside ``0..n-1``.
+    shapes differ or either map holds other values outside ``0..n-1``.
+
+    One ``np.bincount`` over ``gt·256 + pred`` (uint8 maps) gives the full 256 × 256 table; the range
+    checks and the void handling then run on that small table, not on the pixels.
     """
     gt = np.asarray(gt)
     pred = np.asarray(pred)
     if gt.shape != pred.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
-    g = gt.ravel().astype(np.int64)
-    p = pred.ravel().astype(np.int64)
-    valid = g != ignore_index
-    g, p = g[valid], p[valid]
-    if g.size and g.max() >= n_classes:
-        raise ValueError(f"ground-truth values {np.unique(g[g >= n_classes]).tolist()} outside 0..{n_classes - 1}")
-    void = p == ignore_index
-    if p.size and ((p >= n_classes) & ~void).any():
-        raise ValueError(f"prediction values {np.unique(p[(p >= n_classes) & ~void]).tolist()} outside 0..{n_classes - 1}")
-    p = np.where(void, n_classes, p)
-    return np.bincount(g * (n_classes + 1) + p, minlength=n_classes * (n_classes + 1)).reshape(n_classes, n_classes + 1)
+    if gt.dtype != np.uint8 or pred.dtype != np.uint8:
+        for name, arr in (("ground-truth", gt), ("prediction", pred)):
+            if arr.size and (arr.min() < 0 or arr.max() > 255):
+                raise ValueError(f"{name} values outside 0..255")
+        gt, pred = gt.astype(np.uint8), pred.astype(np.uint8)
+    idx = gt.reshape(-1).astype(np.int32) << 8
+    idx |= pred.reshape(-1)
+    full = np.bincount(idx, minlength=1 << 16).reshape(256, 256)
+    full[ignore_index] = 0  # void ground truth is ignored
+    bad_gt = np.flatnonzero(full[n_classes:].sum(axis=1)) + n_classes
+    if bad_gt.size:
+        raise ValueError(f"ground-truth values {bad_gt.tolist()} outside 0..{n_classes - 1}")
+    cols = full[:n_classes].sum(axis=0)
+    cols[ignore_index] = 0
+    bad_pred = np.flatnonzero(cols[n_classes:]) + n_classes
+    if bad_pred.size:
+        raise ValueError(f"prediction values {bad_pred.tolist()} outside 0..{n_classes - 1}")
+    return np.concatenate([full[:n_classes, :n_classes], full[:n_classes, ignore_index : ignore_index + 1]], axis=1).astype(np.int64)
 
 
 @dataclass
