@@ -27,8 +27,21 @@ def collect(results_dir: str | os.PathLike, dataset: str = "voc") -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("*/summary.json"))]
 
 
+def prompted_miou(results_dir: str | os.PathLike, method: str, config: str = "box") -> float | None:
+    """mIoU (%) of prompted mode for ``method`` from ``results/prompted/<method>/ablation.csv``."""
+    p = Path(results_dir) / "prompted" / method / "ablation.csv"
+    if not p.exists():
+        return None
+    df = pd.read_csv(p)
+    row = df[df["configuration"] == config]
+    return float(row["miou"].iloc[0]) if len(row) else None
+
+
 def paper_table(results_dir: str | os.PathLike, dataset: str = "voc") -> pd.DataFrame:
-    """Rows for the paper's methods (marked *not run* with the reason when absent) and every other run."""
+    """Rows for the paper's methods (marked *not run* with the reason when absent) and every other run.
+
+    ``miou_after`` is everything-mode + the paper's rule; ``miou_prompted`` is samcam's prompted mode
+    (box prompts) where ``05_prompted_ablation`` was run for the method on the same ids."""
     found = {s["method"]: s for s in collect(results_dir, dataset)}
     names = list(METHODS) + [m for m in found if m not in METHODS]
     rows = []
@@ -41,6 +54,7 @@ def paper_table(results_dir: str | os.PathLike, dataset: str = "voc") -> pd.Data
         rows.append({
             "method": name, "status": "run", "reason": "",
             "miou_before": 100 * s["miou_before"], "miou_after": 100 * s["miou_after"], "gain": 100 * s["miou_gain"],
+            "miou_prompted": prompted_miou(results_dir, name),
             "n_images": s["n_images"], "measured_on": s.get("measured_on", ""),
             "sam_model": masks.get("model_type"), "points_per_side": (masks.get("settings") or {}).get("points_per_side"),
             "rule": (s.get("rule") or {}).get("name"),
@@ -50,11 +64,19 @@ def paper_table(results_dir: str | os.PathLike, dataset: str = "voc") -> pd.Data
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub table (numbers to two decimals; empty cells for rows not run)."""
-    cols = ["method", "status", "miou_before", "miou_after", "gain", "n_images", "sam_model", "points_per_side", "rule", "measured_on", "reason"]
+    cols = ["method", "status", "miou_before", "miou_after", "gain", "miou_prompted", "n_images", "sam_model", "points_per_side", "rule", "measured_on", "reason"]
     cols = [c for c in cols if c in df.columns]
-    fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+    decimals = {"miou_before", "miou_after", "gain", "miou_prompted"}
+
+    def fmt(col: str, v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.2f}" if col in decimals else (str(int(v)) if v.is_integer() else str(v))
+        return str(v)
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in df.to_dict("records")]
+    lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in cols) + " |" for r in df.to_dict("records")]
     return "\n".join(lines) + "\n"
 
 
