@@ -116,3 +116,9 @@ def test_real_cls_labels_match_ground_truth(data_root, voc_root):
     # the two known disagreements documented in shared/data/SOURCES.md
     assert 20 in labels["2011_001621"] and 20 not in ds.labels_from_mask(tree.read_gt("2011_001621"))
     assert 15 not in labels["2008_005245"] and 15 in ds.labels_from_mask(tree.read_gt("2008_005245"))
+
+
+def test_coco_to_voc_map():
+    m = np.array([[0, 1, 63, 72, 8, 150]], np.uint8)  # unlabeled, person, couch, tv, truck, a stuff class
+    assert ds.coco_panoptic_to_voc(m).tolist() == [[255, 15, 18, 20, 0, 0]]
+    assert sorted(ds.COCO_TO_VOC.values()) == list(range(1, 21))

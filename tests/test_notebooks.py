@@ -20,7 +20,7 @@ def _params(name):
 def test_every_notebook_has_a_parameters_cell():
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["00_tutorial.ipynb", "01_sam_masks.ipynb", "02_enhance_method.ipynb", "03_paper_table.ipynb",
-                     "04_per_class_explorer.ipynb", "05_prompted_ablation.ipynb", "demo.ipynb"]  # fmt: skip
+                     "04_per_class_explorer.ipynb", "05_prompted_ablation.ipynb", "06_coco_check.ipynb", "demo.ipynb"]  # fmt: skip
     for n in names:
         _params(n)
 
@@ -57,6 +57,14 @@ def test_prompted_ablation_notebook(tmp_path, data_root, mobile_sam_checkpoint):
     execute("05_prompted_ablation.ipynb", tmp_path / "05.ipynb", params)
     table = (tmp_path / "res" / "TransCAM" / "ablation.csv").read_text()
     assert table.startswith("configuration,miou") and "everything+paper-rule" in table and "box+point+neg" in table
+
+
+def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
+    if not (data_root / "coco128" / "semantic_segmentation").is_dir():
+        pytest.skip(f"coco128 not found in {data_root}")
+    params = {"limit": 1, "splits": ["val2017"], "classifier": None, "work_dir": str(tmp_path / "w"), "results_dir": str(tmp_path / "r"), "device": "cpu"}
+    execute("06_coco_check.ipynb", tmp_path / "06.ipynb", params)
+    assert (tmp_path / "r" / "cam_vs_prompted.csv").read_text().startswith("labels,images,miou")
 
 
 def test_reproduce_config_is_valid():
