@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
+#: name → (help, fn): ``fn(parser)`` adds the subcommand's arguments and returns its ``run(args)``.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]]] = {}
 
 
 def command(name: str, help: str):
@@ -64,7 +65,7 @@ def _eval(p: argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- weights
 
 
-@command("weights", "list, fetch or verify SAM checkpoints (cached in $SAMCAM_HOME)")
+@command("weights", "list SAM checkpoints, fetch one (SHA-256 verified), or print its cached path")
 def _weights(p: argparse.ArgumentParser):
     p.add_argument("action", choices=["list", "fetch", "path"], help="list known checkpoints, fetch one, or print its cached path")
     p.add_argument("name", nargs="?", help="checkpoint name: vit_t, vit_b, vit_l, vit_h")
