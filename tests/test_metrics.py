@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from samcam import cli
-from samcam.datasets import VOC, DatasetSpec, write_label
+from samcam.datasets import DatasetSpec, write_label
 from samcam.metrics import Evaluator, confusion_matrix, official_image_scores, scores
 
 TINY = DatasetSpec("tiny", ("background", "a", "b"))
