@@ -117,9 +117,8 @@ def run_demo(out_dir: str | os.PathLike, threshold: float = 0.3, points_per_side
     for image_id, (image, classes) in images.items():
         cams = grouped_cams(net, image, classes)
         label = cam_to_label(cams, np.asarray(classes) - 1, threshold)
-        if store.has(image_id) and store.read(image_id).meta.get("settings", {}).get("points_per_side") == points_per_side:
-            ms = store.read(image_id)
-        else:
+        ms = store.read(image_id) if store.has(image_id) else None
+        if ms is None or ms.meta.get("settings", {}).get("points_per_side") != points_per_side:
             gen = gen or build_generator("vit_t", device=device, generator=generator, points_per_side=points_per_side)
             ms = gen.generate(image)
             ms.meta = {"model_type": "vit_t", "generator": generator, "settings": gen.settings}

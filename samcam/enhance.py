@@ -96,8 +96,7 @@ def enhance_method(
     for image_id in tqdm(ids, desc="enhance", unit="img", disable=not progress):
         gt = read_label(Path(gt_dir) / f"{image_id}.png", spec)
         label = load_pseudo_label(pseudo_dir, image_id, fmt, threshold, spec, shape=gt.shape)
-        ms = store.read(image_id)
-        ms.check_shape(label.shape, store.path(image_id, store.format_of(image_id)))
+        ms = store.read(image_id, label.shape)
         enhanced = merge(label, ms, spec.n_classes, rule).label
         res.before.add(image_id, gt, label)
         res.after.add(image_id, gt, enhanced)
@@ -141,7 +140,7 @@ def gallery_rows(ids: list[str], pseudo_dir, masks_dir, gt_dir, images_dir, fmt:
     for image_id in ids:
         gt = read_label(Path(gt_dir) / f"{image_id}.png", spec)
         label = load_pseudo_label(pseudo_dir, image_id, fmt, threshold, spec, shape=gt.shape)
-        ms = store.read(image_id)
+        ms = store.read(image_id, gt.shape)
         image = read_image(Path(images_dir) / f"{image_id}.jpg") if images_dir and (Path(images_dir) / f"{image_id}.jpg").exists() else None
         rows.append({"title": (titles or {}).get(image_id, image_id), "image": image, "CAM label": label, "SAM masks": ms,
                      "enhanced": merge(label, ms, spec.n_classes, rule).label, "ground truth": gt})  # fmt: skip

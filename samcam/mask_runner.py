@@ -127,13 +127,8 @@ def run_masks(
         image = read_image(index[image_id])
         t0 = time.perf_counter()
         ms = gen.generate(image)
-        ms.meta = {**meta, "image_id": image_id, "seconds": round(time.perf_counter() - t0, 3), "device": str(gen_device(gen))}
+        ms.meta = {**meta, "image_id": image_id, "seconds": round(time.perf_counter() - t0, 3), "device": gen.device}
         store.write(image_id, ms)
         bar.set_postfix(masks=len(ms))
     return RunSummary(len(todo), skipped, time.perf_counter() - start, out)
 
-
-def gen_device(gen) -> str:
-    impl = gen._impl
-    model = getattr(impl, "predictor", impl).model
-    return str(next(model.parameters()).device)

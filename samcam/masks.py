@@ -335,11 +335,17 @@ class MaskStore:
         out |= {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         return sorted(out)
 
-    def read(self, image_id: str) -> MaskSet:
+    def read(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskSet:
+        """The mask set of ``image_id``; with ``shape`` given, a ``ValueError`` naming the file if the
+        masks have another size."""
         fmt = self.format_of(image_id)
         if fmt is None:
             raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
-        return read_compact(self.path(image_id, fmt)) if fmt == "compact" else read_official(self.path(image_id, fmt))
+        path = self.path(image_id, fmt)
+        ms = read_compact(path) if fmt == "compact" else read_official(path)
+        if shape is not None:
+            ms.check_shape(shape, path)
+        return ms
 
     def write(self, image_id: str, ms: MaskSet) -> Path:
         p = self.path(image_id)

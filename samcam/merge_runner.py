@@ -45,8 +45,7 @@ def _merge_one(args: tuple) -> str:
             write_label(Path(out_dir) / f"{image_id}.png", label, spec)
             return "kept"
         raise FileNotFoundError(f"no mask set for {image_id} in {masks_dir} (use --missing-masks keep-cam to keep its CAM label)")
-    ms = store.read(image_id)
-    ms.check_shape(label.shape, store.path(image_id, store.format_of(image_id)))
+    ms = store.read(image_id, label.shape)
     write_label(Path(out_dir) / f"{image_id}.png", merge(label, ms, spec.n_classes, rule).label, spec)
     return "merged"
 

@@ -119,6 +119,11 @@ class MaskGenerator:
             records = self._impl.generate(image)
         return MaskSet.from_records(records, shape=image.shape[:2])
 
+    @property
+    def device(self) -> str:
+        """The device the model runs on (``cuda:0``, ``cpu``)."""
+        return str(self._impl.predictor.device)
+
 
 def build_generator(
     model_type: str = "vit_t",
