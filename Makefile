@@ -7,7 +7,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEPS_HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
 
-.PHONY: venv weights test demo reproduce bench clean-venv
+.PHONY: venv weights test demo reproduce bench mutation clean-venv
 
 venv: $(STAMP)
 
@@ -33,6 +33,14 @@ reproduce: venv weights
 bench: venv
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_merge.py
+
+# Mutation testing of the pure modules ([tool.mutmut] in pyproject.toml); writes results/mutation/.
+# In samcam/sam/masks.py only the mask-set formats (the compact and official readers and writers).
+MUTANTS ?= "samcam.metrics*" "samcam.cam.label*" "samcam.refine.merge*" "samcam.refine.prompted*" "samcam.sam.masks.x_*compact*" "samcam.sam.masks.x_*official*"
+mutation: venv
+	rm -rf mutants
+	SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true
+	$(PY) scripts/mutation_report.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,7 +33,7 @@ def machine() -> dict:
 
 
 def write(name: str, result: dict, markdown: str) -> None:
-    from samcam.atomic import write_text
+    from samcam.io import write_text
 
     result = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), **result}
     write_text(OUT / f"{name}.json", json.dumps(result, indent=1) + "\n")

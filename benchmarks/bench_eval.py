@@ -35,8 +35,10 @@ def naive_miou(pairs, n_classes: int = 21) -> float:
 
 
 def main() -> None:
-    from samcam.datasets import VOC, read_ids, read_label
-    from samcam.metrics import Evaluator, evaluate_folders
+    from samcam.data.spaces import VOC
+    from samcam.io import read_ids, read_label
+    from samcam.metrics import Evaluator
+    from samcam.pipeline.evaluate import evaluate_folders
 
     root = data_root()
     voc = root / "voc2012"

@@ -39,8 +39,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
 
-    from samcam.datasets import read_ids, read_image
-    from samcam.sam import MaskGenerator, build_sam
+    from samcam.io import read_ids, read_image
+    from samcam.sam.model import MaskGenerator, build_sam
 
     voc = data_root() / "voc2012"
     ids = read_ids(voc / "ImageSets" / "Segmentation" / "train_with_images.txt")[: a.n]

@@ -41,7 +41,7 @@ def synthetic(n_images: int, seed: int = 0):
 
 
 def time_both(cases):
-    from samcam.merge import merge
+    from samcam.refine.merge import merge
 
     t0 = time.perf_counter()
     fast = [merge(label, masks, 21).label for label, masks in cases]
@@ -58,8 +58,9 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=20)
     ap.add_argument("--real-limit", type=int, default=558)
     a = ap.parse_args()
-    from samcam.datasets import VOC, read_ids, read_label
-    from samcam.masks import MaskStore
+    from samcam.data.spaces import VOC
+    from samcam.io import read_ids, read_label
+    from samcam.sam.masks import MaskStore
 
     rows = []
     syn = list(synthetic(a.synthetic))

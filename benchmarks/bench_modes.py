@@ -24,10 +24,11 @@ def main() -> None:
     a = ap.parse_args()
     from segment_anything import SamPredictor
 
-    from samcam.datasets import VOC, read_ids, read_image, read_label
-    from samcam.merge import merge
-    from samcam.prompted import refine
-    from samcam.sam import MaskGenerator, build_sam
+    from samcam.data.spaces import VOC
+    from samcam.io import read_ids, read_image, read_label
+    from samcam.refine.merge import merge
+    from samcam.refine.prompted import refine
+    from samcam.sam.model import MaskGenerator, build_sam
 
     root = data_root()
     ids = read_ids(root / "voc2012/ImageSets/Segmentation/train_with_images.txt")[: a.n]

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from samcam import __version__
+
 #: name → (help, fn): ``fn(parser)`` adds the subcommand's arguments and returns its ``run(args)``.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]]] = {}
 
@@ -24,8 +26,35 @@ def command(name: str, help: str):
     return deco
 
 
+def _number(kind: type, lo: float | None = None, hi: float | None = None):
+    """An argparse type: a ``kind`` number in [lo, hi] (NaN refused)."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text} is outside [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+FRACTION = _number(float, 0.0, 1.0)
+#: valid ranges of the mask generator's settings (samcam.sam.model.AMG_DEFAULTS)
+AMG_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "points_per_side": (1, None), "points_per_batch": (1, None), "pred_iou_thresh": (0.0, 1.0),
+    "stability_score_thresh": (0.0, 1.0), "stability_score_offset": (0.0, None), "box_nms_thresh": (0.0, 1.0),
+    "crop_n_layers": (0, None), "crop_nms_thresh": (0.0, 1.0), "crop_overlap_ratio": (0.0, 1.0),
+    "crop_n_points_downscale_factor": (1, None), "min_mask_region_area": (0, None),
+}
+POSITIVE_INT = _number(int, 1)
+
+
 def _ids_arg(path: str | None) -> list[str] | None:
-    from .datasets import read_ids
+    from samcam.io import read_ids
 
     return read_ids(path) if path else None
 
@@ -43,12 +72,16 @@ def _eval(p: argparse.ArgumentParser):
     p.add_argument("--per-image-csv", help="write per-image rows (id, mIoU, per-class IoU) to this CSV")
 
     def run(a: argparse.Namespace) -> int:
-        from .atomic import write_text
-        from .datasets import get_dataset
-        from .metrics import evaluate_folders, format_table
+        from samcam.data.spaces import get_dataset
+        from samcam.io import check_output, write_text
+        from samcam.metrics import format_table
+        from samcam.pipeline.evaluate import evaluate_folders
 
         spec = get_dataset(a.dataset)
         ids = _ids_arg(a.ids)
+        for out in (a.csv, a.per_image_csv):
+            if out:
+                check_output(out, a.pred, a.gt, a.ids)
         ev = evaluate_folders(a.pred, a.gt, spec, ids, progress=sys.stderr.isatty())
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
@@ -71,7 +104,7 @@ def _weights(p: argparse.ArgumentParser):
     p.add_argument("name", nargs="?", help="checkpoint name: vit_t, vit_b, vit_l, vit_h")
 
     def run(a: argparse.Namespace) -> int:
-        from . import weights
+        from samcam.sam import weights
 
         if a.action == "list":
             print(f"cache: {weights.home()}")
@@ -94,18 +127,19 @@ def _weights(p: argparse.ArgumentParser):
 
 
 def _add_amg_args(p: argparse.ArgumentParser) -> None:
-    from .sam import AMG_DEFAULTS, GENERATORS, MODEL_TYPES
+    from samcam.sam.model import AMG_DEFAULTS, GENERATORS, MODEL_TYPES
 
     p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
     p.add_argument("--checkpoint", help="checkpoint file; default: the verified official one, fetched into the cache")
     p.add_argument("--generator", default="fast", choices=GENERATORS, help="samcam's fast generator or the official one")
     p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
     for key, value in AMG_DEFAULTS.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+        lo, hi = AMG_RANGES[key]
+        p.add_argument(f"--{key.replace('_', '-')}", type=_number(type(value), lo, hi), default=value, help=f"default {value}")
 
 
 def _amg_kwargs(a: argparse.Namespace) -> dict:
-    from .sam import AMG_DEFAULTS
+    from samcam.sam.model import AMG_DEFAULTS
 
     return {k: getattr(a, k) for k in AMG_DEFAULTS}
 
@@ -117,11 +151,11 @@ def _masks(p: argparse.ArgumentParser):
     p.add_argument("--ids", help="id list file; default: every image in --images")
     p.add_argument("--format", default="compact", choices=["compact", "official"], help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
     p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based), for job arrays")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads")
     _add_amg_args(p)
 
     def run(a: argparse.Namespace) -> int:
-        from .mask_runner import parse_shard, run_masks
+        from samcam.pipeline.masks import parse_shard, run_masks
 
         if a.threads:
             import torch
@@ -141,23 +175,23 @@ def _masks(p: argparse.ArgumentParser):
 
 @command("merge", "label SAM masks with pseudo labels (the paper's rules); writes palette PNGs")
 def _merge(p: argparse.ArgumentParser):
-    from .merge import DEFAULT_RULE, RULES
+    from samcam.refine.merge import DEFAULT_RULE, RULES
 
     p.add_argument("--pseudo", required=True, help="folder of pseudo-label PNGs (<id>.png)")
     p.add_argument("--masks", required=True, help="folder of mask sets (compact or official layout, auto-detected)")
     p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
     p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES, help=f"merge rule (default {DEFAULT_RULE})")
-    p.add_argument("--majority", type=float, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
-    p.add_argument("--coverage", type=float, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
+    p.add_argument("--majority", type=FRACTION, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
+    p.add_argument("--coverage", type=FRACTION, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
     p.add_argument("--ids", help="id list file; default: every .png in --pseudo")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="processes (default 1)")
     p.add_argument("--missing-masks", default="error", choices=["error", "keep-cam"], help="an id without masks: error (default) or keep its CAM label")
     p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
 
     def run(a: argparse.Namespace) -> int:
-        from .datasets import get_dataset
-        from .merge import MergeRule
-        from .merge_runner import merge_folders
+        from samcam.data.spaces import get_dataset
+        from samcam.pipeline.merge import merge_folders
+        from samcam.refine.merge import MergeRule
 
         rule = MergeRule.named(a.rule, a.majority, a.coverage)
         s = merge_folders(a.pseudo, a.masks, a.out, get_dataset(a.dataset), rule, _ids_arg(a.ids), a.workers, a.missing_masks)
@@ -178,17 +212,17 @@ def _labels_args(p: argparse.ArgumentParser) -> None:
 
 @command("train-classifier", "fine-tune a multi-label CAM classifier on image-level labels only")
 def _train(p: argparse.ArgumentParser):
-    from .cam import BACKBONES
-    from .classifier import TrainConfig
+    from samcam.cam.nets import BACKBONES
+    from samcam.pipeline.train_classifier import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--ids", required=True, help="training id list")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
     p.add_argument("--eval-ids", help="held-out id list: report classification mAP on it")
     p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"])
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--crop", type=int, default=d.crop)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
+    p.add_argument("--crop", type=_number(int, 32), default=d.crop)
     p.add_argument("--head-only", action="store_true", help="train only the classifier head")
     p.add_argument("--seed", type=int, default=d.seed)
     _labels_args(p)
@@ -196,11 +230,14 @@ def _train(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import numpy as np
 
-        from .cam import build_camnet
-        from .cam_runner import image_labels
-        from .classifier import TrainConfig, average_precision, predict_scores, train_classifier
-        from .datasets import VocTree, one_hot, read_ids
+        from samcam.cam.infer import predict_scores
+        from samcam.cam.nets import build_camnet
+        from samcam.data.voc import VocTree, image_labels, one_hot
+        from samcam.io import check_output, read_ids
+        from samcam.metrics import average_precision
+        from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
+        check_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
         tree = VocTree(a.voc)
         cfg = TrainConfig(backbone=a.backbone, epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, train_backbone=not a.head_only, seed=a.seed)
         ids = read_ids(a.ids)
@@ -222,7 +259,7 @@ def _train(p: argparse.ArgumentParser):
 
 @command("cam", "compute multi-scale CAMs (IRN .npy layout) for the image classes")
 def _cam(p: argparse.ArgumentParser):
-    from .cam import BACKBONES
+    from samcam.cam.nets import BACKBONES
 
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
     p.add_argument("--out", required=True, help="folder for <id>.npy CAM files (ids already there are skipped)")
@@ -232,16 +269,19 @@ def _cam(p: argparse.ArgumentParser):
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
-        from .cam import build_camnet
-        from .cam_runner import extract_cams, image_labels
-        from .datasets import VocTree
-        from .mask_runner import image_index, select_ids
+        from samcam.cam.nets import build_camnet
+        from samcam.data.voc import VocTree, image_labels
+        from samcam.io import check_output, image_index
+        from samcam.pipeline.cam import extract_cams
+        from samcam.pipeline.masks import select_ids
 
+        check_output(a.out, a.images, a.voc, a.checkpoint, a.ids)
         tree = VocTree(a.voc)
         index = image_index(a.images)
         ids = select_ids(index, _ids_arg(a.ids), (0, 1))
         net = build_camnet(a.model, checkpoint=a.checkpoint)
-        n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out)
+        provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
+        n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance)
         print(f"{n} CAM files written, {len(ids) - n} already there -> {a.out}")
         return 0
 
@@ -252,25 +292,26 @@ def _cam(p: argparse.ArgumentParser):
 def _cam2label(p: argparse.ArgumentParser):
     p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout)")
     p.add_argument("--out", help="folder for <id>.png pseudo labels")
-    p.add_argument("--threshold", type=float, help="background score (IRN's cam_eval_thres; 0.15 is IRN's default for its ResNet-50)")
+    p.add_argument("--threshold", type=FRACTION, help="background score (IRN's cam_eval_thres; 0.15 is IRN's default for its ResNet-50)")
     p.add_argument("--ids", help="id list; default: every CAM file")
     p.add_argument("--sweep-gt", help="ground-truth folder: report mIoU over --thresholds (the best is GT-tuned: a leak, marked so)")
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP for --sweep-gt (default 0.05:0.60:0.05)")
     p.add_argument("--sweep-csv", help="write the sweep table here")
     p.add_argument("--note", help="a note stored with the labels (e.g. 'threshold tuned on ground truth')")
+    p.add_argument("--images", help="image folder: check that every CAM has its image's size")
 
     def run(a: argparse.Namespace) -> int:
-        import numpy as np
 
-        from .atomic import write_text
-        from .cam_runner import cams_to_labels, threshold_sweep
+        from samcam.io import check_output, image_index, image_size, write_text
+        from samcam.pipeline.cam import cam_ids, cams_to_labels, threshold_sweep
 
         ids = _ids_arg(a.ids)
+        for out in (a.out, a.sweep_csv):
+            if out:
+                check_output(out, a.cams, a.sweep_gt, a.images, a.ids)
         if a.sweep_gt:
-            start, stop, step = (float(x) for x in a.thresholds.split(":"))
-            ts = np.round(np.arange(start, stop + step / 2, step), 6)
-            ids = ids if ids is not None else sorted(q.stem for q in Path(a.cams).glob("*.npy"))
-            df = threshold_sweep(a.cams, a.sweep_gt, ids, ts)
+            ts = _threshold_range(a.thresholds)
+            df = threshold_sweep(a.cams, a.sweep_gt, cam_ids(a.cams, ids), ts)
             print(df.assign(miou=(100 * df.miou).round(2)).to_string(index=False))
             best = df.loc[df.miou.idxmax()]
             print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
@@ -279,11 +320,30 @@ def _cam2label(p: argparse.ArgumentParser):
         if a.out:
             if a.threshold is None:
                 raise ValueError("--out needs --threshold")
-            n = cams_to_labels(a.cams, a.out, a.threshold, ids, note=a.note)
+            sizes = None
+            if a.images:
+                index = image_index(a.images)
+                need = cam_ids(a.cams, ids)
+                missing = [i for i in need if i not in index]
+                if missing:
+                    raise FileNotFoundError(f"{a.images}: no image for {len(missing)} CAM files, e.g. {missing[0]}")
+                sizes = {i: image_size(index[i]) for i in need}
+            n = cams_to_labels(a.cams, a.out, a.threshold, ids, note=a.note, sizes=sizes)
             print(f"{n} labels written -> {a.out}")
         return 0
 
     return run
+
+
+def _threshold_range(text: str) -> list[float]:
+    """``START:STOP:STEP`` -> the thresholds from START to STOP inclusive, each in [0, 1]."""
+    try:
+        start, stop, step = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--thresholds must look like START:STOP:STEP (e.g. 0.05:0.60:0.05), got {text!r}") from None
+    if not (0 <= start <= stop <= 1) or not step > 0:
+        raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and STEP > 0")
+    return [round(start + k * step, 6) for k in range(int((stop - start) / step + 1e-9) + 1)]
 
 
 # ----------------------------------------------------------------------------- methods, notebooks
@@ -291,21 +351,22 @@ def _cam2label(p: argparse.ArgumentParser):
 
 @command("labels", "turn a WSSS method's output (PNG labels, CAM .npy files, ...) into samcam pseudo labels")
 def _labels(p: argparse.ArgumentParser):
-    from .methods import FORMATS, METHODS
+    from samcam.cam.methods import FORMATS, METHODS
 
     p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)} (its registry entry names the format)")
     p.add_argument("--input", required=True, help="the folder the method's code wrote")
     p.add_argument("--out", required=True, help="folder for <id>.png palette labels")
     p.add_argument("--ids", required=True, help="id list file")
     p.add_argument("--format", choices=FORMATS, help="override the registry's format")
-    p.add_argument("--threshold", type=float, help="background threshold (CAM formats)")
+    p.add_argument("--threshold", type=FRACTION, help="background threshold (CAM formats)")
 
     def run(a: argparse.Namespace) -> int:
-        from .merge_runner import check_output_folder
-        from .methods import export_labels, get_method
+        from samcam.cam.methods import get_method
+        from samcam.io import check_output
+        from samcam.pipeline.labels import export_labels
 
         m = get_method(a.method)
-        check_output_folder(Path(a.out), Path(a.input))
+        check_output(a.out, a.input, a.ids)
         n = export_labels(a.input, a.out, _ids_arg(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
         print(f"{n} labels written -> {a.out}")
         return 0
@@ -315,13 +376,14 @@ def _labels(p: argparse.ArgumentParser):
 
 @command("demo", "run the demo notebook on scikit-image's photos (offline) into results/demo")
 def _demo(p: argparse.ArgumentParser):
-    p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--points-per-side", type=POSITIVE_INT, default=32)
     p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
 
     def run(a: argparse.Namespace) -> int:
-        from .notebooks import RUNS, execute
+        from samcam.reproduce import RUNS, execute
 
-        out = execute("demo.ipynb", RUNS / "demo.ipynb", {"out_dir": a.out, "points_per_side": a.points_per_side})
+        executed = RUNS / "demo.ipynb" if Path(a.out) == Path("results/demo") else Path(a.out) / "demo.ipynb"
+        out = execute("demo.ipynb", executed, {"out_dir": a.out, "points_per_side": a.points_per_side})
         print(f"executed notebook: {out}\nfigure: {Path(a.out) / 'demo_gallery.png'}")
         return 0
 
@@ -335,7 +397,7 @@ def _reproduce(p: argparse.ArgumentParser):
     p.add_argument("--force", action="store_true", help="run steps even when current")
 
     def run(a: argparse.Namespace) -> int:
-        from .notebooks import DEFAULT_CONFIG, reproduce
+        from samcam.reproduce import DEFAULT_CONFIG, reproduce
 
         for name, status in reproduce(a.config or DEFAULT_CONFIG, a.only, a.force):
             print(f"{name}: {status}")
@@ -349,7 +411,7 @@ def _reproduce(p: argparse.ArgumentParser):
 
 @command("refine", "refine pseudo labels with SAM: prompted by the labels' own regions, or everything-mode + the paper's rule")
 def _refine(p: argparse.ArgumentParser):
-    from .prompted import PROMPTS, SELECT, PromptConfig
+    from samcam.refine.prompted import PROMPTS, SELECT, PromptConfig
 
     d = PromptConfig()
     p.add_argument("--mode", default="prompted", choices=["prompted", "everything"])
@@ -361,7 +423,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--cams", help="CAM .npy folder (IRN layout): peaks for point prompts, and overlap decisions")
     p.add_argument("--prompts", default=d.prompts, choices=PROMPTS)
     p.add_argument("--select", default=d.select, choices=SELECT, help="which of SAM's three masks to keep")
-    p.add_argument("--min-area", type=int, default=d.min_area, help="smaller components keep their CAM pixels")
+    p.add_argument("--min-area", type=_number(int, 0), default=d.min_area, help="smaller components keep their CAM pixels")
     p.add_argument("--model", default="vit_t")
     p.add_argument("--checkpoint")
     p.add_argument("--device")
@@ -369,16 +431,16 @@ def _refine(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         ids = _ids_arg(a.ids)
         if a.mode == "everything":
-            from .datasets import VOC
-            from .merge import MergeRule
-            from .merge_runner import merge_folders
+            from samcam.data.spaces import VOC
+            from samcam.pipeline.merge import merge_folders
+            from samcam.refine.merge import MergeRule
 
             if not a.masks:
                 raise ValueError("--mode everything needs --masks")
             s = merge_folders(a.pseudo, a.masks, a.out, VOC, MergeRule(), ids)
             print(f"{s.merged} merged, {s.skipped} already there -> {s.out}")
             return 0
-        from .prompted import refine_folder
+        from samcam.pipeline.prompted import refine_folder
 
         if not a.images:
             raise ValueError("--mode prompted needs --images")
@@ -389,29 +451,79 @@ def _refine(p: argparse.ArgumentParser):
     return run
 
 
+# ----------------------------------------------------------------------------- segmentation
+
+
+@command("train-seg", "train a segmentation network on images + a pseudo-label folder (resumable, seeded)")
+def _train_seg(p: argparse.ArgumentParser):
+    from samcam.seg.commands import train_seg
+
+    return train_seg(p)
+
+
+@command("eval-seg", "score a trained segmentation network on val images (confusion-matrix mIoU)")
+def _eval_seg(p: argparse.ArgumentParser):
+    from samcam.seg.commands import eval_seg
+
+    return eval_seg(p)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+#: errors that bad input raises: each is reported in one line (exit 2) with the message naming the file
+INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError, LookupError)
 
-    parser = argparse.ArgumentParser(prog="samcam", description=__doc__.splitlines()[0])
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``samcam <command>: error: <what>`` and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``argv``, only the subcommand that ``argv`` names gets its arguments
+    (adding some imports heavy modules, e.g. torch), so that ``samcam merge``/``eval`` start fast."""
+    parser = _Parser(prog="samcam", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"samcam {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
     for name, (help, fn) in COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)
-        sp.set_defaults(_run=fn(sp))
+        if argv is None or name == wanted:
+            sp.set_defaults(_run=fn(sp))
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: worker pools shut down, atomic outputs stay whole
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    import signal
+
+    try:
+        args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed in one line
+        return e.code if isinstance(e.code, int) else 2
+    if argv is None:  # the command itself, not a call from Python code
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args._run(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except KeyboardInterrupt:
+        print(f"samcam {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"samcam {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        if isinstance(e, INPUT_ERRORS):
+            print(f"samcam {args.command}: error: {msg}", file=sys.stderr)
+            return 2
+        print(f"samcam {args.command}: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ miss for the true class (a false negative) and as no class's false positive.
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .datasets import IGNORE_INDEX, DatasetSpec
+from samcam.data.spaces import IGNORE_INDEX, DatasetSpec
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, n_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
@@ -210,53 +209,70 @@ def format_table(ev: Evaluator, digits: int = 2) -> str:
     return "\n".join(lines)
 
 
-def _read_pair(pred_dir, gt_dir, image_id: str, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
-    from .datasets import read_label
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-class average precision (mean of precision at each positive, ranked by score); NaN for a
+    class without positives."""
+    ap = np.full(scores.shape[1], np.nan)
+    for k in range(scores.shape[1]):
+        y = labels[np.argsort(-scores[:, k], kind="stable"), k] > 0
+        if y.any():
+            hits = np.cumsum(y)
+            ap[k] = float(np.mean(hits[y] / (np.flatnonzero(y) + 1)))
+    return ap
 
-    pred_path = pred_dir / f"{image_id}.png"
-    gt_path = gt_dir / f"{image_id}.png"
-    pred = read_label(pred_path, spec)
-    gt = read_label(gt_path, spec)
-    if pred.shape != gt.shape:
-        raise ValueError(f"{pred_path}: prediction size {pred.shape} differs from ground truth {gt_path} {gt.shape}")
-    return gt, pred
 
+@dataclass
+class Comparison:
+    """Scores of the same images before and after a refinement (e.g. SAM + the paper's rule).
 
-def evaluate_folders(
-    pred_dir,
-    gt_dir,
-    spec: DatasetSpec,
-    ids: list[str] | None = None,
-    workers: int = 4,
-    progress: bool = False,
-) -> Evaluator:
-    """Score ``pred_dir/<id>.png`` against ``gt_dir/<id>.png`` with the standard protocol.
-
-    With ``ids=None`` every ``.png`` in ``pred_dir`` is evaluated. A missing file for a listed id is a
-    ``FileNotFoundError`` naming it; files are decoded by a small thread pool (PNG decoding releases
-    the GIL), each file read once.
+    Pure: built from two :class:`Evaluator` objects filled over the same ids in the same order.
     """
-    from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
 
-    from .datasets import require_files
+    before: Evaluator
+    after: Evaluator
 
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    if not pred_dir.is_dir():
-        raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
-    if ids is None:
-        ids = sorted(p.stem for p in pred_dir.glob("*.png"))
-        if not ids:
-            raise FileNotFoundError(f"no .png predictions in {pred_dir}")
-    require_files([pred_dir / f"{i}.png" for i in ids], "prediction files")
-    require_files([gt_dir / f"{i}.png" for i in ids], "ground-truth files")
-    ev = Evaluator(spec)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        pairs = pool.map(lambda i: _read_pair(pred_dir, gt_dir, i, spec), ids)
-        if progress:
-            from tqdm.auto import tqdm
+    def __post_init__(self) -> None:
+        if self.before.image_ids != self.after.image_ids:
+            raise ValueError("before and after were scored over different ids")
 
-            pairs = tqdm(pairs, total=len(ids), desc="eval", unit="img")
-        for image_id, (gt, pred) in zip(ids, pairs):
-            ev.add(image_id, gt, pred)
-    return ev
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.before.spec
+
+    @property
+    def ids(self) -> list[str]:
+        return self.before.image_ids
+
+    def per_class(self):
+        """IoU, precision and recall per class, before and after (fractions), and the IoU change."""
+        import pandas as pd
+
+        b, a = self.before.scores(), self.after.scores()
+        return pd.DataFrame({
+            "class": list(self.spec.class_names),
+            "iou_before": b.iou, "iou_after": a.iou, "iou_delta": a.iou - b.iou,
+            "precision_before": b.precision, "precision_after": a.precision,
+            "recall_before": b.recall, "recall_after": a.recall,
+        })  # fmt: skip
+
+    def per_image(self):
+        """One row per image: mIoU before, after and its change, and every class's IoU before and after."""
+        import pandas as pd
+
+        b, a = self.before.per_image_table(), self.after.per_image_table()
+        df = pd.DataFrame({"id": b["id"], "miou_before": b["miou"], "miou_after": a["miou"]})
+        df["miou_delta"] = df["miou_after"] - df["miou_before"]
+        cols = {f"{tag}:{name}": t[name] for name in self.spec.class_names for tag, t in (("before", b), ("after", a))}
+        return pd.concat([df, pd.DataFrame(cols)], axis=1)
+
+    def summary(self) -> dict[str, float | int]:
+        """Split-level numbers (fractions): mIoU, mean precision and recall, pixel accuracy, before and after."""
+        b, a = self.before.scores(), self.after.scores()
+        return {
+            "n_images": len(self.ids),
+            "miou_before": b.miou, "miou_after": a.miou, "miou_gain": a.miou - b.miou,
+            "precision_before": b.mean_precision, "precision_after": a.mean_precision,
+            "recall_before": b.mean_recall, "recall_after": a.mean_recall,
+            "pixel_accuracy_before": b.pixel_accuracy, "pixel_accuracy_after": a.pixel_accuracy,
+        }  # fmt: skip
+

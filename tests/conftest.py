@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples per property: ``n``, or a tenth (at least 20) while mutmut runs a mutant,
+    where each of hundreds of mutants reruns the property tests (`make mutation` sets SAMCAM_MUTATION)."""
+    return max(20, n // 10) if os.environ.get("SAMCAM_MUTATION") else n
 CACHED_MASKS = REPO / "results" / "masks" / "voc12_train_vit_t_p32"
-
-
-def _data_root() -> Path:
-    return Path(os.environ.get("SAMCAM_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
+    from samcam.io import data_root as _data_root
+
     root = _data_root()
     if not (root / "voc2012" / "SegmentationClass").is_dir():
         pytest.skip(f"real VOC data not found at {root} (set SAMCAM_DATA to the shared data folder)")
@@ -31,14 +35,14 @@ def voc_root(data_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def train_with_images(voc_root: Path) -> list[str]:
-    from samcam.datasets import read_ids
+    from samcam.io import read_ids
 
     return read_ids(voc_root / "ImageSets" / "Segmentation" / "train_with_images.txt")
 
 
 @pytest.fixture(scope="session")
 def mobile_sam_checkpoint() -> Path:
-    from samcam.weights import cached_path
+    from samcam.sam.weights import cached_path
 
     p = cached_path("vit_t")
     if p is None:

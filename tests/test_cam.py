@@ -4,8 +4,12 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from samcam.cam import CamNet, cam_to_label, grad_cam, load_cam, multiscale_cam, resnet50_irn, save_cam
-from samcam.classifier import TrainConfig, average_precision, train_classifier
+from samcam.cam.files import load_cam, save_cam
+from samcam.cam.infer import grad_cam, multiscale_cam
+from samcam.cam.label import cam_to_label
+from samcam.cam.nets import CamNet, resnet50_irn
+from samcam.metrics import average_precision
+from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
 
 def _irn_layout_state_dict(n_classes=20):
@@ -117,3 +121,31 @@ def test_training_writes_and_resumes_a_checkpoint(tmp_path):
     assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False).losses == res.losses
     with pytest.raises(ValueError, match="another configuration"):
         train_classifier(images, labels, tmp_path / "clf.pt", TrainConfig(epochs=2, crop=64), progress=False)
+
+
+def _cam_by_hand(net, image, k, scale, flip):
+    """One class's CAM at one scale, written from the definition: features of the (rescaled, maybe
+    mirrored) image, ReLU(w_k · f), mirrored back, bilinearly resized to the image."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    if scale != 1.0:
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    if flip:
+        x = x.flip(-1)
+    with torch.no_grad():
+        f = net.backbone((x - 127.0) / 128.0)[0]
+        cam = torch.relu(torch.einsum("c,chw->hw", net.classifier.weight[k, :, 0, 0], f))
+    if flip:
+        cam = cam.flip(-1)
+    return torch.nn.functional.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("scales,flip", [((1.0,), False), ((1.0,), True), ((1.0, 0.5, 1.5), False), ((1.0, 0.5, 1.5, 2.0), True)])
+def test_multiscale_cam_equals_the_sum_of_single_scale_cams(scales, flip):
+    net = _tiny_net()
+    image = (np.random.default_rng(1).random((29, 41, 3)) * 255).astype(np.uint8)
+    got = multiscale_cam(net, image, [2, 11], scales, flip, normalize=False)
+    for j, k in enumerate([2, 11]):
+        want = sum(_cam_by_hand(net, image, k, s, False) + (_cam_by_hand(net, image, k, s, True) if flip else 0) for s in scales)
+        np.testing.assert_allclose(got[j], want, rtol=1e-4, atol=1e-4)
+    normed = multiscale_cam(net, image, [2, 11], scales, flip)
+    np.testing.assert_allclose(normed, got / (got.max(axis=(1, 2), keepdims=True) + 1e-5), rtol=1e-5, atol=1e-6)

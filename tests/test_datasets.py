@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samcam import datasets as ds
-from samcam.safe_pickle import load_object_npy
+import samcam as ds
+from samcam.data.safe_pickle import load_object_npy
 
 
 def test_voc_palette_standard_colours():

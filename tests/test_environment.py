@@ -1,10 +1,9 @@
 """pyproject.toml and environment.yml must list the same dependencies with the same pins."""
 
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import REPO
 
 CONDA_TO_PIP = {"pytorch": "torch"}

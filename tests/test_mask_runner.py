@@ -7,8 +7,8 @@ from PIL import Image
 from skimage import data
 
 from samcam import cli
-from samcam.mask_runner import parse_shard, run_masks, select_ids
-from samcam.masks import MaskStore
+from samcam.pipeline.masks import parse_shard, run_masks, select_ids
+from samcam.sam.masks import MaskStore
 
 pytestmark = pytest.mark.slow
 

@@ -2,12 +2,25 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import CACHED_MASKS, examples
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import CACHED_MASKS
 from samcam import cli
-from samcam.datasets import read_label, write_label
-from samcam.masks import MaskSet, MaskStore, read_compact, read_official, write_compact, write_official
+from samcam.io import read_label, read_png_8bit, write_label
+from samcam.sam.masks import (
+    MaskRuns,
+    MaskSet,
+    MaskStore,
+    PackedMasks,
+    read_compact,
+    read_compact_runs,
+    read_official,
+    read_official_packed,
+    write_compact,
+    write_official,
+)
 
 
 def _random_set(n=5, h=17, w=23, seed=0):
@@ -120,8 +133,364 @@ def test_cli_merge_both_formats_resume_and_errors(tmp_path, capsys):
     assert cli.main(args + ["--missing-masks", "keep-cam"]) == 0
     # never into an input folder; masks of the wrong size are named
     assert cli.main(args[:-1] + [str(tmp_path / "p" / "out")]) == 2
-    assert "lies in the input folder" in capsys.readouterr().err
+    assert "the input folder" in capsys.readouterr().err
     write_label(tmp_path / "p" / "d.png", np.zeros((5, 5), np.uint8))
     MaskStore(tmp_path / "m").write("d", _random_set(2))
     assert cli.main(args) == 2
     assert "d.json.gz: mask size (17, 23) differs from label size (5, 5)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- lean readers
+
+
+def _coco(masks):
+    from pycocotools import mask as mask_utils
+
+    return [r["counts"] for r in mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))]
+
+
+@st.composite
+def mask_stacks(draw):
+    """Mask stacks whose COCO counts need one to seven characters, with deltas of both signs."""
+    h, w = draw(st.integers(1, 40)), draw(st.sampled_from([1, 3, 64, 700, 5000]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    masks = []
+    for kind in draw(st.lists(st.sampled_from(["random", "empty", "full", "rect", "pixel", "sparse"]), min_size=1, max_size=6)):
+        m = np.zeros((h, w), bool)
+        if kind == "random":
+            m = rng.random((h, w)) < rng.random()
+        elif kind == "full":
+            m[:] = True
+        elif kind == "rect":
+            m[rng.integers(0, h) :, rng.integers(0, w) : rng.integers(0, w) + rng.integers(1, w + 1)] = True
+        elif kind == "pixel":
+            m[rng.integers(0, h), rng.integers(0, w)] = True
+        elif kind == "sparse":
+            m = rng.random((h, w)) < 0.002
+        masks.append(m)
+    return np.array(masks)
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(masks=mask_stacks())
+def test_coco_strings_decode_to_the_masks(masks):
+    from pycocotools import mask as mask_utils
+
+    n, h, w = masks.shape
+    counts = _coco(masks)
+    runs = MaskRuns.from_coco(counts, (h, w))  # bytes, as pycocotools gives them
+    np.testing.assert_array_equal(runs.to_masks(), masks)
+    np.testing.assert_array_equal(runs.area, masks.reshape(n, h * w).sum(axis=1))
+    # the same as pycocotools' own decoder, from the str form the compact files hold
+    dense = mask_utils.decode([{"size": [h, w], "counts": c} for c in counts]).transpose(2, 0, 1)
+    np.testing.assert_array_equal(MaskRuns.from_coco([c.decode() for c in counts], (h, w)).to_masks(), dense.astype(bool))
+    # runs: sorted, disjoint, non-empty, within the image, column-major
+    assert np.all(runs.ends > runs.starts) and runs.starts.min(initial=0) >= 0 and runs.ends.max(initial=0) <= h * w
+    for i in range(n):
+        s, e = runs.starts[runs.offsets[i] : runs.offsets[i + 1]], runs.ends[runs.offsets[i] : runs.offsets[i + 1]]
+        assert np.all(s[1:] > e[:-1])
+    for order in ("C", "F"):
+        np.testing.assert_array_equal(MaskRuns.from_masks(masks, order).to_masks(), masks)
+    np.testing.assert_array_equal(PackedMasks.from_masks(masks).to_masks(), masks)
+
+
+def test_coco_runs_by_hand():
+    # column-major: pixels (0,0) (1,0) | (0,1) (1,1) | (0,2) (1,2); mask = pixels 1, 2 and 5
+    m = np.array([[[0, 1, 0], [1, 0, 1]]], bool)
+    runs = MaskRuns.from_coco(_coco(m), (2, 3))
+    assert runs.starts.tolist() == [1, 5] and runs.ends.tolist() == [3, 6] and runs.offsets.tolist() == [0, 2]
+    assert MaskRuns.from_masks(m, "C").starts.tolist() == [1, 3, 5]  # row-major: pixels 1, 3, 5
+    assert len(MaskRuns.from_coco([], (4, 5))) == 0
+    # counts 2, 0, 4 (pycocotools reads a 1-run of length 0): no run is kept
+    empty_run = MaskRuns.from_coco(["204"], (2, 3))
+    assert empty_run.starts.size == 0 and empty_run.offsets.tolist() == [0, 0]
+    assert not empty_run.to_masks().any()
+
+
+@pytest.mark.parametrize(
+    "counts, why",
+    [
+        (["0"], "add up"),  # one count of 0 pixels in a 2 × 3 image
+        (["6", "3"], "add up"),  # the second too short
+        ([""], "empty"),
+        (["6 "], "out of range"),  # ' ' is below '0'
+        (["6p"], "out of range"),  # 'p' is above 'o'
+        (["1" + "_"], "ends inside a count"),  # '_' has the "more" bit: the string stops mid-count
+        (["123K"], "negative"),  # count 3 = count 1 + (−5): negative
+    ],
+)
+def test_malformed_coco_strings_are_refused(counts, why):
+    with pytest.raises(ValueError, match=why):
+        MaskRuns.from_coco(counts, (2, 3))
+
+
+def test_lean_readers_equal_full_readers(tmp_path):
+    ms = _random_set(6, h=31, w=47, seed=4)
+    write_compact(tmp_path / "a.json.gz", ms)
+    write_official(tmp_path / "b", ms)
+    np.testing.assert_array_equal(read_compact_runs(tmp_path / "a.json.gz").to_masks(), ms.masks)
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "b").to_masks(), ms.masks)
+    store = MaskStore(tmp_path)
+    assert isinstance(store.read_masks("a"), MaskRuns) and isinstance(store.read_masks("b"), PackedMasks)
+    with pytest.raises(ValueError, match=r"a\.json\.gz: mask size \(31, 47\) differs from label size \(5, 5\)"):
+        store.read_masks("a", (5, 5))
+    with pytest.raises(ValueError, match=r"b: mask size \(31, 47\) differs"):
+        store.read_masks("b", (5, 5))
+    with pytest.raises(FileNotFoundError, match="no mask set for c"):
+        store.read_masks("c")
+    # amg.py folders: a mask is its pixels == 255 (as the paper's code reads them), not any nonzero
+    grey = np.where(ms.masks[0], 255, 7).astype(np.uint8)
+    grey[0, :5] = 254
+    Image.fromarray(grey).save(tmp_path / "b" / "0.png")
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "b").to_masks()[0], grey == 255)
+    np.testing.assert_array_equal(read_official(tmp_path / "b").masks[0], grey == 255)
+    # empty sets keep their size
+    write_compact(tmp_path / "e.json.gz", _random_set(0, h=7, w=9))
+    write_official(tmp_path / "f", _random_set(0, h=7, w=9))
+    assert store.read_masks("e").shape == store.read_masks("f").shape == (7, 9)
+    assert len(store.read_masks("e")) == len(store.read_masks("f")) == 0
+    # a compact file whose strings are broken is named
+    import json
+
+    doc = json.loads(gzip.decompress((tmp_path / "a.json.gz").read_bytes()))
+    doc["masks"][2]["segmentation"]["counts"] = "0"
+    (tmp_path / "g.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with pytest.raises(ValueError, match=r"g\.json\.gz: bad mask"):
+        read_compact_runs(tmp_path / "g.json.gz")
+    with pytest.raises(ValueError, match=r"g\.json\.gz: bad mask"):
+        read_compact(tmp_path / "g.json.gz")
+
+
+def _png_bytes(arr, palette=False):
+    import io
+
+    from samcam.data.spaces import VOC
+
+    buf = io.BytesIO()
+    im = Image.fromarray(arr)
+    if palette:  # an 8-bit palette image, as samcam writes labels
+        im = Image.fromarray(arr, mode="P")
+        im.putpalette(VOC.palette.reshape(-1).tolist())
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_png_reader_fast_and_fallback_paths(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    import samcam.io as samcam_io
+
+    rng = np.random.default_rng(0)
+    gray = (rng.random((13, 17)) < 0.4).astype(np.uint8) * 255
+    gray[0, 0] = 7
+    idx = rng.integers(0, 21, (13, 17)).astype(np.uint8)
+    cases = {
+        "gray.png": (_png_bytes(gray), gray),
+        "pal.png": (_png_bytes(idx, palette=True), idx),
+        "rgb.png": (_png_bytes(np.dstack([gray, idx, gray])), np.dstack([gray, idx, gray])),  # Pillow's path
+        "g16.png": (_png_bytes(gray.astype(np.uint16) * 250), gray.astype(np.uint16) * 250),
+    }
+    # one image split over three IDAT chunks, after an ancillary chunk
+    data = cases["gray.png"][0]
+    (n,) = struct.unpack_from(">I", data, 33)
+    assert data[37:41] == b"IDAT"
+    stream = data[41 : 41 + n]
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    parts = [stream[:5], stream[5:9], stream[9:]]
+    split = data[:33] + chunk(b"tEXt", b"a\x00b") + b"".join(chunk(b"IDAT", p) for p in parts) + chunk(b"IEND", b"")
+    cases["split.png"] = (split, gray)
+    for in_place in (True, False):
+        monkeypatch.setattr(samcam_io, "_DECODE_IN_PLACE", in_place)
+        for name, (raw, want) in cases.items():
+            (tmp_path / name).write_bytes(raw)
+            got = read_png_8bit(tmp_path / name)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} in_place={in_place}")
+            with Image.open(tmp_path / name) as im:
+                np.testing.assert_array_equal(got, np.asarray(im))
+    monkeypatch.setattr(samcam_io, "_DECODE_IN_PLACE", None)
+    assert samcam_io._decode_in_place_works() in (True, False)
+    (tmp_path / "cut.png").write_bytes(data[: 41 + n // 2])
+    with pytest.raises(ValueError, match=r"cut\.png: unreadable PNG"):
+        read_png_8bit(tmp_path / "cut.png")
+    with pytest.raises(FileNotFoundError):
+        read_png_8bit(tmp_path / "nope.png")
+
+
+def test_label_reader_equals_pillow(tmp_path):
+    """io.read_label (fast 8-bit path) against Pillow's own decoding, for palette, grayscale and colour labels."""
+    from samcam.data.spaces import VOC
+
+    rng = np.random.default_rng(1)
+    lab = rng.integers(0, 21, (9, 11)).astype(np.uint8)
+    lab[0, :3] = 255
+    write_label(tmp_path / "p.png", lab)  # palette
+    Image.fromarray(lab).save(tmp_path / "l.png")  # grayscale
+    Image.fromarray(VOC.palette[lab]).save(tmp_path / "rgb.png")  # colour label
+    for name in ("p.png", "l.png"):
+        with Image.open(tmp_path / name) as im:
+            np.testing.assert_array_equal(read_label(tmp_path / name, VOC), np.asarray(im))
+    np.testing.assert_array_equal(read_label(tmp_path / "rgb.png", VOC), lab)
+    for bad, void in ((21, False), (21, True), (254, True)):
+        lab2 = np.where(lab == 255, 0, lab).astype(np.uint8) if not void else lab.copy()
+        lab2[3, 3] = bad
+        Image.fromarray(lab2).save(tmp_path / "bad.png")  # write_label refuses such values
+        with pytest.raises(ValueError, match=rf"bad\.png: label values \[{bad}\] outside 0\.\.20"):
+            read_label(tmp_path / "bad.png", VOC)
+    with pytest.raises(FileNotFoundError, match="label file not found"):
+        read_label(tmp_path / "none.png", VOC)
+
+
+def test_merge_output_is_a_voc_palette_png(tmp_path):
+    from samcam.data.spaces import VOC
+    from samcam.pipeline.merge import merge_folders
+    from samcam.refine.merge import MergeRule
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "p").mkdir()
+    write_label(tmp_path / "p" / "a.png", rng.integers(0, 3, (31, 47)).astype(np.uint8))
+    MaskStore(tmp_path / "m", "official").write("a", _random_set(6, h=31, w=47, seed=4))
+    s = merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), progress=False)
+    assert s.merged == 1 and not list((tmp_path / "o").glob(".*"))  # no temporary file left
+    with Image.open(tmp_path / "o" / "a.png") as im:
+        assert im.mode == "P"
+        assert im.getpalette()[: 3 * 21] == VOC.palette[:21].reshape(-1).tolist()
+
+
+def test_merge_and_eval_commands_start_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from samcam.cli import build_parser\n"
+        "for cmd in ('merge', 'eval'):\n"
+        "    build_parser([cmd, '--help'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "build_parser()\n"  # the full parser (every subcommand) still builds
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_lean_official_reader_follows_metadata_csv(tmp_path):
+    ms = _random_set(4, h=9, w=13, seed=6)
+    write_official(tmp_path / "x", ms)
+    meta = tmp_path / "x" / "metadata.csv"
+    lines = meta.read_text().splitlines()
+    # only the masks the csv lists, in its order; a quoted csv goes through the csv module
+    meta.write_text("\n".join([lines[0], lines[3], lines[1]]) + "\n")
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks[[2, 0]])
+    quoted = lines[3].split(",")
+    quoted[1] = f'"{quoted[1]}"'
+    meta.write_text("\n".join([lines[0], ",".join(quoted)]) + "\n")
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks[[2]])
+    np.testing.assert_array_equal(read_official(tmp_path / "x").masks, ms.masks[[2]])
+    meta.write_text(lines[0].replace("id,", "key,") + "\n" + lines[1] + "\n")
+    with pytest.raises(ValueError, match=r"metadata\.csv: missing columns \['id'\]"):
+        read_official_packed(tmp_path / "x")
+    meta.unlink()  # without the csv: every <i>.png in numeric order
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks)
+
+
+def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
+    import json
+
+    import samcam.sam.masks as masks_mod
+
+    # a count of 44 is written "\\" (char 92: group 12 with the "more" bit), JSON-escaped as "\\\\"
+    m = np.zeros((3, 10, 10), bool)
+    column_major = np.arange(100).reshape(10, 10).T  # pixel (y, x) is number x·10 + y in RLE order
+    m[0], m[1] = column_major >= 44, (column_major >= 44) & (column_major < 90)
+    m[2, 1:4, 2:9] = True
+    assert "\\" in _coco(m[:1])[0].decode()
+    meta = {"note": 'tricky "counts":"0" ,"masks":[ text', "masks": [{"segmentation": {"size": [1, 1], "counts": "1"}}], "counts": "x\\y"}
+    ms = MaskSet(m, meta=meta)
+    write_compact(tmp_path / "a.json.gz", ms)
+    text = gzip.decompress((tmp_path / "a.json.gz").read_bytes())
+    shape, counts = masks_mod._scan_compact(text)
+    assert shape == (10, 10) and counts == _coco(m)  # the fast path, exact strings
+    np.testing.assert_array_equal(read_compact_runs(tmp_path / "a.json.gz").to_masks(), m)
+    np.testing.assert_array_equal(read_compact(tmp_path / "a.json.gz").masks, m)
+    # another key order (masks first): not the write_compact layout, read by json, same masks
+    doc = json.loads(text)
+    other = {"masks": doc["masks"], **{k: v for k, v in doc.items() if k != "masks"}}
+    (tmp_path / "b.json.gz").write_bytes(gzip.compress(json.dumps(other).encode()))
+    assert masks_mod._scan_compact(gzip.decompress((tmp_path / "b.json.gz").read_bytes())) is None
+    np.testing.assert_array_equal(read_compact_runs(tmp_path / "b.json.gz").to_masks(), m)
+    # a mask whose size differs from the file's is not taken by the scan; the json path names it
+    doc["masks"][1]["segmentation"]["size"] = [10, 11]
+    (tmp_path / "c.json.gz").write_bytes(gzip.compress(json.dumps(doc, separators=(",", ":")).encode()))
+    assert masks_mod._scan_compact(gzip.decompress((tmp_path / "c.json.gz").read_bytes())) is None
+    with pytest.raises(ValueError, match=r"c\.json\.gz: bad mask .*size differs"):
+        read_compact_runs(tmp_path / "c.json.gz")
+    # a scanned file whose string is broken is named too
+    doc["masks"][1]["segmentation"]["size"] = [10, 10]
+    doc["masks"][1]["segmentation"]["counts"] = "3"
+    (tmp_path / "d.json.gz").write_bytes(gzip.compress(json.dumps(doc, separators=(",", ":")).encode()))
+    assert masks_mod._scan_compact(gzip.decompress((tmp_path / "d.json.gz").read_bytes())) is not None
+    with pytest.raises(ValueError, match=r"d\.json\.gz: bad mask"):
+        read_compact_runs(tmp_path / "d.json.gz")
+    with pytest.raises(FileNotFoundError, match="mask file not found"):
+        read_compact_runs(tmp_path / "none.json.gz")
+    (tmp_path / "e.json.gz").write_bytes(b"nope")
+    with pytest.raises(ValueError, match=r"e\.json\.gz: not a samcam compact"):
+        read_compact_runs(tmp_path / "e.json.gz")
+
+
+def test_cached_real_masks_scan(train_with_images):
+    import samcam.sam.masks as masks_mod
+
+    for i in train_with_images[:40]:  # the cached files take the fast path and give pycocotools' masks
+        path = CACHED_MASKS / f"{i}.json.gz"
+        assert masks_mod._scan_compact(gzip.decompress(path.read_bytes())) is not None
+        np.testing.assert_array_equal(read_compact_runs(path).to_masks(), read_compact(path).masks)
+
+
+def test_compact_files_keep_every_field_and_are_reproducible(tmp_path):
+    import gzip
+    import json
+
+    ms = _random_set(3, 9, 13, seed=4)
+    ms.crop_box = np.array([[1, 2, 9, 7], [0, 0, 13, 9], [3, 1, 5, 4]], float)
+    write_compact(tmp_path / "a.json.gz", ms)
+    back = read_compact(tmp_path / "a.json.gz")
+    np.testing.assert_array_equal(back.crop_box, ms.crop_box)
+    np.testing.assert_allclose(back.point_coords, ms.point_coords)
+    assert back.point_coords.dtype == float and back.crop_box.dtype == float and back.meta == ms.meta
+    raw = (tmp_path / "a.json.gz").read_bytes()
+    assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip mtime 0: the same masks give the same bytes
+    doc = json.loads(gzip.decompress(raw))
+    assert doc["format"] == "samcam-masks/1" and [m["crop_box"] for m in doc["masks"]] == ms.crop_box.tolist()
+    del doc["meta"]
+    for m in doc["masks"]:
+        del m["crop_box"]
+    (tmp_path / "b.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    plain = read_compact(tmp_path / "b.json.gz")
+    assert plain.meta == {}
+    np.testing.assert_array_equal(plain.crop_box, np.tile([0, 0, 13, 9], (3, 1)))  # the whole image, as MaskSet defaults
+    np.testing.assert_array_equal(plain.masks, ms.masks)
+
+
+def test_compact_file_errors_name_the_file_and_the_problem(tmp_path):
+    import gzip
+    import json
+
+    (tmp_path / "other.json.gz").write_bytes(gzip.compress(json.dumps({"format": "other/9"}).encode()))
+    with pytest.raises(ValueError, match=r"other\.json\.gz: not a samcam compact mask file \(format 'other/9'\)"):
+        read_compact(tmp_path / "other.json.gz")
+    (tmp_path / "list.json.gz").write_bytes(gzip.compress(b"[1, 2]"))
+    with pytest.raises(ValueError, match=r"list\.json\.gz: not a samcam compact mask file \(format None\)"):
+        read_compact(tmp_path / "list.json.gz")
+    with pytest.raises(FileNotFoundError, match=r"^mask file not found: .*none\.json\.gz$"):
+        read_compact(tmp_path / "none.json.gz")
+    ms = _random_set(2, 5, 7)
+    write_compact(tmp_path / "c.json.gz", ms)
+    doc = json.loads(gzip.decompress((tmp_path / "c.json.gz").read_bytes()))
+    doc["masks"][1]["segmentation"]["size"] = [5, 8]
+    (tmp_path / "d.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with pytest.raises(ValueError, match=r"d\.json\.gz: .*a mask's size differs from the file's 5×7"):
+        read_compact(tmp_path / "d.json.gz")

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samcam.datasets import read_label
-from samcam.methods import METHODS, export_labels, get_method, load_pseudo_label
+from samcam.cam.methods import METHODS, get_method, load_pseudo_label
+from samcam.io import read_label
+from samcam.pipeline.labels import export_labels
 
 
 def _save_obj(path, obj):

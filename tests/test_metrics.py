@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from samcam import cli
-from samcam.datasets import DatasetSpec, write_label
+from samcam.data.spaces import DatasetSpec
+from samcam.io import write_label
 from samcam.metrics import Evaluator, confusion_matrix, official_image_scores, scores
 
 TINY = DatasetSpec("tiny", ("background", "a", "b"))

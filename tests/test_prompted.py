@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from samcam.prompted import PROMPTS, SELECT, PromptConfig, components, refine
+from samcam.refine.prompted import PROMPTS, SELECT, PromptConfig, components, refine
 
 pytestmark = pytest.mark.slow
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def cat_predictor(mobile_sam_checkpoint):
     from segment_anything import SamPredictor
 
-    from samcam.sam import build_sam
+    from samcam.sam.model import build_sam
 
     p = SamPredictor(build_sam("vit_t", device="cpu"))
     p.set_image(data.chelsea())

@@ -5,7 +5,13 @@ import pytest
 import torch
 from skimage import data
 
-from samcam.sam import MODEL_TYPES, MaskGenerator, _registry, amg_settings, build_sam
+from samcam.sam.model import (
+    MODEL_TYPES,
+    MaskGenerator,
+    _registry,
+    amg_settings,
+    build_sam,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +76,7 @@ def test_fast_generator_matches_official_on_a_real_photo(mobile_sam):
 
 
 def test_fast_generator_matches_official_on_voc(mobile_sam, voc_root, train_with_images):
-    from samcam.datasets import read_image
+    from samcam.io import read_image
 
     _assert_equivalent(mobile_sam, read_image(voc_root / "JPEGImages" / f"{train_with_images[1]}.jpg"), 8)
 

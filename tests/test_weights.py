@@ -5,7 +5,7 @@ from functools import partial
 
 import pytest
 
-from samcam import weights
+from samcam.sam import weights
 
 
 @pytest.fixture()

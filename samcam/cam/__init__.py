@@ -1,0 +1,1 @@
+"""Class activation maps: networks (``nets``), inference (``infer``), CAM -> label (``label``), IRN's CAM files (``files``), the training-free ImageNet source (``imagenet``) and the WSSS methods' outputs (``methods``)."""

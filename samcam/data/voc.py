@@ -1,0 +1,147 @@
+"""The PASCAL VOC tree (images, ground truth, annotation XML) and image-level labels: which classes an image holds, never where."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from samcam.data.safe_pickle import load_object_npy
+from samcam.data.spaces import VOC, DatasetSpec
+from samcam.io import read_ids, read_image, read_label
+
+
+class VocTree:
+    """A PASCAL VOC 2012 folder in its standard layout.
+
+    ``root`` holds ``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/<split>.txt``
+    and optionally ``Annotations/``.  With ``root=None`` the ``SAMCAM_VOC_ROOT`` variable is used.
+    """
+
+    ENV = "SAMCAM_VOC_ROOT"
+
+    def __init__(self, root: str | os.PathLike | None = None, spec: DatasetSpec = VOC) -> None:
+        if root is None:
+            root = os.environ.get(self.ENV)
+            if not root:
+                raise ValueError(f"no VOC root given and ${self.ENV} is not set")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"VOC root is not a folder: {self.root}")
+        self.spec = spec
+
+    def ids(self, split: str = "train") -> list[str]:
+        """Ids of ``ImageSets/Segmentation/<split>.txt``."""
+        return read_ids(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
+
+    def label_path(self, image_id: str) -> Path:
+        return self.root / "SegmentationClass" / f"{image_id}.png"
+
+    def read_image(self, image_id: str) -> np.ndarray:
+        """The RGB image of ``image_id``; ``FileNotFoundError`` naming the file if absent."""
+        return read_image(self.image_path(image_id))
+
+    def read_gt(self, image_id: str) -> np.ndarray:
+        """The ground-truth label map of ``image_id`` (values checked against the class range)."""
+        return read_label(self.label_path(image_id), self.spec)
+
+    def read_pair(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Image and ground truth, checked to have the same size."""
+        image, gt = self.read_image(image_id), self.read_gt(image_id)
+        if image.shape[:2] != gt.shape:
+            raise ValueError(
+                f"{self.label_path(image_id)}: label size {gt.shape} differs from image size "
+                f"{image.shape[:2]} ({self.image_path(image_id)})"
+            )
+        return image, gt
+
+    def image_labels_xml(self, image_id: str) -> np.ndarray:
+        """Image-level labels from ``Annotations/<id>.xml``."""
+        return labels_from_xml(self.root / "Annotations" / f"{image_id}.xml", self.spec)
+
+
+def labels_from_mask(mask: np.ndarray, spec: DatasetSpec = VOC) -> np.ndarray:
+    """Foreground classes present in a label map (sorted indices ≥ 1; void and background excluded)."""
+    present = np.flatnonzero(np.bincount(np.asarray(mask).ravel(), minlength=256)[: spec.n_classes])
+    return present[present > 0]
+
+
+def labels_from_xml(path: str | os.PathLike, spec: DatasetSpec = VOC) -> np.ndarray:
+    """Foreground classes named by the ``<object><name>`` entries of a VOC annotation XML."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation file not found: {path}") from None
+    except ET.ParseError as e:
+        raise ValueError(f"{path}: malformed annotation XML ({e})") from e
+    names = [(o.findtext("name") or "").strip() for o in root.iter("object")]
+    try:
+        return np.array(sorted({spec.class_index(n) for n in names}), dtype=np.int64)
+    except KeyError as e:
+        raise ValueError(f"{path}: {e.args[0]}") from None
+
+
+def _decode_irn_key(key: object) -> str:
+    """IRN stores ids as integers (2007000032); turn them back into '2007_000032'."""
+    if isinstance(key, (int, np.integer)):
+        s = str(int(key))
+        return f"{s[:4]}_{s[4:]}"
+    return str(key)
+
+
+def load_cls_labels(path: str | os.PathLike, spec: DatasetSpec = VOC) -> dict[str, np.ndarray]:
+    """Read IRN's ``cls_labels.npy``: id → sorted foreground class indices (1-based).
+
+    The file is a pickled ``dict`` (id → 0/1 vector over the foreground classes).  It is loaded with
+    :func:`samcam.safe_pickle.load_object_npy`, a restricted unpickler that admits only NumPy arrays,
+    scalars and builtins, so an untrusted file cannot execute code.
+    """
+    path = Path(path)
+    obj = load_object_npy(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict of id -> label vector, got {type(obj).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, vec in obj.items():
+        vec = np.asarray(vec).ravel()
+        if vec.size != spec.n_classes - 1:
+            raise ValueError(f"{path}: label vector of {key} has {vec.size} entries, expected {spec.n_classes - 1}")
+        out[_decode_irn_key(key)] = np.flatnonzero(vec > 0.5) + 1
+    return out
+
+
+def one_hot(classes: Iterable[int], spec: DatasetSpec = VOC) -> np.ndarray:
+    """A 0/1 float vector over the foreground classes (length ``n_classes - 1``)."""
+    vec = np.zeros(spec.n_classes - 1, dtype=np.float32)
+    for c in classes:
+        if not 1 <= int(c) < spec.n_classes:
+            raise ValueError(f"class index {c} outside 1..{spec.n_classes - 1}")
+        vec[int(c) - 1] = 1.0
+    return vec
+
+
+LABEL_SOURCES = ("gt", "cls_labels", "xml")
+
+
+def image_labels(tree: VocTree, ids: list[str], source: str = "gt", cls_labels: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Foreground classes (1-based) of each id from ground-truth masks, IRN's ``cls_labels.npy`` or
+    the VOC annotation XMLs. Only which classes occur is used, never where (the WSSS setting)."""
+    if source == "gt":
+        return {i: labels_from_mask(tree.read_gt(i), tree.spec) for i in ids}
+    if source == "xml":
+        return {i: tree.image_labels_xml(i) for i in ids}
+    if source == "cls_labels":
+        if cls_labels is None:
+            raise ValueError("--labels cls_labels needs the path of cls_labels.npy (--cls-labels)")
+        table = load_cls_labels(cls_labels, tree.spec)
+        missing = [i for i in ids if i not in table]
+        if missing:
+            raise KeyError(f"{cls_labels}: no labels for {len(missing)} ids, e.g. {missing[0]}")
+        return {i: table[i] for i in ids}
+    raise ValueError(f"unknown label source {source!r}; known: {', '.join(LABEL_SOURCES)}")

@@ -1,0 +1,438 @@
+"""Files in and out: atomic writes, id lists, images and label maps, image folders, where data lives.
+
+Every function here touches the file system; the algorithms elsewhere take and return arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from samcam.data.spaces import VOC, DatasetSpec, check_label_values
+
+REPO = Path(__file__).resolve().parents[1]
+"""The checkout that holds ``samcam/``, ``notebooks/`` and ``results/``."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; on success it is renamed to ``target``.
+
+    A reader never sees a half-written file, and an interrupted run leaves no partial output: at most
+    a hidden ``.*.tmp`` file, which :func:`clean_temporaries` removes on a later run.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix + ".tmp"
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual mode
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
+    """``(mode, width, height, zlib stream)`` of an 8-bit grayscale (``L``) or palette (``P``),
+    non-interlaced PNG, found by ``struct`` alone; ``None`` for any other file."""
+    import struct
+
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
+        return None
+    w, h, depth, color, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    if depth != 8 or color not in (0, 3) or interlace != 0:
+        return None
+    pos, idat = 33, []
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    return ("L" if color == 0 else "P"), w, h, b"".join(idat)
+
+
+_DECODE_IN_PLACE: bool | None = None
+
+
+def _decode_in_place_works() -> bool:
+    """Whether Pillow decodes into an image made by ``Image.frombuffer`` over a numpy array (it
+    shares the array's memory), checked once on a tiny PNG; if not, decoded images are copied."""
+    global _DECODE_IN_PLACE
+    if _DECODE_IN_PLACE is None:
+        try:
+            want = np.array([[0, 255, 7], [255, 0, 9]], dtype=np.uint8)
+            png = _io.BytesIO()
+            Image.fromarray(want, mode="L").save(png, format="PNG")
+            mode, w, h, stream = png_parts(png.getvalue())
+            got = np.zeros_like(want)
+            Image.frombuffer(mode, (w, h), got, "raw", mode, 0, 1).frombytes(stream, "zip", mode)
+            _DECODE_IN_PLACE = bool(np.array_equal(got, want))
+        except Exception:  # noqa: BLE001 - any failure: use the copying path
+            _DECODE_IN_PLACE = False
+    return _DECODE_IN_PLACE
+
+
+def decode_png(parts: tuple[str, int, int, bytes], out: np.ndarray | None = None) -> np.ndarray:
+    """Decode ``png_parts`` output (Pillow's C zlib decoder, which also undoes the PNG filters) into
+    ``out`` (``H × W`` uint8, C-contiguous) or a new array; ``ValueError`` if the stream is bad."""
+    mode, w, h, stream = parts
+    if out is None:
+        out = np.empty((h, w), dtype=np.uint8)
+    if _decode_in_place_works():
+        Image.frombuffer(mode, (w, h), out, "raw", mode, 0, 1).frombytes(stream, "zip", mode)
+    else:
+        out[...] = np.asarray(Image.frombytes(mode, (w, h), stream, "zip", mode))
+    return out
+
+
+def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
+    """A PNG's pixel values as an array: quickly for 8-bit grayscale or palette PNGs (the masks
+    ``amg.py`` writes, label maps), whose values (gray levels, palette indices) come back as ``uint8``.
+
+    Those are parsed here and decoded by Pillow's C decoder straight into the array, skipping
+    Pillow's per-file Python work and a copy; any other PNG (16-bit, RGB, interlaced, …) goes through
+    ``Image.open`` (``np.asarray`` of it). ``ValueError`` naming the file if it is not readable.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        parts = png_parts(data)
+        if parts is not None:
+            return decode_png(parts)
+        with Image.open(_io.BytesIO(data)) as im:
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable PNG ({e})") from e
+
+
+def read_label(path: str | os.PathLike, spec: DatasetSpec | None = None) -> np.ndarray:
+    """Read a label image as a ``uint8`` array of class indices.
+
+    Palette (mode ``P``) and grayscale (mode ``L``) PNGs hold indices directly (8-bit PNGs are
+    decoded by :func:`read_png_8bit`'s fast path); an RGB colour label is mapped back through the
+    dataset palette. With ``spec`` given, values other than ``0..n_classes-1`` and void raise
+    ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    try:
+        arr = read_png_8bit(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"label file not found: {path}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable label image ({str(e).removeprefix(f'{path}: ')})") from None
+    if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
+        arr = _rgb_to_index(arr[..., :3], (spec or VOC).palette, path)
+    elif arr.ndim != 2 or arr.dtype != np.uint8:
+        raise ValueError(f"{path}: label image of {arr.dtype} values with shape {arr.shape}; expected a palette (P) or grayscale (L) PNG")
+    if spec is not None:
+        check_label_values(arr, spec, path)
+    return arr
+
+
+def _rgb_to_index(rgb: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    pal_code = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    lut = {int(c): i for i, c in reversed(list(enumerate(pal_code)))}
+    uniq, inv = np.unique(code, return_inverse=True)
+    try:
+        idx = np.array([lut[int(u)] for u in uniq], dtype=np.uint8)
+    except KeyError as e:
+        raise ValueError(f"{path}: RGB label colour {int(e.args[0]):06x} is not in the palette") from None
+    return idx[inv].reshape(code.shape)
+
+
+def write_label(path: str | os.PathLike, label: np.ndarray, spec: DatasetSpec = VOC) -> None:
+    """Write ``label`` as a palette PNG with ``spec``'s palette, atomically; values outside the label
+    space raise ``ValueError`` naming ``path``. Compressed with zlib's run-length strategy (label maps
+    are long runs): smaller files than the default and about four times faster to write."""
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"{path}: a label map must be 2-D, got shape {label.shape}")
+    if label.dtype != np.uint8:
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise ValueError(f"{path}: label values must fit in 0..255")
+        label = label.astype(np.uint8)
+    check_label_values(label, spec, path)
+    im = Image.fromarray(label, mode="P")
+    im.putpalette(spec.palette.reshape(-1).tolist())
+    with atomic_path(path, suffix=".png.tmp") as tmp:
+        im.save(tmp, format="PNG", compress_type=ZLIB_RLE, compress_level=1)
+
+
+ZLIB_RLE = 3
+"""zlib's ``Z_RLE`` compression strategy."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as H × W × 3 uint8 RGB (grayscale, palette and RGBA are converted)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: unreadable image ({e})") from e
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A PyTorch checkpoint read with ``weights_only`` (no code runs); ``ValueError`` naming the file
+    when it is missing, truncated, not a checkpoint or not a dict."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: a checkpoint should hold a dict, found {type(state).__name__}")
+    return state
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file, read from its header."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: unreadable image ({e})") from e
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an ``H × W × 3`` uint8 RGB image (format from the suffix, PNG lossless) atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """Read an id list: one id per line (first word), blank lines and ``#`` comments skipped, a UTF-8
+    byte-order mark ignored. ``ValueError`` naming the file when it is a folder, not UTF-8 text,
+    holds no id, or lists an id twice (it would be scored twice)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; an id list is a text file with one id per line")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"id list not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); an id list is one id per line") from None
+    ids = [s.split()[0] for s in (ln.strip() for ln in text.splitlines()) if s and not s.startswith("#")]
+    if not ids:
+        raise ValueError(f"{path}: holds no ids")
+    seen: set[str] = set()
+    dups = [i for i in ids if i in seen or seen.add(i)]
+    if dups:
+        raise ValueError(f"{path}: id {dups[0]} is listed more than once ({len(dups)} repeats)")
+    return ids
+
+
+def require_files(paths: Sequence[Path], what: str) -> None:
+    """Raise ``FileNotFoundError`` listing the first missing paths (``what`` names their kind)."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
+    """Map id → image path for every ``.jpg/.jpeg/.png`` in ``images_dir``."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"image folder not found: {images_dir}")
+    index = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not index:
+        raise FileNotFoundError(f"image folder {images_dir} holds no .jpg/.png images")
+    return index
+
+
+def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """Refuse an output (file or folder) that is an input or lies inside an input folder: nothing a
+    user gave is ever written into or over."""
+    o = Path(out).resolve()
+    for i in inputs:
+        if i is None:
+            continue
+        r = Path(i).resolve()
+        if o == r:
+            raise ValueError(f"output {out} is the input {i}; choose another output path")
+        if r in o.parents:
+            raise ValueError(f"output {out} lies inside the input folder {i}; choose another output path")
+
+
+RUN_RECORD = "samcam_run.json"
+"""The provenance file of every output folder: the step, its inputs, its parameters, samcam's version."""
+
+STALE_TMP_SECONDS = 600.0
+"""A temporary file older than this is left from a killed run (a live one exists for seconds)."""
+
+
+def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.PathLike | None], params: dict,
+                 notes: dict | None = None) -> Path:  # fmt: skip
+    """Make ``out`` the output folder of ``step`` with these ``inputs`` and ``params``.
+
+    The first run writes ``out/samcam_run.json``; a later run with the same record resumes, one with
+    other inputs, parameters or samcam version is refused (``ValueError`` naming the record and what
+    differs), so one folder never mixes outputs of two settings. A folder that holds no output yet
+    (a first run that failed early) takes the new record. ``notes`` are stored, not compared.
+    Temporary files left by a killed run are removed. ``out`` may not be or lie in an input.
+    """
+    from samcam import __version__
+
+    out = Path(out)
+    check_output(out, *inputs.values())
+    record = {"step": step, "samcam_version": __version__,
+              "inputs": {k: (str(Path(v).resolve()) if v is not None else None) for k, v in inputs.items()},
+              "parameters": json.loads(json.dumps(params, default=str))}  # fmt: skip
+    path = out / RUN_RECORD
+    has_outputs = out.is_dir() and any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
+    if path.exists() and has_outputs:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: unreadable provenance record ({e}); remove it or choose another output folder") from None
+        diff = [k for k in ("step", "inputs", "parameters", "samcam_version") if old.get(k) != record[k]]
+        if diff:
+            what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
+            raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
+    elif has_outputs:
+        raise ValueError(f"{out}: holds outputs without a provenance record ({RUN_RECORD}); choose another output folder")
+    else:
+        write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
+    clean_temporaries(out)
+    return out
+
+
+#: the file kinds the pipeline steps write (an output folder holding any of them is not empty)
+OUTPUT_SUFFIXES = (".png", ".npy", ".gz", ".pt")
+
+
+def _differences(old, new, key: str) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return ", ".join(f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+    return f"{key}: {old!r} -> {new!r}"
+
+
+def clean_temporaries(folder: str | os.PathLike, older_than: float = STALE_TMP_SECONDS) -> int:
+    """Remove the ``.*.tmp`` files of :func:`atomic_path` older than ``older_than`` seconds; returns the count."""
+    import time
+
+    now, n = time.time(), 0
+    for p in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > older_than:
+                p.unlink()
+                n += 1
+    return n
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether an output file exists whole: a PNG that passes its checksums, a ``.gz`` that
+    decompresses to its end, an ``.npy`` whose data are all there, any other file non-empty. A
+    truncated or empty file counts as not done."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except OSError:
+        return False
+    if path.suffix == ".png":
+        try:
+            with Image.open(path) as im:
+                im.load()
+            return True
+        except (OSError, SyntaxError, UnidentifiedImageError, ValueError):
+            return False
+    if path.suffix == ".gz":
+        import gzip
+        import zlib
+
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+            return True
+        except (OSError, EOFError, zlib.error):
+            return False
+    if path.suffix == ".npy":
+        try:
+            np.load(path, allow_pickle=False, mmap_mode="r")
+            return True
+        except ValueError:  # an object array (IRN's dict): unpickling tells whether it is whole
+            from samcam.data.safe_pickle import load_object_npy
+
+            try:
+                load_object_npy(path)
+                return True
+            except (ValueError, OSError, EOFError):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def pending(ids: Sequence[str], out: str | os.PathLike, suffix: str = ".png") -> list[str]:
+    """The ids whose ``out/<id><suffix>`` is absent or incomplete (:func:`is_complete`), in order."""
+    out = Path(out)
+    return [i for i in ids if not is_complete(out / f"{i}{suffix}")]
+
+
+def data_root() -> Path:
+    """``$SAMCAM_DATA`` or ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("SAMCAM_DATA", REPO.parent / "shared" / "data"))

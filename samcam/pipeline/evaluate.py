@@ -1,0 +1,76 @@
+"""Pipeline step: score a folder of predicted labels against a ground-truth folder with :class:`samcam.metrics.Evaluator`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samcam.data.spaces import DatasetSpec
+from samcam.io import read_label
+from samcam.metrics import Evaluator
+
+
+def _read_pair(pred_dir: Path, gt_dir: Path, image_id: str, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    pred_path = pred_dir / f"{image_id}.png"
+    gt_path = gt_dir / f"{image_id}.png"
+    pred = read_label(pred_path, spec)
+    gt = read_label(gt_path, spec)
+    if pred.shape != gt.shape:
+        raise ValueError(f"{pred_path}: prediction size {pred.shape} differs from ground truth {gt_path} {gt.shape}")
+    return gt, pred
+
+
+def evaluate_folders(
+    pred_dir,
+    gt_dir,
+    spec: DatasetSpec,
+    ids: list[str] | None = None,
+    workers: int = 4,
+    progress: bool = False,
+) -> Evaluator:
+    """Score ``pred_dir/<id>.png`` against ``gt_dir/<id>.png`` with the standard protocol.
+
+    With ``ids=None`` every ``.png`` in ``pred_dir`` is evaluated. A missing file for a listed id is a
+    ``FileNotFoundError`` naming it; files are decoded by a small thread pool (PNG decoding releases
+    the GIL), each file read once.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from samcam.io import require_files
+
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
+    if ids is None:
+        ids = sorted(p.stem for p in pred_dir.glob("*.png"))
+        if not ids:
+            raise FileNotFoundError(f"no .png predictions in {pred_dir}")
+    require_files([pred_dir / f"{i}.png" for i in ids], "prediction files")
+    require_files([gt_dir / f"{i}.png" for i in ids], "ground-truth files")
+    ev = Evaluator(spec)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc="eval", unit="img")
+    window = 8 * max(1, workers)  # decoded pairs waiting at most: bounded memory
+    pending: deque = deque()
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            image_id, future = pending.popleft()
+            gt, pred = future.result()
+            ev.add(image_id, gt, pred)
+            if bar is not None:
+                bar.update()
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for image_id in ids:
+            pending.append((image_id, pool.submit(_read_pair, pred_dir, gt_dir, image_id, spec)))
+            drain(window)
+        drain(0)
+    if bar is not None:
+        bar.close()
+    return ev

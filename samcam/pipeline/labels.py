@@ -1,0 +1,26 @@
+"""Pipeline step: turn a WSSS method's output folder (any format of :mod:`samcam.cam.methods`) into palette PNG labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from samcam.cam.methods import load_pseudo_label
+from samcam.data.spaces import VOC, DatasetSpec
+from samcam.io import claim_output, pending, write_label
+
+
+def export_labels(folder: str | os.PathLike, out: str | os.PathLike, ids: list[str], fmt: str,
+                  threshold: float | None = None, spec: DatasetSpec = VOC, progress: bool = False) -> int:  # fmt: skip
+    """Write ``out/<id>.png`` (palette) for each id from a method's output folder; ids done are
+    skipped, and the format and threshold are recorded (a rerun with others is refused)."""
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"method output folder not found: {folder}")
+    claim_output(out, "labels", {"input": folder}, {"format": fmt, "threshold": threshold, "dataset": spec.name})
+    todo = pending(ids, out)
+    for image_id in tqdm(todo, desc="labels", unit="img", disable=not progress):
+        write_label(Path(out) / f"{image_id}.png", load_pseudo_label(folder, image_id, fmt, threshold, spec), spec)
+    return len(todo)

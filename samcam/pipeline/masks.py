@@ -1,0 +1,133 @@
+"""Batch mask generation over a folder of images: resumable, shardable, atomic, with provenance.
+
+Each finished image is one file (or folder) written atomically, so a killed run loses at most the
+image in flight and the next run skips every id already done. ``shard=(i, n)`` takes every n-th id
+starting at i (0-based) of the id list, so n machines or GPUs can split a split deterministically.
+The settings, model and checkpoint hash of a run are kept in ``<out>/samcam_masks.json``; a later run
+into the same folder with other settings is refused rather than mixing mask sets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from samcam.io import (
+    check_output,
+    clean_temporaries,
+    image_index,
+    is_complete,
+    read_ids,
+    read_image,
+    write_text,
+)
+from samcam.sam.masks import MaskStore
+
+RUN_META = "samcam_masks.json"
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` → ``(I, N)`` with ``0 ≤ I < N``; ``None`` → ``(0, 1)``."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def select_ids(index: dict[str, Path], ids: list[str] | None, shard: tuple[int, int]) -> list[str]:
+    """The ids to process: ``ids`` (checked to have images) or all, then this shard's part."""
+    if ids is None:
+        ids = sorted(index)
+    else:
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} ids have no image, e.g. {', '.join(missing[:5])}")
+    i, n = shard
+    return ids[i::n]
+
+
+@dataclass
+class RunSummary:
+    done: int
+    skipped: int
+    seconds: float
+    out: Path
+
+
+def check_run_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Write ``samcam_masks.json`` or check that the existing one has the same model, checkpoint,
+    settings, generator and format (a folder never mixes mask sets of two settings)."""
+    path = out / RUN_META
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: unreadable run record ({e}); remove it or use another --out folder") from None
+        keys = ("model_type", "checkpoint_sha256", "settings", "generator", "format")
+        diff = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]
+        if diff:
+            raise ValueError(
+                f"{path}: this folder holds masks made with other {', '.join(diff)} "
+                f"({ {k: old.get(k) for k in diff} }); use another --out folder"
+            )
+        return
+    write_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def run_masks(
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    ids: list[str] | str | os.PathLike | None = None,
+    model_type: str = "vit_t",
+    checkpoint: str | os.PathLike | None = None,
+    fmt: str = "compact",
+    shard: tuple[int, int] = (0, 1),
+    generator: str = "fast",
+    device: str | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> RunSummary:
+    """Generate and store the masks of every selected image that has none yet in ``out``."""
+    from tqdm.auto import tqdm
+
+    from samcam import __version__
+    from samcam.sam.model import amg_settings, build_generator, checkpoint_info
+
+    out = Path(out)
+    images = Path(images)
+    check_output(out, images, ids if not isinstance(ids, list) else None, checkpoint)
+    if ids is not None and not isinstance(ids, list):
+        ids = read_ids(ids)
+    index = image_index(images)
+    todo_all = select_ids(index, ids, shard)
+    info = checkpoint_info(model_type, checkpoint)
+    meta = {**info, "settings": amg_settings(**settings), "generator": generator, "samcam_version": __version__, "format": fmt}
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_meta(out, meta)
+    store = MaskStore(out, fmt)
+    todo = [i for i in todo_all if not store.has(i) or (fmt == "compact" and not is_complete(store.path(i)))]
+    skipped = len(todo_all) - len(todo)
+    if not todo:
+        return RunSummary(0, skipped, 0.0, out)
+    clean_temporaries(out)
+    gen = build_generator(model_type, checkpoint, device, generator, **settings)
+    start = time.perf_counter()
+    bar = tqdm(todo, desc=f"masks {model_type}", unit="img", disable=not progress)
+    for image_id in bar:
+        image = read_image(index[image_id])
+        t0 = time.perf_counter()
+        ms = gen.generate(image)
+        ms.meta = {**meta, "image_id": image_id, "seconds": round(time.perf_counter() - t0, 3), "device": gen.device}
+        store.write(image_id, ms)
+        bar.set_postfix(masks=len(ms))
+    return RunSummary(len(todo), skipped, time.perf_counter() - start, out)
+

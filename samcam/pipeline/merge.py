@@ -1,0 +1,100 @@
+"""Merge a folder of pseudo labels with a folder of mask sets: resumable, parallel, atomic.
+
+Every output is a palette PNG written atomically; ids whose output is complete are skipped, so an
+interrupted run resumes. The output folder records the inputs and the rule (``samcam_run.json``): a
+rerun with others is refused. It may not be (or lie inside) an input folder.
+
+Per image the work is: read the label, read only the masks (compact files are decoded to runs, never
+to a dense ``N × H × W`` array), apply the rule, write the PNG. ``workers > 1`` spreads the images
+over processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from samcam.data.spaces import DatasetSpec
+from samcam.io import claim_output, pending, read_label, require_files, write_label
+from samcam.pipeline.workers import process_pool
+from samcam.refine.merge import MergeRule, merge
+from samcam.sam.masks import MaskStore
+
+MISSING_POLICIES = ("error", "keep-cam")
+
+
+@dataclass
+class MergeSummary:
+    merged: int
+    kept_cam: int
+    skipped: int
+    out: Path
+
+
+def _merge_one(args: tuple) -> str:
+    image_id, pseudo_dir, masks_dir, out_dir, spec, rule, missing = args
+    label = read_label(Path(pseudo_dir) / f"{image_id}.png", spec)
+    store = MaskStore(masks_dir)
+    target = Path(out_dir) / f"{image_id}.png"
+    if not store.has(image_id):
+        if missing == "keep-cam":
+            write_label(target, label, spec)
+            return "kept"
+        raise FileNotFoundError(f"no mask set for {image_id} in {masks_dir} (use --missing-masks keep-cam to keep its CAM label)")
+    masks = store.read_masks(image_id, label.shape)
+    write_label(target, merge(label, masks, spec.n_classes, rule).label, spec)
+    return "merged"
+
+
+def merge_folders(
+    pseudo: str | os.PathLike,
+    masks: str | os.PathLike,
+    out: str | os.PathLike,
+    spec: DatasetSpec,
+    rule: MergeRule,
+    ids: list[str] | None = None,
+    workers: int = 1,
+    missing: str = "error",
+    progress: bool = True,
+) -> MergeSummary:
+    """Merge ``pseudo/<id>.png`` with the mask set of each id in ``masks`` into ``out/<id>.png``."""
+    in_notebook = "IPython" in sys.modules
+    progress = progress and (in_notebook or sys.stderr.isatty())  # a bar on a terminal or in a notebook, not in logs
+    if progress and in_notebook:
+        from tqdm.auto import tqdm
+    elif progress:
+        from tqdm import tqdm
+
+    pseudo, masks, out = Path(pseudo), Path(masks), Path(out)
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"--missing-masks must be one of {MISSING_POLICIES}")
+    for folder, what in ((pseudo, "pseudo-label"), (masks, "mask")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{what} folder not found: {folder}")
+    if ids is None:
+        ids = sorted(p.stem for p in pseudo.glob("*.png"))
+        if not ids:
+            raise FileNotFoundError(f"{pseudo}: holds no <id>.png pseudo labels")
+    require_files([pseudo / f"{i}.png" for i in ids], "pseudo labels")
+    claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
+                 {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing})  # fmt: skip
+    todo = pending(ids, out)
+    tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
+    counts = {"merged": 0, "kept": 0}
+    bar = tqdm(total=len(tasks), desc="merge", unit="img") if progress else None
+    if workers > 1 and len(tasks) > 1:
+        with process_pool(workers) as pool:
+            for r in pool.map(_merge_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
+                counts[r] += 1
+                if bar is not None:
+                    bar.update()
+    else:
+        for t in tasks:
+            counts[_merge_one(t)] += 1
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return MergeSummary(counts["merged"], counts["kept"], len(ids) - len(todo), out)

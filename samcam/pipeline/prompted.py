@@ -1,0 +1,57 @@
+"""Pipeline step: prompted SAM refinement of a folder of pseudo labels (resumable, atomic); the per-image rule is :func:`samcam.refine.prompted.refine`."""
+
+from __future__ import annotations
+
+from samcam.refine.prompted import PromptConfig, refine
+
+
+def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | dict[str, PromptConfig] = PromptConfig(),
+                  cams_dir=None, model_type: str = "vit_t", checkpoint=None, device: str | None = None, fmt: str = "png",
+                  threshold: float | None = None, progress: bool = True) -> dict:  # fmt: skip
+    """Prompted refinement of ``pseudo`` labels for ``ids``, resumable and atomic.
+
+    One config writes ``out/<id>.png``; a dict of named configs writes ``out/<name>/<id>.png``, all
+    from one image embedding per image. Returns ``{"done", "skipped", "seconds_per_image"}`` where the
+    seconds cover the embedding and every config's prompts.
+    """
+    import time
+    from pathlib import Path
+
+    from segment_anything import SamPredictor
+    from tqdm.auto import tqdm
+
+    from samcam.cam.files import load_cam
+    from samcam.cam.methods import load_pseudo_label
+    from samcam.data.spaces import VOC
+    from samcam.io import claim_output, image_index, pending, read_image, write_label
+    from samcam.sam.model import build_sam
+
+    out, pseudo = Path(out), Path(pseudo)
+    named = configs if isinstance(configs, dict) else {"": configs}
+    targets = {name: (out / name if name else out) for name in named}
+    for name, target in targets.items():
+        claim_output(target, "refine-prompted", {"images": images, "pseudo": pseudo, "cams": cams_dir},
+                     {"config": vars(named[name]), "model_type": model_type, "checkpoint": checkpoint, "format": fmt, "threshold": threshold})
+    index = image_index(images)
+    missing = [i for i in ids if i not in index]
+    if missing:
+        raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+    todo = sorted(set().union(*(pending(ids, t) for t in targets.values())), key=ids.index)
+    if not todo:
+        return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
+    predictor = SamPredictor(build_sam(model_type, checkpoint, device))
+    seconds = 0.0
+    for image_id in tqdm(todo, desc="refine", unit="img", disable=not progress):
+        image = read_image(index[image_id])
+        label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
+        cams = None
+        if cams_dir is not None:
+            d = load_cam(Path(cams_dir) / f"{image_id}.npy")
+            cams = {int(k) + 1: m for k, m in zip(d["keys"], d["high_res"])}
+        t0 = time.perf_counter()
+        predictor.set_image(image)
+        refined = {name: refine(predictor, label, VOC.n_classes, cams, cfg) for name, cfg in named.items()}
+        seconds += time.perf_counter() - t0
+        for name, lab in refined.items():
+            write_label(targets[name] / f"{image_id}.png", lab)
+    return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo)}

@@ -1,0 +1,127 @@
+"""Training a multi-label classifier on image-level labels only (the WSSS setting), for CAMs.
+
+``train_classifier`` fine-tunes a :class:`samcam.cam.CamNet` (the classifier head, and optionally the
+backbone) with the multi-label soft-margin loss on random crops and flips, from a fixed seed. Batch
+norm statistics stay frozen (small batches). A checkpoint is written atomically after every epoch and
+a run resumes from it. ``evaluate_map`` scores classification mAP on held-out images.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from samcam.cam.infer import to_tensor
+from samcam.cam.nets import build_camnet, frozen_bn
+from samcam.io import atomic_path, load_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "efficientnet-lite0"
+    epochs: int = 6
+    batch_size: int = 16
+    crop: int = 320
+    lr_head: float = 1e-2
+    lr_backbone: float = 1e-3
+    train_backbone: bool = True
+    seed: int = 0
+    n_classes: int = 20
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def _resize_short(image: np.ndarray, short: int) -> torch.Tensor:
+    x = to_tensor(image)
+    h, w = x.shape[2:]
+    s = short / min(h, w)
+    return F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False)[0]
+
+
+def _random_crop(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    _, h, w = x.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), value=127.0)
+        _, h, w = x.shape
+    y0, x0 = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    x = x[:, y0 : y0 + size, x0 : x0 + size]
+    return x.flip(-1) if rng.random() < 0.5 else x
+
+
+def train_classifier(
+    images: list[np.ndarray],
+    labels: np.ndarray,
+    out: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune on ``images`` (RGB uint8) with 0/1 ``labels`` (N × K); checkpoint to ``out``.
+
+    Resumes from ``out`` if it holds an unfinished run with the same configuration.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    torch.manual_seed(config.seed)
+    net = build_camnet(config.backbone, config.n_classes)
+    params = [{"params": net.classifier.parameters(), "lr": config.lr_head}]
+    if config.train_backbone:
+        params.append({"params": [p for n, p in net.named_parameters() if not n.startswith("classifier")], "lr": config.lr_backbone})
+    else:
+        for n, p in net.named_parameters():
+            p.requires_grad = n.startswith("classifier")
+    opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
+    start_epoch, losses = 0, []
+    if out.exists():
+        ck = load_checkpoint(out)
+        if ck.get("config") != vars(config):
+            raise ValueError(f"{out} holds a run with another configuration ({ck.get('config')}); choose another path")
+        net.load_state_dict(ck["state_dict"])
+        if "optimizer" in ck:
+            opt.load_state_dict(ck["optimizer"])
+        start_epoch, losses = ck["epoch"], list(ck.get("losses", []))
+    data = [_resize_short(im, int(config.crop * 1.15)) for im in images]
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    total_steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        rng = np.random.default_rng(config.seed * 1000 + epoch)
+        order = rng.permutation(len(data))
+        net.train()
+        frozen_bn(net)
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        epoch_loss = []
+        for s in bar:
+            idx = order[s : s + config.batch_size]
+            step = epoch * len(bar) + s // config.batch_size
+            for g, base in zip(opt.param_groups, (config.lr_head, config.lr_backbone)):
+                g["lr"] = base * (1 - step / total_steps) ** 0.9  # poly schedule, as IRN
+            batch = torch.stack([_random_crop(data[i], config.crop, rng) for i in idx])
+            loss = F.multilabel_soft_margin_loss(net(batch), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            epoch_loss.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
+        losses.append(float(np.mean(epoch_loss)))
+        final = epoch + 1 == config.epochs
+        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict()}
+        if not final:
+            state["optimizer"] = opt.state_dict()
+        with atomic_path(out, suffix=".pt.tmp") as tmp:
+            torch.save(state, tmp)
+    return TrainResult(out, time.perf_counter() - t0, losses)
+
+

@@ -1,0 +1,140 @@
+"""Running the parameterised notebooks with papermill, and ``samcam reproduce``.
+
+A reproduce configuration (YAML) lists steps: a notebook, its parameters, the inputs it reads and the
+outputs it writes. A step is *current*, and skipped, when its outputs exist, are newer than its
+inputs and notebook, and were made with the same parameters (a stamp beside the executed notebook).
+Paths may use ``${VAR}``; ``SAMCAM_DATA`` defaults to ``../shared/data`` beside the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from samcam.io import REPO, data_root
+
+NOTEBOOKS = REPO / "notebooks"
+RUNS = REPO / "results" / "runs"
+DEFAULT_CONFIG = NOTEBOOKS / "reproduce.yml"
+
+
+def resolve(path: str | os.PathLike | None) -> Path | None:
+    """A notebook parameter path: absolute as given, else relative to the checkout (so a notebook
+    runs the same from papermill, from ``notebooks/`` in JupyterLab, or from anywhere)."""
+    if path is None:
+        return None
+    p = Path(os.path.expandvars(str(path)))
+    return p if p.is_absolute() else REPO / p
+
+
+def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any] | None = None,
+            cwd: str | os.PathLike | None = None, log_output: bool = False) -> Path:  # fmt: skip
+    """Execute ``notebook`` (a name in ``notebooks/`` or a path) with papermill into ``output`` (atomic)."""
+    import papermill as pm
+
+    from samcam.io import atomic_path
+
+    nb = Path(notebook)
+    if not nb.exists():
+        nb = NOTEBOOKS / notebook
+    if not nb.exists():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    with atomic_path(output, suffix=".ipynb") as tmp:
+        pm.execute_notebook(str(nb), str(tmp), parameters=parameters or {}, kernel_name="python3",
+                            cwd=str(cwd or REPO), progress_bar=False, log_output=log_output)  # fmt: skip
+    return Path(output)
+
+
+def _expand(value: Any, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for k, v in env.items():
+            value = value.replace("${" + k + "}", v)
+        return value
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class Step:
+    name: str
+    notebook: str
+    parameters: dict[str, Any]
+    inputs: list[str]
+    outputs: list[str]
+
+
+def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
+    """Steps of a reproduce configuration, with ``${VAR}`` expanded."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"reproduce config not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as e:
+        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("steps", []), list):
+        raise ValueError(f"{path}: expected a mapping with a 'steps' list")
+    env = {"SAMCAM_DATA": str(data_root()), "REPO": str(REPO)}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
+    steps = []
+    for i, s in enumerate(doc.get("steps", [])):
+        if not isinstance(s, dict):
+            raise ValueError(f"{path}: step {i} is not a mapping")
+        missing = [k for k in ("name", "notebook") if k not in s]
+        if missing:
+            raise ValueError(f"{path}: step {i} lacks {', '.join(missing)}")
+        s = _expand(s, env)
+        steps.append(Step(s["name"], s["notebook"], s.get("parameters", {}), s.get("inputs", []), s.get("outputs", [])))
+    return steps
+
+
+def _mtime(p: Path) -> float:
+    if p.is_dir():
+        return max([p.stat().st_mtime] + [q.stat().st_mtime for q in p.iterdir()])
+    return p.stat().st_mtime
+
+
+def step_state(step: Step, runs: Path = RUNS, root: Path = REPO) -> str:
+    """``missing input …``, ``current`` or ``stale``; inputs and outputs are relative to ``root``."""
+    absent = [i for i in step.inputs if not (root / i).exists()]
+    if absent:
+        return f"missing input {absent[0]}"
+    stamp = runs / f"{step.name}.params.json"
+    outs = [root / o for o in step.outputs]
+    if not outs or not stamp.exists() or not all(o.exists() for o in outs):
+        return "stale"
+    if json.loads(stamp.read_text()) != {"notebook": step.notebook, "parameters": step.parameters}:
+        return "stale"
+    newest_input = max([_mtime(NOTEBOOKS / step.notebook)] + [_mtime(root / i) for i in step.inputs])
+    return "current" if min(_mtime(o) for o in outs) >= newest_input else "stale"
+
+
+def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
+              runs: Path = RUNS) -> list[tuple[str, str]]:  # fmt: skip
+    """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``)."""
+    from samcam.io import write_text
+
+    steps = load_config(config)
+    unknown = sorted(set(only or ()) - {s.name for s in steps})
+    if unknown:
+        raise ValueError(f"{config}: no step named {', '.join(unknown)}; steps: {', '.join(s.name for s in steps)}")
+    report = []
+    for step in steps:
+        if only and step.name not in only:
+            continue
+        state = step_state(step, runs)
+        if state.startswith("missing") or (state == "current" and not force):
+            report.append((step.name, f"skipped ({state})"))
+            continue
+        execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
+        write_text(runs / f"{step.name}.params.json", json.dumps({"notebook": step.notebook, "parameters": step.parameters}, indent=1))
+        report.append((step.name, "ran"))
+    return report

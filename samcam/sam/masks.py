@@ -1,0 +1,697 @@
+"""Class-agnostic mask sets (what SAM's "segment everything" mode returns) and their formats.
+
+Three interchangeable formats, all lossless (mask pixels, order and every score are kept):
+
+``official``
+    The layout of segment-anything's ``scripts/amg.py``, which the paper's code reads: a folder per
+    image id holding ``0.png, 1.png, …`` (255 = inside the mask) and ``metadata.csv``.
+``compact``
+    One gzipped JSON file per image, ``<id>.json.gz``: masks as COCO run-length encoding
+    (pycocotools) with the per-mask scores SAM gives, plus the settings and model that made them.
+    About 50× smaller than ``official``.
+``records``
+    In memory: the list of dicts that ``SamAutomaticMaskGenerator.generate`` returns
+    (``segmentation`` as a boolean array, ``area``, ``bbox``, ``predicted_iou``, ``point_coords``,
+    ``stability_score``, ``crop_box``).
+
+For the merge, two lean in-memory forms hold only the masks and never a dense ``N × H × W`` array:
+:class:`MaskRuns` (runs of ones; a compact file's RLE strings decode straight to it, all masks in
+one vectorised pass) and :class:`PackedMasks` (bits; an ``amg.py`` folder's PNGs are packed as each
+is decoded). :meth:`MaskStore.read_masks` gives the one that suits the file's format.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from samcam.io import atomic_path, decode_png, png_parts
+
+COMPACT_SUFFIX = ".json.gz"
+COMPACT_FORMAT = "samcam-masks/1"
+OFFICIAL_HEADER = [
+    "id", "area", "bbox_x0", "bbox_y0", "bbox_w", "bbox_h", "point_input_x", "point_input_y",
+    "predicted_iou", "stability_score", "crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h",
+]  # fmt: skip
+FORMATS = ("compact", "official")
+
+
+@dataclass
+class MaskSet:
+    """``N`` binary masks of one ``H × W`` image, with SAM's per-mask scores.
+
+    ``masks`` is ``N × H × W`` bool. Scores default to NaN (unknown) when a source lacks them.
+    ``meta`` carries provenance (model, checkpoint hash, generator settings).
+    """
+
+    masks: np.ndarray
+    predicted_iou: np.ndarray | None = None
+    stability_score: np.ndarray | None = None
+    point_coords: np.ndarray | None = None  # N × 2 (x, y)
+    crop_box: np.ndarray | None = None  # N × 4 (x, y, w, h)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.masks)
+        if m.ndim == 2 and m.size == 0:
+            m = m.reshape(0, *m.shape)
+        if m.ndim != 3:
+            raise ValueError(f"masks must be N × H × W, got shape {m.shape}")
+        self.masks = m.astype(bool, copy=False)
+        n, h, w = self.masks.shape
+        nan = lambda *s: np.full(s, np.nan)
+        self.predicted_iou = _vec(self.predicted_iou, (n,), nan(n))
+        self.stability_score = _vec(self.stability_score, (n,), nan(n))
+        self.point_coords = _vec(self.point_coords, (n, 2), nan(n, 2))
+        self.crop_box = _vec(self.crop_box, (n, 4), np.tile([0.0, 0.0, w, h], (n, 1)))
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image size ``(H, W)``."""
+        return self.masks.shape[1], self.masks.shape[2]
+
+    @property
+    def area(self) -> np.ndarray:
+        return self.masks.reshape(len(self), self.shape[0] * self.shape[1]).sum(axis=1)
+
+    @property
+    def bbox(self) -> np.ndarray:
+        """``N × 4`` boxes in XYWH, as SAM reports them (0-size masks give zeros); pycocotools' ``toBbox``
+        on the masks' RLEs, whose widths and heights count pixels, so one is taken off as SAM does."""
+        from pycocotools import mask as mask_utils
+
+        if not len(self):
+            return np.zeros((0, 4), dtype=np.int64)
+        boxes = mask_utils.toBbox(mask_utils.encode(np.asfortranarray(self.masks.transpose(1, 2, 0).astype(np.uint8))))
+        boxes = np.atleast_2d(boxes).astype(np.int64)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:] - 1, 0)
+        return boxes
+
+    def check_shape(self, shape: tuple[int, int], source: str | os.PathLike = "<masks>") -> None:
+        """Raise ``ValueError`` naming ``source`` when the masks are not ``shape``."""
+        if len(self) and self.shape != tuple(shape):
+            raise ValueError(f"{source}: mask size {self.shape} differs from label size {tuple(shape)}")
+
+    # ------------------------------------------------------------------ records (generator output)
+
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]], shape: tuple[int, int] | None = None, meta: dict | None = None) -> MaskSet:
+        """From ``SamAutomaticMaskGenerator.generate`` output (``binary_mask`` or ``coco_rle`` mode)."""
+        if not records:
+            if shape is None:
+                raise ValueError("an empty record list needs the image shape")
+            return cls(np.zeros((0, *shape), dtype=bool), meta=meta or {})
+        seg = [r["segmentation"] for r in records]
+        if isinstance(seg[0], dict):
+            from pycocotools import mask as mask_utils
+
+            decoded = mask_utils.decode([_rle_bytes(s) for s in seg])  # H × W × N, one call for all
+            masks = np.ascontiguousarray(decoded.transpose(2, 0, 1)).astype(bool)
+        else:
+            masks = np.stack([np.asarray(s, dtype=bool) for s in seg])
+        return cls(
+            masks,
+            predicted_iou=np.array([r.get("predicted_iou", np.nan) for r in records], dtype=float),
+            stability_score=np.array([r.get("stability_score", np.nan) for r in records], dtype=float),
+            point_coords=np.array([np.ravel(r.get("point_coords", [[np.nan, np.nan]]))[:2] for r in records], dtype=float),
+            crop_box=np.array([r["crop_box"] for r in records], dtype=float) if "crop_box" in records[0] else None,
+            meta=meta or {},
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The list-of-dicts layout of ``SamAutomaticMaskGenerator.generate`` (``binary_mask`` mode)."""
+        area, bbox = self.area, self.bbox
+        return [
+            {
+                "segmentation": self.masks[i].copy(),
+                "area": int(area[i]),
+                "bbox": [int(v) for v in bbox[i]],
+                "predicted_iou": float(self.predicted_iou[i]),
+                "point_coords": [[float(v) for v in self.point_coords[i]]],
+                "stability_score": float(self.stability_score[i]),
+                "crop_box": [_num(v) for v in self.crop_box[i]],
+            }
+            for i in range(len(self))
+        ]
+
+
+def _vec(value, shape: tuple[int, ...], default: np.ndarray) -> np.ndarray:
+    if value is None:
+        return default
+    arr = np.asarray(value, dtype=float)
+    if arr.size == 0 and shape[0] == 0:
+        return arr.reshape(shape)
+    return arr.reshape(shape)
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def _rle_bytes(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+# ----------------------------------------------------------------------------- run-length form
+
+
+@dataclass
+class MaskRuns:
+    """``N`` binary masks of one ``H × W`` image as runs of ones: what the merge rule needs, without
+    a dense ``N × H × W`` array.
+
+    Mask ``i`` is the union of the half-open intervals ``[starts[j], ends[j])`` for
+    ``j in range(offsets[i], offsets[i + 1])``, in flat pixel indices of ``order``: ``"F"`` (column
+    major, ``x·H + y``, as COCO RLE counts) or ``"C"`` (row major, ``y·W + x``). Within a mask the
+    runs are sorted and disjoint.
+    """
+
+    shape: tuple[int, int]
+    starts: np.ndarray
+    ends: np.ndarray
+    offsets: np.ndarray  # (N + 1,)
+    order: str = "F"
+
+    def __post_init__(self) -> None:
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+        self.starts = np.asarray(self.starts, dtype=np.int64)
+        self.ends = np.asarray(self.ends, dtype=np.int64)
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        if self.order not in ("F", "C"):
+            raise ValueError(f"order must be 'F' or 'C', got {self.order!r}")
+        if self.starts.shape != self.ends.shape or self.offsets.ndim != 1 or not len(self.offsets) or self.offsets[-1] != len(self.starts):
+            raise ValueError("inconsistent runs: starts, ends and offsets do not match")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def mask_index(self) -> np.ndarray:
+        """The mask each run belongs to."""
+        return np.repeat(np.arange(len(self)), np.diff(self.offsets))
+
+    def segment_sum(self, per_run: np.ndarray) -> np.ndarray:
+        """Per-mask sums of a per-run quantity (exact integers)."""
+        cs = np.zeros(len(per_run) + 1, dtype=np.int64)
+        np.cumsum(per_run, out=cs[1:])
+        return cs[self.offsets[1:]] - cs[self.offsets[:-1]]
+
+    @property
+    def area(self) -> np.ndarray:
+        return self.segment_sum(self.ends - self.starts)
+
+    def to_masks(self) -> np.ndarray:
+        """The dense ``N × H × W`` bool array."""
+        h, w = self.shape
+        n, size = len(self), h * w
+        cover = np.zeros(n * size + 1, dtype=np.int8)
+        base = self.mask_index * size
+        cover[base + self.starts] += 1  # starts are distinct, and so are ends (runs are disjoint)
+        cover[base + self.ends] -= 1
+        flat = np.cumsum(cover[:-1], dtype=np.int8).view(bool)
+        if self.order == "F":
+            return np.ascontiguousarray(flat.reshape(n, w, h).transpose(0, 2, 1))
+        return flat.reshape(n, h, w)
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, order: str = "C") -> MaskRuns:
+        """Runs of a dense ``N × H × W`` bool array, in ``order``."""
+        m = np.asarray(masks, dtype=bool)
+        if m.ndim != 3:
+            raise ValueError(f"masks must be N × H × W, got shape {m.shape}")
+        n, h, w = m.shape
+        flat = (m.transpose(0, 2, 1) if order == "F" else m).reshape(n, h * w)
+        edges = np.zeros((n, h * w + 1), dtype=np.int8)
+        edges[:, :-1] = flat
+        edges[:, 1:] -= flat
+        rows, cols = np.nonzero(edges)
+        kind = edges[rows, cols]
+        starts, ends = cols[kind > 0], cols[kind < 0]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[kind > 0], minlength=n), out=offsets[1:])
+        return cls((h, w), starts, ends, offsets, order)
+
+    @classmethod
+    def from_coco(cls, counts: list[str | bytes], shape: tuple[int, int]) -> MaskRuns:
+        """Decode compressed COCO RLE strings (pycocotools' ``counts``) of ``shape`` masks, all at once.
+
+        Vectorised version of ``rleFrString`` in pycocotools' ``maskApi.c``: each count is a
+        little-endian series of 5-bit groups (char − 48; bit 0x20 = more follows, bit 0x10 of the
+        last group = negative), and count ``m > 2`` is stored as the difference to count ``m − 2``.
+        Counts alternate runs of zeros and ones, column major, starting with zeros.
+        ``ValueError`` on a malformed string.
+        """
+        h, w = int(shape[0]), int(shape[1])
+        size, n = h * w, len(counts)
+        if n == 0 or size == 0:
+            return cls((h, w), np.zeros(0), np.zeros(0), np.zeros(n + 1), "F")
+        if all(isinstance(c, bytes) for c in counts):
+            buf = b"".join(counts)
+        elif all(isinstance(c, str) for c in counts):
+            buf = "".join(counts).encode("ascii")
+        else:
+            buf = b"".join(c.encode("ascii") if isinstance(c, str) else bytes(c) for c in counts)
+        d = np.frombuffer(buf, dtype=np.uint8) - np.uint8(48)  # below '0' wraps round to > 63
+        if not len(d) or d.max() > 63:
+            raise ValueError("malformed RLE counts: empty string or character out of range")
+        str_end = np.cumsum(np.fromiter(map(len, counts), dtype=np.int64, count=n))
+        last = d < 32  # no "more" bit: the last 5-bit group of a count
+        v_end = np.flatnonzero(last)
+        per_mask = np.diff(np.cumsum(last)[str_end - 1], prepend=0)  # counts ending in each string
+        if not last[-1] or np.any(per_mask == 0) or np.any(~last[str_end[:-1] - 1]):
+            raise ValueError("malformed RLE counts: a string is empty or ends inside a count")
+        v_start = np.empty_like(v_end)
+        v_start[0] = 0
+        v_start[1:] = v_end[:-1] + 1
+        n_chars = v_end - v_start + 1
+        if n_chars.max() > 12:
+            raise ValueError("malformed RLE counts: a count is too long")
+        group = (d & 31).astype(np.int64)
+        group -= ((d & 16) << 1) * last  # the last group is signed: bit 0x10 set means −32
+        k = np.arange(len(d)) - np.repeat(v_start, n_chars)  # index of the group within its count
+        val = np.add.reduceat(group << (5 * k), v_start)
+        # which mask each count belongs to, and its index m within the mask
+        first = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(per_mask, out=first[1:])
+        owner = np.repeat(np.arange(n), per_mask)
+        base = first[owner]  # index of the mask's count 0
+        m = np.arange(len(val)) - base
+        odd, head = (m & 1).astype(bool), m == 0
+        # undo the delta coding: counts 1, 3, 5, … and 2, 4, 6, … are running sums within a mask;
+        # differences to the sums at the mask's count 0 leave out every earlier mask (and count 0)
+        odd_cs = np.cumsum(np.where(odd, val, 0))
+        even_cs = np.cumsum(np.where(odd, 0, val))
+        cnt = np.where(odd, odd_cs - odd_cs[base], even_cs - even_cs[base])
+        cnt[head] = val[head]
+        end = np.cumsum(cnt)  # every mask adds up to size, so mask i's positions are offset by i·size
+        if cnt.min() < 0 or not np.array_equal(end[first[1:] - 1], size * np.arange(1, n + 1)):
+            raise ValueError(f"malformed RLE counts: negative runs, or runs that do not add up to {h}×{w} pixels")
+        ones = odd & (cnt > 0)
+        run_owner = owner[ones]
+        end = end[ones] - run_owner * size
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(run_owner, minlength=n), out=offsets[1:])
+        return cls((h, w), end - cnt[ones], end, offsets, "F")
+
+
+# ----------------------------------------------------------------------------- compact format
+
+
+def write_compact(path: str | os.PathLike, ms: MaskSet) -> None:
+    """Write ``ms`` as one gzipped JSON file (COCO RLE masks, SAM's scores, provenance), atomically."""
+    from pycocotools import mask as mask_utils
+
+    h, w = ms.shape
+    rles = mask_utils.encode(np.asfortranarray(ms.masks.transpose(1, 2, 0).astype(np.uint8))) if len(ms) else []
+    doc = {
+        "format": COMPACT_FORMAT,
+        "height": h,
+        "width": w,
+        "meta": ms.meta,
+        "masks": [
+            {
+                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                "predicted_iou": _json_float(ms.predicted_iou[i]),
+                "stability_score": _json_float(ms.stability_score[i]),
+                "point_coords": [[_json_float(v) for v in ms.point_coords[i]]],
+                "crop_box": [_num(v) for v in ms.crop_box[i]],
+            }
+            for i, rle in enumerate(rles)
+        ],
+    }
+    data = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), mtime=0)
+    with atomic_path(path, suffix=".gz.tmp") as tmp:
+        tmp.write_bytes(data)
+
+
+def _json_float(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def _load_compact(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(gzip.decompress(path.read_bytes()))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file not found: {path}") from None
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != COMPACT_FORMAT:
+        raise ValueError(f"{path}: not a samcam compact mask file (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+    return doc
+
+
+def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
+    shape = (doc["height"], doc["width"])
+    try:
+        counts = [m["segmentation"]["counts"] for m in doc["masks"]]
+        if any(list(m["segmentation"]["size"]) != list(shape) for m in doc["masks"]):
+            raise ValueError(f"a mask's size differs from the file's {shape[0]}×{shape[1]}")
+        return MaskRuns.from_coco(counts, shape)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
+
+
+def read_compact(path: str | os.PathLike) -> MaskSet:
+    """Read a file written by :func:`write_compact`; ``ValueError`` naming the file if it is not one."""
+    doc = _load_compact(path)
+    masks = doc["masks"]
+    f = lambda k: np.array([_nan(m[k]) for m in masks], dtype=float)
+    return MaskSet(
+        _compact_runs(doc, path).to_masks(),
+        predicted_iou=f("predicted_iou"),
+        stability_score=f("stability_score"),
+        point_coords=np.array([[_nan(v) for v in m["point_coords"][0][:2]] for m in masks], dtype=float).reshape(len(masks), 2),
+        crop_box=np.array([m["crop_box"] for m in masks], dtype=float).reshape(len(masks), 4) if masks and "crop_box" in masks[0] else None,
+        meta=doc.get("meta", {}),
+    )
+
+
+_COMPACT_HEAD = re.compile(rb'\{"format":"samcam-masks/1","height":(\d+),"width":(\d+),"meta":')
+_COMPACT_MASKS = b',"masks":['
+_COMPACT_RLE = re.compile(rb'"segmentation":\{"size":\[(\d+),(\d+)\],"counts":"([^"\\]*(?:\\\\[^"\\]*)*)"\}')
+
+
+def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes]] | None:
+    """The image size and the masks' RLE strings of a file laid out as :func:`write_compact` writes
+    it (keys format, height, width, meta, then masks, last), found by pattern instead of parsing all
+    the JSON (the scores are most of it); ``None`` for any other layout, which ``json`` then reads.
+
+    Inside JSON strings quotes are escaped, so ``,"masks":[`` unescaped is a key; its last occurrence
+    is the top-level one (mask records have no such key). RLE characters (``0``–``o``) need no JSON
+    escape but the backslash (``\\``)."""
+    head = _COMPACT_HEAD.match(text)
+    at = text.rfind(_COMPACT_MASKS)
+    if head is None or at < 0 or not text.endswith(b"]}"):
+        return None
+    body = text[at + len(_COMPACT_MASKS) : -2]
+    found = _COMPACT_RLE.findall(body)
+    h, w = int(head[1]), int(head[2])
+    if len(found) != body.count(b'"segmentation":') or any(int(a) != h or int(b) != w for a, b, _ in found):
+        return None
+    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found]
+
+
+def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
+    """Only the masks of a compact file, as runs (no dense array, no transpose): what the merge needs.
+    The scores are not parsed (see :func:`_scan_compact`)."""
+    path = Path(path)
+    try:
+        text = gzip.decompress(path.read_bytes())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file not found: {path}") from None
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({e})") from e
+    scanned = _scan_compact(text)
+    if scanned is None:
+        return _compact_runs(_load_compact(path), path)
+    shape, counts = scanned
+    try:
+        return MaskRuns.from_coco(counts, shape)
+    except ValueError as e:
+        raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+# ----------------------------------------------------------------------------- official amg.py layout
+
+
+def write_official(folder: str | os.PathLike, ms: MaskSet) -> None:
+    """Write ``ms`` in the ``scripts/amg.py`` layout: ``<folder>/<i>.png`` (255 inside) + ``metadata.csv``.
+
+    Written into a temporary sibling folder and renamed, so a folder that exists is complete.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists; refusing to overwrite a mask folder")
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for i, m in enumerate(ms.masks):
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp / f"{i}.png")
+    area, bbox = ms.area, ms.bbox
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(OFFICIAL_HEADER)
+    for i in range(len(ms)):
+        wr.writerow([i, int(area[i]), *map(int, bbox[i]), *map(repr_float, ms.point_coords[i]),
+                     repr_float(ms.predicted_iou[i]), repr_float(ms.stability_score[i]),
+                     *(_num(v) for v in ms.crop_box[i])])  # fmt: skip
+    (tmp / "metadata.csv").write_text(buf.getvalue())
+    # not part of amg.py's layout: the image size (for empty sets) and provenance, for lossless reading
+    (tmp / "samcam_meta.json").write_text(json.dumps({"image_shape": list(ms.shape), "meta": ms.meta}, indent=1))
+    os.replace(tmp, folder)
+
+
+def repr_float(v: float) -> str:
+    """``repr`` of a float: round-trips exactly, as amg.py's ``str(float)`` does."""
+    return repr(float(v))
+
+
+@dataclass
+class PackedMasks:
+    """``N`` binary masks of one ``H × W`` image, bit-packed: row ``i`` is
+    ``np.packbits(mask_i.ravel())`` (row-major pixels) followed by zero bytes up to a multiple of 8
+    bytes (``N × packed_row_bytes(H·W)`` uint8), so that rows can be read as 64-bit words. An eighth
+    of a dense bool array; what the merge of dense masks works on."""
+
+    shape: tuple[int, int]
+    bits: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+        self.bits = np.asarray(self.bits, dtype=np.uint8)
+        width = packed_row_bytes(self.shape[0] * self.shape[1])
+        if self.bits.ndim != 2 or self.bits.shape[1] != width:
+            raise ValueError(f"bits must be N × {width}, got {self.bits.shape}")
+
+    def __len__(self) -> int:
+        return self.bits.shape[0]
+
+    def to_masks(self) -> np.ndarray:
+        h, w = self.shape
+        return np.unpackbits(self.bits, axis=1, count=h * w).view(bool).reshape(len(self), h, w)
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray) -> PackedMasks:
+        m = np.asarray(masks, dtype=bool)
+        if m.ndim != 3:
+            raise ValueError(f"masks must be N × H × W, got shape {m.shape}")
+        return cls(m.shape[1:], pack_masks(m))
+
+
+def packed_row_bytes(size: int) -> int:
+    """Bytes per packed mask of ``size`` pixels: ``⌈size/8⌉`` rounded up to a multiple of 8."""
+    return -(-size // 64) * 8
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """``N × H × W`` bool → the rows of :class:`PackedMasks` (zero padding after each mask's bits)."""
+    n, size = masks.shape[0], masks.shape[1] * masks.shape[2]
+    out = np.zeros((n, packed_row_bytes(size)), dtype=np.uint8)
+    out[:, : -(-size // 8)] = np.packbits(masks.reshape(n, size), axis=1)
+    return out
+
+
+def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
+    """The mask PNG names of an ``amg.py`` folder, in order, and ``metadata.csv``'s rows (none with
+    ``ids_only``, which reads just the ``id`` column of a plain, unquoted CSV)."""
+    meta_csv = folder / "metadata.csv"
+    rows: list[dict[str, str]] = []
+    try:
+        text = meta_csv.read_text()
+    except FileNotFoundError:
+        text = None
+    if text is not None:
+        lines = text.splitlines()
+        header = lines[0].split(",") if lines else []
+        if ids_only and '"' not in text and all(len(ln.split(",")) == len(header) for ln in lines[1:] if ln):
+            rows_ids = [ln.split(",")[header.index("id")] for ln in lines[1:] if ln] if "id" in header else []
+            check = [dict.fromkeys(header)] if len(lines) > 1 else []
+        else:
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            rows_ids = [r.get("id") for r in rows]
+            check = rows
+        missing = [c for c in ("id", "predicted_iou", "stability_score") if check and c not in check[0]]
+        if missing:
+            raise ValueError(f"{meta_csv}: missing columns {missing}")
+        names = [f"{i}.png" for i in rows_ids]
+    else:
+        names = sorted((p.name for p in folder.glob("*.png") if p.stem.isdigit()), key=lambda s: int(s[:-4]))
+    return names, rows
+
+
+def _official_pngs(folder: Path, names: list[str]):
+    """Yield ``(i, pixels)`` for each mask PNG, one ``H × W`` uint8 buffer reused (8-bit PNGs are
+    decoded into it, without a copy); ``ValueError``/``FileNotFoundError`` naming the file."""
+    buf = shape = None
+    for i, name in enumerate(names):
+        p = os.path.join(folder, name)
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"mask file not found: {p} (listed in {folder / 'metadata.csv'})") from None
+        try:
+            parts = png_parts(data)
+            if parts is not None:
+                got = (parts[2], parts[1])
+                if buf is None or buf.shape != got:
+                    buf = np.empty(got, dtype=np.uint8)
+                a = decode_png(parts, buf)
+            else:
+                with Image.open(io.BytesIO(data)) as im:
+                    a = np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"{p}: unreadable mask PNG ({e})") from e
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            raise ValueError(f"{p}: mask size {a.shape} differs from {folder / names[0]} {shape}")
+        yield i, a
+
+
+def _read_official_masks(folder: Path, names: list[str]) -> np.ndarray | None:
+    """The ``N × H × W`` bool masks (``== 255``, as the paper's code reads them), or ``None`` for none."""
+    masks = None
+    for i, a in _official_pngs(folder, names):
+        if masks is None:
+            masks = np.empty((len(names), *a.shape), dtype=bool)
+        np.equal(a, 255, out=masks[i])
+    return masks
+
+
+def read_official(folder: str | os.PathLike) -> MaskSet:
+    """Read an ``amg.py`` folder. With ``metadata.csv`` its ``id`` order and scores are used; without
+    it, every ``<i>.png`` is read in numeric order (as the paper's code, which scans the folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {folder}")
+    names, rows = _official_names(folder)
+    masks = _read_official_masks(folder, names)
+    meta_json = folder / "samcam_meta.json"
+    side = json.loads(meta_json.read_text()) if meta_json.exists() else {}
+    meta = side.get("meta", {})
+    if masks is None:
+        shape = tuple(side.get("image_shape", (0, 0)))
+        return MaskSet(np.zeros((0, *shape), dtype=bool), meta=meta)
+    f = lambda k: np.array([float(r[k]) for r in rows]) if rows else None
+    return MaskSet(
+        masks,
+        predicted_iou=f("predicted_iou"),
+        stability_score=f("stability_score"),
+        point_coords=np.stack([f("point_input_x"), f("point_input_y")], axis=1) if rows else None,
+        crop_box=np.stack([f(k) for k in OFFICIAL_HEADER[-4:]], axis=1) if rows else None,
+        meta=meta,
+    )
+
+
+def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
+    """Only the masks of an ``amg.py`` folder (``== 255``), bit-packed as each PNG is decoded: no
+    dense ``N × H × W`` array. ``0 × 0`` masks when it has none and no ``samcam_meta.json``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {folder}")
+    names, _ = _official_names(folder, ids_only=True)
+    bits = shape = used = None
+    for i, a in _official_pngs(folder, names):
+        if bits is None:
+            shape = a.shape
+            bits = np.zeros((len(names), packed_row_bytes(a.size)), dtype=np.uint8)
+            used = -(-a.size // 8)
+        bits[i, :used] = np.packbits(np.equal(a, 255).reshape(-1))
+    if bits is None:
+        meta_json = folder / "samcam_meta.json"
+        shape = tuple(json.loads(meta_json.read_text()).get("image_shape", (0, 0))) if meta_json.exists() else (0, 0)
+        bits = np.zeros((0, packed_row_bytes(shape[0] * shape[1])), dtype=np.uint8)
+    return PackedMasks(shape, bits)
+
+
+# ----------------------------------------------------------------------------- a folder of mask sets
+
+
+class MaskStore:
+    """A folder of per-image mask sets in either on-disk format (auto-detected when reading)."""
+
+    def __init__(self, root: str | os.PathLike, fmt: str | None = None) -> None:
+        self.root = Path(root)
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"unknown mask format {fmt!r}; known: {', '.join(FORMATS)}")
+        self.fmt = fmt
+
+    def path(self, image_id: str, fmt: str | None = None) -> Path:
+        fmt = fmt or self.fmt or "compact"
+        return self.root / (f"{image_id}{COMPACT_SUFFIX}" if fmt == "compact" else image_id)
+
+    def format_of(self, image_id: str) -> str | None:
+        """The format ``image_id`` is stored in, or ``None`` if it has no mask set here."""
+        formats = [self.fmt] if self.fmt else list(FORMATS)
+        for fmt in formats:
+            p = self.path(image_id, fmt)
+            if (fmt == "compact" and p.is_file()) or (fmt == "official" and p.is_dir()):
+                return fmt
+        return None
+
+    def has(self, image_id: str) -> bool:
+        return self.format_of(image_id) is not None
+
+    def ids(self) -> list[str]:
+        """Every image id with a mask set in this folder."""
+        if not self.root.is_dir():
+            return []
+        out = {p.name[: -len(COMPACT_SUFFIX)] for p in self.root.glob(f"*{COMPACT_SUFFIX}")}
+        out |= {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        return sorted(out)
+
+    def read(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskSet:
+        """The mask set of ``image_id``; with ``shape`` given, a ``ValueError`` naming the file if the
+        masks have another size."""
+        fmt = self.format_of(image_id)
+        if fmt is None:
+            raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
+        path = self.path(image_id, fmt)
+        ms = read_compact(path) if fmt == "compact" else read_official(path)
+        if shape is not None:
+            ms.check_shape(shape, path)
+        return ms
+
+    def read_masks(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskRuns | PackedMasks:
+        """Only the masks of ``image_id``, in the cheapest form its format allows: :class:`MaskRuns`
+        from a compact file, :class:`PackedMasks` from an ``amg.py`` folder (neither makes a dense
+        ``N × H × W`` array). Scores and provenance are not read. ``shape`` is checked as in :meth:`read`."""
+        fmt = self.format_of(image_id)
+        if fmt is None:
+            raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
+        path = self.path(image_id, fmt)
+        masks = read_compact_runs(path) if fmt == "compact" else read_official_packed(path)
+        if shape is not None and len(masks) and masks.shape != tuple(shape):
+            raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
+        return masks
+
+    def write(self, image_id: str, ms: MaskSet) -> Path:
+        p = self.path(image_id)
+        if (self.fmt or "compact") == "compact":
+            write_compact(p, ms)
+        else:
+            write_official(p, ms)
+        return p

@@ -1,0 +1,141 @@
+"""Build SAM models and "segment everything" mask generators, for every checkpoint.
+
+``vit_h``, ``vit_l``, ``vit_b`` are built by the ``segment-anything`` package, ``vit_t`` (MobileSAM) by
+``mobilesam-mirror`` (module ``mobile_sam``). Both produce modules with the same interface, so the one
+generator code path of ``segment-anything`` (``SamAutomaticMaskGenerator``) serves all four, and so
+does samcam's faster generator (:mod:`samcam.fast_amg`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samcam.sam.masks import MaskSet
+
+MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
+GENERATORS = ("fast", "official")
+
+#: The official automatic-mask-generator defaults (segment-anything's SamAutomaticMaskGenerator).
+AMG_DEFAULTS: dict[str, Any] = {
+    "points_per_side": 32,
+    "points_per_batch": 64,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,
+    "crop_n_layers": 0,
+    "crop_nms_thresh": 0.7,
+    "crop_overlap_ratio": 512 / 1500,
+    "crop_n_points_downscale_factor": 1,
+    "min_mask_region_area": 0,
+}
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _registry(model_type: str) -> Callable[..., Any]:
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}")
+    if model_type == "vit_t":
+        import warnings
+
+        with warnings.catch_warnings():  # mobile_sam re-registers timm names and imports deprecated paths
+            warnings.simplefilter("ignore")
+            from mobile_sam import sam_model_registry
+    else:
+        from segment_anything import sam_model_registry
+    return sam_model_registry[model_type]
+
+
+def build_sam(model_type: str = "vit_t", checkpoint: str | os.PathLike | None = None, device: str | None = None):
+    """A SAM model of ``model_type`` with weights loaded strictly, in eval mode on ``device``.
+
+    With ``checkpoint=None`` the known checkpoint is fetched (or found in the cache) and verified. A
+    checkpoint whose keys or shapes do not fit ``model_type`` raises ``ValueError`` naming the file.
+    """
+
+    from samcam.io import load_checkpoint
+    from samcam.sam.weights import resolve
+
+    path, _ = resolve(model_type, checkpoint)
+    model = _registry(model_type)(checkpoint=None)
+    state = load_checkpoint(path)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[:3]
+        raise ValueError(f"{path}: checkpoint does not match model type {model_type} ({' '.join(first)[:400]})") from e
+    return model.to(device or default_device()).eval()
+
+
+def amg_settings(**overrides: Any) -> dict[str, Any]:
+    """The official defaults with ``overrides`` applied (unknown names raise ``TypeError``)."""
+    unknown = set(overrides) - set(AMG_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown generator settings: {', '.join(sorted(unknown))}")
+    return {**AMG_DEFAULTS, **overrides}
+
+
+class MaskGenerator:
+    """``generate(image) -> MaskSet`` with either the official or samcam's fast generator."""
+
+    def __init__(self, model, generator: str = "fast", **settings: Any) -> None:
+        if generator not in GENERATORS:
+            raise ValueError(f"unknown generator {generator!r}; known: {', '.join(GENERATORS)}")
+        self.settings = amg_settings(**settings)
+        self.generator = generator
+        if generator == "official":
+            from segment_anything import SamAutomaticMaskGenerator
+
+            self._impl = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **self.settings)
+        else:
+            from samcam.sam.fast_amg import FastMaskGenerator
+
+            self._impl = FastMaskGenerator(model, **self.settings)
+
+    def generate(self, image: np.ndarray) -> MaskSet:
+        """Masks of an ``H × W × 3`` uint8 RGB image."""
+        import torch
+
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an H × W × 3 uint8 RGB image, got {image.shape} {image.dtype}")
+        with torch.inference_mode():
+            records = self._impl.generate(image)
+        return MaskSet.from_records(records, shape=image.shape[:2])
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on (``cuda:0``, ``cpu``)."""
+        return str(self._impl.predictor.device)
+
+
+def build_generator(
+    model_type: str = "vit_t",
+    checkpoint: str | os.PathLike | None = None,
+    device: str | None = None,
+    generator: str = "fast",
+    **settings: Any,
+) -> MaskGenerator:
+    """Model + generator in one call: ``build_generator("vit_t", points_per_side=8).generate(img)``."""
+    return MaskGenerator(build_sam(model_type, checkpoint, device), generator, **settings)
+
+
+def checkpoint_info(model_type: str, checkpoint: str | os.PathLike | None) -> dict[str, str]:
+    """Provenance for a mask run: model type, checkpoint file name and SHA-256."""
+    from samcam.sam.weights import resolve
+
+    path, sha = resolve(model_type, checkpoint)
+    return {"model_type": model_type, "checkpoint": Path(path).name, "checkpoint_sha256": sha}

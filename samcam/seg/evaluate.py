@@ -1,0 +1,116 @@
+"""Predict with a trained :class:`~samcam.seg.model.SegNet` and score it: the standard confusion-matrix mIoU.
+
+Single scale by default (the whole image at its own size); ``scales`` and ``flip`` give the usual
+multi-scale + flip inference (softmax probabilities averaged at image size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from samcam.data.spaces import VOC, DatasetSpec
+from samcam.io import read_image, read_label, write_label, write_text
+from samcam.metrics import Evaluator
+
+from .model import SegNet
+from .recipe import PAD_VALUE, scaled_shape
+from .train import find_image, load_model, pick_device
+
+MULTI_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
+STRIDE = 32  # the backbone's output stride
+
+
+@torch.inference_mode()
+def predict_probs(model: SegNet, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Mean softmax ``n_classes × H × W`` over ``scales`` (and their horizontal flips) for an ``H × W × 3`` uint8 image."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H × W × 3 image, got shape {image.shape}")
+    dev = next(model.parameters()).device
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(dev)
+    total = torch.zeros((model.n_classes, h, w), device=dev)
+    n = 0
+    for s in scales:
+        xs = x if s == 1.0 else F.interpolate(x, size=scaled_shape((h, w), s), mode="bilinear", align_corners=False)
+        batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
+        sh, sw = batch.shape[-2:]
+        ph, pw = -sh % STRIDE, -sw % STRIDE  # pad to the network stride, as training pads crops
+        logits = model(F.pad(batch, (0, pw, 0, ph), value=PAD_VALUE))[..., :sh, :sw]
+        if flip:
+            logits = torch.stack([logits[0], logits[1].flip(-1)])
+        if s != 1.0:
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        total += logits.softmax(1).sum(0)
+        n += logits.shape[0]
+    return total / n
+
+
+def predict(model: SegNet, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False) -> np.ndarray:
+    """The ``H × W`` uint8 label map (argmax of :func:`predict_probs`)."""
+    return predict_probs(model, image, scales, flip).argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.PathLike, ids: Sequence[str],
+             spec: DatasetSpec = VOC, scales: Sequence[float] = (1.0,), flip: bool = False,
+             save_dir: str | os.PathLike | None = None, progress: bool = True) -> Evaluator:  # fmt: skip
+    """Score ``model`` on ``ids`` against the ground truth in ``gt_dir``; optionally write palette PNG predictions."""
+    from tqdm import tqdm
+
+    images_dir, gt_dir = Path(images_dir), Path(gt_dir)
+    for d in (images_dir, gt_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"folder not found: {d}")
+    if not ids:
+        raise ValueError("no evaluation ids")
+    model.eval()
+    ev = Evaluator(spec)
+    for i in tqdm(ids, desc="eval-seg", unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+        gt_path = gt_dir / f"{i}.png"
+        gt = read_label(gt_path, spec)
+        img_path = find_image(images_dir, i)
+        image = read_image(img_path)
+        if image.shape[:2] != gt.shape:
+            raise ValueError(f"{gt_path}: ground-truth size {gt.shape} differs from image {img_path} size {image.shape[:2]}")
+        pred = predict(model, image, scales, flip)
+        ev.add(i, gt, pred)
+        if save_dir is not None:
+            write_label(Path(save_dir) / f"{i}.png", pred, spec)
+    return ev
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.PathLike, gt_dir: str | os.PathLike,
+                        ids: Sequence[str], scales: Sequence[float] = (1.0,), flip: bool = False,
+                        save_dir: str | os.PathLike | None = None, device: str | None = None,
+                        progress: bool = True) -> tuple[Evaluator, dict[str, Any]]:  # fmt: skip
+    """Load a checkpoint and :func:`evaluate` it; returns the evaluator and a JSON-ready summary."""
+    model, recipe, meta = load_model(checkpoint)
+    model.to(pick_device(device))
+    t0 = time.perf_counter()
+    ev = evaluate(model, images_dir, gt_dir, ids, VOC, scales, flip, save_dir, progress)
+    s = ev.scores()
+    summary = {
+        "checkpoint": str(Path(checkpoint).resolve()), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
+        "step": meta["step"], "complete": meta["complete"], "n_images": len(ev.image_ids), "scales": list(scales),
+        "flip": flip, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "miou": s.miou, "pixel_accuracy": s.pixel_accuracy,
+        "iou": {name: float(v) for name, v in zip(VOC.class_names, s.iou)},
+    }  # fmt: skip
+    return ev, summary
+
+
+def write_results(ev: Evaluator, summary: dict[str, Any], json_path: str | os.PathLike | None = None,
+                  csv_path: str | os.PathLike | None = None) -> None:  # fmt: skip
+    """Write the summary JSON and the per-class CSV (atomically)."""
+    if json_path:
+        write_text(json_path, json.dumps(summary, indent=1) + "\n")
+    if csv_path:
+        write_text(csv_path, ev.per_class_table().to_csv(index=False))

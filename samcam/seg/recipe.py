@@ -1,0 +1,137 @@
+"""The training recipe (stored in every checkpoint) and its pure augmentations.
+
+Augmentation of one sample: a random scale, then padding to the crop size (image with the value
+that the backbone's scaling maps to 0, label with 255 = ignored), a random crop, a random horizontal
+flip. :func:`draw_params` draws the parameters from a ``numpy`` generator; :func:`augment` applies
+them (arrays in, arrays out), so a sample is a function of ``(seed, epoch, position)`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IGNORE = 255
+PAD_VALUE = 127  # the backbone's mean: padded pixels become 0 after (x − 127) / 128
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a training run besides its data."""
+
+    backbone: str = "lite0"
+    crop: int = 224
+    scale_min: float = 0.5
+    scale_max: float = 1.5
+    flip: bool = True
+    batch_size: int = 8
+    epochs: int = 4
+    optimizer: str = "adamw"
+    lr: float = 6e-4
+    head_lr_mult: float = 5.0
+    weight_decay: float = 1e-2
+    poly_power: float = 0.9
+    seed: int = 0
+    head_channels: int = 128
+    freeze_early: bool = True  # stem + stride-2/4 blocks frozen (weights and BN statistics)
+
+    def __post_init__(self) -> None:
+        if self.crop < 32 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"recipe needs crop ≥ 32, batch_size ≥ 1, epochs ≥ 1: {self}")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"recipe scale range must satisfy 0 < scale_min ≤ scale_max: {self.scale_min}, {self.scale_max}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"recipe has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def diff(self, other: Recipe) -> list[str]:
+        """``field: mine ≠ theirs`` for each differing field."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} ≠ {b[k]!r}" for k in a if a[k] != b[k]]
+
+
+def poly_lr(base: float, step: int, total: int, power: float) -> float:
+    """Polynomial decay ``base · (1 − step/total)^power``."""
+    return base * max(0.0, 1.0 - step / max(total, 1)) ** power
+
+
+@dataclass(frozen=True)
+class AugParams:
+    """One sample's augmentation: scale factor, crop offset (in the padded scaled image), flip."""
+
+    scale: float
+    y: int
+    x: int
+    flip: bool
+
+
+def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def draw_params(shape: tuple[int, int], recipe: Recipe, rng: np.random.Generator) -> AugParams:
+    """Draw the augmentation of an image of ``shape`` (H, W)."""
+    scale = float(rng.uniform(recipe.scale_min, recipe.scale_max))
+    h, w = scaled_shape(shape, scale)
+    y = int(rng.integers(0, max(h - recipe.crop, 0) + 1))
+    x = int(rng.integers(0, max(w - recipe.crop, 0) + 1))
+    flip = bool(rng.random() < 0.5) if recipe.flip else False
+    return AugParams(scale, y, x, flip)
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an ``H × W × 3`` uint8 image (bilinear) and its ``H × W`` label (nearest) to ``shape``."""
+    if image.shape[:2] == tuple(shape):
+        return image, label
+    size = (shape[1], shape[0])
+    img = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    lab = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+    return img, lab
+
+
+def pad_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad bottom/right to at least ``size × size``: image with :data:`PAD_VALUE`, label with 255."""
+    h, w = label.shape
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if not (ph or pw):
+        return image, label
+    img = np.pad(image, ((0, ph), (0, pw), (0, 0)), constant_values=PAD_VALUE)
+    lab = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE)
+    return img, lab
+
+
+def augment(image: np.ndarray, label: np.ndarray, params: AugParams, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale, pad, crop to ``crop × crop`` and optionally flip an image/label pair."""
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"image shape {image.shape[:2]} differs from label shape {label.shape}")
+    img, lab = resize_pair(image, label, scaled_shape(label.shape, params.scale))
+    img, lab = pad_pair(img, lab, crop)
+    img = img[params.y : params.y + crop, params.x : params.x + crop]
+    lab = lab[params.y : params.y + crop, params.x : params.x + crop]
+    if params.flip:
+        img, lab = img[:, ::-1], lab[:, ::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)
+
+
+def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+    """The generator of the sample at ``position`` of ``epoch`` (independent of where a run resumed)."""
+    return np.random.default_rng([seed, epoch, position])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled sample order of ``epoch``."""
+    return np.random.default_rng([seed, epoch, 1 << 30]).permutation(n)

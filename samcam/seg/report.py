@@ -1,0 +1,224 @@
+"""Tables and figures from finished segmentation runs (``<runs>/<row>_s<seed>/{eval.json,last.pt,pred/}``).
+
+:func:`collect` reads every run into one DataFrame (mIoU, per-class IoU, training cost);
+:func:`summary` gives one line per row (each seed, mean, spread); the figure functions return
+matplotlib figures; :func:`write_results` writes the results folder and the training benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samcam.data.spaces import VOC, colorize
+from samcam.io import atomic_path, read_image, read_label, write_text
+
+from .train import CHECKPOINT, find_image, read_checkpoint
+
+RUN_NAME = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
+
+
+def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> Any:
+    """One record per finished run (``eval.json`` present): row, seed, miou, IoU per class, cost columns."""
+    import pandas as pd
+
+    records = []
+    for d in sorted(Path(runs_dir).iterdir()):
+        m = RUN_NAME.match(d.name)
+        if not (m and (d / "eval.json").is_file()) or (rows is not None and m["row"] not in rows):
+            continue
+        ev = json.loads((d / "eval.json").read_text())
+        hist = read_checkpoint(d / CHECKPOINT)["history"]
+        rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"], "n_val": ev["n_images"],
+               "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]),
+               "peak_rss_mib": hist.get("peak_rss_mib", float("nan")), "threads": hist.get("threads"),
+               "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
+               "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(d)}  # fmt: skip
+        rec.update({f"iou_{c}": 100 * v for c, v in ev["iou"].items()})
+        records.append(rec)
+    if not records:
+        raise FileNotFoundError(f"no finished runs (<row>_s<seed>/eval.json) in {runs_dir}")
+    df = pd.DataFrame(records)
+    order = list(rows) if rows is not None else list(dict.fromkeys(df["row"]))
+    df["row"] = pd.Categorical(df["row"], categories=order, ordered=True)
+    return df.sort_values(["row", "seed"]).reset_index(drop=True)
+
+
+def summary(df: Any) -> Any:
+    """Per row: mIoU of each seed, mean, and spread = (max − min) / 2 over seeds."""
+    wide = df.pivot_table(index="row", columns="seed", values="miou", observed=True)
+    wide.columns = [f"seed {s}" for s in wide.columns]
+    vals = wide.to_numpy()
+    wide["mean"] = np.nanmean(vals, axis=1)
+    wide["spread"] = (np.nanmax(vals, axis=1) - np.nanmin(vals, axis=1)) / 2
+    wide["seeds"] = np.isfinite(vals).sum(axis=1)
+    return wide.reset_index()
+
+
+def table_markdown(summ: Any, names: dict[str, str] | None = None, digits: int = 2) -> str:
+    """A Markdown table of :func:`summary` (row, each seed, mean ± spread)."""
+    seeds = [c for c in summ.columns if c.startswith("seed ")]
+    head = "| labels the network was trained on | " + " | ".join(f"val mIoU, {s}" for s in seeds) + " | mean ± spread |"
+    lines = [head, "|---" * (len(seeds) + 2) + "|"]
+    for _, r in summ.iterrows():
+        cells = [f"{r[s]:.{digits}f}" if np.isfinite(r[s]) else "—" for s in seeds]
+        name = (names or {}).get(r["row"], r["row"])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['mean']:.{digits}f} ± {r['spread']:.{digits}f} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_class_figure(df: Any, names: dict[str, str] | None = None):
+    """Grouped bars: per-class val IoU of each row (mean over seeds), error bars = spread over seeds."""
+    import matplotlib.pyplot as plt
+
+    classes = list(VOC.class_names)
+    rows = [r for r in df["row"].cat.categories if r in set(df["row"])]
+    fig, ax = plt.subplots(figsize=(15, 4.5))
+    width = 0.8 / len(rows)
+    x = np.arange(len(classes))
+    for k, row in enumerate(rows):
+        sub = df[df["row"] == row][[f"iou_{c}" for c in classes]].to_numpy()
+        mean, spread = np.nanmean(sub, 0), (np.nanmax(sub, 0) - np.nanmin(sub, 0)) / 2
+        label = f"{(names or {}).get(row, row)} ({np.nanmean(sub):.1f})"
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, mean, width, yerr=spread, label=label, capsize=1.5)
+    ax.set_xticks(x, classes, rotation=45, ha="right")
+    ax.set_ylabel("val IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Per-class IoU on VOC 2012 val ({int(df['n_val'].iloc[0])} images), mean over seeds; bars: ± spread")
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(ids: Sequence[str], images_dir: str | os.PathLike, pred_dir: str | os.PathLike,
+                   gt_dir: str | os.PathLike, title: str = ""):  # fmt: skip
+    """One line per id: image | prediction | ground truth (VOC palette; void in white)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(ids), 3, figsize=(9, 2.6 * len(ids)), squeeze=False)
+    for r, i in enumerate(ids):
+        panels = (read_image(find_image(Path(images_dir), i)), colorize(read_label(Path(pred_dir) / f"{i}.png")),
+                  _void_white(read_label(Path(gt_dir) / f"{i}.png")))  # fmt: skip
+        for c, (im, name) in enumerate(zip(panels, ("image", "prediction", "ground truth"))):
+            axes[r, c].imshow(im)
+            axes[r, c].set_axis_off()
+            axes[r, c].set_title(f"{i} · {name}" if c == 0 else name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _void_white(label: np.ndarray) -> np.ndarray:
+    rgb = colorize(label).copy()
+    rgb[label == VOC.ignore_index] = 255
+    return rgb
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, memory and library versions of this machine."""
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _lines("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    mem = next((ln.split()[1] for ln in _lines("/proc/meminfo") if ln.startswith("MemTotal")), "0")
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 2**20, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def benchmark(df: Any, command: str) -> dict[str, Any]:
+    """Training cost over the finished runs: seconds per epoch and peak RSS (``ru_maxrss``), per run and overall."""
+    ck = read_checkpoint(Path(df["run"].iloc[0]) / CHECKPOINT)
+    per_run = [{"run": Path(r.run).name, "s_per_epoch": round(r.s_per_epoch, 1), "epochs": int(r.epochs),
+                "peak_rss_mib": round(r.peak_rss_mib), "eval_s_per_image": round(r.eval_seconds / r.n_val, 3),
+                "load_average": round(r.load_average, 2)}
+               for r in df.itertuples()]  # fmt: skip
+    s = df["s_per_epoch"].to_numpy()
+    return {
+        "recipe": ck["recipe"], "n_train": ck["n_train"], "steps_per_epoch": ck["total_steps"] // ck["recipe"]["epochs"],
+        "device": str(df["device"].iloc[0]), "torch_threads": int(df["threads"].iloc[0]), "machine": machine(),
+        "s_per_epoch_median": round(float(np.median(s)), 1), "s_per_epoch_min": round(float(s.min()), 1),
+        "s_per_epoch_max": round(float(s.max()), 1), "peak_rss_mib_max": round(float(df["peak_rss_mib"].max())),
+        "eval_s_per_image_median": round(float(np.median(df["eval_seconds"] / df["n_val"])), 3),
+        "runs": per_run, "command": command,
+    }  # fmt: skip
+
+
+def benchmark_markdown(b: dict[str, Any]) -> str:
+    m, r = b["machine"], b["recipe"]
+    rows = "\n".join(f"| {x['run']} | {x['s_per_epoch']} | {x['epochs']} | {x['peak_rss_mib']} | {x['eval_s_per_image']} | {x['load_average']} |"
+                     for x in b["runs"])
+    return f"""# Segmentation training cost on CPU (`samcam train-seg`)
+
+Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, torch {m['torch']}; device `{b['device']}`,
+{b['torch_threads']} torch thread(s). The machine was shared with other jobs during these runs: the 1-minute load
+average at the end of each epoch (last column, mean per run; 1.0 = this job alone) shows how busy it was.
+Recipe: EfficientNet-{r['backbone']} + LR-ASPP, crop {r['crop']}, batch {r['batch_size']}, {b['n_train']} train images =
+{b['steps_per_epoch']} steps per epoch, {r['epochs']} epochs.
+
+**{b['s_per_epoch_median']} s per epoch** (median over {len(b['runs'])} runs; range {b['s_per_epoch_min']}–{b['s_per_epoch_max']}),
+peak resident memory **{b['peak_rss_mib_max']} MiB** (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, largest run);
+evaluation {b['eval_s_per_image_median']} s per val image (single scale, full size, median).
+
+| run | s / epoch | epochs | peak RSS (MiB) | eval s / image | load average |
+|---|---|---|---|---|---|
+{rows}
+
+Command (one run): `{b['command']}`
+"""
+
+
+def write_results(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_dir: str | os.PathLike,
+                  rows: Sequence[str], names: dict[str, str], voc_root: str | os.PathLike, val_ids: Sequence[str],
+                  command: str, n_gallery: int = 6) -> dict[str, Any]:  # fmt: skip
+    """Write ``table.md``, ``table.csv``, ``per_class.png``, ``gallery.png``, ``predictions/`` (best run) into
+    ``out_dir`` and ``seg_train_cpu.{md,json}`` into ``bench_dir``; returns what it wrote."""
+    import matplotlib.pyplot as plt
+
+    out, voc = Path(out_dir), Path(voc_root)
+    df = collect(runs_dir, rows)
+    summ = summary(df)
+    write_text(out / "table.md", table_markdown(summ, names))
+    means = summ[["row", "mean", "spread"]].rename(columns={"mean": "miou_mean_over_seeds", "spread": "miou_spread_over_seeds"})
+    table = df.drop(columns=["run", "device", "threads"]).merge(means, on="row")
+    table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
+    write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
+    fig = per_class_figure(df, names)
+    _save(fig, out / "per_class.png")
+    best = df.loc[df["miou"].idxmax()]
+    pred_src, pred_dst = Path(best["run"]) / "pred", out / "predictions"
+    missing = [i for i in val_ids if not (pred_src / f"{i}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{pred_src}: {len(missing)} val predictions missing (e.g. {missing[0]}.png)")
+    pred_dst.mkdir(parents=True, exist_ok=True)
+    for i in val_ids:
+        shutil.copyfile(pred_src / f"{i}.png", pred_dst / f"{i}.png")
+    step = max(1, len(val_ids) // n_gallery)
+    gallery_ids = list(val_ids)[::step][:n_gallery]
+    title = f"best model: {names.get(best['row'], best['row'])}, seed {best['seed']} (val mIoU {best['miou']:.2f})"
+    fig = gallery_figure(gallery_ids, voc / "JPEGImages", pred_dst, voc / "SegmentationClass", title)
+    _save(fig, out / "gallery.png")
+    plt.close("all")
+    b = benchmark(df, command)
+    write_text(Path(bench_dir) / "seg_train_cpu.json", json.dumps(b, indent=1) + "\n")
+    write_text(Path(bench_dir) / "seg_train_cpu.md", benchmark_markdown(b))
+    return {"summary": summ, "runs": df, "best": f"{best['row']}_s{best['seed']}", "gallery_ids": gallery_ids, "benchmark": b}
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")

@@ -1,0 +1,249 @@
+"""Train :class:`~samcam.seg.model.SegNet` on images + a pseudo-label folder; seeded and resumable.
+
+A run lives in one folder: ``last.pt`` (written atomically after every epoch and when a run stops
+early) holds the model, the optimizer, the global step, the recipe and a fingerprint of the labels.
+Rerunning the same command continues from it; a checkpoint made with another recipe or other labels
+is refused. Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)`` and the torch generator is
+reseeded each step, so an interrupted and resumed run follows the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from samcam.data.spaces import VOC, DatasetSpec
+from samcam.io import atomic_path, read_image, read_label
+
+from .model import SegNet
+from .recipe import (
+    IGNORE,
+    Recipe,
+    augment,
+    draw_params,
+    epoch_order,
+    poly_lr,
+    sample_rng,
+)
+
+CHECKPOINT = "last.pt"
+FORMAT = "samcam-seg/1"
+
+
+@dataclass
+class TrainData:
+    """Images (``H × W × 3`` uint8) and labels (``H × W`` uint8) held in memory, in id order."""
+
+    ids: list[str]
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    fingerprint: str  # SHA-256 over the ids and the label files' bytes
+
+
+def find_image(images_dir: Path, image_id: str) -> Path:
+    for suffix in (".jpg", ".jpeg", ".png"):
+        p = images_dir / f"{image_id}{suffix}"
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"image file not found: {images_dir / image_id}.jpg")
+
+
+def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], spec: DatasetSpec = VOC) -> TrainData:
+    """Read every image and label of ``ids``; a missing, unreadable or mis-sized file raises naming it."""
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    if not ids:
+        raise ValueError("no training ids")
+    for d in (images_dir, labels_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"folder not found: {d}")
+    h = hashlib.sha256()
+    images, labels = [], []
+    for i in ids:
+        path = labels_dir / f"{i}.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"label file not found: {path}")
+        h.update(i.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        lab = read_label(path, spec)
+        img_path = find_image(images_dir, i)
+        img = read_image(img_path)
+        if img.shape[:2] != lab.shape:
+            raise ValueError(f"{path}: label size {lab.shape} differs from image {img_path} size {img.shape[:2]}")
+        images.append(img)
+        labels.append(lab)
+    return TrainData(list(ids), images, labels, h.hexdigest())
+
+
+def make_batch(data: TrainData, recipe: Recipe, epoch: int, positions: range) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented batch at ``positions`` of ``epoch``: images ``B × 3 × c × c`` float, labels ``B × c × c`` long."""
+    order = epoch_order(len(data.ids), recipe.seed, epoch)
+    imgs, labs = [], []
+    for pos in positions:
+        k = int(order[pos])
+        params = draw_params(data.labels[k].shape, recipe, sample_rng(recipe.seed, epoch, pos))
+        img, lab = augment(data.images[k], data.labels[k], params, recipe.crop)
+        imgs.append(img)
+        labs.append(lab)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
+    y = torch.from_numpy(np.stack(labs)).long()
+    return x, y
+
+
+def build_optimizer(model: SegNet, recipe: Recipe) -> torch.optim.Optimizer:
+    backbone, head = model.param_groups()
+    groups = [{"params": backbone, "lr_mult": 1.0}, {"params": head, "lr_mult": recipe.head_lr_mult}]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` (tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a samcam segmentation checkpoint (format {FORMAT})")
+    return ck
+
+
+def load_model(path: str | os.PathLike) -> tuple[SegNet, Recipe, dict[str, Any]]:
+    """(model in eval mode, its recipe, the checkpoint's metadata) from a checkpoint file."""
+    ck = read_checkpoint(path)
+    recipe = Recipe.from_dict(ck["recipe"])
+    model = SegNet(recipe.backbone, ck["n_classes"], pretrained=False, head_channels=recipe.head_channels, freeze_early=recipe.freeze_early)
+    model.load_state_dict(ck["model"])
+    meta = {k: v for k, v in ck.items() if k not in ("model", "optimizer")}
+    return model.eval(), recipe, meta
+
+
+def check_resumable(ck: dict[str, Any], recipe: Recipe, fingerprint: str, path: Path) -> None:
+    """Raise ``ValueError`` (one line, naming ``path``) unless ``ck`` was made with this recipe and these labels."""
+    theirs = Recipe.from_dict(ck["recipe"])
+    if theirs != recipe:
+        raise ValueError(f"{path} was made with another recipe ({'; '.join(theirs.diff(recipe))}); use another --out or delete it")
+    if ck["labels_fingerprint"] != fingerprint:
+        raise ValueError(f"{path} was made with other labels (from {ck['labels_dir']}); use another --out or delete it")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    step: int
+    total_steps: int
+    complete: bool
+    epoch_seconds: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # mean loss per finished epoch
+    peak_rss_mib: float = 0.0
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (``ru_maxrss``, KiB on Linux) in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], out: str | os.PathLike,
+          recipe: Recipe | None = None, *, spec: DatasetSpec = VOC, device: str | None = None,
+          max_steps: int | None = None, progress: bool = True, pretrained: bool = True) -> TrainResult:  # fmt: skip
+    """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given."""
+    from tqdm import tqdm
+
+    recipe = recipe or Recipe()
+    out = Path(out)
+    ck_path = out / CHECKPOINT
+    data = load_data(images_dir, labels_dir, ids, spec)
+    steps_per_epoch = len(data.ids) // recipe.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(data.ids)} training images are fewer than one batch of {recipe.batch_size}")
+    total = steps_per_epoch * recipe.epochs
+    dev = pick_device(device)
+    torch.manual_seed(recipe.seed)
+    model = SegNet(recipe.backbone, spec.n_classes, pretrained=pretrained, head_channels=recipe.head_channels,
+                   freeze_early=recipe.freeze_early)
+    opt = build_optimizer(model, recipe)
+    step, history = 0, {"epoch_seconds": [], "losses": []}
+    if ck_path.exists():
+        ck = read_checkpoint(ck_path)
+        check_resumable(ck, recipe, data.fingerprint, ck_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, history = int(ck["step"]), ck["history"]
+    model.to(dev)
+    for state in opt.state.values():  # optimizer moments follow the model's device
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                state[k] = v.to(dev)
+
+    def save(complete: bool) -> None:
+        history["peak_rss_mib"] = max(float(history.get("peak_rss_mib", 0.0)), peak_rss_mib())
+        history["device"], history["threads"] = str(dev), torch.get_num_threads()
+        ck = {
+            "format": FORMAT, "recipe": recipe.to_dict(), "n_classes": spec.n_classes, "dataset": spec.name,
+            "labels_dir": str(Path(labels_dir).resolve()), "labels_fingerprint": data.fingerprint,
+            "n_train": len(data.ids), "step": step, "total_steps": total, "complete": complete, "history": history,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": _to_cpu(opt.state_dict()),
+        }  # fmt: skip
+        with atomic_path(ck_path) as tmp:
+            torch.save(ck, tmp)
+
+    stop = total if max_steps is None else min(total, max_steps)
+    bar = tqdm(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    model.train()
+    epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
+    try:
+        while step < stop:
+            epoch, pos = divmod(step, steps_per_epoch)
+            x, y = make_batch(data, recipe, epoch, range(pos * recipe.batch_size, (pos + 1) * recipe.batch_size))
+            for g in opt.param_groups:
+                g["lr"] = poly_lr(recipe.lr, step, total, recipe.poly_power) * g["lr_mult"]
+            torch.manual_seed(recipe.seed * 1_000_003 + step)  # drop-connect noise depends on the step only
+            loss = F.cross_entropy(model(x.to(dev)), y.to(dev), ignore_index=IGNORE)
+            if not torch.isfinite(loss):
+                raise ValueError(f"training loss became {loss.item()} at step {step} ({out}); lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            epoch_loss += loss.item()
+            epoch_n += 1
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{loss.item():.3f}")
+            if step % steps_per_epoch == 0:
+                history["epoch_seconds"].append(time.perf_counter() - t0)
+                history["losses"].append(epoch_loss / epoch_n)
+                history.setdefault("load_average", []).append(os.getloadavg()[0])  # contention from other jobs
+                save(step == total)
+                epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
+    finally:  # an interrupt loses at most the current epoch: rerunning resumes from the last checkpoint
+        bar.close()
+    if step % steps_per_epoch or not ck_path.exists():  # stopped mid-epoch (max_steps), or nothing left to do
+        save(step == total)
+    return TrainResult(ck_path, step, total, step == total, list(history["epoch_seconds"]), list(history["losses"]), peak_rss_mib())
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj

@@ -1,0 +1,340 @@
+"""Bad input never passes silently: every case ends in one line naming the file, exit code 2, and
+nothing the user gave is written over. Each test states the failure it guards against."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcam import cli
+from samcam.cam.files import save_cam
+from samcam.io import RUN_RECORD, clean_temporaries, is_complete, pending, read_ids
+
+
+def fails(args, capsys, *needles):
+    """Run the CLI, expect exit 2 and one error line (after any progress bars) holding every needle."""
+    assert cli.main([str(a) for a in args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = lines[-1]
+    assert err.startswith("samcam ") and ": error: " in err and not any("Traceback" in ln for ln in lines), lines
+    for n in needles:
+        assert str(n) in err, err
+    return err
+
+
+def _labels(folder: Path, ids, value=7, shape=(6, 8)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        Image.fromarray(np.full(shape, value, np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.fixture()
+def scored(tmp_path):
+    _labels(tmp_path / "pred", ["a", "b"])
+    _labels(tmp_path / "gt", ["a", "b"], 7)
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("target", ["ids.txt", "pred/a.png", "gt/b.png", "pred/new.csv"])
+@pytest.mark.parametrize("flag", ["--csv", "--per-image-csv"])
+def test_eval_never_writes_over_or_into_an_input(scored, capsys, flag, target):
+    before = {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()}
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt", flag, scored / target], capsys, target.split("/")[0])
+    assert {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("content,needle", [("", "holds no ids"), ("# only a comment\n\n", "holds no ids"),
+                                            ("a\nb\na\n", "id a is listed more than once"), (b"a\n\xff\xfe\n", "not UTF-8")])
+def test_id_lists_empty_duplicated_or_not_text(scored, capsys, content, needle):
+    p = scored / "bad_ids.txt"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", p], capsys, "bad_ids.txt", needle)
+
+
+def test_id_list_with_bom_and_folder_as_file(scored, capsys):
+    p = scored / "bom.txt"
+    p.write_bytes("\ufeffa\r\nb\r\n".encode("utf-8"))
+    assert read_ids(p) == ["a", "b"]
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "pred"], capsys, "is a folder")
+
+
+@pytest.mark.parametrize("args,needle", [(["--majority", "-1"], "--majority"), (["--coverage", "5"], "--coverage"),
+                                         (["--workers", "0"], "--workers"), (["--majority", "nan"], "--majority")])
+def test_merge_parameters_out_of_range(tmp_path, capsys, args, needle):
+    fails(["merge", "--pseudo", tmp_path, "--masks", tmp_path, "--out", tmp_path / "o", *args], capsys, needle)
+
+
+def _cams(folder: Path, keys, maps):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_cam(folder / "a.npy", np.array(keys), np.asarray(maps, np.float32))
+
+
+@pytest.mark.parametrize("keys,maps,needle", [
+    ([23], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been class 24
+    ([253], np.ones((1, 4, 4)), "outside the foreground classes"),  # would have been void
+    ([-1], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been background
+    ([3], np.full((1, 4, 4), np.nan), "NaN"),                        # an all-NaN CAM labelled everything
+])
+def test_cam2label_refuses_class_values_outside_the_label_space(tmp_path, capsys, keys, maps, needle):
+    _cams(tmp_path / "cams", keys, maps)
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy", needle)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_cam_smaller_than_its_image_is_refused(tmp_path, capsys):
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--images", tmp_path / "img"],
+          capsys, "a.npy", "differs from its image size")
+
+
+def test_cam2label_rerun_with_another_threshold_is_refused_not_mixed(tmp_path, capsys):
+    _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+    first = (tmp_path / "out" / "a.png").read_bytes()
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.7"], capsys, RUN_RECORD, "threshold")
+    assert (tmp_path / "out" / "a.png").read_bytes() == first
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+
+
+@pytest.mark.parametrize("where", ["cams", "gt"])
+def test_cam2label_never_writes_into_its_inputs(tmp_path, capsys, where):
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / where, "--threshold", "0.2", "--sweep-gt", tmp_path / "gt"],
+          capsys, where, "is the input")
+    assert not (tmp_path / where / RUN_RECORD).exists()
+
+
+def test_cam_out_may_not_be_the_image_folder(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    fails(["cam", "--images", tmp_path / "img", "--out", tmp_path / "img", "--checkpoint", tmp_path / "x.pt", "--voc", tmp_path],
+          capsys, "is the input")
+    fails(["cam", "--images", tmp_path / "img", "--out", tmp_path / "img" / "cams", "--checkpoint", tmp_path / "x.pt",
+           "--voc", tmp_path], capsys, "lies inside the input folder")
+
+
+def test_mistyped_cam_folder_and_bad_threshold_steps(tmp_path, capsys):
+    fails(["cam2label", "--cams", tmp_path / "camz", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "camz")
+    (tmp_path / "empty").mkdir()
+    fails(["cam2label", "--cams", tmp_path / "empty", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "empty", "no <id>.npy")
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
+    for bad in ("0.1:0.5:0", "0.1:0.5", "0.5:0.1:0.1", "a:b:c"):
+        fails(["cam2label", "--cams", tmp_path / "cams", "--sweep-gt", tmp_path / "gt", "--thresholds", bad], capsys, "--thresholds")
+
+
+def test_labels_refuses_a_cam_key_outside_the_label_space(tmp_path, capsys):
+    _cams(tmp_path / "irn", [23], np.ones((1, 4, 4)))
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails(["labels", "--method", "CLIMS", "--format", "irn_npy", "--threshold", "0.15", "--input", tmp_path / "irn",
+           "--out", tmp_path / "out", "--ids", tmp_path / "ids.txt"], capsys, "a.npy", "outside")
+
+
+def test_incomplete_outputs_are_redone_and_stale_temporaries_cleaned(tmp_path):
+    _labels(tmp_path, ["ok"])
+    (tmp_path / "empty.png").write_bytes(b"")
+    whole = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    assert is_complete(tmp_path / "ok.png") and not is_complete(tmp_path / "empty.png") and not is_complete(tmp_path / "cut.png")
+    assert pending(["ok", "empty", "cut", "absent"], tmp_path) == ["empty", "cut", "absent"]
+    old, fresh = tmp_path / ".x.png.abc.png.tmp", tmp_path / ".y.png.def.png.tmp"
+    old.write_bytes(b"")
+    fresh.write_bytes(b"")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert clean_temporaries(tmp_path) == 1 and not old.exists() and fresh.exists()  # a live run's file stays
+
+
+def test_truncated_label_in_out_is_redone_by_cam2label(tmp_path):
+    _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+    good = (tmp_path / "out" / "a.png").read_bytes()
+    (tmp_path / "out" / "a.png").write_bytes(good[:20])
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+    assert (tmp_path / "out" / "a.png").read_bytes() == good
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path, capsys, voc_root):
+    (tmp_path / "clf.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "ids.txt").write_text("2007_000032\n")
+    fails(["cam", "--images", voc_root / "JPEGImages", "--out", tmp_path / "cams", "--checkpoint", tmp_path / "clf.pt",
+           "--voc", voc_root, "--ids", tmp_path / "ids.txt"], capsys, "clf.pt", "not a readable PyTorch checkpoint")
+
+
+@pytest.mark.parametrize("text,needle", [("steps: [\n", "not a readable YAML"), ("- a\n- b\n", "a 'steps' list"),
+                                         ("steps:\n  - 3\n", "step 0 is not a mapping"), ("steps:\n  - name: x\n", "lacks notebook")])
+def test_malformed_reproduce_config(tmp_path, capsys, text, needle):
+    (tmp_path / "r.yml").write_text(text)
+    fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", needle)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_cache_folder_is_named_and_nothing_downloaded(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    monkeypatch.setenv("SAMCAM_HOME", str(ro))
+    fails(["weights", "fetch", "vit_t"], capsys, str(ro), "not writable")
+
+
+def test_cache_path_that_is_a_file_is_named_and_nothing_downloaded(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path / "file"))
+    import samcam.sam.weights as w
+
+    monkeypatch.setattr(w, "_download", lambda *a: pytest.fail("no download may be tried"))
+    fails(["weights", "fetch", "vit_t"], capsys, "file", "not writable")
+
+
+def test_traceback_only_with_debug(tmp_path, capsys):
+    fails(["eval", "--pred", tmp_path / "nope", "--gt", tmp_path], capsys, "nope")
+    with pytest.raises(FileNotFoundError):
+        cli.main(["--debug", "eval", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker death on parent death uses Linux's PR_SET_PDEATHSIG")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_die_with_their_parent(tmp_path, data_root, train_with_images, sig):
+    from conftest import CACHED_MASKS
+
+    (tmp_path / "ids.txt").write_text("\n".join(train_with_images) + "\n")
+    cmd = [sys.executable, "-m", "samcam.cli", "merge", "--pseudo", str(data_root / "pseudo_labels" / "transcam"), "--masks",
+           str(CACHED_MASKS), "--out", str(tmp_path / "out"), "--ids", str(tmp_path / "ids.txt"), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list((tmp_path / "out").glob("*.png"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert workers, "the merge started no worker processes"
+    proc.send_signal(sig)
+    proc.wait(30)
+    deadline = time.time() + 15
+    while any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]
+              for w in workers if Path(f"/proc/{w}/stat").exists()) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}/stat").exists() and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def test_a_failed_first_run_does_not_lock_its_folder(tmp_path, capsys):
+    from samcam.io import claim_output
+
+    _cams(tmp_path / "cams", [23], np.ones((1, 4, 4)))  # a bad key: the first run fails before writing a label
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy")
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.3"]) == 0
+    # notes are kept but not compared; parameters are
+    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"})
+    (tmp_path / "o" / "x.png").write_bytes(b"x")
+    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "other"})
+    with pytest.raises(ValueError, match=r"parameters\.a: 1 -> 2"):
+        claim_output(tmp_path / "o", "s", {}, {"a": 2})
+    with pytest.raises(ValueError, match=r"step: 's' -> 't'"):
+        claim_output(tmp_path / "o", "t", {}, {"a": 1})
+    with pytest.raises(ValueError, match="holds outputs without a provenance record"):
+        (tmp_path / "p").mkdir()
+        (tmp_path / "p" / "y.npy").write_bytes(b"y")
+        claim_output(tmp_path / "p", "s", {}, {})
+
+
+def test_mask_run_records_refuse_other_settings_and_corrupt_records(tmp_path):
+    from samcam.pipeline.masks import RUN_META, check_run_meta
+
+    meta = {"model_type": "vit_t", "checkpoint_sha256": "ab", "settings": {"points_per_side": 32}, "generator": "fast", "format": "compact"}
+    check_run_meta(tmp_path, meta)
+    check_run_meta(tmp_path, dict(meta))
+    for key, value in (("generator", "official"), ("format", "official"), ("settings", {"points_per_side": 16})):
+        with pytest.raises(ValueError, match=f"other {key}"):
+            check_run_meta(tmp_path, {**meta, key: value})
+    (tmp_path / RUN_META).write_text("{not json")
+    with pytest.raises(ValueError, match=f"{RUN_META}: unreadable run record"):
+        check_run_meta(tmp_path, meta)
+
+
+def test_truncated_mask_files_count_as_not_done(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "a.json.gz", "wb") as f:
+        f.write(b"{}" * 1000)
+    whole = (tmp_path / "a.json.gz").read_bytes()
+    (tmp_path / "b.json.gz").write_bytes(whole[: len(whole) // 2])
+    assert is_complete(tmp_path / "a.json.gz") and not is_complete(tmp_path / "b.json.gz")
+
+
+def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):
+    from samcam.pipeline.demo import _remove_own
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "astronaut.png").write_bytes(b"x")
+    (tmp_path / "mine" / RUN_RECORD).write_text("{}")
+    _remove_own(tmp_path / "mine", {"astronaut"})
+    assert not (tmp_path / "mine").exists()
+    (tmp_path / "yours").mkdir()
+    (tmp_path / "yours" / "thesis.tex").write_text("x")
+    with pytest.raises(ValueError, match="thesis.tex"):
+        _remove_own(tmp_path / "yours", {"astronaut"})
+    assert (tmp_path / "yours" / "thesis.tex").exists()
+
+
+@pytest.mark.parametrize("arg", ["--points-per-side=0", "--pred-iou-thresh=5", "--box-nms-thresh=nan", "--crop-n-layers=-1"])
+def test_mask_generator_settings_out_of_range(tmp_path, capsys, arg):
+    fails(["masks", "--images", tmp_path, "--out", tmp_path / "m", arg], capsys, arg.split("=")[0])
+
+
+def _mask_folder(tmp_path, edit=None):
+    import gzip
+    import json
+
+    from samcam.sam.masks import MaskSet, write_compact
+
+    masks = np.zeros((2, 6, 8), bool)
+    masks[0, :3] = True
+    masks[1, 3:] = True
+    (tmp_path / "m").mkdir(exist_ok=True)
+    write_compact(tmp_path / "m" / "a.json.gz", MaskSet(masks))
+    if edit:
+        doc = json.loads(gzip.decompress((tmp_path / "m" / "a.json.gz").read_bytes()))
+        edit(doc)
+        (tmp_path / "m" / "a.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    _labels(tmp_path / "p", ["a"], 7, (6, 8))
+    return ["merge", "--pseudo", tmp_path / "p", "--masks", tmp_path / "m", "--out", tmp_path / "o"]
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda d: d["masks"][1]["segmentation"].update(counts="6p"), "a.json.gz"),      # a corrupt RLE string
+    (lambda d: d["masks"][0].pop("segmentation"), "a.json.gz"),                     # a mask entry without its key
+    (lambda d: d["masks"][0]["segmentation"].pop("counts"), "a.json.gz"),
+])
+def test_corrupt_mask_files_are_named_by_merge(tmp_path, capsys, edit, needle):
+    fails(_mask_folder(tmp_path, edit), capsys, needle)
+
+
+def test_merge_into_a_folder_made_with_another_rule_is_refused(tmp_path, capsys):
+    args = _mask_folder(tmp_path)
+    assert cli.main([str(a) for a in args]) == 0
+    first = (tmp_path / "o" / "a.png").read_bytes()
+    fails(args + ["--coverage", "0.5"], capsys, RUN_RECORD, "coverage")
+    fails(args + ["--rule", "max_iou"], capsys, RUN_RECORD, "max_iou")
+    assert (tmp_path / "o" / "a.png").read_bytes() == first
+    assert cli.main([str(a) for a in args]) == 0  # the same settings resume

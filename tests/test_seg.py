@@ -1,0 +1,175 @@
+"""samcam.seg: training on a few real VOC images, save/reload, resume, refusal, and the eval mIoU."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samcam.seg.evaluate import evaluate, predict
+from samcam.seg.recipe import Recipe, augment, draw_params
+from samcam.seg.train import load_model, read_checkpoint, train
+
+TINY = Recipe(crop=64, batch_size=2, epochs=2, scale_min=0.25, scale_max=0.5, seed=3)  # 4 images → 2 steps/epoch
+
+
+@pytest.fixture(scope="module")
+def train_ids(train_with_images: list[str]) -> list[str]:
+    return train_with_images[:4]
+
+
+@pytest.fixture(scope="module")
+def transcam(data_root: Path) -> Path:
+    p = data_root / "pseudo_labels" / "transcam"
+    if not p.is_dir():
+        pytest.skip(f"TransCAM pseudo labels not found at {p}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, voc_root: Path, transcam: Path, train_ids: list[str], one_thread) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    r = train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, progress=False)
+    assert r.complete and r.step == r.total_steps == 4
+    return r.checkpoint
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model"]
+
+
+def test_augment_pads_with_ignore_and_keeps_pairs() -> None:
+    image = np.full((20, 30, 3), 9, np.uint8)
+    label = np.ones((20, 30), np.uint8)
+    params = draw_params(label.shape, replace(TINY, crop=48), np.random.default_rng(0))
+    img, lab = augment(image, label, params, 48)
+    assert img.shape == (48, 48, 3) and lab.shape == (48, 48)
+    assert set(np.unique(lab)) <= {1, 255} and (lab == 255).any()
+    assert (img[lab == 1] == 9).all()
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path, voc_root: Path, transcam: Path,
+                                                      train_ids: list[str], full_run: Path) -> None:  # fmt: skip
+    out = tmp_path / "resumed"
+    r1 = train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, max_steps=3, progress=False)  # stops mid-epoch 2
+    assert (r1.step, r1.complete) == (3, False)
+    r2 = train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, progress=False)
+    assert (r2.step, r2.complete) == (4, True)
+    full, resumed = _state(full_run), _state(out / "last.pt")
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+
+
+def test_reloaded_model_scores_identically(tmp_path: Path, voc_root: Path, transcam: Path, train_ids: list[str],
+                                           train_with_images: list[str], one_thread) -> None:  # fmt: skip
+    from samcam.seg.model import SegNet
+
+    out = tmp_path / "run"
+    train(voc_root / "JPEGImages", transcam, train_ids, out, replace(TINY, epochs=1), progress=False)
+    model, recipe, meta = load_model(out / "last.pt")
+    assert recipe == replace(TINY, epochs=1) and meta["complete"]
+    again = SegNet(recipe.backbone, 21, pretrained=False, freeze_early=recipe.freeze_early)
+    again.load_state_dict(read_checkpoint(out / "last.pt")["model"])
+    gt_dir = voc_root / "SegmentationClass"
+    ids = train_with_images[4:6]  # images the model did not train on
+    ev1 = evaluate(model, voc_root / "JPEGImages", gt_dir, ids, progress=False)
+    ev2 = evaluate(again.eval(), voc_root / "JPEGImages", gt_dir, ids, progress=False)
+    assert np.array_equal(ev1.conf, ev2.conf) and ev1.conf.sum() > 0
+    pred = predict(model, np.zeros((37, 53, 3), np.uint8), scales=(0.75, 1.0), flip=True)
+    assert pred.shape == (37, 53) and pred.dtype == np.uint8
+
+
+def test_other_recipe_or_labels_refuse(tmp_path: Path, voc_root: Path, transcam: Path, train_ids: list[str],
+                                       one_thread) -> None:  # fmt: skip
+    out = tmp_path / "run"
+    train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, max_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"another recipe \(lr: "):
+        train(voc_root / "JPEGImages", transcam, train_ids, out, replace(TINY, lr=0.5), progress=False)
+    with pytest.raises(ValueError, match="other labels"):
+        train(voc_root / "JPEGImages", voc_root / "SegmentationClass", train_ids, out, TINY, progress=False)
+
+
+def test_missing_label_names_the_file(tmp_path: Path, voc_root: Path, train_ids: list[str]) -> None:
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / f"{train_ids[0]}.png")):
+        train(voc_root / "JPEGImages", tmp_path, train_ids, tmp_path / "out", TINY, progress=False)
+
+
+class _RedChannelNet(torch.nn.Module):
+    """A stand-in model: the predicted class is the red value // 40 (0..6), as one-hot logits."""
+
+    n_classes = 21
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = (x[:, 0] // 40).long()
+        return torch.nn.functional.one_hot(cls, 21).permute(0, 3, 1, 2).float() * 10
+
+
+def test_eval_miou_matches_hand_computation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images, gts = tmp_path / "img", tmp_path / "gt"
+    images.mkdir(), gts.mkdir()
+    preds, truths = [], []
+    for i in range(2):
+        red = rng.integers(0, 240, (7, 9), dtype=np.uint8)
+        Image.fromarray(np.dstack([red, red, red])).save(images / f"im{i}.png")
+        gt = rng.integers(0, 6, (7, 9)).astype(np.uint8)
+        gt[0, :3] = 255  # void
+        Image.fromarray(gt, mode="L").save(gts / f"im{i}.png")
+        preds.append(red // 40)
+        truths.append(gt)
+    ev = evaluate(_RedChannelNet(), images, gts, ["im0", "im1"], progress=False)
+    # by hand: loop over pixels
+    tp, fp, fn = np.zeros(21), np.zeros(21), np.zeros(21)
+    for p_map, g_map in zip(preds, truths):
+        for p, g in zip(p_map.ravel(), g_map.ravel()):
+            if g == 255:
+                continue
+            if p == g:
+                tp[g] += 1
+            else:
+                fp[p] += 1
+                fn[g] += 1
+    union = tp + fp + fn
+    miou = np.mean([tp[c] / union[c] for c in range(21) if union[c] > 0])
+    assert ev.scores().miou == pytest.approx(miou, abs=1e-12)
+
+
+def test_commands_train_then_eval(tmp_path: Path, voc_root: Path, transcam: Path, train_with_images: list[str],
+                                  one_thread, capsys) -> None:  # fmt: skip
+    import json
+
+    from samcam.cli import main
+
+    ids = tmp_path / "train.txt"
+    ids.write_text("\n".join(train_with_images[:2]) + "\n")
+    val = tmp_path / "val.txt"
+    val.write_text(train_with_images[2] + "\n")
+    common = ["--images", str(voc_root / "JPEGImages"), "--ids"]
+    rc = main(["train-seg", *common, str(ids), "--labels", str(transcam), "--out", str(tmp_path / "run"),
+               "--crop", "64", "--batch-size", "2", "--epochs", "1", "--scale-min", "0.25", "--scale-max", "0.5"])  # fmt: skip
+    assert rc == 0 and "step 1/1, complete" in capsys.readouterr().out
+    rc = main(["eval-seg", *common, str(val), "--checkpoint", str(tmp_path / "run" / "last.pt"),
+               "--gt", str(voc_root / "SegmentationClass"), "--json", str(tmp_path / "e.json"),
+               "--save-predictions", str(tmp_path / "pred")])  # fmt: skip
+    summary = json.loads((tmp_path / "e.json").read_text())
+    assert rc == 0 and summary["n_images"] == 1 and 0 <= summary["miou"] <= 1
+    assert (tmp_path / "pred" / f"{train_with_images[2]}.png").is_file()
+    rc = main(["train-seg", *common, str(ids), "--labels", str(transcam), "--out", str(tmp_path / "run"), "--crop", "80",
+              "--batch-size", "2"])
+    assert rc == 2 and "another recipe" in capsys.readouterr().err
