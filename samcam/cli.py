@@ -302,8 +302,14 @@ def _cam2label(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
 
-        from samcam.io import check_output, image_index, image_size, write_text
-        from samcam.pipeline.cam import cam_ids, cams_to_labels, threshold_sweep
+        from samcam.io import (
+            check_output,
+            folder_ids,
+            image_index,
+            image_size,
+            write_text,
+        )
+        from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
         ids = _ids_arg(a.ids)
         for out in (a.out, a.sweep_csv):
@@ -311,7 +317,7 @@ def _cam2label(p: argparse.ArgumentParser):
                 check_output(out, a.cams, a.sweep_gt, a.images, a.ids)
         if a.sweep_gt:
             ts = _threshold_range(a.thresholds)
-            df = threshold_sweep(a.cams, a.sweep_gt, cam_ids(a.cams, ids), ts)
+            df = threshold_sweep(a.cams, a.sweep_gt, folder_ids(a.cams, ".npy", "CAM", ids), ts)
             print(df.assign(miou=(100 * df.miou).round(2)).to_string(index=False))
             best = df.loc[df.miou.idxmax()]
             print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
@@ -323,7 +329,7 @@ def _cam2label(p: argparse.ArgumentParser):
             sizes = None
             if a.images:
                 index = image_index(a.images)
-                need = cam_ids(a.cams, ids)
+                need = folder_ids(a.cams, ".npy", "CAM", ids)
                 missing = [i for i in need if i not in index]
                 if missing:
                     raise FileNotFoundError(f"{a.images}: no image for {len(missing)} CAM files, e.g. {missing[0]}")

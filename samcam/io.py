@@ -287,6 +287,21 @@ def require_files(paths: Sequence[Path], what: str) -> None:
         raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}")
 
 
+def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str] | None = None) -> list[str]:
+    """``ids``, each checked to have ``folder/<id><suffix>``, or the ids of every such file of ``folder``
+    (sorted); ``FileNotFoundError`` naming the folder when it is missing or holds none, or listing the
+    files missing. ``what`` names the files (``"CAM"``, ``"prediction"``, ...)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} folder not found: {folder}")
+    if ids is None:
+        ids = sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}"))
+        if not ids:
+            raise FileNotFoundError(f"{folder}: holds no <id>{suffix} {what} files")
+    require_files([folder / f"{i}{suffix}" for i in ids], f"{what} files")
+    return ids
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

@@ -338,3 +338,19 @@ def test_merge_into_a_folder_made_with_another_rule_is_refused(tmp_path, capsys)
     fails(args + ["--rule", "max_iou"], capsys, RUN_RECORD, "max_iou")
     assert (tmp_path / "o" / "a.png").read_bytes() == first
     assert cli.main([str(a) for a in args]) == 0  # the same settings resume
+
+
+def test_folder_ids_lists_checks_and_names(tmp_path):
+    from samcam.io import folder_ids
+
+    (tmp_path / "f").mkdir()
+    for name in ("b.png", "a.png", "c.npy", "a.b.png"):
+        (tmp_path / "f" / name).write_bytes(b"x")
+    assert folder_ids(tmp_path / "f", ".png", "label") == ["a", "a.b", "b"]
+    assert folder_ids(tmp_path / "f", ".npy", "CAM", ["c"]) == ["c"]
+    with pytest.raises(FileNotFoundError, match=r"1 label files missing: .*z\.png"):
+        folder_ids(tmp_path / "f", ".png", "label", ["a", "z"])
+    with pytest.raises(FileNotFoundError, match=r"^label folder not found: .*nope$"):
+        folder_ids(tmp_path / "nope", ".png", "label")
+    with pytest.raises(FileNotFoundError, match=r"f: holds no <id>\.gz mask files$"):
+        folder_ids(tmp_path / "f", ".gz", "mask")

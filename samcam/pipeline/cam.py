@@ -17,10 +17,10 @@ from samcam.cam.nets import CamNet
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import (
     claim_output,
+    folder_ids,
     pending,
     read_image,
     read_label,
-    require_files,
     write_label,
 )
 from samcam.metrics import Evaluator
@@ -54,20 +54,6 @@ def extract_cams(
     return len(todo)
 
 
-def cam_ids(cams: str | os.PathLike, ids: list[str] | None = None) -> list[str]:
-    """``ids`` (each checked to have ``cams/<id>.npy``) or every CAM file of the folder; ``FileNotFoundError``
-    naming the folder when it is missing or holds no CAM file."""
-    cams = Path(cams)
-    if not cams.is_dir():
-        raise FileNotFoundError(f"CAM folder not found: {cams}")
-    if ids is None:
-        ids = sorted(p.stem for p in cams.glob("*.npy"))
-        if not ids:
-            raise FileNotFoundError(f"{cams}: holds no <id>.npy CAM files")
-    require_files([cams / f"{i}.npy" for i in ids], "CAM files")
-    return ids
-
-
 def cam_label(cam_file: Path, threshold: float, spec: DatasetSpec, size: tuple[int, int] | None = None) -> np.ndarray:
     """The label of one IRN CAM file; ``ValueError`` naming the file when its maps are not ``size``
     (the image's H, W) or give classes outside the label space."""
@@ -89,7 +75,7 @@ def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: f
     from tqdm.auto import tqdm
 
     check_threshold(threshold)
-    ids = cam_ids(cams, ids)
+    ids = folder_ids(cams, ".npy", "CAM", ids)
     cams = Path(cams)
     claim_output(out, "cam2label", {"cams": cams}, {"threshold": threshold, "dataset": spec.name,
                  "rule": "IRN cam_eval_thres (constant background score, argmax)"}, notes={"note": note} if note else None)  # fmt: skip
@@ -112,7 +98,7 @@ def threshold_sweep(cams: str | os.PathLike, gt: str | os.PathLike, ids: list[st
     thresholds = [float(t) for t in thresholds]
     for t in thresholds:
         check_threshold(t)
-    ids = cam_ids(cams, ids)
+    ids = folder_ids(cams, ".npy", "CAM", ids)
     evs = [Evaluator(spec, keep_per_image=False) for _ in thresholds]
     for image_id in ids:
         g = read_label(Path(gt) / f"{image_id}.png", spec)

@@ -38,17 +38,11 @@ def evaluate_folders(
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from samcam.io import require_files
+    from samcam.io import folder_ids
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    if not pred_dir.is_dir():
-        raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
-    if ids is None:
-        ids = sorted(p.stem for p in pred_dir.glob("*.png"))
-        if not ids:
-            raise FileNotFoundError(f"no .png predictions in {pred_dir}")
-    require_files([pred_dir / f"{i}.png" for i in ids], "prediction files")
-    require_files([gt_dir / f"{i}.png" for i in ids], "ground-truth files")
+    ids = folder_ids(pred_dir, ".png", "prediction", ids)
+    folder_ids(gt_dir, ".png", "ground-truth", ids)
     ev = Evaluator(spec)
     bar = None
     if progress:

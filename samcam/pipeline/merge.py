@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samcam.data.spaces import DatasetSpec
-from samcam.io import claim_output, pending, read_label, require_files, write_label
+from samcam.io import claim_output, folder_ids, pending, read_label, write_label
 from samcam.pipeline.workers import process_pool
 from samcam.refine.merge import MergeRule, merge
 from samcam.sam.masks import MaskStore
@@ -70,14 +70,9 @@ def merge_folders(
     pseudo, masks, out = Path(pseudo), Path(masks), Path(out)
     if missing not in MISSING_POLICIES:
         raise ValueError(f"--missing-masks must be one of {MISSING_POLICIES}")
-    for folder, what in ((pseudo, "pseudo-label"), (masks, "mask")):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{what} folder not found: {folder}")
-    if ids is None:
-        ids = sorted(p.stem for p in pseudo.glob("*.png"))
-        if not ids:
-            raise FileNotFoundError(f"{pseudo}: holds no <id>.png pseudo labels")
-    require_files([pseudo / f"{i}.png" for i in ids], "pseudo labels")
+    if not masks.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {masks}")
+    ids = folder_ids(pseudo, ".png", "pseudo-label", ids)
     claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
                  {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing})  # fmt: skip
     todo = pending(ids, out)

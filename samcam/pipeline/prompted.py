@@ -36,7 +36,8 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     missing = [i for i in ids if i not in index]
     if missing:
         raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}")
-    todo = sorted(set().union(*(pending(ids, t) for t in targets.values())), key=ids.index)
+    undone = set().union(*(pending(ids, t) for t in targets.values()))
+    todo = [i for i in ids if i in undone]
     if not todo:
         return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
     predictor = SamPredictor(build_sam(model_type, checkpoint, device))
