@@ -36,7 +36,7 @@ bench: venv
 
 # Mutation testing of the pure modules ([tool.mutmut] in pyproject.toml); writes results/mutation/.
 # In samcam/sam/masks.py only the mask-set formats (the compact and official readers and writers).
-MUTANTS ?= "samcam.metrics*" "samcam.cam.label*" "samcam.refine.merge*" "samcam.refine.prompted*" "samcam.sam.masks.x_*compact*" "samcam.sam.masks.x_*official*"
+MUTANTS ?= "samcam.metrics*" "samcam.cam.label*" "samcam.refine.merge*" "samcam.refine.prompted*" "samcam.refine.affinity*" "samcam.sam.masks.x_*compact*" "samcam.sam.masks.x_*official*"
 mutation: venv
 	rm -rf mutants
 	SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true

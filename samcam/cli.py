@@ -223,7 +223,10 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
     p.add_argument("--crop", type=_number(int, 32), default=d.crop)
-    p.add_argument("--head-only", action="store_true", help="train only the classifier head")
+    p.add_argument("--head-only", action="store_true", help="train only the classifier head (the backbone stays frozen)")
+    p.add_argument("--output-stride", type=int, choices=[16, 32], default=d.output_stride, help="16 dilates the last stage (finer CAMs)")
+    p.add_argument("--lr-head", type=_number(float, 0.0), default=d.lr_head, help=f"head learning rate (default {d.lr_head})")
+    p.add_argument("--lr-backbone", type=_number(float, 0.0), default=d.lr_backbone, help=f"backbone learning rate (default {d.lr_backbone})")
     p.add_argument("--seed", type=int, default=d.seed)
     _labels_args(p)
 
@@ -239,12 +242,15 @@ def _train(p: argparse.ArgumentParser):
 
         check_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
         tree = VocTree(a.voc)
-        cfg = TrainConfig(backbone=a.backbone, epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, train_backbone=not a.head_only, seed=a.seed)
+        cfg = TrainConfig(backbone=a.backbone, epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, train_backbone=not a.head_only, seed=a.seed,
+                          output_stride=a.output_stride, lr_head=a.lr_head, lr_backbone=a.lr_backbone)  # fmt: skip
         ids = read_ids(a.ids)
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
         res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg)
-        print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {[round(x, 4) for x in res.losses]} -> {res.checkpoint}")
+        shown = [round(x, 4) for x in res.losses]
+        shown = shown if len(shown) <= 8 else [*shown[:3], "...", *shown[-3:]]
+        print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.checkpoint}")
         if a.eval_ids:
             ev_ids = read_ids(a.eval_ids)
             ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
@@ -452,6 +458,76 @@ def _refine(p: argparse.ArgumentParser):
             raise ValueError("--mode prompted needs --images")
         r = refine_folder(a.images, a.pseudo, a.out, ids, PromptConfig(a.prompts, a.select, a.min_area), a.cams, a.model, a.checkpoint, a.device)
         print(f"{r['done']} refined ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
+        return 0
+
+    return run
+
+
+@command("train-affinity", "train AffinityNet's affinity head on the seeds of CAM files (resumable, seeded)")
+def _train_affinity(p: argparse.ArgumentParser):
+    from samcam.cam.nets import BACKBONES
+    from samcam.pipeline.affinity import AffinityTrainConfig
+
+    d = AffinityTrainConfig()
+    p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
+    p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout) of the training images")
+    p.add_argument("--ids", required=True, help="training id list (train images only)")
+    p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
+    p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"], help="frozen ImageNet backbone")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
+    p.add_argument("--crop", type=POSITIVE_INT, default=d.crop, help=f"training window in stride-8 cells (default {d.crop} = {8 * d.crop} px)")
+    p.add_argument("--lr", type=_number(float, 0.0), default=d.lr)
+    p.add_argument("--low-alpha", type=_number(float, 0.0), default=d.low_alpha, help="seed background power for confident foreground")
+    p.add_argument("--high-alpha", type=_number(float, 0.0), default=d.high_alpha, help="seed background power for confident background")
+    p.add_argument("--radius", type=_number(int, 2, 32), default=d.radius, help="pair radius in cells")
+    p.add_argument("--seed", type=int, default=d.seed)
+
+    def run(a: argparse.Namespace) -> int:
+        from samcam.io import check_output, image_index
+        from samcam.pipeline.affinity import train_affinity
+        from samcam.pipeline.masks import select_ids
+
+        check_output(a.out, a.images, a.cams, a.ids)
+        index = image_index(a.images)
+        ids = select_ids(index, _ids_arg(a.ids), (0, 1))
+        cfg = AffinityTrainConfig(a.backbone, a.epochs, a.batch_size, a.crop, a.lr, d.weight_decay, a.seed, a.low_alpha, a.high_alpha, a.radius)
+        r = train_affinity(index, a.cams, ids, a.out, cfg)
+        print(f"trained the affinity head on {len(ids)} images in {r.seconds:.0f} s ({r.feature_seconds:.0f} s of it backbone features); "
+              f"loss per epoch {[round(x, 4) for x in r.losses]} -> {r.checkpoint}")  # fmt: skip
+        return 0
+
+    return run
+
+
+@command("affinity", "AffinityNet's random walk: CAM files -> pseudo labels with a trained affinity head")
+def _affinity(p: argparse.ArgumentParser):
+    from samcam.refine.affinity import AffinityConfig
+
+    d = AffinityConfig()
+    p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
+    p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout)")
+    p.add_argument("--checkpoint", required=True, help="affinity checkpoint (samcam train-affinity)")
+    p.add_argument("--out", required=True, help="folder for <id>.png pseudo labels (ids already there are skipped)")
+    p.add_argument("--ids", help="id list; default: every CAM file")
+    p.add_argument("--alpha", type=_number(float, 0.0), default=d.alpha, help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
+    p.add_argument("--beta", type=_number(float, 0.0), default=d.beta, help=f"affinity power (default {d.beta:g})")
+    p.add_argument("--steps", type=_number(int, 0), default=d.steps, help=f"random-walk steps t (default {d.steps})")
+    p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with)")
+
+    def run(a: argparse.Namespace) -> int:
+        from samcam.io import check_output, folder_ids, image_index
+        from samcam.pipeline.affinity import affinity_labels
+
+        check_output(a.out, a.images, a.cams, a.checkpoint, a.ids)
+        ids = folder_ids(a.cams, ".npy", "CAM", _ids_arg(a.ids))
+        index = image_index(a.images)
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise FileNotFoundError(f"{a.images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+        cfg = AffinityConfig(alpha=a.alpha, beta=a.beta, steps=a.steps, radius=a.radius)
+        r = affinity_labels(index, a.cams, ids, a.checkpoint, a.out, cfg)
+        print(f"{r['done']} labelled ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
         return 0
 
     return run

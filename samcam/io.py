@@ -305,6 +305,12 @@ def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def common_folder(paths) -> str | None:
+    """The one folder that holds all ``paths`` (for provenance records), or ``None`` when they are spread out."""
+    folders = {str(Path(p).parent) for p in paths}
+    return folders.pop() if len(folders) == 1 else None
+
+
 def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     """Map id → image path for every ``.jpg/.jpeg/.png`` in ``images_dir``."""
     images_dir = Path(images_dir)
@@ -371,6 +377,55 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
     clean_temporaries(out)
     return out
+
+
+COST_RECORD = "samcam_cost.json"
+
+
+def machine() -> str:
+    """This machine in words, for cost records: CPU model and core count."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+
+
+def add_cost(folder: str | os.PathLike, seconds: float, images: int, device: str = "cpu") -> None:
+    """Append one run of a step to ``folder/samcam_cost.json``: its seconds, images and device. A
+    resumed step adds a run, so the folder's cost (:func:`read_cost`) is the sum of its runs."""
+    import datetime
+
+    path = Path(folder) / COST_RECORD
+    runs = _cost_runs(path)
+    runs.append({"seconds": round(float(seconds), 3), "images": int(images), "device": device, "machine": machine() if device == "cpu" else device,
+                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})  # fmt: skip
+    write_text(path, json.dumps({"runs": runs}, indent=1) + "\n")
+
+
+def _cost_runs(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        if not all(isinstance(r, dict) and {"seconds", "images", "machine"} <= set(r) for r in runs):
+            raise ValueError("a run lacks seconds, images or machine")
+        return runs
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable cost record ({e}); remove it to start the record anew") from None
+
+
+def read_cost(folder: str | os.PathLike) -> dict:
+    """The summed cost of ``folder``'s runs: ``seconds``, ``images``, ``seconds_per_image``, the
+    ``devices`` (``cpu``, ``cuda:0``) and ``machines``; empty values when the folder has no record."""
+    runs = _cost_runs(Path(folder) / COST_RECORD)
+    secs, n = sum(r["seconds"] for r in runs), sum(r["images"] for r in runs)
+    return {"seconds": secs if runs else None, "images": n, "seconds_per_image": secs / n if n else None,
+            "devices": sorted({r.get("device", "cpu") for r in runs}), "machines": sorted({r["machine"] for r in runs})}  # fmt: skip
 
 
 #: the file kinds the pipeline steps write (an output folder holding any of them is not empty)

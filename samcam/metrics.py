@@ -93,6 +93,26 @@ def scores(conf: np.ndarray) -> Scores:
     )
 
 
+def error_pixels(conf: np.ndarray) -> dict[str, np.ndarray]:
+    """The paper's two error kinds, counted in pixels per foreground class from a confusion matrix
+    (rows ground truth, columns prediction; a last column of unlabelled predictions is allowed):
+
+    ``partial``  pixels of object class ``c`` not labelled ``c`` (the missed part of the object);
+    ``false``    pixels labelled ``c`` whose true class is another one;
+    ``false_on_background``  the part of ``false`` whose true class is background.
+
+    Also ``object`` (ground-truth pixels of ``c``) and ``claimed`` (pixels labelled ``c``). Arrays
+    over classes 1..n−1 (background has no row: its misses are the other classes' false pixels); a
+    pixel of class ``a`` labelled ``b`` counts once as partial for ``a`` and once as false for ``b``.
+    """
+    conf = np.asarray(conf, np.int64)
+    n = conf.shape[0]
+    tp = np.diag(conf[:, :n])
+    obj, claimed = conf.sum(1), conf[:, :n].sum(0)
+    return {"partial": (obj - tp)[1:], "false": (claimed - tp)[1:], "false_on_background": conf[0, 1:n],
+            "object": obj[1:], "claimed": claimed[1:]}  # fmt: skip
+
+
 class Evaluator:
     """Accumulates one confusion matrix over a split and keeps per-image rows.
 

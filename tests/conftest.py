@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,3 +49,23 @@ def mobile_sam_checkpoint() -> Path:
     if p is None:
         pytest.skip("MobileSAM checkpoint not cached; run `samcam weights fetch vit_t` (make test does)")
     return p
+
+
+@pytest.fixture(scope="session")
+def gt_cams(tmp_path_factory, voc_root, train_with_images):
+    """CAM files for 3 real images made from their ground truth: each class's mask, shrunk (partial)
+    and blurred, so seeds and labels are meaningful without training a classifier."""
+    from scipy import ndimage
+
+    from samcam.cam.files import save_cam
+    from samcam.io import read_label
+
+    out = tmp_path_factory.mktemp("gt_cams")
+    ids = train_with_images[:3]
+    for i in ids:
+        gt = read_label(voc_root / "SegmentationClass" / f"{i}.png")
+        keys = [c - 1 for c in np.unique(gt) if 0 < c < 255]
+        maps = [ndimage.gaussian_filter(ndimage.binary_erosion(gt == k + 1, iterations=6).astype(np.float32), 6) for k in keys]
+        maps = [m / max(m.max(), 1e-6) for m in maps]
+        save_cam(out / f"{i}.npy", np.array(keys), np.stack(maps))
+    return out, ids

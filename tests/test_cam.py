@@ -121,6 +121,17 @@ def test_training_writes_and_resumes_a_checkpoint(tmp_path):
     assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False).losses == res.losses
     with pytest.raises(ValueError, match="another configuration"):
         train_classifier(images, labels, tmp_path / "clf.pt", TrainConfig(epochs=2, crop=64), progress=False)
+    # a head-only checkpoint reduces to its head; an existing head is never replaced
+    from samcam.cam.nets import export_head
+
+    export_head(tmp_path / "clf.pt", tmp_path / "head.npz", {"note": "test"})
+    with np.load(tmp_path / "head.npz") as z:
+        assert np.array_equal(z["weight"], ck["state_dict"]["classifier.weight"].numpy()) and '"note": "test"' in str(z["record"])
+    with pytest.raises(FileExistsError):
+        export_head(tmp_path / "clf.pt", tmp_path / "head.npz", {})
+    torch.save({**ck, "config": {**ck["config"], "train_backbone": True}}, tmp_path / "full.pt")
+    with pytest.raises(ValueError, match="backbone was trained"):
+        export_head(tmp_path / "full.pt", tmp_path / "full.npz", {})
 
 
 def _cam_by_hand(net, image, k, scale, flip):
@@ -149,3 +160,24 @@ def test_multiscale_cam_equals_the_sum_of_single_scale_cams(scales, flip):
         np.testing.assert_allclose(got[j], want, rtol=1e-4, atol=1e-4)
     normed = multiscale_cam(net, image, [2, 11], scales, flip)
     np.testing.assert_allclose(normed, got / (got.max(axis=(1, 2), keepdims=True) + 1e-5), rtol=1e-5, atol=1e-6)
+
+
+def test_shipped_head_classifies_held_out_images(voc_root):
+    """The head that ships in the package (used by the demo) on real val images it never saw:
+    mAP from its own sigmoid scores against the image-level labels of the ground truth. A mis-loaded
+    head (another stride, transposed or shuffled classes) falls far below."""
+    from samcam.cam.infer import predict_scores
+    from samcam.cam.nets import shipped_camnet
+    from samcam.data.voc import VocTree, image_labels, one_hot
+    from samcam.io import read_ids
+
+    tree = VocTree(voc_root)
+    ids = read_ids(voc_root / "ImageSets" / "Segmentation" / "val_with_images.txt")[::16]
+    labels = image_labels(tree, ids, "gt")
+    y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
+    net = shipped_camnet()
+    assert net.provenance["output_stride"] == 16 and net.record["val_map_561"] > 80
+    ap = average_precision(predict_scores(net, [tree.read_image(i) for i in ids]), y)
+    assert np.nanmean(ap) > 0.7, np.nanmean(ap)
+    with pytest.raises(FileNotFoundError, match="no shipped head"):
+        shipped_camnet("nope")

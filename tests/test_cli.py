@@ -57,10 +57,21 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     root, ids = small_voc
     ck = tmp_path / "clf.pt"
     run(["train-classifier", "--voc", root, "--ids", root / "ids.txt", "--out", ck, "--epochs", "1", "--batch-size", "2",
-         "--crop", "64", "--head-only", "--eval-ids", root / "ids.txt"])
+         "--crop", "64", "--head-only", "--output-stride", "16", "--lr-head", "0.3", "--eval-ids", root / "ids.txt"])
     assert "held-out classification mAP over 4 images" in capsys.readouterr().out
     run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt"])
     assert sorted(p.stem for p in (tmp_path / "cams").glob("*.npy")) == sorted(ids)
+    assert '"output_stride": 16' in (tmp_path / "cams" / "samcam_run.json").read_text()
+    # AffinityNet on those CAMs: train the head, then the random walk
+    aff = tmp_path / "aff.pt"
+    run(["train-affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--ids", root / "ids.txt", "--out", aff,
+         "--epochs", "1", "--batch-size", "2", "--crop", "16"])
+    assert "trained the affinity head on 4 images" in capsys.readouterr().out
+    run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--checkpoint", aff, "--out", tmp_path / "aff_labels",
+         "--steps", "16"])
+    assert "4 labelled" in capsys.readouterr().out and len(list((tmp_path / "aff_labels").glob("*.png"))) == 4
+    run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--checkpoint", aff, "--out", tmp_path / "aff_labels",
+         "--steps", "8"], code=2)  # other settings into the same folder: refused
     run(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "labels", "--threshold", "0.2",
          "--sweep-gt", root / "SegmentationClass", "--thresholds", "0.1:0.3:0.1"])
     out = capsys.readouterr().out

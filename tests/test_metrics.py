@@ -85,3 +85,39 @@ def test_transcam_official_labels_score_70_14(data_root, voc_root, capsys):
     rows = {ln.split()[0]: ln.split() for ln in out[2:-2]}
     assert rows["background"][1] == "89.74"
     assert rows["chair"][1] == "35.39"
+
+
+def test_error_pixels_against_direct_counting():
+    """Partial and false pixels per class, counted pixel by pixel, against the confusion-matrix route."""
+    from samcam.metrics import error_pixels
+
+    rng = np.random.default_rng(3)
+    gt = rng.choice([0, 1, 2, 5, 255], size=(40, 50)).astype(np.uint8)
+    pred = rng.choice([0, 1, 2, 7, 255], size=(40, 50)).astype(np.uint8)
+    n = 21
+    e = error_pixels(confusion_matrix(gt, pred, n))
+    valid = gt != 255
+    for c in range(1, n):
+        assert e["partial"][c - 1] == np.sum(valid & (gt == c) & (pred != c))
+        assert e["false"][c - 1] == np.sum(valid & (pred == c) & (gt != c))
+        assert e["false_on_background"][c - 1] == np.sum(valid & (pred == c) & (gt == 0))
+        assert e["object"][c - 1] == np.sum(valid & (gt == c))
+        assert e["claimed"][c - 1] == np.sum(valid & (pred == c))
+
+
+def test_error_table_percentages(tmp_path):
+    from samcam.data.spaces import VOC
+    from samcam.report.tables import error_table
+
+    gt = np.zeros((10, 10), np.uint8)
+    gt[:, :5] = 3  # 50 object pixels of class 3
+    pred = np.zeros_like(gt)
+    pred[:, :3] = 3  # 20 of them missed (partial)
+    pred[:, 8:] = 3  # 20 background pixels claimed (false)
+    ev = Evaluator(VOC)
+    ev.add("a", gt, pred)
+    summary, per_class = error_table({"x": ev})
+    row = summary.iloc[0]
+    assert row["partial_pct"] == pytest.approx(40.0) and row["false_pct"] == pytest.approx(40.0)
+    assert row["false_on_background_pct"] == pytest.approx(40.0) and row["partial_mpx"] == pytest.approx(20e-6)
+    assert per_class.loc[VOC.class_names[3], ("x", "partial_pct")] == pytest.approx(40.0)

@@ -173,3 +173,44 @@ def test_confusion_matrix_range_errors_name_the_values(which, values, msg):
     with pytest.raises(ValueError, match=f"^{msg}$"):
         confusion_matrix(arr, ok, 3) if which == "gt" else confusion_matrix(ok, arr, 3)
     assert confusion_matrix(np.array([[0, 255]], np.int64), np.array([[255, 0]], np.int64), 3).tolist() == [[0, 0, 0, 1], [0] * 4, [0] * 4]
+
+
+def test_cost_table_sums_the_recorded_costs(tmp_path):
+    """Each row's cost is the sum of the steps it needs, from the records the steps write."""
+    import gzip
+    import json
+
+    import torch
+
+    from samcam.io import add_cost, read_cost
+    from samcam.report.tables import cost_table
+
+    names = ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM"]
+    rows = {n: tmp_path / f"row{i}" for i, n in enumerate(names)}
+    cams = tmp_path / "cams"
+    for folder, (secs, n) in zip([cams, *rows.values()], [(20, 10), (1, 10), (3, 10), (15, 10), (12, 10), (2, 10)]):
+        folder.mkdir()
+        add_cost(folder, secs / 2, n // 2)
+        add_cost(folder, secs / 2, n - n // 2)  # a resumed run adds to the first
+    c = read_cost(cams)
+    assert (c["seconds"], c["images"], c["seconds_per_image"]) == pytest.approx((20, 10, 2.0)) and len(c["devices"]) == 1
+    torch.save({"seconds": 300.0}, tmp_path / "clf.pt")
+    torch.save({"seconds": 120.0}, tmp_path / "aff.pt")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i, s in enumerate([1.0, 3.0]):
+        (masks / f"m{i}.json.gz").write_bytes(gzip.compress(json.dumps({"format": "samcam-masks/1", "meta": {"seconds": s, "device": "cuda:0"}}).encode()))
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"rows": [{"fast_s": 60.0}, {"fast_s": 80.0}]}))
+    t = cost_table(rows, cams, tmp_path / "aff.pt", masks, tmp_path / "clf.pt", bench).set_index("labels")
+    # per image: CAM 2.0, (CAM labels 0.1, not charged), merge 0.3, prompted 1.5, walk 1.2, second merge 0.2, CPU masks 70
+    assert t.loc["CAM", "cpu_s_per_image"] == pytest.approx(2.0)
+    assert t.loc["CAM + SAM", "cpu_s_per_image"] == pytest.approx(2.0 + 70 + 0.3)
+    assert t.loc["CAM + SAM prompted", "cpu_s_per_image"] == pytest.approx(2.0 + 1.5)
+    assert t.loc["CAM + AffinityNet", "cpu_s_per_image"] == pytest.approx(2.0 + 1.2)
+    assert t.loc["CAM + AffinityNet + SAM", "cpu_s_per_image"] == pytest.approx(2.0 + 1.2 + 70 + 0.2)
+    assert t.loc["CAM", "training_s"] == 300 and t.loc["CAM + AffinityNet + SAM", "training_s"] == 420
+    assert t.loc["CAM + AffinityNet", "extra_training_s"] == 120 and t.loc["CAM + SAM", "extra_training_s"] == 0
+    assert t.loc["CAM + SAM prompted", "extra_cpu_s_per_image"] == pytest.approx(1.5)
+    assert t.loc["CAM + SAM", "masks_s_per_image"] == pytest.approx(2.0) and t.loc["CAM + SAM", "masks_device"] == "cuda:0"
+    assert np.isnan(t.loc["CAM + AffinityNet", "masks_s_per_image"])

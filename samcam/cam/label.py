@@ -3,7 +3,8 @@
 Every CAM format becomes a label the same way: a background score map is stacked under the class
 maps, the argmax is taken per pixel, and the winning index is mapped to a class value through a
 lookup table. The formats differ only in the background score (a constant threshold for IRN/PSA/L2G,
-``1 - max`` for CLIP-ES, a learned map for SIPE) and in how the keys are numbered.
+``1 - max`` for CLIP-ES, ``(1 - max)^α`` for AffinityNet, a learned map for SIPE) and in how the keys
+are numbered.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def cam_to_label(high_res: np.ndarray, keys: np.ndarray, threshold: float, n_cla
     if keys.size and (keys.min() < 0 or keys.max() > n_classes - 2):
         raise ValueError(f"CAM keys {keys.tolist()} outside the foreground classes 0..{n_classes - 2}")
     bg = np.full((1, *high_res.shape[1:]), threshold, np.float32)
-    return scores_to_label(np.concatenate([bg, high_res]), np.concatenate([[0], keys + 1]), n_classes)
+    return scores_to_label(np.concatenate([bg, high_res]), with_key_lookup(keys), n_classes)
 
 
 def maps_to_label(maps: dict[int, np.ndarray], threshold: float, shape: tuple[int, int], n_classes: int = 21) -> np.ndarray:
@@ -54,3 +55,17 @@ def maps_to_label(maps: dict[int, np.ndarray], threshold: float, shape: tuple[in
         return np.zeros(shape, np.uint8)
     keys = sorted(maps)
     return cam_to_label(np.stack([maps[k] for k in keys]), np.array(keys), threshold, n_classes)
+
+
+def power_background(cams: np.ndarray, alpha: float) -> np.ndarray:
+    """AffinityNet's background score ``(1 − max_k M_k)^α`` of CAMs ``K × H × W`` in [0, 1] (with
+    no CAMs, 1 everywhere): a large α weakens the background, a small one strengthens it."""
+    cams = np.asarray(cams, np.float32)
+    peak = cams.max(0) if len(cams) else np.zeros(cams.shape[1:], np.float32)
+    return np.power(np.clip(1.0 - peak, 0.0, 1.0), alpha, dtype=np.float32)
+
+
+def with_key_lookup(keys: np.ndarray) -> np.ndarray:
+    """The class values of ``[background, *keys]`` for 0-based foreground ``keys``: ``[0, k + 1, …]``."""
+    return np.concatenate([[0], np.asarray(keys).astype(np.int64).ravel() + 1])
+

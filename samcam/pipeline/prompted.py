@@ -23,7 +23,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     from samcam.cam.files import load_cam
     from samcam.cam.methods import load_pseudo_label
     from samcam.data.spaces import VOC
-    from samcam.io import claim_output, image_index, pending, read_image, write_label
+    from samcam.io import add_cost, claim_output, image_index, pending, read_image, write_label
     from samcam.sam.model import build_sam
 
     out, pseudo = Path(out), Path(pseudo)
@@ -55,4 +55,6 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         seconds += time.perf_counter() - t0
         for name, lab in refined.items():
             write_label(targets[name] / f"{image_id}.png", lab)
+    for target in targets.values():  # one embedding serves every config: each folder is charged all of it
+        add_cost(target, seconds, len(todo), str(predictor.device))
     return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo)}

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from samcam.cam.infer import to_tensor
 from samcam.cam.nets import build_camnet, frozen_bn
-from samcam.io import atomic_path, load_checkpoint
+from samcam.io import atomic_path, load_checkpoint, machine
 
 
 @dataclass
@@ -33,6 +33,7 @@ class TrainConfig:
     train_backbone: bool = True
     seed: int = 0
     n_classes: int = 20
+    output_stride: int = 32
 
 
 @dataclass
@@ -60,6 +61,16 @@ def _random_crop(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.
     return x.flip(-1) if rng.random() < 0.5 else x
 
 
+def _random_window(features: torch.Tensor, cells: int, rng: np.random.Generator) -> torch.Tensor:
+    """Global average of a random ``cells × cells`` window of a random one of the two feature maps
+    (image, mirror image): the frozen-backbone counterpart of a random crop and flip."""
+    f = features[rng.integers(len(features))].float()
+    _, h, w = f.shape
+    ch, cw = min(cells, h), min(cells, w)
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return f[:, y0 : y0 + ch, x0 : x0 + cw].mean((1, 2))
+
+
 def train_classifier(
     images: list[np.ndarray],
     labels: np.ndarray,
@@ -69,13 +80,17 @@ def train_classifier(
 ) -> TrainResult:
     """Fine-tune on ``images`` (RGB uint8) with 0/1 ``labels`` (N × K); checkpoint to ``out``.
 
-    Resumes from ``out`` if it holds an unfinished run with the same configuration.
+    With ``train_backbone`` false only the head learns: the frozen backbone's features of every
+    image (resized to ``1.15 · crop`` short side) and of its mirror image are computed once, and each
+    step averages a random ``crop / output_stride``-cell window of them — the same augmentation as a
+    random crop and flip, without a backbone pass per step. Resumes from ``out`` if it holds an
+    unfinished run with the same configuration.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
     torch.manual_seed(config.seed)
-    net = build_camnet(config.backbone, config.n_classes)
+    net = build_camnet(config.backbone, config.n_classes, output_stride=config.output_stride)
     params = [{"params": net.classifier.parameters(), "lr": config.lr_head}]
     if config.train_backbone:
         params.append({"params": [p for n, p in net.named_parameters() if not n.startswith("classifier")], "lr": config.lr_backbone})
@@ -83,24 +98,39 @@ def train_classifier(
         for n, p in net.named_parameters():
             p.requires_grad = n.startswith("classifier")
     opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
-    start_epoch, losses = 0, []
+    start_epoch, losses, before = 0, [], 0.0
     if out.exists():
         ck = load_checkpoint(out)
-        if ck.get("config") != vars(config):
+        if ck.get("config") != vars(config) and {"output_stride": 32, **ck.get("config", {})} != vars(config):
             raise ValueError(f"{out} holds a run with another configuration ({ck.get('config')}); choose another path")
         net.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
         start_epoch, losses = ck["epoch"], list(ck.get("losses", []))
+        before = float(ck.get("seconds", 0.0))
+    t0 = time.perf_counter()  # the cost of training includes the features of a frozen backbone
     data = [_resize_short(im, int(config.crop * 1.15)) for im in images]
+    if config.train_backbone:
+        def logits(idx, rng):
+            return net(torch.stack([_random_crop(data[i], config.crop, rng) for i in idx]))
+    else:  # frozen backbone: features of each image and its mirror image once, then windows of them
+        with torch.inference_mode():
+            data = [net.features(torch.stack([x, x.flip(-1)])).half() for x in
+                    tqdm(data, desc="backbone features", unit="img", disable=not progress)]  # fmt: skip
+        cells = max(1, config.crop // config.output_stride)
+
+        def logits(idx, rng):
+            return net.classifier(torch.stack([_random_window(data[i], cells, rng) for i in idx])[:, :, None, None]).flatten(1)
+
     y = torch.as_tensor(labels, dtype=torch.float32)
     total_steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
-    t0 = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         rng = np.random.default_rng(config.seed * 1000 + epoch)
         order = rng.permutation(len(data))
         net.train()
         frozen_bn(net)
+        if not config.train_backbone and isinstance(net.backbone, torch.nn.Module):
+            net.backbone.eval()  # a frozen backbone: no dropout or drop-connect either
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         epoch_loss = []
         for s in bar:
@@ -108,8 +138,7 @@ def train_classifier(
             step = epoch * len(bar) + s // config.batch_size
             for g, base in zip(opt.param_groups, (config.lr_head, config.lr_backbone)):
                 g["lr"] = base * (1 - step / total_steps) ** 0.9  # poly schedule, as IRN
-            batch = torch.stack([_random_crop(data[i], config.crop, rng) for i in idx])
-            loss = F.multilabel_soft_margin_loss(net(batch), y[idx])
+            loss = F.multilabel_soft_margin_loss(logits(idx, rng), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -117,7 +146,8 @@ def train_classifier(
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
         final = epoch + 1 == config.epochs
-        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict()}
+        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict(),
+                 "seconds": before + time.perf_counter() - t0, "machine": machine()}  # fmt: skip
         if not final:
             state["optimizer"] = opt.state_dict()
         with atomic_path(out, suffix=".pt.tmp") as tmp:

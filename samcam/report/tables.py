@@ -100,3 +100,74 @@ def score_tables(evaluators: dict, digits: int = 2) -> tuple[pd.DataFrame, pd.Da
     first = next(iter(evaluators.values()))
     per_class = pd.DataFrame({name: 100 * ev.scores().iou for name, ev in evaluators.items()}, index=list(first.spec.class_names))
     return summary, per_class.round(digits - 1)
+
+
+def error_table(evaluators: dict, digits: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's two error kinds for named :class:`samcam.metrics.Evaluator` objects
+    (:func:`samcam.metrics.error_pixels`): a summary (mIoU; partial and false pixels in millions and
+    as % of the ground-truth object pixels; the part of false on background) and a per-class table
+    of partial and false pixels in % of each class's object pixels."""
+    from samcam.metrics import error_pixels
+
+    rows, per_class = [], {}
+    for name, ev in evaluators.items():
+        e = error_pixels(ev.conf)
+        obj = e["object"].sum()
+        rows.append({"labels": name, "images": len(ev.image_ids), "miou": 100 * ev.scores().miou,
+                     "partial_mpx": e["partial"].sum() / 1e6, "partial_pct": 100 * e["partial"].sum() / obj,
+                     "false_mpx": e["false"].sum() / 1e6, "false_pct": 100 * e["false"].sum() / obj,
+                     "false_on_background_pct": 100 * e["false_on_background"].sum() / obj})  # fmt: skip
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_class[(name, "partial_pct")] = 100 * e["partial"] / e["object"]
+            per_class[(name, "false_pct")] = 100 * e["false"] / e["object"]
+    first = next(iter(evaluators.values()))
+    table = pd.DataFrame(per_class, index=list(first.spec.class_names[1:]))
+    summary = pd.DataFrame(rows)
+    pct = [c for c in summary.columns if c.endswith("_pct") or c == "miou"]
+    summary[pct] = summary[pct].round(digits)
+    return summary, table.round(digits - 1)
+
+
+def cost_table(rows: dict, cams, affinity_checkpoint, masks, classifier_checkpoint=None, mask_benchmark=None) -> pd.DataFrame:
+    """What each row of the claims table costs, from the cost records the steps wrote
+    (``samcam_cost.json`` of each folder, ``seconds`` of each checkpoint) and, for everything-mode
+    masks, their files' own ``meta`` (seconds and device of each image) and the CPU generator
+    benchmark. ``rows`` maps the five row names of notebook 08 to their label folders.
+
+    Columns: ``training_s`` (one-off: the classifier, plus the affinity head for AffinityNet rows) and
+    its ``extra_training_s`` beyond the CAM; ``cam_s_per_image``; ``extra_cpu_s_per_image`` (every
+    per-image step after the CAM, on this CPU, SAM masks from the CPU benchmark) and their sum
+    ``cpu_s_per_image``; NaN where a record is missing or a step ran elsewhere than on the CPU;
+    ``masks_s_per_image`` and ``masks_device`` (how the mask sets used were actually made)."""
+    from samcam.io import load_checkpoint, read_cost
+    from samcam.sam.masks import read_meta
+
+    def ck_seconds(path):
+        return float(load_checkpoint(path).get("seconds", np.nan)) if path is not None and Path(path).exists() else np.nan
+
+    def spi(folder):  # CPU seconds per image of a step's folder; NaN when unknown or not all on the CPU
+        c = read_cost(folder)
+        return np.nan if c["seconds_per_image"] is None or c["devices"] != ["cpu"] else c["seconds_per_image"]
+
+    names = list(rows)
+    clf, aff = ck_seconds(classifier_checkpoint), ck_seconds(affinity_checkpoint)
+    metas = [read_meta(p) for p in sorted(Path(masks).glob("*.json.gz"))]
+    made = np.mean([m["seconds"] for m in metas if "seconds" in m]) if metas else np.nan
+    devices = ", ".join(sorted({str(m.get("device", "?")) for m in metas}))
+    bench = np.nan
+    if mask_benchmark is not None and Path(mask_benchmark).exists():
+        b = json.loads(Path(mask_benchmark).read_text())
+        bench = float(np.mean([r["fast_s"] for r in b["rows"]]))
+    cam, sam_cpu = spi(cams), bench
+    extra = {
+        names[0]: 0.0,
+        names[1]: sam_cpu + spi(rows[names[1]]),
+        names[2]: spi(rows[names[2]]),
+        names[3]: spi(rows[names[3]]),
+        names[4]: spi(rows[names[3]]) + sam_cpu + spi(rows[names[4]]),
+    }
+    uses_masks = {names[1], names[4]}
+    return pd.DataFrame([{"labels": n, "training_s": clf + (aff if "AffinityNet" in n else 0.0), "extra_training_s": aff if "AffinityNet" in n else 0.0,
+                          "cam_s_per_image": cam, "extra_cpu_s_per_image": extra[n], "cpu_s_per_image": cam + extra[n],
+                          "masks_s_per_image": made if n in uses_masks else np.nan, "masks_device": devices if n in uses_masks else ""}
+                         for n in names])  # fmt: skip

@@ -355,6 +355,12 @@ def _load_compact(path: str | os.PathLike) -> dict:
     return doc
 
 
+def read_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` of a compact mask file: model, settings, and the ``seconds`` and ``device`` of
+    its generation."""
+    return dict(_load_compact(path).get("meta") or {})
+
+
 def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
     shape = (doc["height"], doc["width"])
     try:

@@ -1,0 +1,252 @@
+"""Pipeline steps of AffinityNet (:mod:`samcam.refine.affinity`): train the affinity head on CAM
+seeds, then random-walk every image's CAMs into a pseudo label. Resumable, atomic, with progress.
+
+The backbone is frozen, so its three feature levels are computed once per training image and kept
+in memory (float16); an epoch then only runs the head. Augmentation is a random window of the
+feature grid (``crop`` cells at output stride 8) and a horizontal flip of features and seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from samcam.refine.affinity import AffinityConfig, AffinityHead, affinity_loss, pair_affinities, pair_labels, propagate, seed_label
+
+
+@dataclass(frozen=True)
+class AffinityTrainConfig:
+    """Training settings (the paper: 8 epochs, batch 8, 448 px crops, lr 0.1, weight decay 5e-4)."""
+
+    backbone: str = "efficientnet-lite0"
+    epochs: int = 8
+    batch_size: int = 8
+    crop: int = 56  # feature cells at stride 8 (448 px)
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    seed: int = 0
+    low_alpha: float = 4.0
+    high_alpha: float = 32.0
+    radius: int = 5
+
+    def __post_init__(self) -> None:
+        AffinityConfig(low_alpha=self.low_alpha, high_alpha=self.high_alpha, radius=self.radius)
+        for name in ("epochs", "batch_size", "crop"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, not {getattr(self, name)}")
+        if self.crop < 2 * self.radius:
+            raise ValueError(f"crop ({self.crop} cells) must be at least twice the radius ({self.radius}) to hold pairs")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError(f"lr must be > 0 and weight_decay ≥ 0 (got {self.lr}, {self.weight_decay})")
+
+
+@dataclass
+class AffinityTrainResult:
+    checkpoint: Path
+    seconds: float
+    feature_seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def backbone(name: str):
+    """The frozen ImageNet backbone of an affinity network (output stride 16)."""
+    from samcam.cam.nets import build_camnet
+
+    net = build_camnet(name, output_stride=16)
+    for p in net.parameters():
+        p.requires_grad = False
+    return net.eval()
+
+
+@torch.inference_mode()
+def levels_of(net, image: np.ndarray) -> list[torch.Tensor]:
+    """The backbone's three feature levels of one RGB image, each ``C × h × w``."""
+    from samcam.cam.infer import to_tensor
+    from samcam.cam.nets import feature_levels
+
+    return [x[0] for x in feature_levels(net, to_tensor(image))]
+
+
+def _cell_seeds(seeds: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Seeds at the feature grid: the seed at the centre of each cell (nearest)."""
+    H, W = seeds.shape
+    h, w = shape
+    ys = np.minimum(((np.arange(h) + 0.5) * H / h).astype(int), H - 1)
+    xs = np.minimum(((np.arange(w) + 0.5) * W / w).astype(int), W - 1)
+    return seeds[np.ix_(ys, xs)]
+
+
+def _window(levels: list[torch.Tensor], seeds: np.ndarray, crop: int, rng: np.random.Generator):
+    """A random window of ``crop`` cells (even-aligned, so the stride-16 levels stay aligned) and a
+    random horizontal flip, of the levels and the cell seeds alike."""
+    h, w = seeds.shape
+    ch, cw = min(crop, h), min(crop, w)
+    ch, cw = max(2, ch - ch % 2), max(2, cw - cw % 2)  # even: a window holds whole stride-16 cells
+    y0 = 2 * rng.integers(0, (h - ch) // 2 + 1)
+    x0 = 2 * rng.integers(0, (w - cw) // 2 + 1)
+    out = []
+    for lv in levels:
+        f = max(1, round(h / lv.shape[-2]))
+        out.append(lv[:, y0 // f : (y0 + ch + f - 1) // f, x0 // f : (x0 + cw + f - 1) // f].float())
+    s = seeds[y0 : y0 + ch, x0 : x0 + cw]
+    if rng.random() < 0.5:
+        out, s = [x.flip(-1) for x in out], s[:, ::-1]
+    return out, np.ascontiguousarray(s)
+
+
+def train_affinity(
+    images: dict[str, Path],
+    cams: str | os.PathLike,
+    ids: list[str],
+    out: str | os.PathLike,
+    config: AffinityTrainConfig = AffinityTrainConfig(),
+    progress: bool = True,
+) -> AffinityTrainResult:
+    """Train the affinity head on the CAM seeds of ``ids`` and write the checkpoint ``out``
+    atomically after every epoch; a run resumes from ``out`` when its configuration and CAM folder
+    match, and is refused otherwise."""
+    from tqdm.auto import tqdm
+
+    from samcam.cam.files import load_cam
+    from samcam.io import atomic_path, load_checkpoint, machine, read_image, sha256_file
+
+    import hashlib
+
+    out, cams = Path(out), Path(cams)
+    missing = [i for i in ids if not (cams / f"{i}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{cams}: no CAM file for {len(missing)} ids, e.g. {missing[0]}.npy")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
+    record = {"config": asdict(config), "cams": str(cams.resolve()), "ids": len(ids),
+              "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}  # fmt: skip
+    start, losses, before, ck = 0, [], 0.0, None
+    if out.exists():  # checked before any feature is computed: a finished or foreign run costs nothing
+        ck = load_checkpoint(out)
+        if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or ck.get("record") != record:
+            old = ck.get("record") if isinstance(ck, dict) else None
+            raise ValueError(f"{out} holds another affinity run ({old}); choose another path")
+        start, losses, before = ck["epoch"], list(ck["losses"]), float(ck.get("seconds", 0.0))
+        if start >= config.epochs:
+            return AffinityTrainResult(out, 0.0, 0.0, losses)
+    torch.manual_seed(config.seed)
+    net = backbone(config.backbone)
+    t0 = time.perf_counter()
+    feats, seeds = [], []
+    for image_id in tqdm(ids, desc="affinity features", unit="img", disable=not progress):
+        image = read_image(images[image_id])
+        d = load_cam(cams / f"{image_id}.npy")
+        if d["high_res"].shape[1:] != image.shape[:2]:
+            raise ValueError(f"{cams / (image_id + '.npy')}: CAM size {d['high_res'].shape[1:]} differs from its image size {image.shape[:2]}")
+        try:
+            s = seed_label(d["high_res"], d["keys"], config.low_alpha, config.high_alpha)
+        except ValueError as e:
+            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+        lv = levels_of(net, image)
+        feats.append([x.half() for x in lv])
+        seeds.append(_cell_seeds(s, tuple(lv[0].shape[-2:])))
+    feature_seconds = time.perf_counter() - t0
+    head = AffinityHead([x.shape[0] for x in feats[0]])
+    opt = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    if ck is not None:
+        head.load_state_dict(ck["state_dict"])
+        if "optimizer" in ck:
+            opt.load_state_dict(ck["optimizer"])
+    steps_per_epoch = int(np.ceil(len(ids) / config.batch_size))
+    total = config.epochs * steps_per_epoch
+    for epoch in range(start, config.epochs):
+        rng = np.random.default_rng(config.seed * 1000 + epoch)
+        order = rng.permutation(len(ids))
+        epoch_loss = []
+        bar = tqdm(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = config.lr * (1 - (epoch * steps_per_epoch + step) / total) ** 0.9
+            loss = 0.0
+            for i in order[step * config.batch_size : (step + 1) * config.batch_size]:
+                lv, s = _window(feats[i], seeds[i], config.crop, rng)
+                f = head([x[None] for x in lv])[0]
+                labels = {k: torch.from_numpy(v) for k, v in pair_labels(s, config.radius).items()}
+                loss = loss + affinity_loss(pair_affinities(f, config.radius), labels)[0]
+            loss = loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            epoch_loss.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
+        losses.append(float(np.mean(epoch_loss)))
+        state = {"kind": "samcam-affinity", "backbone": config.backbone, "record": record, "epoch": epoch + 1, "losses": losses,
+                 "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
+                 "cams_sha256_first": sha256_file(cams / f"{ids[0]}.npy"), "seconds": before + time.perf_counter() - t0,
+                 "machine": machine()}  # fmt: skip
+        if epoch + 1 < config.epochs:
+            state["optimizer"] = opt.state_dict()
+        with atomic_path(out, suffix=".pt.tmp") as tmp:
+            torch.save(state, tmp)
+    return AffinityTrainResult(out, time.perf_counter() - t0, feature_seconds, losses)
+
+
+def load_affinity(checkpoint: str | os.PathLike):
+    """``(backbone net, head, checkpoint dict)`` of a finished :func:`train_affinity` checkpoint."""
+    from samcam.io import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity":
+        raise ValueError(f"{checkpoint}: not a samcam affinity checkpoint (samcam train-affinity writes them)")
+    if ck["epoch"] < ck["record"]["config"]["epochs"]:
+        raise ValueError(f"{checkpoint}: training stopped after epoch {ck['epoch']} of {ck['record']['config']['epochs']}; rerun train-affinity to finish it")
+    head = AffinityHead(ck["in_channels"])
+    head.load_state_dict(ck["state_dict"])
+    return backbone(ck["backbone"]), head.eval(), ck
+
+
+def affinity_labels(
+    images: dict[str, Path],
+    cams: str | os.PathLike,
+    ids: list[str],
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    config: AffinityConfig = AffinityConfig(radius=None),
+    progress: bool = True,
+) -> dict:
+    """``out/<id>.png``: each image's CAMs propagated by the random walk on its affinities. Returns
+    ``{"done", "skipped", "seconds_per_image"}`` (the seconds cover features, walk and label)."""
+    from tqdm.auto import tqdm
+
+    from samcam.cam.files import load_cam
+    from samcam.io import add_cost, claim_output, common_folder, pending, read_image, sha256_file, write_label
+
+    cams = Path(cams)
+    net, head, ck = load_affinity(checkpoint)
+    trained = ck["record"]["config"]["radius"]
+    if config.radius is None:
+        config = replace(config, radius=trained)
+    elif config.radius != trained:
+        raise ValueError(f"{checkpoint}: trained with radius {trained}; the walk needs the same radius, not {config.radius}")
+    claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
+                 {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)})  # fmt: skip
+    todo = pending(ids, out)
+    seconds = 0.0
+    for image_id in tqdm(todo, desc="affinity", unit="img", disable=not progress):
+        image = read_image(images[image_id])
+        d = load_cam(cams / f"{image_id}.npy")
+        if d["high_res"].shape[1:] != image.shape[:2]:
+            raise ValueError(f"{cams / (image_id + '.npy')}: CAM size {d['high_res'].shape[1:]} differs from its image size {image.shape[:2]}")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            f = head([x[None] for x in levels_of(net, image)])[0]
+        try:
+            label = propagate(d["high_res"], d["keys"], f, config)
+        except ValueError as e:
+            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+        seconds += time.perf_counter() - t0
+        write_label(Path(out) / f"{image_id}.png", label)
+    if todo:
+        add_cost(out, seconds, len(todo))
+    return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}

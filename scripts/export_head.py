@@ -1,0 +1,38 @@
+"""Ship the classifier head of a head-only checkpoint inside the package (used by the demo).
+
+Usage::
+
+    python scripts/export_head.py work/claims/clf_lite0_s16_head.pt voc_lite0_s16 \
+        --val-map 81.49 --trained-on "..." --command "samcam train-classifier ..."
+
+writes ``samcam/cam/heads/<name>.npz`` (:func:`samcam.cam.nets.export_head`): 20 × C floats and a
+record of the checkpoint's configuration, SHA-256, training seconds and what is given here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from samcam.cam.nets import SHIPPED_HEADS, export_head
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="a samcam train-classifier --head-only checkpoint")
+    p.add_argument("name", help="the shipped head's name (samcam/cam/heads/<name>.npz)")
+    p.add_argument("--val-map", type=float, required=True, help="its held-out classification mAP (%%), as train-classifier printed it")
+    p.add_argument("--trained-on", required=True, help="which images and labels it was trained on")
+    p.add_argument("--command", required=True, help="the command that trained it")
+    a = p.parse_args(argv)
+    try:
+        export_head(a.checkpoint, SHIPPED_HEADS / f"{a.name}.npz", {"val_map_561": a.val_map, "trained_on": a.trained_on, "command": a.command})
+    except (OSError, ValueError, KeyError) as e:
+        print(f"export_head: error: {e}", file=sys.stderr)
+        return 2
+    print(f"-> {SHIPPED_HEADS / f'{a.name}.npz'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

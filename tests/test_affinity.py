@@ -1,0 +1,259 @@
+"""AffinityNet (samcam.refine.affinity): each piece against a brute-force computation from the paper's
+definitions, then the pipeline steps and the commands on a few real images."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from samcam.refine.affinity import (
+    IGNORE,
+    AffinityConfig,
+    AffinityHead,
+    affinity_loss,
+    pair_affinities,
+    pair_labels,
+    pair_offsets,
+    propagate,
+    random_walk,
+    seed_label,
+    transition_matrix,
+    with_background,
+)
+
+
+def _all_pairs(h, w, radius):
+    """Every unordered pair of grid cells with 0 < distance² < radius², by enumeration."""
+    cells = list(itertools.product(range(h), range(w)))
+    return [(a, b) for a, b in itertools.combinations(cells, 2) if 0 < (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 < radius**2]
+
+
+@pytest.mark.parametrize("radius", [2, 3, 5])
+def test_pair_offsets_cover_each_neighbour_pair_once(radius):
+    off = pair_offsets(radius)
+    both = {tuple(o) for o in off} | {(-o[0], -o[1]) for o in off}
+    disc = {(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if 0 < dy * dy + dx * dx < radius * radius}
+    assert both == disc and len(off) == len(disc) // 2
+
+
+def test_pair_labels_and_affinities_match_enumeration():
+    rng = np.random.default_rng(0)
+    h, w, r = 6, 7, 3
+    seeds = rng.choice([0, 3, 7, IGNORE], size=(h, w)).astype(np.uint8)
+    f = torch.rand(5, h, w, dtype=torch.float64)
+    labels = pair_labels(seeds, r)
+    aff = pair_affinities(f, r).numpy()
+    pairs = _all_pairs(h, w, r)
+    assert len(aff) == len(pairs) == len(labels["fg"])
+    # the same multiset of (affinity, kind) as enumerating all pairs
+    kind = np.select([labels["fg"], labels["bg"], labels["neg"]], [1, 2, 3], 0)
+    expected = []
+    for a, b in pairs:
+        sa, sb = seeds[a], seeds[b]
+        k = 0 if IGNORE in (sa, sb) else (3 if sa != sb else (1 if sa > 0 else 2))
+        expected.append((round(float(np.exp(-(f[:, a[0], a[1]] - f[:, b[0], b[1]]).abs().mean().item())), 9), k))
+    assert sorted(zip(np.round(aff, 9).tolist(), kind.tolist())) == sorted(expected)
+
+
+def test_loss_is_the_papers_weighted_cross_entropy():
+    aff = torch.tensor([0.9, 0.5, 0.2, 0.7, 0.1], dtype=torch.float64)
+    fg = torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool)
+    bg = torch.tensor([0, 0, 0, 1, 0], dtype=torch.bool)
+    neg = torch.tensor([0, 0, 1, 0, 1], dtype=torch.bool)
+    loss, parts = affinity_loss(aff, {"fg": fg, "bg": bg, "neg": neg})
+    eps = 1e-5
+    want_fg = -(np.log(0.9 + eps) + np.log(0.5 + eps)) / 2
+    want_bg = -np.log(0.7 + eps)
+    want_neg = -(np.log(1 + eps - 0.2) + np.log(1 + eps - 0.1)) / 2
+    assert float(loss) == pytest.approx(want_fg / 4 + want_bg / 4 + want_neg / 2, rel=1e-9)
+    assert parts["neg"] == pytest.approx(want_neg / 2, rel=1e-9)
+    # an empty set adds nothing
+    none = torch.zeros(5, dtype=torch.bool)
+    assert float(affinity_loss(aff, {"fg": fg, "bg": none, "neg": none})[0]) == pytest.approx(want_fg / 4, rel=1e-9)
+
+
+def test_seeds_follow_the_two_background_powers():
+    # one class (key 6 -> label 7); peaks chosen on each side of the two background scores
+    peak = np.array([[0.9, 0.3, 0.1, 0.02]], np.float32)
+    cams = peak[None]  # 1 × 1 × 4
+    seeds = seed_label(cams, np.array([6]), low_alpha=4, high_alpha=32)
+    # 0.9: fg (0.1^4 < 0.9); 0.3: fg (0.7^4 = 0.24 < 0.3); 0.1: low says bg (0.9^4 = 0.66), high says
+    # fg (0.9^32 = 0.034 < 0.1) -> neutral; 0.02: bg under both
+    assert seeds.tolist() == [[7, 7, IGNORE, 0]]
+    bg = with_background(cams, 16.0)
+    assert bg[0, 0, 1] == pytest.approx(0.7**16, rel=1e-5)
+
+
+def _dense_transition(f, radius, beta):
+    c, h, w = f.shape
+    n = h * w
+    A = np.eye(n)
+    for (i, a), (j, b) in itertools.combinations(enumerate(itertools.product(range(h), range(w))), 2):
+        if (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 < radius**2:
+            A[i, j] = A[j, i] = np.exp(-np.abs(f[:, a[0], a[1]] - f[:, b[0], b[1]]).mean()) ** beta
+    return A / A.sum(0, keepdims=True)
+
+
+def test_transition_matrix_and_walk_against_dense_matrices():
+    f = np.random.default_rng(1).random((4, 5, 6))
+    T = transition_matrix(f, 3, 8.0)
+    dense = _dense_transition(f, 3, 8.0)
+    assert np.allclose(T.toarray(), dense, atol=1e-6)
+    assert np.allclose(T.toarray().sum(0), 1.0)
+    scores = np.random.default_rng(2).random((3, 5, 6)).astype(np.float32)
+    walked = random_walk(scores, T, 5)
+    want = scores.reshape(3, -1) @ np.linalg.matrix_power(dense, 5)
+    assert np.allclose(walked.reshape(3, -1), want, atol=1e-5)
+    assert np.array_equal(random_walk(scores, T, 0), scores)
+
+
+def test_walk_completes_a_partial_cam_and_removes_a_false_one():
+    """The paper's point: activation spreads inside a region of alike features (a partial CAM is
+    completed) but not across a boundary where features differ, and an activation in the
+    background is averaged away by the background around it."""
+    h, w = 16, 16
+    feats = np.zeros((2, h, w), np.float32)
+    feats[0, 4:12, 2:10] = 5.0  # the object: cells 4..11 × 2..9, unlike the background
+    obj = np.zeros((h, w), bool)
+    obj[4:12, 2:10] = True
+    cams = np.zeros((1, 8 * h, 8 * w), np.float32)
+    cams[0, 8 * 4 : 8 * 9, 8 * 2 : 8 * 10] = 1.0  # partial: rows 4..8 of the object's 4..11
+    cams[0, 8 * 13 : 8 * 15, 8 * 12 : 8 * 14] = 1.0  # false: a 2 × 2-cell blob in the background
+    keys = np.array([11])
+    cell = propagate(cams, keys, torch.from_numpy(feats), AffinityConfig(alpha=16, beta=8, steps=256))[4::8, 4::8]
+    assert (cell[obj] == 12).all()  # the object is filled from its part
+    assert (cell[~obj] == 0).all()  # the false blob is gone and nothing leaks out
+    before = propagate(cams, keys, torch.from_numpy(feats), AffinityConfig(steps=0))[4::8, 4::8]
+    assert (before[obj] == 12).mean() == pytest.approx(5 / 8) and (before[~obj] == 12).sum() == 4
+
+
+def test_propagate_refuses_keys_outside_the_label_space():
+    with pytest.raises(ValueError, match="outside the foreground"):
+        propagate(np.zeros((1, 8, 8), np.float32), np.array([20]), torch.zeros(2, 1, 1))
+
+
+@pytest.mark.parametrize("bad", [{"alpha": 0}, {"beta": float("nan")}, {"low_alpha": 40}, {"radius": 1}, {"steps": -1}])
+def test_config_refuses_bad_values(bad):
+    with pytest.raises(ValueError):
+        AffinityConfig(**bad)
+
+
+def test_head_output_grid_is_the_finest_level():
+    head = AffinityHead([3, 5, 7])
+    out = head([torch.rand(2, 3, 8, 10), torch.rand(2, 5, 4, 5), torch.rand(2, 7, 4, 5)])
+    assert out.shape == (2, 448, 8, 10)
+    with pytest.raises(ValueError, match="levels"):
+        AffinityHead([3, 5])
+
+
+def test_feature_levels_of_efficientnet_at_both_strides():
+    from samcam.cam.nets import build_camnet, feature_levels
+
+    x = torch.rand(1, 3, 96, 128) * 255
+    for stride in (16, 32):
+        net = build_camnet("efficientnet-lite0", output_stride=stride)
+        with torch.no_grad():
+            levels = feature_levels(net, x)
+            final = net.features(x)
+        assert [tuple(t.shape[2:]) for t in levels[:2]] == [(12, 16), (6, 8)]
+        assert tuple(levels[2].shape[2:]) == ((6, 8) if stride == 16 else (3, 4))
+        assert torch.allclose(levels[2], final)
+
+
+# ----------------------------------------------------------------------------- pipeline steps on real images
+
+
+@pytest.mark.slow
+def test_train_resume_refuse_and_label(tmp_path, voc_root, gt_cams):
+    from samcam.io import image_index, read_label
+    from samcam.pipeline.affinity import AffinityTrainConfig, affinity_labels, load_affinity, train_affinity
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    cfg = AffinityTrainConfig(epochs=2, batch_size=2, crop=24)
+    ck = tmp_path / "aff.pt"
+    res = train_affinity(index, cams, ids, ck, cfg, progress=False)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses)) and res.losses[1] < res.losses[0] * 1.5
+    # a finished run resumes at its end; another configuration is refused
+    assert train_affinity(index, cams, ids, ck, cfg, progress=False).losses == res.losses
+    with pytest.raises(ValueError, match="another affinity run"):
+        train_affinity(index, cams, ids, ck, AffinityTrainConfig(epochs=3, batch_size=2, crop=24), progress=False)
+    # an unfinished checkpoint cannot label; a finished one can
+    state = torch.load(ck, weights_only=False)
+    torch.save({**state, "epoch": 1}, tmp_path / "half.pt")
+    with pytest.raises(ValueError, match="stopped after epoch 1 of 2"):
+        load_affinity(tmp_path / "half.pt")
+    r = affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False)
+    assert r["done"] == 3 and r["seconds_per_image"] > 0
+    for i in ids:
+        label = read_label(tmp_path / "labels" / f"{i}.png")
+        gt = read_label(voc_root / "SegmentationClass" / f"{i}.png")
+        assert label.shape == gt.shape and set(np.unique(label)) <= set(np.unique(gt)) - {255}
+    assert affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False)["done"] == 0
+    with pytest.raises(ValueError, match="other settings"):
+        affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=16), progress=False)
+
+
+@pytest.mark.slow
+def test_missing_cam_file_is_named(tmp_path, voc_root, gt_cams):
+    from samcam.io import image_index
+    from samcam.pipeline.affinity import train_affinity
+
+    cams, ids = gt_cams
+    with pytest.raises(FileNotFoundError, match="no CAM file for 1 ids, e.g. nope.npy"):
+        train_affinity(image_index(voc_root / "JPEGImages"), cams, [*ids, "nope"], tmp_path / "a.pt", progress=False)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, voc_root, gt_cams, monkeypatch):
+    import samcam.pipeline.affinity as step
+    from samcam.io import image_index
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    cfg = step.AffinityTrainConfig(epochs=2, batch_size=2, crop=16)
+    whole = step.train_affinity(index, cams, ids, tmp_path / "whole.pt", cfg, progress=False)
+    calls = {"n": 0}
+    real = step.affinity_loss
+
+    def dies_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > len(ids):  # every image of epoch 1 went through the loss
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(step, "affinity_loss", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        step.train_affinity(index, cams, ids, tmp_path / "cut.pt", cfg, progress=False)
+    assert torch.load(tmp_path / "cut.pt", weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(step, "affinity_loss", real)
+    resumed = step.train_affinity(index, cams, ids, tmp_path / "cut.pt", cfg, progress=False)
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-6)
+    a, b = (torch.load(tmp_path / f, weights_only=False)["state_dict"] for f in ("whole.pt", "cut.pt"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_windows_keep_the_two_grids_aligned():
+    """A window of the stride-8 grid and of the stride-16 levels covers the same image area, also
+    when flipped: a level whose values are its cells' coordinates must land on the seeds' cells."""
+    from samcam.pipeline.affinity import _window
+    from samcam.refine.affinity import _upsample_to
+
+    h, w = 13, 17  # odd grids: the stride-16 levels have 7 × 9 cells
+    yy, xx = np.mgrid[0:h, 0:w]
+    seeds = (yy * 100 + xx).astype(np.int64)  # each cell's own coordinates
+    coarse = torch.from_numpy(((np.arange(7)[:, None] * 2) * 100 + np.arange(9)[None] * 2).astype(np.float32))[None]
+    fine = torch.from_numpy(seeds.astype(np.float32))[None]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        (f8, f16), s = _window([fine, coarse], seeds, 8, rng)
+        assert f8.shape[-2:] == s.shape and s.shape[0] % 2 == 0 and s.shape[1] % 2 == 0
+        assert torch.equal(f8[0], torch.from_numpy(s.astype(np.float32)))
+        # each stride-16 cell holds the coordinates of the top-left of its 2 × 2 stride-8 cells
+        top_left = s[::2, ::2] if s[0, 0] % 2 == 0 else s[::2, 1::2]
+        assert np.array_equal(f16[0].numpy().astype(np.int64), top_left - (top_left % 100) % 2)
+    up = _upsample_to(torch.rand(1, 3, 7, 9), 13, 17)
+    assert up.shape == (1, 3, 13, 17)
