@@ -114,7 +114,7 @@ def train_affinity(
     from tqdm.auto import tqdm
 
     from samcam.cam.files import load_cam
-    from samcam.io import atomic_path, load_checkpoint, machine, read_image, sha256_file
+    from samcam.io import atomic_path, load_checkpoint, machine, read_image
 
     import hashlib
 
@@ -183,8 +183,7 @@ def train_affinity(
         losses.append(float(np.mean(epoch_loss)))
         state = {"kind": "samcam-affinity", "backbone": config.backbone, "record": record, "epoch": epoch + 1, "losses": losses,
                  "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
-                 "cams_sha256_first": sha256_file(cams / f"{ids[0]}.npy"), "seconds": before + time.perf_counter() - t0,
-                 "machine": machine()}  # fmt: skip
+                 "seconds": before + time.perf_counter() - t0, "machine": machine()}  # fmt: skip
         if epoch + 1 < config.epochs:
             state["optimizer"] = opt.state_dict()
         with atomic_path(out, suffix=".pt.tmp") as tmp:
