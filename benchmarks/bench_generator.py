@@ -1,16 +1,21 @@
 """Official SamAutomaticMaskGenerator vs samcam's FastMaskGenerator, same model, same images, one run.
 
-    python benchmarks/bench_generator.py [--n 2] [--points-per-side 32] [--model vit_t]
+    python benchmarks/bench_generator.py [--n 4] [--points-per-side 32] [--model vit_t] [--device cpu]
 
-Times whole ``generate`` calls (image embedding included, as a user sees it), alternating which
-generator goes first, and checks that the masks match (count, and each official mask's best IoU
-with a fast one). Writes results/benchmarks/generator.{json,md}.
+Part 1 times whole ``generate`` calls (image embedding included) image by image, alternating which
+generator goes first so that drift in the machine's speed hits both, and checks that the masks
+match: equal counts, each mask's best IoU with a mask of the other set (both ways), and how many
+are pixel-identical. Part 2 times what a user runs: the whole ``samcam masks`` command (start-up,
+model load, JPEGs in, compact mask files out) over the same images, and checks its files hold the
+masks of part 1. Writes results/benchmarks/generator_<model>_p<pps>_<device>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,42 +36,72 @@ def best_iou(a, b) -> np.ndarray:
     return (inter / np.maximum(union, 1)).max(axis=1)
 
 
+def identical(a, b) -> int:
+    """How many masks of ``a`` have a pixel-identical mask in ``b``."""
+    keys = {m.tobytes() for m in b.masks}
+    return sum(m.tobytes() in keys for m in a.masks)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2, help="number of VOC train images")
+    ap.add_argument("--n", type=int, default=4, help="number of VOC train images (the first of train_with_images.txt)")
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--model", default="vit_t")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
 
     from samcam.io import read_ids, read_image
+    from samcam.sam.masks import MaskStore
     from samcam.sam.model import MaskGenerator, build_sam
 
     voc = data_root() / "voc2012"
     ids = read_ids(voc / "ImageSets" / "Segmentation" / "train_with_images.txt")[: a.n]
     model = build_sam(a.model, device=a.device)
     gens = {g: MaskGenerator(model, g, points_per_side=a.points_per_side) for g in ("official", "fast")}
-    rows = []
+    rows, fast_sets = [], {}
     for k, image_id in enumerate(ids):
         image = read_image(voc / "JPEGImages" / f"{image_id}.jpg")
-        order = ["official", "fast"] if k % 2 == 0 else ["fast", "official"]
         out, secs = {}, {}
-        for g in order:
+        for g in ["official", "fast"] if k % 2 == 0 else ["fast", "official"]:
             t0 = time.perf_counter()
             out[g] = gens[g].generate(image)
             secs[g] = time.perf_counter() - t0
-        iou = best_iou(out["official"], out["fast"])
-        rows.append({"id": image_id, "official_s": secs["official"], "fast_s": secs["fast"], "official_masks": len(out["official"]),
-                     "fast_masks": len(out["fast"]), "min_best_iou": float(iou.min()) if len(iou) else 1.0})  # fmt: skip
+        fast_sets[image_id] = out["fast"]
+        iou = np.concatenate([best_iou(out["official"], out["fast"]), best_iou(out["fast"], out["official"])])
+        rows.append({"id": image_id, "size": list(image.shape[:2]), "official_s": secs["official"], "fast_s": secs["fast"],
+                     "official_masks": len(out["official"]), "fast_masks": len(out["fast"]),
+                     "min_best_iou": float(iou.min()) if len(iou) else 1.0, "identical_masks": identical(out["official"], out["fast"])})  # fmt: skip
         print(rows[-1], flush=True)
+    del gens, model
+
+    with tempfile.TemporaryDirectory() as tmp:  # part 2: the whole command, as a user runs it
+        id_file = Path(tmp) / "ids.txt"
+        id_file.write_text("\n".join(ids) + "\n")
+        cmd = [str(Path(sys.executable).with_name("samcam")), "masks", "--images", str(voc / "JPEGImages"), "--ids", str(id_file),
+               "--out", str(Path(tmp) / "masks"), "--model", a.model, "--device", a.device, "--points-per-side", str(a.points_per_side)]  # fmt: skip
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command_s = time.perf_counter() - t0
+        store = MaskStore(Path(tmp) / "masks")
+        same_as_part1 = all(identical(store.read(i), fast_sets[i]) == len(fast_sets[i]) == len(store.read(i)) for i in ids)
+
     off = sum(r["official_s"] for r in rows)
     fast = sum(r["fast_s"] for r in rows)
+    n = len(rows)
     md = [f"# Mask generator: official vs fast ({a.model}, {a.points_per_side}×{a.points_per_side} grid, {a.device})", "",
-          "| image | official s | fast s | ratio | masks official / fast | min best IoU |", "|---|---|---|---|---|---|"]  # fmt: skip
+          "Whole `generate` calls, image embedding included, alternating which generator runs first.", "",
+          "| image | size | official s | fast s | ratio | masks official / fast | pixel-identical | min best IoU (both ways) |",
+          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        md.append(f"| {r['id']} | {r['official_s']:.1f} | {r['fast_s']:.1f} | {r['official_s'] / r['fast_s']:.2f}× | {r['official_masks']} / {r['fast_masks']} | {r['min_best_iou']:.4f} |")
-    md += ["", f"Total: official {off:.1f} s, fast {fast:.1f} s: **{off / fast:.2f}×** faster ({off / len(rows):.1f} vs {fast / len(rows):.1f} s per image)."]
-    write(f"generator_{a.model}_p{a.points_per_side}_{a.device}", {"rows": rows, "ratio": off / fast, "settings": vars(a)}, "\n".join(md))
+        md.append(f"| {r['id']} | {r['size'][0]}×{r['size'][1]} | {r['official_s']:.1f} | {r['fast_s']:.1f} | {r['official_s'] / r['fast_s']:.2f}× | "
+                  f"{r['official_masks']} / {r['fast_masks']} | {r['identical_masks']} | {r['min_best_iou']:.4f} |")  # fmt: skip
+    md += ["", f"Total: official {off:.1f} s, fast {fast:.1f} s: **{off / fast:.2f}×** faster ({off / n:.1f} vs {fast / n:.1f} s per image); "
+           f"per-image ratios {min(r['official_s'] / r['fast_s'] for r in rows):.2f}×–{max(r['official_s'] / r['fast_s'] for r in rows):.2f}×.", "",
+           f"The whole command `samcam masks --images … --ids <{n} ids> --out … --device {a.device}` (start-up, model load, JPEGs in, compact files out): "
+           f"**{command_s:.1f} s**, {command_s / n:.1f} s per image, against {off:.1f} s for the official generator's `generate` calls alone ({off / command_s:.2f}×); "
+           f"its files hold {'the same' if same_as_part1 else 'DIFFERENT'} masks as the fast generator above."]  # fmt: skip
+    write(f"generator_{a.model}_p{a.points_per_side}_{a.device}",
+          {"rows": rows, "ratio": off / fast, "command_s": command_s, "command_same_masks": same_as_part1, "settings": vars(a)}, "\n".join(md))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -81,6 +81,86 @@ def test_fast_generator_matches_official_on_voc(mobile_sam, voc_root, train_with
     _assert_equivalent(mobile_sam, read_image(voc_root / "JPEGImages" / f"{train_with_images[1]}.jpg"), 8)
 
 
+def test_fast_generator_matches_official_with_crop_layers(mobile_sam):
+    image = data.chelsea()
+    kw = {"points_per_side": 4, "crop_n_layers": 1}
+    official = MaskGenerator(mobile_sam, "official", **kw).generate(image)
+    fast = MaskGenerator(mobile_sam, "fast", **kw).generate(image)
+    assert len(official) > 0 and len(fast) == len(official)
+    assert _best_iou(official, fast).min() >= 0.98
+
+
+# --- the fast generator's pieces, each against the official module it replaces (random inputs) ---
+
+
+def _official_decoder(model, features, sparse):
+    """segment-anything's own decoder on ``sparse`` prompt embeddings: all four masks and IoUs."""
+    pe = model.prompt_encoder
+    dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, *features.shape[-2:])
+    return model.mask_decoder.predict_masks(features, pe.get_dense_pe(), sparse, dense)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_decoder_and_upscaling_match_the_official_decoder(mobile_sam, chunk):
+    from samcam.sam.fast_amg import _ImageState, decode_prompts, mask_logits
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 256, 64, 64, generator=g)
+    points = torch.rand(3, 1, 2, generator=g) * 1024
+    with torch.inference_mode():
+        sparse, _ = mobile_sam.prompt_encoder(points=(points, torch.ones(3, 1, dtype=torch.int)), boxes=None, masks=None)
+        masks, iou = _official_decoder(mobile_sam, features, sparse)
+        state = _ImageState(mobile_sam, features)
+        ious, lows = [], []
+        for s in range(0, 3, chunk):
+            i, hyper, keys = decode_prompts(mobile_sam, state, sparse[s : s + chunk])
+            ious.append(i)
+            lows.append(mask_logits(mobile_sam.mask_decoder.output_upscaling, keys, hyper, (64, 64)))
+    torch.testing.assert_close(torch.cat(ious), iou[:, 1:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(lows), masks[:, 1:], atol=2e-3, rtol=1e-4)  # logits of magnitude ~10-100
+
+
+def test_mask_logits_on_a_non_square_grid(mobile_sam):
+    from samcam.sam.fast_amg import mask_logits
+
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(2, 5 * 7, 256, generator=g)
+    hyper = torch.randn(2, 3, 32, generator=g)
+    dec = mobile_sam.mask_decoder
+    with torch.inference_mode():
+        up = dec.output_upscaling(keys.transpose(1, 2).reshape(2, 256, 5, 7))  # 2 × 32 × 20 × 28
+        expected = (hyper @ up.reshape(2, 32, -1)).reshape(2, 3, 20, 28)
+        got = mask_logits(dec.output_upscaling, keys, hyper, (5, 7))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("input_size", "original_size"), [((576, 1024), (281, 500)), ((1024, 768), (500, 375)), ((1024, 1024), (1500, 1500)), ((40, 1024), (17, 430))])
+def test_resize_logits_equals_the_official_postprocessing(mobile_sam, input_size, original_size):
+    from samcam.sam.fast_amg import resize_logits
+
+    low = torch.randn(4, 256, 256, generator=torch.Generator().manual_seed(2)) * 10
+    with torch.inference_mode():
+        expected = mobile_sam.postprocess_masks(low[None], input_size, original_size)[0]
+    got = resize_logits(low, 1024, input_size, original_size)
+    assert got.shape == (4, *original_size)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+
+
+def test_concat_equals_maskdata_cat():
+    from segment_anything.utils.amg import MaskData
+
+    from samcam.sam.fast_amg import concat
+
+    parts = [MaskData(rles=[{"counts": [i, 1]}], boxes=torch.tensor([[i, 0, 1, 1]]), points=np.array([[i, 0.5]])) for i in range(3)]
+    expected = MaskData()
+    for p in parts:
+        expected.cat(p)
+    got = concat(parts)
+    assert got["rles"] == expected["rles"]
+    assert torch.equal(got["boxes"], expected["boxes"])
+    np.testing.assert_array_equal(got["points"], expected["points"])
+
+
 def test_generator_rejects_non_rgb(mobile_sam):
     with pytest.raises(ValueError, match="H × W × 3 uint8"):
         MaskGenerator(mobile_sam, "fast", points_per_side=2).generate(np.zeros((8, 8), np.uint8))
