@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from samcam.refine.affinity import AffinityConfig, AffinityHead, affinity_loss, pair_affinities, pair_labels, propagate, seed_label
 
@@ -114,7 +113,8 @@ def train_affinity(
     from tqdm.auto import tqdm
 
     from samcam.cam.files import load_cam
-    from samcam.io import atomic_path, load_checkpoint, machine, read_image
+    from samcam.io import load_checkpoint, read_image
+    from samcam.training import descend, save_epoch, set_poly_lr
 
     import hashlib
 
@@ -166,28 +166,19 @@ def train_affinity(
         epoch_loss = []
         bar = tqdm(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for step in bar:
-            for g in opt.param_groups:
-                g["lr"] = config.lr * (1 - (epoch * steps_per_epoch + step) / total) ** 0.9
+            set_poly_lr(opt, config.lr, epoch * steps_per_epoch + step, total)
             loss = 0.0
             for i in order[step * config.batch_size : (step + 1) * config.batch_size]:
                 lv, s = _window(feats[i], seeds[i], config.crop, rng)
                 f = head([x[None] for x in lv])[0]
                 labels = {k: torch.from_numpy(v) for k, v in pair_labels(s, config.radius).items()}
                 loss = loss + affinity_loss(pair_affinities(f, config.radius), labels)[0]
-            loss = loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            epoch_loss.append(loss.item())
+            epoch_loss.append(descend(opt, loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])))
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
         state = {"kind": "samcam-affinity", "backbone": config.backbone, "record": record, "epoch": epoch + 1, "losses": losses,
-                 "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
-                 "seconds": before + time.perf_counter() - t0, "machine": machine()}  # fmt: skip
-        if epoch + 1 < config.epochs:
-            state["optimizer"] = opt.state_dict()
-        with atomic_path(out, suffix=".pt.tmp") as tmp:
-            torch.save(state, tmp)
+                 "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict()}  # fmt: skip
+        save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
     return AffinityTrainResult(out, time.perf_counter() - t0, feature_seconds, losses)
 
 

@@ -19,7 +19,8 @@ from torch.nn import functional as F
 
 from samcam.cam.infer import to_tensor
 from samcam.cam.nets import build_camnet, frozen_bn
-from samcam.io import atomic_path, load_checkpoint, machine
+from samcam.io import load_checkpoint
+from samcam.training import descend, save_epoch, set_poly_lr
 
 
 @dataclass
@@ -136,22 +137,12 @@ def train_classifier(
         for s in bar:
             idx = order[s : s + config.batch_size]
             step = epoch * len(bar) + s // config.batch_size
-            for g, base in zip(opt.param_groups, (config.lr_head, config.lr_backbone)):
-                g["lr"] = base * (1 - step / total_steps) ** 0.9  # poly schedule, as IRN
-            loss = F.multilabel_soft_margin_loss(logits(idx, rng), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            epoch_loss.append(loss.item())
+            set_poly_lr(opt, (config.lr_head, config.lr_backbone), step, total_steps)  # poly schedule, as IRN
+            epoch_loss.append(descend(opt, F.multilabel_soft_margin_loss(logits(idx, rng), y[idx])))
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
-        final = epoch + 1 == config.epochs
-        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict(),
-                 "seconds": before + time.perf_counter() - t0, "machine": machine()}  # fmt: skip
-        if not final:
-            state["optimizer"] = opt.state_dict()
-        with atomic_path(out, suffix=".pt.tmp") as tmp:
-            torch.save(state, tmp)
+        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict()}
+        save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
     return TrainResult(out, time.perf_counter() - t0, losses)
 
 

@@ -64,11 +64,6 @@ class Recipe:
         return [f"{k}: {a[k]!r} ≠ {b[k]!r}" for k in a if a[k] != b[k]]
 
 
-def poly_lr(base: float, step: int, total: int, power: float) -> float:
-    """Polynomial decay ``base · (1 − step/total)^power``."""
-    return base * max(0.0, 1.0 - step / max(total, 1)) ** power
-
-
 @dataclass(frozen=True)
 class AugParams:
     """One sample's augmentation: scale factor, crop offset (in the padded scaled image), flip."""

@@ -23,7 +23,8 @@ import torch
 from torch.nn import functional as F
 
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import atomic_path, read_image, read_label
+from samcam.io import read_image, read_label
+from samcam.training import descend, save_checkpoint, set_poly_lr
 
 from .model import SegNet
 from .recipe import (
@@ -32,7 +33,6 @@ from .recipe import (
     augment,
     draw_params,
     epoch_order,
-    poly_lr,
     sample_rng,
 )
 
@@ -201,8 +201,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": _to_cpu(opt.state_dict()),
         }  # fmt: skip
-        with atomic_path(ck_path) as tmp:
-            torch.save(ck, tmp)
+        save_checkpoint(ck_path, ck)
 
     stop = total if max_steps is None else min(total, max_steps)
     bar = tqdm(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -212,17 +211,13 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
         while step < stop:
             epoch, pos = divmod(step, steps_per_epoch)
             x, y = make_batch(data, recipe, epoch, range(pos * recipe.batch_size, (pos + 1) * recipe.batch_size))
-            for g in opt.param_groups:
-                g["lr"] = poly_lr(recipe.lr, step, total, recipe.poly_power) * g["lr_mult"]
+            set_poly_lr(opt, recipe.lr, step, total, recipe.poly_power, mult_key="lr_mult")
             torch.manual_seed(recipe.seed * 1_000_003 + step)  # drop-connect noise depends on the step only
             loss = F.cross_entropy(model(x.to(dev)), y.to(dev), ignore_index=IGNORE)
             if not torch.isfinite(loss):
                 raise ValueError(f"training loss became {loss.item()} at step {step} ({out}); lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            epoch_loss += descend(opt, loss)
             step += 1
-            epoch_loss += loss.item()
             epoch_n += 1
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{loss.item():.3f}")

@@ -1,0 +1,53 @@
+"""What every training loop of samcam shares: the poly learning rate, one descent step and the checkpoint write.
+
+Used by the CAM classifier (``pipeline/train_classifier.py``), AffinityNet (``pipeline/affinity.py``)
+and the segmentation network (``seg/train.py``); each keeps its own data, loss and checkpoint contents.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+
+def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
+    """Polynomial decay ``base · (1 − step/total)^power`` (IRN, DeepLab), 0 from ``total`` on."""
+    return base * max(0.0, 1.0 - step / max(total, 1)) ** power
+
+
+def set_poly_lr(opt: torch.optim.Optimizer, base: float | Iterable[float], step: int, total: int, power: float = 0.9, mult_key: str | None = None) -> None:
+    """Every parameter group's learning rate at ``step``: :func:`poly_lr` of its base, times the group's
+    ``mult_key`` entry if given. ``base`` is one number for all groups or one per group, in order."""
+    bases = [base] * len(opt.param_groups) if isinstance(base, (int, float)) else list(base)
+    for group, b in zip(opt.param_groups, bases):
+        group["lr"] = poly_lr(b, step, total, power) * (group[mult_key] if mult_key else 1.0)
+
+
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on ``loss`` (gradients cleared first); returns the loss as a float."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file renamed into place: never a half-written checkpoint."""
+    from samcam.io import atomic_path
+
+    with atomic_path(path, suffix=".pt.tmp") as tmp:
+        torch.save(state, tmp)
+
+
+def save_epoch(path: str | os.PathLike, state: dict[str, Any], opt: torch.optim.Optimizer, final: bool, seconds: float) -> None:
+    """An epoch checkpoint: ``state`` plus the cumulative ``seconds`` and the machine, and the optimiser
+    state while training is unfinished (so a rerun resumes; a finished run does not carry it)."""
+    from samcam.io import machine
+
+    state = {**state, "seconds": seconds, "machine": machine()}
+    if not final:
+        state["optimizer"] = opt.state_dict()
+    save_checkpoint(path, state)
