@@ -36,10 +36,11 @@ bench: venv
 
 # Mutation testing of the pure modules ([tool.mutmut] in pyproject.toml); writes results/mutation/.
 # In samcam/sam/masks.py only the mask-set formats (the compact and official readers and writers).
+# One thread: mutmut forks its test runs, and a forked child hangs in an OpenMP pool its parent started.
 MUTANTS ?= "samcam.metrics*" "samcam.cam.label*" "samcam.refine.merge*" "samcam.refine.prompted*" "samcam.refine.affinity*" "samcam.sam.masks.x_*compact*" "samcam.sam.masks.x_*official*"
 mutation: venv
 	rm -rf mutants
-	SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true
 	$(PY) scripts/mutation_report.py
 
 clean-venv:

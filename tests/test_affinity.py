@@ -135,10 +135,100 @@ def test_propagate_refuses_keys_outside_the_label_space():
         propagate(np.zeros((1, 8, 8), np.float32), np.array([20]), torch.zeros(2, 1, 1))
 
 
-@pytest.mark.parametrize("bad", [{"alpha": 0}, {"beta": float("nan")}, {"low_alpha": 40}, {"radius": 1}, {"steps": -1}])
-def test_config_refuses_bad_values(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("bad", "message"), [({"alpha": 0}, "alpha must be a positive number, not 0"),
+                                               ({"beta": float("nan")}, "beta must be a positive number, not nan"),
+                                               ({"low_alpha": 40}, r"low_alpha \(40\) must be below high_alpha \(32.0\)"),
+                                               ({"low_alpha": 32}, "must be below high_alpha"), ({"radius": 1}, "radius must be in 2..32"),
+                                               ({"radius": 33}, "radius must be in 2..32 feature cells, not 33"),
+                                               ({"steps": -1}, "steps must be ≥ 0, not -1")])  # fmt: skip
+def test_config_refuses_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
         AffinityConfig(**bad)
+
+
+def test_config_accepts_its_boundaries():
+    AffinityConfig(radius=2, steps=0, alpha=0.5, beta=0.5, low_alpha=0.5, high_alpha=0.6)
+    AffinityConfig(radius=32)
+    AffinityConfig(radius=None)
+
+
+def test_seeds_and_pair_labels_of_the_first_class():
+    """Class 1 (key 0, aeroplane) is foreground like any other class."""
+    seeds = seed_label(np.array([[[0.9, 0.02]]], np.float32), np.array([0]))
+    assert seeds.dtype == np.uint8 and seeds.tolist() == [[1, 0]]
+    lab = pair_labels(np.array([[1, 1]], np.uint8), 2)
+    assert [v.tolist() for v in (lab["fg"], lab["bg"], lab["neg"])] == [[True], [False], [False]]
+
+
+def test_pairs_on_a_grid_smaller_than_the_radius():
+    """Offsets longer than the grid give no pairs, not wrapped-around or negative-size slices."""
+    seeds = np.array([[1, 0], [0, 1]], np.uint8)
+    got = pair_labels(seeds, 5)
+    want = _all_pairs(2, 2, 5)
+    assert sum(int(v.sum()) for v in got.values()) == len(want)
+    assert pair_affinities(torch.rand(4, 2, 2), 5).numel() == len(want)
+
+
+def test_upsample_to_by_hand():
+    from samcam.refine.affinity import _upsample_to
+
+    x = torch.tensor([[[[0.0, 4.0], [8.0, 12.0]]]])
+    # 2× bilinear with half-pixel centres: [a, b] -> [a, .75a + .25b, .25a + .75b, b]; then the grid of
+    # 5 × 5 gets its last row and column repeated from the edge
+    row = lambda a, b: [a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b]  # noqa: E731
+    top, bottom = row(0.0, 4.0), row(8.0, 12.0)
+    rows = [[0.75 * t + 0.25 * b for t, b in zip(top, bottom)], [0.25 * t + 0.75 * b for t, b in zip(top, bottom)]]
+    four = [top, *rows, bottom]
+    want = [r + [r[-1]] for r in four] + [bottom + [bottom[-1]]]
+    np.testing.assert_allclose(_upsample_to(x, 5, 5)[0, 0].numpy(), want)
+    np.testing.assert_allclose(_upsample_to(x, 3, 4)[0, 0].numpy(), [top, rows[0], rows[1]])  # cut, not padded
+    np.testing.assert_allclose(_upsample_to(x, 4, 5)[0, 0].numpy(), [r + [r[-1]] for r in four])  # width only
+
+
+def test_head_is_bias_free_convolutions_then_a_mix():
+    """The head by hand: ELU of a bias-free 1×1 convolution per level, the coarse level upsampled,
+    concatenated, then a bias-free 1×1 mixing convolution."""
+    from samcam.refine.affinity import _upsample_to
+
+    torch.manual_seed(0)
+    head = AffinityHead([3, 5, 7])
+    levels = [torch.rand(1, 3, 4, 6), torch.rand(1, 5, 4, 6), torch.rand(1, 7, 2, 3)]
+    parts = [torch.nn.functional.elu(torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)) for conv, x in zip(head.levels, levels)]
+    parts[2] = _upsample_to(parts[2], 4, 6)
+    want = torch.einsum("oc,bchw->bohw", head.mix.weight[:, :, 0, 0], torch.cat(parts, 1))
+    assert all(c.bias is None for c in [*head.levels, head.mix])
+    torch.testing.assert_close(head(levels), want)
+
+
+def test_walk_keeps_float32_and_propagate_accepts_the_last_class():
+    f = np.random.default_rng(3).random((2, 3, 3)).astype(np.float32)
+    walked = random_walk(np.random.default_rng(4).random((2, 3, 3)).astype(np.float32), transition_matrix(f, 2, 8.0), 2)
+    assert walked.dtype == np.float32
+    cams = np.zeros((1, 8, 8), np.float32)
+    cams[0, :4] = 1.0
+    label = propagate(cams, np.array([19]), torch.zeros(2, 2, 2), AffinityConfig(radius=2, steps=0))
+    assert label[0, 0] == 20 and label[-1, -1] == 0
+    with pytest.raises(ValueError, match=r"CAM keys \[20\] outside the foreground classes 0..19"):
+        propagate(cams, np.array([20]), torch.zeros(2, 2, 2), AffinityConfig(radius=2))
+    with pytest.raises(ValueError, match="the walk needs a radius"):
+        propagate(cams, np.array([3]), torch.zeros(2, 2, 2), AffinityConfig(radius=None))
+
+
+def test_propagate_upsamples_with_half_pixel_centres():
+    """Back to image size as the CAMs were pooled: ``align_corners=False`` bilinear (by hand on one
+    row: a 2-cell grid of walked scores becomes 8 pixels)."""
+    cams = np.zeros((1, 1, 8), np.float32)
+    cams[0, 0, :4] = 0.2  # cell 0 weak, cell 1 background
+    cams[0, 0, 4:] = 0.0
+    label = propagate(cams, np.array([0]), torch.zeros(1, 1, 2), AffinityConfig(radius=2, steps=0, alpha=1.0))
+    # cell scores: fg (0.2, 0), bg (0.8, 1); never above bg anywhere: all background
+    assert label.tolist() == [[0] * 8]
+    cams[0, 0, :4] = 0.9  # fg (0.9, 0) bg (0.1, 1): pixel x has fg weight of cell 0 by half-pixel bilinear
+    label = propagate(cams, np.array([0]), torch.zeros(1, 1, 2), AffinityConfig(radius=2, steps=0, alpha=1.0))
+    u = [min(max((x + 0.5) / 4 - 0.5, 0.0), 1.0) for x in range(8)]  # position between cell 0 and cell 1
+    fg = [0.9 * (1 - t) for t in u]
+    bg = [0.1 * (1 - t) + 1.0 * t for t in u]
+    assert label[0].tolist() == [1 if a > b else 0 for a, b in zip(fg, bg)]
 
 
 def test_head_output_grid_is_the_finest_level():

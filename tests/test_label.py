@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from samcam.cam.label import cam_to_label, maps_to_label, scores_to_label
+from samcam.cam.label import cam_to_label, maps_to_label, power_background, scores_to_label, with_key_lookup
 
 
 def test_scores_to_label_by_hand():
@@ -100,3 +100,17 @@ def test_thresholds_outside_zero_one_are_refused(t):
         check_threshold(ok)
     assert cam_to_label(np.ones((1, 1, 1)), [0], 1.0).tolist() == [[0]]  # a tie at 1.0: background
     assert cam_to_label(np.zeros((1, 1, 1)), [0], 0.0).tolist() == [[0]]
+
+
+def test_power_background_by_hand():
+    cams = np.array([[[0.5, 1.5, -0.5]], [[0.2, 0.1, -1.0]]], np.float64)  # K = 2, 1 × 3; values outside [0, 1]
+    bg = power_background(cams, 2.0)
+    assert bg.dtype == np.float32 and bg.shape == (1, 3)
+    np.testing.assert_allclose(bg, [[0.25, 0.0, 1.0]])  # (1 - 0.5)², 1 - 1.5 clipped to 0, 1 + 0.5 clipped to 1
+    empty = power_background(np.zeros((0, 2, 3), np.float32), 3.0)  # no CAMs: background everywhere
+    assert empty.shape == (2, 3) and empty.dtype == np.float32 and (empty == 1.0).all()
+
+
+def test_with_key_lookup_is_integer_class_values():
+    lookup = with_key_lookup(np.array([[6.0], [0.0]]))
+    assert lookup.dtype == np.int64 and lookup.tolist() == [0, 7, 1]

@@ -90,6 +90,21 @@ def test_fast_generator_matches_official_with_crop_layers(mobile_sam):
     assert _best_iou(official, fast).min() >= 0.98
 
 
+def test_fast_generator_batched_prompts_match_official(mobile_sam):
+    """The GPU default (all prompts of a batch at once) gives the official masks too."""
+    from samcam.sam.fast_amg import FastMaskGenerator
+    from samcam.sam.masks import MaskSet
+
+    image = data.chelsea()
+    official = MaskGenerator(mobile_sam, "official", points_per_side=6).generate(image)
+    gen = FastMaskGenerator(mobile_sam, prompt_chunk=16, **amg_settings(points_per_side=6))
+    assert FastMaskGenerator(mobile_sam).prompt_chunk == 1  # one at a time on CPU
+    with torch.inference_mode():
+        fast = MaskSet.from_records(gen.generate(image), shape=image.shape[:2])
+    assert len(fast) == len(official) > 0
+    assert _best_iou(official, fast).min() >= 0.98
+
+
 # --- the fast generator's pieces, each against the official module it replaces (random inputs) ---
 
 

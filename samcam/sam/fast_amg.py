@@ -16,8 +16,9 @@ full-resolution mask logits. Mathematically the same computation, reordered to s
    add into the matrix product.
 3. **Softmax over a contiguous axis.** Image→token attention normalises over 7 tokens per head;
    its scores are laid out ``heads·tokens × pixels`` so that softmax runs along the long axis.
-4. **Prompts one at a time** (``prompt_chunk``): the per-prompt ``4096 × 256`` tensors then stay in
-   cache, which on CPU is faster than large batches.
+4. **Prompts one at a time on CPU** (``prompt_chunk``): the per-prompt ``4096 × 256`` tensors then
+   stay in cache, which on CPU is faster than large batches. On a GPU the whole batch of
+   ``points_per_batch`` prompts runs at once (one prompt at a time would be bound by kernel launches).
 5. **Upscaling as two matrix products in channels-last layout.** The decoder's output upscaling
    (2×2 stride-2 transposed convolutions, ``LayerNorm2d``, GELU) is per pixel, so it runs as
    ``pixels × channels`` products; the hypernetwork product gives the three masks directly.
@@ -64,14 +65,6 @@ def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.reshape(b, t, n, c // n).transpose(1, 2)
 
 
-def _scores(mat: torch.Tensor, bias: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
-    """``mat @ imgᵀ + bias`` (``B × R × H·W``); ``img`` is per prompt or shared (batch 1)."""
-    b, r, c = mat.shape
-    if img.shape[0] == 1 and b > 1:
-        return torch.addmm(bias.reshape(-1, 1), mat.reshape(-1, c), img[0].t()).view(b, r, -1)
-    return torch.baddbmm(bias, mat, img.transpose(1, 2))
-
-
 def token_to_image(mod, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``Attention(q=tokens, k=image, v=image)`` without projecting the ``H·W`` image tokens.
 
@@ -86,7 +79,7 @@ def token_to_image(mod, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     wv = mod.v_proj.weight.view(n, d, -1)
     qk = torch.einsum("bntd,ndc->bntc", qp, wk).reshape(b, n * t, -1) * scale
     bias = torch.einsum("bntd,nd->bnt", qp, mod.k_proj.bias.view(n, d)).reshape(b, n * t, 1) * scale
-    attn = torch.softmax(_scores(qk, bias, k), dim=-1)
+    attn = torch.softmax(torch.baddbmm(bias, qk, k.transpose(1, 2)), dim=-1)
     ctx = (attn @ v).view(b, n, t, -1)  # B × n × T × C
     out = torch.einsum("bntc,ndc->bntd", ctx, wv) + mod.v_proj.bias.view(1, n, 1, d)
     return mod.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
@@ -111,7 +104,7 @@ def image_to_token(mod, keys: torch.Tensor, q: torch.Tensor | None, k: torch.Ten
         wq = mod.q_proj.weight.view(n, d, -1)  # n × d × C
         a = torch.einsum("bntd,ndc->bntc", kp, wq).reshape(b, n * t, -1) * scale  # B × (n·T) × C
         bias = torch.einsum("bntd,nd->bnt", kp, mod.q_proj.bias.view(n, d)).reshape(b, n * t, 1) * scale
-        scores = _scores(a, bias, q).view(b, n, t, -1)
+        scores = torch.baddbmm(bias, a, q.transpose(1, 2)).view(b, n, t, -1)
     attn = torch.softmax(scores, dim=2).view(b, n * t, -1)
     wo = mod.out_proj.weight.view(-1, n, d)  # C × n × d
     vo = torch.einsum("bntd,cnd->bntc", vp, wo).reshape(b, n * t, -1) + mod.out_proj.bias / n  # B × (n·T) × C
@@ -261,10 +254,11 @@ def concat(parts: list[MaskData]) -> MaskData:
 class FastMaskGenerator(SamAutomaticMaskGenerator):
     """``SamAutomaticMaskGenerator`` with a faster, equivalent prompt-batch decoder (module docstring)."""
 
-    def __init__(self, model, upsample_chunk: int = 32, prompt_chunk: int = 1, **settings: Any) -> None:
+    def __init__(self, model, upsample_chunk: int = 32, prompt_chunk: int | None = None, **settings: Any) -> None:
         super().__init__(model, output_mode="binary_mask", **settings)
         self.upsample_chunk = upsample_chunk
-        self.prompt_chunk = prompt_chunk
+        on_cpu = self.predictor.device.type == "cpu"
+        self.prompt_chunk = prompt_chunk or (1 if on_cpu else self.points_per_batch)  # module docstring, item 4
         self._state: _ImageState | None = None
         self._state_for: torch.Tensor | None = None
 
