@@ -230,8 +230,8 @@ def resize_matrix(low: int, full: int, valid: int, out: int) -> torch.Tensor:
 def resize_logits(low: torch.Tensor, full: int, input_size: tuple[int, int], original_size: tuple[int, int]) -> torch.Tensor:
     """``Sam.postprocess_masks`` for ``N × h × w`` logits as one separable product (``N × H × W``)."""
     _, h, w = low.shape
-    ry = resize_matrix(h, full, input_size[0], original_size[0])
-    rx = resize_matrix(w, full, input_size[1], original_size[1])
+    ry = resize_matrix(h, full, input_size[0], original_size[0]).to(low.device)
+    rx = resize_matrix(w, full, input_size[1], original_size[1]).to(low.device)
     rows = int(torch.nonzero(ry.abs().sum(0)).max()) + 1  # low-res rows that reach the image
     cols = int(torch.nonzero(rx.abs().sum(0)).max()) + 1
     return ry[:, :rows] @ (low[:, :rows, :cols] @ rx[:, :cols].t())
