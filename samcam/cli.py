@@ -247,7 +247,7 @@ def _train(p: argparse.ArgumentParser):
         ids = read_ids(a.ids)
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
-        res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg)
+        res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids)
         shown = [round(x, 4) for x in res.losses]
         shown = shown if len(shown) <= 8 else [*shown[:3], "...", *shown[-3:]]
         print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.checkpoint}")

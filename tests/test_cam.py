@@ -113,14 +113,22 @@ def test_training_writes_and_resumes_a_checkpoint(tmp_path):
     labels = np.zeros((4, 20), np.float32)
     labels[0, 7] = labels[1, 14] = labels[3, 13] = 1
     cfg = TrainConfig(epochs=1, batch_size=2, crop=64, train_backbone=False)
-    res = train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False)
+    ids = ["chelsea", "astronaut", "coffee", "motorcycle"]
+    res = train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False, ids=ids)
     assert len(res.losses) == 1 and np.isfinite(res.losses[0])
     ck = torch.load(tmp_path / "clf.pt", weights_only=True)
     assert ck["epoch"] == 1 and ck["backbone"] == "efficientnet-lite0"
-    # finished: a second call resumes at the end and trains nothing; another config is refused
-    assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False).losses == res.losses
+    assert ck["ids"] == ids and ck["n_images"] == 4  # the id list is the checkpoint's provenance
+    # finished: a second call resumes at the end and trains nothing; another config or id list is refused
+    assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False, ids=ids).losses == res.losses
     with pytest.raises(ValueError, match="another configuration"):
         train_classifier(images, labels, tmp_path / "clf.pt", TrainConfig(epochs=2, crop=64), progress=False)
+    with pytest.raises(ValueError, match="holds a run on other images"):
+        train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False, ids=ids[::-1])
+    with pytest.raises(ValueError, match="holds a run on other images"):
+        train_classifier(images[:3], labels[:3], tmp_path / "clf.pt", cfg, progress=False)
+    with pytest.raises(ValueError, match="3 ids for 4 images"):
+        train_classifier(images, labels, tmp_path / "other.pt", cfg, progress=False, ids=ids[:3])
     # a head-only checkpoint reduces to its head; an existing head is never replaced
     from samcam.cam.nets import export_head
 

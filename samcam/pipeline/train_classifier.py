@@ -78,6 +78,7 @@ def train_classifier(
     out: str | os.PathLike,
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
+    ids: list[str] | None = None,
 ) -> TrainResult:
     """Fine-tune on ``images`` (RGB uint8) with 0/1 ``labels`` (N × K); checkpoint to ``out``.
 
@@ -85,11 +86,15 @@ def train_classifier(
     image (resized to ``1.15 · crop`` short side) and of its mirror image are computed once, and each
     step averages a random ``crop / output_stride``-cell window of them — the same augmentation as a
     random crop and flip, without a backbone pass per step. Resumes from ``out`` if it holds an
-    unfinished run with the same configuration.
+    unfinished run with the same configuration. ``ids`` (one per image) are recorded in the
+    checkpoint, and a resume on another id list or image count is refused.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
+    if ids is not None and len(ids) != len(images):
+        raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    data_record = {"n_images": len(images), "ids": list(ids) if ids is not None else None}
     torch.manual_seed(config.seed)
     net = build_camnet(config.backbone, config.n_classes, output_stride=config.output_stride)
     params = [{"params": net.classifier.parameters(), "lr": config.lr_head}]
@@ -104,6 +109,8 @@ def train_classifier(
         ck = load_checkpoint(out)
         if ck.get("config") != vars(config) and {"output_stride": 32, **ck.get("config", {})} != vars(config):
             raise ValueError(f"{out} holds a run with another configuration ({ck.get('config')}); choose another path")
+        if "n_images" in ck and {k: ck.get(k) for k in data_record} != data_record:
+            raise ValueError(f"{out} holds a run on other images ({ck['n_images']} images, ids {'recorded' if ck.get('ids') else 'not recorded'}); choose another path")
         net.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
@@ -141,7 +148,7 @@ def train_classifier(
             epoch_loss.append(descend(opt, F.multilabel_soft_margin_loss(logits(idx, rng), y[idx])))
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
-        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict()}
+        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": net.state_dict(), **data_record}
         save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
     return TrainResult(out, time.perf_counter() - t0, losses)
 
