@@ -126,7 +126,10 @@ def test_training_writes_and_resumes_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="holds a run on other images"):
         train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False, ids=ids[::-1])
     with pytest.raises(ValueError, match="holds a run on other images"):
-        train_classifier(images[:3], labels[:3], tmp_path / "clf.pt", cfg, progress=False)
+        train_classifier(images[:3], labels[:3], tmp_path / "clf.pt", cfg, progress=False, ids=ids[:3])
+    with pytest.raises(ValueError, match="holds a run on other images"):
+        train_classifier(images[:3], labels[:3], tmp_path / "clf.pt", cfg, progress=False)  # no ids: the count decides
+    assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False).losses == res.losses  # same images, ids not given
     with pytest.raises(ValueError, match="3 ids for 4 images"):
         train_classifier(images, labels, tmp_path / "other.pt", cfg, progress=False, ids=ids[:3])
     # a head-only checkpoint reduces to its head; an existing head is never replaced

@@ -109,7 +109,8 @@ def train_classifier(
         ck = load_checkpoint(out)
         if ck.get("config") != vars(config) and {"output_stride": 32, **ck.get("config", {})} != vars(config):
             raise ValueError(f"{out} holds a run with another configuration ({ck.get('config')}); choose another path")
-        if "n_images" in ck and {k: ck.get(k) for k in data_record} != data_record:
+        other_ids = ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids)
+        if "n_images" in ck and (ck["n_images"] != len(images) or other_ids):
             raise ValueError(f"{out} holds a run on other images ({ck['n_images']} images, ids {'recorded' if ck.get('ids') else 'not recorded'}); choose another path")
         net.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:

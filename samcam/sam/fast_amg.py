@@ -222,9 +222,10 @@ def resize_matrix(low: int, full: int, valid: int, out: int) -> torch.Tensor:
     the identity, so ``R_y · L · R_xᵀ`` equals them on any ``L``. Float32 like the official call, whose
     sample positions are computed in float32 (float64 weights differ from them by up to ~1e-5).
     """
-    eye = torch.eye(low, dtype=torch.float32)[:, None, :]
-    up = F.interpolate(eye, size=full, mode="linear", align_corners=False)[..., :valid]
-    return F.interpolate(up, size=out, mode="linear", align_corners=False)[:, 0, :].t().contiguous()
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode too
+        eye = torch.eye(low, dtype=torch.float32)[:, None, :]
+        up = F.interpolate(eye, size=full, mode="linear", align_corners=False)[..., :valid]
+        return F.interpolate(up, size=out, mode="linear", align_corners=False)[:, 0, :].t().contiguous()
 
 
 def resize_logits(low: torch.Tensor, full: int, input_size: tuple[int, int], original_size: tuple[int, int]) -> torch.Tensor:
@@ -310,7 +311,7 @@ class FastMaskGenerator(SamAutomaticMaskGenerator):
             if self.stability_score_thresh > 0.0:
                 data.filter(data["stability_score"] >= self.stability_score_thresh)
             data["masks"] = data["masks"] > model.mask_threshold
-            data["boxes"] = batched_mask_to_box(data["masks"])
+            data["boxes"] = batched_mask_to_box(data["masks"]).long()  # integer even for an empty chunk (float zeros there)
             keep_mask = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
             if not torch.all(keep_mask):
                 data.filter(keep_mask)
