@@ -223,3 +223,120 @@ def test_propagate_upsamples_with_half_pixel_centres():
     cams[0, 0, :4] = 0.58
     label = propagate(cams, np.array([0]), torch.zeros(1, 1, 2), AffinityConfig(radius=2, steps=0, alpha=1.0))
     assert label.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
+
+def test_head_output_grid_is_the_finest_level():
+    head = AffinityHead([3, 5, 7])
+    out = head([torch.rand(2, 3, 8, 10), torch.rand(2, 5, 4, 5), torch.rand(2, 7, 4, 5)])
+    assert out.shape == (2, 448, 8, 10)
+    with pytest.raises(ValueError, match="levels"):
+        AffinityHead([3, 5])
+
+
+def test_feature_levels_of_efficientnet_at_both_strides():
+    from samcam.cam.nets import build_camnet, feature_levels
+
+    x = torch.rand(1, 3, 96, 128) * 255
+    for stride in (16, 32):
+        net = build_camnet("efficientnet-lite0", output_stride=stride)
+        with torch.no_grad():
+            levels = feature_levels(net, x)
+            final = net.features(x)
+        assert [tuple(t.shape[2:]) for t in levels[:2]] == [(12, 16), (6, 8)]
+        assert tuple(levels[2].shape[2:]) == ((6, 8) if stride == 16 else (3, 4))
+        assert torch.allclose(levels[2], final)
+
+
+# ----------------------------------------------------------------------------- pipeline steps on real images
+
+
+@pytest.mark.slow
+def test_train_resume_refuse_and_label(tmp_path, voc_root, gt_cams):
+    from samcam.io import image_index, read_label
+    from samcam.pipeline.affinity import AffinityTrainConfig, affinity_labels, load_affinity, train_affinity
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    cfg = AffinityTrainConfig(epochs=2, batch_size=2, crop=24)
+    ck = tmp_path / "aff.pt"
+    res = train_affinity(index, cams, ids, ck, cfg, progress=False)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses)) and res.losses[1] < res.losses[0] * 1.5
+    # a finished run resumes at its end; another configuration is refused
+    assert train_affinity(index, cams, ids, ck, cfg, progress=False).losses == res.losses
+    with pytest.raises(ValueError, match="another affinity run"):
+        train_affinity(index, cams, ids, ck, AffinityTrainConfig(epochs=3, batch_size=2, crop=24), progress=False)
+    # an unfinished checkpoint cannot label; a finished one can
+    state = torch.load(ck, weights_only=False)
+    torch.save({**state, "epoch": 1}, tmp_path / "half.pt")
+    with pytest.raises(ValueError, match="stopped after epoch 1 of 2"):
+        load_affinity(tmp_path / "half.pt")
+    r = affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False)
+    assert r["done"] == 3 and r["seconds_per_image"] > 0
+    for i in ids:
+        label = read_label(tmp_path / "labels" / f"{i}.png")
+        gt = read_label(voc_root / "SegmentationClass" / f"{i}.png")
+        assert label.shape == gt.shape and set(np.unique(label)) <= set(np.unique(gt)) - {255}
+    assert affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False)["done"] == 0
+    with pytest.raises(ValueError, match="other settings"):
+        affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=16), progress=False)
+
+
+@pytest.mark.slow
+def test_missing_cam_file_is_named(tmp_path, voc_root, gt_cams):
+    from samcam.io import image_index
+    from samcam.pipeline.affinity import train_affinity
+
+    cams, ids = gt_cams
+    with pytest.raises(FileNotFoundError, match="no CAM file for 1 ids, e.g. nope.npy"):
+        train_affinity(image_index(voc_root / "JPEGImages"), cams, [*ids, "nope"], tmp_path / "a.pt", progress=False)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, voc_root, gt_cams, monkeypatch):
+    import samcam.pipeline.affinity as step
+    from samcam.io import image_index
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    cfg = step.AffinityTrainConfig(epochs=2, batch_size=2, crop=16)
+    whole = step.train_affinity(index, cams, ids, tmp_path / "whole.pt", cfg, progress=False)
+    calls = {"n": 0}
+    real = step.affinity_loss
+
+    def dies_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > len(ids):  # every image of epoch 1 went through the loss
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(step, "affinity_loss", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        step.train_affinity(index, cams, ids, tmp_path / "cut.pt", cfg, progress=False)
+    assert torch.load(tmp_path / "cut.pt", weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(step, "affinity_loss", real)
+    resumed = step.train_affinity(index, cams, ids, tmp_path / "cut.pt", cfg, progress=False)
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-6)
+    a, b = (torch.load(tmp_path / f, weights_only=False)["state_dict"] for f in ("whole.pt", "cut.pt"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_windows_keep_the_two_grids_aligned():
+    """A window of the stride-8 grid and of the stride-16 levels covers the same image area, also
+    when flipped: a level whose values are its cells' coordinates must land on the seeds' cells."""
+    from samcam.pipeline.affinity import _window
+    from samcam.refine.affinity import _upsample_to
+
+    h, w = 13, 17  # odd grids: the stride-16 levels have 7 × 9 cells
+    yy, xx = np.mgrid[0:h, 0:w]
+    seeds = (yy * 100 + xx).astype(np.int64)  # each cell's own coordinates
+    coarse = torch.from_numpy(((np.arange(7)[:, None] * 2) * 100 + np.arange(9)[None] * 2).astype(np.float32))[None]
+    fine = torch.from_numpy(seeds.astype(np.float32))[None]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        (f8, f16), s = _window([fine, coarse], seeds, 8, rng)
+        assert f8.shape[-2:] == s.shape and s.shape[0] % 2 == 0 and s.shape[1] % 2 == 0
+        assert torch.equal(f8[0], torch.from_numpy(s.astype(np.float32)))
+        # each stride-16 cell holds the coordinates of the top-left of its 2 × 2 stride-8 cells
+        top_left = s[::2, ::2] if s[0, 0] % 2 == 0 else s[::2, 1::2]
+        assert np.array_equal(f16[0].numpy().astype(np.int64), top_left - (top_left % 100) % 2)
+    up = _upsample_to(torch.rand(1, 3, 7, 9), 13, 17)
+    assert up.shape == (1, 3, 13, 17)
