@@ -270,34 +270,35 @@ class FastMaskGenerator(SamAutomaticMaskGenerator):
             self._state_for = feats
         return self._state
 
-    def _low_res(self, points: np.ndarray, im_size) -> tuple[torch.Tensor, torch.Tensor]:
-        """IoU predictions (``P·3``, prompt-major) and low-res logits of the outputs that pass ``pred_iou_thresh``."""
+    def _low_res(self, points: np.ndarray, im_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """IoU predictions (``P·3``, prompt-major), which of them pass ``pred_iou_thresh``, and the
+        low-res logits of those that pass (in the same order)."""
         model = self.predictor.model
         state = self._image_state()
         pts = torch.as_tensor(self.predictor.transform.apply_coords(points, im_size), device=self.predictor.device)
         labels = torch.ones(pts.shape[0], dtype=torch.int, device=pts.device)
         sparse, _ = model.prompt_encoder(points=(pts[:, None, :], labels[:, None]), boxes=None, masks=None)
-        ious, lows = [], []
+        ious, keeps, lows = [], [], []
         for s in range(0, sparse.shape[0], self.prompt_chunk):
             iou, hyper, keys = decode_prompts(model, state, sparse[s : s + self.prompt_chunk])
             keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
             ious.append(iou.flatten())
+            keeps.append(keep.flatten())
             if keep.any():
                 used = keep.any(dim=1)
                 low = mask_logits(model.mask_decoder.output_upscaling, keys[used], hyper[used], state.shape[-2:])
                 lows.append(low[keep[used]])
         iou = torch.cat(ious)
         low = torch.cat(lows) if lows else iou.new_zeros((0, 4 * state.shape[-2], 4 * state.shape[-1]))
-        return iou, low
+        return iou, torch.cat(keeps), low
 
     @torch.inference_mode()
     def _process_batch(self, points: np.ndarray, im_size, crop_box, orig_size) -> MaskData:
         model = self.predictor.model
         orig_h, orig_w = orig_size
-        flat_iou, low = self._low_res(points, im_size)
-        n_out = flat_iou.numel() // len(points)
-        keep = flat_iou > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(flat_iou, dtype=torch.bool)
+        flat_iou, keep, low = self._low_res(points, im_size)
         idx = torch.nonzero(keep).flatten()  # official order: prompt-major, output-minor
+        prompt_points = torch.as_tensor(points.repeat(flat_iou.numel() // len(points), axis=0))
         full = model.image_encoder.img_size
         parts = []
         for s in range(0, max(idx.numel(), 1), self.upsample_chunk):  # one empty chunk when nothing passes
@@ -305,7 +306,7 @@ class FastMaskGenerator(SamAutomaticMaskGenerator):
             data = MaskData(
                 masks=resize_logits(low[s : s + self.upsample_chunk], full, self.predictor.input_size, self.predictor.original_size),
                 iou_preds=flat_iou[sel],
-                points=torch.as_tensor(points.repeat(n_out, axis=0))[sel.cpu()],
+                points=prompt_points[sel.cpu()],
             )
             data["stability_score"] = calculate_stability_score(data["masks"], model.mask_threshold, self.stability_score_offset)
             if self.stability_score_thresh > 0.0:
