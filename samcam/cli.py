@@ -227,7 +227,15 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--output-stride", type=int, choices=[16, 32], default=d.output_stride, help="16 dilates the last stage (finer CAMs)")
     p.add_argument("--lr-head", type=_number(float, 0.0), default=d.lr_head, help=f"head learning rate (default {d.lr_head})")
     p.add_argument("--lr-backbone", type=_number(float, 0.0), default=d.lr_backbone, help=f"backbone learning rate (default {d.lr_backbone})")
+    p.add_argument("--rescale", nargs=2, type=_number(float, 0.05, 4.0), metavar=("MIN", "MAX"),
+                   help="draw each sample's scale (of the original image) from [MIN, MAX], as IRN's long-side rescaling "
+                        "(default: one fixed scale, short side 1.15 x crop)")  # fmt: skip
+    p.add_argument("--freeze-blocks", type=_number(int, 0, 64), default=d.freeze_blocks,
+                   help="keep the stem and this many first backbone blocks at their ImageNet weights (default 0: all train)")  # fmt: skip
+    p.add_argument("--recam", type=_number(float, 0.0, 10.0), default=d.recam,
+                   help="weight of ReCAM's softmax cross-entropy on CAM-masked features (default 0: off; needs the backbone trained)")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -243,11 +251,13 @@ def _train(p: argparse.ArgumentParser):
         check_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
         tree = VocTree(a.voc)
         cfg = TrainConfig(backbone=a.backbone, epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, train_backbone=not a.head_only, seed=a.seed,
-                          output_stride=a.output_stride, lr_head=a.lr_head, lr_backbone=a.lr_backbone)  # fmt: skip
+                          output_stride=a.output_stride, lr_head=a.lr_head, lr_backbone=a.lr_backbone,
+                          rescale=tuple(a.rescale) if a.rescale else None, freeze_blocks=a.freeze_blocks,
+                          recam=a.recam)  # fmt: skip
         ids = read_ids(a.ids)
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
-        res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids)
+        res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids, device=_device(a.device))
         shown = [round(x, 4) for x in res.losses]
         shown = shown if len(shown) <= 8 else [*shown[:3], "...", *shown[-3:]]
         print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.checkpoint}")
@@ -255,7 +265,7 @@ def _train(p: argparse.ArgumentParser):
             ev_ids = read_ids(a.eval_ids)
             ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
             yv = np.stack([one_hot(ev_labels[i], tree.spec) for i in ev_ids])
-            net = build_camnet(a.backbone, checkpoint=a.out)
+            net = build_camnet(a.backbone, checkpoint=a.out).to(_device(a.device))
             ap = average_precision(predict_scores(net, [tree.read_image(i) for i in ev_ids]), yv)
             print(f"held-out classification mAP over {len(ev_ids)} images: {100 * np.nanmean(ap):.2f}")
         return 0
@@ -272,6 +282,7 @@ def _cam(p: argparse.ArgumentParser):
     p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
     p.add_argument("--ids", help="id list; default: every image that has labels")
+    p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -285,13 +296,112 @@ def _cam(p: argparse.ArgumentParser):
         tree = VocTree(a.voc)
         index = image_index(a.images)
         ids = select_ids(index, _ids_arg(a.ids), (0, 1))
-        net = build_camnet(a.model, checkpoint=a.checkpoint)
+        net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
         n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance)
         print(f"{n} CAM files written, {len(ids) - n} already there -> {a.out}")
         return 0
 
     return run
+
+
+@command("cam-eval", "score a classifier on held-out images: classification mAP and its CAMs' mIoU and error pixels per threshold")
+def _cam_eval(p: argparse.ArgumentParser):
+    from samcam.cam.nets import BACKBONES
+
+    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
+    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
+    p.add_argument("--ids", required=True, help="held-out id list (images with ground truth; never the ids whose labels you score)")
+    p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP background thresholds (default 0.05:0.60:0.05)")
+    p.add_argument("--csv", help="write the table here (one row per threshold; mAP in every row)")
+    p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
+    _labels_args(p)
+
+    def run(a: argparse.Namespace) -> int:
+        import numpy as np
+
+        from samcam.cam.infer import predict_scores
+        from samcam.cam.nets import build_camnet
+        from samcam.data.voc import VocTree, image_labels, one_hot
+        from samcam.io import check_output, read_ids, write_text
+        from samcam.metrics import average_precision
+        from samcam.pipeline.cam import score_cams
+
+        if a.csv:
+            check_output(a.csv, a.voc, a.ids, a.checkpoint, a.cls_labels)
+        ts = _threshold_range(a.thresholds)
+        tree = VocTree(a.voc)
+        ids = read_ids(a.ids)
+        labels = image_labels(tree, ids, a.labels, a.cls_labels)
+        net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
+        y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
+        m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids]), y)))
+        images = {i: tree.image_path(i) for i in ids}
+        df = score_cams(net, images, tree.root / "SegmentationClass", labels, ts, spec=tree.spec)
+        df.insert(0, "map", m_ap)
+        shown = df.assign(**{c: df[c].round(4 if c == "miou" else 2) for c in ("miou", "partial_pct", "false_pct", "false_on_background_pct")})
+        print(shown.drop(columns="map").to_string(index=False))
+        best = df.loc[df.miou.idxmax()]
+        print(f"classification mAP {m_ap:.2f}; best threshold on these {len(ids)} images {best.threshold:g}: "
+              f"CAM mIoU {100 * best.miou:.2f}, false activation {best.false_pct:.1f} % of object pixels")  # fmt: skip
+        if a.csv:
+            write_text(a.csv, df.to_csv(index=False))
+        return 0
+
+    return run
+
+
+@command("cam-select", "choose a classifier among candidates by their held-out cam-eval tables (the CAM search protocol)")
+def _cam_select(p: argparse.ArgumentParser):
+    p.add_argument("--evals", nargs="+", required=True, metavar="NAME=CSV", help="each candidate's name and its cam-eval --csv table")
+    p.add_argument("--out", required=True, help="summary table to write (.csv): one row per candidate, the chosen one marked")
+
+    def run(a: argparse.Namespace) -> int:
+        import pandas as pd
+
+        from samcam.io import check_output, write_text
+        from samcam.pipeline.cam import select_classifier
+
+        evals = {}
+        for item in a.evals:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--evals {item!r}: expected NAME=CSV")
+            if name in evals:
+                raise ValueError(f"--evals: candidate {name!r} given twice")
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"cam-eval table not found: {path}")
+            df = pd.read_csv(path)
+            missing = {"map", "threshold", "miou", "false_pct", "partial_pct"} - set(df.columns)
+            if missing or df.empty:
+                raise ValueError(f"{path}: not a cam-eval table (missing {sorted(missing) or 'rows'})")
+            evals[name] = df
+        check_output(a.out, *[item.partition("=")[2] for item in a.evals])
+        chosen, threshold = select_classifier(evals)
+        rows = []
+        for name, df in evals.items():
+            b = df.loc[df["miou"].idxmax()]
+            rows.append({"candidate": name, "map": float(b["map"]), "threshold": float(b["threshold"]), "miou": float(b["miou"]),
+                         "partial_pct": float(b["partial_pct"]), "false_pct": float(b["false_pct"]), "chosen": name == chosen})  # fmt: skip
+        summary = pd.DataFrame(rows)
+        write_text(a.out, summary.to_csv(index=False))
+        print(summary.assign(miou=(100 * summary.miou).round(2)).round(2).to_string(index=False))
+        print(f"chosen: {chosen} at threshold {threshold:g}")
+        return 0
+
+    return run
+
+
+def _device(name: str | None):
+    """A torch device from ``--device`` (CPU when absent); ``cuda`` without a GPU is a one-line error."""
+    import torch
+
+    if name and name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available here")
+    try:
+        return torch.device(name or "cpu")
+    except RuntimeError as e:
+        raise ValueError(f"--device {name}: {e}") from None
 
 
 @command("cam2label", "turn CAM files into pseudo labels at a background threshold (IRN's rule); optional sweep")

@@ -58,7 +58,8 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     ck = tmp_path / "clf.pt"
     run(["train-classifier", "--voc", root, "--ids", root / "ids.txt", "--out", ck, "--epochs", "1", "--batch-size", "2",
          "--crop", "64", "--head-only", "--output-stride", "16", "--lr-head", "0.3", "--eval-ids", root / "ids.txt"])
-    assert "held-out classification mAP over 4 images" in capsys.readouterr().out
+    trained_out = capsys.readouterr().out
+    assert "held-out classification mAP over 4 images" in trained_out
     run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt"])
     assert sorted(p.stem for p in (tmp_path / "cams").glob("*.npy")) == sorted(ids)
     assert '"output_stride": 16' in (tmp_path / "cams" / "samcam_run.json").read_text()
@@ -76,6 +77,16 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
          "--sweep-gt", root / "SegmentationClass", "--thresholds", "0.1:0.3:0.1"])
     out = capsys.readouterr().out
     assert "GT-tuned" in out and len(list((tmp_path / "labels").glob("*.png"))) == 4
+    # cam-eval scores the same CAMs in memory: the same sweep as the CAM files, the same mAP as train-classifier
+    import pandas as pd
+
+    run(["cam2label", "--cams", tmp_path / "cams", "--sweep-gt", root / "SegmentationClass", "--thresholds", "0.1:0.3:0.1",
+         "--sweep-csv", tmp_path / "sweep.csv"])
+    run(["cam-eval", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.3:0.1", "--csv", tmp_path / "ev.csv"])
+    ev, sweep = pd.read_csv(tmp_path / "ev.csv"), pd.read_csv(tmp_path / "sweep.csv")
+    assert ev["miou"].tolist() == pytest.approx(sweep["miou"].tolist(), abs=1e-12)
+    m_ap = trained_out.split("held-out classification mAP over 4 images: ")[1].split()[0]
+    assert f"classification mAP {m_ap};" in capsys.readouterr().out and ev["map"].round(2).eq(float(m_ap)).all()
 
 
 def test_reproduce_rejects_unknown_steps_and_skips_missing_inputs(tmp_path, capsys):

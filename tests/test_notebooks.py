@@ -71,7 +71,7 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
 
 def test_reproduce_config_is_valid():
     steps = load_config()
-    assert [s.name for s in steps] == ["voc_transcam", "claims", "voc_samcam_cam", "prompted_transcam", "paper_table", "coco128", "demo"]
+    assert [s.name for s in steps] == ["voc_transcam", "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "paper_table", "coco128", "demo"]
     for s in steps:
         assert (NOTEBOOKS / s.notebook).exists()
         assert step_state(s) in ("current", "stale") or step_state(s).startswith("missing input")

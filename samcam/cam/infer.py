@@ -27,8 +27,9 @@ def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scale
     h, w = image.shape[:2]
     if len(classes) == 0:
         return np.zeros((0, h, w), np.float32)
-    x = to_tensor(image)
-    total = torch.zeros((len(classes), h, w))
+    dev = _device(net)
+    x = to_tensor(image).to(dev)
+    total = torch.zeros((len(classes), h, w), device=dev)
     for s in scales:
         xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
@@ -39,7 +40,12 @@ def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scale
     total = F.relu(total)
     if normalize:
         total /= total.amax(dim=(1, 2), keepdim=True) + 1e-5
-    return total.numpy().astype(np.float32)
+    return total.cpu().numpy().astype(np.float32)
+
+
+def _device(net: nn.Module) -> torch.device:
+    """Where ``net``'s weights are (inputs follow them); CPU for a network without parameters."""
+    return next(net.parameters(), torch.empty(0)).device
 
 
 def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
@@ -66,4 +72,5 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: Seque
 def predict_scores(net: CamNet, images: list[np.ndarray]) -> np.ndarray:
     """Sigmoid class scores (N × K), each image at full resolution."""
     net.eval()
-    return np.stack([torch.sigmoid(net(to_tensor(im)))[0].numpy() for im in images])
+    dev = _device(net)
+    return np.stack([torch.sigmoid(net(to_tensor(im).to(dev)))[0].cpu().numpy() for im in images])

@@ -55,8 +55,16 @@ def extract_cams(
         keys = np.asarray(labels[image_id], dtype=np.int64) - 1
         save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
     if todo:
-        add_cost(out, time.perf_counter() - t0, len(todo))
+        add_cost(out, time.perf_counter() - t0, len(todo), device_name(net))
     return len(todo)
+
+
+def device_name(net: CamNet) -> str:
+    """Where ``net`` computes, for cost records: ``cpu``, or the accelerator and its model name."""
+    import torch
+
+    dev = next(net.parameters()).device
+    return "cpu" if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"
 
 
 def cam_label(cam_file: Path, threshold: float, spec: DatasetSpec, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -93,22 +101,74 @@ def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: f
 
 
 def threshold_sweep(cams: str | os.PathLike, gt: str | os.PathLike, ids: list[str], thresholds, spec: DatasetSpec = VOC):
-    """mIoU of CAM labels at each background threshold (each CAM file read once).
+    """mIoU and error pixels of CAM labels at each background threshold (each CAM file read once).
 
     The best row is marked ``gt_tuned``: choosing a threshold this way uses ground truth, a known leak
     in the WSSS literature; report it as such.
     """
-    import pandas as pd
-
-    thresholds = [float(t) for t in thresholds]
-    for t in thresholds:
-        check_threshold(t)
+    thresholds = _checked(thresholds)
     ids = folder_ids(cams, ".npy", "CAM", ids)
     evs = [Evaluator(spec, keep_per_image=False) for _ in thresholds]
     for image_id in ids:
         g = read_label(Path(gt) / f"{image_id}.png", spec)
         for t, ev in zip(thresholds, evs):
             ev.add(image_id, g, cam_label(Path(cams) / f"{image_id}.npy", t, spec, g.shape))
-    df = pd.DataFrame({"threshold": thresholds, "miou": [ev.scores().miou for ev in evs]})
-    df["gt_tuned"] = df["miou"] == df["miou"].max()
+    return sweep_table(thresholds, evs).rename(columns={"best": "gt_tuned"})
+
+
+def score_cams(net: CamNet, images: dict[str, Path], gt: str | os.PathLike, labels: dict[str, np.ndarray], thresholds,
+               scales=SCALES, spec: DatasetSpec = VOC, progress: bool = True):  # fmt: skip
+    """The same sweep as :func:`threshold_sweep` for ``net``'s CAMs of ``images`` computed in memory
+    (no CAM files): for scoring a classifier on held-out images, where the best row (``best``) is a
+    threshold chosen without the scored training ids' ground truth."""
+    from tqdm.auto import tqdm
+
+    thresholds = _checked(thresholds)
+    evs = [Evaluator(spec, keep_per_image=False) for _ in thresholds]
+    for image_id in tqdm(list(labels), desc="cam-eval", unit="img", disable=not progress):
+        g = read_label(Path(gt) / f"{image_id}.png", spec)
+        keys = np.asarray(labels[image_id], dtype=np.int64) - 1
+        image = read_image(images[image_id])
+        if image.shape[:2] != g.shape:
+            raise ValueError(f"{images[image_id]}: image size {image.shape[:2]} differs from its ground truth {g.shape}")
+        cams = multiscale_cam(net, image, keys.tolist(), scales)
+        for t, ev in zip(thresholds, evs):
+            ev.add(image_id, g, cam_to_label(cams, keys, t, spec.n_classes))
+    return sweep_table(thresholds, evs)
+
+
+def _checked(thresholds) -> list[float]:
+    thresholds = [float(t) for t in thresholds]
+    for t in thresholds:
+        check_threshold(t)
+    return thresholds
+
+
+def sweep_table(thresholds: list[float], evs: list[Evaluator]):
+    """One row per threshold: mIoU, and the paper's partial and false pixels (and the false pixels
+    on background) in % of the ground-truth object pixels; ``best`` marks the highest mIoU."""
+    import pandas as pd
+
+    from samcam.metrics import error_pixels
+
+    rows = []
+    for t, ev in zip(thresholds, evs):
+        e = {k: int(v.sum()) for k, v in error_pixels(ev.conf).items()}
+        obj = max(e["object"], 1)
+        rows.append({"threshold": t, "miou": ev.scores().miou, "partial_pct": 100 * e["partial"] / obj,
+                     "false_pct": 100 * e["false"] / obj, "false_on_background_pct": 100 * e["false_on_background"] / obj})  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["best"] = df["miou"] == df["miou"].max()
     return df
+
+
+def select_classifier(evals: dict[str, "pd.DataFrame"]) -> tuple[str, float]:
+    """The search protocol's choice among candidate classifiers, from their held-out sweeps
+    (:func:`score_cams` tables, ``map`` column included): the highest CAM mIoU at each candidate's
+    best held-out threshold; ties go to the higher mAP, then to the first listed. Returns the
+    candidate's name and its threshold, both chosen without the training ids' ground truth."""
+    if not evals:
+        raise ValueError("no candidate to select from")
+    best = {name: df.loc[df["miou"].idxmax()] for name, df in evals.items()}
+    name = max(best, key=lambda n: (round(float(best[n]["miou"]), 6), float(best[n]["map"]), -list(best).index(n)))
+    return name, float(best[name]["threshold"])

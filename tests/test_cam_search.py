@@ -1,0 +1,210 @@
+"""The CAM search's pieces: training options (rescale, frozen blocks, ReCAM loss), in-memory CAM
+scoring, the selection rule and the two commands — each against a computation made here by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.nn import functional as F
+
+from samcam import cli
+from samcam.metrics import Evaluator, confusion_matrix
+from samcam.pipeline.cam import select_classifier, sweep_table
+from samcam.pipeline.train_classifier import (
+    TrainConfig,
+    _random_scaled_crop,
+    frozen_parameter,
+    recam_loss,
+    same_config,
+    train_classifier,
+)
+
+
+def _recam_by_loop(f, w, y):
+    """ReCAM's loss written one (image, class) pair at a time."""
+    terms = []
+    for b in range(f.shape[0]):
+        for k in range(w.shape[0]):
+            if y[b, k] < 0.5:
+                continue
+            cam = torch.relu((w[k][:, None, None] * f[b]).sum(0))
+            cam = cam / (cam.max() + 1e-5)
+            pooled = (cam[None] * f[b]).mean((1, 2))
+            logits = w @ pooled
+            terms.append(-torch.log_softmax(logits, 0)[k])
+    return torch.stack(terms).mean()
+
+
+def test_recam_loss_equals_the_per_pair_computation():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(3, 6, 4, 5, generator=g)
+    w = torch.randn(4, 6, 1, 1, generator=g)
+    y = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 0]], dtype=torch.float32)
+    assert recam_loss(f, w, y).item() == pytest.approx(_recam_by_loop(f, w[:, :, 0, 0], y).item(), rel=1e-5)
+    assert recam_loss(f, w, torch.zeros_like(y)).item() == 0.0  # no class: no term
+
+
+def test_frozen_parameter_names():
+    assert not frozen_parameter("backbone.net._conv_stem.weight", 0)
+    assert frozen_parameter("backbone.net._conv_stem.weight", 1) and frozen_parameter("backbone.net._bn0.bias", 3)
+    assert frozen_parameter("backbone.net._blocks.4.x", 5) and not frozen_parameter("backbone.net._blocks.5.x", 5)
+    assert not frozen_parameter("backbone.net._blocks.12.x", 5)  # "12" is not "1"
+    assert not frozen_parameter("classifier.weight", 99) and not frozen_parameter("backbone.net._conv_head.weight", 99)
+
+
+def test_config_identity_fills_fields_a_checkpoint_predates():
+    old = {k: v for k, v in vars(TrainConfig()).items() if k not in ("rescale", "freeze_blocks", "recam", "output_stride")}
+    assert same_config(old, TrainConfig())
+    assert not same_config(old, TrainConfig(freeze_blocks=2))
+    assert same_config({**old, "rescale": [0.5, 1.5]}, TrainConfig(rescale=(0.5, 1.5)))  # a list read back is the tuple
+    with pytest.raises(ValueError, match="rescale"):
+        TrainConfig(rescale=(1.5, 0.5))
+    with pytest.raises(ValueError, match="frozen backbone"):
+        TrainConfig(train_backbone=False, recam=1.0)
+
+
+def test_random_scaled_crop_scales_then_crops():
+    x = torch.arange(2 * 3 * 40 * 60, dtype=torch.float32).reshape(2, 3, 40, 60)[0]
+    rng = np.random.default_rng(3)
+    s = np.random.default_rng(3).uniform(0.5, 0.5)  # the first draw is the scale
+    out = _random_scaled_crop(x, 32, (0.5, 0.5), rng)
+    assert s == 0.5 and out.shape == (3, 32, 32)
+    scaled = F.interpolate(x[None], size=(20, 30), mode="bilinear", align_corners=False)[0]
+    # 20 × 30 is smaller than the crop: padded with 127 at the bottom and right, then (maybe) flipped
+    padded = F.pad(scaled, (0, 2, 0, 12), value=127.0)
+    assert torch.equal(out, padded) or torch.equal(out, padded.flip(-1))
+
+
+@pytest.mark.slow
+def test_frozen_blocks_keep_their_imagenet_weights(tmp_path):
+    from skimage import data
+
+    from samcam.cam.nets import build_camnet
+
+    images = [data.chelsea()[::4, ::4], data.astronaut()[::4, ::4]]
+    labels = np.zeros((2, 20), np.float32)
+    labels[0, 7] = labels[1, 14] = 1
+    cfg = TrainConfig(epochs=1, batch_size=2, crop=64, freeze_blocks=3, rescale=(0.4, 0.6), lr_backbone=0.1, recam=1.0)
+    train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False)
+    trained = torch.load(tmp_path / "clf.pt", weights_only=True)["state_dict"]
+    imagenet = build_camnet("efficientnet-lite0").state_dict()
+    for name, v in trained.items():
+        if name.startswith("classifier") or "running_" in name or "num_batches" in name:
+            continue
+        same = torch.equal(v, imagenet[name])
+        assert same == frozen_parameter(name, 3), name  # frozen: unchanged; every other weight moved
+
+
+def test_sweep_table_by_hand():
+    from samcam.metrics import scores
+
+    gt = np.array([[0, 0, 1, 1], [0, 2, 2, 255]])
+    preds = [np.array([[0, 1, 1, 1], [0, 2, 0, 0]]), np.array([[1, 1, 1, 1], [2, 2, 2, 2]])]
+    evs = []
+    for p in preds:
+        ev = Evaluator.__new__(Evaluator)
+        ev.conf = confusion_matrix(gt, p, 3)
+        ev.scores = (lambda c: (lambda: scores(c)))(ev.conf)
+        evs.append(ev)
+    df = sweep_table([0.1, 0.2], evs)
+    # object pixels: class 1 two, class 2 two → 4. Pred 0: partial = 0 (cls1) + 1 (cls2) = 1; false = 1 (bg→1) + 0 = 1
+    assert df.loc[0, "partial_pct"] == pytest.approx(25.0) and df.loc[0, "false_pct"] == pytest.approx(25.0)
+    assert df.loc[0, "false_on_background_pct"] == pytest.approx(25.0)
+    # pred 1: no misses; false: bg→1 twice, bg→2 once = 3 (the void pixel is ignored)
+    assert df.loc[1, "partial_pct"] == 0 and df.loc[1, "false_pct"] == pytest.approx(75.0)
+    iou0 = np.mean([1 / 2, 2 / 3, 1 / 2])  # bg: tp 1 of (gt 3 ∪ pred 2); cls1: 2 of 3; cls2: 1 of 2
+    iou1 = np.mean([0.0, 2 / 4, 2 / 3])
+    assert df["miou"].tolist() == pytest.approx([iou0, iou1])
+    assert df["best"].tolist() == [iou0 > iou1, iou1 > iou0]
+
+
+def _table(miou, mAP, thresholds=(0.1, 0.2, 0.3)):
+    return pd.DataFrame({"map": mAP, "threshold": thresholds, "miou": miou, "partial_pct": 1.0, "false_pct": 2.0})
+
+
+def test_selection_takes_the_best_held_out_miou_then_map_then_order():
+    evals = {"a": _table([0.30, 0.35, 0.31], 80.0), "b": _table([0.36, 0.20, 0.10], 70.0), "c": _table([0.1, 0.1, 0.34], 90.0)}
+    assert select_classifier(evals) == ("b", 0.1)
+    tie = {"a": _table([0.30, 0.36, 0.31], 80.0), "b": _table([0.36, 0.20, 0.10], 81.0)}
+    assert select_classifier(tie) == ("b", 0.1)  # same mIoU: the higher mAP
+    same = {"x": _table([0.2, 0.3, 0.1], 5.0), "y": _table([0.3, 0.2, 0.1], 5.0)}
+    assert select_classifier(same) == ("x", 0.2)  # all equal: the first listed
+    with pytest.raises(ValueError):
+        select_classifier({})
+
+
+def test_cam_select_command_writes_the_summary(tmp_path, capsys):
+    for name, miou in (("one", [0.2, 0.4, 0.3]), ("two", [0.1, 0.2, 0.45])):
+        _table(miou, 50.0).to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "summary.csv"
+    assert cli.main(["cam-select", "--evals", f"one={tmp_path / 'one.csv'}", f"two={tmp_path / 'two.csv'}", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert df["candidate"].tolist() == ["one", "two"] and df["chosen"].tolist() == [False, True]
+    assert df["threshold"].tolist() == [0.2, 0.3] and df["miou"].tolist() == [0.4, 0.45]
+    assert "chosen: two at threshold 0.3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("evals, message", [
+    (["noequals"], "expected NAME=CSV"),
+    (["a=missing.csv"], "cam-eval table not found"),
+    (["a=bad.csv"], "not a cam-eval table"),
+    (["a=one.csv", "a=one.csv"], "given twice"),
+])  # fmt: skip
+def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
+    monkeypatch.chdir(tmp_path)
+    _table([0.1, 0.2, 0.3], 1.0).to_csv("one.csv", index=False)
+    (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
+    assert cli.main(["cam-select", "--evals", *evals, "--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_device_option():
+    assert cli._device(None) == torch.device("cpu") and cli._device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device bogus"):
+        cli._device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            cli._device("cuda:0")
+
+
+@pytest.mark.slow
+def test_in_memory_cam_scores_equal_the_cam_file_sweep(tmp_path, voc_root, train_with_images):
+    """``score_cams`` (held-out scoring, no files) and ``extract_cams`` + ``threshold_sweep`` (files)
+    give the same table on real images."""
+    from samcam.cam.nets import shipped_camnet
+    from samcam.data.voc import VocTree, image_labels
+    from samcam.pipeline.cam import extract_cams, score_cams, threshold_sweep
+
+    tree, ids = VocTree(voc_root), train_with_images[:2]
+    labels = image_labels(tree, ids, "gt")
+    net = shipped_camnet("voc_lite0_s16")
+    images = {i: tree.image_path(i) for i in ids}
+    extract_cams(net, images, labels, tmp_path / "cams", scales=(1.0,), progress=False)
+    files = threshold_sweep(tmp_path / "cams", voc_root / "SegmentationClass", ids, [0.1, 0.3])
+    memory = score_cams(net, images, voc_root / "SegmentationClass", labels, [0.1, 0.3], scales=(1.0,), progress=False)
+    pd.testing.assert_frame_equal(files.drop(columns="gt_tuned"), memory.drop(columns="best"))
+
+
+@pytest.mark.slow
+def test_shipped_lite2_head_gives_the_committed_labels(voc_root, train_with_images):
+    """The committed CAM labels of results/claims/lite2 were made on a GPU from the checkpoint whose
+    head ships as ``voc_lite2_s16``: this CPU recomputes one image's CAMs from the shipped head and
+    must find the same label almost everywhere (GPU and CPU sums differ in the last bits, which can
+    move a pixel whose two scores tie)."""
+    from samcam.cam.infer import multiscale_cam
+    from samcam.cam.label import cam_to_label
+    from samcam.cam.nets import shipped_camnet
+    from samcam.data.voc import VocTree, image_labels
+    from samcam.io import REPO, read_label
+
+    net = shipped_camnet("voc_lite2_s16")
+    assert net.record["threshold"] == 0.25 and net.record["config"]["train_backbone"] is False
+    tree, image_id = VocTree(voc_root), train_with_images[5]
+    keys = np.asarray(image_labels(tree, [image_id], "gt")[image_id]) - 1
+    label = cam_to_label(multiscale_cam(net, tree.read_image(image_id), keys.tolist()), keys, net.record["threshold"])
+    committed = read_label(REPO / "results/claims/lite2/labels/cam" / f"{image_id}.png")
+    assert (label == committed).mean() > 0.999
