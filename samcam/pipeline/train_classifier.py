@@ -77,7 +77,7 @@ def train_classifier(
     labels: np.ndarray,
     out: str | os.PathLike,
     config: TrainConfig = TrainConfig(),
-    progress: bool = True,
+    progress: bool | None = None,
     ids: list[str] | None = None,
 ) -> TrainResult:
     """Fine-tune on ``images`` (RGB uint8) with 0/1 ``labels`` (N × K); checkpoint to ``out``.
@@ -89,7 +89,7 @@ def train_classifier(
     unfinished run with the same configuration. ``ids`` (one per image) are recorded in the
     checkpoint, and a resume on another id list or image count is refused.
     """
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     out = Path(out)
     if ids is not None and len(ids) != len(images):
@@ -125,7 +125,7 @@ def train_classifier(
     else:  # frozen backbone: features of each image and its mirror image once, then windows of them
         with torch.inference_mode():
             data = [net.features(torch.stack([x, x.flip(-1)])).half() for x in
-                    tqdm(data, desc="backbone features", unit="img", disable=not progress)]  # fmt: skip
+                    progress_bar(data, desc="backbone features", unit="img", progress=progress)]  # fmt: skip
         cells = max(1, config.crop // config.output_stride)
 
         def logits(idx, rng):
@@ -140,7 +140,7 @@ def train_classifier(
         frozen_bn(net)
         if not config.train_backbone and isinstance(net.backbone, torch.nn.Module):
             net.backbone.eval()  # a frozen backbone: no dropout or drop-connect either
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress)
         epoch_loss = []
         for s in bar:
             idx = order[s : s + config.batch_size]
