@@ -7,7 +7,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEPS_HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
 
-.PHONY: venv weights test demo reproduce bench mutation clean-venv
+.PHONY: venv weights test test-fast demo reproduce bench mutation clean-venv
 
 venv: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP):
 weights: venv
 	$(VENV)/bin/samcam weights fetch vit_t
 
+# The whole suite, in a random order (pytest-randomly; the seed is printed last), with the ten slowest tests.
 test: venv weights
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=10 $(PYTEST_ARGS)
+
+# The edit loop (under 30 s): no SAM model, notebook, or whole step on real data.
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
 
 demo: venv weights
 	$(VENV)/bin/samcam demo

@@ -82,7 +82,7 @@ def _eval(p: argparse.ArgumentParser):
         for out in (a.csv, a.per_image_csv):
             if out:
                 check_output(out, a.pred, a.gt, a.ids)
-        ev = evaluate_folders(a.pred, a.gt, spec, ids, progress=sys.stderr.isatty())
+        ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
         if a.csv:
@@ -114,7 +114,7 @@ def _weights(p: argparse.ArgumentParser):
             return 0
         if not a.name:
             raise ValueError(f"weights {a.action} needs a checkpoint name")
-        path = weights.fetch(a.name, progress=sys.stderr.isatty()) if a.action == "fetch" else weights.cached_path(a.name)
+        path = weights.fetch(a.name) if a.action == "fetch" else weights.cached_path(a.name)
         if path is None:
             raise FileNotFoundError(f"{a.name} is not cached; run: samcam weights fetch {a.name}")
         print(path)
@@ -162,7 +162,7 @@ def _masks(p: argparse.ArgumentParser):
 
             torch.set_num_threads(a.threads)
         s = run_masks(a.images, a.out, a.ids, a.model, a.checkpoint, a.format, parse_shard(a.shard),
-                      a.generator, a.device, progress=True, **_amg_kwargs(a))  # fmt: skip
+                      a.generator, a.device, **_amg_kwargs(a))  # fmt: skip
         rate = f", {s.seconds / s.done:.2f} s/img" if s.done else ""
         print(f"{s.done} images done, {s.skipped} already there{rate} -> {s.out}")
         return 0

@@ -69,3 +69,11 @@ def gt_cams(tmp_path_factory, voc_root, train_with_images):
         maps = [m / max(m.max(), 1e-6) for m in maps]
         save_cam(out / f"{i}.npy", np.array(keys), np.stack(maps))
     return out, ids
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print pytest-randomly's seed even under ``-q`` (which hides the header that names it), so a
+    failing order can be rerun."""
+    if config.pluginmanager.hasplugin("randomly"):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_line(f"tests ran in random order; rerun this order with -p randomly --randomly-seed={seed}")

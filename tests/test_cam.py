@@ -173,6 +173,7 @@ def test_multiscale_cam_equals_the_sum_of_single_scale_cams(scales, flip):
     np.testing.assert_allclose(normed, got / (got.max(axis=(1, 2), keepdims=True) + 1e-5), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_shipped_head_classifies_held_out_images(voc_root):
     """The head that ships in the package (used by the demo) on real val images it never saw:
     mAP from its own sigmoid scores against the image-level labels of the ground truth. A mis-loaded

@@ -53,6 +53,7 @@ def test_eval_merge_refine_everything_and_labels(tmp_path, data_root, voc_root, 
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mIoU: ")
 
 
+@pytest.mark.integration
 def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     root, ids = small_voc
     ck = tmp_path / "clf.pt"

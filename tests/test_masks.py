@@ -360,6 +360,7 @@ def test_merge_output_is_a_voc_palette_png(tmp_path):
         assert im.getpalette()[: 3 * 21] == VOC.palette[:21].reshape(-1).tolist()
 
 
+@pytest.mark.integration
 def test_merge_and_eval_commands_start_without_torch():
     import subprocess
     import sys
@@ -441,6 +442,7 @@ def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
         read_compact_runs(tmp_path / "e.json.gz")
 
 
+@pytest.mark.integration
 def test_cached_real_masks_scan(train_with_images):
     import samcam.sam.masks as masks_mod
 

@@ -75,6 +75,7 @@ def test_cli_eval_missing_prediction_names_it(tmp_path, capsys):
     assert "nope.png" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_transcam_official_labels_score_70_14(data_root, voc_root, capsys):
     ids = voc_root / "ImageSets" / "Segmentation" / "train.txt"
     args = ["eval", "--pred", str(data_root / "pseudo_labels" / "transcam"), "--gt", str(voc_root / "SegmentationClass"), "--ids", str(ids)]

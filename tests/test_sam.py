@@ -81,6 +81,24 @@ def test_fast_generator_matches_official_on_voc(mobile_sam, voc_root, train_with
     _assert_equivalent(mobile_sam, read_image(voc_root / "JPEGImages" / f"{train_with_images[1]}.jpg"), 8)
 
 
+def _same_masks(a, b) -> bool:
+    return len(a) == len(b) and (len(a) == 0 or min(_best_iou(a, b).min(), _best_iou(b, a).min()) >= 0.98)
+
+
+def test_fast_generator_matches_official_at_non_default_settings(mobile_sam):
+    """Every threshold off its default, on a small image: each setting must reach the fast generator
+    (a per-crop NMS at a literal 0.7, or the default stability offset, gives other masks here)."""
+    from skimage import transform
+
+    image = (transform.resize(data.chelsea(), (75, 112)) * 255).astype(np.uint8)
+    kw = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.92, "stability_score_offset": 0.5, "box_nms_thresh": 0.3}
+    official = MaskGenerator(mobile_sam, "official", **kw).generate(image)
+    fast = MaskGenerator(mobile_sam, "fast", **kw).generate(image)
+    assert len(official) > 1 and _same_masks(official, fast)
+    for setting, default in [("box_nms_thresh", 0.7), ("stability_score_offset", 1.0)]:  # each setting changes this image's masks
+        assert not _same_masks(official, MaskGenerator(mobile_sam, "official", **{**kw, setting: default}).generate(image)), setting
+
+
 def test_fast_generator_matches_official_with_crop_layers(mobile_sam):
     image = data.chelsea()
     kw = {"points_per_side": 4, "crop_n_layers": 1}

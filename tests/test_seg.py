@@ -173,3 +173,47 @@ def test_commands_train_then_eval(tmp_path: Path, voc_root: Path, transcam: Path
     rc = main(["train-seg", *common, str(ids), "--labels", str(transcam), "--out", str(tmp_path / "run"), "--crop", "80",
               "--batch-size", "2"])
     assert rc == 2 and "another recipe" in capsys.readouterr().err
+
+
+class _PositionNet(torch.nn.Module):
+    """A stand-in model that is a known, left-right asymmetric function of the image: class ``c``'s
+    logit at column ``j`` is ``A[c] · red / 64 + B[c] · j`` (columns counted from the left, so the
+    right padding to the stride changes no real pixel's logit)."""
+
+    n_classes = 4
+    A = np.array([0.0, 1.0, -0.5, 0.25])
+    B = np.array([0.0, 0.3, -0.2, 0.1])
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        red = x[:, :1] / 64
+        col = torch.arange(x.shape[-1], dtype=x.dtype).view(1, 1, 1, -1)
+        return torch.as_tensor(self.A, dtype=x.dtype).view(1, -1, 1, 1) * red + torch.as_tensor(self.B, dtype=x.dtype).view(1, -1, 1, 1) * col
+
+    @classmethod
+    def by_hand(cls, image: np.ndarray) -> np.ndarray:
+        """The same function in numpy: ``n_classes × H × W`` logits."""
+        red = image[..., 0].astype(np.float64) / 64
+        col = np.arange(image.shape[1], dtype=np.float64)[None, :]
+        return cls.A[:, None, None] * red + cls.B[:, None, None] * col
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(0))
+    return e / e.sum(0)
+
+
+def test_flip_averages_the_image_and_its_mirror_flipped_back():
+    """predict_probs with flip = the mean of softmax f(x) and softmax flip(f(flip(x))), computed by
+    hand, on an image and a model that are both left-right asymmetric."""
+    from samcam.seg.evaluate import predict_probs
+
+    image = np.random.default_rng(4).integers(0, 256, (5, 11, 3), dtype=np.uint8)
+    plain = _softmax(_PositionNet.by_hand(image))
+    mirrored = _softmax(_PositionNet.by_hand(image[:, ::-1]))[:, :, ::-1]
+    assert np.abs(plain - mirrored).max() > 0.05  # the flip matters here
+    np.testing.assert_allclose(predict_probs(_PositionNet(), image).numpy(), plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict_probs(_PositionNet(), image, flip=True).numpy(), (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)

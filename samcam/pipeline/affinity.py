@@ -105,12 +105,12 @@ def train_affinity(
     ids: list[str],
     out: str | os.PathLike,
     config: AffinityTrainConfig = AffinityTrainConfig(),
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> AffinityTrainResult:
     """Train the affinity head on the CAM seeds of ``ids`` and write the checkpoint ``out``
     atomically after every epoch; a run resumes from ``out`` when its configuration and CAM folder
     match, and is refused otherwise."""
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
     from samcam.io import load_checkpoint, read_image
@@ -139,7 +139,7 @@ def train_affinity(
     net = backbone(config.backbone)
     t0 = time.perf_counter()
     feats, seeds = [], []
-    for image_id in tqdm(ids, desc="affinity features", unit="img", disable=not progress):
+    for image_id in progress_bar(ids, desc="affinity features", unit="img", progress=progress):
         image = read_image(images[image_id])
         d = load_cam(cams / f"{image_id}.npy")
         if d["high_res"].shape[1:] != image.shape[:2]:
@@ -164,7 +164,7 @@ def train_affinity(
         rng = np.random.default_rng(config.seed * 1000 + epoch)
         order = rng.permutation(len(ids))
         epoch_loss = []
-        bar = tqdm(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        bar = progress_bar(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", progress=progress)
         for step in bar:
             set_poly_lr(opt, config.lr, epoch * steps_per_epoch + step, total)
             loss = 0.0
@@ -203,11 +203,11 @@ def affinity_labels(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
     config: AffinityConfig = AffinityConfig(radius=None),
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict:
     """``out/<id>.png``: each image's CAMs propagated by the random walk on its affinities. Returns
     ``{"done", "skipped", "seconds_per_image"}`` (the seconds cover features, walk and label)."""
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
     from samcam.io import add_cost, claim_output, common_folder, pending, read_image, sha256_file, write_label
@@ -223,7 +223,7 @@ def affinity_labels(
                  {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)})  # fmt: skip
     todo = pending(ids, out)
     seconds = 0.0
-    for image_id in tqdm(todo, desc="affinity", unit="img", disable=not progress):
+    for image_id in progress_bar(todo, desc="affinity", unit="img", progress=progress):
         image = read_image(images[image_id])
         d = load_cam(cams / f"{image_id}.npy")
         if d["high_res"].shape[1:] != image.shape[:2]:

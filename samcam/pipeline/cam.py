@@ -35,7 +35,7 @@ def extract_cams(
     labels: dict[str, np.ndarray],
     out: str | os.PathLike,
     scales=SCALES,
-    progress: bool = True,
+    progress: bool | None = None,
     provenance: dict | None = None,
 ) -> int:
     """Write ``out/<id>.npy`` (IRN layout) for every id of ``labels`` not done yet; returns the count.
@@ -44,14 +44,14 @@ def extract_cams(
     :func:`samcam.cam.nets.build_camnet`), the scales and ``provenance`` (e.g. the label source) are
     recorded in ``out/samcam_run.json``; a rerun with other settings is refused.
     """
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     claim_output(out, "cam", {"images": common_folder(images.values())},
                  {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})})  # fmt: skip
     out = Path(out)
     todo = pending(list(labels), out, ".npy")
     t0 = time.perf_counter()
-    for image_id in tqdm(todo, desc="cams", unit="img", disable=not progress):
+    for image_id in progress_bar(todo, desc="cams", unit="img", progress=progress):
         keys = np.asarray(labels[image_id], dtype=np.int64) - 1
         save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
     if todo:
@@ -80,12 +80,12 @@ def cam_label(cam_file: Path, threshold: float, spec: DatasetSpec, size: tuple[i
 
 
 def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: float, ids: list[str] | None = None,
-                   spec: DatasetSpec = VOC, note: str | None = None, progress: bool = True,
+                   spec: DatasetSpec = VOC, note: str | None = None, progress: bool | None = None,
                    sizes: dict[str, tuple[int, int]] | None = None) -> int:  # fmt: skip
     """``out/<id>.png`` from ``cams/<id>.npy`` at background threshold ``threshold`` (recorded, with
     ``note`` such as "tuned on ground truth", in ``out/samcam_run.json``). ``sizes`` (id -> image H, W)
     checks each CAM against its image."""
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     check_threshold(threshold)
     ids = folder_ids(cams, ".npy", "CAM", ids)
@@ -94,7 +94,7 @@ def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: f
                  "rule": "IRN cam_eval_thres (constant background score, argmax)"}, notes={"note": note} if note else None)  # fmt: skip
     out = Path(out)
     todo = pending(ids, out)
-    for image_id in tqdm(todo, desc="cam2label", unit="img", disable=not progress):
+    for image_id in progress_bar(todo, desc="cam2label", unit="img", progress=progress):
         label = cam_label(cams / f"{image_id}.npy", threshold, spec, (sizes or {}).get(image_id))
         write_label(out / f"{image_id}.png", label, spec)
     return len(todo)

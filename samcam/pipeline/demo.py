@@ -73,7 +73,7 @@ def _remove_own(folder: Path, ids: set[str]) -> None:
 
 
 def run_demo(out_dir: str | os.PathLike, threshold: float = 0.15, points_per_side: int = 32, generator: str = "fast",
-             device: str | None = None, progress: bool = True) -> list[DemoImage]:  # fmt: skip
+             device: str | None = None, progress: bool | None = None) -> list[DemoImage]:  # fmt: skip
     """CAM -> pseudo label -> MobileSAM masks -> the paper's merge, with the project's own steps.
 
     The photos are written to ``out_dir/masks/images`` and their masks cached by

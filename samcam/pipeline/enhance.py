@@ -36,7 +36,7 @@ def enhance_method(
     rule: MergeRule = MergeRule(),
     spec: DatasetSpec = VOC,
     workers: int = 1,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Comparison:
     """Merge ``pseudo_dir/<id>.png`` with the masks into ``out_labels`` and score both folders."""
     merge_folders(pseudo_dir, masks_dir, out_labels, spec, rule, ids, workers, progress=progress)

@@ -27,7 +27,7 @@ def evaluate_folders(
     spec: DatasetSpec,
     ids: list[str] | None = None,
     workers: int = 4,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Evaluator:
     """Score ``pred_dir/<id>.png`` against ``gt_dir/<id>.png`` with the standard protocol.
 
@@ -39,16 +39,13 @@ def evaluate_folders(
     from concurrent.futures import ThreadPoolExecutor
 
     from samcam.io import folder_ids
+    from samcam.progress import progress_bar
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     ids = folder_ids(pred_dir, ".png", "prediction", ids)
     folder_ids(gt_dir, ".png", "ground-truth", ids)
     ev = Evaluator(spec)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(ids), desc="eval", unit="img")
+    bar = progress_bar(total=len(ids), desc="eval", unit="img", progress=progress)
     window = 8 * max(1, workers)  # decoded pairs waiting at most: bounded memory
     pending: deque = deque()
 
@@ -57,14 +54,12 @@ def evaluate_folders(
             image_id, future = pending.popleft()
             gt, pred = future.result()
             ev.add(image_id, gt, pred)
-            if bar is not None:
-                bar.update()
+            bar.update()
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for image_id in ids:
             pending.append((image_id, pool.submit(_read_pair, pred_dir, gt_dir, image_id, spec)))
             drain(window)
         drain(0)
-    if bar is not None:
-        bar.close()
+    bar.close()
     return ev

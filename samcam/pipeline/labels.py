@@ -11,16 +11,16 @@ from samcam.io import claim_output, pending, write_label
 
 
 def export_labels(folder: str | os.PathLike, out: str | os.PathLike, ids: list[str], fmt: str,
-                  threshold: float | None = None, spec: DatasetSpec = VOC, progress: bool = False) -> int:  # fmt: skip
+                  threshold: float | None = None, spec: DatasetSpec = VOC, progress: bool | None = None) -> int:  # fmt: skip
     """Write ``out/<id>.png`` (palette) for each id from a method's output folder; ids done are
     skipped, and the format and threshold are recorded (a rerun with others is refused)."""
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"method output folder not found: {folder}")
     claim_output(out, "labels", {"input": folder}, {"format": fmt, "threshold": threshold, "dataset": spec.name})
     todo = pending(ids, out)
-    for image_id in tqdm(todo, desc="labels", unit="img", disable=not progress):
+    for image_id in progress_bar(todo, desc="labels", unit="img", progress=progress):
         write_label(Path(out) / f"{image_id}.png", load_pseudo_label(folder, image_id, fmt, threshold, spec), spec)
     return len(todo)

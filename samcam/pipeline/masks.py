@@ -93,11 +93,11 @@ def run_masks(
     shard: tuple[int, int] = (0, 1),
     generator: str = "fast",
     device: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **settings: Any,
 ) -> RunSummary:
     """Generate and store the masks of every selected image that has none yet in ``out``."""
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     from samcam import __version__
     from samcam.sam.model import amg_settings, build_generator, checkpoint_info
@@ -121,7 +121,7 @@ def run_masks(
     clean_temporaries(out)
     gen = build_generator(model_type, checkpoint, device, generator, **settings)
     start = time.perf_counter()
-    bar = tqdm(todo, desc=f"masks {model_type}", unit="img", disable=not progress)
+    bar = progress_bar(todo, desc=f"masks {model_type}", unit="img", progress=progress)
     for image_id in bar:
         image = read_image(index[image_id])
         t0 = time.perf_counter()

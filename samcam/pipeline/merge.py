@@ -12,7 +12,6 @@ over processes.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,15 +57,10 @@ def merge_folders(
     ids: list[str] | None = None,
     workers: int = 1,
     missing: str = "error",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> MergeSummary:
     """Merge ``pseudo/<id>.png`` with the mask set of each id in ``masks`` into ``out/<id>.png``."""
-    in_notebook = "IPython" in sys.modules
-    progress = progress and (in_notebook or sys.stderr.isatty())  # a bar on a terminal or in a notebook, not in logs
-    if progress and in_notebook:
-        from tqdm.auto import tqdm
-    elif progress:
-        from tqdm import tqdm
+    from samcam.progress import progress_bar
 
     pseudo, masks, out = Path(pseudo), Path(masks), Path(out)
     if missing not in MISSING_POLICIES:
@@ -80,20 +74,17 @@ def merge_folders(
     t0 = time.perf_counter()
     tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
     counts = {"merged": 0, "kept": 0}
-    bar = tqdm(total=len(tasks), desc="merge", unit="img") if progress else None
+    bar = progress_bar(total=len(tasks), desc="merge", unit="img", progress=progress)
     if workers > 1 and len(tasks) > 1:
         with process_pool(workers) as pool:
             for r in pool.map(_merge_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
                 counts[r] += 1
-                if bar is not None:
-                    bar.update()
+                bar.update()
     else:
         for t in tasks:
             counts[_merge_one(t)] += 1
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+            bar.update()
+    bar.close()
     if todo:
         add_cost(out, time.perf_counter() - t0, len(todo))
     return MergeSummary(counts["merged"], counts["kept"], len(ids) - len(todo), out)

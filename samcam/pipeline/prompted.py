@@ -7,7 +7,7 @@ from samcam.refine.prompted import PromptConfig, refine
 
 def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | dict[str, PromptConfig] = PromptConfig(),
                   cams_dir=None, model_type: str = "vit_t", checkpoint=None, device: str | None = None, fmt: str = "png",
-                  threshold: float | None = None, progress: bool = True) -> dict:  # fmt: skip
+                  threshold: float | None = None, progress: bool | None = None) -> dict:  # fmt: skip
     """Prompted refinement of ``pseudo`` labels for ``ids``, resumable and atomic.
 
     One config writes ``out/<id>.png``; a dict of named configs writes ``out/<name>/<id>.png``, all
@@ -18,7 +18,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     from pathlib import Path
 
     from segment_anything import SamPredictor
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
     from samcam.cam.methods import load_pseudo_label
@@ -42,7 +42,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
     predictor = SamPredictor(build_sam(model_type, checkpoint, device))
     seconds = 0.0
-    for image_id in tqdm(todo, desc="refine", unit="img", disable=not progress):
+    for image_id in progress_bar(todo, desc="refine", unit="img", progress=progress):
         image = read_image(index[image_id])
         label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
         cams = None

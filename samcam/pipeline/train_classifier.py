@@ -147,7 +147,7 @@ def train_classifier(
     labels: np.ndarray,
     out: str | os.PathLike,
     config: TrainConfig = TrainConfig(),
-    progress: bool = True,
+    progress: bool | None = None,
     ids: list[str] | None = None,
     device: str | None = None,
 ) -> TrainResult:
@@ -161,7 +161,7 @@ def train_classifier(
     checkpoint, and a resume on another id list or image count is refused. ``device``: where to
     compute (default CPU); images and the network move there, the checkpoint holds CPU tensors.
     """
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     out = Path(out)
     if ids is not None and len(ids) != len(images):
@@ -216,7 +216,7 @@ def train_classifier(
         data = [_resize_short(im, int(config.crop * 1.15)).to(dev) for im in images]
         with torch.inference_mode():
             data = [net.features(torch.stack([x, x.flip(-1)])).half() for x in
-                    tqdm(data, desc="backbone features", unit="img", disable=not progress)]  # fmt: skip
+                    progress_bar(data, desc="backbone features", unit="img", progress=progress)]  # fmt: skip
         cells = max(1, config.crop // config.output_stride)
 
         def loss_of(idx, rng):
@@ -231,7 +231,7 @@ def train_classifier(
         frozen_bn(net)
         if not config.train_backbone and isinstance(net.backbone, torch.nn.Module):
             net.backbone.eval()  # a frozen backbone: no dropout or drop-connect either
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress)
         epoch_loss = []
         for s in bar:
             idx = order[s : s + config.batch_size]

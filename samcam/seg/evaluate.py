@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,9 +61,9 @@ def predict(model: SegNet, image: np.ndarray, scales: Sequence[float] = (1.0,), 
 
 def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.PathLike, ids: Sequence[str],
              spec: DatasetSpec = VOC, scales: Sequence[float] = (1.0,), flip: bool = False,
-             save_dir: str | os.PathLike | None = None, progress: bool = True) -> Evaluator:  # fmt: skip
+             save_dir: str | os.PathLike | None = None, progress: bool | None = None) -> Evaluator:  # fmt: skip
     """Score ``model`` on ``ids`` against the ground truth in ``gt_dir``; optionally write palette PNG predictions."""
-    from tqdm import tqdm
+    from samcam.progress import progress_bar
 
     images_dir, gt_dir = Path(images_dir), Path(gt_dir)
     for d in (images_dir, gt_dir):
@@ -74,7 +73,7 @@ def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.Path
         raise ValueError("no evaluation ids")
     model.eval()
     ev = Evaluator(spec)
-    for i in tqdm(ids, desc="eval-seg", unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+    for i in progress_bar(ids, desc="eval-seg", unit="img", progress=progress):
         gt_path = gt_dir / f"{i}.png"
         gt = read_label(gt_path, spec)
         img_path = find_image(images_dir, i)
@@ -91,7 +90,7 @@ def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.Path
 def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.PathLike, gt_dir: str | os.PathLike,
                         ids: Sequence[str], scales: Sequence[float] = (1.0,), flip: bool = False,
                         save_dir: str | os.PathLike | None = None, device: str | None = None,
-                        progress: bool = True) -> tuple[Evaluator, dict[str, Any]]:  # fmt: skip
+                        progress: bool | None = None) -> tuple[Evaluator, dict[str, Any]]:  # fmt: skip
     """Load a checkpoint and :func:`evaluate` it; returns the evaluator and a JSON-ready summary."""
     model, recipe, meta = load_model(checkpoint)
     model.to(pick_device(device))

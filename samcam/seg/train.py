@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,9 +160,9 @@ def peak_rss_mib() -> float:
 
 def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], out: str | os.PathLike,
           recipe: Recipe | None = None, *, spec: DatasetSpec = VOC, device: str | None = None,
-          max_steps: int | None = None, progress: bool = True, pretrained: bool = True) -> TrainResult:  # fmt: skip
+          max_steps: int | None = None, progress: bool | None = None, pretrained: bool = True) -> TrainResult:  # fmt: skip
     """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given."""
-    from tqdm import tqdm
+    from samcam.progress import progress_bar
 
     recipe = recipe or Recipe()
     out = Path(out)
@@ -204,7 +203,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
         save_checkpoint(ck_path, ck)
 
     stop = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", progress=progress)
     model.train()
     epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
     try:

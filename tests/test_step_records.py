@@ -1,0 +1,150 @@
+"""Resume through the step, and the records a step writes against what it did.
+
+A fake mask generator and a fake CAM keep these fast: what is tested is the step around them (which
+ids it redoes on a resume, what it records), each compared with what the test itself did to the
+output folder — never with the step's own earlier output."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcam.io import COST_RECORD, read_image
+
+
+def _images(folder, n=3, shape=(12, 16)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(folder / f"im{k}.png")
+    return [f"im{k}" for k in range(n)]
+
+
+def _fake_masks(image):
+    """Two masks that depend on the image: its bright pixels, and the rest."""
+    bright = image.mean(axis=2) > 127
+    return np.stack([bright, ~bright])
+
+
+class _FakeGenerator:
+    device = "cpu"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, image):
+        from samcam.sam.masks import MaskSet
+
+        self.calls.append(image.copy())
+        return MaskSet(_fake_masks(image))
+
+
+def _cost_runs(folder):
+    return json.loads((folder / COST_RECORD).read_text())["runs"]
+
+
+def test_mask_step_redoes_a_truncated_file_and_only_it(tmp_path, monkeypatch):
+    import samcam.sam.model
+    from samcam.pipeline.masks import run_masks
+    from samcam.sam.masks import MaskStore
+
+    ids = _images(tmp_path / "images")
+    gen = _FakeGenerator()
+    monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: gen)
+    checkpoint = tmp_path / "fake.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    run = lambda: run_masks(tmp_path / "images", tmp_path / "masks", checkpoint=checkpoint, progress=False)  # noqa: E731
+    s = run()
+    assert (s.done, s.skipped, len(gen.calls)) == (3, 0, 3)
+
+    target = tmp_path / "masks" / "im1.json.gz"
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])  # a copy cut short, as by a full disk
+    stale = tmp_path / "masks" / ".im2.json.gz.x.tmp"
+    stale.write_bytes(b"half")  # and a temporary left by a run killed a day ago
+    os.utime(stale, (stale.stat().st_atime - 86400, stale.stat().st_mtime - 86400))
+    gen.calls.clear()
+    s = run()
+    assert (s.done, s.skipped, len(gen.calls)) == (1, 2, 1)
+    image = read_image(tmp_path / "images" / "im1.png")
+    np.testing.assert_array_equal(gen.calls[0], image)  # the truncated id, and only it, was generated again
+    np.testing.assert_array_equal(MaskStore(tmp_path / "masks").read("im1").masks, _fake_masks(image))
+    assert not stale.exists()
+    gen.calls.clear()
+    assert run().done == 0 and not gen.calls  # all done: nothing generated
+
+
+def _merge_inputs(tmp_path, ids):
+    from samcam.sam.masks import MaskSet, write_compact
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "m").mkdir()
+    for i in ids:
+        Image.fromarray(np.full((6, 8), 7, np.uint8)).save(tmp_path / "p" / f"{i}.png")
+        masks = np.zeros((2, 6, 8), bool)
+        masks[0, :3], masks[1, 3:] = True, True
+        write_compact(tmp_path / "m" / f"{i}.json.gz", MaskSet(masks))
+
+
+def test_merge_cost_record_counts_the_ids_each_run_merged(tmp_path):
+    from samcam.data.spaces import VOC
+    from samcam.pipeline.merge import merge_folders
+    from samcam.refine.merge import MergeRule
+
+    ids = [f"im{k}" for k in range(5)]
+    _merge_inputs(tmp_path, ids)
+    merge = lambda: merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), ids, progress=False)  # noqa: E731
+    assert merge().merged == 5
+    removed = ids[1:3]
+    for i in removed:
+        (tmp_path / "o" / f"{i}.png").unlink()
+    before = {i: os.stat(tmp_path / "o" / f"{i}.png").st_mtime_ns for i in ids if i not in removed}
+    s = merge()
+    assert (s.merged, s.skipped) == (len(removed), len(ids) - len(removed))
+    assert all(os.stat(tmp_path / "o" / f"{i}.png").st_mtime_ns == t for i, t in before.items())  # the others untouched
+    runs = _cost_runs(tmp_path / "o")
+    assert [r["images"] for r in runs] == [5, len(removed)]
+    assert all(r["seconds"] >= 0 and r["device"] == "cpu" for r in runs)
+    merge()
+    assert len(_cost_runs(tmp_path / "o")) == 2  # a run that merged nothing records no run
+
+
+def test_cam_cost_record_counts_the_ids_each_run_extracted(tmp_path, monkeypatch):
+    import samcam.pipeline.cam
+    from samcam.pipeline.cam import extract_cams
+
+    ids = _images(tmp_path / "images", 4)
+    seen = []
+
+    def fake_cam(net, image, keys, scales):
+        seen.append(image.shape)
+        return np.ones((len(keys), *image.shape[:2]), np.float32)
+
+    monkeypatch.setattr(samcam.pipeline.cam, "multiscale_cam", fake_cam)
+    net = type("Net", (), {"name": "fake"})()
+    images = {i: tmp_path / "images" / f"{i}.png" for i in ids}
+    labels = {i: np.array([1, 15]) for i in ids}
+    assert extract_cams(net, images, labels, tmp_path / "cams", progress=False) == 4
+    (tmp_path / "cams" / "im3.npy").write_bytes((tmp_path / "cams" / "im3.npy").read_bytes()[:-8])  # cut short
+    (tmp_path / "cams" / "im0.npy").unlink()
+    seen.clear()
+    assert extract_cams(net, images, labels, tmp_path / "cams", progress=False) == 2
+    assert len(seen) == 2
+    assert [r["images"] for r in _cost_runs(tmp_path / "cams")] == [4, 2]
+
+
+@pytest.mark.parametrize("cut", [0, 1])
+def test_truncated_or_empty_merge_output_is_merged_again(tmp_path, cut):
+    from samcam.data.spaces import VOC
+    from samcam.io import read_label
+    from samcam.pipeline.merge import merge_folders
+    from samcam.refine.merge import MergeRule
+
+    ids = ["a", "b"]
+    _merge_inputs(tmp_path, ids)
+    merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), ids, progress=False)
+    data = (tmp_path / "o" / "b.png").read_bytes()
+    (tmp_path / "o" / "b.png").write_bytes(data[: len(data) // 2] if cut else b"")
+    assert merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), ids, progress=False).merged == 1
+    np.testing.assert_array_equal(read_label(tmp_path / "o" / "b.png"), np.full((6, 8), 7))  # both masks lie in class 7's label
