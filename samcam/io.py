@@ -9,6 +9,7 @@ import contextlib
 import io as _io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -255,6 +256,24 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
 
 
+_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def check_id(image_id: object, source: str | os.PathLike) -> str:
+    """``image_id`` if it is a name (what ``<folder>/<id><suffix>`` may be built from): a non-empty
+    string without ``/``, ``\\``, NUL or control characters, neither ``.`` nor ``..``. Anything else
+    would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
+    CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
+    if not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id):
+        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control characters or empty ids); ids name files inside a folder")
+    return image_id
+
+
+def check_ids(ids: Sequence[str], source: str | os.PathLike) -> list[str]:
+    """Every id of ``ids`` through :func:`check_id`."""
+    return [check_id(i, source) for i in ids]
+
+
 def read_ids(path: str | os.PathLike) -> list[str]:
     """Read an id list: one id per line (first word), blank lines and ``#`` comments skipped, a UTF-8
     byte-order mark ignored. ``ValueError`` naming the file when it is a folder, not UTF-8 text,
@@ -271,6 +290,7 @@ def read_ids(path: str | os.PathLike) -> list[str]:
     ids = [s.split()[0] for s in (ln.strip() for ln in text.splitlines()) if s and not s.startswith("#")]
     if not ids:
         raise ValueError(f"{path}: holds no ids")
+    check_ids(ids, path)
     seen: set[str] = set()
     dups = [i for i in ids if i in seen or seen.add(i)]
     if dups:
@@ -295,9 +315,11 @@ def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str]
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
     if ids is None:
-        ids = sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}"))
+        ids = check_ids(sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}")), folder)
         if not ids:
             raise FileNotFoundError(f"{folder}: holds no <id>{suffix} {what} files")
+    else:
+        check_ids(ids, f"the ids given for {folder}")
     require_files([folder / f"{i}{suffix}" for i in ids], f"{what} files")
     return ids
 
@@ -316,7 +338,7 @@ def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_dir}")
-    index = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    index = {check_id(p.stem, images_dir): p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     if not index:
         raise FileNotFoundError(f"image folder {images_dir} holds no .jpg/.png images")
     return index
@@ -500,7 +522,7 @@ def is_complete(path: str | os.PathLike) -> bool:
 def pending(ids: Sequence[str], out: str | os.PathLike, suffix: str = ".png") -> list[str]:
     """The ids whose ``out/<id><suffix>`` is absent or incomplete (:func:`is_complete`), in order."""
     out = Path(out)
-    return [i for i in ids if not is_complete(out / f"{i}{suffix}")]
+    return [i for i in check_ids(ids, f"the ids given for {out}") if not is_complete(out / f"{i}{suffix}")]
 
 
 def data_root() -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samcam.io import REPO, data_root
+from samcam.io import REPO, check_id, data_root
 
 NOTEBOOKS = REPO / "notebooks"
 RUNS = REPO / "results" / "runs"
@@ -92,6 +92,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if missing:
             raise ValueError(f"{path}: step {i} lacks {', '.join(missing)}")
         s = _expand(s, env)
+        check_id(s["name"], f"{path}: step {i} name")  # the executed notebook is runs/<name>.ipynb
         steps.append(Step(s["name"], s["notebook"], s.get("parameters", {}), s.get("inputs", []), s.get("outputs", [])))
     return steps
 

@@ -354,3 +354,76 @@ def test_folder_ids_lists_checks_and_names(tmp_path):
         folder_ids(tmp_path / "nope", ".png", "label")
     with pytest.raises(FileNotFoundError, match=r"f: holds no <id>\.gz mask files$"):
         folder_ids(tmp_path / "f", ".gz", "mask")
+
+
+# ============================================================================ 1. an id is a name, never a path
+
+NOT_NAMES = ["../../v/evil", "/tmp/evil", "a\\b", "..", "a\x00b", "a\x1bb"]
+
+
+def _digest(root: Path, out: str = "out") -> dict:
+    """SHA-256 of every file under ``root`` except those in folders named ``out``: the inputs."""
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and out not in p.parts}
+
+
+@pytest.fixture()
+def escape(tmp_path):
+    """A work folder ``w`` (labels, CAMs, masks, ids) and a victim file ``v/evil.png`` two levels up
+    from any output, which an id ``../../v/evil`` would reach."""
+    w = tmp_path / "w"
+    _labels(w / "pred", ["a"], 7, (4, 4))
+    _labels(w / "gt", ["a"], 7, (4, 4))
+    _labels(tmp_path / "v", ["evil"], 3, (4, 4))
+    _cams(w / "cams", [3], np.ones((1, 4, 4)))
+    return tmp_path, w
+
+
+def _write_ids(path: Path, bad: str) -> Path:
+    path.write_bytes(f"a\n{bad}\n".encode())
+    return path
+
+
+COMMANDS_WITH_IDS = {
+    "eval": lambda w, ids: ["eval", "--pred", w / "pred", "--gt", w / "gt", "--ids", ids],
+    "merge": lambda w, ids: ["merge", "--pseudo", w / "pred", "--masks", w / "pred", "--out", w / "out" / "x", "--ids", ids],
+    "labels": lambda w, ids: ["labels", "--method", "CLIMS", "--format", "irn_npy", "--threshold", "0.15", "--input", w / "cams",
+                              "--out", w / "out" / "x", "--ids", ids],
+    "cam2label": lambda w, ids: ["cam2label", "--cams", w / "cams", "--out", w / "out" / "x", "--threshold", "0.2", "--ids", ids],
+    "eval-seg": lambda w, ids: ["eval-seg", "--checkpoint", w / "none.pt", "--images", w / "pred", "--gt", w / "gt", "--ids", ids,
+                                "--save-predictions", w / "out" / "x"],
+}
+
+
+@pytest.mark.parametrize("bad", NOT_NAMES)
+@pytest.mark.parametrize("cmd", sorted(COMMANDS_WITH_IDS))
+def test_an_id_list_naming_a_path_is_refused_by_every_command(escape, capsys, cmd, bad):
+    root, w = escape
+    ids = _write_ids(w / "ids.txt", bad)
+    before = _digest(root)
+    fails(COMMANDS_WITH_IDS[cmd](w, ids), capsys, "ids.txt", "is not a name")
+    assert _digest(root) == before
+    assert not (w / "out").exists()
+
+
+def test_an_official_metadata_row_naming_a_path_is_refused(escape, capsys):
+    root, w = escape
+    official = w / "masks" / "a"
+    official.mkdir(parents=True)
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).save(official / "0.png")
+    (official / "metadata.csv").write_text("id,area,predicted_iou,stability_score\n../../../../v/evil,16,0.9,0.9\n")
+    before = _digest(root)
+    fails(["merge", "--pseudo", w / "pred", "--masks", w / "masks", "--out", w / "out"], capsys, "metadata.csv", "is not a name")
+    assert _digest(root) == before
+
+
+def test_a_listed_file_whose_name_is_no_id_is_refused(tmp_path, capsys):
+    _labels(tmp_path / "pred", ["a", "b\x1bc"], 7, (4, 4))
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "pred", "is not a name")
+
+
+def test_a_reproduce_step_name_that_is_a_path_is_refused(tmp_path, capsys):
+    (tmp_path / "r.yml").write_text("steps:\n  - name: ../../escape\n    notebook: demo.ipynb\n")
+    fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", "step 0 name", "is not a name")

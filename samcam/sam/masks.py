@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import atomic_path, decode_png, png_parts
+from samcam.io import atomic_path, check_id, check_ids, decode_png, png_parts
 
 COMPACT_SUFFIX = ".json.gz"
 COMPACT_FORMAT = "samcam-masks/1"
@@ -541,7 +541,7 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
         missing = [c for c in ("id", "predicted_iou", "stability_score") if check and c not in check[0]]
         if missing:
             raise ValueError(f"{meta_csv}: missing columns {missing}")
-        names = [f"{i}.png" for i in rows_ids]
+        names = [f"{i}.png" for i in check_ids(rows_ids, meta_csv)]
     else:
         names = sorted((p.name for p in folder.glob("*.png") if p.stem.isdigit()), key=lambda s: int(s[:-4]))
     return names, rows
@@ -647,6 +647,7 @@ class MaskStore:
 
     def path(self, image_id: str, fmt: str | None = None) -> Path:
         fmt = fmt or self.fmt or "compact"
+        check_id(image_id, self.root)
         return self.root / (f"{image_id}{COMPACT_SUFFIX}" if fmt == "compact" else image_id)
 
     def format_of(self, image_id: str) -> str | None:
@@ -667,7 +668,7 @@ class MaskStore:
             return []
         out = {p.name[: -len(COMPACT_SUFFIX)] for p in self.root.glob(f"*{COMPACT_SUFFIX}")}
         out |= {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        return sorted(out)
+        return check_ids(sorted(out), self.root)
 
     def read(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskSet:
         """The mask set of ``image_id``; with ``shape`` given, a ``ValueError`` naming the file if the
