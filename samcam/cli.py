@@ -27,14 +27,14 @@ def command(name: str, help: str):
 
 
 def _number(kind: type, lo: float | None = None, hi: float | None = None):
-    """An argparse type: a ``kind`` number in [lo, hi] (NaN refused)."""
+    """An argparse type: a finite ``kind`` number in [lo, hi] (NaN and infinities refused)."""
 
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if v != v or (lo is not None and v < lo) or (hi is not None and v > hi):
+        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"{text} is outside [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
         return v
 
@@ -663,8 +663,30 @@ def _eval_seg(p: argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- entry point
 
 
-#: errors that bad input raises: each is reported in one line (exit 2) with the message naming the file
-INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError, LookupError)
+#: errors that bad input or the machine raise (a missing or corrupt file, a full disk, too little
+#: memory, a decompression bomb, a failed notebook, a runtime error of torch): one line, exit 2
+INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError, LookupError, MemoryError, RuntimeError)
+
+
+def _input_error(e: BaseException) -> bool:
+    """Whether ``e`` is a failure of the input or the machine rather than a fault of samcam's code."""
+    import zlib
+
+    if isinstance(e, (*INPUT_ERRORS, zlib.error)):
+        return True
+    mod = type(e).__module__ or ""
+    return type(e).__name__ == "DecompressionBombError" or mod.startswith(("papermill", "PIL", "csv", "yaml"))
+
+
+def _one_line(e: BaseException) -> str:
+    """``e``'s message on one line (a KeyError's key unquoted; a MemoryError's empty message said)."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, MemoryError):
+        text = f"out of memory{f' ({e})' if str(e) else ''}; try fewer images, smaller settings or a larger machine"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(ln.strip() for ln in text.splitlines() if ln.strip())[:2000]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -710,12 +732,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        if isinstance(e, INPUT_ERRORS):
-            print(f"samcam {args.command}: error: {msg}", file=sys.stderr)
-            return 2
-        print(f"samcam {args.command}: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        if _input_error(e):
+            print(f"samcam {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        else:  # a fault of samcam's own code: said so, with the way to see where
+            print(f"samcam {args.command}: error: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                  file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

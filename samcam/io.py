@@ -9,6 +9,7 @@ import contextlib
 import io as _io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,9 +43,93 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual mode
         os.replace(tmp_path, target)
+    except OSError as e:  # a full disk, a quota: say which output could not be written
+        if e.filename not in (None, tmp, str(tmp_path)):
+            raise
+        raise OSError(e.errno, f"{target}: cannot be written ({e.strerror or e})") from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+"""The most pixels an image, label or mask may declare (Pillow's decompression-bomb limit, about
+179 million: a 13 400² image); checked from the header, before anything is decoded."""
+
+MAX_INPUT_BYTES = 4 << 30
+"""The largest input file read whole, and the most bytes a gzip stream may inflate to (4 GiB)."""
+
+
+def check_input(path: str | os.PathLike, what: str = "input") -> Path:
+    """``path`` if it is a regular file of at most :data:`MAX_INPUT_BYTES`: a pipe or a device could
+    block or never end, a folder is no file. ``FileNotFoundError`` when absent, else ``ValueError``
+    naming the file; ``what`` names its kind. Every input file passes here before it is opened."""
+    import stat
+
+    path = Path(path)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise ValueError(f"{path}: is {kind}, not a regular file; a {what} must be a file")
+    if st.st_size > MAX_INPUT_BYTES:
+        raise ValueError(f"{path}: {st.st_size} bytes, over the {MAX_INPUT_BYTES >> 30} GiB limit for a {what}")
+    return path
+
+
+def read_input(path: str | os.PathLike, what: str = "input") -> bytes:
+    """The bytes of ``path`` after :func:`check_input`."""
+    return check_input(path, what).read_bytes()
+
+
+def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
+    """The inflated content of a gzip file, complete and at most :data:`MAX_INPUT_BYTES`:
+    ``ValueError`` naming the file for a truncated or corrupt stream or one that inflates beyond the
+    limit (a gzip bomb), checked while inflating, never after."""
+    import zlib
+
+    data = read_input(path, what)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer (CRC, length) checked
+    try:
+        out = d.decompress(data, MAX_INPUT_BYTES)
+        if d.unconsumed_tail:
+            raise ValueError(f"inflates beyond the {MAX_INPUT_BYTES >> 30} GiB limit")
+        if not d.eof:
+            raise ValueError("truncated gzip stream")
+    except zlib.error as e:
+        raise ValueError(f"{path}: not a readable gzip stream ({e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not a readable gzip stream ({e})") from None
+    return out
+
+
+def check_pixels(height: int, width: int, source: str | os.PathLike) -> None:
+    """``ValueError`` naming ``source`` when an image size is negative or over :data:`MAX_PIXELS`."""
+    if height < 0 or width < 0 or height * width > MAX_PIXELS:
+        raise ValueError(f"{source}: declares {height}×{width} pixels, over the limit of {MAX_PIXELS} (a decompression bomb, or not an image)")
+
+
+#: the image format each input suffix must hold: a file is what its name says
+SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def open_image(src, path: str | os.PathLike, fn, what: str = "image"):
+    """``fn(im)`` of the image ``src`` (a path or bytes stream) named ``path``, opened after its
+    header is checked: the format its suffix names (:data:`SUFFIX_FORMATS`) and at most
+    :data:`MAX_PIXELS`. ``ValueError`` naming ``path`` for an unreadable, mislabelled or oversized
+    image, ``FileNotFoundError`` for an absent one."""
+    path = Path(path)
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if isinstance(src, (str, os.PathLike)):
+        src = check_input(src, what)
+    try:
+        with Image.open(src, formats=(fmt,) if fmt else None) as im:
+            check_pixels(im.height, im.width, path)
+            return fn(im)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        said = f"not {fmt} data, though named {path.suffix}" if isinstance(e, UnidentifiedImageError) and fmt else str(e).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: unreadable {what} ({said})") from None
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
@@ -109,6 +194,7 @@ def decode_png(parts: tuple[str, int, int, bytes], out: np.ndarray | None = None
     """Decode ``png_parts`` output (Pillow's C zlib decoder, which also undoes the PNG filters) into
     ``out`` (``H × W`` uint8, C-contiguous) or a new array; ``ValueError`` if the stream is bad."""
     mode, w, h, stream = parts
+    check_pixels(h, w, "PNG")
     if out is None:
         out = np.empty((h, w), dtype=np.uint8)
     if _decode_in_place_works():
@@ -127,15 +213,15 @@ def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
     ``Image.open`` (``np.asarray`` of it). ``ValueError`` naming the file if it is not readable.
     """
     path = Path(path)
-    data = path.read_bytes()
+    data = read_input(path, "PNG")
+    parts = png_parts(data)
+    if parts is None:
+        return open_image(_io.BytesIO(data), path, np.asarray, "PNG")
     try:
-        parts = png_parts(data)
-        if parts is not None:
-            return decode_png(parts)
-        with Image.open(_io.BytesIO(data)) as im:
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable PNG ({e})") from e
+        check_pixels(parts[2], parts[1], path)
+        return decode_png(parts)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable PNG ({str(e).removeprefix(f'{path}: ')})") from None
 
 
 def read_label(path: str | os.PathLike, spec: DatasetSpec | None = None) -> np.ndarray:
@@ -198,14 +284,10 @@ ZLIB_RLE = 3
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as H × W × 3 uint8 RGB (grayscale, palette and RGBA are converted)."""
-    path = Path(path)
     try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
+        return open_image(path, path, lambda im: np.array(im.convert("RGB")))
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: unreadable image ({e})") from e
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -225,8 +307,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_input(path, "checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
@@ -238,14 +321,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(H, W)`` of an image file, read from its header."""
-    path = Path(path)
     try:
-        with Image.open(path) as im:
-            return im.height, im.width
+        return open_image(path, path, lambda im: (im.height, im.width))
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: unreadable image ({e})") from e
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
@@ -253,6 +332,24 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+
+
+_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def check_id(image_id: object, source: str | os.PathLike) -> str:
+    """``image_id`` if it is a name (what ``<folder>/<id><suffix>`` may be built from): a non-empty
+    string without ``/``, ``\\``, NUL or control characters, neither ``.`` nor ``..``. Anything else
+    would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
+    CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
+    if not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id):
+        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control characters or empty ids); ids name files inside a folder")
+    return image_id
+
+
+def check_ids(ids: Sequence[str], source: str | os.PathLike) -> list[str]:
+    """Every id of ``ids`` through :func:`check_id`."""
+    return [check_id(i, source) for i in ids]
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:
@@ -263,7 +360,7 @@ def read_ids(path: str | os.PathLike) -> list[str]:
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; an id list is a text file with one id per line")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_input(path, "id list").decode("utf-8-sig")
     except FileNotFoundError:
         raise FileNotFoundError(f"id list not found: {path}") from None
     except UnicodeDecodeError as e:
@@ -271,6 +368,7 @@ def read_ids(path: str | os.PathLike) -> list[str]:
     ids = [s.split()[0] for s in (ln.strip() for ln in text.splitlines()) if s and not s.startswith("#")]
     if not ids:
         raise ValueError(f"{path}: holds no ids")
+    check_ids(ids, path)
     seen: set[str] = set()
     dups = [i for i in ids if i in seen or seen.add(i)]
     if dups:
@@ -295,9 +393,11 @@ def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str]
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
     if ids is None:
-        ids = sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}"))
+        ids = check_ids(sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}")), folder)
         if not ids:
             raise FileNotFoundError(f"{folder}: holds no <id>{suffix} {what} files")
+    else:
+        check_ids(ids, f"the ids given for {folder}")
     require_files([folder / f"{i}{suffix}" for i in ids], f"{what} files")
     return ids
 
@@ -316,7 +416,7 @@ def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_dir}")
-    index = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    index = {check_id(p.stem, images_dir): p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     if not index:
         raise FileNotFoundError(f"image folder {images_dir} holds no .jpg/.png images")
     return index
@@ -365,6 +465,8 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     if path.exists() and has_outputs:
         try:
             old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError(f"a JSON {type(old).__name__}, not an object")
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: unreadable provenance record ({e}); remove it or choose another output folder") from None
         diff = [k for k in ("step", "inputs", "parameters", "samcam_version") if old.get(k) != record[k]]
@@ -500,7 +602,7 @@ def is_complete(path: str | os.PathLike) -> bool:
 def pending(ids: Sequence[str], out: str | os.PathLike, suffix: str = ".png") -> list[str]:
     """The ids whose ``out/<id><suffix>`` is absent or incomplete (:func:`is_complete`), in order."""
     out = Path(out)
-    return [i for i in ids if not is_complete(out / f"{i}{suffix}")]
+    return [i for i in check_ids(ids, f"the ids given for {out}") if not is_complete(out / f"{i}{suffix}")]
 
 
 def data_root() -> Path:

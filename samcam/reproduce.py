@@ -8,13 +8,14 @@ Paths may use ``${VAR}``; ``SAMCAM_DATA`` defaults to ``../shared/data`` beside 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samcam.io import REPO, data_root
+from samcam.io import REPO, check_id, data_root
 
 NOTEBOOKS = REPO / "notebooks"
 RUNS = REPO / "results" / "runs"
@@ -43,9 +44,28 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
     if not nb.exists():
         raise FileNotFoundError(f"notebook not found: {notebook}")
     with atomic_path(output, suffix=".ipynb") as tmp:
-        pm.execute_notebook(str(nb), str(tmp), parameters=parameters or {}, kernel_name="python3",
-                            cwd=str(cwd or REPO), progress_bar=False, log_output=log_output)  # fmt: skip
+        try:
+            pm.execute_notebook(str(nb), str(tmp), parameters=parameters or {}, kernel_name="python3",
+                                cwd=str(cwd or REPO), progress_bar=False, log_output=log_output)  # fmt: skip
+        except Exception as e:  # papermill's errors, or a kernel that died: one line, the notebook kept
+            failed = Path(output).with_suffix(".failed.ipynb")
+            if tmp.exists():
+                os.replace(tmp, failed)
+            kept = f"; the failed notebook is kept at {failed}" if failed.exists() else ""
+            if isinstance(e, pm.PapermillExecutionError):  # still one, for callers that catch it; said in one line
+                e.__class__ = _one_line_error(type(e))
+                e.line = f"{nb}: failed in cell {e.exec_count} with {e.ename}: {e.evalue}{kept}"
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise RuntimeError(f"{nb}: failed with {type(e).__name__}: {first}{kept}") from e
     return Path(output)
+
+
+@functools.cache
+def _one_line_error(kind: type) -> type:
+    """``kind`` (papermill's error of a failed cell, whose text is the whole traceback) said in one
+    line: the notebook, the cell, the error and where the failed notebook is kept."""
+    return type(kind.__name__, (kind,), {"__str__": lambda self: self.line})
 
 
 def _expand(value: Any, env: dict[str, str]) -> Any:
@@ -92,6 +112,10 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if missing:
             raise ValueError(f"{path}: step {i} lacks {', '.join(missing)}")
         s = _expand(s, env)
+        check_id(s["name"], f"{path}: step {i} name")  # the executed notebook is runs/<name>.ipynb
+        for key, kind in (("notebook", str), ("parameters", dict), ("inputs", list), ("outputs", list)):
+            if key in s and not isinstance(s[key], kind):
+                raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
         steps.append(Step(s["name"], s["notebook"], s.get("parameters", {}), s.get("inputs", []), s.get("outputs", [])))
     return steps
 

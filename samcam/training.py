@@ -6,6 +6,7 @@ and the segmentation network (``seg/train.py``); each keeps its own data, loss a
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -27,11 +28,21 @@ def set_poly_lr(opt: torch.optim.Optimizer, base: float | Iterable[float], step:
 
 
 def descend(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-    """One optimiser step on ``loss`` (gradients cleared first); returns the loss as a float."""
+    """One optimiser step on ``loss`` (gradients cleared first); returns the loss as a float.
+
+    Training stops with a ``ValueError`` when the loss is not finite (before the step) or the step
+    made a weight non-finite: the run's last checkpoint is kept, no NaN model is ever saved."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise ValueError(f"training stopped: the loss is {value} (not finite); lower --lr or check the labels and images")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.item()
+    with torch.no_grad():
+        bad = [p for g in opt.param_groups for p in g["params"] if p.grad is not None and not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"training stopped: a step at learning rate {opt.param_groups[0]['lr']:g} made {len(bad)} weight tensors non-finite; lower --lr")
+    return value
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

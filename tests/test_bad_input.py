@@ -1,5 +1,8 @@
 """Bad input never passes silently: every case ends in one line naming the file, exit code 2, and
-nothing the user gave is written over. Each test states the failure it guards against."""
+nothing the user gave is written over. Each test states the failure it guards against. The tests are
+grouped by the principle they hold (issue 21): ids are names; inputs are checked before decoding; a
+mask set belongs to its image; the official layout is strict; outputs land where they belong; options
+and checkpoint fields are range-checked; every failure is one line; parallelism is bounded."""
 
 import os
 import signal
@@ -17,6 +20,9 @@ from samcam.cam.files import save_cam
 from samcam.io import RUN_RECORD, clean_temporaries, is_complete, pending, read_ids
 
 
+
+
+
 def fails(args, capsys, *needles):
     """Run the CLI, expect exit 2 and one error line (after any progress bars) holding every needle."""
     assert cli.main([str(a) for a in args]) == 2
@@ -27,12 +33,10 @@ def fails(args, capsys, *needles):
         assert str(n) in err, err
     return err
 
-
 def _labels(folder: Path, ids, value=7, shape=(6, 8)):
     folder.mkdir(parents=True, exist_ok=True)
     for i in ids:
         Image.fromarray(np.full(shape, value, np.uint8)).save(folder / f"{i}.png")
-
 
 @pytest.fixture()
 def scored(tmp_path):
@@ -41,13 +45,36 @@ def scored(tmp_path):
     (tmp_path / "ids.txt").write_text("a\nb\n")
     return tmp_path
 
+def _cams(folder: Path, keys, maps):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_cam(folder / "a.npy", np.array(keys), np.asarray(maps, np.float32))
 
-@pytest.mark.parametrize("target", ["ids.txt", "pred/a.png", "gt/b.png", "pred/new.csv"])
-@pytest.mark.parametrize("flag", ["--csv", "--per-image-csv"])
-def test_eval_never_writes_over_or_into_an_input(scored, capsys, flag, target):
-    before = {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()}
-    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt", flag, scored / target], capsys, target.split("/")[0])
-    assert {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()} == before
+def _mask_folder(tmp_path, edit=None):
+    import gzip
+    import json
+
+    from samcam.sam.masks import MaskSet, write_compact
+
+    masks = np.zeros((2, 6, 8), bool)
+    masks[0, :3] = True
+    masks[1, 3:] = True
+    (tmp_path / "m").mkdir(exist_ok=True)
+    write_compact(tmp_path / "m" / "a.json.gz", MaskSet(masks))
+    if edit:
+        doc = json.loads(gzip.decompress((tmp_path / "m" / "a.json.gz").read_bytes()))
+        edit(doc)
+        (tmp_path / "m" / "a.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    _labels(tmp_path / "p", ["a"], 7, (6, 8))
+    return ["merge", "--pseudo", tmp_path / "p", "--masks", tmp_path / "m", "--out", tmp_path / "o"]
+
+def _digest(root: Path, out: str = "out") -> dict:
+    """SHA-256 of every file under ``root`` except those in folders named ``out``: the inputs."""
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and out not in p.parts}
+
+
+# ============================================================================ 1. an id is a name, never a path
 
 
 @pytest.mark.parametrize("content,needle", [("", "holds no ids"), ("# only a comment\n\n", "holds no ids"),
@@ -57,88 +84,146 @@ def test_id_lists_empty_duplicated_or_not_text(scored, capsys, content, needle):
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
     fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", p], capsys, "bad_ids.txt", needle)
 
-
 def test_id_list_with_bom_and_folder_as_file(scored, capsys):
     p = scored / "bom.txt"
     p.write_bytes("\ufeffa\r\nb\r\n".encode("utf-8"))
     assert read_ids(p) == ["a", "b"]
     fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "pred"], capsys, "is a folder")
 
+def test_folder_ids_lists_checks_and_names(tmp_path):
+    from samcam.io import folder_ids
 
-@pytest.mark.parametrize("args,needle", [(["--majority", "-1"], "--majority"), (["--coverage", "5"], "--coverage"),
-                                         (["--workers", "0"], "--workers"), (["--majority", "nan"], "--majority")])
-def test_merge_parameters_out_of_range(tmp_path, capsys, args, needle):
-    fails(["merge", "--pseudo", tmp_path, "--masks", tmp_path, "--out", tmp_path / "o", *args], capsys, needle)
+    (tmp_path / "f").mkdir()
+    for name in ("b.png", "a.png", "c.npy", "a.b.png"):
+        (tmp_path / "f" / name).write_bytes(b"x")
+    assert folder_ids(tmp_path / "f", ".png", "label") == ["a", "a.b", "b"]
+    assert folder_ids(tmp_path / "f", ".npy", "CAM", ["c"]) == ["c"]
+    with pytest.raises(FileNotFoundError, match=r"1 label files missing: .*z\.png"):
+        folder_ids(tmp_path / "f", ".png", "label", ["a", "z"])
+    with pytest.raises(FileNotFoundError, match=r"^label folder not found: .*nope$"):
+        folder_ids(tmp_path / "nope", ".png", "label")
+    with pytest.raises(FileNotFoundError, match=r"f: holds no <id>\.gz mask files$"):
+        folder_ids(tmp_path / "f", ".gz", "mask")
+
+NOT_NAMES = ["../../v/evil", "/tmp/evil", "a\\b", "..", "a\x00b", "a\x1bb"]
+
+@pytest.fixture()
+def escape(tmp_path):
+    """A work folder ``w`` (labels, CAMs, masks, ids) and a victim file ``v/evil.png`` two levels up
+    from any output, which an id ``../../v/evil`` would reach."""
+    w = tmp_path / "w"
+    _labels(w / "pred", ["a"], 7, (4, 4))
+    _labels(w / "gt", ["a"], 7, (4, 4))
+    _labels(tmp_path / "v", ["evil"], 3, (4, 4))
+    _cams(w / "cams", [3], np.ones((1, 4, 4)))
+    return tmp_path, w
+
+def _write_ids(path: Path, bad: str) -> Path:
+    path.write_bytes(f"a\n{bad}\n".encode())
+    return path
+
+COMMANDS_WITH_IDS = {
+    "eval": lambda w, ids: ["eval", "--pred", w / "pred", "--gt", w / "gt", "--ids", ids],
+    "merge": lambda w, ids: ["merge", "--pseudo", w / "pred", "--masks", w / "pred", "--out", w / "out" / "x", "--ids", ids],
+    "labels": lambda w, ids: ["labels", "--method", "CLIMS", "--format", "irn_npy", "--threshold", "0.15", "--input", w / "cams",
+                              "--out", w / "out" / "x", "--ids", ids],
+    "cam2label": lambda w, ids: ["cam2label", "--cams", w / "cams", "--out", w / "out" / "x", "--threshold", "0.2", "--ids", ids],
+    "eval-seg": lambda w, ids: ["eval-seg", "--checkpoint", w / "none.pt", "--images", w / "pred", "--gt", w / "gt", "--ids", ids,
+                                "--save-predictions", w / "out" / "x"],
+}
+
+@pytest.mark.parametrize("bad", NOT_NAMES)
+@pytest.mark.parametrize("cmd", sorted(COMMANDS_WITH_IDS))
+def test_an_id_list_naming_a_path_is_refused_by_every_command(escape, capsys, cmd, bad):
+    root, w = escape
+    ids = _write_ids(w / "ids.txt", bad)
+    before = _digest(root)
+    fails(COMMANDS_WITH_IDS[cmd](w, ids), capsys, "ids.txt", "is not a name")
+    assert _digest(root) == before
+    assert not (w / "out").exists()
+
+def test_an_official_metadata_row_naming_a_path_is_refused(escape, capsys):
+    root, w = escape
+    official = w / "masks" / "a"
+    official.mkdir(parents=True)
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).save(official / "0.png")
+    (official / "metadata.csv").write_text("id,area,predicted_iou,stability_score\n../../../../v/evil,16,0.9,0.9\n")
+    before = _digest(root)
+    fails(["merge", "--pseudo", w / "pred", "--masks", w / "masks", "--out", w / "out"], capsys, "metadata.csv", "is not a name")
+    assert _digest(root) == before
+
+def test_a_listed_file_whose_name_is_no_id_is_refused(tmp_path, capsys):
+    _labels(tmp_path / "pred", ["a", "b\x1bc"], 7, (4, 4))
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "pred", "is not a name")
+
+def test_a_reproduce_step_name_that_is_a_path_is_refused(tmp_path, capsys):
+    (tmp_path / "r.yml").write_text("steps:\n  - name: ../../escape\n    notebook: demo.ipynb\n")
+    fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", "step 0 name", "is not a name")
 
 
-def _cams(folder: Path, keys, maps):
-    folder.mkdir(parents=True, exist_ok=True)
-    save_cam(folder / "a.npy", np.array(keys), np.asarray(maps, np.float32))
+# ============================================================================ 2. every input is checked before it is decoded (regular file, size, intact, what its name says)
 
 
-@pytest.mark.parametrize("keys,maps,needle", [
-    ([23], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been class 24
-    ([253], np.ones((1, 4, 4)), "outside the foreground classes"),  # would have been void
-    ([-1], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been background
-    ([3], np.full((1, 4, 4), np.nan), "NaN"),                        # an all-NaN CAM labelled everything
-])
-def test_cam2label_refuses_class_values_outside_the_label_space(tmp_path, capsys, keys, maps, needle):
-    _cams(tmp_path / "cams", keys, maps)
-    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy", needle)
-    assert not list((tmp_path / "out").glob("*.png"))
+def _bomb_png(path: Path, side: int = 30000) -> Path:
+    """A few hundred bytes of valid PNG declaring ``side``² gray pixels (one IDAT of a tiny stream)."""
+    import struct
+    import zlib
 
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-def test_cam_smaller_than_its_image_is_refused(tmp_path, capsys):
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+def test_a_png_declaring_a_huge_size_is_refused_before_decoding(tmp_path, capsys):
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
     (tmp_path / "img").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    _bomb_png(tmp_path / "img" / "a.png")
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--images", tmp_path / "img"],
-          capsys, "a.npy", "differs from its image size")
+          capsys, "a.png", "pixels")
+    fails(["masks", "--images", tmp_path / "img", "--out", tmp_path / "m", "--checkpoint", _bomb_png(tmp_path / "x.pt")], capsys)
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    (tmp_path / "pred").mkdir()
+    _bomb_png(tmp_path / "pred" / "a.png")
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "a.png", "pixels")
 
+def test_a_label_that_is_jpeg_data_named_png_is_refused(tmp_path, capsys):
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    (tmp_path / "pred").mkdir()
+    Image.fromarray(np.full((4, 4, 3), 7, np.uint8)).save(tmp_path / "pred" / "a.png", format="JPEG")
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "a.png", "not PNG data")
 
-def test_cam2label_rerun_with_another_threshold_is_refused_not_mixed(tmp_path, capsys):
-    _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
-    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
-    first = (tmp_path / "out" / "a.png").read_bytes()
-    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.7"], capsys, RUN_RECORD, "threshold")
-    assert (tmp_path / "out" / "a.png").read_bytes() == first
-    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_pipe_given_as_an_input_is_refused_not_waited_on(tmp_path, capsys):
+    _labels(tmp_path / "pred", ["a"], 7, (4, 4))
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    os.mkfifo(tmp_path / "ids.txt")
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"], capsys, "ids.txt", "a pipe")
+    (tmp_path / "pred" / "a.png").unlink()
+    os.mkfifo(tmp_path / "pred" / "a.png")
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "a.png", "a pipe")
 
+def test_a_gzip_bomb_and_a_truncated_mask_file_are_refused(tmp_path, capsys, monkeypatch):
+    import gzip
 
-@pytest.mark.parametrize("where", ["cams", "gt"])
-def test_cam2label_never_writes_into_its_inputs(tmp_path, capsys, where):
-    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
-    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
-    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / where, "--threshold", "0.2", "--sweep-gt", tmp_path / "gt"],
-          capsys, where, "is the input")
-    assert not (tmp_path / where / RUN_RECORD).exists()
+    import samcam.io
 
+    args = _mask_folder(tmp_path)
+    whole = (tmp_path / "m" / "a.json.gz").read_bytes()
+    (tmp_path / "m" / "a.json.gz").write_bytes(whole[:-9])
+    fails(args, capsys, "a.json.gz", "truncated")
+    monkeypatch.setattr(samcam.io, "MAX_INPUT_BYTES", 1 << 20)
+    (tmp_path / "m" / "a.json.gz").write_bytes(gzip.compress(b" " * (2 << 20)))
+    fails(args, capsys, "a.json.gz", "inflates beyond")
 
-def test_cam_out_may_not_be_the_image_folder(tmp_path, capsys):
-    (tmp_path / "img").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
-    fails(["cam", "--images", tmp_path / "img", "--out", tmp_path / "img", "--checkpoint", tmp_path / "x.pt", "--voc", tmp_path],
-          capsys, "is the input")
-    fails(["cam", "--images", tmp_path / "img", "--out", tmp_path / "img" / "cams", "--checkpoint", tmp_path / "x.pt",
-           "--voc", tmp_path], capsys, "lies inside the input folder")
-
-
-def test_mistyped_cam_folder_and_bad_threshold_steps(tmp_path, capsys):
-    fails(["cam2label", "--cams", tmp_path / "camz", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "camz")
-    (tmp_path / "empty").mkdir()
-    fails(["cam2label", "--cams", tmp_path / "empty", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "empty", "no <id>.npy")
-    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
-    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
-    for bad in ("0.1:0.5:0", "0.1:0.5", "0.5:0.1:0.1", "a:b:c"):
-        fails(["cam2label", "--cams", tmp_path / "cams", "--sweep-gt", tmp_path / "gt", "--thresholds", bad], capsys, "--thresholds")
-
-
-def test_labels_refuses_a_cam_key_outside_the_label_space(tmp_path, capsys):
-    _cams(tmp_path / "irn", [23], np.ones((1, 4, 4)))
-    (tmp_path / "ids.txt").write_text("a\n")
-    fails(["labels", "--method", "CLIMS", "--format", "irn_npy", "--threshold", "0.15", "--input", tmp_path / "irn",
-           "--out", tmp_path / "out", "--ids", tmp_path / "ids.txt"], capsys, "a.npy", "outside")
-
+def test_an_npy_header_declaring_more_than_the_file_holds_is_refused(tmp_path, capsys):
+    (tmp_path / "cams").mkdir()
+    with open(tmp_path / "cams" / "a.npy", "wb") as f:  # 100000² float32 declared (40 GB), 64 bytes held
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (100000, 100000)})
+        f.write(b"\0" * 64)
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy", "header declares")
 
 def test_incomplete_outputs_are_redone_and_stale_temporaries_cleaned(tmp_path):
     _labels(tmp_path, ["ok"])
@@ -153,7 +238,6 @@ def test_incomplete_outputs_are_redone_and_stale_temporaries_cleaned(tmp_path):
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert clean_temporaries(tmp_path) == 1 and not old.exists() and fresh.exists()  # a live run's file stays
 
-
 def test_truncated_label_in_out_is_redone_by_cam2label(tmp_path):
     _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
     assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
@@ -162,6 +246,22 @@ def test_truncated_label_in_out_is_redone_by_cam2label(tmp_path):
     assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
     assert (tmp_path / "out" / "a.png").read_bytes() == good
 
+def test_truncated_mask_files_count_as_not_done(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "a.json.gz", "wb") as f:
+        f.write(b"{}" * 1000)
+    whole = (tmp_path / "a.json.gz").read_bytes()
+    (tmp_path / "b.json.gz").write_bytes(whole[: len(whole) // 2])
+    assert is_complete(tmp_path / "a.json.gz") and not is_complete(tmp_path / "b.json.gz")
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda d: d["masks"][1]["segmentation"].update(counts="6p"), "a.json.gz"),      # a corrupt RLE string
+    (lambda d: d["masks"][0].pop("segmentation"), "a.json.gz"),                     # a mask entry without its key
+    (lambda d: d["masks"][0]["segmentation"].pop("counts"), "a.json.gz"),
+])
+def test_corrupt_mask_files_are_named_by_merge(tmp_path, capsys, edit, needle):
+    fails(_mask_folder(tmp_path, edit), capsys, needle)
 
 def test_corrupt_checkpoint_names_the_file(tmp_path, capsys, voc_root):
     (tmp_path / "clf.pt").write_bytes(b"not a checkpoint")
@@ -170,12 +270,340 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, capsys, voc_root):
            "--voc", voc_root, "--ids", tmp_path / "ids.txt"], capsys, "clf.pt", "not a readable PyTorch checkpoint")
 
 
+# ============================================================================ 3. a mask set or CAM belongs to its image
+
+
+def test_cam_smaller_than_its_image_is_refused(tmp_path, capsys):
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--images", tmp_path / "img"],
+          capsys, "a.npy", "differs from its image size")
+
+def test_refine_with_a_cam_of_another_size_names_the_cam(tmp_path, capsys):
+    from samcam.cam.files import load_cam
+
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"a\.npy: CAM size \(4, 4\) differs from its image size \(6, 8\)"):
+        load_cam(tmp_path / "cams" / "a.npy", (6, 8))
+
+def test_cam_keys_that_are_not_whole_numbers_are_refused_not_truncated(tmp_path, capsys):
+    (tmp_path / "cams").mkdir()
+    np.save(tmp_path / "cams" / "a.npy", {"keys": np.array([0.9, 14.7]), "high_res": np.ones((2, 4, 4), np.float32)}, allow_pickle=True)
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy", "not whole class indices")
+
+@pytest.mark.parametrize("keys,maps,needle", [
+    ([23], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been class 24
+    ([253], np.ones((1, 4, 4)), "outside the foreground classes"),  # would have been void
+    ([-1], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been background
+    ([3], np.full((1, 4, 4), np.nan), "NaN"),                        # an all-NaN CAM labelled everything
+])
+def test_cam2label_refuses_class_values_outside_the_label_space(tmp_path, capsys, keys, maps, needle):
+    _cams(tmp_path / "cams", keys, maps)
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy", needle)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+def test_labels_refuses_a_cam_key_outside_the_label_space(tmp_path, capsys):
+    _cams(tmp_path / "irn", [23], np.ones((1, 4, 4)))
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails(["labels", "--method", "CLIMS", "--format", "irn_npy", "--threshold", "0.15", "--input", tmp_path / "irn",
+           "--out", tmp_path / "out", "--ids", tmp_path / "ids.txt"], capsys, "a.npy", "outside")
+
+
+# ============================================================================ 4. the official layout is read strictly
+
+
+def _official(tmp_path, masks, mode=None, csv=True, side=False):
+    """An official-layout mask folder ``m/a/`` of ``masks`` (saved as given, in ``mode``), a label
+    ``p/a.png`` and the merge command over them."""
+    folder = tmp_path / "m" / "a"
+    folder.mkdir(parents=True)
+    for i, m in enumerate(masks):
+        im = Image.fromarray(m)  # a bool array makes a 1-bit (mode "1") PNG
+        assert im.mode == (mode or im.mode)
+        im.save(folder / f"{i}.png")
+    if csv:
+        from samcam.sam.masks import OFFICIAL_HEADER
+
+        rows = "".join(f"{i},36,0,0,6,6,3,3,0.9,0.9,0,0,8,6\n" for i in range(len(masks)))
+        (folder / "metadata.csv").write_text(",".join(OFFICIAL_HEADER) + "\n" + rows)
+    _labels(tmp_path / "p", ["a"], 0, (6, 8))
+    return folder, ["merge", "--pseudo", tmp_path / "p", "--masks", tmp_path / "m", "--out", tmp_path / "o"]
+
+def _half(value, dtype=np.uint8):
+    m = np.zeros((6, 8), dtype)
+    m[:, :6] = value
+    return m
+
+@pytest.mark.parametrize("inside,mode", [(255, None), (1, None), (True, "1")])
+def test_binary_official_masks_are_read_as_binary(tmp_path, capsys, inside, mode):
+    from samcam.io import read_label
+    from samcam.sam.masks import read_official
+
+    m = _half(inside, bool if mode else np.uint8)
+    folder, args = _official(tmp_path, [m], mode)
+    assert read_official(folder).masks[0].sum() == 36
+    # a label of class 7 over most of the mask: the merge paints the whole mask
+    Image.fromarray(_half(7)).save(tmp_path / "p" / "a.png")
+    assert cli.main([str(a) for a in args]) == 0
+    assert (read_label(tmp_path / "o" / "a.png")[:, :6] == 7).all()
+
+@pytest.mark.parametrize("mask,needle", [(_half(254), "neither 0/255 nor 0/1"), (np.stack([_half(255)] * 3, -1), "one 8-bit or 1-bit channel"),
+                                         (_half(255) // 255 * 7, "neither 0/255 nor 0/1")])
+def test_other_official_masks_are_errors_naming_the_file(tmp_path, capsys, mask, needle):
+    _, args = _official(tmp_path, [mask])
+    fails(args, capsys, "0.png", needle)
+    assert not list((tmp_path / "o").glob("*.png"))
+
+def test_an_official_folder_without_masks_or_unlisted_pngs_is_an_error(tmp_path, capsys):
+    folder, args = _official(tmp_path, [])
+    (folder / "metadata.csv").unlink()
+    fails(args, capsys, "holds no mask PNGs")
+    (folder / "metadata.csv").write_text("id,area,predicted_iou,stability_score\n0,1,0.9,0.9\n")
+    Image.fromarray(_half(255)).save(folder / "0.png")
+    Image.fromarray(_half(255)).save(folder / "1.png")
+    fails(args, capsys, "metadata.csv", "does not list 1.png")
+
+@pytest.mark.parametrize("what,content,needle", [
+    ("metadata.csv", b"\x89PNG\x00\xff\xfe binary", "metadata.csv"),
+    ("samcam_meta.json", b"{not json", "samcam_meta.json"),
+    ("samcam_meta.json", b"[]", "samcam_meta.json"),
+])
+def test_unreadable_official_metadata_is_named(tmp_path, capsys, what, content, needle):
+    folder, args = _official(tmp_path, [])
+    (folder / what).write_bytes(content)
+    fails(args, capsys, needle)
+
+
+# ============================================================================ 5. outputs land only where they belong
+
+
+@pytest.mark.parametrize("target", ["ids.txt", "pred/a.png", "gt/b.png", "pred/new.csv"])
+@pytest.mark.parametrize("flag", ["--csv", "--per-image-csv"])
+def test_eval_never_writes_over_or_into_an_input(scored, capsys, flag, target):
+    before = {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()}
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt", flag, scored / target], capsys, target.split("/")[0])
+    assert {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()} == before
+
+@pytest.mark.parametrize("where", ["cams", "gt"])
+def test_cam2label_never_writes_into_its_inputs(tmp_path, capsys, where):
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / where, "--threshold", "0.2", "--sweep-gt", tmp_path / "gt"],
+          capsys, where, "is the input")
+    assert not (tmp_path / where / RUN_RECORD).exists()
+
+def test_cam_out_may_not_be_the_image_folder(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    fails(["cam", "--images", tmp_path / "img", "--out", tmp_path / "img", "--checkpoint", tmp_path / "x.pt", "--voc", tmp_path],
+          capsys, "is the input")
+    fails(["cam", "--images", tmp_path / "img", "--out", tmp_path / "img" / "cams", "--checkpoint", tmp_path / "x.pt",
+           "--voc", tmp_path], capsys, "lies inside the input folder")
+
+def test_cam2label_rerun_with_another_threshold_is_refused_not_mixed(tmp_path, capsys):
+    _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+    first = (tmp_path / "out" / "a.png").read_bytes()
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.7"], capsys, RUN_RECORD, "threshold")
+    assert (tmp_path / "out" / "a.png").read_bytes() == first
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.2"]) == 0
+
+def test_merge_into_a_folder_made_with_another_rule_is_refused(tmp_path, capsys):
+    args = _mask_folder(tmp_path)
+    assert cli.main([str(a) for a in args]) == 0
+    first = (tmp_path / "o" / "a.png").read_bytes()
+    fails(args + ["--coverage", "0.5"], capsys, RUN_RECORD, "coverage")
+    fails(args + ["--rule", "max_iou"], capsys, RUN_RECORD, "max_iou")
+    assert (tmp_path / "o" / "a.png").read_bytes() == first
+    assert cli.main([str(a) for a in args]) == 0  # the same settings resume
+
+def test_a_failed_first_run_does_not_lock_its_folder(tmp_path, capsys):
+    from samcam.io import claim_output
+
+    _cams(tmp_path / "cams", [23], np.ones((1, 4, 4)))  # a bad key: the first run fails before writing a label
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy")
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.3"]) == 0
+    # notes are kept but not compared; parameters are
+    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"})
+    (tmp_path / "o" / "x.png").write_bytes(b"x")
+    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "other"})
+    with pytest.raises(ValueError, match=r"parameters\.a: 1 -> 2"):
+        claim_output(tmp_path / "o", "s", {}, {"a": 2})
+    with pytest.raises(ValueError, match=r"step: 's' -> 't'"):
+        claim_output(tmp_path / "o", "t", {}, {"a": 1})
+    with pytest.raises(ValueError, match="holds outputs without a provenance record"):
+        (tmp_path / "p").mkdir()
+        (tmp_path / "p" / "y.npy").write_bytes(b"y")
+        claim_output(tmp_path / "p", "s", {}, {})
+
+def test_a_failed_masks_run_does_not_lock_its_folder(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    (tmp_path / "bad1.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "bad2.pt").write_bytes(b"not a checkpoint either")
+    fails(["masks", "--images", tmp_path / "img", "--out", tmp_path / "m", "--checkpoint", tmp_path / "bad1.pt"], capsys)
+    err = fails(["masks", "--images", tmp_path / "img", "--out", tmp_path / "m", "--checkpoint", tmp_path / "bad2.pt"], capsys)
+    assert "other checkpoint_sha256" not in err
+
+def test_mask_run_records_refuse_other_settings_and_corrupt_records(tmp_path):
+    from samcam.pipeline.masks import RUN_META, check_run_meta
+
+    meta = {"model_type": "vit_t", "checkpoint_sha256": "ab", "settings": {"points_per_side": 32}, "generator": "fast", "format": "compact"}
+    check_run_meta(tmp_path, meta)
+    check_run_meta(tmp_path, {**meta, "generator": "official"})  # a folder without masks takes the new record
+    check_run_meta(tmp_path, meta)
+    (tmp_path / "a.json.gz").write_bytes(b"x")  # now it holds a mask set: the record is binding
+    check_run_meta(tmp_path, dict(meta))
+    for key, value in (("generator", "official"), ("format", "official"), ("settings", {"points_per_side": 16})):
+        with pytest.raises(ValueError, match=f"other {key}"):
+            check_run_meta(tmp_path, {**meta, key: value})
+    (tmp_path / RUN_META).write_text("{not json")
+    with pytest.raises(ValueError, match=f"{RUN_META}: unreadable run record"):
+        check_run_meta(tmp_path, meta)
+
+def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):
+    from samcam.pipeline.demo import _remove_own
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "astronaut.png").write_bytes(b"x")
+    (tmp_path / "mine" / RUN_RECORD).write_text("{}")
+    _remove_own(tmp_path / "mine", {"astronaut"})
+    assert not (tmp_path / "mine").exists()
+    (tmp_path / "yours").mkdir()
+    (tmp_path / "yours" / "thesis.tex").write_text("x")
+    with pytest.raises(ValueError, match="thesis.tex"):
+        _remove_own(tmp_path / "yours", {"astronaut"})
+    assert (tmp_path / "yours" / "thesis.tex").exists()
+
+
+# ============================================================================ 6. every option and checkpoint field is range-checked; training stops on a non-finite loss
+
+
+@pytest.mark.parametrize("args,needle", [(["--majority", "-1"], "--majority"), (["--coverage", "5"], "--coverage"),
+                                         (["--workers", "0"], "--workers"), (["--majority", "nan"], "--majority")])
+def test_merge_parameters_out_of_range(tmp_path, capsys, args, needle):
+    fails(["merge", "--pseudo", tmp_path, "--masks", tmp_path, "--out", tmp_path / "o", *args], capsys, needle)
+
+@pytest.mark.parametrize("arg", ["--points-per-side=0", "--pred-iou-thresh=5", "--box-nms-thresh=nan", "--crop-n-layers=-1"])
+def test_mask_generator_settings_out_of_range(tmp_path, capsys, arg):
+    fails(["masks", "--images", tmp_path, "--out", tmp_path / "m", arg], capsys, arg.split("=")[0])
+
+def test_mistyped_cam_folder_and_bad_threshold_steps(tmp_path, capsys):
+    fails(["cam2label", "--cams", tmp_path / "camz", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "camz")
+    (tmp_path / "empty").mkdir()
+    fails(["cam2label", "--cams", tmp_path / "empty", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "empty", "no <id>.npy")
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
+    for bad in ("0.1:0.5:0", "0.1:0.5", "0.5:0.1:0.1", "a:b:c"):
+        fails(["cam2label", "--cams", tmp_path / "cams", "--sweep-gt", tmp_path / "gt", "--thresholds", bad], capsys, "--thresholds")
+
+@pytest.mark.parametrize("arg", ["--lr=inf", "--lr=nan", "--poly-power=nan", "--head-lr-mult=nan", "--head-channels=0", "--threads=-1",
+                                 "--weight-decay=-1", "--scale-min=inf", "--crop=0", "--epochs=0", "--max-steps=0"])
+def test_train_seg_options_out_of_range(tmp_path, capsys, arg):
+    fails(["train-seg", "--images", tmp_path, "--labels", tmp_path, "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run", arg],
+          capsys, arg.split("=")[0])
+
+@pytest.mark.parametrize("scales", ["inf", "nan", "100", "1,0", "-1"])
+def test_eval_seg_scales_out_of_range(tmp_path, capsys, scales):
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path, "--gt", tmp_path, "--ids", tmp_path / "ids.txt",
+           "--scales", scales], capsys, "--scales")
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda ck: ck["recipe"].update(head_channels=0), "head_channels"),
+    (lambda ck: ck["recipe"].update(lr=float("nan")), "lr"),
+    (lambda ck: ck.pop("recipe"), "without its recipe field"),
+    (lambda ck: ck.update(n_classes="x"), "n_classes"),
+    (lambda ck: ck.update(recipe=[1]), "recipe is a list"),
+])
+def test_a_segmentation_checkpoint_with_a_bad_field_is_named(tmp_path, capsys, edit, needle):
+    import torch
+
+    from samcam.seg.recipe import Recipe
+    from samcam.seg.train import FORMAT
+
+    ck = {"format": FORMAT, "recipe": Recipe().to_dict(), "n_classes": 21, "model": {}}
+    edit(ck)
+    torch.save(ck, tmp_path / "c.pt")
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
+          capsys, "c.pt", needle)
+
+@pytest.mark.parametrize("lr,loss", [(0.1, float("nan")), (float("inf"), 1.0)])
+def test_descend_stops_on_a_non_finite_loss_or_weights(lr, loss):
+    import torch
+
+    from samcam.training import descend
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=lr)
+    with pytest.raises(ValueError, match="training stopped"):
+        descend(opt, (w * loss).sum())
+    assert torch.isfinite(w).all() or lr == float("inf")
+
+
+# ============================================================================ 7. every failure is one line naming the file or option, exit 2
+
+
+def test_traceback_only_with_debug(tmp_path, capsys):
+    fails(["eval", "--pred", tmp_path / "nope", "--gt", tmp_path], capsys, "nope")
+    with pytest.raises(FileNotFoundError):
+        cli.main(["--debug", "eval", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)])
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("CUDA out of memory.\nTried to allocate 17 GiB"), Image.DecompressionBombError("bomb")])
+def test_any_exception_class_ends_in_one_line_and_exit_2(tmp_path, capsys, monkeypatch, exc):
+    import samcam.pipeline.evaluate as ev
+
+    _labels(tmp_path / "pred", ["a"])
+    monkeypatch.setattr(ev, "evaluate_folders", lambda *a, **k: (_ for _ in ()).throw(exc), raising=False)
+    monkeypatch.setattr(cli, "_input_error", cli._input_error)
+    err = fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "pred"], capsys)
+    assert "internal error" not in err
+
+def test_a_programming_error_says_internal_error_and_how_to_see_it(tmp_path, capsys, monkeypatch):
+    import samcam.pipeline.evaluate as ev
+
+    _labels(tmp_path / "pred", ["a"])
+    monkeypatch.setattr(ev, "evaluate_folders", lambda *a, **k: None.nothing)
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "pred"], capsys, "internal error: AttributeError", "--debug")
+
+def test_a_compact_mask_file_without_height_is_named(tmp_path, capsys):
+    fails(_mask_folder(tmp_path, lambda d: d.pop("height")), capsys, "a.json.gz", "height")
+
+def test_a_run_record_that_is_not_an_object_is_named(tmp_path, capsys):
+    args = _mask_folder(tmp_path)
+    assert cli.main([str(a) for a in args]) == 0
+    (tmp_path / "o" / RUN_RECORD).write_text("[]")
+    fails(args, capsys, RUN_RECORD, "not an object")
+
+def test_a_full_disk_names_the_output(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import samcam.io
+
+    args = _mask_folder(tmp_path)
+    real = samcam.io.os.replace
+
+    def full(src, dst):
+        if str(dst).endswith(".png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(samcam.io.os, "replace", full)
+    fails(args, capsys, "a.png", "No space left on device")
+
 @pytest.mark.parametrize("text,needle", [("steps: [\n", "not a readable YAML"), ("- a\n- b\n", "a 'steps' list"),
                                          ("steps:\n  - 3\n", "step 0 is not a mapping"), ("steps:\n  - name: x\n", "lacks notebook")])
 def test_malformed_reproduce_config(tmp_path, capsys, text, needle):
     (tmp_path / "r.yml").write_text(text)
     fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", needle)
 
+@pytest.mark.parametrize("step,needle", [("    parameters: [1, 2]\n", "parameters is a list")])
+def test_a_reproduce_step_with_parameters_of_the_wrong_kind_is_named(tmp_path, capsys, step, needle):
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n" + step)
+    fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", needle)
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_cache_folder_is_named_and_nothing_downloaded(tmp_path, capsys, monkeypatch):
@@ -183,7 +611,6 @@ def test_read_only_cache_folder_is_named_and_nothing_downloaded(tmp_path, capsys
     ro.mkdir(mode=0o500)
     monkeypatch.setenv("SAMCAM_HOME", str(ro))
     fails(["weights", "fetch", "vit_t"], capsys, str(ro), "not writable")
-
 
 def test_cache_path_that_is_a_file_is_named_and_nothing_downloaded(tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
@@ -194,10 +621,7 @@ def test_cache_path_that_is_a_file_is_named_and_nothing_downloaded(tmp_path, cap
     fails(["weights", "fetch", "vit_t"], capsys, "file", "not writable")
 
 
-def test_traceback_only_with_debug(tmp_path, capsys):
-    fails(["eval", "--pred", tmp_path / "nope", "--gt", tmp_path], capsys, "nope")
-    with pytest.raises(FileNotFoundError):
-        cli.main(["--debug", "eval", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)])
+# ============================================================================ 8. parallelism (workers die with their parent)
 
 
 def _children(pid: int) -> list[int]:
@@ -210,7 +634,6 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             out.append(int(stat.parent.name))
     return out
-
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker death on parent death uses Linux's PR_SET_PDEATHSIG")
@@ -237,120 +660,19 @@ def test_workers_die_with_their_parent(tmp_path, data_root, train_with_images, s
     assert not alive, f"workers {alive} outlived their parent"
 
 
-def test_a_failed_first_run_does_not_lock_its_folder(tmp_path, capsys):
-    from samcam.io import claim_output
+def test_a_failed_notebook_is_one_line_and_kept(tmp_path, capsys, monkeypatch):
+    import papermill as pm
 
-    _cams(tmp_path / "cams", [23], np.ones((1, 4, 4)))  # a bad key: the first run fails before writing a label
-    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy")
-    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
-    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.3"]) == 0
-    # notes are kept but not compared; parameters are
-    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"})
-    (tmp_path / "o" / "x.png").write_bytes(b"x")
-    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "other"})
-    with pytest.raises(ValueError, match=r"parameters\.a: 1 -> 2"):
-        claim_output(tmp_path / "o", "s", {}, {"a": 2})
-    with pytest.raises(ValueError, match=r"step: 's' -> 't'"):
-        claim_output(tmp_path / "o", "t", {}, {"a": 1})
-    with pytest.raises(ValueError, match="holds outputs without a provenance record"):
-        (tmp_path / "p").mkdir()
-        (tmp_path / "p" / "y.npy").write_bytes(b"y")
-        claim_output(tmp_path / "p", "s", {}, {})
+    from samcam import reproduce
 
+    def boom(nb, out, **kw):
+        Path(out).write_text("{}")
+        raise pm.PapermillExecutionError(0, 3, "x = 1/0", "ZeroDivisionError", "division by zero", ["Traceback", "line 1", "line 2"])
 
-def test_mask_run_records_refuse_other_settings_and_corrupt_records(tmp_path):
-    from samcam.pipeline.masks import RUN_META, check_run_meta
-
-    meta = {"model_type": "vit_t", "checkpoint_sha256": "ab", "settings": {"points_per_side": 32}, "generator": "fast", "format": "compact"}
-    check_run_meta(tmp_path, meta)
-    check_run_meta(tmp_path, dict(meta))
-    for key, value in (("generator", "official"), ("format", "official"), ("settings", {"points_per_side": 16})):
-        with pytest.raises(ValueError, match=f"other {key}"):
-            check_run_meta(tmp_path, {**meta, key: value})
-    (tmp_path / RUN_META).write_text("{not json")
-    with pytest.raises(ValueError, match=f"{RUN_META}: unreadable run record"):
-        check_run_meta(tmp_path, meta)
-
-
-def test_truncated_mask_files_count_as_not_done(tmp_path):
-    import gzip
-
-    with gzip.open(tmp_path / "a.json.gz", "wb") as f:
-        f.write(b"{}" * 1000)
-    whole = (tmp_path / "a.json.gz").read_bytes()
-    (tmp_path / "b.json.gz").write_bytes(whole[: len(whole) // 2])
-    assert is_complete(tmp_path / "a.json.gz") and not is_complete(tmp_path / "b.json.gz")
-
-
-def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):
-    from samcam.pipeline.demo import _remove_own
-
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "astronaut.png").write_bytes(b"x")
-    (tmp_path / "mine" / RUN_RECORD).write_text("{}")
-    _remove_own(tmp_path / "mine", {"astronaut"})
-    assert not (tmp_path / "mine").exists()
-    (tmp_path / "yours").mkdir()
-    (tmp_path / "yours" / "thesis.tex").write_text("x")
-    with pytest.raises(ValueError, match="thesis.tex"):
-        _remove_own(tmp_path / "yours", {"astronaut"})
-    assert (tmp_path / "yours" / "thesis.tex").exists()
-
-
-@pytest.mark.parametrize("arg", ["--points-per-side=0", "--pred-iou-thresh=5", "--box-nms-thresh=nan", "--crop-n-layers=-1"])
-def test_mask_generator_settings_out_of_range(tmp_path, capsys, arg):
-    fails(["masks", "--images", tmp_path, "--out", tmp_path / "m", arg], capsys, arg.split("=")[0])
-
-
-def _mask_folder(tmp_path, edit=None):
-    import gzip
-    import json
-
-    from samcam.sam.masks import MaskSet, write_compact
-
-    masks = np.zeros((2, 6, 8), bool)
-    masks[0, :3] = True
-    masks[1, 3:] = True
-    (tmp_path / "m").mkdir(exist_ok=True)
-    write_compact(tmp_path / "m" / "a.json.gz", MaskSet(masks))
-    if edit:
-        doc = json.loads(gzip.decompress((tmp_path / "m" / "a.json.gz").read_bytes()))
-        edit(doc)
-        (tmp_path / "m" / "a.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
-    _labels(tmp_path / "p", ["a"], 7, (6, 8))
-    return ["merge", "--pseudo", tmp_path / "p", "--masks", tmp_path / "m", "--out", tmp_path / "o"]
-
-
-@pytest.mark.parametrize("edit,needle", [
-    (lambda d: d["masks"][1]["segmentation"].update(counts="6p"), "a.json.gz"),      # a corrupt RLE string
-    (lambda d: d["masks"][0].pop("segmentation"), "a.json.gz"),                     # a mask entry without its key
-    (lambda d: d["masks"][0]["segmentation"].pop("counts"), "a.json.gz"),
-])
-def test_corrupt_mask_files_are_named_by_merge(tmp_path, capsys, edit, needle):
-    fails(_mask_folder(tmp_path, edit), capsys, needle)
-
-
-def test_merge_into_a_folder_made_with_another_rule_is_refused(tmp_path, capsys):
-    args = _mask_folder(tmp_path)
-    assert cli.main([str(a) for a in args]) == 0
-    first = (tmp_path / "o" / "a.png").read_bytes()
-    fails(args + ["--coverage", "0.5"], capsys, RUN_RECORD, "coverage")
-    fails(args + ["--rule", "max_iou"], capsys, RUN_RECORD, "max_iou")
-    assert (tmp_path / "o" / "a.png").read_bytes() == first
-    assert cli.main([str(a) for a in args]) == 0  # the same settings resume
-
-
-def test_folder_ids_lists_checks_and_names(tmp_path):
-    from samcam.io import folder_ids
-
-    (tmp_path / "f").mkdir()
-    for name in ("b.png", "a.png", "c.npy", "a.b.png"):
-        (tmp_path / "f" / name).write_bytes(b"x")
-    assert folder_ids(tmp_path / "f", ".png", "label") == ["a", "a.b", "b"]
-    assert folder_ids(tmp_path / "f", ".npy", "CAM", ["c"]) == ["c"]
-    with pytest.raises(FileNotFoundError, match=r"1 label files missing: .*z\.png"):
-        folder_ids(tmp_path / "f", ".png", "label", ["a", "z"])
-    with pytest.raises(FileNotFoundError, match=r"^label folder not found: .*nope$"):
-        folder_ids(tmp_path / "nope", ".png", "label")
-    with pytest.raises(FileNotFoundError, match=r"f: holds no <id>\.gz mask files$"):
-        folder_ids(tmp_path / "f", ".gz", "mask")
+    monkeypatch.setattr(pm, "execute_notebook", boom)
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [nothing/here]\n")
+    with pytest.raises(pm.PapermillExecutionError):
+        reproduce.execute("demo.ipynb", tmp_path / "o.ipynb")
+    err = fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "demo.ipynb", "cell 3", "ZeroDivisionError", "x.failed.ipynb")
+    assert "Traceback" not in err

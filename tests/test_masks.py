@@ -238,12 +238,13 @@ def test_lean_readers_equal_full_readers(tmp_path):
         store.read_masks("b", (5, 5))
     with pytest.raises(FileNotFoundError, match="no mask set for c"):
         store.read_masks("c")
-    # amg.py folders: a mask is its pixels == 255 (as the paper's code reads them), not any nonzero
+    # amg.py folders are read strictly: a mask PNG holding values other than 0/255 (or 0/1) is an error naming it
     grey = np.where(ms.masks[0], 255, 7).astype(np.uint8)
     grey[0, :5] = 254
     Image.fromarray(grey).save(tmp_path / "b" / "0.png")
-    np.testing.assert_array_equal(read_official_packed(tmp_path / "b").to_masks()[0], grey == 255)
-    np.testing.assert_array_equal(read_official(tmp_path / "b").masks[0], grey == 255)
+    for reader in (read_official_packed, read_official):
+        with pytest.raises(ValueError, match=r"b/0\.png: mask values \[7, 254, 255\] are neither 0/255 nor 0/1"):
+            reader(tmp_path / "b")
     # empty sets keep their size
     write_compact(tmp_path / "e.json.gz", _random_set(0, h=7, w=9))
     write_official(tmp_path / "f", _random_set(0, h=7, w=9))
@@ -382,14 +383,18 @@ def test_lean_official_reader_follows_metadata_csv(tmp_path):
     write_official(tmp_path / "x", ms)
     meta = tmp_path / "x" / "metadata.csv"
     lines = meta.read_text().splitlines()
-    # only the masks the csv lists, in its order; a quoted csv goes through the csv module
-    meta.write_text("\n".join([lines[0], lines[3], lines[1]]) + "\n")
-    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks[[2, 0]])
+    # the masks in the csv's order; a quoted csv goes through the csv module
+    meta.write_text("\n".join([lines[0], lines[3], lines[1], lines[4], lines[2]]) + "\n")
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks[[2, 0, 3, 1]])
     quoted = lines[3].split(",")
     quoted[1] = f'"{quoted[1]}"'
-    meta.write_text("\n".join([lines[0], ",".join(quoted)]) + "\n")
-    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks[[2]])
-    np.testing.assert_array_equal(read_official(tmp_path / "x").masks, ms.masks[[2]])
+    meta.write_text("\n".join([lines[0], ",".join(quoted), lines[1], lines[2], lines[4]]) + "\n")
+    np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks[[2, 0, 1, 3]])
+    np.testing.assert_array_equal(read_official(tmp_path / "x").masks, ms.masks[[2, 0, 1, 3]])
+    # a csv that leaves out a PNG beside it: the folder is not one mask set
+    meta.write_text("\n".join([lines[0], lines[3], lines[1]]) + "\n")
+    with pytest.raises(ValueError, match=r"metadata\.csv: does not list 1\.png beside it"):
+        read_official_packed(tmp_path / "x")
     meta.write_text(lines[0].replace("id,", "key,") + "\n" + lines[1] + "\n")
     with pytest.raises(ValueError, match=r"metadata\.csv: missing columns \['id'\]"):
         read_official_packed(tmp_path / "x")

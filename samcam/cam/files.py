@@ -21,14 +21,26 @@ def save_cam(path: str | os.PathLike, keys: np.ndarray, high_res: np.ndarray, ca
             np.save(f, d, allow_pickle=True)
 
 
-def load_cam(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an IRN-layout CAM ``.npy`` safely; ``ValueError`` naming the file when it is not one."""
+def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Read an IRN-layout CAM ``.npy`` safely; ``ValueError`` naming the file when it is not one, when
+    a key is not a whole number (``0.9`` is not truncated to class 0), or, with ``shape`` (the image's
+    H, W) given, when its maps have another size."""
     path = Path(path)
     d = load_object_npy(path)
     if not isinstance(d, dict) or "keys" not in d or "high_res" not in d:
         raise ValueError(f"{path}: not an IRN CAM file (expected a dict with 'keys' and 'high_res')")
-    keys = np.asarray(d["keys"]).astype(np.int64).ravel()
+    raw = np.asarray(d["keys"]).ravel()
+    if raw.dtype.kind not in "iub":
+        try:
+            as_float = raw.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: CAM keys of {raw.dtype} values; expected whole class indices") from None
+        if not np.all(np.isfinite(as_float)) or not np.array_equal(as_float, np.round(as_float)):
+            raise ValueError(f"{path}: CAM keys {raw.tolist()[:8]} are not whole class indices")
+    keys = raw.astype(np.int64)
     high = np.asarray(d["high_res"], dtype=np.float32)
     if high.ndim != 3 or high.shape[0] != keys.size:
         raise ValueError(f"{path}: high_res shape {high.shape} does not fit {keys.size} keys")
+    if shape is not None and high.shape[1:] != tuple(shape):
+        raise ValueError(f"{path}: CAM size {high.shape[1:]} differs from its image size {tuple(shape)}")
     return {**d, "keys": keys, "high_res": high}

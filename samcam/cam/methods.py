@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from samcam.cam.files import load_cam
 from samcam.cam.label import cam_to_label, maps_to_label, scores_to_label
 from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import read_label
+from samcam.io import open_image, read_label
 
 FORMATS = ("png", "irn_npy", "sipe_npy", "clipes_npy", "psa_npy", "l2g_png")
 
@@ -161,8 +160,7 @@ def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: 
         for p in sorted(folder.glob(f"{image_id}_*.png")):
             m = re.fullmatch(rf"{re.escape(image_id)}_(\d+)\.png", p.name)
             if m:
-                with Image.open(p) as im:
-                    maps[int(m.group(1))] = np.asarray(im.convert("L"), np.float32) / 255.0
+                maps[int(m.group(1))] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
     if not maps and shape is None:
         raise FileNotFoundError(f"{source}: no class maps found (and no image size to fall back to)")
     return maps_to_label(maps, threshold, shape, n)

@@ -57,13 +57,19 @@ def load_object_npy(path: str | os.PathLike) -> Any:
     writes), the contained object is returned, like ``np.load(path, allow_pickle=True).item()``.
     Raises ``ValueError`` naming the file when it is not an ``.npy`` file or holds a forbidden global.
     """
+    from samcam.io import check_input
+
     path = Path(path)
     try:
+        size = check_input(path, ".npy file").stat().st_size
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read_header(f)
             if not dtype.hasobject:
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if declared > size - f.tell():  # checked before numpy allocates what the header declares
+                    raise ValueError(f"its header declares {shape} {dtype} ({declared} bytes) but it holds {size - f.tell()} bytes of data")
                 f.seek(0)
                 return np.load(f, allow_pickle=False)
             data = f.read()

@@ -141,9 +141,7 @@ def train_affinity(
     feats, seeds = [], []
     for image_id in progress_bar(ids, desc="affinity features", unit="img", progress=progress):
         image = read_image(images[image_id])
-        d = load_cam(cams / f"{image_id}.npy")
-        if d["high_res"].shape[1:] != image.shape[:2]:
-            raise ValueError(f"{cams / (image_id + '.npy')}: CAM size {d['high_res'].shape[1:]} differs from its image size {image.shape[:2]}")
+        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
         try:
             s = seed_label(d["high_res"], d["keys"], config.low_alpha, config.high_alpha)
         except ValueError as e:
@@ -225,9 +223,7 @@ def affinity_labels(
     seconds = 0.0
     for image_id in progress_bar(todo, desc="affinity", unit="img", progress=progress):
         image = read_image(images[image_id])
-        d = load_cam(cams / f"{image_id}.npy")
-        if d["high_res"].shape[1:] != image.shape[:2]:
-            raise ValueError(f"{cams / (image_id + '.npy')}: CAM size {d['high_res'].shape[1:]} differs from its image size {image.shape[:2]}")
+        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
         t0 = time.perf_counter()
         with torch.inference_mode():
             f = head([x[None] for x in levels_of(net, image)])[0]

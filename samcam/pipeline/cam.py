@@ -70,9 +70,7 @@ def device_name(net: CamNet) -> str:
 def cam_label(cam_file: Path, threshold: float, spec: DatasetSpec, size: tuple[int, int] | None = None) -> np.ndarray:
     """The label of one IRN CAM file; ``ValueError`` naming the file when its maps are not ``size``
     (the image's H, W) or give classes outside the label space."""
-    d = load_cam(cam_file)
-    if size is not None and d["high_res"].shape[1:] != tuple(size):
-        raise ValueError(f"{cam_file}: CAM size {d['high_res'].shape[1:]} differs from its image size {tuple(size)}")
+    d = load_cam(cam_file, size)
     try:
         return cam_to_label(d["high_res"], d["keys"], threshold, spec.n_classes)
     except ValueError as e:

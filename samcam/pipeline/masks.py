@@ -65,11 +65,14 @@ class RunSummary:
 
 def check_run_meta(out: Path, meta: dict[str, Any]) -> None:
     """Write ``samcam_masks.json`` or check that the existing one has the same model, checkpoint,
-    settings, generator and format (a folder never mixes mask sets of two settings)."""
+    settings, generator and format (a folder never mixes mask sets of two settings). A folder that
+    holds no mask set yet (a first run that failed early) takes the new record."""
     path = out / RUN_META
-    if path.exists():
+    if path.exists() and MaskStore(out).ids():
         try:
             old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError(f"a JSON {type(old).__name__}, not an object")
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: unreadable run record ({e}); remove it or use another --out folder") from None
         keys = ("model_type", "checkpoint_sha256", "settings", "generator", "format")

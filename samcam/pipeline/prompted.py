@@ -47,7 +47,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
         cams = None
         if cams_dir is not None:
-            d = load_cam(Path(cams_dir) / f"{image_id}.npy")
+            d = load_cam(Path(cams_dir) / f"{image_id}.npy", image.shape[:2])
             cams = {int(k) + 1: m for k, m in zip(d["keys"], d["high_res"])}
         t0 = time.perf_counter()
         predictor.set_image(image)

@@ -28,6 +28,7 @@ import io
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import atomic_path, decode_png, png_parts
+from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, open_image, png_parts, read_gzip, read_input
 
 COMPACT_SUFFIX = ".json.gz"
 COMPACT_FORMAT = "samcam-masks/1"
@@ -345,11 +346,11 @@ def _json_float(v: float) -> float | None:
 def _load_compact(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
-        doc = json.loads(gzip.decompress(path.read_bytes()))
+        doc = json.loads(read_gzip(path, "mask file"))
     except FileNotFoundError:
         raise FileNotFoundError(f"mask file not found: {path}") from None
-    except (OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a samcam compact mask file ({e})") from e
+    except ValueError as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
     if not isinstance(doc, dict) or doc.get("format") != COMPACT_FORMAT:
         raise ValueError(f"{path}: not a samcam compact mask file (format {doc.get('format') if isinstance(doc, dict) else None!r})")
     return doc
@@ -361,8 +362,18 @@ def read_meta(path: str | os.PathLike) -> dict:
     return dict(_load_compact(path).get("meta") or {})
 
 
+def _compact_shape(doc: dict, path: str | os.PathLike) -> tuple[int, int]:
+    """The ``(height, width)`` of a compact file's document; ``ValueError`` naming the file when
+    either is missing, not a whole number, or the size is outside :func:`samcam.io.check_pixels`."""
+    h, w = doc.get("height"), doc.get("width")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise ValueError(f"{path}: a samcam compact mask file needs whole-number height and width, found {h!r} and {w!r}")
+    check_pixels(h, w, path)
+    return h, w
+
+
 def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
-    shape = (doc["height"], doc["width"])
+    shape = _compact_shape(doc, path)
     try:
         counts = [m["segmentation"]["counts"] for m in doc["masks"]]
         if any(list(m["segmentation"]["size"]) != list(shape) for m in doc["masks"]):
@@ -375,16 +386,20 @@ def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
 def read_compact(path: str | os.PathLike) -> MaskSet:
     """Read a file written by :func:`write_compact`; ``ValueError`` naming the file if it is not one."""
     doc = _load_compact(path)
+    runs = _compact_runs(doc, path)
     masks = doc["masks"]
     f = lambda k: np.array([_nan(m[k]) for m in masks], dtype=float)
-    return MaskSet(
-        _compact_runs(doc, path).to_masks(),
-        predicted_iou=f("predicted_iou"),
-        stability_score=f("stability_score"),
-        point_coords=np.array([[_nan(v) for v in m["point_coords"][0][:2]] for m in masks], dtype=float).reshape(len(masks), 2),
-        crop_box=np.array([m["crop_box"] for m in masks], dtype=float).reshape(len(masks), 4) if masks and "crop_box" in masks[0] else None,
-        meta=doc.get("meta", {}),
-    )
+    try:
+        return MaskSet(
+            runs.to_masks(),
+            predicted_iou=f("predicted_iou"),
+            stability_score=f("stability_score"),
+            point_coords=np.array([[_nan(v) for v in m["point_coords"][0][:2]] for m in masks], dtype=float).reshape(len(masks), 2),
+            crop_box=np.array([m["crop_box"] for m in masks], dtype=float).reshape(len(masks), 4) if masks and "crop_box" in masks[0] else None,
+            meta=doc.get("meta", {}),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{path}: bad mask record in a samcam compact mask file ({type(e).__name__}: {e})") from None
 
 
 _COMPACT_HEAD = re.compile(rb'\{"format":"samcam-masks/1","height":(\d+),"width":(\d+),"meta":')
@@ -417,15 +432,16 @@ def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
     The scores are not parsed (see :func:`_scan_compact`)."""
     path = Path(path)
     try:
-        text = gzip.decompress(path.read_bytes())
+        text = read_gzip(path, "mask file")
     except FileNotFoundError:
         raise FileNotFoundError(f"mask file not found: {path}") from None
-    except (OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a samcam compact mask file ({e})") from e
+    except ValueError as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
     scanned = _scan_compact(text)
     if scanned is None:
         return _compact_runs(_load_compact(path), path)
     shape, counts = scanned
+    check_pixels(*shape, path)
     try:
         return MaskRuns.from_coco(counts, shape)
     except ValueError as e:
@@ -464,8 +480,7 @@ def write_official(folder: str | os.PathLike, ms: MaskSet) -> None:
                      repr_float(ms.predicted_iou[i]), repr_float(ms.stability_score[i]),
                      *(_num(v) for v in ms.crop_box[i])])  # fmt: skip
     (tmp / "metadata.csv").write_text(buf.getvalue())
-    # not part of amg.py's layout: the image size (for empty sets) and provenance, for lossless reading
-    (tmp / "samcam_meta.json").write_text(json.dumps({"image_shape": list(ms.shape), "meta": ms.meta}, indent=1))
+    (tmp / SIDE_META).write_text(json.dumps({"image_shape": list(ms.shape), "meta": ms.meta}, indent=1))
     os.replace(tmp, folder)
 
 
@@ -525,9 +540,13 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
     meta_csv = folder / "metadata.csv"
     rows: list[dict[str, str]] = []
     try:
-        text = meta_csv.read_text()
+        text = read_input(meta_csv, "mask metadata").decode("utf-8-sig")
     except FileNotFoundError:
         text = None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{meta_csv}: not UTF-8 text (byte {e.start}); expected amg.py's metadata CSV") from None
+    if text is not None and "\0" in text:
+        raise ValueError(f"{meta_csv}: holds NUL bytes; expected amg.py's metadata CSV")
     if text is not None:
         lines = text.splitlines()
         header = lines[0].split(",") if lines else []
@@ -535,56 +554,115 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
             rows_ids = [ln.split(",")[header.index("id")] for ln in lines[1:] if ln] if "id" in header else []
             check = [dict.fromkeys(header)] if len(lines) > 1 else []
         else:
-            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            try:
+                rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            except csv.Error as e:
+                raise ValueError(f"{meta_csv}: not a readable CSV ({e})") from None
             rows_ids = [r.get("id") for r in rows]
             check = rows
         missing = [c for c in ("id", "predicted_iou", "stability_score") if check and c not in check[0]]
         if missing:
             raise ValueError(f"{meta_csv}: missing columns {missing}")
-        names = [f"{i}.png" for i in rows_ids]
-    else:
-        names = sorted((p.name for p in folder.glob("*.png") if p.stem.isdigit()), key=lambda s: int(s[:-4]))
+        names = [f"{i}.png" for i in check_ids(rows_ids, meta_csv)]
+    pngs = sorted((p.name for p in folder.glob("*.png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
+    if text is None:
+        names = [n for n in pngs if n[:-4].isdigit()]
+    elif sorted(names) != sorted(pngs):
+        unlisted, absent = sorted(set(pngs) - set(names)), sorted(set(names) - set(pngs))
+        what = f"does not list {unlisted[0]} beside it" if unlisted else f"lists {absent[0]}, which is not there"
+        raise ValueError(f"{meta_csv}: {what} ({len(unlisted)} unlisted, {len(absent)} absent mask PNGs); the folder is not one mask set")
+    if not names and not (folder / SIDE_META).exists():
+        raise ValueError(f"{folder}: an id folder of the official layout holds no mask PNGs (<i>.png) and no {SIDE_META} recording an empty set")
     return names, rows
 
 
+_SAID_01 = False
+
+
+def _mask_bits(a: np.ndarray, p: str) -> np.ndarray:
+    """The ``H × W`` bool mask of one official-layout PNG's pixels, read strictly: 0/255 as they are
+    (255 inside, as the paper's code reads them), 0/1 and 1-bit (mode ``1``) masks as binary, the
+    0/1 conversion said once; any other value or an image of several channels is an error naming the file."""
+    global _SAID_01
+    if a.dtype == bool:
+        return a
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise ValueError(f"{p}: a mask PNG must be one 8-bit or 1-bit channel, found {a.dtype} values of shape {a.shape}")
+    on = np.count_nonzero(a)
+    inside = a == 255
+    if np.count_nonzero(inside) == on:
+        return inside
+    inside = a == 1
+    if np.count_nonzero(inside) == on:
+        if not _SAID_01:
+            print(f"samcam: note: {p}: 0/1 mask PNGs are read as binary (1 = inside), as are the others like it", file=sys.stderr)
+            _SAID_01 = True
+        return inside
+    values = np.unique(a)
+    raise ValueError(f"{p}: mask values {values[:6].tolist()}{' …' if values.size > 6 else ''} are neither 0/255 nor 0/1; a mask PNG is binary")
+
+
 def _official_pngs(folder: Path, names: list[str]):
-    """Yield ``(i, pixels)`` for each mask PNG, one ``H × W`` uint8 buffer reused (8-bit PNGs are
-    decoded into it, without a copy); ``ValueError``/``FileNotFoundError`` naming the file."""
+    """Yield ``(i, mask)`` for each mask PNG, ``mask`` an ``H × W`` bool array (:func:`_mask_bits`;
+    8-bit PNGs are decoded into one reused buffer, without a copy); ``ValueError``/``FileNotFoundError``
+    naming the file."""
     buf = shape = None
     for i, name in enumerate(names):
         p = os.path.join(folder, name)
         try:
-            with open(p, "rb") as f:
-                data = f.read()
+            data = read_input(p, "mask file")
         except FileNotFoundError:
             raise FileNotFoundError(f"mask file not found: {p} (listed in {folder / 'metadata.csv'})") from None
         try:
             parts = png_parts(data)
             if parts is not None:
+                check_pixels(parts[2], parts[1], p)
                 got = (parts[2], parts[1])
                 if buf is None or buf.shape != got:
                     buf = np.empty(got, dtype=np.uint8)
                 a = decode_png(parts, buf)
             else:
-                with Image.open(io.BytesIO(data)) as im:
-                    a = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"{p}: unreadable mask PNG ({e})") from e
+                a = open_image(io.BytesIO(data), p, np.asarray, "mask PNG")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"{p}: unreadable mask PNG ({str(e).removeprefix(f'{p}: ')})") from None
         if shape is None:
             shape = a.shape
         elif a.shape != shape:
             raise ValueError(f"{p}: mask size {a.shape} differs from {folder / names[0]} {shape}")
-        yield i, a
+        yield i, _mask_bits(a, p)
 
 
 def _read_official_masks(folder: Path, names: list[str]) -> np.ndarray | None:
-    """The ``N × H × W`` bool masks (``== 255``, as the paper's code reads them), or ``None`` for none."""
+    """The ``N × H × W`` bool masks (:func:`_mask_bits`), or ``None`` for none."""
     masks = None
-    for i, a in _official_pngs(folder, names):
+    for i, m in _official_pngs(folder, names):
         if masks is None:
-            masks = np.empty((len(names), *a.shape), dtype=bool)
-        np.equal(a, 255, out=masks[i])
+            masks = np.empty((len(names), *m.shape), dtype=bool)
+        masks[i] = m
     return masks
+
+
+SIDE_META = "samcam_meta.json"
+"""Not part of ``amg.py``'s layout: the image size (for empty sets) and provenance, for lossless reading."""
+
+
+def _side_meta(folder: Path) -> dict:
+    """``folder/samcam_meta.json`` (``{}`` when absent); ``ValueError`` naming it when it is not a
+    JSON object or its ``image_shape`` is not two whole numbers."""
+    path = folder / SIDE_META
+    if not path.exists():
+        return {}
+    try:
+        side = json.loads(read_input(path, "mask metadata"))
+        if not isinstance(side, dict):
+            raise ValueError(f"a JSON {type(side).__name__}, not an object")
+        shape = side.get("image_shape", [0, 0])
+        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v >= 0 for v in shape)):
+            raise ValueError(f"image_shape {shape!r} is not [height, width]")
+        check_pixels(*shape, path)
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable samcam mask metadata ({str(e).removeprefix(f'{path}: ')})") from None
+    return side
 
 
 def read_official(folder: str | os.PathLike) -> MaskSet:
@@ -595,21 +673,24 @@ def read_official(folder: str | os.PathLike) -> MaskSet:
         raise FileNotFoundError(f"mask folder not found: {folder}")
     names, rows = _official_names(folder)
     masks = _read_official_masks(folder, names)
-    meta_json = folder / "samcam_meta.json"
-    side = json.loads(meta_json.read_text()) if meta_json.exists() else {}
+    side = _side_meta(folder)
     meta = side.get("meta", {})
     if masks is None:
         shape = tuple(side.get("image_shape", (0, 0)))
         return MaskSet(np.zeros((0, *shape), dtype=bool), meta=meta)
     f = lambda k: np.array([float(r[k]) for r in rows]) if rows else None
-    return MaskSet(
-        masks,
-        predicted_iou=f("predicted_iou"),
-        stability_score=f("stability_score"),
-        point_coords=np.stack([f("point_input_x"), f("point_input_y")], axis=1) if rows else None,
-        crop_box=np.stack([f(k) for k in OFFICIAL_HEADER[-4:]], axis=1) if rows else None,
-        meta=meta,
-    )
+    try:
+        return MaskSet(
+            masks,
+            predicted_iou=f("predicted_iou"),
+            stability_score=f("stability_score"),
+            point_coords=np.stack([f("point_input_x"), f("point_input_y")], axis=1) if rows else None,
+            crop_box=np.stack([f(k) for k in OFFICIAL_HEADER[-4:]], axis=1) if rows else None,
+            meta=meta,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        what = f"lacks column {e.args[0]}" if isinstance(e, KeyError) else f"holds a value that is not a number ({e})"
+        raise ValueError(f"{folder / 'metadata.csv'}: {what}; expected amg.py's columns {', '.join(OFFICIAL_HEADER)}") from None
 
 
 def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
@@ -620,15 +701,14 @@ def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
         raise FileNotFoundError(f"mask folder not found: {folder}")
     names, _ = _official_names(folder, ids_only=True)
     bits = shape = used = None
-    for i, a in _official_pngs(folder, names):
+    for i, m in _official_pngs(folder, names):
         if bits is None:
-            shape = a.shape
-            bits = np.zeros((len(names), packed_row_bytes(a.size)), dtype=np.uint8)
-            used = -(-a.size // 8)
-        bits[i, :used] = np.packbits(np.equal(a, 255).reshape(-1))
+            shape = m.shape
+            bits = np.zeros((len(names), packed_row_bytes(m.size)), dtype=np.uint8)
+            used = -(-m.size // 8)
+        bits[i, :used] = np.packbits(m.reshape(-1))
     if bits is None:
-        meta_json = folder / "samcam_meta.json"
-        shape = tuple(json.loads(meta_json.read_text()).get("image_shape", (0, 0))) if meta_json.exists() else (0, 0)
+        shape = tuple(_side_meta(folder).get("image_shape", (0, 0)))
         bits = np.zeros((0, packed_row_bytes(shape[0] * shape[1])), dtype=np.uint8)
     return PackedMasks(shape, bits)
 
@@ -647,6 +727,7 @@ class MaskStore:
 
     def path(self, image_id: str, fmt: str | None = None) -> Path:
         fmt = fmt or self.fmt or "compact"
+        check_id(image_id, self.root)
         return self.root / (f"{image_id}{COMPACT_SUFFIX}" if fmt == "compact" else image_id)
 
     def format_of(self, image_id: str) -> str | None:
@@ -667,7 +748,7 @@ class MaskStore:
             return []
         out = {p.name[: -len(COMPACT_SUFFIX)] for p in self.root.glob(f"*{COMPACT_SUFFIX}")}
         out |= {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        return sorted(out)
+        return check_ids(sorted(out), self.root)
 
     def read(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskSet:
         """The mask set of ``image_id``; with ``shape`` given, a ``ValueError`` naming the file if the

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from samcam.cli import POSITIVE_INT, _number
+
 from .recipe import OPTIMIZERS, Recipe
 
 Run = Callable[[argparse.Namespace], int]
@@ -18,19 +20,19 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     d = Recipe()
     g = p.add_argument_group("recipe (stored in the checkpoint; a resumed run must use the same)")
     g.add_argument("--backbone", default=d.backbone, choices=["lite0", "lite1", "lite2"], help=f"EfficientNet-Lite variant (default {d.backbone})")
-    g.add_argument("--crop", type=int, default=d.crop, help=f"square crop size in pixels (default {d.crop})")
-    g.add_argument("--scale-min", type=float, default=d.scale_min, help=f"random scale range, low end (default {d.scale_min})")
-    g.add_argument("--scale-max", type=float, default=d.scale_max, help=f"random scale range, high end (default {d.scale_max})")
+    g.add_argument("--crop", type=_number(int, 32, 4096), default=d.crop, help=f"square crop size in pixels (default {d.crop})")
+    g.add_argument("--scale-min", type=_number(float, 0.01, 8.0), default=d.scale_min, help=f"random scale range, low end (default {d.scale_min})")
+    g.add_argument("--scale-max", type=_number(float, 0.01, 8.0), default=d.scale_max, help=f"random scale range, high end (default {d.scale_max})")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size, help=f"default {d.batch_size}")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs, help=f"default {d.epochs}")
     g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help=f"default {d.optimizer}")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"backbone learning rate, poly-decayed (default {d.lr})")
-    g.add_argument("--head-lr-mult", type=float, default=d.head_lr_mult, help=f"head learning rate = lr × this (default {d.head_lr_mult})")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
-    g.add_argument("--poly-power", type=float, default=d.poly_power, help=f"default {d.poly_power}")
+    g.add_argument("--lr", type=_number(float, 0.0, 10.0), default=d.lr, help=f"backbone learning rate, poly-decayed (default {d.lr})")
+    g.add_argument("--head-lr-mult", type=_number(float, 0.0, 1000.0), default=d.head_lr_mult, help=f"head learning rate = lr × this (default {d.head_lr_mult})")
+    g.add_argument("--weight-decay", type=_number(float, 0.0, 1.0), default=d.weight_decay, help=f"default {d.weight_decay}")
+    g.add_argument("--poly-power", type=_number(float, 0.0, 100.0), default=d.poly_power, help=f"default {d.poly_power}")
     g.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    g.add_argument("--head-channels", type=int, default=d.head_channels, help=f"LR-ASPP width (default {d.head_channels})")
+    g.add_argument("--head-channels", type=_number(int, 1, 4096), default=d.head_channels, help=f"LR-ASPP width (default {d.head_channels})")
     g.add_argument("--train-early", action="store_true", help="also train the stem and stride-2/4 blocks (frozen by default)")
 
 
@@ -48,8 +50,8 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--ids", required=True, help="id list file of the training images")
     p.add_argument("--out", required=True, help="run folder; its last.pt is resumed when present")
     p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in all (the run can be resumed)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (the run can be resumed)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     _recipe_args(p)
 
@@ -73,13 +75,17 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     return run
 
 
+MAX_SCALE = 4.0
+"""The largest inference scale: 4× a VOC image is about 2000 × 2000 pixels."""
+
+
 def _scales(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(s) for s in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"scales must be comma-separated numbers, got {text!r}") from None
-    if not scales or min(scales) <= 0:
-        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
+    if not scales or not all(0 < s <= MAX_SCALE for s in scales):  # NaN fails every comparison
+        raise argparse.ArgumentTypeError(f"scales must lie in (0, {MAX_SCALE:g}], got {text!r}")
     return scales
 
 
@@ -98,7 +104,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--json", help="write a summary (mIoU, per-class IoU, recipe) to this JSON file")
     p.add_argument("--csv", help="write the per-class table to this CSV file")
     p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
 
     def run(a: argparse.Namespace) -> int:

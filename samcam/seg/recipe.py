@@ -40,6 +40,16 @@ class Recipe:
     freeze_early: bool = True  # stem + stride-2/4 blocks frozen (weights and BN statistics)
 
     def __post_init__(self) -> None:
+        import math
+
+        for f in fields(self):  # a checkpoint's recipe is read back through here: its fields are checked too
+            v, kind = getattr(self, f.name), type(f.default)
+            if not (isinstance(v, kind) or (kind is float and isinstance(v, int))) or isinstance(v, bool) != (kind is bool):
+                raise ValueError(f"recipe field {f.name} is {v!r}, expected a {kind.__name__}")
+            if kind is float and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"recipe field {f.name} is {v!r}, expected a finite number ≥ 0")
+        if self.head_channels < 1:
+            raise ValueError(f"recipe needs head_channels ≥ 1: {self.head_channels}")
         if self.crop < 32 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"recipe needs crop ≥ 32, batch_size ≥ 1, epochs ≥ 1: {self}")
         if not 0 < self.scale_min <= self.scale_max:
@@ -52,6 +62,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        if not isinstance(d, dict):
+            raise ValueError(f"recipe is a {type(d).__name__}, not a mapping")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

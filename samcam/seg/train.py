@@ -110,16 +110,23 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (tensors and plain values only)."""
+    """Load a checkpoint written by :func:`train` (tensors and plain values only), its recipe and
+    class count checked: ``ValueError`` naming the file for a missing or out-of-range field."""
+    from samcam.io import load_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+    ck = load_checkpoint(path)
+    if ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not a samcam segmentation checkpoint (format {FORMAT})")
+    try:
+        Recipe.from_dict(ck["recipe"])
+        n = ck["n_classes"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n_classes is {n!r}, expected a whole number ≥ 1")
+    except KeyError as e:
+        raise ValueError(f"{path}: a samcam segmentation checkpoint without its {e.args[0]} field") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad field in a samcam segmentation checkpoint ({e})") from None
     return ck
 
 
