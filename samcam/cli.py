@@ -175,6 +175,7 @@ def _masks(p: argparse.ArgumentParser):
 
 @command("merge", "label SAM masks with pseudo labels (the paper's rules); writes palette PNGs")
 def _merge(p: argparse.ArgumentParser):
+    from samcam.pipeline.workers import DEFAULT_WORKERS_CAP, MAX_WORKERS_PER_CORE
     from samcam.refine.merge import DEFAULT_RULE, RULES
 
     p.add_argument("--pseudo", required=True, help="folder of pseudo-label PNGs (<id>.png)")
@@ -184,7 +185,7 @@ def _merge(p: argparse.ArgumentParser):
     p.add_argument("--majority", type=FRACTION, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
     p.add_argument("--coverage", type=FRACTION, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
     p.add_argument("--ids", help="id list file; default: every .png in --pseudo")
-    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=POSITIVE_INT, help=f"processes (default: the cores available to this process, at most {DEFAULT_WORKERS_CAP}; at most {MAX_WORKERS_PER_CORE} per core)")
     p.add_argument("--missing-masks", default="error", choices=["error", "keep-cam"], help="an id without masks: error (default) or keep its CAM label")
     p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
 
