@@ -205,9 +205,11 @@ def run_on_devices(
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     messages = ctx.Queue()
     threads = threads or max(1, available_cores() // len(devices))
+    slices = [(d, ids[k :: len(devices)]) for k, d in enumerate(devices)]
     procs = [
-        ctx.Process(target=_device_main, args=(target, d, ids[k :: len(devices)], messages, os.getpid(), threads, args), daemon=True, name=f"samcam-{d}")
-        for k, d in enumerate(devices)
+        ctx.Process(target=_device_main, args=(target, d, part, messages, os.getpid(), threads, args), daemon=True, name=f"samcam-{d}")
+        for d, part in slices
+        if part  # fewer ids than devices: the devices without any start no process
     ]
     try:
         for p in procs:
