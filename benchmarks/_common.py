@@ -22,7 +22,8 @@ def machine() -> dict:
         import torch
 
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)  # fmt: skip
+                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    cuda_version=torch.version.cuda if torch.cuda.is_available() else None)  # fmt: skip
     except ImportError:
         pass
     try:
@@ -32,12 +33,14 @@ def machine() -> dict:
     return info
 
 
-def write(name: str, result: dict, markdown: str) -> None:
+def write(name: str, result: dict, markdown: str, out: str | os.PathLike = OUT) -> None:
+    """``<out>/<name>.json`` and ``.md`` (default ``results/benchmarks/``), with the command and machine."""
     from samcam.io import write_text
 
+    out = Path(out)
     result = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), **result}
-    write_text(OUT / f"{name}.json", json.dumps(result, indent=1) + "\n")
-    write_text(OUT / f"{name}.md", markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cpus']} CPUs)\n")
+    write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    write_text(out / f"{name}.md", markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cpus']} CPUs)\n")
     print(markdown)
 
 

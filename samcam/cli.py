@@ -150,19 +150,22 @@ def _masks(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="mask folder (created; ids already there are skipped)")
     p.add_argument("--ids", help="id list file; default: every image in --images")
     p.add_argument("--format", default="compact", choices=["compact", "official"], help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
-    p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based), for job arrays")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads")
+    p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based); auto: this task's part of a SLURM job array")
+    p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (per worker with --devices)")
     _add_amg_args(p)
 
     def run(a: argparse.Namespace) -> int:
         from samcam.pipeline.masks import parse_shard, run_masks
+        from samcam.pipeline.workers import parse_devices
 
+        shard, devices = parse_shard(a.shard), parse_devices(a.devices)
         if a.threads:
             import torch
 
             torch.set_num_threads(a.threads)
-        s = run_masks(a.images, a.out, a.ids, a.model, a.checkpoint, a.format, parse_shard(a.shard),
-                      a.generator, a.device, **_amg_kwargs(a))  # fmt: skip
+        s = run_masks(a.images, a.out, a.ids, a.model, a.checkpoint, a.format, shard, a.generator, a.device,
+                      devices=devices, threads=a.threads, **_amg_kwargs(a))  # fmt: skip
         rate = f", {s.seconds / s.done:.2f} s/img" if s.done else ""
         print(f"{s.done} images done, {s.skipped} already there{rate} -> {s.out}")
         return 0
@@ -175,6 +178,7 @@ def _masks(p: argparse.ArgumentParser):
 
 @command("merge", "label SAM masks with pseudo labels (the paper's rules); writes palette PNGs")
 def _merge(p: argparse.ArgumentParser):
+    from samcam.pipeline.workers import DEFAULT_WORKERS_CAP, MAX_WORKERS_PER_CORE
     from samcam.refine.merge import DEFAULT_RULE, RULES
 
     p.add_argument("--pseudo", required=True, help="folder of pseudo-label PNGs (<id>.png)")
@@ -184,7 +188,7 @@ def _merge(p: argparse.ArgumentParser):
     p.add_argument("--majority", type=FRACTION, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
     p.add_argument("--coverage", type=FRACTION, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
     p.add_argument("--ids", help="id list file; default: every .png in --pseudo")
-    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=POSITIVE_INT, help=f"processes (default: the cores available to this process, at most {DEFAULT_WORKERS_CAP}; at most {MAX_WORKERS_PER_CORE} per core)")
     p.add_argument("--missing-masks", default="error", choices=["error", "keep-cam"], help="an id without masks: error (default) or keep its CAM label")
     p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
 

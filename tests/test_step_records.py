@@ -50,7 +50,7 @@ def test_mask_step_redoes_a_truncated_file_and_only_it(tmp_path, monkeypatch):
     from samcam.pipeline.masks import run_masks
     from samcam.sam.masks import MaskStore
 
-    ids = _images(tmp_path / "images")
+    _images(tmp_path / "images")
     gen = _FakeGenerator()
     monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: gen)
     checkpoint = tmp_path / "fake.pt"

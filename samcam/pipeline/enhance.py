@@ -35,7 +35,7 @@ def enhance_method(
     out_labels: str | os.PathLike,
     rule: MergeRule = MergeRule(),
     spec: DatasetSpec = VOC,
-    workers: int = 1,
+    workers: int | None = None,
     progress: bool | None = None,
 ) -> Comparison:
     """Merge ``pseudo_dir/<id>.png`` with the masks into ``out_labels`` and score both folders."""

@@ -6,7 +6,7 @@ rerun with others is refused. It may not be (or lie inside) an input folder.
 
 Per image the work is: read the label, read only the masks (compact files are decoded to runs, never
 to a dense ``N × H × W`` array), apply the rule, write the PNG. ``workers > 1`` spreads the images
-over processes.
+over processes (default: one per available core).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from samcam.data.spaces import DatasetSpec
 from samcam.io import add_cost, claim_output, folder_ids, pending, read_label, write_label
-from samcam.pipeline.workers import process_pool
+from samcam.pipeline.workers import process_pool, resolve_workers
 from samcam.refine.merge import MergeRule, merge
 from samcam.sam.masks import MaskStore
 
@@ -55,14 +55,16 @@ def merge_folders(
     spec: DatasetSpec,
     rule: MergeRule,
     ids: list[str] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     missing: str = "error",
     progress: bool | None = None,
 ) -> MergeSummary:
-    """Merge ``pseudo/<id>.png`` with the mask set of each id in ``masks`` into ``out/<id>.png``."""
+    """Merge ``pseudo/<id>.png`` with the mask set of each id in ``masks`` into ``out/<id>.png``;
+    ``workers=None``: one process per available core (:func:`samcam.pipeline.workers.resolve_workers`)."""
     from samcam.progress import progress_bar
 
     pseudo, masks, out = Path(pseudo), Path(masks), Path(out)
+    workers = resolve_workers(workers)
     if missing not in MISSING_POLICIES:
         raise ValueError(f"--missing-masks must be one of {MISSING_POLICIES}")
     if not masks.is_dir():
