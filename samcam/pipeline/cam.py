@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from samcam.io import (
     write_label,
 )
 from samcam.metrics import Evaluator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def extract_cams(
@@ -115,15 +119,15 @@ def threshold_sweep(cams: str | os.PathLike, gt: str | os.PathLike, ids: list[st
 
 
 def score_cams(net: CamNet, images: dict[str, Path], gt: str | os.PathLike, labels: dict[str, np.ndarray], thresholds,
-               scales=SCALES, spec: DatasetSpec = VOC, progress: bool = True):  # fmt: skip
+               scales=SCALES, spec: DatasetSpec = VOC, progress: bool | None = None):  # fmt: skip
     """The same sweep as :func:`threshold_sweep` for ``net``'s CAMs of ``images`` computed in memory
     (no CAM files): for scoring a classifier on held-out images, where the best row (``best``) is a
     threshold chosen without the scored training ids' ground truth."""
-    from tqdm.auto import tqdm
+    from samcam.progress import progress_bar
 
     thresholds = _checked(thresholds)
     evs = [Evaluator(spec, keep_per_image=False) for _ in thresholds]
-    for image_id in tqdm(list(labels), desc="cam-eval", unit="img", disable=not progress):
+    for image_id in progress_bar(list(labels), desc="cam-eval", unit="img", progress=progress):
         g = read_label(Path(gt) / f"{image_id}.png", spec)
         keys = np.asarray(labels[image_id], dtype=np.int64) - 1
         image = read_image(images[image_id])
