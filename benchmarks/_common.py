@@ -39,9 +39,20 @@ def write(name: str, result: dict, markdown: str, out: str | os.PathLike = OUT) 
 
     out = Path(out)
     result = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), **result}
-    write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
-    write_text(out / f"{name}.md", markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cpus']} CPUs)\n")
+    write_text(out / f"{name}.json", relocated(json.dumps(result, indent=1)) + "\n")
+    write_text(out / f"{name}.md", relocated(markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cpus']} CPUs)") + "\n")
     print(markdown)
+
+
+def relocated(text: str, checkouts=()) -> str:
+    """A benchmark record's ``text`` without machine paths: data, checkout and the folders beside it
+    as :func:`samcam.io.relocate_text` writes them (relative to the checkout, where the commands
+    run), the temporary folder as ``$TMPDIR``. ``checkouts``: other checkouts taken as this one."""
+    import tempfile
+
+    from samcam.io import relocate_text
+
+    return relocate_text(text, REPO, checkouts).replace(tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")
 
 
 def data_root() -> Path:

@@ -1,6 +1,6 @@
 """What a user runs, end to end: the paper's official merge vs ``samcam merge``, one run, same masks.
 
-    python benchmarks/bench_merge_e2e.py --official /work/baselines/SAM_WSSS
+    python benchmarks/bench_merge_e2e.py --official ../baselines/SAM_WSSS
 
 Over the 558 VOC train images that have cached MobileSAM masks (32×32 points) and the official
 TransCAM pseudo labels, each command runs as a subprocess, timed from start to exit (imports,
@@ -17,8 +17,8 @@ grayscale PNGs of class indices, samcam palette PNGs: the index arrays are compa
 ``samcam eval`` over the 1464 VOC train ids (TransCAM vs ground truth), which must stay under 5 s,
 and the start-up of ``samcam merge --help`` / ``samcam eval --help``.
 
-The PNG folders are written once (``--official-masks``, default ``/work/baselines/masks_official/
-voc12_train_vit_t_p32``, outside the checkout) from the compact files with
+The PNG folders are written once (``--official-masks``, default ``../baselines/masks_official/
+voc12_train_vit_t_p32``, beside the checkout) from the compact files with
 ``samcam.sam.masks.write_official``. Without the official checkout the benchmark says so and stops
 without writing results. Reported per command: wall seconds, CPU seconds (user + system, the
 command and the processes it waited for), the peak RSS of its largest process (``wait4``'s
@@ -174,8 +174,8 @@ def busy_processes(limit: int = 6) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, default=Path("/work/baselines/SAM_WSSS"), help="checkout of cskyl/SAM_WSSS (its util/vis.py needs cv2 or that import guarded)")
-    ap.add_argument("--official-masks", type=Path, default=Path("/work/baselines/masks_official/voc12_train_vit_t_p32"), help="amg.py PNG folders (written once if absent)")
+    ap.add_argument("--official", type=Path, default=REPO.parent / "baselines" / "SAM_WSSS", help="checkout of cskyl/SAM_WSSS (its util/vis.py needs cv2 or that import guarded)")
+    ap.add_argument("--official-masks", type=Path, default=REPO.parent / "baselines" / "masks_official" / "voc12_train_vit_t_p32", help="amg.py PNG folders (written once if absent)")
     ap.add_argument("--compact-masks", type=Path, default=REPO / "results" / "masks" / "voc12_train_vit_t_p32")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="samcam merge --workers (default: the CPU count)")
     ap.add_argument("--workdir", type=Path, help="where outputs go (default: a temporary folder, removed)")

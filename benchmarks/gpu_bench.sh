@@ -14,7 +14,7 @@
 # Settings (environment): PYTHON (python3), DEVICE (cuda), N (4 images for step 1), E2E_N (50 for
 # step 2), PPS (32 points per side), MODEL (vit_t), CHECKPOINT (a checkpoint file; default samcam's
 # cache, which needs internet on first use), TIMEOUT (240 s per step). The CPU smoke check:
-#   DEVICE=cpu N=1 E2E_N=1 PPS=4 benchmarks/gpu_bench.sh ../shared/data /tmp/bench_smoke
+#   DEVICE=cpu N=1 E2E_N=1 PPS=4 benchmarks/gpu_bench.sh ../shared/data "$TMPDIR/bench_smoke"
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 data=$(cd "${1:?usage: benchmarks/gpu_bench.sh DATA_ROOT [OUT_DIR]}" && pwd) || exit 2

@@ -437,51 +437,189 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
 
 
 RUN_RECORD = "samcam_run.json"
-"""The provenance file of every output folder: the step, its inputs, its parameters, samcam's version."""
+"""The provenance file of every output folder: the step, its inputs (where and what: a path and a
+content fingerprint), its parameters, samcam's version."""
+
+LOCK_FILE = ".samcam.lock"
+"""Held (``fcntl.flock``) by the one process that writes an output folder."""
 
 STALE_TMP_SECONDS = 600.0
 """A temporary file older than this is left from a killed run (a live one exists for seconds)."""
 
+DATA_VAR = "${SAMCAM_DATA}"
+"""How a recorded path under :func:`data_root` begins."""
 
+
+def record_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` as a record holds it: ``${SAMCAM_DATA}/…`` when it lies under :func:`data_root`,
+    else relative to the folder ``base`` that holds the record (``../../masks/x``), so a record reads
+    the same from any checkout. The one rule for every path samcam records (:func:`resolve_recorded`
+    reads one back)."""
+    p = Path(os.path.abspath(path))
+    for root in _roots(data_root()):
+        if p == root or root in p.parents:
+            rel = p.relative_to(root).as_posix()
+            return DATA_VAR if rel == "." else f"{DATA_VAR}/{rel}"
+    try:  # lexical, so a path through a link of the checkout (.venv) stays inside it
+        return Path(os.path.relpath(p, os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows): nothing relative exists
+        return str(p)
+
+
+def resolve_recorded(text: str, base: str | os.PathLike) -> Path:
+    """The path a :func:`record_path` string names, read from a record in the folder ``base``."""
+    if text == DATA_VAR or text.startswith(DATA_VAR + "/"):
+        return data_root() / text[len(DATA_VAR) + 1 :]
+    return Path(base) / text
+
+
+def _roots(root: Path) -> list[Path]:
+    """``root`` as given (absolute) and resolved (symbolic links followed), each once."""
+    return list(dict.fromkeys([Path(os.path.abspath(root)), Path(os.path.realpath(root))]))
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.+/-])/[^\s'\"`<>|;,)\]}]+")
+
+
+def relocate_text(text: str, base: str | os.PathLike, checkouts: Sequence[str | os.PathLike] = ()) -> str:
+    """``text`` with every absolute path under :func:`data_root`, this checkout (:data:`REPO`, and the
+    ``checkouts`` taken as this one: where committed files were made) or the folder beside it (where
+    ``../shared/data`` lies) rewritten by :func:`record_path` against ``base``; other text (system
+    paths) is unchanged. For printed output, parameters and summaries."""
+    roots = [(r, r) for r in (*_roots(data_root()), *_roots(REPO))]
+    roots += [(Path(os.path.abspath(c)), REPO) for c in checkouts]
+    roots += [(r, r) for r in _roots(REPO.parent)] + [(Path(os.path.abspath(c)).parent, REPO.parent) for c in checkouts]
+
+    def one(m: re.Match) -> str:
+        p = Path(m.group(0))
+        for old, new in roots:
+            if p == old or old in p.parents:
+                return record_path(new / p.relative_to(old), base) + ("/" if m.group(0).endswith("/") else "")
+        return m.group(0)
+
+    return _ABSOLUTE.sub(one, text)
+
+
+def relocate(value, base: str | os.PathLike, checkouts: Sequence[str | os.PathLike] = ()):
+    """A JSON-like ``value`` (dicts, lists, strings, paths, numbers) with :func:`relocate_text`
+    applied to each string and path; numbers and keys are unchanged."""
+    if isinstance(value, dict):
+        return {k: relocate(v, base, checkouts) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relocate(v, base, checkouts) for v in value]
+    if isinstance(value, os.PathLike):
+        return record_path(value, base)
+    if isinstance(value, str):
+        return relocate_text(value, base, checkouts)
+    return value
+
+
+COST_RECORD = "samcam_cost.json"
+MASK_RECORD = "samcam_masks.json"
+
+#: bookkeeping files of an output folder: not part of its content when it is another step's input
+RECORD_FILES = frozenset({RUN_RECORD, COST_RECORD, MASK_RECORD})
+
+
+def fingerprint(path: str | os.PathLike | None) -> str | None:
+    """A content fingerprint of an input: the SHA-256 of a file; for a folder, the SHA-256 over the
+    sorted ``(relative name, size, SHA-256)`` of its files, all levels down, leaving out hidden files
+    (locks, temporaries) and :data:`RECORD_FILES`. ``None`` for no input or a missing one. Equal
+    contents give equal fingerprints wherever they lie; 10 MB of labels or masks take about 0.1 s."""
+    import hashlib
+
+    if path is None or not Path(path).exists():
+        return None
+    p = Path(path)
+    if not p.is_dir():
+        return "sha256:" + sha256_file(p)
+    h = hashlib.sha256()
+    for q in sorted(p.rglob("*")):
+        rel = q.relative_to(p)
+        if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
+            continue
+        h.update(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+@contextlib.contextmanager
+def lock_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out/.samcam.lock`` (``fcntl.flock``, released when the block ends or the process dies)
+    while a step writes ``out``; ``RuntimeError`` at once, naming the folder, when another process
+    holds it: two runs never mix their outputs in one folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; a folder is then not guarded
+        yield out
+        return
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{out}: another samcam process is writing this folder ({path} is locked); wait for it or choose another output folder") from None
+        try:
+            yield out
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: what a record compares with a rerun's: a rerun that differs in any is refused (paths are not
+#: compared: a moved checkout or a copied input with the same content is the same input)
+COMPARED = ("step", "fingerprints", "parameters", "samcam_version")
+
+
+@contextlib.contextmanager
 def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.PathLike | None], params: dict,
-                 notes: dict | None = None) -> Path:  # fmt: skip
-    """Make ``out`` the output folder of ``step`` with these ``inputs`` and ``params``.
+                 notes: dict | None = None) -> Iterator[Path]:  # fmt: skip
+    """Make ``out`` the output folder of ``step`` with these ``inputs`` and ``params``, locked
+    (:func:`lock_output`) for the ``with`` block in which the step writes it.
 
-    The first run writes ``out/samcam_run.json``; a later run with the same record resumes, one with
-    other inputs, parameters or samcam version is refused (``ValueError`` naming the record and what
-    differs), so one folder never mixes outputs of two settings. A folder that holds no output yet
-    (a first run that failed early) takes the new record. ``notes`` are stored, not compared.
-    Temporary files left by a killed run are removed. ``out`` may not be or lie in an input.
+    The first run writes ``out/samcam_run.json``: each input's path (:func:`record_path`) and content
+    (:func:`fingerprint`), the parameters (paths in them recorded the same way) and samcam's version.
+    A later run whose inputs have the same content, with the same parameters and version, resumes
+    (wherever the checkout or the inputs now lie); any other is refused (``ValueError`` naming the
+    record and what differs: a changed input by name and path), so one folder never mixes outputs of
+    two settings or holds outputs of stale inputs. A folder that holds no output yet (a first run that
+    failed early) takes the new record. ``notes`` are stored, not compared. Temporary files left by a
+    killed run are removed. ``out`` may not be or lie in an input.
     """
     from samcam import __version__
 
     out = Path(out)
     check_output(out, *inputs.values())
-    record = {"step": step, "samcam_version": __version__,
-              "inputs": {k: (str(Path(v).resolve()) if v is not None else None) for k, v in inputs.items()},
-              "parameters": json.loads(json.dumps(params, default=str))}  # fmt: skip
-    path = out / RUN_RECORD
-    has_outputs = out.is_dir() and any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
-    if path.exists() and has_outputs:
-        try:
-            old = json.loads(path.read_text())
-            if not isinstance(old, dict):
-                raise ValueError(f"a JSON {type(old).__name__}, not an object")
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: unreadable provenance record ({e}); remove it or choose another output folder") from None
-        diff = [k for k in ("step", "inputs", "parameters", "samcam_version") if old.get(k) != record[k]]
-        if diff:
-            what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
-            raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
-    elif has_outputs:
-        raise ValueError(f"{out}: holds outputs without a provenance record ({RUN_RECORD}); choose another output folder")
-    else:
-        write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
-    clean_temporaries(out)
-    return out
-
-
-COST_RECORD = "samcam_cost.json"
+    with lock_output(out):
+        record = {"step": step, "samcam_version": __version__,
+                  "inputs": {k: (record_path(v, out) if v is not None else None) for k, v in inputs.items()},
+                  "fingerprints": {k: fingerprint(v) for k, v in inputs.items()},
+                  "parameters": json.loads(json.dumps(relocate(params, out), default=str))}  # fmt: skip
+        path = out / RUN_RECORD
+        has_outputs = any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
+        if path.exists() and has_outputs:
+            try:
+                old = json.loads(path.read_text())
+                if not isinstance(old, dict):
+                    raise ValueError(f"a JSON {type(old).__name__}, not an object")
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: unreadable provenance record ({e}); remove it or choose another output folder") from None
+            if "fingerprints" not in old:
+                raise ValueError(f"{path}: a record without input fingerprints (made before samcam recorded them; scripts/relocate_records.py adds them); choose another output folder")
+            changed = [k for k in record["fingerprints"] if old["fingerprints"].get(k) != record["fingerprints"][k]]
+            if changed:
+                what = ", ".join(f"{k} ({inputs[k]})" for k in changed)
+                raise ValueError(f"{path}: the input {what} differs in content from the one this folder's outputs were made from; choose another output folder")
+            diff = [k for k in COMPARED if k != "fingerprints" and old.get(k) != record[k]]
+            if diff:
+                what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
+                raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
+        elif has_outputs:
+            raise ValueError(f"{out}: holds outputs without a provenance record ({RUN_RECORD}); choose another output folder")
+        else:
+            write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
+        clean_temporaries(out)
+        yield out
 
 
 def machine() -> str:

@@ -58,7 +58,27 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise RuntimeError(f"{nb}: failed with {type(e).__name__}: {first}{kept}") from e
+        relocate_notebook(tmp, nb, output, cwd or REPO)
     return Path(output)
+
+
+def relocate_notebook(path: str | os.PathLike, notebook: str | os.PathLike, output: str | os.PathLike,
+                      cwd: str | os.PathLike = REPO, checkouts=()) -> None:  # fmt: skip
+    """Rewrite the executed notebook ``path`` in place so it holds no machine path: papermill's
+    ``input_path`` and ``output_path`` become ``notebook`` and ``output`` (not the temporary file
+    papermill wrote), and every path under the data root or the checkout, in sources, outputs and
+    metadata, is written as :func:`samcam.io.relocate` writes it, relative to ``cwd`` (where the
+    notebook's code ran). ``checkouts``: other checkouts whose paths are taken as this one's."""
+    import nbformat
+
+    from samcam.io import relocate, write_text
+
+    doc = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+    pm = doc.get("metadata", {}).get("papermill")
+    if pm is not None:
+        pm["input_path"], pm["output_path"] = str(Path(notebook).absolute()), str(Path(output).absolute())
+    doc = nbformat.from_dict(relocate(doc, cwd, checkouts))
+    write_text(path, nbformat.writes(doc))
 
 
 @functools.cache
@@ -126,16 +146,25 @@ def _mtime(p: Path) -> float:
     return p.stat().st_mtime
 
 
+def stamp(step: Step) -> dict:
+    """What ``<step>.params.json`` holds beside the executed notebook: the notebook and the parameters,
+    their paths written as :func:`samcam.io.relocate` writes them (relative to the checkout, where
+    :func:`resolve` reads them), so a stamp made in one checkout is current in another."""
+    from samcam.io import relocate
+
+    return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
+
+
 def step_state(step: Step, runs: Path = RUNS, root: Path = REPO) -> str:
     """``missing input …``, ``current`` or ``stale``; inputs and outputs are relative to ``root``."""
     absent = [i for i in step.inputs if not (root / i).exists()]
     if absent:
         return f"missing input {absent[0]}"
-    stamp = runs / f"{step.name}.params.json"
+    stamp_file = runs / f"{step.name}.params.json"
     outs = [root / o for o in step.outputs]
-    if not outs or not stamp.exists() or not all(o.exists() for o in outs):
+    if not outs or not stamp_file.exists() or not all(o.exists() for o in outs):
         return "stale"
-    if json.loads(stamp.read_text()) != {"notebook": step.notebook, "parameters": step.parameters}:
+    if json.loads(stamp_file.read_text()) != stamp(step):
         return "stale"
     newest_input = max([_mtime(NOTEBOOKS / step.notebook)] + [_mtime(root / i) for i in step.inputs])
     return "current" if min(_mtime(o) for o in outs) >= newest_input else "stale"
@@ -159,6 +188,6 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
             report.append((step.name, f"skipped ({state})"))
             continue
         execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
-        write_text(runs / f"{step.name}.params.json", json.dumps({"notebook": step.notebook, "parameters": step.parameters}, indent=1))
+        write_text(runs / f"{step.name}.params.json", json.dumps(stamp(step), indent=1))
         report.append((step.name, "ran"))
     return report

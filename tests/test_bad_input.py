@@ -105,7 +105,7 @@ def test_folder_ids_lists_checks_and_names(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"f: holds no <id>\.gz mask files$"):
         folder_ids(tmp_path / "f", ".gz", "mask")
 
-NOT_NAMES = ["../../v/evil", "/tmp/evil", "a\\b", "..", "a\x00b", "a\x1bb"]
+NOT_NAMES = ["../../v/evil", "/etc/evil", "a\\b", "..", "a\x00b", "a\x1bb"]
 
 @pytest.fixture()
 def escape(tmp_path):
@@ -426,17 +426,19 @@ def test_a_failed_first_run_does_not_lock_its_folder(tmp_path, capsys):
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
     assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.3"]) == 0
     # notes are kept but not compared; parameters are
-    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"})
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"}):
+        pass
     (tmp_path / "o" / "x.png").write_bytes(b"x")
-    claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "other"})
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "other"}):
+        pass
     with pytest.raises(ValueError, match=r"parameters\.a: 1 -> 2"):
-        claim_output(tmp_path / "o", "s", {}, {"a": 2})
+        claim_output(tmp_path / "o", "s", {}, {"a": 2}).__enter__()
     with pytest.raises(ValueError, match=r"step: 's' -> 't'"):
-        claim_output(tmp_path / "o", "t", {}, {"a": 1})
+        claim_output(tmp_path / "o", "t", {}, {"a": 1}).__enter__()
     with pytest.raises(ValueError, match="holds outputs without a provenance record"):
         (tmp_path / "p").mkdir()
         (tmp_path / "p" / "y.npy").write_bytes(b"y")
-        claim_output(tmp_path / "p", "s", {}, {})
+        claim_output(tmp_path / "p", "s", {}, {}).__enter__()
 
 def test_a_failed_masks_run_does_not_lock_its_folder(tmp_path, capsys):
     (tmp_path / "img").mkdir()

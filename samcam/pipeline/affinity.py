@@ -217,22 +217,22 @@ def affinity_labels(
         config = replace(config, radius=trained)
     elif config.radius != trained:
         raise ValueError(f"{checkpoint}: trained with radius {trained}; the walk needs the same radius, not {config.radius}")
-    claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
-                 {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)})  # fmt: skip
-    todo = pending(ids, out)
-    seconds = 0.0
-    for image_id in progress_bar(todo, desc="affinity", unit="img", progress=progress):
-        image = read_image(images[image_id])
-        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            f = head([x[None] for x in levels_of(net, image)])[0]
-        try:
-            label = propagate(d["high_res"], d["keys"], f, config)
-        except ValueError as e:
-            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
-        seconds += time.perf_counter() - t0
-        write_label(Path(out) / f"{image_id}.png", label)
-    if todo:
-        add_cost(out, seconds, len(todo))
-    return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}
+    with claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
+                     {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)}):  # fmt: skip
+        todo = pending(ids, out)
+        seconds = 0.0
+        for image_id in progress_bar(todo, desc="affinity", unit="img", progress=progress):
+            image = read_image(images[image_id])
+            d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                f = head([x[None] for x in levels_of(net, image)])[0]
+            try:
+                label = propagate(d["high_res"], d["keys"], f, config)
+            except ValueError as e:
+                raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+            seconds += time.perf_counter() - t0
+            write_label(Path(out) / f"{image_id}.png", label)
+        if todo:
+            add_cost(out, seconds, len(todo))
+        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}

@@ -50,17 +50,17 @@ def extract_cams(
     """
     from samcam.progress import progress_bar
 
-    claim_output(out, "cam", {"images": common_folder(images.values())},
-                 {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})})  # fmt: skip
-    out = Path(out)
-    todo = pending(list(labels), out, ".npy")
-    t0 = time.perf_counter()
-    for image_id in progress_bar(todo, desc="cams", unit="img", progress=progress):
-        keys = np.asarray(labels[image_id], dtype=np.int64) - 1
-        save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
-    if todo:
-        add_cost(out, time.perf_counter() - t0, len(todo), device_name(net))
-    return len(todo)
+    with claim_output(out, "cam", {"images": common_folder(images.values())},
+                     {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})}):  # fmt: skip
+        out = Path(out)
+        todo = pending(list(labels), out, ".npy")
+        t0 = time.perf_counter()
+        for image_id in progress_bar(todo, desc="cams", unit="img", progress=progress):
+            keys = np.asarray(labels[image_id], dtype=np.int64) - 1
+            save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
+        if todo:
+            add_cost(out, time.perf_counter() - t0, len(todo), device_name(net))
+        return len(todo)
 
 
 def device_name(net: CamNet) -> str:
@@ -94,14 +94,14 @@ def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: f
     check_threshold(threshold)
     ids = folder_ids(cams, ".npy", "CAM", ids)
     cams = Path(cams)
-    claim_output(out, "cam2label", {"cams": cams}, {"threshold": threshold, "dataset": spec.name,
-                 "rule": "IRN cam_eval_thres (constant background score, argmax)"}, notes={"note": note} if note else None)  # fmt: skip
-    out = Path(out)
-    todo = pending(ids, out)
-    for image_id in progress_bar(todo, desc="cam2label", unit="img", progress=progress):
-        label = cam_label(cams / f"{image_id}.npy", threshold, spec, (sizes or {}).get(image_id))
-        write_label(out / f"{image_id}.png", label, spec)
-    return len(todo)
+    with claim_output(out, "cam2label", {"cams": cams}, {"threshold": threshold, "dataset": spec.name,
+                     "rule": "IRN cam_eval_thres (constant background score, argmax)"}, notes={"note": note} if note else None):  # fmt: skip
+        out = Path(out)
+        todo = pending(ids, out)
+        for image_id in progress_bar(todo, desc="cam2label", unit="img", progress=progress):
+            label = cam_label(cams / f"{image_id}.npy", threshold, spec, (sizes or {}).get(image_id))
+            write_label(out / f"{image_id}.png", label, spec)
+        return len(todo)
 
 
 def threshold_sweep(cams: str | os.PathLike, gt: str | os.PathLike, ids: list[str], thresholds, spec: DatasetSpec = VOC):

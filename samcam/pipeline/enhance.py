@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import read_image, read_label, write_text
+from samcam.io import read_image, read_label, relocate, write_text
 from samcam.metrics import Comparison
 from samcam.pipeline.evaluate import evaluate_folders
 from samcam.pipeline.merge import merge_folders
@@ -72,6 +72,7 @@ def write_results(res: Comparison, out_dir: str | os.PathLike, rule: MergeRule, 
         "samcam_commit": git_commit(Path(__file__).parent),
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
+    summary = relocate(summary, out)  # paths as a record holds them: relative to out, or ${SAMCAM_DATA}/…
     write_text(out / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
     return summary
 

@@ -19,8 +19,8 @@ def export_labels(folder: str | os.PathLike, out: str | os.PathLike, ids: list[s
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"method output folder not found: {folder}")
-    claim_output(out, "labels", {"input": folder}, {"format": fmt, "threshold": threshold, "dataset": spec.name})
-    todo = pending(ids, out)
-    for image_id in progress_bar(todo, desc="labels", unit="img", progress=progress):
-        write_label(Path(out) / f"{image_id}.png", load_pseudo_label(folder, image_id, fmt, threshold, spec), spec)
-    return len(todo)
+    with claim_output(out, "labels", {"input": folder}, {"format": fmt, "threshold": threshold, "dataset": spec.name}):
+        todo = pending(ids, out)
+        for image_id in progress_bar(todo, desc="labels", unit="img", progress=progress):
+            write_label(Path(out) / f"{image_id}.png", load_pseudo_label(folder, image_id, fmt, threshold, spec), spec)
+        return len(todo)

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from samcam.io import (
+    MASK_RECORD,
     check_output,
     clean_temporaries,
     image_index,
     is_complete,
+    lock_output,
     read_ids,
     read_image,
     write_text,
@@ -29,7 +31,7 @@ from samcam.io import (
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.masks import MaskStore
 
-RUN_META = "samcam_masks.json"
+RUN_META = MASK_RECORD
 
 
 def parse_shard(text: str | None, environ: dict[str, str] | None = None) -> tuple[int, int]:
@@ -153,30 +155,30 @@ def run_masks(
     todo_all = select_ids(index, ids, shard)
     info = checkpoint_info(model_type, checkpoint)
     meta = {**info, "settings": amg_settings(**settings), "generator": generator, "samcam_version": __version__, "format": fmt}
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_meta(out, meta)
-    store = MaskStore(out, fmt)
-    todo = [i for i in todo_all if not store.has(i) or (fmt == "compact" and not is_complete(store.path(i)))]
-    skipped = len(todo_all) - len(todo)
-    if not todo:
-        return RunSummary(0, skipped, 0.0, out)
-    clean_temporaries(out)
-    start = time.perf_counter()
-    bar = progress_bar(total=len(todo), desc=f"masks {model_type}", unit="img", progress=progress)
+    with lock_output(out):  # one process writes a mask folder at a time
+        check_run_meta(out, meta)
+        store = MaskStore(out, fmt)
+        todo = [i for i in todo_all if not store.has(i) or (fmt == "compact" and not is_complete(store.path(i)))]
+        skipped = len(todo_all) - len(todo)
+        if not todo:
+            return RunSummary(0, skipped, 0.0, out)
+        clean_temporaries(out)
+        start = time.perf_counter()
+        bar = progress_bar(total=len(todo), desc=f"masks {model_type}", unit="img", progress=progress)
 
-    def done(image_id: str, n_masks: int) -> None:
-        bar.update()
-        bar.set_postfix(masks=n_masks)
+        def done(image_id: str, n_masks: int) -> None:
+            bar.update()
+            bar.set_postfix(masks=n_masks)
 
-    work = ({i: index[i] for i in todo}, out, fmt, meta, model_type, checkpoint, generator, settings)
-    try:
-        if len(devices) == 1:
-            generate_into(devices[0], todo, done, *work)
-        else:
-            run_on_devices(generate_into, devices, todo, work, done, threads)
-    finally:
-        bar.close()
-    return RunSummary(len(todo), skipped, time.perf_counter() - start, out)
+        work = ({i: index[i] for i in todo}, out, fmt, meta, model_type, checkpoint, generator, settings)
+        try:
+            if len(devices) == 1:
+                generate_into(devices[0], todo, done, *work)
+            else:
+                run_on_devices(generate_into, devices, todo, work, done, threads)
+        finally:
+            bar.close()
+        return RunSummary(len(todo), skipped, time.perf_counter() - start, out)
 
 
 def generate_into(device: str | None, ids: list[str], report, paths: dict[str, Path], out: Path, fmt: str, meta: dict,

@@ -70,23 +70,23 @@ def merge_folders(
     if not masks.is_dir():
         raise FileNotFoundError(f"mask folder not found: {masks}")
     ids = folder_ids(pseudo, ".png", "pseudo-label", ids)
-    claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
-                 {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing})  # fmt: skip
-    todo = pending(ids, out)
-    t0 = time.perf_counter()
-    tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
-    counts = {"merged": 0, "kept": 0}
-    bar = progress_bar(total=len(tasks), desc="merge", unit="img", progress=progress)
-    if workers > 1 and len(tasks) > 1:
-        with process_pool(workers) as pool:
-            for r in pool.map(_merge_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
-                counts[r] += 1
+    with claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
+                      {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing}):  # fmt: skip
+        todo = pending(ids, out)
+        t0 = time.perf_counter()
+        tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
+        counts = {"merged": 0, "kept": 0}
+        bar = progress_bar(total=len(tasks), desc="merge", unit="img", progress=progress)
+        if workers > 1 and len(tasks) > 1:
+            with process_pool(workers) as pool:
+                for r in pool.map(_merge_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
+                    counts[r] += 1
+                    bar.update()
+        else:
+            for t in tasks:
+                counts[_merge_one(t)] += 1
                 bar.update()
-    else:
-        for t in tasks:
-            counts[_merge_one(t)] += 1
-            bar.update()
-    bar.close()
-    if todo:
-        add_cost(out, time.perf_counter() - t0, len(todo))
-    return MergeSummary(counts["merged"], counts["kept"], len(ids) - len(todo), out)
+        bar.close()
+        if todo:
+            add_cost(out, time.perf_counter() - t0, len(todo))
+        return MergeSummary(counts["merged"], counts["kept"], len(ids) - len(todo), out)

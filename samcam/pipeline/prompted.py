@@ -14,6 +14,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     from one image embedding per image. Returns ``{"done", "skipped", "seconds_per_image"}`` where the
     seconds cover the embedding and every config's prompts.
     """
+    import contextlib
     import time
     from pathlib import Path
 
@@ -29,32 +30,33 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     out, pseudo = Path(out), Path(pseudo)
     named = configs if isinstance(configs, dict) else {"": configs}
     targets = {name: (out / name if name else out) for name in named}
-    for name, target in targets.items():
-        claim_output(target, "refine-prompted", {"images": images, "pseudo": pseudo, "cams": cams_dir},
-                     {"config": vars(named[name]), "model_type": model_type, "checkpoint": checkpoint, "format": fmt, "threshold": threshold})
-    index = image_index(images)
-    missing = [i for i in ids if i not in index]
-    if missing:
-        raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}")
-    undone = set().union(*(pending(ids, t) for t in targets.values()))
-    todo = [i for i in ids if i in undone]
-    if not todo:
-        return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
-    predictor = SamPredictor(build_sam(model_type, checkpoint, device))
-    seconds = 0.0
-    for image_id in progress_bar(todo, desc="refine", unit="img", progress=progress):
-        image = read_image(index[image_id])
-        label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
-        cams = None
-        if cams_dir is not None:
-            d = load_cam(Path(cams_dir) / f"{image_id}.npy", image.shape[:2])
-            cams = {int(k) + 1: m for k, m in zip(d["keys"], d["high_res"])}
-        t0 = time.perf_counter()
-        predictor.set_image(image)
-        refined = {name: refine(predictor, label, VOC.n_classes, cams, cfg) for name, cfg in named.items()}
-        seconds += time.perf_counter() - t0
-        for name, lab in refined.items():
-            write_label(targets[name] / f"{image_id}.png", lab)
-    for target in targets.values():  # one embedding serves every config: each folder is charged all of it
-        add_cost(target, seconds, len(todo), str(predictor.device))
-    return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo)}
+    with contextlib.ExitStack() as claimed:  # every folder locked and recorded while the step writes
+        for name, target in targets.items():
+            claimed.enter_context(claim_output(target, "refine-prompted", {"images": images, "pseudo": pseudo, "cams": cams_dir},
+                                               {"config": vars(named[name]), "model_type": model_type, "checkpoint": checkpoint, "format": fmt, "threshold": threshold}))
+        index = image_index(images)
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+        undone = set().union(*(pending(ids, t) for t in targets.values()))
+        todo = [i for i in ids if i in undone]
+        if not todo:
+            return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
+        predictor = SamPredictor(build_sam(model_type, checkpoint, device))
+        seconds = 0.0
+        for image_id in progress_bar(todo, desc="refine", unit="img", progress=progress):
+            image = read_image(index[image_id])
+            label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
+            cams = None
+            if cams_dir is not None:
+                d = load_cam(Path(cams_dir) / f"{image_id}.npy", image.shape[:2])
+                cams = {int(k) + 1: m for k, m in zip(d["keys"], d["high_res"])}
+            t0 = time.perf_counter()
+            predictor.set_image(image)
+            refined = {name: refine(predictor, label, VOC.n_classes, cams, cfg) for name, cfg in named.items()}
+            seconds += time.perf_counter() - t0
+            for name, lab in refined.items():
+                write_label(targets[name] / f"{image_id}.png", lab)
+        for target in targets.values():  # one embedding serves every config: each folder is charged all of it
+            add_cost(target, seconds, len(todo), str(predictor.device))
+        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo)}

@@ -1,0 +1,171 @@
+"""Relocatable records: what an output folder records holds no machine path, inputs are compared by
+content (a moved checkout resumes, a changed input is refused), one process writes a folder at a
+time, and no committed file names a folder of the machine that made it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcam import cli
+from samcam.io import RUN_RECORD, claim_output, fingerprint, lock_output, record_path, relocate_text, resolve_recorded
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _merge_inputs(root: Path) -> list[str]:
+    """A pseudo-label folder (two labels), a mask folder and the merge command into ``root/out``."""
+    from samcam.sam.masks import MaskSet, write_compact
+
+    (root / "masks").mkdir(parents=True)
+    (root / "pseudo").mkdir()
+    masks = np.zeros((2, 6, 8), bool)
+    masks[0, :3] = True
+    masks[1, 3:] = True
+    for i, v in (("a", 7), ("b", 3)):
+        write_compact(root / "masks" / f"{i}.json.gz", MaskSet(masks))
+        Image.fromarray(np.full((6, 8), v, np.uint8)).save(root / "pseudo" / f"{i}.png")
+    return ["merge", "--pseudo", str(root / "pseudo"), "--masks", str(root / "masks"), "--out", str(root / "out" / "merged"), "--workers", "1"]
+
+
+def _main(args, capsys) -> tuple[int, str]:
+    code = cli.main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_record_paths_are_relative_or_under_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    base = tmp_path / "results" / "labels" / "x"
+    assert record_path(tmp_path / "data" / "voc" / "JPEGImages", base) == "${SAMCAM_DATA}/voc/JPEGImages"
+    assert record_path(tmp_path / "results" / "masks" / "m", base) == "../../masks/m"
+    assert record_path(base / "sub", base) == "sub"
+    for path in (tmp_path / "data" / "voc", tmp_path / "results" / "masks" / "m"):
+        assert resolve_recorded(record_path(path, base), base).resolve() == path.resolve()
+    text = f"wrote {tmp_path}/data/a.png and {REPO}/results/b.png, not /usr/lib/c"
+    assert relocate_text(text, REPO) == "wrote ${SAMCAM_DATA}/a.png and results/b.png, not /usr/lib/c"
+    assert relocate_text("--out /elsewhere/runs/seg/<row>", REPO, ["/elsewhere/checkout"]) == "--out ../runs/seg/<row>"
+
+
+def test_a_record_holds_no_machine_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    args = _merge_inputs(tmp_path / "data")  # the pseudo labels and masks lie under the data root
+    args[args.index("--out") + 1] = str(tmp_path / "results" / "merged")
+    assert _main(args, capsys)[0] == 0
+    text = (tmp_path / "results" / "merged" / RUN_RECORD).read_text()
+    assert str(tmp_path) not in text
+    record = json.loads(text)
+    assert record["inputs"] == {"masks": "${SAMCAM_DATA}/masks", "pseudo": "${SAMCAM_DATA}/pseudo"}
+    assert record["fingerprints"]["pseudo"] == fingerprint(tmp_path / "data" / "pseudo")
+
+
+def test_a_moved_checkout_resumes(tmp_path, capsys):
+    args = _merge_inputs(tmp_path / "one")
+    assert _main(args, capsys)[0] == 0
+    record = json.loads((tmp_path / "one" / "out" / "merged" / RUN_RECORD).read_text())
+    assert record["inputs"]["pseudo"] == "../../pseudo"
+    shutil.move(tmp_path / "one", tmp_path / "two")  # same content, another absolute path
+    moved = [a.replace(str(tmp_path / "one"), str(tmp_path / "two")) for a in args]
+    (tmp_path / "two" / "out" / "merged" / "b.png").unlink()  # one output left to do
+    code, err = _main(moved, capsys)
+    assert code == 0, err
+    assert (tmp_path / "two" / "out" / "merged" / "b.png").exists()
+
+
+def test_a_changed_input_is_refused_naming_it(tmp_path, capsys):
+    args = _merge_inputs(tmp_path)
+    assert _main(args, capsys)[0] == 0
+    out = tmp_path / "out" / "merged"
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    Image.fromarray(np.full((6, 8), 5, np.uint8)).save(tmp_path / "pseudo" / "a.png")  # one label replaced in place
+    code, err = _main(args, capsys)
+    assert code == 2
+    last = err.splitlines()[-1]
+    assert "pseudo" in last and str(tmp_path / "pseudo") in last and "differs in content" in last and str(out / RUN_RECORD) in last
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before  # nothing stale kept as new, nothing deleted
+    # bookkeeping of an input folder (its own record and cost) is not its content
+    Image.fromarray(np.full((6, 8), 7, np.uint8)).save(tmp_path / "pseudo" / "a.png")
+    assert fingerprint(tmp_path / "pseudo") == json.loads((out / RUN_RECORD).read_text())["fingerprints"]["pseudo"]
+    (tmp_path / "pseudo" / "samcam_cost.json").write_text('{"runs": []}\n')
+    assert _main(args, capsys)[0] == 0
+
+
+def test_a_record_without_fingerprints_is_refused(tmp_path):
+    out = tmp_path / "o"
+    with claim_output(out, "s", {}, {"a": 1}):
+        (out / "x.png").write_bytes(b"x")
+    record = json.loads((out / RUN_RECORD).read_text())
+    del record["fingerprints"]
+    (out / RUN_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="without input fingerprints"):
+        claim_output(out, "s", {}, {"a": 1}).__enter__()
+
+
+def _hold(out: str, ready, release) -> None:
+    with claim_output(out, "merge", {}, {"rule": "first"}):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_folder_being_written_refuses_a_second_process_at_once(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    out = tmp_path / "new"
+    first = ctx.Process(target=_hold, args=(str(out), ready, release))
+    first.start()
+    try:
+        assert ready.wait(30)
+        t0 = time.perf_counter()
+        with pytest.raises(RuntimeError) as e:
+            claim_output(out, "merge", {}, {"rule": "second"}).__enter__()
+        assert time.perf_counter() - t0 < 5
+        assert str(out) in str(e.value) and "another samcam process" in str(e.value) and "\n" not in str(e.value)
+    finally:
+        release.set()
+        first.join(30)
+    assert json.loads((out / RUN_RECORD).read_text())["parameters"] == {"rule": "first"}
+    with lock_output(out):  # released when the first run ended
+        pass
+
+
+#: absolute folders of a machine (``/work/`` etc.), where a path begins: not inside a relative path
+#: such as ``results/work/``, not a bare ``/work/`` (``.gitignore``'s anchored pattern)
+MACHINE_PATH = re.compile(r"(?<![\w.~$}-])(?:/(?:work|root|home|tmp|Users)/(?=[\w.$<{-])|[A-Za-z]:\\\\?(?=\w))")
+#: this file spells the patterns out
+SELF = Path(__file__).resolve().relative_to(REPO).as_posix()
+
+
+def test_committed_files_hold_no_machine_paths():
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    found = []
+    for name in listed.decode().split("\0"):
+        path = REPO / name
+        if not name or name == SELF or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data[:8192]:
+            continue  # binary
+        text = data.decode("utf-8", errors="replace")
+        for n, line in enumerate(text.splitlines(), 1):
+            if m := MACHINE_PATH.search(line):
+                found.append(f"{name}:{n}: {line[max(0, m.start() - 40): m.end() + 60].strip()}")
+    assert not found, f"{len(found)} lines name machine paths:\n" + "\n".join(found[:40])
+
+
+@pytest.mark.parametrize("line, hit", [
+    ("cams: /work/main/work/claims/cams", True), ('"/home/me/x"', True), ("C:\\Users\\me", True), ("--out /tmp/x", True),
+    ("/work/", False), ("results/work/x", False), ("../work/seg", False), ("${SAMCAM_DATA}/voc", False), ("$TMPDIR/x", False),
+])  # fmt: skip
+def test_the_machine_path_pattern(line, hit):
+    assert bool(MACHINE_PATH.search(line)) == hit
