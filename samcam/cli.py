@@ -521,12 +521,17 @@ def _reproduce(p: argparse.ArgumentParser):
     p.add_argument("--config", help="reproduce YAML (default notebooks/reproduce.yml)")
     p.add_argument("--only", nargs="*", help="step names to run")
     p.add_argument("--force", action="store_true", help="run steps even when current")
+    p.add_argument("--list", action="store_true", help="show the plan (each step, its outputs, whether it would run and why) and stop")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.reproduce import DEFAULT_CONFIG, reproduce
+        from samcam.reproduce import DEFAULT_CONFIG, plan, reproduce
 
-        for name, status in reproduce(a.config or DEFAULT_CONFIG, a.only, a.force):
-            print(f"{name}: {status}")
+        config = a.config or DEFAULT_CONFIG
+        if a.list:
+            for step, state, runs_now in plan(config, a.only, a.force):
+                print(f"{step.name}: {'would run' if runs_now else 'skip'} [{state}] {step.notebook} -> {', '.join(step.outputs)}")
+            return 0
+        reproduce(config, a.only, a.force, log=lambda line: print(line, flush=True))
         return 0
 
     return run

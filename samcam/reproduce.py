@@ -155,39 +155,70 @@ def stamp(step: Step) -> dict:
     return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
 
 
-def step_state(step: Step, runs: Path = RUNS, root: Path = REPO) -> str:
-    """``missing input …``, ``current`` or ``stale``; inputs and outputs are relative to ``root``."""
+def step_state(step: Step, runs: Path | None = None, root: Path = REPO) -> str:
+    """``missing input …``, ``current`` or ``stale (why)``; inputs and outputs are relative to ``root``."""
+    runs = RUNS if runs is None else runs
     absent = [i for i in step.inputs if not (root / i).exists()]
     if absent:
         return f"missing input {absent[0]}"
     stamp_file = runs / f"{step.name}.params.json"
     outs = [root / o for o in step.outputs]
-    if not outs or not stamp_file.exists() or not all(o.exists() for o in outs):
-        return "stale"
+    if not outs:
+        return "stale (no outputs declared)"
+    if not stamp_file.exists():
+        return "stale (never run here)"
+    missing = [o for o, p in zip(step.outputs, outs) if not p.exists()]
+    if missing:
+        return f"stale (output {missing[0]} missing)"
     if json.loads(stamp_file.read_text()) != stamp(step):
-        return "stale"
+        return "stale (notebook or parameters changed)"
     newest_input = max([_mtime(NOTEBOOKS / step.notebook)] + [_mtime(root / i) for i in step.inputs])
-    return "current" if min(_mtime(o) for o in outs) >= newest_input else "stale"
+    return "current" if min(_mtime(o) for o in outs) >= newest_input else "stale (an input is newer than the outputs)"
 
 
-def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
-              runs: Path = RUNS) -> list[tuple[str, str]]:  # fmt: skip
-    """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``)."""
-    from samcam.io import write_text
-
+def plan(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
+         runs: Path | None = None) -> list[tuple[Step, str, bool]]:  # fmt: skip
+    """``(step, state, will run)`` for every selected step of ``config``, in order."""
     steps = load_config(config)
     unknown = sorted(set(only or ()) - {s.name for s in steps})
     if unknown:
         raise ValueError(f"{config}: no step named {', '.join(unknown)}; steps: {', '.join(s.name for s in steps)}")
-    report = []
+    rows = []
     for step in steps:
         if only and step.name not in only:
             continue
         state = step_state(step, runs)
-        if state.startswith("missing") or (state == "current" and not force):
+        rows.append((step, state, not state.startswith("missing") and (force or state != "current")))
+    return rows
+
+
+def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
+              runs: Path | None = None, log=None) -> list[tuple[str, str]]:  # fmt: skip
+    """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``); ``log`` (e.g.
+    ``print``) hears each step's name, whether it runs and why, and its time as it goes. Raises
+    ``ValueError`` when every selected step lacks an input (nothing could be reproduced)."""
+    import time
+
+    from samcam.io import write_text
+
+    runs = RUNS if runs is None else runs
+    rows = plan(config, only, force, runs)
+    if rows and all(state.startswith("missing") for _, state, _ in rows):
+        raise ValueError(f"{config}: every selected step lacks an input (e.g. {rows[0][0].name}: {rows[0][1]}); "
+                         f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip
+    report = []
+    for step, state, runs_now in rows:
+        if not runs_now:
             report.append((step.name, f"skipped ({state})"))
+            if log:
+                log(f"{step.name}: skipped ({state})")
             continue
+        if log:
+            log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.notebook}")
+        t0 = time.perf_counter()
         execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
         write_text(runs / f"{step.name}.params.json", json.dumps(stamp(step), indent=1))
-        report.append((step.name, "ran"))
+        report.append((step.name, f"ran in {time.perf_counter() - t0:.0f} s"))
+        if log:
+            log(f"{step.name}: done in {time.perf_counter() - t0:.0f} s")
     return report

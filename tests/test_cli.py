@@ -95,8 +95,8 @@ def test_reproduce_rejects_unknown_steps_and_skips_missing_inputs(tmp_path, caps
     cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n")
     run(["reproduce", "--config", cfg, "--only", "nope"], code=2)
     assert "no step named nope" in capsys.readouterr().err
-    run(["reproduce", "--config", cfg])
-    assert "a: skipped (missing input does/not/exist)" in capsys.readouterr().out
+    run(["reproduce", "--config", cfg], code=2)  # its only step lacks its input: nothing could be reproduced
+    assert "every selected step lacks an input (e.g. a: missing input does/not/exist)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

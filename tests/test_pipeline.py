@@ -103,15 +103,37 @@ def test_step_state_answers_each_state(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     assert step_state(Step("s", "demo.ipynb", {}, ["absent"], ["out.txt"]), runs, tmp_path) == "missing input absent"
-    assert step_state(step, runs, tmp_path) == "stale"  # no output yet
-    (tmp_path / "out.txt").write_text("y")
-    assert step_state(step, runs, tmp_path) == "stale"  # no parameter stamp
+    assert step_state(step, runs, tmp_path) == "stale (never run here)"  # no parameter stamp, no output
     (runs / "s.params.json").write_text(json.dumps({"notebook": "demo.ipynb", "parameters": {"a": 1}}))
+    assert step_state(step, runs, tmp_path) == "stale (output out.txt missing)"
+    (tmp_path / "out.txt").write_text("y")
     assert step_state(step, runs, tmp_path) == "current"
-    assert step_state(Step("s", "demo.ipynb", {"a": 2}, ["in"], ["out.txt"]), runs, tmp_path) == "stale"
+    assert step_state(Step("s", "demo.ipynb", {"a": 2}, ["in"], ["out.txt"]), runs, tmp_path) == "stale (notebook or parameters changed)"
     later = time.time() + 100
     os.utime(tmp_path / "in", (later, later))
-    assert step_state(step, runs, tmp_path) == "stale"  # an input newer than the output
+    assert step_state(step, runs, tmp_path) == "stale (an input is newer than the outputs)"
+
+
+def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, capsys, monkeypatch):
+    from samcam import cli, reproduce
+
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n")
+    assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
+    assert capsys.readouterr().out == "a: skip [missing input does/not/exist] demo.ipynb -> x\n"
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 2  # every step lacks its inputs: nothing reproduced
+    assert "every selected step lacks an input" in capsys.readouterr().err
+    ran = []
+    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append((nb, out)) or out.parent.mkdir(parents=True, exist_ok=True))
+    (tmp_path / "in").write_text("x")
+    cfg.write_text(f"steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n"
+                   f"  - name: b\n    notebook: demo.ipynb\n    inputs: [{tmp_path / 'in'}]\n    outputs: [{tmp_path / 'out'}]\n")
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "a: skipped (missing input does/not/exist)" and lines[1].startswith("b: running (stale (never run here))")
+    assert lines[2].startswith("b: done in ") and ran == [("demo.ipynb", tmp_path / "runs" / "b.ipynb")]
+    assert (tmp_path / "runs" / "b.params.json").exists()  # the stamp lands beside the executed notebook, not in results/runs
 
 
 def test_default_pseudo_dir_only_for_shipped_labels(tmp_path):
