@@ -113,6 +113,14 @@ def error_pixels(conf: np.ndarray) -> dict[str, np.ndarray]:
             "object": obj[1:], "claimed": claimed[1:]}  # fmt: skip
 
 
+def error_rates(conf: np.ndarray) -> dict[str, float]:
+    """The paper's error kinds over all foreground classes, in % of the ground-truth object pixels:
+    ``partial_pct``, ``false_pct`` and ``false_on_background_pct`` (:func:`error_pixels`, summed)."""
+    e = error_pixels(conf)
+    obj = max(int(e["object"].sum()), 1)
+    return {f"{k}_pct": 100 * float(e[k].sum()) / obj for k in ("partial", "false", "false_on_background")}
+
+
 class Evaluator:
     """Accumulates one confusion matrix over a split and keeps per-image rows.
 

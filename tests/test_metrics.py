@@ -104,6 +104,14 @@ def test_error_pixels_against_direct_counting():
         assert e["false_on_background"][c - 1] == np.sum(valid & (pred == c) & (gt == 0))
         assert e["object"][c - 1] == np.sum(valid & (gt == c))
         assert e["claimed"][c - 1] == np.sum(valid & (pred == c))
+    # the split-level rates: the counts over every foreground class, in % of the object pixels
+    from samcam.metrics import error_rates
+
+    fg = valid & (gt > 0)
+    r = error_rates(confusion_matrix(gt, pred, n))
+    assert r["partial_pct"] == pytest.approx(100 * np.sum(fg & (pred != gt)) / fg.sum())
+    assert r["false_pct"] == pytest.approx(100 * np.sum(valid & (pred > 0) & (pred != 255) & (pred != gt)) / fg.sum())
+    assert r["false_on_background_pct"] == pytest.approx(100 * np.sum(valid & (gt == 0) & (pred > 0) & (pred != 255)) / fg.sum())
 
 
 def test_error_table_percentages(tmp_path):

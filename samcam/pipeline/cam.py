@@ -153,14 +153,9 @@ def sweep_table(thresholds: list[float], evs: list[Evaluator]):
     on background) in % of the ground-truth object pixels; ``best`` marks the highest mIoU."""
     import pandas as pd
 
-    from samcam.metrics import error_pixels
+    from samcam.metrics import error_rates
 
-    rows = []
-    for t, ev in zip(thresholds, evs):
-        e = {k: int(v.sum()) for k, v in error_pixels(ev.conf).items()}
-        obj = max(e["object"], 1)
-        rows.append({"threshold": t, "miou": ev.scores().miou, "partial_pct": 100 * e["partial"] / obj,
-                     "false_pct": 100 * e["false"] / obj, "false_on_background_pct": 100 * e["false_on_background"] / obj})  # fmt: skip
+    rows = [{"threshold": t, "miou": ev.scores().miou, **error_rates(ev.conf)} for t, ev in zip(thresholds, evs)]
     df = pd.DataFrame(rows)
     df["best"] = df["miou"] == df["miou"].max()
     return df

@@ -20,7 +20,7 @@ import pandas as pd
 
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import read_image, read_label, relocate, write_text
-from samcam.metrics import Comparison
+from samcam.metrics import Comparison, error_rates
 from samcam.pipeline.evaluate import evaluate_folders
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
@@ -65,8 +65,9 @@ def write_results(res: Comparison, out_dir: str | os.PathLike, rule: MergeRule, 
         write_text(out / f"confusion_{tag}.csv", conf.to_csv(index_label="gt\\pred"))
     run_meta = Path(masks) / "samcam_masks.json"
     mask_run = json.loads(run_meta.read_text()) if run_meta.exists() else {}
+    errors = {f"{k}_{tag}": v for tag, ev in (("before", res.before), ("after", res.after)) for k, v in error_rates(ev.conf).items()}
     summary = {
-        **extra, **res.summary(),
+        **extra, **res.summary(), **errors,
         "rule": {"name": rule.name, "majority": rule.majority, "coverage": rule.coverage, "keep_uncovered": rule.keep_uncovered},
         "masks": {k: mask_run.get(k) for k in ("model_type", "checkpoint", "checkpoint_sha256", "settings", "generator")},
         "samcam_commit": git_commit(Path(__file__).parent),

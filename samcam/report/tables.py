@@ -107,16 +107,15 @@ def error_table(evaluators: dict, digits: int = 2) -> tuple[pd.DataFrame, pd.Dat
     (:func:`samcam.metrics.error_pixels`): a summary (mIoU; partial and false pixels in millions and
     as % of the ground-truth object pixels; the part of false on background) and a per-class table
     of partial and false pixels in % of each class's object pixels."""
-    from samcam.metrics import error_pixels
+    from samcam.metrics import error_pixels, error_rates
 
     rows, per_class = [], {}
     for name, ev in evaluators.items():
-        e = error_pixels(ev.conf)
-        obj = e["object"].sum()
+        e, r = error_pixels(ev.conf), error_rates(ev.conf)
         rows.append({"labels": name, "images": len(ev.image_ids), "miou": 100 * ev.scores().miou,
-                     "partial_mpx": e["partial"].sum() / 1e6, "partial_pct": 100 * e["partial"].sum() / obj,
-                     "false_mpx": e["false"].sum() / 1e6, "false_pct": 100 * e["false"].sum() / obj,
-                     "false_on_background_pct": 100 * e["false_on_background"].sum() / obj})  # fmt: skip
+                     "partial_mpx": e["partial"].sum() / 1e6, "partial_pct": r["partial_pct"],
+                     "false_mpx": e["false"].sum() / 1e6, "false_pct": r["false_pct"],
+                     "false_on_background_pct": r["false_on_background_pct"]})  # fmt: skip
         with np.errstate(divide="ignore", invalid="ignore"):
             per_class[(name, "partial_pct")] = 100 * e["partial"] / e["object"]
             per_class[(name, "false_pct")] = 100 * e["false"] / e["object"]
