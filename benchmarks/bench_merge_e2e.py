@@ -177,7 +177,7 @@ def main() -> int:
     ap.add_argument("--official", type=Path, default=REPO.parent / "baselines" / "SAM_WSSS", help="checkout of cskyl/SAM_WSSS (its util/vis.py needs cv2 or that import guarded)")
     ap.add_argument("--official-masks", type=Path, default=REPO.parent / "baselines" / "masks_official" / "voc12_train_vit_t_p32", help="amg.py PNG folders (written once if absent)")
     ap.add_argument("--compact-masks", type=Path, default=REPO / "results" / "masks" / "voc12_train_vit_t_p32")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="samcam merge --workers (default: the CPU count)")
+    ap.add_argument("--workers", type=int, help="samcam merge --workers for (b) and (c) (default: none given, samcam's own default: the cores available)")
     ap.add_argument("--workdir", type=Path, help="where outputs go (default: a temporary folder, removed)")
     ap.add_argument("--limit", type=int, help="only the first N images (a quick check; the results say so)")
     a = ap.parse_args()
@@ -224,10 +224,10 @@ def main() -> int:
         runs = {}
         official_out = work / "processed_masks" / "transcam" / f"transcam_{a.official_masks.name}_max_iou_imp2"  # its save_path rule
         runs["official_png"] = run_command([sys.executable, "main.py", "--mode", "merge", "--pseudo_path", str(pseudo), "--sam_path", str(a.official_masks)], cwd=a.official)
-        w = str(a.workers)
+        w = ["--workers", str(a.workers)] if a.workers else []  # none given: what a user gets by default
         merge = [*samcam, "merge", "--pseudo", str(pseudo), "--ids", str(ids_file)]
-        runs["samcam_png"] = run_command([*merge, "--masks", str(a.official_masks), "--out", str(work / "samcam_png"), "--workers", w])
-        runs["samcam_compact"] = run_command([*merge, "--masks", str(a.compact_masks), "--out", str(work / "samcam_compact"), "--workers", w])
+        runs["samcam_png"] = run_command([*merge, "--masks", str(a.official_masks), "--out", str(work / "samcam_png"), *w])
+        runs["samcam_compact"] = run_command([*merge, "--masks", str(a.compact_masks), "--out", str(work / "samcam_compact"), *w])
         runs["samcam_compact_1proc"] = run_command([*merge, "--masks", str(a.compact_masks), "--out", str(work / "samcam_compact_1"), "--workers", "1"])
         runs["samcam_eval"] = run_command([*samcam, "eval", "--pred", str(pseudo_src), "--gt", str(gt_dir), "--ids", str(train_ids)])
         runs["startup_merge_help"] = run_command([*samcam, "merge", "--help"])
@@ -269,8 +269,8 @@ def main() -> int:
     }
     rows = [
         ("(a) official `main.py --mode merge`, PNG folders", "official_png"),
-        (f"(b) `samcam merge --workers {a.workers}`, same PNG folders", "samcam_png"),
-        (f"(c) `samcam merge --workers {a.workers}`, compact files", "samcam_compact"),
+        (f"(b) `samcam merge{f' --workers {a.workers}' if a.workers else ''}` (default settings otherwise), same PNG folders", "samcam_png"),
+        (f"(c) `samcam merge{f' --workers {a.workers}' if a.workers else ''}`, compact files", "samcam_compact"),
         ("(d) `samcam merge --workers 1`, compact files", "samcam_compact_1proc"),
     ]
     md = [

@@ -153,3 +153,24 @@ def test_notebook_02_refuses_a_method_without_its_folder(tmp_path, data_root):
     with pytest.raises(PapermillExecutionError, match="no SIPE labels ship"):
         execute("02_enhance_method.ipynb", tmp_path / "02.ipynb", {"method": "SIPE", "limit": 2, "results_dir": str(tmp_path)})
     assert not (tmp_path / "voc" / "SIPE").exists()
+
+
+def test_git_commit_ignores_the_results_a_run_rewrites(tmp_path):
+    import subprocess
+
+    from samcam.pipeline.enhance import git_commit
+
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "table.csv").write_text("1\n")
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "results" / "table.csv").write_text("2\n")  # an earlier step of the same run rewrote a result
+    assert git_commit(tmp_path / "results") == head
+    (tmp_path / "code.py").write_text("a = 2\n")  # the code differs from the commit
+    assert git_commit(tmp_path) == head + "-dirty"
+    assert git_commit(tmp_path / "nowhere") is None  # no such folder
