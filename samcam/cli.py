@@ -506,11 +506,15 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.reproduce import RUNS, execute
+        import samcam
+        from samcam.io import check_output
+        from samcam.reproduce import NOTEBOOKS, RUNS, execute, resolve
 
-        executed = RUNS / "demo.ipynb" if Path(a.out) == Path("results/demo") else Path(a.out) / "demo.ipynb"
-        out = execute("demo.ipynb", executed, {"out_dir": a.out, "points_per_side": a.points_per_side})
-        print(f"executed notebook: {out}\nfigure: {Path(a.out) / 'demo_gallery.png'}")
+        out_dir = resolve(a.out)
+        check_output(out_dir, NOTEBOOKS, Path(samcam.__file__).parent)  # never into the notebooks or the package
+        executed = RUNS / "demo.ipynb" if out_dir == resolve("results/demo") else out_dir / "demo.ipynb"
+        out = execute("demo.ipynb", executed, {"out_dir": str(out_dir), "points_per_side": a.points_per_side})
+        print(f"executed notebook: {out}\nfigure: {out_dir / 'demo_gallery.png'}")
         return 0
 
     return run

@@ -678,3 +678,17 @@ def test_a_failed_notebook_is_one_line_and_kept(tmp_path, capsys, monkeypatch):
         reproduce.execute("demo.ipynb", tmp_path / "o.ipynb")
     err = fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "demo.ipynb", "cell 3", "ZeroDivisionError", "x.failed.ipynb")
     assert "Traceback" not in err
+
+
+def test_demo_never_writes_into_the_notebooks_or_the_package(capsys):
+    """`samcam demo --out notebooks` would replace the source notebooks/demo.ipynb: refused before anything runs."""
+    import hashlib
+
+    from samcam.reproduce import NOTEBOOKS
+
+    before = hashlib.sha256((NOTEBOOKS / "demo.ipynb").read_bytes()).hexdigest()
+    for out in ("notebooks", "notebooks/sub", "samcam"):
+        assert cli.main(["demo", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert "choose another output path" in err and len(err.strip().splitlines()) == 1
+    assert hashlib.sha256((NOTEBOOKS / "demo.ipynb").read_bytes()).hexdigest() == before
