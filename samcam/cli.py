@@ -287,6 +287,8 @@ def _cam(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
     p.add_argument("--ids", help="id list; default: every image that has labels")
     p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads per worker with --devices")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -295,14 +297,22 @@ def _cam(p: argparse.ArgumentParser):
         from samcam.io import check_output, image_index
         from samcam.pipeline.cam import extract_cams
         from samcam.pipeline.masks import select_ids
+        from samcam.pipeline.workers import parse_devices
 
         check_output(a.out, a.images, a.voc, a.checkpoint, a.ids)
+        devices = parse_devices(a.devices)
+        if devices and a.device:
+            raise ValueError("give --device or --devices, not both")
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
         tree = VocTree(a.voc)
         index = image_index(a.images)
         ids = select_ids(index, _ids_arg(a.ids), (0, 1))
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
-        n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance)
+        n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads)
         print(f"{n} CAM files written, {len(ids) - n} already there -> {a.out}")
         return 0
 

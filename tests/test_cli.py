@@ -64,6 +64,20 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt"])
     assert sorted(p.stem for p in (tmp_path / "cams").glob("*.npy")) == sorted(ids)
     assert '"output_stride": 16' in (tmp_path / "cams" / "samcam_run.json").read_text()
+    # one worker per device: the same CAM files as one process (threads pinned alike: torch's CPU sums
+    # depend on the thread count), one cost record naming both devices
+    run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams2", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt",
+         "--devices", "cpu,cpu", "--threads", "1"])
+    run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams1", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt",
+         "--devices", "cpu", "--threads", "1"])
+    from samcam.cam.files import load_cam
+
+    for i in ids:
+        one, two = load_cam(tmp_path / "cams1" / f"{i}.npy"), load_cam(tmp_path / "cams2" / f"{i}.npy")
+        assert np.array_equal(one["keys"], two["keys"]) and np.array_equal(one["high_res"], two["high_res"])
+    assert '"device": "cpu, cpu"' in (tmp_path / "cams2" / "samcam_cost.json").read_text()
+    run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams3", "--checkpoint", ck, "--voc", root, "--devices", "cpu,cpu",
+         "--device", "cpu"], code=2)
     # AffinityNet on those CAMs: train the head, then the random walk
     aff = tmp_path / "aff.pt"
     run(["train-affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--ids", root / "ids.txt", "--out", aff,

@@ -41,13 +41,19 @@ def extract_cams(
     scales=SCALES,
     progress: bool | None = None,
     provenance: dict | None = None,
+    devices: list[str] | None = None,
+    threads: int | None = None,
 ) -> int:
     """Write ``out/<id>.npy`` (IRN layout) for every id of ``labels`` not done yet; returns the count.
 
     The network's own provenance (backbone, checkpoint and its SHA-256, set by
     :func:`samcam.cam.nets.build_camnet`), the scales and ``provenance`` (e.g. the label source) are
-    recorded in ``out/samcam_run.json``; a rerun with other settings is refused.
+    recorded in ``out/samcam_run.json``; a rerun with other settings is refused. ``devices`` (two or
+    more, e.g. ``["cuda:0", "cuda:1"]``) runs one spawned process per device on a disjoint slice of the
+    pending ids (:func:`samcam.pipeline.workers.run_on_devices`), one progress bar for all; the files
+    are those one process writes.
     """
+    from samcam.pipeline.workers import run_on_devices
     from samcam.progress import progress_bar
 
     with claim_output(out, "cam", {"images": common_folder(images.values())},
@@ -55,12 +61,32 @@ def extract_cams(
         out = Path(out)
         todo = pending(list(labels), out, ".npy")
         t0 = time.perf_counter()
-        for image_id in progress_bar(todo, desc="cams", unit="img", progress=progress):
-            keys = np.asarray(labels[image_id], dtype=np.int64) - 1
-            save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
+        bar = progress_bar(total=len(todo), desc="cams", unit="img", progress=progress)
+        work = (net, {i: images[i] for i in todo}, {i: labels[i] for i in todo}, out, tuple(scales))
+        try:
+            if devices and len(devices) > 1:
+                run_on_devices(cams_into, list(devices), todo, work, lambda image_id, n: bar.update(), threads)
+                where = ", ".join(devices)
+            else:
+                cams_into(devices[0] if devices else None, todo, lambda image_id, n: bar.update(), *work)
+                where = device_name(net) if not devices else devices[0]
+        finally:
+            bar.close()
         if todo:
-            add_cost(out, time.perf_counter() - t0, len(todo), device_name(net))
+            add_cost(out, time.perf_counter() - t0, len(todo), where)
         return len(todo)
+
+
+def cams_into(device: str | None, ids: list[str], report, net: CamNet, images: dict[str, Path], labels: dict[str, np.ndarray],
+              out: Path, scales: tuple[float, ...]) -> None:  # fmt: skip
+    """The CAM files of ``ids`` written into ``out`` by ``net`` (moved to ``device`` if given), calling
+    ``report(image_id, number of classes)`` after each: the loop of one process, or of one device's worker."""
+    if device is not None:
+        net = net.to(device)
+    for image_id in ids:
+        keys = np.asarray(labels[image_id], dtype=np.int64) - 1
+        save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
+        report(image_id, len(keys))
 
 
 def device_name(net: CamNet) -> str:
