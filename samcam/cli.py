@@ -569,6 +569,8 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--prompts", default=d.prompts, choices=PROMPTS)
     p.add_argument("--select", default=d.select, choices=SELECT, help="which of SAM's three masks to keep")
     p.add_argument("--min-area", type=_number(int, 0), default=d.min_area, help="smaller components keep their CAM pixels")
+    p.add_argument("--devices", help="prompted mode: one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (per worker with --devices)")
     p.add_argument("--model", default="vit_t")
     p.add_argument("--checkpoint")
     p.add_argument("--device")
@@ -586,10 +588,17 @@ def _refine(p: argparse.ArgumentParser):
             print(f"{s.merged} merged, {s.skipped} already there -> {s.out}")
             return 0
         from samcam.pipeline.prompted import refine_folder
+        from samcam.pipeline.workers import parse_devices
 
         if not a.images:
             raise ValueError("--mode prompted needs --images")
-        r = refine_folder(a.images, a.pseudo, a.out, ids, PromptConfig(a.prompts, a.select, a.min_area), a.cams, a.model, a.checkpoint, a.device)
+        devices = parse_devices(a.devices)
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        r = refine_folder(a.images, a.pseudo, a.out, ids, PromptConfig(a.prompts, a.select, a.min_area), a.cams, a.model, a.checkpoint, a.device,
+                          devices=devices, threads=a.threads)  # fmt: skip
         print(f"{r['done']} refined ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
         return 0
 

@@ -122,6 +122,18 @@ def test_masks_refine_prompted_and_demo(tmp_path, small_voc, mobile_sam_checkpoi
     run(["refine", "--mode", "prompted", "--pseudo", root / "SegmentationClass", "--images", root / "JPEGImages",
          "--out", tmp_path / "prompted", "--ids", one, "--device", "cpu"])
     assert (tmp_path / "prompted" / f"{ids[0]}.png").exists()
+    # one worker per device: the same labels as one process (threads pinned alike), one cost record
+    two = tmp_path / "two.txt"
+    two.write_text("\n".join(ids[:2]) + "\n")
+    for name, devices in (("p1", "cpu"), ("p2", "cpu,cpu")):
+        run(["refine", "--mode", "prompted", "--pseudo", root / "SegmentationClass", "--images", root / "JPEGImages",
+             "--out", tmp_path / name, "--ids", two, "--devices", devices, "--threads", "1"])
+    for i in ids[:2]:
+        assert (tmp_path / "p1" / f"{i}.png").read_bytes() == (tmp_path / "p2" / f"{i}.png").read_bytes()
+    import json
+
+    (cost,) = json.loads((tmp_path / "p2" / "samcam_cost.json").read_text())["runs"]
+    assert cost["images"] == 2 and cost["device"] == "cpu"
     run(["demo", "--points-per-side", "4", "--out", tmp_path / "demo"])
     assert (tmp_path / "demo" / "demo_gallery.png").exists() and (tmp_path / "demo" / "demo.ipynb").exists()
 

@@ -126,8 +126,12 @@ def test_cli_merge_both_formats_resume_and_errors(tmp_path, capsys):
         np.testing.assert_array_equal(read_label(tmp_path / "o" / f"{name}.png"), expected)
     assert cli.main(args) == 0
     assert "0 merged" in capsys.readouterr().out and True
-    # an id without masks
+    # an input changed in place (a label added): the folder's outputs were made from other inputs
     write_label(tmp_path / "p" / "c.png", np.zeros((17, 23), np.uint8))
+    assert cli.main(args) == 2
+    assert "differs in content" in capsys.readouterr().err
+    # an id without masks, into a new folder
+    args = args[:-1] + [str(tmp_path / "o2")]
     assert cli.main(args) == 2
     assert "no mask set for c" in capsys.readouterr().err
     assert cli.main(args + ["--missing-masks", "keep-cam"]) == 0
@@ -136,7 +140,7 @@ def test_cli_merge_both_formats_resume_and_errors(tmp_path, capsys):
     assert "the input folder" in capsys.readouterr().err
     write_label(tmp_path / "p" / "d.png", np.zeros((5, 5), np.uint8))
     MaskStore(tmp_path / "m").write("d", _random_set(2))
-    assert cli.main(args) == 2
+    assert cli.main(args[:-1] + [str(tmp_path / "o3"), "--missing-masks", "keep-cam"]) == 2  # a new folder: o2's inputs have changed
     assert "d.json.gz: mask size (17, 23) differs from label size (5, 5)" in capsys.readouterr().err
 
 
@@ -355,7 +359,7 @@ def test_merge_output_is_a_voc_palette_png(tmp_path):
     write_label(tmp_path / "p" / "a.png", rng.integers(0, 3, (31, 47)).astype(np.uint8))
     MaskStore(tmp_path / "m", "official").write("a", _random_set(6, h=31, w=47, seed=4))
     s = merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), progress=False)
-    assert s.merged == 1 and not list((tmp_path / "o").glob(".*"))  # no temporary file left
+    assert s.merged == 1 and [p.name for p in (tmp_path / "o").glob(".*")] == [".samcam.lock"]  # no temporary file left (the lock stays)
     with Image.open(tmp_path / "o" / "a.png") as im:
         assert im.mode == "P"
         assert im.getpalette()[: 3 * 21] == VOC.palette[:21].reshape(-1).tolist()

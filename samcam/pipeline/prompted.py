@@ -7,26 +7,25 @@ from samcam.refine.prompted import PromptConfig, refine
 
 def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | dict[str, PromptConfig] = PromptConfig(),
                   cams_dir=None, model_type: str = "vit_t", checkpoint=None, device: str | None = None, fmt: str = "png",
-                  threshold: float | None = None, progress: bool | None = None) -> dict:  # fmt: skip
+                  threshold: float | None = None, progress: bool | None = None, devices: list[str] | None = None,
+                  threads: int | None = None) -> dict:  # fmt: skip
     """Prompted refinement of ``pseudo`` labels for ``ids``, resumable and atomic.
 
     One config writes ``out/<id>.png``; a dict of named configs writes ``out/<name>/<id>.png``, all
     from one image embedding per image. Returns ``{"done", "skipped", "seconds_per_image"}`` where the
-    seconds cover the embedding and every config's prompts.
+    seconds cover the embedding and every config's prompts. ``devices`` (two or more) runs one spawned
+    process per device on a disjoint slice of the pending ids, one progress bar for all.
     """
     import contextlib
     import time
     from pathlib import Path
 
-    from segment_anything import SamPredictor
+    from samcam.io import add_cost, claim_output, image_index, pending
+    from samcam.pipeline.workers import run_on_devices
     from samcam.progress import progress_bar
 
-    from samcam.cam.files import load_cam
-    from samcam.cam.methods import load_pseudo_label
-    from samcam.data.spaces import VOC
-    from samcam.io import add_cost, claim_output, image_index, pending, read_image, write_label
-    from samcam.sam.model import build_sam
-
+    if devices and device:
+        raise ValueError("give --device or --devices, not both")
     out, pseudo = Path(out), Path(pseudo)
     named = configs if isinstance(configs, dict) else {"": configs}
     targets = {name: (out / name if name else out) for name in named}
@@ -42,21 +41,57 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         todo = [i for i in ids if i in undone]
         if not todo:
             return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
-        predictor = SamPredictor(build_sam(model_type, checkpoint, device))
-        seconds = 0.0
-        for image_id in progress_bar(todo, desc="refine", unit="img", progress=progress):
-            image = read_image(index[image_id])
-            label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
-            cams = None
-            if cams_dir is not None:
-                d = load_cam(Path(cams_dir) / f"{image_id}.npy", image.shape[:2])
-                cams = {int(k) + 1: m for k, m in zip(d["keys"], d["high_res"])}
-            t0 = time.perf_counter()
-            predictor.set_image(image)
-            refined = {name: refine(predictor, label, VOC.n_classes, cams, cfg) for name, cfg in named.items()}
-            seconds += time.perf_counter() - t0
-            for name, lab in refined.items():
-                write_label(targets[name] / f"{image_id}.png", lab)
+        seconds, where = [0.0], []
+        bar = progress_bar(total=len(todo), desc="refine", unit="img", progress=progress)
+
+        def done(image_id: str, info: tuple[float, str]) -> None:
+            seconds[0] += info[0]
+            where.append(info[1])
+            bar.update()
+
+        work = ({i: index[i] for i in todo}, pseudo, cams_dir, named, targets, model_type, checkpoint, fmt, threshold)
+        t0 = time.perf_counter()
+        try:
+            if devices and len(devices) > 1:
+                run_on_devices(refine_into, list(devices), todo, work, done, threads)
+            else:
+                refine_into(devices[0] if devices else device, todo, done, *work)
+        finally:
+            bar.close()
+        device_names = ", ".join(dict.fromkeys(where))
         for target in targets.values():  # one embedding serves every config: each folder is charged all of it
-            add_cost(target, seconds, len(todo), str(predictor.device))
-        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo)}
+            add_cost(target, seconds[0] if not devices or len(devices) == 1 else time.perf_counter() - t0, len(todo), device_names)
+        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds[0] / len(todo)}
+
+
+def refine_into(device: str | None, ids: list[str], report, paths: dict, pseudo, cams_dir, named: dict[str, PromptConfig],
+                targets: dict, model_type: str, checkpoint, fmt: str, threshold: float | None) -> None:  # fmt: skip
+    """Build MobileSAM/SAM on ``device`` and write the refined labels of ``ids``, calling
+    ``report(image_id, (seconds, device))`` after each (seconds: the embedding and every config's
+    prompts): the loop of one process, or of one device's worker."""
+    import time
+    from pathlib import Path
+
+    from segment_anything import SamPredictor
+
+    from samcam.cam.files import load_cam
+    from samcam.cam.methods import load_pseudo_label
+    from samcam.data.spaces import VOC
+    from samcam.io import read_image, write_label
+    from samcam.sam.model import build_sam
+
+    predictor = SamPredictor(build_sam(model_type, checkpoint, device))
+    for image_id in ids:
+        image = read_image(paths[image_id])
+        label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
+        cams = None
+        if cams_dir is not None:
+            d = load_cam(Path(cams_dir) / f"{image_id}.npy", image.shape[:2])
+            cams = {int(k) + 1: m for k, m in zip(d["keys"], d["high_res"])}
+        t0 = time.perf_counter()
+        predictor.set_image(image)
+        refined = {name: refine(predictor, label, VOC.n_classes, cams, cfg) for name, cfg in named.items()}
+        seconds = time.perf_counter() - t0
+        for name, lab in refined.items():
+            write_label(targets[name] / f"{image_id}.png", lab)
+        report(image_id, (seconds, str(predictor.device)))

@@ -61,7 +61,7 @@ class TrainConfig:
 
 def same_config(recorded: dict, config: TrainConfig) -> bool:
     """Whether a checkpoint's recorded configuration is ``config``; fields a checkpoint predates
-    (``output_stride``, ``rescale``, ``freeze_blocks``) count as their defaults."""
+    (``output_stride``, ``rescale``, ``freeze_blocks``, ``recam``) count as their defaults."""
     rec = {**vars(TrainConfig()), **recorded}
     if rec.get("rescale") is not None:
         rec["rescale"] = tuple(float(v) for v in rec["rescale"])
