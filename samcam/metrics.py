@@ -117,8 +117,8 @@ def error_rates(conf: np.ndarray) -> dict[str, float]:
     """The paper's error kinds over all foreground classes, in % of the ground-truth object pixels:
     ``partial_pct``, ``false_pct`` and ``false_on_background_pct`` (:func:`error_pixels`, summed)."""
     e = error_pixels(conf)
-    obj = max(int(e["object"].sum()), 1)
-    return {f"{k}_pct": 100 * float(e[k].sum()) / obj for k in ("partial", "false", "false_on_background")}
+    obj = int(e["object"].sum())
+    return {f"{k}_pct": 100 * float(e[k].sum()) / obj if obj else float("nan") for k in ("partial", "false", "false_on_background")}
 
 
 class Evaluator:

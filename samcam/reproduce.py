@@ -206,8 +206,11 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     if rows and all(state.startswith("missing") for _, state, _ in rows):
         raise ValueError(f"{config}: every selected step lacks an input (e.g. {rows[0][0].name}: {rows[0][1]}); "
                          f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip
-    report = []
+    report, ran = [], False
     for step, state, runs_now in rows:
+        if ran:  # an earlier step of this run may have written this one's inputs: judge it now
+            state = step_state(step, runs)
+            runs_now = not state.startswith("missing") and (force or state != "current")
         if not runs_now:
             report.append((step.name, f"skipped ({state})"))
             if log:
@@ -219,6 +222,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
         execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
         write_text(runs / f"{step.name}.params.json", json.dumps(stamp(step), indent=1))
         report.append((step.name, f"ran in {time.perf_counter() - t0:.0f} s"))
+        ran = True
         if log:
             log(f"{step.name}: done in {time.perf_counter() - t0:.0f} s")
     return report

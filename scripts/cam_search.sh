@@ -70,29 +70,32 @@ for c in "${CANDIDATES[@]}"; do
   case $phase in
     # shellcheck disable=SC2086
     train) run_train "$name" "$backbone" $flags & ;;
-    select) [ -f "$WORK/$name.pt" ] && run_eval "$name" "$backbone" & ;;
+    select) if [ -f "$WORK/$name.pt" ]; then run_eval "$name" "$backbone" & else continue; fi ;;
     *) echo "unknown phase $phase (train or select)" >&2; exit 2 ;;
   esac
   pids+=($!)
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
-[ "$phase" = train ] && exit $status
+[ $status -eq 0 ] || { echo "cam_search: a candidate failed in the $phase phase (see its log in $WORK)" >&2; exit $status; }
+[ "$phase" = train ] && exit 0
 
 # select: the choice, then the chosen classifier's CAMs, labels and scores on the train ids
 evals=()
 for c in "${CANDIDATES[@]}"; do
   IFS='|' read -r name backbone flags <<<"$c"
-  [ -f "$WORK/$name.val.csv" ] && evals+=("$name=$WORK/$name.val.csv")
+  if [ -f "$WORK/$name.pt" ] && [ -f "$WORK/$name.val.csv" ]; then evals+=("$name=$WORK/$name.val.csv"); fi
 done
 $SAMCAM cam-select --evals "${evals[@]}" --out "$WORK/cam_search.csv" | tee "$WORK/cam_select.log"
-read -r chosen threshold < <(sed -n 's/^chosen: \(.*\) at threshold \(.*\)$/\1 \2/p' "$WORK/cam_select.log")
+read -r chosen threshold < <(sed -n 's/^chosen: \(.*\) at threshold \(.*\)$/\1 \2/p' "$WORK/cam_select.log") \
+  || { echo "cam_search: no choice in $WORK/cam_select.log" >&2; exit 1; }
 for c in "${CANDIDATES[@]}"; do IFS='|' read -r n b f <<<"$c"; if [ "$n" = "$chosen" ]; then backbone=$b; fi; done
 $SAMCAM cam --voc "$VOC" --images "$VOC/JPEGImages" --ids "$TRAIN" --out "$WORK/cams_$chosen" \
   --model "$backbone" --checkpoint "$WORK/$chosen.pt" --device "$DEVICE" 2>"$WORK/cams.log"
 $SAMCAM cam2label --cams "$WORK/cams_$chosen" --out "$WORK/labels_$chosen" --threshold "$threshold" \
-  --note "threshold $threshold chosen on the held-out val ids (cam-select)" 2>/dev/null &
+  --note "threshold $threshold chosen on the held-out val ids (cam-select)" 2>"$WORK/labels.log" &
+labels=$!
 $SAMCAM cam2label --cams "$WORK/cams_$chosen" --sweep-gt "$VOC/SegmentationClass" \
   --sweep-csv "$WORK/train_sweep_gt_tuned.csv" 2>/dev/null | tail -2
-wait
+wait $labels || { echo "cam_search: the labels failed:"; cat "$WORK/labels.log"; exit 1; } >&2
 $SAMCAM eval --pred "$WORK/labels_$chosen" --gt "$VOC/SegmentationClass" --ids "$TRAIN" 2>/dev/null | tail -3

@@ -208,3 +208,23 @@ def test_shipped_lite2_head_gives_the_committed_labels(voc_root, train_with_imag
     label = cam_to_label(multiscale_cam(net, tree.read_image(image_id), keys.tolist()), keys, net.record["threshold"])
     committed = read_label(REPO / "results/claims/lite2/labels/cam" / f"{image_id}.png")
     assert (label == committed).mean() > 0.999
+
+
+def test_an_unfinished_checkpoint_is_refused(tmp_path):
+    """A candidate killed part-way (cam_search's select phase sees its epoch checkpoint) is not scored."""
+    from samcam.cam.nets import build_camnet, efficientnet_lite
+
+    state = efficientnet_lite("lite0", pretrained=False).state_dict()
+    ck = {"backbone": "efficientnet-lite0", "config": {**vars(TrainConfig()), "epochs": 3}, "epoch": 1, "state_dict": state}
+    torch.save(ck, tmp_path / "half.pt")
+    with pytest.raises(ValueError, match=r"half\.pt: an unfinished training run \(epoch 1 of 3\)"):
+        build_camnet("efficientnet-lite0", checkpoint=tmp_path / "half.pt")
+    torch.save({**ck, "epoch": 3}, tmp_path / "done.pt")
+    assert build_camnet("efficientnet-lite0", checkpoint=tmp_path / "done.pt").name == "efficientnet-lite0"
+
+
+def test_head_only_refuses_backbone_options():
+    with pytest.raises(ValueError, match="head only"):
+        TrainConfig(train_backbone=False, rescale=(0.5, 1.0))
+    with pytest.raises(ValueError, match="head only"):
+        TrainConfig(train_backbone=False, freeze_blocks=3)

@@ -112,6 +112,8 @@ def test_error_pixels_against_direct_counting():
     assert r["partial_pct"] == pytest.approx(100 * np.sum(fg & (pred != gt)) / fg.sum())
     assert r["false_pct"] == pytest.approx(100 * np.sum(valid & (pred > 0) & (pred != 255) & (pred != gt)) / fg.sum())
     assert r["false_on_background_pct"] == pytest.approx(100 * np.sum(valid & (gt == 0) & (pred > 0) & (pred != 255)) / fg.sum())
+    empty = error_rates(confusion_matrix(np.zeros((3, 3), np.uint8), np.ones((3, 3), np.uint8), n))
+    assert all(np.isnan(v) for v in empty.values())  # no object pixels: no rate, not a huge number
 
 
 def test_error_table_percentages(tmp_path):

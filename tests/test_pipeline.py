@@ -134,6 +134,17 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     assert lines[0] == "a: skipped (missing input does/not/exist)" and lines[1].startswith("b: running (stale (never run here))")
     assert lines[2].startswith("b: done in ") and ran == [("demo.ipynb", tmp_path / "runs" / "b.ipynb")]
     assert (tmp_path / "runs" / "b.params.json").exists()  # the stamp lands beside the executed notebook, not in results/runs
+    # a step whose input an earlier step of the same run writes is judged after it, not before
+    def make(nb, out, params):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / params["writes"]).write_text("z")
+
+    monkeypatch.setattr(reproduce, "execute", make)
+    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{writes: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [{tmp_path / 'mid'}]\n"
+                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{writes: end}}\n    inputs: [{tmp_path / 'mid'}]\n    outputs: [{tmp_path / 'end'}]\n")
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "d: done in" in out and (tmp_path / "end").exists()
 
 
 def test_default_pseudo_dir_only_for_shipped_labels(tmp_path):

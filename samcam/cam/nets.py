@@ -239,6 +239,9 @@ def load_classifier(net: CamNet, checkpoint: str | os.PathLike, ck: dict | None 
         raise ValueError(f"{checkpoint}: not a samcam classifier checkpoint (no state_dict)")
     if ck.get("backbone") not in (None, net.name):
         raise ValueError(f"{checkpoint}: made for backbone {ck.get('backbone')}, not {net.name}")
+    epochs = (ck.get("config") or {}).get("epochs")
+    if "epoch" in ck and epochs is not None and ck["epoch"] != epochs:
+        raise ValueError(f"{checkpoint}: an unfinished training run (epoch {ck['epoch']} of {epochs}); rerun train-classifier to finish it")
     try:
         net.load_state_dict(ck["state_dict"], strict=True)
     except RuntimeError as e:

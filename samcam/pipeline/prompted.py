@@ -13,7 +13,8 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
 
     One config writes ``out/<id>.png``; a dict of named configs writes ``out/<name>/<id>.png``, all
     from one image embedding per image. Returns ``{"done", "skipped", "seconds_per_image"}`` where the
-    seconds cover the embedding and every config's prompts. ``devices`` (two or more) runs one spawned
+    seconds (per image) cover the embedding and every config's prompts, and the cost record the whole
+    wall time (model building included). ``devices`` (two or more) runs one spawned
     process per device on a disjoint slice of the pending ids, one progress bar for all.
     """
     import contextlib
@@ -60,7 +61,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
             bar.close()
         device_names = ", ".join(dict.fromkeys(where))
         for target in targets.values():  # one embedding serves every config: each folder is charged all of it
-            add_cost(target, seconds[0] if not devices or len(devices) == 1 else time.perf_counter() - t0, len(todo), device_names)
+            add_cost(target, time.perf_counter() - t0, len(todo), device_names)  # wall time, model building included, as every step
         return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds[0] / len(todo)}
 
 

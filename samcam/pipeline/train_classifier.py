@@ -55,6 +55,8 @@ class TrainConfig:
             raise ValueError(f"freeze_blocks must be ≥ 0, not {self.freeze_blocks}")
         if not 0 <= self.recam <= 10:
             raise ValueError(f"recam must be in [0, 10], not {self.recam}")
+        if not self.train_backbone and (self.rescale is not None or self.freeze_blocks):
+            raise ValueError("rescale and freeze_blocks act on a trained backbone: they cannot be used head only")
         if self.recam and not self.train_backbone:
             raise ValueError("recam needs the backbone's feature maps: it cannot be used with a frozen backbone (head only)")
 
