@@ -692,3 +692,22 @@ def test_demo_never_writes_into_the_notebooks_or_the_package(capsys):
         err = capsys.readouterr().err
         assert "choose another output path" in err and len(err.strip().splitlines()) == 1
     assert hashlib.sha256((NOTEBOOKS / "demo.ipynb").read_bytes()).hexdigest() == before
+
+
+def test_demo_rewrites_its_own_folders_and_refuses_foreign_files(tmp_path):
+    """A second `make demo` rewrites enhanced/ although the merge left its record and lock there; a
+    file the demo did not write stops it."""
+    from samcam.io import COST_RECORD, LOCK_FILE, RUN_RECORD
+    from samcam.pipeline.demo import _remove_own
+
+    own = tmp_path / "enhanced"
+    own.mkdir()
+    for name in ("astronaut.png", RUN_RECORD, COST_RECORD, LOCK_FILE):
+        (own / name).write_text("x")
+    _remove_own(own, {"astronaut"})
+    assert not own.exists()
+    own.mkdir()
+    (own / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="holds files the demo did not write"):
+        _remove_own(own, {"astronaut"})
+    assert (own / "mine.txt").read_text() == "keep"

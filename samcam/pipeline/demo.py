@@ -22,7 +22,7 @@ from samcam.cam.infer import multiscale_cam
 from samcam.cam.nets import shipped_camnet, shipped_threshold
 from samcam.cam.label import cam_to_label
 from samcam.data.spaces import VOC
-from samcam.io import COST_RECORD, RUN_RECORD, read_label, write_image, write_label
+from samcam.io import COST_RECORD, LOCK_FILE, RUN_RECORD, read_label, write_image, write_label
 from samcam.pipeline.masks import run_masks
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
@@ -64,10 +64,10 @@ class DemoImage:
 
 
 def _remove_own(folder: Path, ids: set[str]) -> None:
-    """Delete a folder of the demo's labels (``<demo id>.png`` and run records only); refuse any other."""
+    """Delete a folder of the demo's labels (``<demo id>.png``, run records and the lock only); refuse any other."""
     if not folder.exists():
         return
-    foreign = [p.name for p in folder.iterdir() if p.name not in (RUN_RECORD, COST_RECORD) and not (p.suffix == ".png" and p.stem in ids)]
+    foreign = [p.name for p in folder.iterdir() if p.name not in (RUN_RECORD, COST_RECORD, LOCK_FILE) and not (p.suffix == ".png" and p.stem in ids)]
     if foreign:
         raise ValueError(f"{folder}: holds files the demo did not write (e.g. {foreign[0]}); choose another --out")
     shutil.rmtree(folder)
