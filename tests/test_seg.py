@@ -217,3 +217,25 @@ def test_flip_averages_the_image_and_its_mirror_flipped_back():
     assert np.abs(plain - mirrored).max() > 0.05  # the flip matters here
     np.testing.assert_allclose(predict_probs(_PositionNet(), image).numpy(), plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(predict_probs(_PositionNet(), image, flip=True).numpy(), (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_paired_gaps_by_hand():
+    """The gap of each row to the reference, paired by seed, against the t statistic computed here."""
+    import pandas as pd
+
+    from samcam.seg.report import paired_gaps
+
+    df = pd.DataFrame({"row": ["ref"] * 3 + ["a"] * 3 + ["b"] * 2 + ["c"],
+                       "seed": [0, 1, 2, 0, 1, 2, 0, 1, 5],
+                       "miou": [30.0, 32.0, 31.0, 33.0, 34.5, 34.0, 30.5, 31.0, 40.0]})
+    g = paired_gaps(df, "ref").set_index("row")
+    d = np.array([3.0, 2.5, 3.0])  # a − ref per seed
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
+    assert g.loc["a", "seeds"] == 3 and g.loc["a", "mean_gap"] == pytest.approx(d.mean())
+    assert g.loc["a", "sd_gap"] == pytest.approx(d.std(ddof=1)) and g.loc["a", "t"] == pytest.approx(t)
+    assert g.loc["a", "p"] < 0.05 and g.loc["a", "real"]  # a steady 2.5-3 points over three seeds
+    db = np.array([0.5, -1.0])  # b − ref: a gap smaller than its spread
+    assert g.loc["b", "mean_gap"] == pytest.approx(db.mean()) and not g.loc["b", "real"]
+    assert g.loc["c", "seeds"] == 0 and np.isnan(g.loc["c", "p"]) and not g.loc["c", "real"]  # no common seed
+    with pytest.raises(ValueError, match="reference row 'nope'"):
+        paired_gaps(df, "nope")

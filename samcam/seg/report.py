@@ -63,6 +63,31 @@ def summary(df: Any) -> Any:
     return wide.reset_index()
 
 
+def paired_gaps(df: Any, reference: str) -> Any:
+    """Each row's gap to ``reference`` paired by seed (a seed fixes the sample order and the
+    augmentations, so the two runs see the same crops): per row the seeds both have, the mean
+    difference of val mIoU, its standard deviation over seeds, Student's paired t and its two-sided
+    p-value (``scipy.stats.ttest_rel``; NaN with fewer than two common seeds), and ``real`` — the
+    gap is called real when p < 0.05."""
+    import pandas as pd
+    from scipy import stats
+
+    wide = df.pivot_table(index="seed", columns="row", values="miou", observed=True)
+    if reference not in wide.columns:
+        raise ValueError(f"no finished run of the reference row {reference!r}")
+    rows = []
+    for row in wide.columns:
+        if row == reference:
+            continue
+        both = wide[[row, reference]].dropna()
+        d = (both[row] - both[reference]).to_numpy()
+        n = len(d)
+        t, p = stats.ttest_rel(both[row], both[reference]) if n >= 2 else (np.nan, np.nan)
+        rows.append({"row": row, "reference": reference, "seeds": n, "mean_gap": d.mean() if n else np.nan,
+                     "sd_gap": d.std(ddof=1) if n >= 2 else np.nan, "t": float(t), "p": float(p), "real": bool(p < 0.05)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def table_markdown(summ: Any, names: dict[str, str] | None = None, digits: int = 2) -> str:
     """A Markdown table of :func:`summary` (row, each seed, mean ± spread)."""
     seeds = [c for c in summ.columns if c.startswith("seed ")]
