@@ -374,7 +374,7 @@ def _cam_select(p: argparse.ArgumentParser):
         import pandas as pd
 
         from samcam.io import check_output, write_text
-        from samcam.pipeline.cam import select_classifier
+        from samcam.pipeline.cam import best_rows, select_classifier
 
         evals = {}
         for item in a.evals:
@@ -393,8 +393,7 @@ def _cam_select(p: argparse.ArgumentParser):
         check_output(a.out, *[item.partition("=")[2] for item in a.evals])
         chosen, threshold = select_classifier(evals)
         rows = []
-        for name, df in evals.items():
-            b = df.loc[df["miou"].idxmax()]
+        for name, b in best_rows(evals).items():
             rows.append({"candidate": name, "map": float(b["map"]), "threshold": float(b["threshold"]), "miou": float(b["miou"]),
                          "partial_pct": float(b["partial_pct"]), "false_pct": float(b["false_pct"]), "chosen": name == chosen})  # fmt: skip
         summary = pd.DataFrame(rows)
@@ -407,11 +406,17 @@ def _cam_select(p: argparse.ArgumentParser):
 
 
 def _device(name: str | None):
-    """A torch device from ``--device`` (CPU when absent); ``cuda`` without a GPU is a one-line error."""
+    """A torch device from ``--device`` (CPU when absent), checked as ``--devices`` entries are
+    (:func:`samcam.pipeline.workers.parse_devices`: the form, the GPU index); ``cuda`` without a GPU
+    is a one-line error."""
     import torch
+
+    from samcam.pipeline.workers import parse_devices
 
     if name and name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available here")
+    if name and len(parse_devices(name, "--device")) != 1:
+        raise ValueError(f"--device {name}: one device (for several, --devices)")
     try:
         return torch.device(name or "cpu")
     except RuntimeError as e:

@@ -466,6 +466,18 @@ def record_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
         return str(p)
 
 
+def read_record(path: str | os.PathLike, kind: str, remedy: str) -> dict:
+    """A JSON object a step wrote beside its outputs (a run record); ``ValueError`` naming ``path``,
+    the ``kind`` of record and the ``remedy`` when it is unreadable or not an object."""
+    try:
+        record = json.loads(Path(path).read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable {kind} ({e}); {remedy}") from None
+    return record
+
+
 def resolve_recorded(text: str, base: str | os.PathLike) -> Path:
     """The path a :func:`record_path` string names, read from a record in the folder ``base``."""
     if text == DATA_VAR or text.startswith(DATA_VAR + "/"):
@@ -598,12 +610,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         path = out / RUN_RECORD
         has_outputs = any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
         if path.exists() and has_outputs:
-            try:
-                old = json.loads(path.read_text())
-                if not isinstance(old, dict):
-                    raise ValueError(f"a JSON {type(old).__name__}, not an object")
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: unreadable provenance record ({e}); remove it or choose another output folder") from None
+            old = read_record(path, "provenance record", "remove it or choose another output folder")
             if "fingerprints" not in old:
                 raise ValueError(f"{path}: a record without input fingerprints (made before samcam recorded them; scripts/relocate_records.py adds them); choose another output folder")
             changed = [k for k in record["fingerprints"] if old["fingerprints"].get(k) != record["fingerprints"][k]]

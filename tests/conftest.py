@@ -19,6 +19,20 @@ def examples(n: int) -> int:
 CACHED_MASKS = REPO / "results" / "masks" / "voc12_train_vit_t_p32"
 
 
+def mask_files(folder: Path) -> dict:
+    """Every compact mask file of ``folder``, decoded, without the seconds each image took (the one
+    field two runs of the same settings differ in): for comparing the folders two runs wrote."""
+    import gzip
+    import json
+
+    docs = {}
+    for p in sorted(Path(folder).glob("*.json.gz")):
+        doc = json.loads(gzip.decompress(p.read_bytes()))
+        doc["meta"].pop("seconds")
+        docs[p.name] = doc
+    return docs
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     from samcam.io import data_root as _data_root

@@ -166,6 +166,8 @@ def test_device_option():
     assert cli._device(None) == torch.device("cpu") and cli._device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="--device bogus"):
         cli._device("bogus")
+    with pytest.raises(ValueError, match="--device cpu,cpu: one device"):
+        cli._device("cpu,cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             cli._device("cuda:0")

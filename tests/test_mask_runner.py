@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import mask_files
 from PIL import Image
 from skimage import data
 
@@ -75,19 +76,6 @@ def test_bad_input(tmp_path, images):
         run_masks(images, tmp_path / "o", ids=["broken"], points_per_side=2, progress=False, device="cpu")
 
 
-def _mask_files(folder):
-    """Every mask file of ``folder``, decoded, without the seconds each image took (the one field two
-    runs of the same settings differ in)."""
-    import gzip
-
-    out = {}
-    for p in sorted(folder.glob("*.json.gz")):
-        doc = json.loads(gzip.decompress(p.read_bytes()))
-        doc["meta"].pop("seconds")
-        out[p.name] = doc
-    return out
-
-
 def test_devices_write_what_one_process_writes(images, tmp_path, capsys, mobile_sam_checkpoint):
     import torch
 
@@ -101,12 +89,12 @@ def test_devices_write_what_one_process_writes(images, tmp_path, capsys, mobile_
     finally:
         torch.set_num_threads(threads)
     assert "4 images done, 0 already there" in capsys.readouterr().out
-    assert _mask_files(two) == _mask_files(one) and len(_mask_files(one)) == 4
+    assert mask_files(two) == mask_files(one) and len(mask_files(one)) == 4
     assert (two / "samcam_masks.json").read_bytes() == (one / "samcam_masks.json").read_bytes()
     # resume: only the missing image is redone, by the workers
     (two / "person.json.gz").unlink()
     s = run_masks(images, two, points_per_side=2, progress=False, devices=["cpu", "cpu"], threads=1)
-    assert (s.done, s.skipped) == (1, 3) and _mask_files(two) == _mask_files(one)
+    assert (s.done, s.skipped) == (1, 3) and mask_files(two) == mask_files(one)
     # a worker's error comes back as itself, naming the file
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match=r"broken\.jpg: unreadable image"):
@@ -122,5 +110,5 @@ def test_a_finished_slurm_array_equals_one_process(images, tmp_path, monkeypatch
         for name, value in (("ID", task), ("COUNT", 3), ("MIN", 1)):
             monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", str(value))
         assert cli.main(["masks", "--images", str(images), "--out", str(array), "--points-per-side", "2", "--device", "cpu", "--shard", "auto"]) == 0
-    assert _mask_files(array) == _mask_files(one) and len(_mask_files(one)) == 4
+    assert mask_files(array) == mask_files(one) and len(mask_files(one)) == 4
     assert sorted(p.name for p in array.iterdir()) == sorted(p.name for p in one.iterdir())

@@ -2,14 +2,12 @@
 its missing ids, and a finished array leaves the folder one process leaves. The generator is a cheap
 fake here (tests/test_mask_runner.py runs the real MobileSAM through ``--shard auto``)."""
 
-import gzip
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import examples
+from conftest import examples, mask_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -68,15 +66,6 @@ class _Fake:
         return MaskSet((image.mean(axis=2) > 100)[None], predicted_iou=np.array([0.9]), stability_score=np.array([0.95]))
 
 
-def _mask_files(folder: Path) -> dict:
-    docs = {}
-    for p in sorted(folder.glob("*.json.gz")):
-        doc = json.loads(gzip.decompress(p.read_bytes()))
-        doc["meta"].pop("seconds")
-        docs[p.name] = doc
-    return docs
-
-
 @pytest.fixture()
 def fake_sam(monkeypatch):
     import samcam.sam.model as model
@@ -119,7 +108,7 @@ def test_finished_array_with_a_failed_and_rerun_shard_equals_one_process(fake_sa
             else:
                 run_masks(tmp / "images", tmp / "array", shard=shard, progress=False)
         assert sorted(fake_sam["calls"]) == sorted(ids)  # every id generated exactly once, the rerun included
-        assert _mask_files(tmp / "array") == _mask_files(tmp / "one")
+        assert mask_files(tmp / "array") == mask_files(tmp / "one")
         assert sorted(p.name for p in (tmp / "array").iterdir()) == sorted(p.name for p in (tmp / "one").iterdir())
 
 

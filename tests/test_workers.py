@@ -86,3 +86,24 @@ def test_devices_are_parsed_and_checked():
     n = torch.cuda.device_count()
     with pytest.raises(ValueError, match=f"cuda:{n} asked for, but this machine has {n} GPU"):
         parse_devices(f"cuda:{n}")
+
+
+def test_one_device_runs_in_this_process():
+    """With one device the step's loop runs here (no spawn): a local function, which a spawned
+    process could not import, sees every id in order and reports each."""
+    import os
+
+    from samcam.pipeline.workers import run_on_devices
+
+    seen, reported = [], []
+
+    def target(device, ids, report, tag):
+        for i in ids:
+            seen.append((device, i, tag, os.getpid()))
+            report(i, len(i))
+
+    run_on_devices(target, ["cpu"], ["a", "bb", "ccc"], ("t",), lambda i, n: reported.append((i, n)))
+    assert seen == [("cpu", i, "t", os.getpid()) for i in ("a", "bb", "ccc")]
+    assert reported == [("a", 1), ("bb", 2), ("ccc", 3)]
+    run_on_devices(target, [None], ["z"], ("u",))  # no on_done: reports go nowhere
+    assert seen[-1] == (None, "z", "u", os.getpid())

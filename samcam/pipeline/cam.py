@@ -64,12 +64,8 @@ def extract_cams(
         bar = progress_bar(total=len(todo), desc="cams", unit="img", progress=progress)
         work = (net, {i: images[i] for i in todo}, {i: labels[i] for i in todo}, out, tuple(scales))
         try:
-            if devices and len(devices) > 1:
-                run_on_devices(cams_into, list(devices), todo, work, lambda image_id, n: bar.update(), threads)
-                where = ", ".join(devices)
-            else:
-                cams_into(devices[0] if devices else None, todo, lambda image_id, n: bar.update(), *work)
-                where = device_name(net) if not devices else devices[0]
+            run_on_devices(cams_into, list(devices or [None]), todo, work, lambda image_id, n: bar.update(), threads)
+            where = ", ".join(devices) if devices else device_name(net)
         finally:
             bar.close()
         if todo:
@@ -187,6 +183,11 @@ def sweep_table(thresholds: list[float], evs: list[Evaluator]):
     return df
 
 
+def best_rows(evals: dict[str, "pd.DataFrame"]) -> dict[str, "pd.Series"]:
+    """Each candidate's row of its held-out sweep with the highest mIoU (the first of ties)."""
+    return {name: df.loc[df["miou"].idxmax()] for name, df in evals.items()}
+
+
 def select_classifier(evals: dict[str, "pd.DataFrame"]) -> tuple[str, float]:
     """The search protocol's choice among candidate classifiers, from their held-out sweeps
     (:func:`score_cams` tables, ``map`` column included): the highest CAM mIoU at each candidate's
@@ -194,6 +195,6 @@ def select_classifier(evals: dict[str, "pd.DataFrame"]) -> tuple[str, float]:
     candidate's name and its threshold, both chosen without the training ids' ground truth."""
     if not evals:
         raise ValueError("no candidate to select from")
-    best = {name: df.loc[df["miou"].idxmax()] for name, df in evals.items()}
+    best = best_rows(evals)
     name = max(best, key=lambda n: (round(float(best[n]["miou"]), 6), float(best[n]["map"]), -list(best).index(n)))
     return name, float(best[name]["threshold"])

@@ -25,6 +25,7 @@ from samcam.io import (
     is_complete,
     lock_output,
     read_ids,
+    read_record,
     read_image,
     write_text,
 )
@@ -100,12 +101,7 @@ def check_run_meta(out: Path, meta: dict[str, Any]) -> None:
     holds no mask set yet (a first run that failed early) takes the new record."""
     path = out / RUN_META
     if path.exists() and MaskStore(out).ids():
-        try:
-            old = json.loads(path.read_text())
-            if not isinstance(old, dict):
-                raise ValueError(f"a JSON {type(old).__name__}, not an object")
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: unreadable run record ({e}); remove it or use another --out folder") from None
+        old = read_record(path, "run record", "remove it or use another --out folder")
         keys = ("model_type", "checkpoint_sha256", "settings", "generator", "format")
         diff = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]
         if diff:
@@ -172,10 +168,7 @@ def run_masks(
 
         work = ({i: index[i] for i in todo}, out, fmt, meta, model_type, checkpoint, generator, settings)
         try:
-            if len(devices) == 1:
-                generate_into(devices[0], todo, done, *work)
-            else:
-                run_on_devices(generate_into, devices, todo, work, done, threads)
+            run_on_devices(generate_into, devices, todo, work, done, threads)
         finally:
             bar.close()
         return RunSummary(len(todo), skipped, time.perf_counter() - start, out)

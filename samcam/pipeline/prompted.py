@@ -53,10 +53,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         work = ({i: index[i] for i in todo}, pseudo, cams_dir, named, targets, model_type, checkpoint, fmt, threshold)
         t0 = time.perf_counter()
         try:
-            if devices and len(devices) > 1:
-                run_on_devices(refine_into, list(devices), todo, work, done, threads)
-            else:
-                refine_into(devices[0] if devices else device, todo, done, *work)
+            run_on_devices(refine_into, list(devices or [device]), todo, work, done, threads)
         finally:
             bar.close()
         device_names = ", ".join(dict.fromkeys(where))

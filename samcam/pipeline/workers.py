@@ -145,22 +145,23 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
-def parse_devices(text: str | None) -> list[str] | None:
-    """``"cuda:0,cuda:1"`` → ``["cuda:0", "cuda:1"]`` (``None`` for ``None``); ``ValueError`` naming a
-    malformed entry or a GPU this machine does not have. A device may repeat (two processes share it)."""
+def parse_devices(text: str | None, option: str = "--devices") -> list[str] | None:
+    """``"cuda:0,cuda:1"`` → ``["cuda:0", "cuda:1"]`` (``None`` for ``None``); ``ValueError`` naming
+    ``option``, a malformed entry or a GPU this machine does not have. A device may repeat (two
+    processes share it)."""
     if text is None:
         return None
     devices = [d.strip() for d in text.split(",")]
     bad = [d for d in devices if not _DEVICE.match(d)]
     if bad:
-        raise ValueError(f"--devices {text}: {bad[0]!r} is not a device (use e.g. cuda:0,cuda:1 or cpu,cpu)")
+        raise ValueError(f"{option} {text}: {bad[0]!r} is not a device (use e.g. cuda:0,cuda:1 or cpu,cpu)")
     gpus = [int(d.split(":")[1]) if ":" in d else 0 for d in devices if d.startswith("cuda")]
     if gpus:
         import torch
 
         count = torch.cuda.device_count()
         if max(gpus) >= count:
-            raise ValueError(f"--devices {text}: cuda:{max(gpus)} asked for, but this machine has {count} GPU{'s' * (count != 1)}")
+            raise ValueError(f"{option} {text}: cuda:{max(gpus)} asked for, but this machine has {count} GPU{'s' * (count != 1)}")
     return devices
 
 
@@ -190,7 +191,8 @@ def run_on_devices(
     threads: int | None = None,
 ) -> None:
     """``target(device, ids[k::n], report, *args)`` in one spawned process per device (``n`` devices,
-    the ``k``-th takes every ``n``-th id from ``k``: disjoint slices). ``target`` calls
+    the ``k``-th takes every ``n``-th id from ``k``: disjoint slices); with one device, in this
+    process (no spawn, this process's threads). ``target`` calls
     ``report(image_id, info)`` after each output it wrote; here ``on_done(image_id, info)`` receives them
     in the order they finish, so one progress bar can follow the whole list.
 
@@ -202,6 +204,9 @@ def run_on_devices(
     import multiprocessing
     import queue as queues
 
+    if len(devices) == 1:
+        target(devices[0], list(ids), on_done or (lambda image_id, info=None: None), *args)
+        return
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     messages = ctx.Queue()
     threads = threads or max(1, available_cores() // len(devices))
