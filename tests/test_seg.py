@@ -225,9 +225,9 @@ def test_paired_gaps_by_hand():
 
     from samcam.seg.report import paired_gaps
 
-    df = pd.DataFrame({"row": ["ref"] * 3 + ["a"] * 3 + ["b"] * 2 + ["c"],
-                       "seed": [0, 1, 2, 0, 1, 2, 0, 1, 5],
-                       "miou": [30.0, 32.0, 31.0, 33.0, 34.5, 34.0, 30.5, 31.0, 40.0]})
+    df = pd.DataFrame({"row": ["ref"] * 3 + ["a"] * 3 + ["b"] * 2 + ["c"] + ["e"] * 3,
+                       "seed": [0, 1, 2, 0, 1, 2, 0, 1, 5, 0, 1, 2],
+                       "miou": [30.0, 32.0, 31.0, 33.0, 34.5, 34.0, 30.5, 31.0, 40.0, 31.0, 34.0, 31.5]})
     g = paired_gaps(df, "ref").set_index("row")
     d = np.array([3.0, 2.5, 3.0])  # a − ref per seed
     t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
@@ -237,5 +237,10 @@ def test_paired_gaps_by_hand():
     db = np.array([0.5, -1.0])  # b − ref: a gap smaller than its spread
     assert g.loc["b", "mean_gap"] == pytest.approx(db.mean()) and not g.loc["b", "real"]
     assert g.loc["c", "seeds"] == 0 and np.isnan(g.loc["c", "p"]) and not g.loc["c", "real"]  # no common seed
+    # e − ref = 1, 2, 0.5: t = 1.1667 / (0.7638 / √3) = 2.646 on 2 degrees of freedom, p = 0.118 —
+    # (for 2 degrees of freedom the two-sided p is 1 − t / √(t² + 2) = 1 − 2.6458 / 3): a gap of about
+    # one spread, not called real at the 5 % level
+    assert g.loc["e", "t"] == pytest.approx(2.6458, abs=1e-3) and g.loc["e", "p"] == pytest.approx(0.1181, abs=1e-3)
+    assert not g.loc["e", "real"]
     with pytest.raises(ValueError, match="reference row 'nope'"):
         paired_gaps(df, "nope")
