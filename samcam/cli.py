@@ -628,18 +628,26 @@ def _train_affinity(p: argparse.ArgumentParser):
     p.add_argument("--low-alpha", type=_number(float, 0.0), default=d.low_alpha, help="seed background power for confident foreground")
     p.add_argument("--high-alpha", type=_number(float, 0.0), default=d.high_alpha, help="seed background power for confident background")
     p.add_argument("--radius", type=_number(int, 2, 32), default=d.radius, help="pair radius in cells")
+    p.add_argument("--threshold", type=_number(float, 0.0, 1.0),
+                   help="the CAM's background threshold: sets --low-alpha and --high-alpha by the rule alpha = ln t / ln(1 - t), low alpha/4, high 2 alpha")
+    p.add_argument("--head-lr-mult", type=_number(float, 0.0), default=d.head_lr_mult, help=f"the head's rate is lr x this (PSA: {d.head_lr_mult:g})")
+    p.add_argument("--no-crf", action="store_true", help="seeds without PSA's dense CRF")
+    p.add_argument("--seed-labels", help="folder of <id>.png pseudo labels to take the seeds from (e.g. CAM + SAM) instead of the CAMs")
     p.add_argument("--seed", type=int, default=d.seed)
 
     def run(a: argparse.Namespace) -> int:
         from samcam.io import check_output, image_index
         from samcam.pipeline.affinity import train_affinity
         from samcam.pipeline.masks import select_ids
+        from samcam.refine.affinity import alphas_for_threshold
 
-        check_output(a.out, a.images, a.cams, a.ids)
+        check_output(a.out, a.images, a.cams, a.ids, a.seed_labels)
         index = image_index(a.images)
         ids = select_ids(index, _ids_arg(a.ids), (0, 1))
-        cfg = AffinityTrainConfig(a.backbone, a.epochs, a.batch_size, a.crop, a.lr, d.weight_decay, a.seed, a.low_alpha, a.high_alpha, a.radius)
-        r = train_affinity(index, a.cams, ids, a.out, cfg)
+        low, high = (a.low_alpha, a.high_alpha) if a.threshold is None else alphas_for_threshold(a.threshold)[::2]
+        cfg = AffinityTrainConfig(a.backbone, a.epochs, a.batch_size, a.crop, a.lr, d.weight_decay, a.seed, low, high, a.radius,
+                                  a.head_lr_mult, not a.no_crf)  # fmt: skip
+        r = train_affinity(index, a.cams, ids, a.out, cfg, seed_labels=a.seed_labels)
         print(f"trained the affinity head on {len(ids)} images in {r.seconds:.0f} s ({r.feature_seconds:.0f} s of it backbone features); "
               f"loss per epoch {[round(x, 4) for x in r.losses]} -> {r.checkpoint}")  # fmt: skip
         return 0
@@ -654,25 +662,34 @@ def _affinity(p: argparse.ArgumentParser):
     d = AffinityConfig()
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
     p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout)")
-    p.add_argument("--checkpoint", required=True, help="affinity checkpoint (samcam train-affinity)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="affinity checkpoint (samcam train-affinity)")
+    which.add_argument("--gt-affinity", metavar="GT", help="walk on affinities from this ground-truth folder instead (a diagnostic upper bound; uses ground truth)")
     p.add_argument("--out", required=True, help="folder for <id>.png pseudo labels (ids already there are skipped)")
     p.add_argument("--ids", help="id list; default: every CAM file")
     p.add_argument("--alpha", type=_number(float, 0.0), default=d.alpha, help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
     p.add_argument("--beta", type=_number(float, 0.0), default=d.beta, help=f"affinity power (default {d.beta:g})")
     p.add_argument("--steps", type=_number(int, 0), default=d.steps, help=f"random-walk steps t (default {d.steps})")
-    p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with)")
+    p.add_argument("--threshold", type=_number(float, 0.0, 1.0), help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
+    p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
     def run(a: argparse.Namespace) -> int:
         from samcam.io import check_output, folder_ids, image_index
-        from samcam.pipeline.affinity import affinity_labels
+        from samcam.pipeline.affinity import affinity_labels, ground_truth_walk_labels
+        from samcam.refine.affinity import alphas_for_threshold
 
-        check_output(a.out, a.images, a.cams, a.checkpoint, a.ids)
+        check_output(a.out, a.images, a.cams, a.checkpoint, a.gt_affinity, a.ids)
         ids = folder_ids(a.cams, ".npy", "CAM", _ids_arg(a.ids))
+        alpha = a.alpha if a.threshold is None else alphas_for_threshold(a.threshold)[1]
+        cfg = AffinityConfig(alpha=alpha, beta=a.beta, steps=a.steps, radius=a.radius)
+        if a.gt_affinity:
+            r = ground_truth_walk_labels(a.cams, a.gt_affinity, ids, a.out, cfg)
+            print(f"{r['done']} walked on ground-truth affinity (uses ground truth: a diagnostic), {r['skipped']} already there -> {a.out}")
+            return 0
         index = image_index(a.images)
         missing = [i for i in ids if i not in index]
         if missing:
             raise FileNotFoundError(f"{a.images}: no image for {len(missing)} ids, e.g. {missing[0]}")
-        cfg = AffinityConfig(alpha=a.alpha, beta=a.beta, steps=a.steps, radius=a.radius)
         r = affinity_labels(index, a.cams, ids, a.checkpoint, a.out, cfg)
         print(f"{r['done']} labelled ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
         return 0

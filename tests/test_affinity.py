@@ -187,7 +187,7 @@ def test_upsample_to_by_hand():
 
 def test_head_is_bias_free_convolutions_then_a_mix():
     """The head by hand: ELU of a bias-free 1×1 convolution per level, the coarse level upsampled,
-    concatenated, then a bias-free 1×1 mixing convolution."""
+    concatenated, then a bias-free 1×1 mixing convolution and an ELU (PSA's ``resnet38_aff``)."""
     from samcam.refine.affinity import _upsample_to
 
     torch.manual_seed(0)
@@ -195,7 +195,7 @@ def test_head_is_bias_free_convolutions_then_a_mix():
     levels = [torch.rand(1, 3, 4, 6), torch.rand(1, 5, 4, 6), torch.rand(1, 7, 2, 3)]
     parts = [torch.nn.functional.elu(torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)) for conv, x in zip(head.levels, levels)]
     parts[2] = _upsample_to(parts[2], 4, 6)
-    want = torch.einsum("oc,bchw->bohw", head.mix.weight[:, :, 0, 0], torch.cat(parts, 1))
+    want = torch.nn.functional.elu(torch.einsum("oc,bchw->bohw", head.mix.weight[:, :, 0, 0], torch.cat(parts, 1)))
     assert all(c.bias is None for c in [*head.levels, head.mix])
     torch.testing.assert_close(head(levels), want)
 
@@ -340,3 +340,273 @@ def test_windows_keep_the_two_grids_aligned():
         assert np.array_equal(f16[0].numpy().astype(np.int64), top_left - (top_left % 100) % 2)
     up = _upsample_to(torch.rand(1, 3, 7, 9), 13, 17)
     assert up.shape == (1, 3, 13, 17)
+
+
+# ----------------------------------------------------------------------------- PSA's details (issue 25, part 2)
+
+
+def test_head_initialisation_is_psas():
+    """Kaiming-normal level convolutions (std √(2 / fan_in)), Xavier-uniform mix with gain 4
+    (bound 4·√(6 / (fan_in + fan_out)))."""
+    torch.manual_seed(0)
+    head = AffinityHead([512, 1024, 2048])
+    for conv, fan_in in zip(head.levels, (512, 1024, 2048)):
+        assert conv.weight.std().item() == pytest.approx(np.sqrt(2 / fan_in), rel=0.03)
+    bound = 4 * np.sqrt(6 / (448 + 448))
+    w = head.mix.weight
+    assert w.abs().max().item() <= bound and w.abs().max().item() > 0.99 * bound
+    assert w.std().item() == pytest.approx(bound / np.sqrt(3), rel=0.02)
+
+
+@pytest.mark.parametrize("t", [0.05, 0.15, 0.25, 0.5, 0.9])
+def test_alphas_for_threshold_cross_at_the_threshold(t):
+    from samcam.refine.affinity import alphas_for_threshold
+
+    low, alpha, high = alphas_for_threshold(t)
+    assert (1 - t) ** alpha == pytest.approx(t, rel=1e-9)  # the walk starts from the CAM's own label
+    assert low == pytest.approx(alpha / 4) and high == pytest.approx(2 * alpha)
+
+
+def test_alphas_for_threshold_give_psas_constants_near_its_crossing():
+    from samcam.refine.affinity import alphas_for_threshold
+
+    # PSA's α 16 crosses (1 − m)^16 = m at m ≈ 0.1205 (bisection here, independently of the rule)
+    lo, hi = 0.01, 0.5
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if (1 - mid) ** 16 > mid else (lo, mid)
+    assert alphas_for_threshold(lo) == pytest.approx((4.0, 16.0, 32.0), rel=1e-6)
+    for bad in (0, 1, -0.1, 1.5):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            alphas_for_threshold(bad)
+
+
+def _cell_means(a, f):
+    """Mean over f × f cells of ``K × H × W`` (H, W multiples of f), by loops."""
+    k, H, W = a.shape
+    out = np.zeros((k, H // f, W // f))
+    for y in range(H // f):
+        for x in range(W // f):
+            out[:, y, x] = a[:, f * y : f * y + f, f * x : f * x + f].mean((1, 2))
+    return out
+
+
+def test_cell_seeds_average_each_cell_then_take_psas_rule():
+    from samcam.refine.affinity import cell_seeds
+
+    rng = np.random.default_rng(5)
+    cams = rng.random((2, 24, 32)).astype(np.float32) ** 3
+    cams[0, :12, :12] += 0.6 * rng.random((12, 12)).astype(np.float32)  # class 3 strong in the top left
+    cams[1, 10:, 20:] = np.maximum(cams[1, 10:, 20:], 0.8)  # class 15 strong in the bottom right
+    cams[:, 16:, :16] *= 0.05  # background in the bottom left
+    keys = np.array([2, 14])
+    got = cell_seeds(cams, keys, (3, 4), low_alpha=2.0, high_alpha=12.0)
+    peak = cams.max(0, keepdims=True)
+    low = _cell_means(np.concatenate([(1 - peak) ** 2.0, cams]), 8)
+    high = _cell_means(np.concatenate([(1 - peak) ** 12.0, cams]), 8)
+    want = np.full((3, 4), IGNORE)
+    for y in range(3):
+        for x in range(4):
+            a, b = low[:, y, x].argmax(), high[:, y, x].argmax()
+            if b == 0:
+                want[y, x] = 0
+            elif a > 0:
+                want[y, x] = [0, 3, 15][a]
+    assert got.tolist() == want.tolist()
+    assert {0, 3, 15} <= set(got.ravel().tolist())  # the case holds background and both classes
+
+
+def test_cell_seeds_refine_with_the_crf():
+    from samcam.refine.affinity import cell_seeds
+    from samcam.refine.crf import CRFConfig, dense_crf
+
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    cams = rng.random((1, 16, 24)).astype(np.float32)
+    crf = CRFConfig(iterations=3)
+    got = cell_seeds(cams, np.array([0]), (2, 3), 1.0, 8.0, image, crf)
+    stacks = [dense_crf(image, np.concatenate([(1 - cams) ** a, cams]).astype(np.float32), crf) for a in (1.0, 8.0)]
+    low, high = (_cell_means(s, 8) for s in stacks)
+    want = np.where(high.argmax(0) == 0, 0, np.where(low.argmax(0) == 1, 1, IGNORE))
+    assert got.tolist() == want.tolist()
+    with pytest.raises(ValueError, match="needs the image"):
+        cell_seeds(cams, np.array([0]), (2, 3), crf=crf)
+
+
+def test_dense_crf_without_pairwise_terms_normalises_the_clipped_scores():
+    """With both kernels at weight 0 the mean field is the unary's softmax: the scores (clipped to
+    [1e-5, 1]) divided by their sum."""
+    from samcam.refine.crf import CRFConfig, dense_crf
+
+    rng = np.random.default_rng(7)
+    scores = rng.random((3, 10, 12)).astype(np.float32)
+    scores[1, 0, 0] = 0.0
+    q = dense_crf(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8), scores, CRFConfig(gaussian_compat=0, bilateral_compat=0))
+    clipped = np.clip(scores, 1e-5, 1)
+    np.testing.assert_allclose(q, clipped / clipped.sum(0), rtol=1e-4, atol=1e-6)
+
+
+def test_dense_crf_smooths_along_colour_edges():
+    """A noisy two-region score map on a two-colour image: the appearance kernel makes each region
+    agree with its colour, which the unaries alone do not."""
+    from samcam.refine.crf import dense_crf
+
+    rng = np.random.default_rng(8)
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, 20:] = 200
+    truth = np.zeros((40, 40), int)
+    truth[:, 20:] = 1
+    p = np.where(truth == 1, 0.7, 0.3) + rng.normal(0, 0.3, (40, 40))
+    p = np.clip(p, 0.01, 0.99).astype(np.float32)
+    scores = np.stack([1 - p, p])
+    before = (scores.argmax(0) == truth).mean()
+    after = (dense_crf(image, scores).argmax(0) == truth).mean()
+    assert before < 0.85 and after > 0.99
+
+
+def test_crf_defaults_are_psas_and_bad_settings_are_refused():
+    from samcam.refine.crf import CRFConfig, dense_crf
+
+    c = CRFConfig()
+    assert (c.iterations, c.gaussian_sxy, c.gaussian_compat, c.bilateral_sxy, c.bilateral_srgb, c.bilateral_compat) == (10, 3, 3, 80, 13, 10)
+    for bad, msg in (({"iterations": -1}, "iterations"), ({"bilateral_srgb": 0}, "bilateral_srgb"), ({"gaussian_compat": float("nan")}, "gaussian_compat")):
+        with pytest.raises(ValueError, match=msg):
+            CRFConfig(**bad)
+    with pytest.raises(ValueError, match="K × H × W"):
+        dense_crf(np.zeros((4, 5, 3), np.uint8), np.ones((2, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="non-negative"):
+        dense_crf(np.zeros((4, 5, 3), np.uint8), -np.ones((2, 4, 5), np.float32))
+
+
+def test_label_seeds_keep_pure_cells_only():
+    from samcam.refine.affinity import label_seeds
+
+    rng = np.random.default_rng(9)
+    label = np.zeros((32, 40), np.uint8)
+    label[4:20, 6:30] = 12
+    label[22:, :9] = 3
+    label[0, 39] = IGNORE
+    got = label_seeds(label, (4, 5))
+    want = np.full((4, 5), IGNORE)
+    for y in range(4):
+        for x in range(5):
+            cell = label[8 * y : 8 * y + 8, 8 * x : 8 * x + 8]
+            if (cell == cell[0, 0]).all():
+                want[y, x] = cell[0, 0]
+    assert got.tolist() == want.tolist() and {0, 3, 12, IGNORE} <= set(got.ravel().tolist())
+    assert rng is not None
+
+
+def test_segment_cells_take_each_cells_most_frequent_class_ignoring_void():
+    from samcam.refine.affinity import segment_cells
+
+    gt = np.zeros((16, 16), np.uint8)
+    gt[:, 5:] = 7  # cell (0, 0): 5 columns of 0, 3 of 7 -> 0; cell (0, 1): all 7
+    gt[8:, :8] = IGNORE
+    gt[15, 0] = 4  # the one counted pixel of cell (1, 0)
+    gt[8:, 8:] = IGNORE  # cell (1, 1): void only
+    assert segment_cells(gt, (2, 2)).tolist() == [[0, 7], [4, IGNORE]]
+
+
+def test_walk_on_segment_affinities_never_crosses_a_class():
+    """1 within a class, 0 across: a score that is 1 on one segment and 0 elsewhere stays exactly so
+    under any number of steps (each step averages within the segment only)."""
+    from samcam.refine.affinity import segment_transition
+
+    cells = np.zeros((9, 11), np.uint8)
+    cells[2:6, 3:9] = 5
+    cells[7:, :4] = 9
+    T = segment_transition(cells, 4)
+    dense = _dense_transition(np.stack([cells * 50.0]), 4, 1.0)  # exp(−50·Δ) ≈ 0 across, 1 within
+    np.testing.assert_allclose(T.toarray(), dense, atol=1e-12)
+    v = (cells == 5).astype(np.float32)[None]
+    walked = random_walk(v, T, 64)
+    assert (walked[v == 0] == 0).all()
+    np.testing.assert_allclose(walked[v == 1], 1.0, rtol=1e-5)
+
+
+@pytest.mark.integration
+def test_ground_truth_walk_repairs_partial_and_false_cams_on_real_images(voc_root, train_with_images):
+    """The diagnostic of the issue: with affinities from the ground truth the walk completes partial
+    CAMs and removes false ones. Each object's CAM is 1 on its upper half and 0.1 (below the 0.15
+    threshold) on its lower half, and a 0.6 blob of the first class sits in the background."""
+    from samcam.cam.label import cam_to_label
+    from samcam.data.spaces import VOC
+    from samcam.io import read_label
+    from samcam.metrics import evaluate_arrays
+    from samcam.refine.affinity import ground_truth_walk
+
+    before, after = [], []
+    for i in train_with_images[:3]:
+        gt = read_label(voc_root / "SegmentationClass" / f"{i}.png")
+        keys = np.array([c - 1 for c in np.unique(gt) if 0 < c < IGNORE])
+        maps = []
+        for k in keys:
+            obj = gt == k + 1
+            rows = np.nonzero(obj)[0]
+            cam = np.where(obj, 0.1, 0.0).astype(np.float32)
+            upper = obj.copy()
+            upper[(rows.min() + rows.max()) // 2 :] = False
+            cam[upper] = 1.0
+            maps.append(cam)
+        ys, xs = np.nonzero(gt == 0)
+        y, x = ys[len(ys) // 2], xs[len(xs) // 2]
+        blob = np.zeros(gt.shape, bool)
+        blob[max(0, y - 12) : y + 12, max(0, x - 12) : x + 12] = True
+        maps[0][blob & (gt == 0)] = 0.6
+        maps = np.stack(maps)
+        before.append((i, gt, cam_to_label(maps, keys, 0.15)))
+        walked = ground_truth_walk(maps, keys, gt, AffinityConfig(alpha=16))
+        assert set(np.unique(walked)) <= set(np.unique(gt)) - {IGNORE}
+        after.append((i, gt, walked))
+    b, a = (evaluate_arrays(x, VOC).scores().miou for x in (before, after))
+    assert a > b + 0.15 and a > 0.75, (b, a)
+
+
+@pytest.mark.slow
+def test_head_learning_rate_is_lr_times_the_multiplier(tmp_path, voc_root, gt_cams):
+    """Only the product lr × head_lr_mult trains the (only trained) head: 0.01 × 10 gives the
+    weights of 0.1 × 1 and not those of 0.01 × 1."""
+    from samcam.io import image_index
+    from samcam.pipeline.affinity import AffinityTrainConfig, train_affinity
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    weights = {}
+    for name, lr, mult in (("a", 0.01, 10.0), ("b", 0.1, 1.0), ("c", 0.01, 1.0)):
+        cfg = AffinityTrainConfig(epochs=1, batch_size=2, crop=16, lr=lr, head_lr_mult=mult, crf=False)
+        train_affinity(index, cams, ids, tmp_path / f"{name}.pt", cfg, progress=False)
+        weights[name] = torch.load(tmp_path / f"{name}.pt", weights_only=False)["state_dict"]
+    assert all(torch.allclose(weights["a"][k], weights["b"][k], atol=1e-6) for k in weights["a"])
+    assert not all(torch.allclose(weights["a"][k], weights["c"][k], atol=1e-4) for k in weights["a"])
+
+
+@pytest.mark.slow
+def test_seeds_from_labels_and_an_earlier_head_refused(tmp_path, voc_root, gt_cams):
+    from samcam.io import image_index, write_label
+    from samcam.pipeline.affinity import AffinityTrainConfig, load_affinity, train_affinity
+    from samcam.io import read_label
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for i in ids:
+        write_label(seeds / f"{i}.png", read_label(voc_root / "SegmentationClass" / f"{i}.png") % 255)
+    cfg = AffinityTrainConfig(epochs=1, batch_size=2, crop=16)
+    r = train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False, seed_labels=seeds)
+    assert np.isfinite(r.losses).all()
+    ck = torch.load(tmp_path / "l.pt", weights_only=False)
+    assert ck["record"]["seed_labels"] == str(seeds.resolve()) and ck["head"] == "psa-elu"
+    with pytest.raises(ValueError, match="another affinity run"):  # the same run from the CAMs is another run
+        train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False)
+    del ck["head"]
+    torch.save(ck, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="earlier samcam"):
+        load_affinity(tmp_path / "old.pt")
+    (seeds / f"{ids[0]}.png").unlink()
+    with pytest.raises(FileNotFoundError, match=f"no seed label for 1 ids, e.g. {ids[0]}.png"):
+        train_affinity(index, cams, ids, tmp_path / "m.pt", cfg, progress=False, seed_labels=seeds)
+    write_label(seeds / f"{ids[0]}.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(ValueError, match=f"{ids[0]}.png: label of 5×5 px"):
+        train_affinity(index, cams, ids, tmp_path / "m.pt", cfg, progress=False, seed_labels=seeds)

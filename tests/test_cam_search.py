@@ -193,10 +193,10 @@ def test_in_memory_cam_scores_equal_the_cam_file_sweep(tmp_path, voc_root, train
 
 @pytest.mark.slow
 def test_shipped_lite2_head_gives_the_committed_labels(voc_root, train_with_images):
-    """The committed CAM labels of results/claims/lite2 were made on a GPU from the checkpoint whose
-    head ships as ``voc_lite2_s16``: this CPU recomputes one image's CAMs from the shipped head and
-    must find the same label almost everywhere (GPU and CPU sums differ in the last bits, which can
-    move a pixel whose two scores tie)."""
+    """The committed CAM labels of results/claims/lite2 were made from the checkpoint whose head ships
+    as ``voc_lite2_s16``: this recomputes one image's CAMs from the shipped head and must find the
+    same label almost everywhere (sums in another order differ in the last bits, which can move a
+    pixel whose two scores tie)."""
     from samcam.cam.infer import multiscale_cam
     from samcam.cam.label import cam_to_label
     from samcam.cam.nets import shipped_camnet
@@ -208,7 +208,10 @@ def test_shipped_lite2_head_gives_the_committed_labels(voc_root, train_with_imag
     tree, image_id = VocTree(voc_root), train_with_images[5]
     keys = np.asarray(image_labels(tree, [image_id], "gt")[image_id]) - 1
     label = cam_to_label(multiscale_cam(net, tree.read_image(image_id), keys.tolist()), keys, net.record["threshold"])
-    committed = read_label(REPO / "results/claims/lite2/labels/cam" / f"{image_id}.png")
+    folder = REPO / "results/claims/lite2/labels/cam"
+    if not folder.is_dir():
+        pytest.skip("results/claims/lite2/labels/cam is absent: it is remade from the CPU CAM files by `samcam reproduce --only claims`")
+    committed = read_label(folder / f"{image_id}.png")
     assert (label == committed).mean() > 0.999
 
 

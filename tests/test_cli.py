@@ -88,6 +88,23 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     assert "4 labelled" in capsys.readouterr().out and len(list((tmp_path / "aff_labels").glob("*.png"))) == 4
     run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--checkpoint", aff, "--out", tmp_path / "aff_labels",
          "--steps", "8"], code=2)  # other settings into the same folder: refused
+    # the alphas by the threshold rule, seeds from a label folder, and the walk on ground-truth affinity
+    import torch
+
+    run(["train-affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--ids", root / "ids.txt", "--out", tmp_path / "aff2.pt",
+         "--epochs", "1", "--batch-size", "2", "--crop", "16", "--threshold", "0.25", "--no-crf", "--seed-labels", root / "SegmentationClass"])
+    capsys.readouterr()
+    cfg = torch.load(tmp_path / "aff2.pt", weights_only=False)["record"]["config"]
+    assert cfg["low_alpha"] == pytest.approx(np.log(0.25) / np.log(0.75) / 4) and cfg["high_alpha"] == pytest.approx(2 * np.log(0.25) / np.log(0.75))
+    assert cfg["crf"] is False
+    run(["train-affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--ids", root / "ids.txt", "--out", tmp_path / "aff3.pt",
+         "--threshold", "1"], code=2)  # no rule for a threshold of 1: one line, exit 2
+    assert "strictly between 0 and 1" in capsys.readouterr().err
+    run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--gt-affinity", root / "SegmentationClass",
+         "--out", tmp_path / "gt_walk", "--steps", "16", "--threshold", "0.15"])
+    assert "4 walked on ground-truth affinity" in capsys.readouterr().out and len(list((tmp_path / "gt_walk").glob("*.png"))) == 4
+    assert '"uses_ground_truth": true' in (tmp_path / "gt_walk" / "samcam_run.json").read_text()
+    assert '"alpha": 11.67' in (tmp_path / "gt_walk" / "samcam_run.json").read_text()
     run(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "labels", "--threshold", "0.2",
          "--sweep-gt", root / "SegmentationClass", "--thresholds", "0.1:0.3:0.1"])
     out = capsys.readouterr().out

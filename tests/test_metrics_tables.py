@@ -185,10 +185,10 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
     from samcam.io import add_cost, read_cost
     from samcam.report.tables import cost_table
 
-    names = ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM"]
+    names = ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM", "CAM + AffinityNet (CAM + SAM seeds)"]
     rows = {n: tmp_path / f"row{i}" for i, n in enumerate(names)}
     cams = tmp_path / "cams"
-    for folder, (secs, n) in zip([cams, *rows.values()], [(20, 10), (1, 10), (3, 10), (15, 10), (12, 10), (2, 10)]):
+    for folder, (secs, n) in zip([cams, *rows.values()], [(20, 10), (1, 10), (3, 10), (15, 10), (12, 10), (2, 10), (9, 10)]):
         folder.mkdir()
         add_cost(folder, secs / 2, n // 2)
         add_cost(folder, secs / 2, n - n // 2)  # a resumed run adds to the first
@@ -196,21 +196,31 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
     assert (c["seconds"], c["images"], c["seconds_per_image"]) == pytest.approx((20, 10, 2.0)) and len(c["devices"]) == 1
     torch.save({"seconds": 300.0}, tmp_path / "clf.pt")
     torch.save({"seconds": 120.0}, tmp_path / "aff.pt")
+    torch.save({"seconds": 100.0}, tmp_path / "aff_sam.pt")
     masks = tmp_path / "masks"
     masks.mkdir()
     for i, s in enumerate([1.0, 3.0]):
         (masks / f"m{i}.json.gz").write_bytes(gzip.compress(json.dumps({"format": "samcam-masks/1", "meta": {"seconds": s, "device": "cuda:0"}}).encode()))
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"rows": [{"fast_s": 60.0}, {"fast_s": 80.0}]}))
-    t = cost_table(rows, cams, tmp_path / "aff.pt", masks, tmp_path / "clf.pt", bench).set_index("labels")
-    # per image: CAM 2.0, (CAM labels 0.1, not charged), merge 0.3, prompted 1.5, walk 1.2, second merge 0.2, CPU masks 70
+    aff, aff_sam = tmp_path / "aff.pt", tmp_path / "aff_sam.pt"
+    recipes = {"CAM + SAM": (["masks", "CAM + SAM"], []), "CAM + SAM prompted": (["CAM + SAM prompted"], []),
+               "CAM + AffinityNet": (["CAM + AffinityNet"], [aff]),
+               "CAM + AffinityNet + SAM": (["CAM + AffinityNet", "masks", "CAM + AffinityNet + SAM"], [aff]),
+               names[5]: (["masks", "CAM + SAM", names[5]], [aff_sam])}  # fmt: skip
+    t = cost_table(rows, recipes, cams, masks, tmp_path / "clf.pt", bench).set_index("labels")
+    # per image: CAM 2.0, (CAM labels 0.1, not charged), merge 0.3, prompted 1.5, walk 1.2, second merge 0.2, walk 0.9, CPU masks 70
     assert t.loc["CAM", "cpu_s_per_image"] == pytest.approx(2.0)
     assert t.loc["CAM + SAM", "cpu_s_per_image"] == pytest.approx(2.0 + 70 + 0.3)
     assert t.loc["CAM + SAM prompted", "cpu_s_per_image"] == pytest.approx(2.0 + 1.5)
     assert t.loc["CAM + AffinityNet", "cpu_s_per_image"] == pytest.approx(2.0 + 1.2)
     assert t.loc["CAM + AffinityNet + SAM", "cpu_s_per_image"] == pytest.approx(2.0 + 1.2 + 70 + 0.2)
-    assert t.loc["CAM", "training_s"] == 300 and t.loc["CAM + AffinityNet + SAM", "training_s"] == 420
+    assert t.loc[names[5], "cpu_s_per_image"] == pytest.approx(2.0 + 70 + 0.3 + 0.9)
+    assert t.loc["CAM", "training_s"] == 300 and t.loc["CAM + AffinityNet + SAM", "training_s"] == 420 and t.loc[names[5], "training_s"] == 400
     assert t.loc["CAM + AffinityNet", "extra_training_s"] == 120 and t.loc["CAM + SAM", "extra_training_s"] == 0
     assert t.loc["CAM + SAM prompted", "extra_cpu_s_per_image"] == pytest.approx(1.5)
     assert t.loc["CAM + SAM", "masks_s_per_image"] == pytest.approx(2.0) and t.loc["CAM + SAM", "masks_device"] == "cuda:0"
+    assert t.loc[names[5], "masks_device"] == "cuda:0" and t.loc["CAM", "masks_device"] == ""
+    with pytest.raises(ValueError, match="not rows"):
+        cost_table(rows, {"CAM": (["merge"], [])}, cams, masks)
     assert np.isnan(t.loc["CAM + AffinityNet", "masks_s_per_image"])

@@ -78,20 +78,23 @@ def test_reproduce_config_is_valid():
 
 
 def test_claims_notebook_runs_every_row(tmp_path, data_root, gt_cams, mobile_sam_checkpoint):
-    """08 end to end on 3 real images: CAM labels, SAM rule, prompted SAM, AffinityNet training and
-    walk, AffinityNet + SAM, the error and cost tables."""
+    """08 end to end on 3 real images: CAM labels, SAM rule, prompted SAM, AffinityNet training (CRF
+    seeds) and walk, AffinityNet + SAM, AffinityNet on CAM + SAM seeds, the ground-truth walk, the
+    error and cost tables."""
     import pandas as pd
 
     cams, ids = gt_cams
     params = {"cams_dir": str(cams), "limit": len(ids), "labels_dir": str(tmp_path / "labels"), "affinity_checkpoint": str(tmp_path / "aff.pt"),
-              "affinity_epochs": 1, "affinity_crop": 16, "walk_steps": 16, "device": "cpu", "results_dir": str(tmp_path / "res")}
+              "affinity_sam_checkpoint": str(tmp_path / "aff_sam.pt"), "affinity_backbone": "efficientnet-lite0",
+              "affinity_epochs": 1, "affinity_crop": 16, "walk_steps": 16, "device": "cpu", "results_dir": str(tmp_path / "res")}  # fmt: skip
     execute("08_claims_affinity.ipynb", tmp_path / "08.ipynb", params)
     table = pd.read_csv(tmp_path / "res" / "table.csv")
-    assert list(table["labels"]) == ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM"]
+    assert list(table["labels"]) == ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM",
+                                     "CAM + AffinityNet (CAM + SAM seeds)", "CAM + walk on GT affinity (uses GT)"]  # fmt: skip
     assert table["miou"].between(1, 100).all() and (table["images"] == 3).all()
     # the CAM files of this test were not made by `samcam cam`: their cost is unknown, the rest is recorded
     assert table["cam_s_per_image"].isna().all() and table["extra_cpu_s_per_image"].iloc[1:].gt(0).all()
-    assert table["extra_training_s"].iloc[3] > 0 and table["extra_training_s"].iloc[:3].eq(0).all()
-    for row in ("cam", "cam+sam", "cam+sam_prompted", "cam+affinitynet", "cam+affinitynet+sam"):
+    assert table["extra_training_s"].iloc[[3, 4, 5]].gt(0).all() and table["extra_training_s"].iloc[[0, 1, 2, 6]].eq(0).all()
+    for row in ("cam", "cam+sam", "cam+sam_prompted", "cam+affinitynet", "cam+affinitynet+sam", "cam+affinitynet_samseeds", "cam+gt_walk"):
         assert len(list((tmp_path / "labels" / row).glob("*.png"))) == 3, row
     assert (tmp_path / "res" / "claims.png").exists() and (tmp_path / "res" / "per_class_errors.csv").exists()

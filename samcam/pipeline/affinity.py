@@ -1,9 +1,11 @@
 """Pipeline steps of AffinityNet (:mod:`samcam.refine.affinity`): train the affinity head on CAM
-seeds, then random-walk every image's CAMs into a pseudo label. Resumable, atomic, with progress.
+seeds (or on the seeds of a hard pseudo label), then random-walk every image's CAMs into a pseudo
+label; and the same walk on ground-truth affinities, as a diagnostic. Resumable, atomic, with progress.
 
-The backbone is frozen, so its three feature levels are computed once per training image and kept
-in memory (float16); an epoch then only runs the head. Augmentation is a random window of the
-feature grid (``crop`` cells at output stride 8) and a horizontal flip of features and seeds.
+The backbone is frozen, so its three feature levels and each image's cell seeds are computed once
+per training image and kept in memory (float16); an epoch then only runs the head. Augmentation is
+a random window of the feature grid (``crop`` cells at output stride 8) and a horizontal flip of
+features and seeds.
 """
 
 from __future__ import annotations
@@ -16,12 +18,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samcam.refine.affinity import AffinityConfig, AffinityHead, affinity_loss, pair_affinities, pair_labels, propagate, seed_label
+from samcam.refine.affinity import (
+    AffinityConfig,
+    AffinityHead,
+    affinity_loss,
+    cell_seeds,
+    ground_truth_walk,
+    label_seeds,
+    pair_affinities,
+    pair_labels,
+    propagate,
+)
+from samcam.refine.crf import CRFConfig
 
 
 @dataclass(frozen=True)
 class AffinityTrainConfig:
-    """Training settings (the paper: 8 epochs, batch 8, 448 px crops, lr 0.1, weight decay 5e-4)."""
+    """Training settings (the paper: 8 epochs, batch 8, 448 px crops, lr 0.1 with the new layers at
+    10×, weight decay 5e-4, seeds refined by a dense CRF with PSA's kernels). The backbone is frozen
+    here, so only the head's rate ``lr × head_lr_mult`` is used."""
 
     backbone: str = "efficientnet-lite0"
     epochs: int = 8
@@ -33,8 +48,12 @@ class AffinityTrainConfig:
     low_alpha: float = 4.0
     high_alpha: float = 32.0
     radius: int = 5
+    head_lr_mult: float = 10.0
+    crf: bool = True
 
     def __post_init__(self) -> None:
+        if not (self.head_lr_mult > 0 and np.isfinite(self.head_lr_mult)):
+            raise ValueError(f"head_lr_mult must be a positive number, not {self.head_lr_mult}")
         AffinityConfig(low_alpha=self.low_alpha, high_alpha=self.high_alpha, radius=self.radius)
         for name in ("epochs", "batch_size", "crop"):
             if getattr(self, name) < 1:
@@ -72,15 +91,6 @@ def levels_of(net, image: np.ndarray) -> list[torch.Tensor]:
     return [x[0] for x in feature_levels(net, to_tensor(image))]
 
 
-def _cell_seeds(seeds: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Seeds at the feature grid: the seed at the centre of each cell (nearest)."""
-    H, W = seeds.shape
-    h, w = shape
-    ys = np.minimum(((np.arange(h) + 0.5) * H / h).astype(int), H - 1)
-    xs = np.minimum(((np.arange(w) + 0.5) * W / w).astype(int), W - 1)
-    return seeds[np.ix_(ys, xs)]
-
-
 def _window(levels: list[torch.Tensor], seeds: np.ndarray, crop: int, rng: np.random.Generator):
     """A random window of ``crop`` cells (even-aligned, so the stride-16 levels stay aligned) and a
     random horizontal flip, of the levels and the cell seeds alike."""
@@ -106,30 +116,40 @@ def train_affinity(
     out: str | os.PathLike,
     config: AffinityTrainConfig = AffinityTrainConfig(),
     progress: bool | None = None,
+    seed_labels: str | os.PathLike | None = None,
 ) -> AffinityTrainResult:
-    """Train the affinity head on the CAM seeds of ``ids`` and write the checkpoint ``out``
-    atomically after every epoch; a run resumes from ``out`` when its configuration and CAM folder
-    match, and is refused otherwise."""
+    """Train the affinity head on the seeds of ``ids`` and write the checkpoint ``out`` atomically
+    after every epoch; a run resumes from ``out`` when its configuration and inputs match, and is
+    refused otherwise. The seeds come from the CAM files (:func:`samcam.refine.affinity.cell_seeds`,
+    the paper) or, with ``seed_labels``, from that folder of ``<id>.png`` pseudo labels
+    (:func:`samcam.refine.affinity.label_seeds`)."""
     from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
-    from samcam.io import load_checkpoint, read_image
+    from samcam.io import load_checkpoint, read_image, read_label
     from samcam.training import descend, save_epoch, set_poly_lr
 
     import hashlib
 
     out, cams = Path(out), Path(cams)
-    missing = [i for i in ids if not (cams / f"{i}.npy").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{cams}: no CAM file for {len(missing)} ids, e.g. {missing[0]}.npy")
+    if seed_labels is None:
+        missing = [i for i in ids if not (cams / f"{i}.npy").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{cams}: no CAM file for {len(missing)} ids, e.g. {missing[0]}.npy")
+    else:
+        seed_labels = Path(seed_labels)
+        missing = [i for i in ids if not (seed_labels / f"{i}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{seed_labels}: no seed label for {len(missing)} ids, e.g. {missing[0]}.png")
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
     record = {"config": asdict(config), "cams": str(cams.resolve()), "ids": len(ids),
-              "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}  # fmt: skip
+              "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+              "seed_labels": None if seed_labels is None else str(seed_labels.resolve())}  # fmt: skip
     start, losses, before, ck = 0, [], 0.0, None
     if out.exists():  # checked before any feature is computed: a finished or foreign run costs nothing
         ck = load_checkpoint(out)
-        if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or ck.get("record") != record:
+        if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or ck.get("record") != record or ck.get("head") != AffinityHead.version:
             old = ck.get("record") if isinstance(ck, dict) else None
             raise ValueError(f"{out} holds another affinity run ({old}); choose another path")
         start, losses, before = ck["epoch"], list(ck["losses"]), float(ck.get("seconds", 0.0))
@@ -137,21 +157,31 @@ def train_affinity(
             return AffinityTrainResult(out, 0.0, 0.0, losses)
     torch.manual_seed(config.seed)
     net = backbone(config.backbone)
+    crf = CRFConfig() if config.crf else None
     t0 = time.perf_counter()
     feats, seeds = [], []
-    for image_id in progress_bar(ids, desc="affinity features", unit="img", progress=progress):
+    for image_id in progress_bar(ids, desc="affinity features and seeds", unit="img", progress=progress):
         image = read_image(images[image_id])
-        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
-        try:
-            s = seed_label(d["high_res"], d["keys"], config.low_alpha, config.high_alpha)
-        except ValueError as e:
-            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
         lv = levels_of(net, image)
+        grid = tuple(lv[0].shape[-2:])
+        if seed_labels is None:
+            d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
+            try:
+                s = cell_seeds(d["high_res"], d["keys"], grid, config.low_alpha, config.high_alpha, image, crf)
+            except ValueError as e:
+                raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+        else:
+            path = seed_labels / f"{image_id}.png"
+            label = read_label(path)
+            if label.shape != image.shape[:2]:
+                raise ValueError(f"{path}: label of {label.shape[1]}×{label.shape[0]} px for an image of {image.shape[1]}×{image.shape[0]}")
+            s = label_seeds(label, grid)
         feats.append([x.half() for x in lv])
-        seeds.append(_cell_seeds(s, tuple(lv[0].shape[-2:])))
+        seeds.append(s)
     feature_seconds = time.perf_counter() - t0
     head = AffinityHead([x.shape[0] for x in feats[0]])
-    opt = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    lr = config.lr * config.head_lr_mult
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=config.weight_decay)
     if ck is not None:
         head.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:
@@ -164,7 +194,7 @@ def train_affinity(
         epoch_loss = []
         bar = progress_bar(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", progress=progress)
         for step in bar:
-            set_poly_lr(opt, config.lr, epoch * steps_per_epoch + step, total)
+            set_poly_lr(opt, lr, epoch * steps_per_epoch + step, total)
             loss = 0.0
             for i in order[step * config.batch_size : (step + 1) * config.batch_size]:
                 lv, s = _window(feats[i], seeds[i], config.crop, rng)
@@ -174,8 +204,8 @@ def train_affinity(
             epoch_loss.append(descend(opt, loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])))
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
-        state = {"kind": "samcam-affinity", "backbone": config.backbone, "record": record, "epoch": epoch + 1, "losses": losses,
-                 "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict()}  # fmt: skip
+        state = {"kind": "samcam-affinity", "head": AffinityHead.version, "backbone": config.backbone, "record": record, "epoch": epoch + 1,
+                 "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict()}  # fmt: skip
         save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
     return AffinityTrainResult(out, time.perf_counter() - t0, feature_seconds, losses)
 
@@ -187,6 +217,8 @@ def load_affinity(checkpoint: str | os.PathLike):
     ck = load_checkpoint(checkpoint)
     if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity":
         raise ValueError(f"{checkpoint}: not a samcam affinity checkpoint (samcam train-affinity writes them)")
+    if ck.get("head") != AffinityHead.version:
+        raise ValueError(f"{checkpoint}: an affinity head of an earlier samcam (without PSA's final ELU); retrain it with train-affinity")
     if ck["epoch"] < ck["record"]["config"]["epochs"]:
         raise ValueError(f"{checkpoint}: training stopped after epoch {ck['epoch']} of {ck['record']['config']['epochs']}; rerun train-affinity to finish it")
     head = AffinityHead(ck["in_channels"])
@@ -233,6 +265,43 @@ def affinity_labels(
                 raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
             seconds += time.perf_counter() - t0
             write_label(Path(out) / f"{image_id}.png", label)
+        if todo:
+            add_cost(out, seconds, len(todo))
+        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}
+
+
+def ground_truth_walk_labels(
+    cams: str | os.PathLike,
+    gt: str | os.PathLike,
+    ids: list[str],
+    out: str | os.PathLike,
+    config: AffinityConfig = AffinityConfig(),
+    progress: bool | None = None,
+) -> dict:
+    """``out/<id>.png``: each image's CAMs walked on affinities taken from its ground truth
+    (:func:`samcam.refine.affinity.ground_truth_walk`). **Uses ground truth**: an upper bound on
+    what the walk can do with a perfect affinity, never a pseudo label."""
+    from samcam.progress import progress_bar
+
+    from samcam.cam.files import load_cam
+    from samcam.io import add_cost, claim_output, pending, read_label, write_label
+
+    cams, gt = Path(cams), Path(gt)
+    if config.radius is None:
+        config = replace(config, radius=5)
+    with claim_output(out, "affinity-ground-truth", {"cams": cams, "gt": gt}, {"config": asdict(config), "uses_ground_truth": True}):
+        todo = pending(ids, out)
+        seconds = 0.0
+        for image_id in progress_bar(todo, desc="walk on ground-truth affinity", unit="img", progress=progress):
+            label = read_label(gt / f"{image_id}.png")
+            d = load_cam(cams / f"{image_id}.npy", label.shape)
+            t0 = time.perf_counter()
+            try:
+                pred = ground_truth_walk(d["high_res"], d["keys"], label, config)
+            except ValueError as e:
+                raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+            seconds += time.perf_counter() - t0
+            write_label(Path(out) / f"{image_id}.png", pred)
         if todo:
             add_cost(out, seconds, len(todo))
         return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}

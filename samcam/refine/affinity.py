@@ -15,9 +15,16 @@ Image-level Supervision"), built from the paper's description. Arrays and tensor
    column-normalised transition matrix, and the CAMs with background ``(1 − max M)^α`` are
    propagated ``t`` steps: ``vec(M*) = vec(M) · Tᵗ``; the label is the argmax. :func:`random_walk`.
 
-Differences from the paper, all stated where results are reported: the backbone is one of samcam's
-ImageNet EfficientNets (frozen) instead of ResNet-38, its features are taken at output stride 8
-from three levels, and the seeds are not refined by a dense CRF.
+As in the paper's code (``jiwoon-ahn/psa``): the seeds' score maps are refined by a dense CRF
+(:mod:`samcam.refine.crf`) and averaged over each 8 × 8 cell of the feature grid before the argmax
+(:func:`cell_seeds`); the head ends in an ELU and is initialised as PSA's; its learning rate is 10×
+the base rate (:mod:`samcam.pipeline.affinity`).
+
+Beyond the paper: :func:`alphas_for_threshold` ties the three background powers to the CAM's own
+threshold instead of PSA's 4 / 16 / 32; :func:`label_seeds` takes seeds from any hard pseudo label
+(e.g. CAM + SAM); :func:`segment_transition` walks on affinities taken from a ground-truth label (a
+diagnostic: how far the walk alone can go). The backbone is one of samcam's ImageNet EfficientNets,
+frozen, instead of a fine-tuned ResNet-38.
 """
 
 from __future__ import annotations
@@ -64,18 +71,74 @@ def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:
     return np.concatenate([power_background(cams, alpha)[None], cams])
 
 
+def alphas_for_threshold(threshold: float) -> tuple[float, float, float]:
+    """``(low, walk, high)`` background powers tied to a CAM's background threshold ``t``: the walk's
+    ``α`` makes ``(1 − m)^α`` cross ``m`` at ``m = t`` (``α = ln t / ln(1 − t)``), so the walk starts
+    from the CAM's own label; the seed powers keep PSA's ratios to its α 16 (4 and 32: ``α/4``, ``2α``).
+    PSA's 16 is the value for ``t ≈ 0.12``."""
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"a background threshold strictly between 0 and 1 is needed, not {threshold}")
+    alpha = float(np.log(t) / np.log1p(-t))
+    return alpha / 4.0, alpha, 2.0 * alpha
+
+
+def _seeds_from_scores(low: np.ndarray, high: np.ndarray, lookup: np.ndarray, n_classes: int) -> np.ndarray:
+    """PSA's seed rule on the two score stacks ``[background, classes…]``: the low-α winner where it
+    is a class, background where the high-α winner is background (it overrides), neutral elsewhere."""
+    fg = scores_to_label(low, lookup, n_classes)
+    seeds = np.where(fg > 0, fg, IGNORE).astype(np.uint8)
+    seeds[np.argmax(high, axis=0) == 0] = 0
+    return seeds
+
+
 def seed_label(cams: np.ndarray, keys: np.ndarray, low_alpha: float = 4.0, high_alpha: float = 32.0, n_classes: int = 21) -> np.ndarray:
     """Seeds from CAMs ``K × H × W`` of 0-based classes ``keys``: class ``k + 1`` where the low-α
     argmax is that class (confident foreground), 0 where the high-α argmax is background (confident
     background), :data:`IGNORE` elsewhere. ``uint8`` ``H × W``; keys outside the label space or NaN
     scores are a ``ValueError`` (:func:`samcam.cam.label.scores_to_label`)."""
-    lookup = with_key_lookup(keys)
-    fg = scores_to_label(with_background(cams, low_alpha), lookup, n_classes)
-    bg = with_background(cams, high_alpha).argmax(0) == 0
-    seeds = np.full(fg.shape, IGNORE, np.uint8)
-    seeds[fg > 0] = fg[fg > 0]
-    seeds[bg & (fg == 0)] = 0
+    return _seeds_from_scores(with_background(cams, low_alpha), with_background(cams, high_alpha), with_key_lookup(keys), n_classes)
+
+
+def cell_seeds(cams: np.ndarray, keys: np.ndarray, grid: tuple[int, int], low_alpha: float = 4.0, high_alpha: float = 32.0,
+               image: np.ndarray | None = None, crf=None, n_classes: int = 21) -> np.ndarray:  # fmt: skip
+    """Seeds on a feature ``grid`` (``h × w``), as the paper's code makes them: the low- and high-α
+    score stacks of :func:`seed_label`, each refined by :func:`samcam.refine.crf.dense_crf` on the RGB
+    ``image`` when ``crf`` (a :class:`~samcam.refine.crf.CRFConfig`) is given, averaged over each
+    cell (adaptive average pooling), then :func:`seed_label`'s rule per cell."""
+    stacks = [with_background(cams, a) for a in (low_alpha, high_alpha)]
+    if crf is not None:
+        from samcam.refine.crf import dense_crf
+
+        if image is None:
+            raise ValueError("a CRF needs the image")
+        stacks = [dense_crf(image, s, crf) for s in stacks]
+    low, high = (F.adaptive_avg_pool2d(torch.from_numpy(s)[None], grid)[0].numpy() for s in stacks)
+    return _seeds_from_scores(low, high, with_key_lookup(keys), n_classes)
+
+
+def label_seeds(label: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Seeds on a feature ``grid`` from a hard pseudo label ``H × W``: a cell takes the label's class
+    where every pixel it averages (adaptive average pooling) has that class, :data:`IGNORE` where it
+    is mixed (object boundaries: the neutral band) or holds :data:`IGNORE` pixels."""
+    label = np.asarray(label)
+    classes = np.unique(label)
+    onehot = torch.from_numpy(np.stack([label == c for c in classes]).astype(np.float32))[None]
+    share = F.adaptive_avg_pool2d(onehot, grid)[0].numpy()
+    seeds = np.full(grid, IGNORE, np.uint8)
+    pure = share.max(0) >= 1.0 - 1e-6
+    seeds[pure] = classes[share.argmax(0)[pure]].astype(np.uint8)
     return seeds
+
+
+def segment_cells(label: np.ndarray, grid: tuple[int, int], n_classes: int = 21) -> np.ndarray:
+    """A ground-truth label ``H × W`` on a ``grid``: each cell's most frequent class, :data:`IGNORE`
+    pixels left out (a cell of only :data:`IGNORE` stays :data:`IGNORE`)."""
+    label = np.asarray(label).astype(np.int64)
+    counts = F.adaptive_avg_pool2d(torch.from_numpy(np.stack([label == c for c in range(n_classes)]).astype(np.float32))[None], grid)[0].numpy()
+    cells = counts.argmax(0).astype(np.uint8)
+    cells[counts.max(0) <= 0] = IGNORE
+    return cells
 
 
 def pair_offsets(radius: int) -> np.ndarray:
@@ -134,9 +197,13 @@ def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor]) -> tuple[t
 
 
 class AffinityHead(nn.Module):
-    """The trained part of the affinity network: each backbone level gets a ``1 × 1`` convolution
-    (64, 128, 256 channels for three levels, as the paper's ResNet-38 head) and ELU, all are resized
-    to the finest level's grid and concatenated, and a last ``1 × 1`` convolution mixes them."""
+    """The trained part of the affinity network, as PSA's ``resnet38_aff``: each backbone level gets
+    a ``1 × 1`` convolution (64, 128, 256 channels for three levels) and ELU, all are resized to the
+    finest level's grid and concatenated, and a last ``1 × 1`` convolution mixes them, followed by an
+    ELU. Initialisation as PSA's: Kaiming-normal for the level convolutions, Xavier-uniform with
+    gain 4 for the last one."""
+
+    version = "psa-elu"  # written into checkpoints; an earlier head (no final ELU) is refused on load
 
     def __init__(self, in_channels: list[int], widths: tuple[int, ...] = (64, 128, 256)) -> None:
         super().__init__()
@@ -144,12 +211,15 @@ class AffinityHead(nn.Module):
             raise ValueError(f"{len(in_channels)} backbone levels for {len(widths)} head widths")
         self.levels = nn.ModuleList(nn.Conv2d(c, w, 1, bias=False) for c, w in zip(in_channels, widths))
         self.mix = nn.Conv2d(sum(widths), sum(widths), 1, bias=False)
+        for conv in self.levels:
+            nn.init.kaiming_normal_(conv.weight)
+        nn.init.xavier_uniform_(self.mix.weight, gain=4)
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
         h, w = levels[0].shape[-2:]
         parts = [F.elu(conv(x)) for conv, x in zip(self.levels, levels)]
         parts = [p if p.shape[-2:] == (h, w) else _upsample_to(p, h, w) for p in parts]
-        return self.mix(torch.cat(parts, 1))
+        return F.elu(self.mix(torch.cat(parts, 1)))
 
 
 def _upsample_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -161,29 +231,41 @@ def _upsample_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.pad(up, (0, pw, 0, ph), mode="replicate") if ph or pw else up
 
 
-def transition_matrix(features: np.ndarray | torch.Tensor, radius: int, beta: float):
-    """The random walk's column-stochastic ``T`` (scipy CSR, ``n × n`` for ``n = h·w`` cells) from
-    one ``C × h × w`` affinity feature map: ``A_ij = affinity_ij^β`` on pairs closer than
-    ``radius``, symmetric, with self-affinity 1."""
+def _transition(aff: np.ndarray, h: int, w: int, radius: int):
+    """Column-stochastic ``T`` (scipy CSR) of pair affinities ``aff`` in :func:`pair_offsets`
+    order on an ``h × w`` grid: symmetric, with self-affinity 1."""
     from scipy import sparse
 
-    f = torch.as_tensor(features, dtype=torch.float32)
-    h, w = f.shape[-2:]
     index = np.arange(h * w).reshape(h, w)
     rows, cols, vals = [np.arange(h * w)], [np.arange(h * w)], [np.ones(h * w, np.float32)]
-    with torch.no_grad():
-        aff = pair_affinities(f, radius).pow(beta).numpy()
     start = 0
     for dy, dx in pair_offsets(radius):
         a, b = _shifted(index, int(dy), int(dx))
-        n = a.size
-        v = aff[start : start + n]
-        start += n
+        v = aff[start : start + a.size]
+        start += a.size
         rows += [a.ravel(), b.ravel()]
         cols += [b.ravel(), a.ravel()]
         vals += [v, v]
     A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))
     return (A @ sparse.diags(1.0 / np.asarray(A.sum(0)).ravel())).tocsr()
+
+
+def transition_matrix(features: np.ndarray | torch.Tensor, radius: int, beta: float):
+    """The random walk's column-stochastic ``T`` (scipy CSR, ``n × n`` for ``n = h·w`` cells) from
+    one ``C × h × w`` affinity feature map: ``A_ij = affinity_ij^β`` on pairs closer than
+    ``radius``, symmetric, with self-affinity 1."""
+    f = torch.as_tensor(features, dtype=torch.float32)
+    with torch.no_grad():
+        aff = pair_affinities(f, radius).pow(beta).numpy()
+    return _transition(aff, *f.shape[-2:], radius)
+
+
+def segment_transition(cells: np.ndarray, radius: int):
+    """``T`` of affinities taken from a label on the grid (:func:`segment_cells`): 1 between cells of
+    the same class, 0 across classes (the walk's upper bound when the affinity is perfect)."""
+    cells = np.asarray(cells)
+    aff = np.concatenate([(a == b).ravel() for a, b in (_shifted(cells, int(dy), int(dx)) for dy, dx in pair_offsets(radius))])
+    return _transition(aff.astype(np.float32), *cells.shape, radius)
 
 
 def random_walk(scores: np.ndarray, T, steps: int) -> np.ndarray:
@@ -196,20 +278,35 @@ def random_walk(scores: np.ndarray, T, steps: int) -> np.ndarray:
     return v.reshape(k, h, w).astype(np.float32)
 
 
-def propagate(cams: np.ndarray, keys: np.ndarray, features: np.ndarray | torch.Tensor, config: AffinityConfig = AffinityConfig(),
-              n_classes: int = 21) -> np.ndarray:  # fmt: skip
+def walk_label(cams: np.ndarray, keys: np.ndarray, T, grid: tuple[int, int], alpha: float, steps: int, n_classes: int = 21) -> np.ndarray:
     """The label of one image: its CAMs ``K × H × W`` (0-based ``keys``) with background
-    ``(1 − max)^α``, averaged onto the ``h × w`` grid of ``features``, walked ``steps`` times,
-    upsampled back to ``H × W`` and argmaxed. ``uint8`` ``H × W`` with class values 0..n−1."""
+    ``(1 − max)^α``, averaged onto the ``grid`` of the transition matrix ``T``, walked ``steps``
+    times, upsampled back to ``H × W`` and argmaxed. ``uint8`` ``H × W`` with class values 0..n−1."""
     lookup = with_key_lookup(keys)
     if lookup.max() > n_classes - 1 or lookup.min() < 0:
         raise ValueError(f"CAM keys {np.asarray(keys).ravel().tolist()} outside the foreground classes 0..{n_classes - 2}")
     H, W = cams.shape[1:]
-    h, w = features.shape[-2:]
-    scores = torch.from_numpy(with_background(cams, config.alpha))[None]
-    small = F.adaptive_avg_pool2d(scores, (h, w))[0].numpy()
-    if config.radius is None:
-        raise ValueError("the walk needs a radius (the affinity head's training radius)")
-    walked = random_walk(small, transition_matrix(features, config.radius, config.beta), config.steps)
+    scores = torch.from_numpy(with_background(cams, alpha))[None]
+    small = F.adaptive_avg_pool2d(scores, grid)[0].numpy()
+    walked = random_walk(small, T, steps)
     full = F.interpolate(torch.from_numpy(walked)[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     return scores_to_label(full.numpy(), lookup, n_classes)
+
+
+def propagate(cams: np.ndarray, keys: np.ndarray, features: np.ndarray | torch.Tensor, config: AffinityConfig = AffinityConfig(),
+              n_classes: int = 21) -> np.ndarray:  # fmt: skip
+    """:func:`walk_label` on the affinities of an affinity feature map ``C × h × w``."""
+    if config.radius is None:
+        raise ValueError("the walk needs a radius (the affinity head's training radius)")
+    T = transition_matrix(features, config.radius, config.beta)
+    return walk_label(cams, keys, T, tuple(features.shape[-2:]), config.alpha, config.steps, n_classes)
+
+
+def ground_truth_walk(cams: np.ndarray, keys: np.ndarray, gt: np.ndarray, config: AffinityConfig = AffinityConfig(), stride: int = 8,
+                      n_classes: int = 21) -> np.ndarray:  # fmt: skip
+    """:func:`walk_label` on :func:`segment_transition` of the ground truth ``gt`` at cells of
+    ``stride`` pixels (uses ground truth: a diagnostic, never a pseudo label)."""
+    H, W = np.asarray(gt).shape
+    grid = (-(-H // stride), -(-W // stride))
+    T = segment_transition(segment_cells(gt, grid, n_classes), config.radius or 5)
+    return walk_label(cams, keys, T, grid, config.alpha, config.steps, n_classes)

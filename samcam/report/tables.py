@@ -127,17 +127,20 @@ def error_table(evaluators: dict, digits: int = 2) -> tuple[pd.DataFrame, pd.Dat
     return summary, table.round(digits - 1)
 
 
-def cost_table(rows: dict, cams, affinity_checkpoint, masks, classifier_checkpoint=None, mask_benchmark=None) -> pd.DataFrame:
+def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=None, mask_benchmark=None) -> pd.DataFrame:
     """What each row of the claims table costs, from the cost records the steps wrote
     (``samcam_cost.json`` of each folder, ``seconds`` of each checkpoint) and, for everything-mode
     masks, their files' own ``meta`` (seconds and device of each image) and the CPU generator
-    benchmark. ``rows`` maps the five row names of notebook 08 to their label folders.
+    benchmark. ``rows`` maps row names to their label folders; ``recipes[name] = (steps, trainings)``:
+    the per-image steps the row runs after the CAM, each ``"masks"`` (SAM everything-mode, charged
+    at the CPU benchmark) or the name of a row whose folder's cost it adds, and the checkpoints
+    whose training seconds it adds to the classifier's.
 
-    Columns: ``training_s`` (one-off: the classifier, plus the affinity head for AffinityNet rows) and
-    its ``extra_training_s`` beyond the CAM; ``cam_s_per_image``; ``extra_cpu_s_per_image`` (every
-    per-image step after the CAM, on this CPU, SAM masks from the CPU benchmark) and their sum
-    ``cpu_s_per_image``; NaN where a record is missing or a step ran elsewhere than on the CPU;
-    ``masks_s_per_image`` and ``masks_device`` (how the mask sets used were actually made)."""
+    Columns: ``training_s`` (one-off: the classifier plus the row's trainings) and its
+    ``extra_training_s`` beyond the CAM; ``cam_s_per_image``; ``extra_cpu_s_per_image`` (every
+    per-image step after the CAM, on this CPU) and their sum ``cpu_s_per_image``; NaN where a record
+    is missing or a step ran elsewhere than on the CPU; ``masks_s_per_image`` and ``masks_device``
+    (how the mask sets used were actually made)."""
     from samcam.io import load_checkpoint, read_cost
     from samcam.sam.masks import read_meta
 
@@ -148,25 +151,24 @@ def cost_table(rows: dict, cams, affinity_checkpoint, masks, classifier_checkpoi
         c = read_cost(folder)
         return np.nan if c["seconds_per_image"] is None or c["devices"] != ["cpu"] else c["seconds_per_image"]
 
-    names = list(rows)
-    clf, aff = ck_seconds(classifier_checkpoint), ck_seconds(affinity_checkpoint)
+    unknown = sorted({t for steps, _ in recipes.values() for t in steps} - {"masks", *rows}) + sorted(set(recipes) - set(rows))
+    if unknown:
+        raise ValueError(f"cost recipes name steps or rows that are not rows: {unknown}")
+    clf = ck_seconds(classifier_checkpoint)
     metas = [read_meta(p) for p in sorted(Path(masks).glob("*.json.gz"))]
     made = np.mean([m["seconds"] for m in metas if "seconds" in m]) if metas else np.nan
     devices = ", ".join(sorted({str(m.get("device", "?")) for m in metas}))
-    bench = np.nan
+    sam_cpu = np.nan
     if mask_benchmark is not None and Path(mask_benchmark).exists():
         b = json.loads(Path(mask_benchmark).read_text())
-        bench = float(np.mean([r["fast_s"] for r in b["rows"]]))
-    cam, sam_cpu = spi(cams), bench
-    extra = {
-        names[0]: 0.0,
-        names[1]: sam_cpu + spi(rows[names[1]]),
-        names[2]: spi(rows[names[2]]),
-        names[3]: spi(rows[names[3]]),
-        names[4]: spi(rows[names[3]]) + sam_cpu + spi(rows[names[4]]),
-    }
-    uses_masks = {names[1], names[4]}
-    return pd.DataFrame([{"labels": n, "training_s": clf + (aff if "AffinityNet" in n else 0.0), "extra_training_s": aff if "AffinityNet" in n else 0.0,
-                          "cam_s_per_image": cam, "extra_cpu_s_per_image": extra[n], "cpu_s_per_image": cam + extra[n],
-                          "masks_s_per_image": made if n in uses_masks else np.nan, "masks_device": devices if n in uses_masks else ""}
-                         for n in names])  # fmt: skip
+        sam_cpu = float(np.mean([r["fast_s"] for r in b["rows"]]))
+    cam = spi(cams)
+    out = []
+    for name in rows:
+        steps, trainings = recipes.get(name, ((), ()))
+        extra = float(sum(sam_cpu if t == "masks" else spi(rows[t]) for t in steps))
+        trained = float(sum(ck_seconds(c) for c in trainings))
+        out.append({"labels": name, "training_s": clf + trained, "extra_training_s": trained, "cam_s_per_image": cam,
+                    "extra_cpu_s_per_image": extra, "cpu_s_per_image": cam + extra,
+                    "masks_s_per_image": made if "masks" in steps else np.nan, "masks_device": devices if "masks" in steps else ""})  # fmt: skip
+    return pd.DataFrame(out)
