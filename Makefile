@@ -40,9 +40,9 @@ bench: venv
 	$(PY) benchmarks/bench_merge.py
 
 # Mutation testing of the pure modules ([tool.mutmut] in pyproject.toml); writes results/mutation/.
-# In samcam/sam/masks.py only the mask-set formats (the compact and official readers and writers).
+# samcam/sam/mask_files.py: the mask-set formats (the compact and official readers and writers).
 # One thread: mutmut forks its test runs, and a forked child hangs in an OpenMP pool its parent started.
-MUTANTS ?= "samcam.metrics*" "samcam.cam.label*" "samcam.refine.merge*" "samcam.refine.prompted*" "samcam.refine.affinity*" "samcam.sam.masks.x_*compact*" "samcam.sam.masks.x_*official*"
+MUTANTS ?= "samcam.metrics*" "samcam.cam.label*" "samcam.refine.merge*" "samcam.refine.prompted*" "samcam.refine.affinity*" "samcam.sam.mask_files.x_*compact*" "samcam.sam.mask_files.x_*official*"
 mutation: venv
 	rm -rf mutants
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true

@@ -46,11 +46,11 @@ def write(name: str, result: dict, markdown: str, out: str | os.PathLike = OUT) 
 
 def relocated(text: str, checkouts=()) -> str:
     """A benchmark record's ``text`` without machine paths: data, checkout and the folders beside it
-    as :func:`samcam.io.relocate_text` writes them (relative to the checkout, where the commands
+    as :func:`samcam.outputs.relocate_text` writes them (relative to the checkout, where the commands
     run), the temporary folder as ``$TMPDIR``. ``checkouts``: other checkouts taken as this one."""
     import tempfile
 
-    from samcam.io import relocate_text
+    from samcam.outputs import relocate_text
 
     return relocate_text(text, REPO, checkouts).replace(tempfile.gettempdir().rstrip("/") + "/", "$TMPDIR/")
 

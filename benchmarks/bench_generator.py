@@ -62,7 +62,7 @@ def main() -> None:
     import torch
 
     from samcam.io import read_ids, read_image
-    from samcam.sam.masks import MaskStore
+    from samcam.sam.mask_files import MaskStore
     from samcam.sam.model import MaskGenerator, build_sam
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():

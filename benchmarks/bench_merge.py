@@ -60,7 +60,7 @@ def main() -> None:
     a = ap.parse_args()
     from samcam.data.spaces import VOC
     from samcam.io import read_ids, read_label
-    from samcam.sam.masks import MaskStore
+    from samcam.sam.mask_files import MaskStore
 
     rows = []
     syn = list(synthetic(a.synthetic))

@@ -19,7 +19,7 @@ and the start-up of ``samcam merge --help`` / ``samcam eval --help``.
 
 The PNG folders are written once (``--official-masks``, default ``../baselines/masks_official/
 voc12_train_vit_t_p32``, beside the checkout) from the compact files with
-``samcam.sam.masks.write_official``. Without the official checkout the benchmark says so and stops
+``samcam.sam.mask_files.write_official``. Without the official checkout the benchmark says so and stops
 without writing results. Reported per command: wall seconds, CPU seconds (user + system, the
 command and the processes it waited for), the peak RSS of its largest process (``wait4``'s
 ``ru_maxrss``) and the peak total RSS of its process tree (sampled every 0.1 s). Writes
@@ -113,7 +113,7 @@ def run_command(cmd: list[str], cwd: Path | None = None) -> dict:
 
 def ensure_official_masks(compact: Path, folder: Path, ids: list[str]) -> None:
     """Write the ``amg.py`` PNG folders of ``ids`` from the compact files, once."""
-    from samcam.sam.masks import MaskStore, write_official
+    from samcam.sam.mask_files import MaskStore, write_official
 
     todo = [i for i in ids if not (folder / i).is_dir()]
     if not todo:

@@ -73,7 +73,8 @@ def _eval(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.data.spaces import get_dataset
-        from samcam.io import check_output, write_text
+        from samcam.io import write_text
+        from samcam.outputs import check_output
         from samcam.metrics import format_table
         from samcam.pipeline.evaluate import evaluate_folders
 
@@ -248,7 +249,8 @@ def _train(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
-        from samcam.io import check_output, read_ids
+        from samcam.io import read_ids
+        from samcam.outputs import check_output
         from samcam.metrics import average_precision
         from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
@@ -294,7 +296,8 @@ def _cam(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels
-        from samcam.io import check_output, image_index
+        from samcam.io import image_index
+        from samcam.outputs import check_output
         from samcam.pipeline.cam import extract_cams
         from samcam.pipeline.masks import select_ids
         from samcam.pipeline.workers import parse_devices
@@ -337,7 +340,8 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
-        from samcam.io import check_output, read_ids, write_text
+        from samcam.io import read_ids, write_text
+        from samcam.outputs import check_output
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
@@ -373,7 +377,8 @@ def _cam_select(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import pandas as pd
 
-        from samcam.io import check_output, write_text
+        from samcam.io import write_text
+        from samcam.outputs import check_output
         from samcam.pipeline.cam import best_rows, select_classifier
 
         evals = {}
@@ -437,13 +442,8 @@ def _cam2label(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
 
-        from samcam.io import (
-            check_output,
-            folder_ids,
-            image_index,
-            image_size,
-            write_text,
-        )
+        from samcam.io import folder_ids, image_index, image_size, write_text
+        from samcam.outputs import check_output
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
         ids = _ids_arg(a.ids)
@@ -503,7 +503,7 @@ def _labels(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.cam.methods import get_method
-        from samcam.io import check_output
+        from samcam.outputs import check_output
         from samcam.pipeline.labels import export_labels
 
         m = get_method(a.method)
@@ -522,7 +522,7 @@ def _demo(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         import samcam
-        from samcam.io import check_output
+        from samcam.outputs import check_output
         from samcam.reproduce import NOTEBOOKS, RUNS, execute, resolve
 
         out_dir = resolve(a.out)
@@ -636,7 +636,8 @@ def _train_affinity(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=d.seed)
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.io import check_output, image_index
+        from samcam.io import image_index
+        from samcam.outputs import check_output
         from samcam.pipeline.affinity import train_affinity
         from samcam.pipeline.masks import select_ids
         from samcam.refine.affinity import alphas_for_threshold
@@ -674,7 +675,8 @@ def _affinity(p: argparse.ArgumentParser):
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.io import check_output, folder_ids, image_index
+        from samcam.io import folder_ids, image_index
+        from samcam.outputs import check_output
         from samcam.pipeline.affinity import affinity_labels, ground_truth_walk_labels
         from samcam.refine.affinity import alphas_for_threshold
 

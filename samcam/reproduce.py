@@ -67,11 +67,12 @@ def relocate_notebook(path: str | os.PathLike, notebook: str | os.PathLike, outp
     """Rewrite the executed notebook ``path`` in place so it holds no machine path: papermill's
     ``input_path`` and ``output_path`` become ``notebook`` and ``output`` (not the temporary file
     papermill wrote), and every path under the data root or the checkout, in sources, outputs and
-    metadata, is written as :func:`samcam.io.relocate` writes it, relative to ``cwd`` (where the
+    metadata, is written as :func:`samcam.outputs.relocate` writes it, relative to ``cwd`` (where the
     notebook's code ran). ``checkouts``: other checkouts whose paths are taken as this one's."""
     import nbformat
 
-    from samcam.io import relocate, write_text
+    from samcam.io import write_text
+    from samcam.outputs import relocate
 
     doc = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
     pm = doc.get("metadata", {}).get("papermill")
@@ -148,9 +149,9 @@ def _mtime(p: Path) -> float:
 
 def stamp(step: Step) -> dict:
     """What ``<step>.params.json`` holds beside the executed notebook: the notebook and the parameters,
-    their paths written as :func:`samcam.io.relocate` writes them (relative to the checkout, where
+    their paths written as :func:`samcam.outputs.relocate` writes them (relative to the checkout, where
     :func:`resolve` reads them), so a stamp made in one checkout is current in another."""
-    from samcam.io import relocate
+    from samcam.outputs import relocate
 
     return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
 

@@ -56,7 +56,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 def save_epoch(path: str | os.PathLike, state: dict[str, Any], opt: torch.optim.Optimizer, final: bool, seconds: float) -> None:
     """An epoch checkpoint: ``state`` plus the cumulative ``seconds`` and the machine, and the optimiser
     state while training is unfinished (so a rerun resumes; a finished run does not carry it)."""
-    from samcam.io import machine
+    from samcam.outputs import machine
 
     state = {**state, "seconds": seconds, "machine": machine()}
     if not final:

@@ -1,8 +1,8 @@
 """Rewrite the committed records made before samcam recorded relocatable paths (run once, from the
 checkout; ``--made-in`` is the checkout that wrote them, whose absolute paths they hold).
 
-Paths are rewritten by the producers' own functions (:func:`samcam.io.record_path`,
-:func:`samcam.io.relocate`, :func:`samcam.reproduce.relocate_notebook`, the benchmarks'
+Paths are rewritten by the producers' own functions (:func:`samcam.outputs.record_path`,
+:func:`samcam.outputs.relocate`, :func:`samcam.reproduce.relocate_notebook`, the benchmarks'
 ``relocated``); numbers are left as written. Each ``samcam_run.json`` gains the content fingerprint
 of each input that exists here (``null`` for one that does not: a rerun then counts it as changed).
 
@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from samcam.io import REPO, RUN_RECORD, fingerprint, record_path, relocate, relocate_text, resolve_recorded, write_text
+from samcam.io import REPO, write_text
+from samcam.outputs import RUN_RECORD, fingerprint, record_path, relocate, relocate_text, resolve_recorded
 from samcam.reproduce import relocate_notebook
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -17,7 +17,8 @@ from PIL import Image
 
 from samcam import cli
 from samcam.cam.files import save_cam
-from samcam.io import RUN_RECORD, clean_temporaries, is_complete, pending, read_ids
+from samcam.io import read_ids
+from samcam.outputs import RUN_RECORD, clean_temporaries, is_complete, pending
 
 
 
@@ -53,7 +54,8 @@ def _mask_folder(tmp_path, edit=None):
     import gzip
     import json
 
-    from samcam.sam.masks import MaskSet, write_compact
+    from samcam.sam.masks import MaskSet
+    from samcam.sam.mask_files import write_compact
 
     masks = np.zeros((2, 6, 8), bool)
     masks[0, :3] = True
@@ -323,7 +325,7 @@ def _official(tmp_path, masks, mode=None, csv=True, side=False):
         assert im.mode == (mode or im.mode)
         im.save(folder / f"{i}.png")
     if csv:
-        from samcam.sam.masks import OFFICIAL_HEADER
+        from samcam.sam.mask_files import OFFICIAL_HEADER
 
         rows = "".join(f"{i},36,0,0,6,6,3,3,0.9,0.9,0,0,8,6\n" for i in range(len(masks)))
         (folder / "metadata.csv").write_text(",".join(OFFICIAL_HEADER) + "\n" + rows)
@@ -338,7 +340,7 @@ def _half(value, dtype=np.uint8):
 @pytest.mark.parametrize("inside,mode", [(255, None), (1, None), (True, "1")])
 def test_binary_official_masks_are_read_as_binary(tmp_path, capsys, inside, mode):
     from samcam.io import read_label
-    from samcam.sam.masks import read_official
+    from samcam.sam.mask_files import read_official
 
     m = _half(inside, bool if mode else np.uint8)
     folder, args = _official(tmp_path, [m], mode)
@@ -419,7 +421,7 @@ def test_merge_into_a_folder_made_with_another_rule_is_refused(tmp_path, capsys)
     assert cli.main([str(a) for a in args]) == 0  # the same settings resume
 
 def test_a_failed_first_run_does_not_lock_its_folder(tmp_path, capsys):
-    from samcam.io import claim_output
+    from samcam.outputs import claim_output
 
     _cams(tmp_path / "cams", [23], np.ones((1, 4, 4)))  # a bad key: the first run fails before writing a label
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy")
@@ -697,7 +699,7 @@ def test_demo_never_writes_into_the_notebooks_or_the_package(capsys):
 def test_demo_rewrites_its_own_folders_and_refuses_foreign_files(tmp_path):
     """A second `make demo` rewrites enhanced/ although the merge left its record and lock there; a
     file the demo did not write stops it."""
-    from samcam.io import COST_RECORD, LOCK_FILE, RUN_RECORD
+    from samcam.outputs import COST_RECORD, LOCK_FILE, RUN_RECORD
     from samcam.pipeline.demo import _remove_own
 
     own = tmp_path / "enhanced"

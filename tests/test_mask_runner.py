@@ -9,7 +9,7 @@ from skimage import data
 
 from samcam import cli
 from samcam.pipeline.masks import parse_shard, run_masks, select_ids
-from samcam.sam.masks import MaskStore
+from samcam.sam.mask_files import MaskStore
 
 pytestmark = pytest.mark.slow
 

@@ -9,18 +9,8 @@ from PIL import Image
 
 from samcam import cli
 from samcam.io import read_label, read_png_8bit, write_label
-from samcam.sam.masks import (
-    MaskRuns,
-    MaskSet,
-    MaskStore,
-    PackedMasks,
-    read_compact,
-    read_compact_runs,
-    read_official,
-    read_official_packed,
-    write_compact,
-    write_official,
-)
+from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks
+from samcam.sam.mask_files import MaskStore, read_compact, read_compact_runs, read_official, read_official_packed, write_compact, write_official
 
 
 def _random_set(n=5, h=17, w=23, seed=0):
@@ -409,7 +399,7 @@ def test_lean_official_reader_follows_metadata_csv(tmp_path):
 def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
     import json
 
-    import samcam.sam.masks as masks_mod
+    import samcam.sam.mask_files as masks_mod
 
     # a count of 44 is written "\\" (char 92: group 12 with the "more" bit), JSON-escaped as "\\\\"
     m = np.zeros((3, 10, 10), bool)
@@ -453,7 +443,7 @@ def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
 
 @pytest.mark.integration
 def test_cached_real_masks_scan(train_with_images):
-    import samcam.sam.masks as masks_mod
+    import samcam.sam.mask_files as masks_mod
 
     for i in train_with_images[:40]:  # the cached files take the fast path and give pycocotools' masks
         path = CACHED_MASKS / f"{i}.json.gz"

@@ -182,7 +182,7 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
 
     import torch
 
-    from samcam.io import add_cost, read_cost
+    from samcam.outputs import add_cost, read_cost
     from samcam.report.tables import cost_table
 
     names = ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM", "CAM + AffinityNet (CAM + SAM seeds)"]

@@ -21,7 +21,7 @@ from samcam.pipeline.enhance import enhance_method
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
 from samcam.reproduce import Step, step_state
-from samcam.sam.masks import MaskStore
+from samcam.sam.mask_files import MaskStore
 
 
 def _png(path: Path) -> np.ndarray:

@@ -40,7 +40,8 @@ def test_progress_bar_writes_to_stderr_only_when_shown(monkeypatch):
 
 
 def _merge_args(tmp_path: Path) -> list[str]:
-    from samcam.sam.masks import MaskSet, write_compact
+    from samcam.sam.masks import MaskSet
+    from samcam.sam.mask_files import write_compact
 
     masks = np.zeros((2, 6, 8), bool)
     masks[0, :3] = True

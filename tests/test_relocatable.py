@@ -17,14 +17,15 @@ import pytest
 from PIL import Image
 
 from samcam import cli
-from samcam.io import RUN_RECORD, claim_output, fingerprint, lock_output, record_path, relocate_text, resolve_recorded
+from samcam.outputs import RUN_RECORD, claim_output, fingerprint, lock_output, record_path, relocate_text, resolve_recorded
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _merge_inputs(root: Path) -> list[str]:
     """A pseudo-label folder (two labels), a mask folder and the merge command into ``root/out``."""
-    from samcam.sam.masks import MaskSet, write_compact
+    from samcam.sam.masks import MaskSet
+    from samcam.sam.mask_files import write_compact
 
     (root / "masks").mkdir(parents=True)
     (root / "pseudo").mkdir()

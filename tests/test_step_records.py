@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samcam.io import COST_RECORD, read_image
+from samcam.io import read_image
+from samcam.outputs import COST_RECORD
 
 
 def _images(folder, n=3, shape=(12, 16)):
@@ -48,7 +49,7 @@ def _cost_runs(folder):
 def test_mask_step_redoes_a_truncated_file_and_only_it(tmp_path, monkeypatch):
     import samcam.sam.model
     from samcam.pipeline.masks import run_masks
-    from samcam.sam.masks import MaskStore
+    from samcam.sam.mask_files import MaskStore
 
     _images(tmp_path / "images")
     gen = _FakeGenerator()
@@ -76,7 +77,8 @@ def test_mask_step_redoes_a_truncated_file_and_only_it(tmp_path, monkeypatch):
 
 
 def _merge_inputs(tmp_path, ids):
-    from samcam.sam.masks import MaskSet, write_compact
+    from samcam.sam.masks import MaskSet
+    from samcam.sam.mask_files import write_compact
 
     (tmp_path / "p").mkdir()
     (tmp_path / "m").mkdir()

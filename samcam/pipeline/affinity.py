@@ -240,7 +240,8 @@ def affinity_labels(
     from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
-    from samcam.io import add_cost, claim_output, common_folder, pending, read_image, sha256_file, write_label
+    from samcam.io import common_folder, read_image, sha256_file, write_label
+    from samcam.outputs import add_cost, claim_output, pending
 
     cams = Path(cams)
     net, head, ck = load_affinity(checkpoint)
@@ -284,7 +285,8 @@ def ground_truth_walk_labels(
     from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
-    from samcam.io import add_cost, claim_output, pending, read_label, write_label
+    from samcam.io import read_label, write_label
+    from samcam.outputs import add_cost, claim_output, pending
 
     cams, gt = Path(cams), Path(gt)
     if config.radius is None:

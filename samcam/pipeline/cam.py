@@ -17,16 +17,8 @@ from samcam.cam.infer import SCALES, multiscale_cam
 from samcam.cam.label import cam_to_label, check_threshold
 from samcam.cam.nets import CamNet
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import (
-    add_cost,
-    common_folder,
-    claim_output,
-    folder_ids,
-    pending,
-    read_image,
-    read_label,
-    write_label,
-)
+from samcam.io import common_folder, folder_ids, read_image, read_label, write_label
+from samcam.outputs import add_cost, claim_output, pending
 from samcam.metrics import Evaluator
 
 if TYPE_CHECKING:

@@ -22,11 +22,13 @@ from samcam.cam.infer import multiscale_cam
 from samcam.cam.nets import shipped_camnet, shipped_threshold
 from samcam.cam.label import cam_to_label
 from samcam.data.spaces import VOC
-from samcam.io import COST_RECORD, LOCK_FILE, RUN_RECORD, read_label, write_image, write_label
+from samcam.io import read_label, write_image, write_label
+from samcam.outputs import COST_RECORD, LOCK_FILE, RUN_RECORD
 from samcam.pipeline.masks import run_masks
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
-from samcam.sam.masks import MaskSet, MaskStore
+from samcam.sam.masks import MaskSet
+from samcam.sam.mask_files import MaskStore
 
 #: demo id → (scikit-image loader name, VOC classes it shows); ``stereo_motorcycle`` returns
 #: (left, right, disparity): its left view is used.

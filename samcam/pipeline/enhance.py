@@ -19,12 +19,13 @@ from typing import Any
 import pandas as pd
 
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import read_image, read_label, relocate, write_text
+from samcam.io import read_image, read_label, write_text
+from samcam.outputs import relocate
 from samcam.metrics import Comparison, error_rates
 from samcam.pipeline.evaluate import evaluate_folders
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
-from samcam.sam.masks import MaskStore
+from samcam.sam.mask_files import MaskStore
 
 
 def enhance_method(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from samcam.cam.methods import load_pseudo_label
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import claim_output, pending, write_label
+from samcam.io import write_label
+from samcam.outputs import claim_output, pending
 
 
 def export_labels(folder: str | os.PathLike, out: str | os.PathLike, ids: list[str], fmt: str,

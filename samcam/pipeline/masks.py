@@ -17,20 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samcam.io import (
-    MASK_RECORD,
-    check_output,
-    clean_temporaries,
-    image_index,
-    is_complete,
-    lock_output,
-    read_ids,
-    read_record,
-    read_image,
-    write_text,
-)
+from samcam.io import image_index, read_ids, read_image, write_text
+from samcam.outputs import MASK_RECORD, check_output, clean_temporaries, is_complete, lock_output, read_record
 from samcam.pipeline.workers import run_on_devices
-from samcam.sam.masks import MaskStore
+from samcam.sam.mask_files import MaskStore
 
 RUN_META = MASK_RECORD
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samcam.data.spaces import DatasetSpec
-from samcam.io import add_cost, claim_output, folder_ids, pending, read_label, write_label
+from samcam.io import folder_ids, read_label, write_label
+from samcam.outputs import add_cost, claim_output, pending
 from samcam.pipeline.workers import process_pool, resolve_workers
 from samcam.refine.merge import MergeRule, merge
-from samcam.sam.masks import MaskStore
+from samcam.sam.mask_files import MaskStore
 
 MISSING_POLICIES = ("error", "keep-cam")
 

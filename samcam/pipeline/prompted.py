@@ -21,7 +21,8 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     import time
     from pathlib import Path
 
-    from samcam.io import add_cost, claim_output, image_index, pending
+    from samcam.io import image_index
+    from samcam.outputs import add_cost, claim_output, pending
     from samcam.pipeline.workers import run_on_devices
     from samcam.progress import progress_bar
 

@@ -141,8 +141,9 @@ def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=Non
     per-image step after the CAM, on this CPU) and their sum ``cpu_s_per_image``; NaN where a record
     is missing or a step ran elsewhere than on the CPU; ``masks_s_per_image`` and ``masks_device``
     (how the mask sets used were actually made)."""
-    from samcam.io import load_checkpoint, read_cost
-    from samcam.sam.masks import read_meta
+    from samcam.io import load_checkpoint
+    from samcam.outputs import read_cost
+    from samcam.sam.mask_files import read_meta
 
     def ck_seconds(path):
         return float(load_checkpoint(path).get("seconds", np.nan)) if path is not None and Path(path).exists() else np.nan

@@ -58,7 +58,8 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from samcam.io import check_output, read_ids
+        from samcam.io import read_ids
+        from samcam.outputs import check_output
 
         from .train import train
 
@@ -110,7 +111,8 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from samcam.io import check_output, read_ids
+        from samcam.io import read_ids
+        from samcam.outputs import check_output
 
         from .evaluate import evaluate_checkpoint, write_results
 

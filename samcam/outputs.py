@@ -1,0 +1,345 @@
+"""Output folders: where a step may write, its provenance record, its lock, its cost record, what is
+left to do on a resume. Every step that writes a folder goes through :func:`claim_output`; the
+codecs and atomic writes it uses are in :mod:`samcam.io`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from samcam.io import REPO, check_ids, data_root, sha256_file, write_text
+
+def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """Refuse an output (file or folder) that is an input or lies inside an input folder: nothing a
+    user gave is ever written into or over."""
+    o = Path(out).resolve()
+    for i in inputs:
+        if i is None:
+            continue
+        r = Path(i).resolve()
+        if o == r:
+            raise ValueError(f"output {out} is the input {i}; choose another output path")
+        if r in o.parents:
+            raise ValueError(f"output {out} lies inside the input folder {i}; choose another output path")
+
+
+RUN_RECORD = "samcam_run.json"
+"""The provenance file of every output folder: the step, its inputs (where and what: a path and a
+content fingerprint), its parameters, samcam's version."""
+
+LOCK_FILE = ".samcam.lock"
+"""Held (``fcntl.flock``) by the one process that writes an output folder."""
+
+STALE_TMP_SECONDS = 600.0
+"""A temporary file older than this is left from a killed run (a live one exists for seconds)."""
+
+DATA_VAR = "${SAMCAM_DATA}"
+"""How a recorded path under :func:`data_root` begins."""
+
+
+def record_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` as a record holds it: ``${SAMCAM_DATA}/…`` when it lies under :func:`data_root`,
+    else relative to the folder ``base`` that holds the record (``../../masks/x``), so a record reads
+    the same from any checkout. The one rule for every path samcam records (:func:`resolve_recorded`
+    reads one back)."""
+    p = Path(os.path.abspath(path))
+    for root in _roots(data_root()):
+        if p == root or root in p.parents:
+            rel = p.relative_to(root).as_posix()
+            return DATA_VAR if rel == "." else f"{DATA_VAR}/{rel}"
+    try:  # lexical, so a path through a link of the checkout (.venv) stays inside it
+        return Path(os.path.relpath(p, os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows): nothing relative exists
+        return str(p)
+
+
+def read_record(path: str | os.PathLike, kind: str, remedy: str) -> dict:
+    """A JSON object a step wrote beside its outputs (a run record); ``ValueError`` naming ``path``,
+    the ``kind`` of record and the ``remedy`` when it is unreadable or not an object."""
+    try:
+        record = json.loads(Path(path).read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable {kind} ({e}); {remedy}") from None
+    return record
+
+
+def resolve_recorded(text: str, base: str | os.PathLike) -> Path:
+    """The path a :func:`record_path` string names, read from a record in the folder ``base``."""
+    if text == DATA_VAR or text.startswith(DATA_VAR + "/"):
+        return data_root() / text[len(DATA_VAR) + 1 :]
+    return Path(base) / text
+
+
+def _roots(root: Path) -> list[Path]:
+    """``root`` as given (absolute) and resolved (symbolic links followed), each once."""
+    return list(dict.fromkeys([Path(os.path.abspath(root)), Path(os.path.realpath(root))]))
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.+/-])/[^\s'\"`<>|;,)\]}]+")
+
+
+def relocate_text(text: str, base: str | os.PathLike, checkouts: Sequence[str | os.PathLike] = ()) -> str:
+    """``text`` with every absolute path under :func:`data_root`, this checkout (:data:`REPO`, and the
+    ``checkouts`` taken as this one: where committed files were made) or the folder beside it (where
+    ``../shared/data`` lies) rewritten by :func:`record_path` against ``base``; other text (system
+    paths) is unchanged. For printed output, parameters and summaries."""
+    roots = [(r, r) for r in (*_roots(data_root()), *_roots(REPO))]
+    roots += [(Path(os.path.abspath(c)), REPO) for c in checkouts]
+    roots += [(r, r) for r in _roots(REPO.parent)] + [(Path(os.path.abspath(c)).parent, REPO.parent) for c in checkouts]
+
+    def one(m: re.Match) -> str:
+        p = Path(m.group(0))
+        for old, new in roots:
+            if p == old or old in p.parents:
+                return record_path(new / p.relative_to(old), base) + ("/" if m.group(0).endswith("/") else "")
+        return m.group(0)
+
+    return _ABSOLUTE.sub(one, text)
+
+
+def relocate(value, base: str | os.PathLike, checkouts: Sequence[str | os.PathLike] = ()):
+    """A JSON-like ``value`` (dicts, lists, strings, paths, numbers) with :func:`relocate_text`
+    applied to each string and path; numbers and keys are unchanged."""
+    if isinstance(value, dict):
+        return {k: relocate(v, base, checkouts) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relocate(v, base, checkouts) for v in value]
+    if isinstance(value, os.PathLike):
+        return record_path(value, base)
+    if isinstance(value, str):
+        return relocate_text(value, base, checkouts)
+    return value
+
+
+COST_RECORD = "samcam_cost.json"
+MASK_RECORD = "samcam_masks.json"
+
+#: bookkeeping files of an output folder: not part of its content when it is another step's input
+RECORD_FILES = frozenset({RUN_RECORD, COST_RECORD, MASK_RECORD})
+
+
+def fingerprint(path: str | os.PathLike | None) -> str | None:
+    """A content fingerprint of an input: the SHA-256 of a file; for a folder, the SHA-256 over the
+    sorted ``(relative name, size, SHA-256)`` of its files, all levels down, leaving out hidden files
+    (locks, temporaries) and :data:`RECORD_FILES`. ``None`` for no input or a missing one. Equal
+    contents give equal fingerprints wherever they lie; 10 MB of labels or masks take about 0.1 s."""
+    import hashlib
+
+    if path is None or not Path(path).exists():
+        return None
+    p = Path(path)
+    if not p.is_dir():
+        return "sha256:" + sha256_file(p)
+    h = hashlib.sha256()
+    for q in sorted(p.rglob("*")):
+        rel = q.relative_to(p)
+        if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
+            continue
+        h.update(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+@contextlib.contextmanager
+def lock_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out/.samcam.lock`` (``fcntl.flock``, released when the block ends or the process dies)
+    while a step writes ``out``; ``RuntimeError`` at once, naming the folder, when another process
+    holds it: two runs never mix their outputs in one folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; a folder is then not guarded
+        yield out
+        return
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{out}: another samcam process is writing this folder ({path} is locked); wait for it or choose another output folder") from None
+        try:
+            yield out
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: what a record compares with a rerun's: a rerun that differs in any is refused (paths are not
+#: compared: a moved checkout or a copied input with the same content is the same input)
+COMPARED = ("step", "fingerprints", "parameters", "samcam_version")
+
+
+@contextlib.contextmanager
+def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.PathLike | None], params: dict,
+                 notes: dict | None = None) -> Iterator[Path]:  # fmt: skip
+    """Make ``out`` the output folder of ``step`` with these ``inputs`` and ``params``, locked
+    (:func:`lock_output`) for the ``with`` block in which the step writes it.
+
+    The first run writes ``out/samcam_run.json``: each input's path (:func:`record_path`) and content
+    (:func:`fingerprint`), the parameters (paths in them recorded the same way) and samcam's version.
+    A later run whose inputs have the same content, with the same parameters and version, resumes
+    (wherever the checkout or the inputs now lie); any other is refused (``ValueError`` naming the
+    record and what differs: a changed input by name and path), so one folder never mixes outputs of
+    two settings or holds outputs of stale inputs. A folder that holds no output yet (a first run that
+    failed early) takes the new record. ``notes`` are stored, not compared. Temporary files left by a
+    killed run are removed. ``out`` may not be or lie in an input.
+    """
+    from samcam import __version__
+
+    out = Path(out)
+    check_output(out, *inputs.values())
+    with lock_output(out):
+        record = {"step": step, "samcam_version": __version__,
+                  "inputs": {k: (record_path(v, out) if v is not None else None) for k, v in inputs.items()},
+                  "fingerprints": {k: fingerprint(v) for k, v in inputs.items()},
+                  "parameters": json.loads(json.dumps(relocate(params, out), default=str))}  # fmt: skip
+        path = out / RUN_RECORD
+        has_outputs = any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
+        if path.exists() and has_outputs:
+            old = read_record(path, "provenance record", "remove it or choose another output folder")
+            if "fingerprints" not in old:
+                raise ValueError(f"{path}: a record without input fingerprints (made before samcam recorded them; scripts/relocate_records.py adds them); choose another output folder")
+            changed = [k for k in record["fingerprints"] if old["fingerprints"].get(k) != record["fingerprints"][k]]
+            if changed:
+                what = ", ".join(f"{k} ({inputs[k]})" for k in changed)
+                raise ValueError(f"{path}: the input {what} differs in content from the one this folder's outputs were made from; choose another output folder")
+            diff = [k for k in COMPARED if k != "fingerprints" and old.get(k) != record[k]]
+            if diff:
+                what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
+                raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
+        elif has_outputs:
+            raise ValueError(f"{out}: holds outputs without a provenance record ({RUN_RECORD}); choose another output folder")
+        else:
+            write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
+        clean_temporaries(out)
+        yield out
+
+
+def machine() -> str:
+    """This machine in words, for cost records: CPU model and core count."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+
+
+def add_cost(folder: str | os.PathLike, seconds: float, images: int, device: str = "cpu") -> None:
+    """Append one run of a step to ``folder/samcam_cost.json``: its seconds, images and device. A
+    resumed step adds a run, so the folder's cost (:func:`read_cost`) is the sum of its runs."""
+    import datetime
+
+    path = Path(folder) / COST_RECORD
+    runs = _cost_runs(path)
+    runs.append({"seconds": round(float(seconds), 3), "images": int(images), "device": device, "machine": machine() if device == "cpu" else device,
+                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})  # fmt: skip
+    write_text(path, json.dumps({"runs": runs}, indent=1) + "\n")
+
+
+def _cost_runs(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        if not all(isinstance(r, dict) and {"seconds", "images", "machine"} <= set(r) for r in runs):
+            raise ValueError("a run lacks seconds, images or machine")
+        return runs
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable cost record ({e}); remove it to start the record anew") from None
+
+
+def read_cost(folder: str | os.PathLike) -> dict:
+    """The summed cost of ``folder``'s runs: ``seconds``, ``images``, ``seconds_per_image``, the
+    ``devices`` (``cpu``, ``cuda:0``) and ``machines``; empty values when the folder has no record."""
+    runs = _cost_runs(Path(folder) / COST_RECORD)
+    secs, n = sum(r["seconds"] for r in runs), sum(r["images"] for r in runs)
+    return {"seconds": secs if runs else None, "images": n, "seconds_per_image": secs / n if n else None,
+            "devices": sorted({r.get("device", "cpu") for r in runs}), "machines": sorted({r["machine"] for r in runs})}  # fmt: skip
+
+
+#: the file kinds the pipeline steps write (an output folder holding any of them is not empty)
+OUTPUT_SUFFIXES = (".png", ".npy", ".gz", ".pt")
+
+
+def _differences(old, new, key: str) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return ", ".join(f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+    return f"{key}: {old!r} -> {new!r}"
+
+
+def clean_temporaries(folder: str | os.PathLike, older_than: float = STALE_TMP_SECONDS) -> int:
+    """Remove the ``.*.tmp`` files of :func:`atomic_path` older than ``older_than`` seconds; returns the count."""
+    import time
+
+    now, n = time.time(), 0
+    for p in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > older_than:
+                p.unlink()
+                n += 1
+    return n
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether an output file exists whole: a PNG that passes its checksums, a ``.gz`` that
+    decompresses to its end, an ``.npy`` whose data are all there, any other file non-empty. A
+    truncated or empty file counts as not done."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except OSError:
+        return False
+    if path.suffix == ".png":
+        try:
+            with Image.open(path) as im:
+                im.load()
+            return True
+        except (OSError, SyntaxError, UnidentifiedImageError, ValueError):
+            return False
+    if path.suffix == ".gz":
+        import gzip
+        import zlib
+
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+            return True
+        except (OSError, EOFError, zlib.error):
+            return False
+    if path.suffix == ".npy":
+        try:
+            np.load(path, allow_pickle=False, mmap_mode="r")
+            return True
+        except ValueError:  # an object array (IRN's dict): unpickling tells whether it is whole
+            from samcam.data.safe_pickle import load_object_npy
+
+            try:
+                load_object_npy(path)
+                return True
+            except (ValueError, OSError, EOFError):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def pending(ids: Sequence[str], out: str | os.PathLike, suffix: str = ".png") -> list[str]:
+    """The ids whose ``out/<id><suffix>`` is absent or incomplete (:func:`is_complete`), in order."""
+    out = Path(out)
+    return [i for i in check_ids(ids, f"the ids given for {out}") if not is_complete(out / f"{i}{suffix}")]

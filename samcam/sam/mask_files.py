@@ -1,0 +1,479 @@
+"""The file formats of mask sets (:mod:`samcam.sam.masks`), their readers and writers, and :class:`MaskStore`.
+
+Three interchangeable formats, all lossless (mask pixels, order and every score are kept):
+
+``official``
+    The layout of segment-anything's ``scripts/amg.py``, which the paper's code reads: a folder per
+    image id holding ``0.png, 1.png, …`` (255 = inside the mask) and ``metadata.csv``.
+``compact``
+    One gzipped JSON file per image, ``<id>.json.gz``: masks as COCO run-length encoding
+    (pycocotools) with the per-mask scores SAM gives, plus the settings and model that made them.
+    About 50× smaller than ``official``.
+``records``
+    In memory: the list of dicts that ``SamAutomaticMaskGenerator.generate`` returns
+    (``segmentation`` as a boolean array, ``area``, ``bbox``, ``predicted_iou``, ``point_coords``,
+    ``stability_score``, ``crop_box``).
+
+For the merge, two lean in-memory forms hold only the masks and never a dense ``N × H × W`` array:
+:class:`MaskRuns` (runs of ones; a compact file's RLE strings decode straight to it, all masks in
+one vectorised pass) and :class:`PackedMasks` (bits; an ``amg.py`` folder's PNGs are packed as each
+is decoded). :meth:`MaskStore.read_masks` gives the one that suits the file's format.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, open_image, png_parts, read_gzip, read_input
+
+COMPACT_SUFFIX = ".json.gz"
+COMPACT_FORMAT = "samcam-masks/1"
+OFFICIAL_HEADER = [
+    "id", "area", "bbox_x0", "bbox_y0", "bbox_w", "bbox_h", "point_input_x", "point_input_y",
+    "predicted_iou", "stability_score", "crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h",
+]  # fmt: skip
+FORMATS = ("compact", "official")
+
+
+from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, packed_row_bytes, plain_number
+
+# ----------------------------------------------------------------------------- compact format
+
+
+def write_compact(path: str | os.PathLike, ms: MaskSet) -> None:
+    """Write ``ms`` as one gzipped JSON file (COCO RLE masks, SAM's scores, provenance), atomically."""
+    from pycocotools import mask as mask_utils
+
+    h, w = ms.shape
+    rles = mask_utils.encode(np.asfortranarray(ms.masks.transpose(1, 2, 0).astype(np.uint8))) if len(ms) else []
+    doc = {
+        "format": COMPACT_FORMAT,
+        "height": h,
+        "width": w,
+        "meta": ms.meta,
+        "masks": [
+            {
+                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                "predicted_iou": _json_float(ms.predicted_iou[i]),
+                "stability_score": _json_float(ms.stability_score[i]),
+                "point_coords": [[_json_float(v) for v in ms.point_coords[i]]],
+                "crop_box": [plain_number(v) for v in ms.crop_box[i]],
+            }
+            for i, rle in enumerate(rles)
+        ],
+    }
+    data = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), mtime=0)
+    with atomic_path(path, suffix=".gz.tmp") as tmp:
+        tmp.write_bytes(data)
+
+
+def _json_float(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def _load_compact(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(read_gzip(path, "mask file"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file not found: {path}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
+    if not isinstance(doc, dict) or doc.get("format") != COMPACT_FORMAT:
+        raise ValueError(f"{path}: not a samcam compact mask file (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+    return doc
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` of a compact mask file: model, settings, and the ``seconds`` and ``device`` of
+    its generation."""
+    return dict(_load_compact(path).get("meta") or {})
+
+
+def _compact_shape(doc: dict, path: str | os.PathLike) -> tuple[int, int]:
+    """The ``(height, width)`` of a compact file's document; ``ValueError`` naming the file when
+    either is missing, not a whole number, or the size is outside :func:`samcam.io.check_pixels`."""
+    h, w = doc.get("height"), doc.get("width")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise ValueError(f"{path}: a samcam compact mask file needs whole-number height and width, found {h!r} and {w!r}")
+    check_pixels(h, w, path)
+    return h, w
+
+
+def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
+    shape = _compact_shape(doc, path)
+    try:
+        counts = [m["segmentation"]["counts"] for m in doc["masks"]]
+        if any(list(m["segmentation"]["size"]) != list(shape) for m in doc["masks"]):
+            raise ValueError(f"a mask's size differs from the file's {shape[0]}×{shape[1]}")
+        return MaskRuns.from_coco(counts, shape)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
+
+
+def read_compact(path: str | os.PathLike) -> MaskSet:
+    """Read a file written by :func:`write_compact`; ``ValueError`` naming the file if it is not one."""
+    doc = _load_compact(path)
+    runs = _compact_runs(doc, path)
+    masks = doc["masks"]
+    f = lambda k: np.array([_nan(m[k]) for m in masks], dtype=float)
+    try:
+        return MaskSet(
+            runs.to_masks(),
+            predicted_iou=f("predicted_iou"),
+            stability_score=f("stability_score"),
+            point_coords=np.array([[_nan(v) for v in m["point_coords"][0][:2]] for m in masks], dtype=float).reshape(len(masks), 2),
+            crop_box=np.array([m["crop_box"] for m in masks], dtype=float).reshape(len(masks), 4) if masks and "crop_box" in masks[0] else None,
+            meta=doc.get("meta", {}),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{path}: bad mask record in a samcam compact mask file ({type(e).__name__}: {e})") from None
+
+
+_COMPACT_HEAD = re.compile(rb'\{"format":"samcam-masks/1","height":(\d+),"width":(\d+),"meta":')
+_COMPACT_MASKS = b',"masks":['
+_COMPACT_RLE = re.compile(rb'"segmentation":\{"size":\[(\d+),(\d+)\],"counts":"([^"\\]*(?:\\\\[^"\\]*)*)"\}')
+
+
+def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes]] | None:
+    """The image size and the masks' RLE strings of a file laid out as :func:`write_compact` writes
+    it (keys format, height, width, meta, then masks, last), found by pattern instead of parsing all
+    the JSON (the scores are most of it); ``None`` for any other layout, which ``json`` then reads.
+
+    Inside JSON strings quotes are escaped, so ``,"masks":[`` unescaped is a key; its last occurrence
+    is the top-level one (mask records have no such key). RLE characters (``0``–``o``) need no JSON
+    escape but the backslash (``\\``)."""
+    head = _COMPACT_HEAD.match(text)
+    at = text.rfind(_COMPACT_MASKS)
+    if head is None or at < 0 or not text.endswith(b"]}"):
+        return None
+    body = text[at + len(_COMPACT_MASKS) : -2]
+    found = _COMPACT_RLE.findall(body)
+    h, w = int(head[1]), int(head[2])
+    if len(found) != body.count(b'"segmentation":') or any(int(a) != h or int(b) != w for a, b, _ in found):
+        return None
+    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found]
+
+
+def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
+    """Only the masks of a compact file, as runs (no dense array, no transpose): what the merge needs.
+    The scores are not parsed (see :func:`_scan_compact`)."""
+    path = Path(path)
+    try:
+        text = read_gzip(path, "mask file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file not found: {path}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
+    scanned = _scan_compact(text)
+    if scanned is None:
+        return _compact_runs(_load_compact(path), path)
+    shape, counts = scanned
+    check_pixels(*shape, path)
+    try:
+        return MaskRuns.from_coco(counts, shape)
+    except ValueError as e:
+        raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+# ----------------------------------------------------------------------------- official amg.py layout
+
+
+def write_official(folder: str | os.PathLike, ms: MaskSet) -> None:
+    """Write ``ms`` in the ``scripts/amg.py`` layout: ``<folder>/<i>.png`` (255 inside) + ``metadata.csv``.
+
+    Written into a temporary sibling folder and renamed, so a folder that exists is complete.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists; refusing to overwrite a mask folder")
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for i, m in enumerate(ms.masks):
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp / f"{i}.png")
+    area, bbox = ms.area, ms.bbox
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(OFFICIAL_HEADER)
+    for i in range(len(ms)):
+        wr.writerow([i, int(area[i]), *map(int, bbox[i]), *map(repr_float, ms.point_coords[i]),
+                     repr_float(ms.predicted_iou[i]), repr_float(ms.stability_score[i]),
+                     *(plain_number(v) for v in ms.crop_box[i])])  # fmt: skip
+    (tmp / "metadata.csv").write_text(buf.getvalue())
+    (tmp / SIDE_META).write_text(json.dumps({"image_shape": list(ms.shape), "meta": ms.meta}, indent=1))
+    os.replace(tmp, folder)
+
+
+def repr_float(v: float) -> str:
+    """``repr`` of a float: round-trips exactly, as amg.py's ``str(float)`` does."""
+    return repr(float(v))
+
+
+
+
+def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
+    """The mask PNG names of an ``amg.py`` folder, in order, and ``metadata.csv``'s rows (none with
+    ``ids_only``, which reads just the ``id`` column of a plain, unquoted CSV)."""
+    meta_csv = folder / "metadata.csv"
+    rows: list[dict[str, str]] = []
+    try:
+        text = read_input(meta_csv, "mask metadata").decode("utf-8-sig")
+    except FileNotFoundError:
+        text = None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{meta_csv}: not UTF-8 text (byte {e.start}); expected amg.py's metadata CSV") from None
+    if text is not None and "\0" in text:
+        raise ValueError(f"{meta_csv}: holds NUL bytes; expected amg.py's metadata CSV")
+    if text is not None:
+        lines = text.splitlines()
+        header = lines[0].split(",") if lines else []
+        if ids_only and '"' not in text and all(len(ln.split(",")) == len(header) for ln in lines[1:] if ln):
+            rows_ids = [ln.split(",")[header.index("id")] for ln in lines[1:] if ln] if "id" in header else []
+            check = [dict.fromkeys(header)] if len(lines) > 1 else []
+        else:
+            try:
+                rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            except csv.Error as e:
+                raise ValueError(f"{meta_csv}: not a readable CSV ({e})") from None
+            rows_ids = [r.get("id") for r in rows]
+            check = rows
+        missing = [c for c in ("id", "predicted_iou", "stability_score") if check and c not in check[0]]
+        if missing:
+            raise ValueError(f"{meta_csv}: missing columns {missing}")
+        names = [f"{i}.png" for i in check_ids(rows_ids, meta_csv)]
+    pngs = sorted((p.name for p in folder.glob("*.png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
+    if text is None:
+        names = [n for n in pngs if n[:-4].isdigit()]
+    elif sorted(names) != sorted(pngs):
+        unlisted, absent = sorted(set(pngs) - set(names)), sorted(set(names) - set(pngs))
+        what = f"does not list {unlisted[0]} beside it" if unlisted else f"lists {absent[0]}, which is not there"
+        raise ValueError(f"{meta_csv}: {what} ({len(unlisted)} unlisted, {len(absent)} absent mask PNGs); the folder is not one mask set")
+    if not names and not (folder / SIDE_META).exists():
+        raise ValueError(f"{folder}: an id folder of the official layout holds no mask PNGs (<i>.png) and no {SIDE_META} recording an empty set")
+    return names, rows
+
+
+_SAID_01 = False
+
+
+def _mask_bits(a: np.ndarray, p: str) -> np.ndarray:
+    """The ``H × W`` bool mask of one official-layout PNG's pixels, read strictly: 0/255 as they are
+    (255 inside, as the paper's code reads them), 0/1 and 1-bit (mode ``1``) masks as binary, the
+    0/1 conversion said once; any other value or an image of several channels is an error naming the file."""
+    global _SAID_01
+    if a.dtype == bool:
+        return a
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise ValueError(f"{p}: a mask PNG must be one 8-bit or 1-bit channel, found {a.dtype} values of shape {a.shape}")
+    on = np.count_nonzero(a)
+    inside = a == 255
+    if np.count_nonzero(inside) == on:
+        return inside
+    inside = a == 1
+    if np.count_nonzero(inside) == on:
+        if not _SAID_01:
+            print(f"samcam: note: {p}: 0/1 mask PNGs are read as binary (1 = inside), as are the others like it", file=sys.stderr)
+            _SAID_01 = True
+        return inside
+    values = np.unique(a)
+    raise ValueError(f"{p}: mask values {values[:6].tolist()}{' …' if values.size > 6 else ''} are neither 0/255 nor 0/1; a mask PNG is binary")
+
+
+def _official_pngs(folder: Path, names: list[str]):
+    """Yield ``(i, mask)`` for each mask PNG, ``mask`` an ``H × W`` bool array (:func:`_mask_bits`;
+    8-bit PNGs are decoded into one reused buffer, without a copy); ``ValueError``/``FileNotFoundError``
+    naming the file."""
+    buf = shape = None
+    for i, name in enumerate(names):
+        p = os.path.join(folder, name)
+        try:
+            data = read_input(p, "mask file")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"mask file not found: {p} (listed in {folder / 'metadata.csv'})") from None
+        try:
+            parts = png_parts(data)
+            if parts is not None:
+                check_pixels(parts[2], parts[1], p)
+                got = (parts[2], parts[1])
+                if buf is None or buf.shape != got:
+                    buf = np.empty(got, dtype=np.uint8)
+                a = decode_png(parts, buf)
+            else:
+                a = open_image(io.BytesIO(data), p, np.asarray, "mask PNG")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"{p}: unreadable mask PNG ({str(e).removeprefix(f'{p}: ')})") from None
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            raise ValueError(f"{p}: mask size {a.shape} differs from {folder / names[0]} {shape}")
+        yield i, _mask_bits(a, p)
+
+
+def _read_official_masks(folder: Path, names: list[str]) -> np.ndarray | None:
+    """The ``N × H × W`` bool masks (:func:`_mask_bits`), or ``None`` for none."""
+    masks = None
+    for i, m in _official_pngs(folder, names):
+        if masks is None:
+            masks = np.empty((len(names), *m.shape), dtype=bool)
+        masks[i] = m
+    return masks
+
+
+SIDE_META = "samcam_meta.json"
+"""Not part of ``amg.py``'s layout: the image size (for empty sets) and provenance, for lossless reading."""
+
+
+def _side_meta(folder: Path) -> dict:
+    """``folder/samcam_meta.json`` (``{}`` when absent); ``ValueError`` naming it when it is not a
+    JSON object or its ``image_shape`` is not two whole numbers."""
+    path = folder / SIDE_META
+    if not path.exists():
+        return {}
+    try:
+        side = json.loads(read_input(path, "mask metadata"))
+        if not isinstance(side, dict):
+            raise ValueError(f"a JSON {type(side).__name__}, not an object")
+        shape = side.get("image_shape", [0, 0])
+        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v >= 0 for v in shape)):
+            raise ValueError(f"image_shape {shape!r} is not [height, width]")
+        check_pixels(*shape, path)
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable samcam mask metadata ({str(e).removeprefix(f'{path}: ')})") from None
+    return side
+
+
+def read_official(folder: str | os.PathLike) -> MaskSet:
+    """Read an ``amg.py`` folder. With ``metadata.csv`` its ``id`` order and scores are used; without
+    it, every ``<i>.png`` is read in numeric order (as the paper's code, which scans the folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {folder}")
+    names, rows = _official_names(folder)
+    masks = _read_official_masks(folder, names)
+    side = _side_meta(folder)
+    meta = side.get("meta", {})
+    if masks is None:
+        shape = tuple(side.get("image_shape", (0, 0)))
+        return MaskSet(np.zeros((0, *shape), dtype=bool), meta=meta)
+    f = lambda k: np.array([float(r[k]) for r in rows]) if rows else None
+    try:
+        return MaskSet(
+            masks,
+            predicted_iou=f("predicted_iou"),
+            stability_score=f("stability_score"),
+            point_coords=np.stack([f("point_input_x"), f("point_input_y")], axis=1) if rows else None,
+            crop_box=np.stack([f(k) for k in OFFICIAL_HEADER[-4:]], axis=1) if rows else None,
+            meta=meta,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        what = f"lacks column {e.args[0]}" if isinstance(e, KeyError) else f"holds a value that is not a number ({e})"
+        raise ValueError(f"{folder / 'metadata.csv'}: {what}; expected amg.py's columns {', '.join(OFFICIAL_HEADER)}") from None
+
+
+def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
+    """Only the masks of an ``amg.py`` folder (``== 255``), bit-packed as each PNG is decoded: no
+    dense ``N × H × W`` array. ``0 × 0`` masks when it has none and no ``samcam_meta.json``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {folder}")
+    names, _ = _official_names(folder, ids_only=True)
+    bits = shape = used = None
+    for i, m in _official_pngs(folder, names):
+        if bits is None:
+            shape = m.shape
+            bits = np.zeros((len(names), packed_row_bytes(m.size)), dtype=np.uint8)
+            used = -(-m.size // 8)
+        bits[i, :used] = np.packbits(m.reshape(-1))
+    if bits is None:
+        shape = tuple(_side_meta(folder).get("image_shape", (0, 0)))
+        bits = np.zeros((0, packed_row_bytes(shape[0] * shape[1])), dtype=np.uint8)
+    return PackedMasks(shape, bits)
+
+
+# ----------------------------------------------------------------------------- a folder of mask sets
+
+
+class MaskStore:
+    """A folder of per-image mask sets in either on-disk format (auto-detected when reading)."""
+
+    def __init__(self, root: str | os.PathLike, fmt: str | None = None) -> None:
+        self.root = Path(root)
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"unknown mask format {fmt!r}; known: {', '.join(FORMATS)}")
+        self.fmt = fmt
+
+    def path(self, image_id: str, fmt: str | None = None) -> Path:
+        fmt = fmt or self.fmt or "compact"
+        check_id(image_id, self.root)
+        return self.root / (f"{image_id}{COMPACT_SUFFIX}" if fmt == "compact" else image_id)
+
+    def format_of(self, image_id: str) -> str | None:
+        """The format ``image_id`` is stored in, or ``None`` if it has no mask set here."""
+        formats = [self.fmt] if self.fmt else list(FORMATS)
+        for fmt in formats:
+            p = self.path(image_id, fmt)
+            if (fmt == "compact" and p.is_file()) or (fmt == "official" and p.is_dir()):
+                return fmt
+        return None
+
+    def has(self, image_id: str) -> bool:
+        return self.format_of(image_id) is not None
+
+    def ids(self) -> list[str]:
+        """Every image id with a mask set in this folder."""
+        if not self.root.is_dir():
+            return []
+        out = {p.name[: -len(COMPACT_SUFFIX)] for p in self.root.glob(f"*{COMPACT_SUFFIX}")}
+        out |= {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        return check_ids(sorted(out), self.root)
+
+    def read(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskSet:
+        """The mask set of ``image_id``; with ``shape`` given, a ``ValueError`` naming the file if the
+        masks have another size."""
+        fmt = self.format_of(image_id)
+        if fmt is None:
+            raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
+        path = self.path(image_id, fmt)
+        ms = read_compact(path) if fmt == "compact" else read_official(path)
+        if shape is not None:
+            ms.check_shape(shape, path)
+        return ms
+
+    def read_masks(self, image_id: str, shape: tuple[int, int] | None = None) -> MaskRuns | PackedMasks:
+        """Only the masks of ``image_id``, in the cheapest form its format allows: :class:`MaskRuns`
+        from a compact file, :class:`PackedMasks` from an ``amg.py`` folder (neither makes a dense
+        ``N × H × W`` array). Scores and provenance are not read. ``shape`` is checked as in :meth:`read`."""
+        fmt = self.format_of(image_id)
+        if fmt is None:
+            raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
+        path = self.path(image_id, fmt)
+        masks = read_compact_runs(path) if fmt == "compact" else read_official_packed(path)
+        if shape is not None and len(masks) and masks.shape != tuple(shape):
+            raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
+        return masks
+
+    def write(self, image_id: str, ms: MaskSet) -> Path:
+        p = self.path(image_id)
+        if (self.fmt or "compact") == "compact":
+            write_compact(p, ms)
+        else:
+            write_official(p, ms)
+        return p
