@@ -26,6 +26,16 @@ def command(name: str, help: str):
     return deco
 
 
+def _alpha_threshold(text: str) -> float:
+    """An argparse type: a CAM threshold from which the background powers are derived
+    (:func:`samcam.refine.affinity.alphas_for_threshold`), strictly inside (0, 1) and far enough
+    from both ends that the powers are finite numbers."""
+    v = _number(float, 0.0, 1.0)(text)
+    if not 1e-6 <= v <= 1 - 1e-6:
+        raise argparse.ArgumentTypeError(f"{text} is not inside [1e-06, 0.999999] (the background powers need 0 < t < 1)")
+    return v
+
+
 def _number(kind: type, lo: float | None = None, hi: float | None = None):
     """An argparse type: a finite ``kind`` number in [lo, hi] (NaN and infinities refused)."""
 
@@ -617,7 +627,9 @@ def _train_affinity(p: argparse.ArgumentParser):
 
     d = AffinityTrainConfig()
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
-    p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout) of the training images")
+    seeds = p.add_mutually_exclusive_group(required=True)
+    seeds.add_argument("--cams", help="folder of <id>.npy CAM files (IRN layout) of the training images: the paper's seeds")
+    seeds.add_argument("--seed-labels", help="folder of <id>.png pseudo labels to take the seeds from instead (e.g. CAM + SAM)")
     p.add_argument("--ids", required=True, help="training id list (train images only)")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
     p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"], help="frozen ImageNet backbone")
@@ -625,14 +637,14 @@ def _train_affinity(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
     p.add_argument("--crop", type=POSITIVE_INT, default=d.crop, help=f"training window in stride-8 cells (default {d.crop} = {8 * d.crop} px)")
     p.add_argument("--lr", type=_number(float, 0.0), default=d.lr)
-    p.add_argument("--low-alpha", type=_number(float, 0.0), default=d.low_alpha, help="seed background power for confident foreground")
-    p.add_argument("--high-alpha", type=_number(float, 0.0), default=d.high_alpha, help="seed background power for confident background")
+    p.add_argument("--low-alpha", type=_number(float, 0.0), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
+    p.add_argument("--high-alpha", type=_number(float, 0.0), help=f"seed background power for confident background (default {d.high_alpha:g})")
     p.add_argument("--radius", type=_number(int, 2, 32), default=d.radius, help="pair radius in cells")
-    p.add_argument("--threshold", type=_number(float, 0.0, 1.0),
-                   help="the CAM's background threshold: sets --low-alpha and --high-alpha by the rule alpha = ln t / ln(1 - t), low alpha/4, high 2 alpha")
+    p.add_argument("--threshold", type=_alpha_threshold,
+                   help="the CAM's background threshold: sets the seed powers by the rule alpha = ln t / ln(1 - t), low alpha/4, high 2 alpha")
     p.add_argument("--head-lr-mult", type=_number(float, 0.0), default=d.head_lr_mult, help=f"the head's rate is lr x this (PSA: {d.head_lr_mult:g})")
-    p.add_argument("--no-crf", action="store_true", help="seeds without PSA's dense CRF")
-    p.add_argument("--seed-labels", help="folder of <id>.png pseudo labels to take the seeds from (e.g. CAM + SAM) instead of the CAMs")
+    p.add_argument("--momentum", type=_number(float, 0.0, 0.999), default=d.momentum, help="SGD momentum (default 0, as PSA's optimiser ran)")
+    p.add_argument("--no-crf", action="store_true", help="CAM seeds without PSA's dense CRF")
     p.add_argument("--seed", type=int, default=d.seed)
 
     def run(a: argparse.Namespace) -> int:
@@ -643,11 +655,15 @@ def _train_affinity(p: argparse.ArgumentParser):
         from samcam.refine.affinity import alphas_for_threshold
 
         check_output(a.out, a.images, a.cams, a.ids, a.seed_labels)
+        if a.threshold is not None and (a.low_alpha is not None or a.high_alpha is not None):
+            raise ValueError("--threshold sets --low-alpha and --high-alpha; give either the threshold or the powers")
+        if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or a.no_crf):
+            raise ValueError("--seed-labels takes the seeds from labels: --threshold, --low-alpha, --high-alpha and --no-crf apply to CAM seeds only")
         index = image_index(a.images)
         ids = select_ids(index, _ids_arg(a.ids), (0, 1))
-        low, high = (a.low_alpha, a.high_alpha) if a.threshold is None else alphas_for_threshold(a.threshold)[::2]
+        low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (a.low_alpha or d.low_alpha, a.high_alpha or d.high_alpha)
         cfg = AffinityTrainConfig(a.backbone, a.epochs, a.batch_size, a.crop, a.lr, d.weight_decay, a.seed, low, high, a.radius,
-                                  a.head_lr_mult, not a.no_crf)  # fmt: skip
+                                  a.head_lr_mult, not a.no_crf, a.momentum)  # fmt: skip
         r = train_affinity(index, a.cams, ids, a.out, cfg, seed_labels=a.seed_labels)
         print(f"trained the affinity head on {len(ids)} images in {r.seconds:.0f} s ({r.feature_seconds:.0f} s of it backbone features); "
               f"loss per epoch {[round(x, 4) for x in r.losses]} -> {r.checkpoint}")  # fmt: skip
@@ -661,17 +677,18 @@ def _affinity(p: argparse.ArgumentParser):
     from samcam.refine.affinity import AffinityConfig
 
     d = AffinityConfig()
-    p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
+    p.add_argument("--images", help="folder of images (<id>.jpg); needed with --checkpoint")
     p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="affinity checkpoint (samcam train-affinity)")
     which.add_argument("--gt-affinity", metavar="GT", help="walk on affinities from this ground-truth folder instead (a diagnostic upper bound; uses ground truth)")
     p.add_argument("--out", required=True, help="folder for <id>.png pseudo labels (ids already there are skipped)")
     p.add_argument("--ids", help="id list; default: every CAM file")
-    p.add_argument("--alpha", type=_number(float, 0.0), default=d.alpha, help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
+    power = p.add_mutually_exclusive_group()
+    power.add_argument("--alpha", type=_number(float, 0.0), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
     p.add_argument("--beta", type=_number(float, 0.0), default=d.beta, help=f"affinity power (default {d.beta:g})")
     p.add_argument("--steps", type=_number(int, 0), default=d.steps, help=f"random-walk steps t (default {d.steps})")
-    p.add_argument("--threshold", type=_number(float, 0.0, 1.0), help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
+    power.add_argument("--threshold", type=_alpha_threshold, help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
     def run(a: argparse.Namespace) -> int:
@@ -682,12 +699,16 @@ def _affinity(p: argparse.ArgumentParser):
 
         check_output(a.out, a.images, a.cams, a.checkpoint, a.gt_affinity, a.ids)
         ids = folder_ids(a.cams, ".npy", "CAM", _ids_arg(a.ids))
-        alpha = a.alpha if a.threshold is None else alphas_for_threshold(a.threshold)[1]
+        alpha = alphas_for_threshold(a.threshold)[1] if a.threshold is not None else (a.alpha or d.alpha)
         cfg = AffinityConfig(alpha=alpha, beta=a.beta, steps=a.steps, radius=a.radius)
         if a.gt_affinity:
+            if a.images:
+                raise ValueError("--images is not used with --gt-affinity (the walk needs no image)")
             r = ground_truth_walk_labels(a.cams, a.gt_affinity, ids, a.out, cfg)
             print(f"{r['done']} walked on ground-truth affinity (uses ground truth: a diagnostic), {r['skipped']} already there -> {a.out}")
             return 0
+        if not a.images:
+            raise ValueError("--images is needed with --checkpoint (the affinity head reads each image)")
         index = image_index(a.images)
         missing = [i for i in ids if i not in index]
         if missing:

@@ -351,7 +351,10 @@ def test_head_initialisation_is_psas():
     torch.manual_seed(0)
     head = AffinityHead([512, 1024, 2048])
     for conv, fan_in in zip(head.levels, (512, 1024, 2048)):
-        assert conv.weight.std().item() == pytest.approx(np.sqrt(2 / fan_in), rel=0.03)
+        std = np.sqrt(2 / fan_in)
+        assert conv.weight.std().item() == pytest.approx(std, rel=0.03)
+        # normal, not uniform: a uniform of this std stops at √3·std, a normal of 32k+ draws goes past it
+        assert conv.weight.abs().max().item() > 1.2 * np.sqrt(3) * std
     bound = 4 * np.sqrt(6 / (448 + 448))
     w = head.mix.weight
     assert w.abs().max().item() <= bound and w.abs().max().item() > 0.99 * bound
@@ -417,20 +420,36 @@ def test_cell_seeds_average_each_cell_then_take_psas_rule():
 
 
 def test_cell_seeds_refine_with_the_crf():
+    """On a two-colour image whose CAM is noisy cell by cell, the CRF changes the seeds (it pulls
+    each cell towards its colour region), and they are exactly the pooled CRF marginals' seeds."""
     from samcam.refine.affinity import cell_seeds
     from samcam.refine.crf import CRFConfig, dense_crf
 
     rng = np.random.default_rng(6)
-    image = rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)
-    cams = rng.random((1, 16, 24)).astype(np.float32)
-    crf = CRFConfig(iterations=3)
-    got = cell_seeds(cams, np.array([0]), (2, 3), 1.0, 8.0, image, crf)
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[:, 24:] = 220
+    cell_noise = np.kron(rng.normal(0, 0.25, (4, 6)), np.ones((8, 8)))
+    cams = np.clip(np.where(np.arange(48)[None] >= 24, 0.6, 0.15) + cell_noise, 0, 1).astype(np.float32)[None]
+    crf = CRFConfig(iterations=5)
+    got = cell_seeds(cams, np.array([0]), (4, 6), 1.0, 8.0, image, crf)
+    assert got.tolist() != cell_seeds(cams, np.array([0]), (4, 6), 1.0, 8.0).tolist()
     stacks = [dense_crf(image, np.concatenate([(1 - cams) ** a, cams]).astype(np.float32), crf) for a in (1.0, 8.0)]
     low, high = (_cell_means(s, 8) for s in stacks)
     want = np.where(high.argmax(0) == 0, 0, np.where(low.argmax(0) == 1, 1, IGNORE))
     assert got.tolist() == want.tolist()
     with pytest.raises(ValueError, match="needs the image"):
-        cell_seeds(cams, np.array([0]), (2, 3), crf=crf)
+        cell_seeds(cams, np.array([0]), (4, 6), crf=crf)
+
+
+def test_high_alpha_background_overrides_low_alpha_foreground():
+    """PSA's order: a cell whose low-α winner is a class but whose high-α winner is background is
+    background (after a CRF the two stacks can disagree so)."""
+    from samcam.refine.affinity import _seeds_from_scores
+
+    low = np.array([[[0.1, 0.1, 0.8]], [[0.9, 0.2, 0.1]]], np.float32)  # bg, class: cell 0 fg, 1 fg?, 2 bg
+    high = np.array([[[0.95, 0.0, 0.9]], [[0.05, 0.3, 0.1]]], np.float32)  # cell 0: bg wins here
+    lut = np.array([0, 7])
+    assert _seeds_from_scores(low, high, lut, 21).tolist() == [[0, 7, 0]]
 
 
 def test_dense_crf_without_pairwise_terms_normalises_the_clipped_scores():
@@ -452,11 +471,11 @@ def test_dense_crf_smooths_along_colour_edges():
     from samcam.refine.crf import dense_crf
 
     rng = np.random.default_rng(8)
-    image = np.zeros((40, 40, 3), np.uint8)
+    image = np.zeros((40, 56, 3), np.uint8)  # not square: width and height may not be swapped
     image[:, 20:] = 200
-    truth = np.zeros((40, 40), int)
+    truth = np.zeros((40, 56), int)
     truth[:, 20:] = 1
-    p = np.where(truth == 1, 0.7, 0.3) + rng.normal(0, 0.3, (40, 40))
+    p = np.where(truth == 1, 0.7, 0.3) + rng.normal(0, 0.3, (40, 56))
     p = np.clip(p, 0.01, 0.99).astype(np.float32)
     scores = np.stack([1 - p, p])
     before = (scores.argmax(0) == truth).mean()
@@ -583,6 +602,8 @@ def test_head_learning_rate_is_lr_times_the_multiplier(tmp_path, voc_root, gt_ca
 
 @pytest.mark.slow
 def test_seeds_from_labels_and_an_earlier_head_refused(tmp_path, voc_root, gt_cams):
+    from PIL import Image
+
     from samcam.io import image_index, write_label
     from samcam.pipeline.affinity import AffinityTrainConfig, load_affinity, train_affinity
     from samcam.io import read_label
@@ -597,9 +618,19 @@ def test_seeds_from_labels_and_an_earlier_head_refused(tmp_path, voc_root, gt_ca
     r = train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False, seed_labels=seeds)
     assert np.isfinite(r.losses).all()
     ck = torch.load(tmp_path / "l.pt", weights_only=False)
-    assert ck["record"]["seed_labels"] == str(seeds.resolve()) and ck["head"] == "psa-elu"
+    assert ck["record"]["seed_labels"] == "seeds" and ck["record"]["cams"] is None and ck["head"] == "psa-elu"  # relative to the checkpoint
     with pytest.raises(ValueError, match="another affinity run"):  # the same run from the CAMs is another run
         train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False)
+    bad = tmp_path / "bad_seeds"
+    bad.mkdir()
+    for i in ids:
+        Image.fromarray(np.full(read_label(seeds / f"{i}.png").shape, 40, np.uint8)).save(bad / f"{i}.png")
+    with pytest.raises(ValueError, match=r"values \[40\] outside the classes 0..20 and 255"):
+        train_affinity(index, None, ids, tmp_path / "b.pt", cfg, progress=False, seed_labels=bad)
+    for i in ids:
+        Image.fromarray(np.full(read_label(seeds / f"{i}.png").shape, 255, np.uint8)).save(bad / f"{i}.png")
+    with pytest.raises(ValueError, match="no cell of the label is one class"):
+        train_affinity(index, None, ids, tmp_path / "b.pt", cfg, progress=False, seed_labels=bad)
     del ck["head"]
     torch.save(ck, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="earlier samcam"):

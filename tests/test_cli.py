@@ -92,15 +92,28 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     import torch
 
     run(["train-affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--ids", root / "ids.txt", "--out", tmp_path / "aff2.pt",
-         "--epochs", "1", "--batch-size", "2", "--crop", "16", "--threshold", "0.25", "--no-crf", "--seed-labels", root / "SegmentationClass"])
+         "--epochs", "1", "--batch-size", "2", "--crop", "16", "--threshold", "0.25", "--no-crf"])
     capsys.readouterr()
     cfg = torch.load(tmp_path / "aff2.pt", weights_only=False)["record"]["config"]
     assert cfg["low_alpha"] == pytest.approx(np.log(0.25) / np.log(0.75) / 4) and cfg["high_alpha"] == pytest.approx(2 * np.log(0.25) / np.log(0.75))
-    assert cfg["crf"] is False
-    run(["train-affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--ids", root / "ids.txt", "--out", tmp_path / "aff3.pt",
-         "--threshold", "1"], code=2)  # no rule for a threshold of 1: one line, exit 2
-    assert "strictly between 0 and 1" in capsys.readouterr().err
-    run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--gt-affinity", root / "SegmentationClass",
+    assert cfg["crf"] is False and cfg["momentum"] == 0.0
+    run(["train-affinity", "--images", root / "JPEGImages", "--seed-labels", root / "SegmentationClass", "--ids", root / "ids.txt",
+         "--out", tmp_path / "aff4.pt", "--epochs", "1", "--batch-size", "2", "--crop", "16"])
+    assert "trained the affinity head on 4 images" in capsys.readouterr().out
+    base = ["train-affinity", "--images", root / "JPEGImages", "--ids", root / "ids.txt", "--out", tmp_path / "aff3.pt"]
+    for extra, needle in ((["--cams", tmp_path / "cams", "--threshold", "1"], "argument --threshold: 1 is not inside"),
+                          (["--cams", tmp_path / "cams", "--threshold", "0.2", "--low-alpha", "2"], "give either the threshold or the powers"),
+                          (["--seed-labels", root / "SegmentationClass", "--no-crf"], "apply to CAM seeds only"),
+                          (["--cams", tmp_path / "cams", "--seed-labels", root / "SegmentationClass"], "not allowed with argument")):  # fmt: skip
+        run([*base, *extra], code=2)
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    run(["affinity", "--cams", tmp_path / "cams", "--gt-affinity", root / "SegmentationClass", "--out", tmp_path / "g0", "--alpha", "3",
+         "--threshold", "0.2"], code=2)
+    assert "not allowed with argument" in capsys.readouterr().err
+    run(["affinity", "--cams", tmp_path / "cams", "--checkpoint", aff, "--out", tmp_path / "g0"], code=2)
+    assert "--images is needed with --checkpoint" in capsys.readouterr().err
+    run(["affinity", "--cams", tmp_path / "cams", "--gt-affinity", root / "SegmentationClass",
          "--out", tmp_path / "gt_walk", "--steps", "16", "--threshold", "0.15"])
     assert "4 walked on ground-truth affinity" in capsys.readouterr().out and len(list((tmp_path / "gt_walk").glob("*.png"))) == 4
     assert '"uses_ground_truth": true' in (tmp_path / "gt_walk" / "samcam_run.json").read_text()

@@ -204,7 +204,7 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"rows": [{"fast_s": 60.0}, {"fast_s": 80.0}]}))
     aff, aff_sam = tmp_path / "aff.pt", tmp_path / "aff_sam.pt"
-    recipes = {"CAM + SAM": (["masks", "CAM + SAM"], []), "CAM + SAM prompted": (["CAM + SAM prompted"], []),
+    recipes = {"CAM": ([], []), "CAM + SAM": (["masks", "CAM + SAM"], []), "CAM + SAM prompted": (["CAM + SAM prompted"], []),
                "CAM + AffinityNet": (["CAM + AffinityNet"], [aff]),
                "CAM + AffinityNet + SAM": (["CAM + AffinityNet", "masks", "CAM + AffinityNet + SAM"], [aff]),
                names[5]: (["masks", "CAM + SAM", names[5]], [aff_sam])}  # fmt: skip
@@ -222,5 +222,7 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
     assert t.loc["CAM + SAM", "masks_s_per_image"] == pytest.approx(2.0) and t.loc["CAM + SAM", "masks_device"] == "cuda:0"
     assert t.loc[names[5], "masks_device"] == "cuda:0" and t.loc["CAM", "masks_device"] == ""
     with pytest.raises(ValueError, match="not rows"):
-        cost_table(rows, {"CAM": (["merge"], [])}, cams, masks)
+        cost_table(rows, {**recipes, "CAM": (["merge"], [])}, cams, masks)
+    with pytest.raises(ValueError, match=r"rows without a cost recipe: \['CAM'\]"):
+        cost_table(rows, {k: v for k, v in recipes.items() if k != "CAM"}, cams, masks)
     assert np.isnan(t.loc["CAM + AffinityNet", "masks_s_per_image"])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from samcam.refine.affinity import (
+    IGNORE,
     AffinityConfig,
     AffinityHead,
     affinity_loss,
@@ -35,8 +36,13 @@ from samcam.refine.crf import CRFConfig
 @dataclass(frozen=True)
 class AffinityTrainConfig:
     """Training settings (the paper: 8 epochs, batch 8, 448 px crops, lr 0.1 with the new layers at
-    10×, weight decay 5e-4, seeds refined by a dense CRF with PSA's kernels). The backbone is frozen
-    here, so only the head's rate ``lr × head_lr_mult`` is used."""
+    10×, weight decay 5e-4, a poly schedule of power 0.9, seeds refined by a dense CRF with PSA's
+    kernels). The backbone is frozen here, so only the head's rate ``lr × head_lr_mult`` is used.
+
+    ``momentum`` 0 is how PSA's optimiser ran: its ``PolyOptimizer`` passes the weight decay into
+    ``torch.optim.SGD``'s momentum slot (``SGD(params, lr, weight_decay)``), so SGD used momentum
+    5e-4 and the per-group weight decay. Not done here: PSA's colour jitter and pixel-offset crops
+    (the frozen backbone's features are computed once per image)."""
 
     backbone: str = "efficientnet-lite0"
     epochs: int = 8
@@ -50,8 +56,11 @@ class AffinityTrainConfig:
     radius: int = 5
     head_lr_mult: float = 10.0
     crf: bool = True
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), not {self.momentum}")
         if not (self.head_lr_mult > 0 and np.isfinite(self.head_lr_mult)):
             raise ValueError(f"head_lr_mult must be a positive number, not {self.head_lr_mult}")
         AffinityConfig(low_alpha=self.low_alpha, high_alpha=self.high_alpha, radius=self.radius)
@@ -111,7 +120,7 @@ def _window(levels: list[torch.Tensor], seeds: np.ndarray, crop: int, rng: np.ra
 
 def train_affinity(
     images: dict[str, Path],
-    cams: str | os.PathLike,
+    cams: str | os.PathLike | None,
     ids: list[str],
     out: str | os.PathLike,
     config: AffinityTrainConfig = AffinityTrainConfig(),
@@ -122,7 +131,8 @@ def train_affinity(
     after every epoch; a run resumes from ``out`` when its configuration and inputs match, and is
     refused otherwise. The seeds come from the CAM files (:func:`samcam.refine.affinity.cell_seeds`,
     the paper) or, with ``seed_labels``, from that folder of ``<id>.png`` pseudo labels
-    (:func:`samcam.refine.affinity.label_seeds`)."""
+    (:func:`samcam.refine.affinity.label_seeds`; ``cams`` is then not read). Seed labels must hold
+    classes 0..20 or 255, and an image without any confident cell is refused."""
     from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
@@ -131,7 +141,10 @@ def train_affinity(
 
     import hashlib
 
-    out, cams = Path(out), Path(cams)
+    from samcam.outputs import record_path
+
+    out = Path(out)
+    cams = Path(cams) if seed_labels is None else None  # seeds from labels read no CAM file
     if seed_labels is None:
         missing = [i for i in ids if not (cams / f"{i}.npy").is_file()]
         if missing:
@@ -143,9 +156,9 @@ def train_affinity(
             raise FileNotFoundError(f"{seed_labels}: no seed label for {len(missing)} ids, e.g. {missing[0]}.png")
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
-    record = {"config": asdict(config), "cams": str(cams.resolve()), "ids": len(ids),
-              "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-              "seed_labels": None if seed_labels is None else str(seed_labels.resolve())}  # fmt: skip
+    record = {"config": asdict(config), "ids": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+              "cams": None if cams is None else record_path(cams, out.parent),
+              "seed_labels": None if seed_labels is None else record_path(seed_labels, out.parent)}  # fmt: skip
     start, losses, before, ck = 0, [], 0.0, None
     if out.exists():  # checked before any feature is computed: a finished or foreign run costs nothing
         ck = load_checkpoint(out)
@@ -175,13 +188,18 @@ def train_affinity(
             label = read_label(path)
             if label.shape != image.shape[:2]:
                 raise ValueError(f"{path}: label of {label.shape[1]}×{label.shape[0]} px for an image of {image.shape[1]}×{image.shape[0]}")
+            bad = np.setdiff1d(np.unique(label), [*range(21), IGNORE])
+            if bad.size:
+                raise ValueError(f"{path}: values {bad.tolist()[:5]} outside the classes 0..20 and 255")
             s = label_seeds(label, grid)
+            if (s == IGNORE).all():
+                raise ValueError(f"{path}: no cell of the label is one class (nothing to learn from)")
         feats.append([x.half() for x in lv])
         seeds.append(s)
     feature_seconds = time.perf_counter() - t0
     head = AffinityHead([x.shape[0] for x in feats[0]])
     lr = config.lr * config.head_lr_mult
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if ck is not None:
         head.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:

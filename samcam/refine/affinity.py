@@ -16,15 +16,24 @@ Image-level Supervision"), built from the paper's description. Arrays and tensor
    propagated ``t`` steps: ``vec(M*) = vec(M) · Tᵗ``; the label is the argmax. :func:`random_walk`.
 
 As in the paper's code (``jiwoon-ahn/psa``): the seeds' score maps are refined by a dense CRF
-(:mod:`samcam.refine.crf`) and averaged over each 8 × 8 cell of the feature grid before the argmax
+(:mod:`samcam.refine.crf`) and averaged over the cells of the feature grid before the argmax
 (:func:`cell_seeds`); the head ends in an ELU and is initialised as PSA's; its learning rate is 10×
-the base rate (:mod:`samcam.pipeline.affinity`).
+the base rate, without momentum, as PSA's optimiser actually ran (:mod:`samcam.pipeline.affinity`).
+
+Differences from the paper's code, all stated where results are reported:
+
+- the backbone is one of samcam's ImageNet EfficientNets, frozen, instead of a fine-tuned ResNet-38;
+- the cells are the backbone's stride-8 grid (``⌈H/8⌉ × ⌈W/8⌉``) and scores are averaged onto it by
+  adaptive pooling and brought back by bilinear interpolation to ``H × W``; PSA zero-pads the image
+  to a multiple of 8 and pools exact 8 × 8 blocks (bins differ by up to a few pixels);
+- pairs start from every cell of the grid; PSA's index lists leave out pairs that start in the last
+  ``radius − 1`` rows or the first and last ``radius − 1`` columns (its border cells have fewer edges);
+- the loss averages each pair set per image, then over the batch (PSA: over the whole batch).
 
 Beyond the paper: :func:`alphas_for_threshold` ties the three background powers to the CAM's own
 threshold instead of PSA's 4 / 16 / 32; :func:`label_seeds` takes seeds from any hard pseudo label
 (e.g. CAM + SAM); :func:`segment_transition` walks on affinities taken from a ground-truth label (a
-diagnostic: how far the walk alone can go). The backbone is one of samcam's ImageNet EfficientNets,
-frozen, instead of a fine-tuned ResNet-38.
+diagnostic: how far the walk alone can go).
 """
 
 from __future__ import annotations
@@ -262,7 +271,8 @@ def transition_matrix(features: np.ndarray | torch.Tensor, radius: int, beta: fl
 
 def segment_transition(cells: np.ndarray, radius: int):
     """``T`` of affinities taken from a label on the grid (:func:`segment_cells`): 1 between cells of
-    the same class, 0 across classes (the walk's upper bound when the affinity is perfect)."""
+    the same value, 0 across (the walk's upper bound when the affinity is perfect). Cells holding
+    only void (:data:`IGNORE`) count as one more value: they exchange scores with each other only."""
     cells = np.asarray(cells)
     aff = np.concatenate([(a == b).ravel() for a, b in (_shifted(cells, int(dy), int(dx)) for dy, dx in pair_offsets(radius))])
     return _transition(aff.astype(np.float32), *cells.shape, radius)

@@ -155,6 +155,8 @@ def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=Non
     unknown = sorted({t for steps, _ in recipes.values() for t in steps} - {"masks", *rows}) + sorted(set(recipes) - set(rows))
     if unknown:
         raise ValueError(f"cost recipes name steps or rows that are not rows: {unknown}")
+    if set(rows) - set(recipes):
+        raise ValueError(f"rows without a cost recipe: {sorted(set(rows) - set(recipes))}")
     clf = ck_seconds(classifier_checkpoint)
     metas = [read_meta(p) for p in sorted(Path(masks).glob("*.json.gz"))]
     made = np.mean([m["seconds"] for m in metas if "seconds" in m]) if metas else np.nan
@@ -166,7 +168,7 @@ def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=Non
     cam = spi(cams)
     out = []
     for name in rows:
-        steps, trainings = recipes.get(name, ((), ()))
+        steps, trainings = recipes[name]
         extra = float(sum(sam_cpu if t == "masks" else spi(rows[t]) for t in steps))
         trained = float(sum(ck_seconds(c) for c in trainings))
         out.append({"labels": name, "training_s": clf + trained, "extra_training_s": trained, "cam_s_per_image": cam,
