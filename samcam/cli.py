@@ -84,15 +84,13 @@ def _eval(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from samcam.data.spaces import get_dataset
         from samcam.io import write_text
-        from samcam.outputs import check_output
+        from samcam.outputs import check_outputs
         from samcam.metrics import format_table
         from samcam.pipeline.evaluate import evaluate_folders
 
         spec = get_dataset(a.dataset)
         ids = _ids_arg(a.ids)
-        for out in (a.csv, a.per_image_csv):
-            if out:
-                check_output(out, a.pred, a.gt, a.ids)
+        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids])
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
@@ -453,13 +451,11 @@ def _cam2label(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
 
         from samcam.io import folder_ids, image_index, image_size, write_text
-        from samcam.outputs import check_output
+        from samcam.outputs import check_outputs
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
         ids = _ids_arg(a.ids)
-        for out in (a.out, a.sweep_csv):
-            if out:
-                check_output(out, a.cams, a.sweep_gt, a.images, a.ids)
+        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids])
         if a.sweep_gt:
             ts = _threshold_range(a.thresholds)
             df = threshold_sweep(a.cams, a.sweep_gt, folder_ids(a.cams, ".npy", "CAM", ids), ts)

@@ -31,6 +31,50 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
             raise ValueError(f"output {out} lies inside the input folder {i}; choose another output path")
 
 
+def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[str | os.PathLike | None]) -> None:
+    """:func:`check_output` for each of a command's outputs, and no two of them the same path or one
+    inside another (a table written into the label folder it describes, two tables into one file)."""
+    given = [o for o in outputs if o is not None]
+    for o in given:
+        check_output(o, *inputs)
+    resolved = [(o, Path(o).resolve()) for o in given]
+    for k, (a, ra) in enumerate(resolved):
+        for b, rb in resolved[k + 1 :]:
+            if ra == rb:
+                raise ValueError(f"two outputs of one command are the same path ({a} and {b}); give each its own")
+            if ra in rb.parents or rb in ra.parents:
+                inner, outer = (b, a) if ra in rb.parents else (a, b)
+                raise ValueError(f"output {inner} lies inside the output folder {outer}; write it elsewhere")
+
+
+def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> list[str]:
+    """What in an output ``folder`` samcam did not write, sorted: anything but its record files, its
+    lock, temporaries of a killed run (``.*.tmp``) and output files ending in one of ``suffixes``
+    (default :data:`OUTPUT_SUFFIXES`), plus folders when the step writes one per id (``id_folders``:
+    the official mask layout)."""
+    suffixes = tuple(suffixes or OUTPUT_SUFFIXES)
+    out = []
+    for p in Path(folder).iterdir():
+        if p.name in RECORD_FILES or p.name == LOCK_FILE or (p.name.startswith(".") and p.name.endswith(".tmp")):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            if not id_folders:
+                out.append(p.name + "/")
+            continue
+        if not (p.is_file() and p.name.endswith(suffixes)):
+            out.append(p.name)
+    return sorted(out)
+
+
+def refuse_foreign(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> None:
+    """``ValueError`` naming the folder and up to three of its :func:`foreign_entries`, if any: no
+    step writes into a folder holding files it did not write (a user's labels, notes, notebooks)."""
+    foreign = foreign_entries(folder, suffixes, id_folders)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ValueError(f"{folder}: holds files samcam did not write ({', '.join(foreign[:3])}{more}); choose another output folder")
+
+
 RUN_RECORD = "samcam_run.json"
 """The provenance file of every output folder: the step, its inputs (where and what: a path and a
 content fingerprint), its parameters, samcam's version."""
@@ -197,12 +241,15 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
 
     out = Path(out)
     check_output(out, *inputs.values())
+    if out.is_dir():  # before the lock file is made: nothing is written into a folder that is not samcam's
+        refuse_foreign(out)
     with lock_output(out):
         record = {"step": step, "samcam_version": __version__,
                   "inputs": {k: (record_path(v, out) if v is not None else None) for k, v in inputs.items()},
                   "fingerprints": {k: fingerprint(v) for k, v in inputs.items()},
                   "parameters": json.loads(json.dumps(relocate(params, out), default=str))}  # fmt: skip
         path = out / RUN_RECORD
+        refuse_foreign(out)
         has_outputs = any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
         if path.exists() and has_outputs:
             old = read_record(path, "provenance record", "remove it or choose another output folder")

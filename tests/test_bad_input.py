@@ -387,6 +387,49 @@ def test_eval_never_writes_over_or_into_an_input(scored, capsys, flag, target):
     fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt", flag, scored / target], capsys, target.split("/")[0])
     assert {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()} == before
 
+@pytest.mark.parametrize("foreign", ["notes.txt", "holiday.jpg", "mylabels/a.png", "02_enhance_method.ipynb"])
+def test_no_step_writes_into_a_folder_holding_files_it_did_not_write(tmp_path, capsys, foreign):
+    """Principle 5: a folder with a user's files (notes, photos, a folder of labels, notebooks) is not
+    adopted as an output folder, by a step with a run record or by the mask step."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    out = tmp_path / "out"
+    (out / foreign).parent.mkdir(parents=True)
+    (out / foreign).write_bytes(b"mine")
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", out, "--threshold", "0.2"], capsys, str(out), "holds files samcam did not write",
+          foreign.split("/")[0])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [foreign]
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    (tmp_path / "c.pt").write_bytes(b"a checkpoint the folder check comes before")
+    # (a folder of PNGs is, to the mask step, an official-layout mask set without its record)
+    fails(["masks", "--images", tmp_path / "img", "--out", out, "--checkpoint", tmp_path / "c.pt"], capsys, str(out), "choose another --out folder"
+          if "/" in foreign else "holds files samcam did not write")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted({foreign, *(["mylabels"] if "/" in foreign else [])})
+
+
+def test_the_input_parent_and_a_folder_of_foreign_masks_are_not_adopted(tmp_path, capsys):
+    _cams(tmp_path / "parent" / "cams", [3], np.ones((1, 4, 4)))
+    fails(["cam2label", "--cams", tmp_path / "parent" / "cams", "--out", tmp_path / "parent", "--threshold", "0.2"], capsys, "cams/")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "a.json.gz").write_bytes(b"someone else's")
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    (tmp_path / "c.pt").write_bytes(b"a checkpoint the folder check comes before")
+    fails(["masks", "--images", tmp_path / "img", "--out", masks, "--checkpoint", tmp_path / "c.pt"], capsys,
+          "holds mask sets without samcam's record")
+    assert sorted(p.name for p in masks.iterdir()) == ["a.json.gz"]
+
+
+def test_two_outputs_of_one_command_are_never_one_file(scored, capsys):
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--csv", scored / "e.csv", "--per-image-csv", scored / "." / "e.csv"],
+          capsys, "two outputs of one command are the same path")
+    _cams(scored / "cams", [6], np.ones((1, 6, 8)))
+    fails(["cam2label", "--cams", scored / "cams", "--out", scored / "c", "--threshold", "0.2", "--sweep-gt", scored / "gt",
+           "--sweep-csv", scored / "c" / "samcam_run.json"], capsys, "lies inside the output folder")
+    assert not (scored / "c").exists() and not (scored / "e.csv").exists()
+
+
 @pytest.mark.parametrize("where", ["cams", "gt"])
 def test_cam2label_never_writes_into_its_inputs(tmp_path, capsys, where):
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))

@@ -170,6 +170,17 @@ def test_commands_train_then_eval(tmp_path: Path, voc_root: Path, transcam: Path
     summary = json.loads((tmp_path / "e.json").read_text())
     assert rc == 0 and summary["n_images"] == 1 and 0 <= summary["miou"] <= 1
     assert (tmp_path / "pred" / f"{train_with_images[2]}.png").is_file()
+    # predictions never land in a user's label folder, and two outputs are never one file
+    user = tmp_path / "my_labels"
+    user.mkdir()
+    (user / f"{train_with_images[2]}.png").write_bytes((voc_root / "SegmentationClass" / f"{train_with_images[2]}.png").read_bytes())
+    before = (user / f"{train_with_images[2]}.png").read_bytes()
+    eval_args = ["eval-seg", *common, str(val), "--checkpoint", str(tmp_path / "run" / "last.pt"), "--gt", str(voc_root / "SegmentationClass")]
+    assert main([*eval_args, "--save-predictions", str(user)]) == 2
+    assert "holds outputs without a provenance record" in capsys.readouterr().err
+    assert (user / f"{train_with_images[2]}.png").read_bytes() == before and not (user / "samcam_run.json").exists()
+    assert main([*eval_args, "--json", str(tmp_path / "x.out"), "--csv", str(tmp_path / "x.out")]) == 2
+    assert "two outputs of one command are the same path" in capsys.readouterr().err
     rc = main(["train-seg", *common, str(ids), "--labels", str(transcam), "--out", str(tmp_path / "run"), "--crop", "80",
               "--batch-size", "2"])
     assert rc == 2 and "another recipe" in capsys.readouterr().err

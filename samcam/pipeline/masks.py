@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from samcam.io import image_index, read_ids, read_image, write_text
-from samcam.outputs import MASK_RECORD, check_output, clean_temporaries, is_complete, lock_output, read_record
+from samcam.outputs import MASK_RECORD, check_output, clean_temporaries, is_complete, lock_output, read_record, refuse_foreign
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import MaskStore
 
@@ -85,11 +85,21 @@ class RunSummary:
     out: Path
 
 
+def check_mask_folder(out: Path) -> None:
+    """A mask folder holds only what the mask step writes, and mask sets only beside its record."""
+    if not out.is_dir():
+        return
+    refuse_foreign(out, (".json.gz",), id_folders=True)
+    if not (out / RUN_META).exists() and MaskStore(out).ids():
+        raise ValueError(f"{out}: holds mask sets without samcam's record ({RUN_META}); choose another --out folder")
+
+
 def check_run_meta(out: Path, meta: dict[str, Any]) -> None:
     """Write ``samcam_masks.json`` or check that the existing one has the same model, checkpoint,
     settings, generator and format (a folder never mixes mask sets of two settings). A folder that
     holds no mask set yet (a first run that failed early) takes the new record."""
     path = out / RUN_META
+    check_mask_folder(out)
     if path.exists() and MaskStore(out).ids():
         old = read_record(path, "run record", "remove it or use another --out folder")
         keys = ("model_type", "checkpoint_sha256", "settings", "generator", "format")
@@ -141,6 +151,7 @@ def run_masks(
     todo_all = select_ids(index, ids, shard)
     info = checkpoint_info(model_type, checkpoint)
     meta = {**info, "settings": amg_settings(**settings), "generator": generator, "samcam_version": __version__, "format": fmt}
+    check_mask_folder(out)  # before the lock file is made
     with lock_output(out):  # one process writes a mask folder at a time
         check_run_meta(out, meta)
         store = MaskStore(out, fmt)

@@ -112,13 +112,11 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         import torch
 
         from samcam.io import read_ids
-        from samcam.outputs import check_output
+        from samcam.outputs import check_outputs
 
         from .evaluate import evaluate_checkpoint, write_results
 
-        for out in (a.save_predictions, a.json, a.csv):
-            if out:
-                check_output(out, a.images, a.gt, a.ids, a.checkpoint)
+        check_outputs([a.save_predictions, a.json, a.csv], [a.images, a.gt, a.ids, a.checkpoint])
         if a.threads:
             torch.set_num_threads(a.threads)
         scales, flip = (MULTI_SCALES, True) if a.multi_scale else (a.scales, a.flip)

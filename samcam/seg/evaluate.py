@@ -63,7 +63,6 @@ def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.Path
              spec: DatasetSpec = VOC, scales: Sequence[float] = (1.0,), flip: bool = False,
              save_dir: str | os.PathLike | None = None, progress: bool | None = None) -> Evaluator:  # fmt: skip
     """Score ``model`` on ``ids`` against the ground truth in ``gt_dir``; optionally write palette PNG predictions."""
-    from samcam.progress import progress_bar
 
     images_dir, gt_dir = Path(images_dir), Path(gt_dir)
     for d in (images_dir, gt_dir):
@@ -71,8 +70,35 @@ def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.Path
             raise FileNotFoundError(f"folder not found: {d}")
     if not ids:
         raise ValueError("no evaluation ids")
+    import contextlib
+
+    from samcam.outputs import claim_output
+
     model.eval()
     ev = Evaluator(spec)
+    with contextlib.ExitStack() as claimed:
+        if save_dir is not None:  # a folder of samcam's own predictions: never a user's label folder
+            claimed.enter_context(claim_output(save_dir, "eval-seg-predictions", {"images": images_dir, "gt": gt_dir},
+                                               {"scales": list(scales), "flip": flip, "dataset": spec.name,
+                                                "model_sha256": _state_sha256(model)}))  # fmt: skip
+        _score(model, images_dir, gt_dir, ids, spec, scales, flip, save_dir, progress, ev)
+    return ev
+
+
+def _state_sha256(model) -> str:
+    """A fingerprint of a model's weights: predictions of other weights never join a folder."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _score(model, images_dir, gt_dir, ids, spec, scales, flip, save_dir, progress, ev) -> None:
+    from samcam.progress import progress_bar
+
     for i in progress_bar(ids, desc="eval-seg", unit="img", progress=progress):
         gt_path = gt_dir / f"{i}.png"
         gt = read_label(gt_path, spec)
@@ -84,7 +110,6 @@ def evaluate(model: SegNet, images_dir: str | os.PathLike, gt_dir: str | os.Path
         ev.add(i, gt, pred)
         if save_dir is not None:
             write_label(Path(save_dir) / f"{i}.png", pred, spec)
-    return ev
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.PathLike, gt_dir: str | os.PathLike,
