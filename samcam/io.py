@@ -334,7 +334,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
 
 
-_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 
 
 def check_id(image_id: object, source: str | os.PathLike) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import REPO, check_ids, data_root, sha256_file, write_text
+from samcam.io import REPO, check_ids, check_input, data_root, sha256_file, write_text
 
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse an output (file or folder) that is an input or lies inside an input folder: nothing a
@@ -183,12 +183,14 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
         return None
     p = Path(path)
     if not p.is_dir():
+        check_input(p)  # a pipe or a device is refused, not read without end
         return "sha256:" + sha256_file(p)
     h = hashlib.sha256()
     for q in sorted(p.rglob("*")):
         rel = q.relative_to(p)
         if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
             continue
+        check_input(q)
         h.update(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode())
     return "sha256:" + h.hexdigest()
 

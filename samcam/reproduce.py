@@ -114,9 +114,11 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
     """Steps of a reproduce configuration, with ``${VAR}`` expanded."""
     import yaml
 
+    from samcam.io import read_input
+
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(read_input(path, "reproduce config").decode())
     except FileNotFoundError:
         raise FileNotFoundError(f"reproduce config not found: {path}") from None
     except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as e:

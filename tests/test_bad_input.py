@@ -756,3 +756,31 @@ def test_demo_rewrites_its_own_folders_and_refuses_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="holds files the demo did not write"):
         _remove_own(own, {"astronaut"})
     assert (own / "mine.txt").read_text() == "keep"
+
+
+def test_a_pipe_inside_an_input_folder_or_as_config_is_refused_not_read(tmp_path, capsys):
+    """Principle 2 in the content fingerprint and the reproduce config: a FIFO is named, never read."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    os.mkfifo(tmp_path / "cams" / "b.npy")
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--ids", _ids(tmp_path, "a")], capsys,
+          "b.npy", "a pipe")
+    os.mkfifo(tmp_path / "cfg.yml")
+    fails(["reproduce", "--config", tmp_path / "cfg.yml", "--list"], capsys, "cfg.yml", "a pipe")
+
+
+def test_c1_control_characters_are_not_in_an_id(tmp_path, capsys):
+    (tmp_path / "ids.txt").write_text("a\u009bb\n")
+    _labels(tmp_path / "pred", ["a"])
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "pred", "--ids", tmp_path / "ids.txt"], capsys, "ids.txt")
+
+
+def test_a_negative_cam_key_is_refused_not_read_as_background(tmp_path, capsys):
+    _cams(tmp_path / "cams", [-1], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 0, (4, 4))
+    fails(["affinity", "--cams", tmp_path / "cams", "--gt-affinity", tmp_path / "gt", "--out", tmp_path / "o"], capsys, "a.npy",
+          "negative class index")
+
+
+def _ids(folder, *ids):
+    (folder / "ids_given.txt").write_text("".join(f"{i}\n" for i in ids))
+    return folder / "ids_given.txt"

@@ -38,6 +38,8 @@ def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> d
         if not np.all(np.isfinite(as_float)) or not np.array_equal(as_float, np.round(as_float)):
             raise ValueError(f"{path}: CAM keys {raw.tolist()[:8]} are not whole class indices")
     keys = raw.astype(np.int64)
+    if keys.size and keys.min() < 0:
+        raise ValueError(f"{path}: CAM keys {keys.tolist()[:8]} include a negative class index")
     high = np.asarray(d["high_res"], dtype=np.float32)
     if high.ndim != 3 or high.shape[0] != keys.size:
         raise ValueError(f"{path}: high_res shape {high.shape} does not fit {keys.size} keys")
