@@ -297,7 +297,7 @@ def test_cam_keys_that_are_not_whole_numbers_are_refused_not_truncated(tmp_path,
 @pytest.mark.parametrize("keys,maps,needle", [
     ([23], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been class 24
     ([253], np.ones((1, 4, 4)), "outside the foreground classes"),  # would have been void
-    ([-1], np.ones((1, 4, 4)), "outside the foreground classes"),   # would have been background
+    ([-1], np.ones((1, 4, 4)), "negative class index"),           # would have been background
     ([3], np.full((1, 4, 4), np.nan), "NaN"),                        # an all-NaN CAM labelled everything
 ])
 def test_cam2label_refuses_class_values_outside_the_label_space(tmp_path, capsys, keys, maps, needle):
