@@ -255,11 +255,9 @@ def affinity_labels(
 ) -> dict:
     """``out/<id>.png``: each image's CAMs propagated by the random walk on its affinities. Returns
     ``{"done", "skipped", "seconds_per_image"}`` (the seconds cover features, walk and label)."""
-    from samcam.progress import progress_bar
-
     from samcam.cam.files import load_cam
-    from samcam.io import common_folder, read_image, sha256_file, write_label
-    from samcam.outputs import add_cost, claim_output, pending
+    from samcam.io import common_folder, read_image, sha256_file
+    from samcam.outputs import claim_output
 
     cams = Path(cams)
     net, head, ck = load_affinity(checkpoint)
@@ -268,25 +266,40 @@ def affinity_labels(
         config = replace(config, radius=trained)
     elif config.radius != trained:
         raise ValueError(f"{checkpoint}: trained with radius {trained}; the walk needs the same radius, not {config.radius}")
+    def walked(image_id: str):
+        image = read_image(images[image_id])
+        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            f = head([x[None] for x in levels_of(net, image)])[0]
+        try:
+            label = propagate(d["high_res"], d["keys"], f, config)
+        except ValueError as e:
+            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+        return label, time.perf_counter() - t0
+
     with claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
                      {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)}):  # fmt: skip
-        todo = pending(ids, out)
-        seconds = 0.0
-        for image_id in progress_bar(todo, desc="affinity", unit="img", progress=progress):
-            image = read_image(images[image_id])
-            d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                f = head([x[None] for x in levels_of(net, image)])[0]
-            try:
-                label = propagate(d["high_res"], d["keys"], f, config)
-            except ValueError as e:
-                raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
-            seconds += time.perf_counter() - t0
-            write_label(Path(out) / f"{image_id}.png", label)
-        if todo:
-            add_cost(out, seconds, len(todo))
-        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}
+        return _write_labels(out, ids, "affinity", progress, walked)
+
+
+def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: bool | None, make) -> dict:
+    """The labelling loop of a claimed output folder: ``make(id) -> (label, seconds)`` for every id
+    not yet done, written as ``out/<id>.png``, the seconds added to the folder's cost record. Returns
+    ``{"done", "skipped", "seconds_per_image"}``."""
+    from samcam.io import write_label
+    from samcam.outputs import add_cost, pending
+    from samcam.progress import progress_bar
+
+    todo = pending(ids, out)
+    seconds = 0.0
+    for image_id in progress_bar(todo, desc=desc, unit="img", progress=progress):
+        label, spent = make(image_id)
+        seconds += spent
+        write_label(Path(out) / f"{image_id}.png", label)
+    if todo:
+        add_cost(out, seconds, len(todo))
+    return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}
 
 
 def ground_truth_walk_labels(
@@ -300,28 +313,22 @@ def ground_truth_walk_labels(
     """``out/<id>.png``: each image's CAMs walked on affinities taken from its ground truth
     (:func:`samcam.refine.affinity.ground_truth_walk`). **Uses ground truth**: an upper bound on
     what the walk can do with a perfect affinity, never a pseudo label."""
-    from samcam.progress import progress_bar
-
     from samcam.cam.files import load_cam
-    from samcam.io import read_label, write_label
-    from samcam.outputs import add_cost, claim_output, pending
+    from samcam.io import read_label
+    from samcam.outputs import claim_output
 
     cams, gt = Path(cams), Path(gt)
     if config.radius is None:
         config = replace(config, radius=5)
+    def walked(image_id: str):
+        label = read_label(gt / f"{image_id}.png")
+        d = load_cam(cams / f"{image_id}.npy", label.shape)
+        t0 = time.perf_counter()
+        try:
+            pred = ground_truth_walk(d["high_res"], d["keys"], label, config)
+        except ValueError as e:
+            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+        return pred, time.perf_counter() - t0
+
     with claim_output(out, "affinity-ground-truth", {"cams": cams, "gt": gt}, {"config": asdict(config), "uses_ground_truth": True}):
-        todo = pending(ids, out)
-        seconds = 0.0
-        for image_id in progress_bar(todo, desc="walk on ground-truth affinity", unit="img", progress=progress):
-            label = read_label(gt / f"{image_id}.png")
-            d = load_cam(cams / f"{image_id}.npy", label.shape)
-            t0 = time.perf_counter()
-            try:
-                pred = ground_truth_walk(d["high_res"], d["keys"], label, config)
-            except ValueError as e:
-                raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
-            seconds += time.perf_counter() - t0
-            write_label(Path(out) / f"{image_id}.png", pred)
-        if todo:
-            add_cost(out, seconds, len(todo))
-        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}
+        return _write_labels(out, ids, "walk on ground-truth affinity", progress, walked)

@@ -126,14 +126,19 @@ def cell_seeds(cams: np.ndarray, keys: np.ndarray, grid: tuple[int, int], low_al
     return _seeds_from_scores(low, high, with_key_lookup(keys), n_classes)
 
 
+def _cell_shares(label: np.ndarray, classes, grid: tuple[int, int]) -> np.ndarray:
+    """``len(classes) × h × w``: the share of each cell's pixels (adaptive average pooling onto
+    ``grid``) that hold each of ``classes`` in the label ``H × W``."""
+    onehot = np.stack([np.asarray(label) == c for c in classes]).astype(np.float32)
+    return F.adaptive_avg_pool2d(torch.from_numpy(onehot)[None], grid)[0].numpy()
+
+
 def label_seeds(label: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Seeds on a feature ``grid`` from a hard pseudo label ``H × W``: a cell takes the label's class
     where every pixel it averages (adaptive average pooling) has that class, :data:`IGNORE` where it
     is mixed (object boundaries: the neutral band) or holds :data:`IGNORE` pixels."""
-    label = np.asarray(label)
     classes = np.unique(label)
-    onehot = torch.from_numpy(np.stack([label == c for c in classes]).astype(np.float32))[None]
-    share = F.adaptive_avg_pool2d(onehot, grid)[0].numpy()
+    share = _cell_shares(label, classes, grid)
     seeds = np.full(grid, IGNORE, np.uint8)
     pure = share.max(0) >= 1.0 - 1e-6
     seeds[pure] = classes[share.argmax(0)[pure]].astype(np.uint8)
@@ -143,8 +148,7 @@ def label_seeds(label: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 def segment_cells(label: np.ndarray, grid: tuple[int, int], n_classes: int = 21) -> np.ndarray:
     """A ground-truth label ``H × W`` on a ``grid``: each cell's most frequent class, :data:`IGNORE`
     pixels left out (a cell of only :data:`IGNORE` stays :data:`IGNORE`)."""
-    label = np.asarray(label).astype(np.int64)
-    counts = F.adaptive_avg_pool2d(torch.from_numpy(np.stack([label == c for c in range(n_classes)]).astype(np.float32))[None], grid)[0].numpy()
+    counts = _cell_shares(label, range(n_classes), grid)
     cells = counts.argmax(0).astype(np.uint8)
     cells[counts.max(0) <= 0] = IGNORE
     return cells
