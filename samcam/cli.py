@@ -53,14 +53,26 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None):
 
 
 FRACTION = _number(float, 0.0, 1.0)
-#: valid ranges of the mask generator's settings (samcam.sam.model.AMG_DEFAULTS)
+#: valid ranges of the mask generator's settings (samcam.sam.model.AMG_DEFAULTS); the upper bounds keep
+#: a typo from asking for billions of points or crops (the official defaults: 32 per side, 64 per batch, no crops)
 AMG_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "points_per_side": (1, None), "points_per_batch": (1, None), "pred_iou_thresh": (0.0, 1.0),
+    "points_per_side": (1, 256), "points_per_batch": (1, 4096), "pred_iou_thresh": (0.0, 1.0),
     "stability_score_thresh": (0.0, 1.0), "stability_score_offset": (0.0, None), "box_nms_thresh": (0.0, 1.0),
-    "crop_n_layers": (0, None), "crop_nms_thresh": (0.0, 1.0), "crop_overlap_ratio": (0.0, 1.0),
-    "crop_n_points_downscale_factor": (1, None), "min_mask_region_area": (0, None),
+    "crop_n_layers": (0, 4), "crop_nms_thresh": (0.0, 1.0), "crop_overlap_ratio": (0.0, 1.0),
+    "crop_n_points_downscale_factor": (1, 64), "min_mask_region_area": (0, None),
 }
 POSITIVE_INT = _number(int, 1)
+
+
+def THREADS(text: str) -> int:
+    """An argparse type for ``--threads``: a whole number from 1 to what ``--workers`` allows
+    (:func:`samcam.pipeline.workers.resolve_workers`), so a typo never asks for 100000 threads."""
+    from samcam.pipeline.workers import resolve_workers
+
+    try:
+        return resolve_workers(POSITIVE_INT(text), "--threads")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--threads {text}: ")) from None
 
 
 def _ids_arg(path: str | None) -> list[str] | None:
@@ -161,7 +173,7 @@ def _masks(p: argparse.ArgumentParser):
     p.add_argument("--format", default="compact", choices=["compact", "official"], help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
     p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based); auto: this task's part of a SLURM job array")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (per worker with --devices)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
     _add_amg_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -298,7 +310,7 @@ def _cam(p: argparse.ArgumentParser):
     p.add_argument("--ids", help="id list; default: every image that has labels")
     p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads per worker with --devices")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads per worker with --devices")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -387,7 +399,7 @@ def _cam_select(p: argparse.ArgumentParser):
 
         from samcam.io import write_text
         from samcam.outputs import check_output
-        from samcam.pipeline.cam import best_rows, select_classifier
+        from samcam.pipeline.cam import best_rows, read_cam_eval, select_classifier
 
         evals = {}
         for item in a.evals:
@@ -396,13 +408,7 @@ def _cam_select(p: argparse.ArgumentParser):
                 raise ValueError(f"--evals {item!r}: expected NAME=CSV")
             if name in evals:
                 raise ValueError(f"--evals: candidate {name!r} given twice")
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"cam-eval table not found: {path}")
-            df = pd.read_csv(path)
-            missing = {"map", "threshold", "miou", "false_pct", "partial_pct"} - set(df.columns)
-            if missing or df.empty:
-                raise ValueError(f"{path}: not a cam-eval table (missing {sorted(missing) or 'rows'})")
-            evals[name] = df
+            evals[name] = read_cam_eval(path)
         check_output(a.out, *[item.partition("=")[2] for item in a.evals])
         chosen, threshold = select_classifier(evals)
         rows = []
@@ -482,6 +488,10 @@ def _cam2label(p: argparse.ArgumentParser):
     return run
 
 
+#: the most thresholds one sweep scores (each is a pass over every CAM); steps of 0.001 over 0..1
+MAX_THRESHOLDS = 1001
+
+
 def _threshold_range(text: str) -> list[float]:
     """``START:STOP:STEP`` -> the thresholds from START to STOP inclusive, each in [0, 1]."""
     try:
@@ -490,6 +500,8 @@ def _threshold_range(text: str) -> list[float]:
         raise ValueError(f"--thresholds must look like START:STOP:STEP (e.g. 0.05:0.60:0.05), got {text!r}") from None
     if not (0 <= start <= stop <= 1) or not step > 0:
         raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and STEP > 0")
+    if (stop - start) / step > MAX_THRESHOLDS - 1:
+        raise ValueError(f"--thresholds {text}: more than {MAX_THRESHOLDS} thresholds; use a STEP of at least {(stop - start) / (MAX_THRESHOLDS - 1):.3g}")
     return [round(start + k * step, 6) for k in range(int((stop - start) / step + 1e-9) + 1)]
 
 
@@ -523,7 +535,7 @@ def _labels(p: argparse.ArgumentParser):
 
 @command("demo", "run the demo notebook on scikit-image's photos (offline) into results/demo")
 def _demo(p: argparse.ArgumentParser):
-    p.add_argument("--points-per-side", type=POSITIVE_INT, default=32)
+    p.add_argument("--points-per-side", type=_number(int, *AMG_RANGES["points_per_side"]), default=32)
     p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
 
     def run(a: argparse.Namespace) -> int:
@@ -581,7 +593,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--select", default=d.select, choices=SELECT, help="which of SAM's three masks to keep")
     p.add_argument("--min-area", type=_number(int, 0), default=d.min_area, help="smaller components keep their CAM pixels")
     p.add_argument("--devices", help="prompted mode: one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (per worker with --devices)")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
     p.add_argument("--model", default="vit_t")
     p.add_argument("--checkpoint")
     p.add_argument("--device")
@@ -670,7 +682,7 @@ def _train_affinity(p: argparse.ArgumentParser):
 
 @command("affinity", "AffinityNet's random walk: CAM files -> pseudo labels with a trained affinity head")
 def _affinity(p: argparse.ArgumentParser):
-    from samcam.refine.affinity import AffinityConfig
+    from samcam.refine.affinity import MAX_WALK_STEPS, AffinityConfig
 
     d = AffinityConfig()
     p.add_argument("--images", help="folder of images (<id>.jpg); needed with --checkpoint")
@@ -683,7 +695,7 @@ def _affinity(p: argparse.ArgumentParser):
     power = p.add_mutually_exclusive_group()
     power.add_argument("--alpha", type=_number(float, 0.0), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
     p.add_argument("--beta", type=_number(float, 0.0), default=d.beta, help=f"affinity power (default {d.beta:g})")
-    p.add_argument("--steps", type=_number(int, 0), default=d.steps, help=f"random-walk steps t (default {d.steps})")
+    p.add_argument("--steps", type=_number(int, 0, MAX_WALK_STEPS), default=d.steps, help=f"random-walk steps t (default {d.steps})")
     power.add_argument("--threshold", type=_alpha_threshold, help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
@@ -797,6 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     if argv is None:  # the command itself, not a call from Python code
         signal.signal(signal.SIGTERM, _terminate)
+    from samcam.progress import reset_notes
+
+    reset_notes()  # each note once per command
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

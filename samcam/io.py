@@ -319,6 +319,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def load_weights(module, state: object, path: str | os.PathLike, what: str = "weights") -> None:
+    """Load ``state`` (a checkpoint's state dict) into ``module`` strictly; ``ValueError`` naming
+    ``path`` when it is not a state dict, does not fit the module, or holds a weight that is not a
+    finite number (a run that diverged must not be used as if it had trained)."""
+    import torch
+
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: its {what} are not a state dict of tensors")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"{path}: its {what} hold values that are not finite numbers ({bad}); the training run diverged")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its {what} do not fit the network ({' '.join(str(e).split())[:300]})") from None
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(H, W)`` of an image file, read from its header."""
     try:
@@ -412,11 +429,19 @@ def common_folder(paths) -> str | None:
 
 
 def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
-    """Map id → image path for every ``.jpg/.jpeg/.png`` in ``images_dir``."""
+    """Map id → image path for every ``.jpg/.jpeg/.png`` in ``images_dir``; ``ValueError`` when one id
+    has two images (``a.jpg`` and ``a.png``: which one is meant cannot be told)."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_dir}")
-    index = {check_id(p.stem, images_dir): p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    index: dict[str, Path] = {}
+    for p in sorted(images_dir.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        image_id = check_id(p.stem, images_dir)
+        if image_id in index:
+            raise ValueError(f"{images_dir}: two images for {image_id}, {index[image_id].name} and {p.name}; keep one")
+        index[image_id] = p
     if not index:
         raise FileNotFoundError(f"image folder {images_dir} holds no .jpg/.png images")
     return index

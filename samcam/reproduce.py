@@ -139,8 +139,20 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         for key, kind in (("notebook", str), ("parameters", dict), ("inputs", list), ("outputs", list)):
             if key in s and not isinstance(s[key], kind):
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
+        if s["name"] in {t.name for t in steps}:
+            raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
+        where = f"{path}: step {i} ({s['name']})"
+        _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
         steps.append(Step(s["name"], s["notebook"], s.get("parameters", {}), s.get("inputs", []), s.get("outputs", [])))
     return steps
+
+
+def _inside(name: object, folder: Path, what: str) -> None:
+    """A name from a config never leaves its folder: a relative path below ``folder`` (no ``..``, not
+    absolute), else a ``ValueError`` naming ``what``."""
+    parts = Path(name).parts if isinstance(name, str) else ()
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in parts or "\x00" in name:
+        raise ValueError(f"{what} {name!r} must be a relative path inside {folder.name}/")
 
 
 def _mtime(p: Path) -> float:

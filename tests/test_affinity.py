@@ -140,7 +140,8 @@ def test_propagate_refuses_keys_outside_the_label_space():
                                                ({"low_alpha": 40}, r"low_alpha \(40\) must be below high_alpha \(32.0\)"),
                                                ({"low_alpha": 32}, "must be below high_alpha"), ({"radius": 1}, "radius must be in 2..32"),
                                                ({"radius": 33}, "radius must be in 2..32 feature cells, not 33"),
-                                               ({"steps": -1}, "steps must be ≥ 0, not -1")])  # fmt: skip
+                                               ({"steps": -1}, r"steps must be in 0\.\.4096, not -1"),
+                                                   ({"steps": 4097}, r"steps must be in 0\.\.4096, not 4097")])  # fmt: skip
 def test_config_refuses_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
         AffinityConfig(**bad)

@@ -164,6 +164,16 @@ def test_a_reproduce_step_name_that_is_a_path_is_refused(tmp_path, capsys):
     fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", "step 0 name", "is not a name")
 
 
+@pytest.mark.parametrize("steps,needle", [
+    ("  - name: x\n    notebook: demo.ipynb\n  - name: x\n    notebook: demo.ipynb\n", "step 1 repeats the name 'x'"),  # one executed notebook for two steps
+    ("  - name: x\n    notebook: ../../etc/evil.ipynb\n", "step 0 (x) notebook '../../etc/evil.ipynb' must be a relative path inside notebooks/"),
+    ("  - name: x\n    notebook: /srv/evil.ipynb\n", "must be a relative path inside notebooks/"),
+])
+def test_a_reproduce_config_names_each_step_once_and_its_notebook_inside_notebooks(tmp_path, capsys, steps, needle):
+    (tmp_path / "r.yml").write_text("steps:\n" + steps)
+    fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", needle)
+
+
 # ============================================================================ 2. every input is checked before it is decoded (regular file, size, intact, what its name says)
 
 
@@ -272,6 +282,17 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, capsys, voc_root):
            "--voc", voc_root, "--ids", tmp_path / "ids.txt"], capsys, "clf.pt", "not a readable PyTorch checkpoint")
 
 
+def test_one_id_with_two_images_is_refused(tmp_path, capsys):
+    """``a.jpg`` and ``a.png`` in one folder: which one is the image cannot be told, so neither is taken."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 6, 8)))
+    (tmp_path / "img").mkdir()
+    for suffix in ("jpg", "png"):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "img" / f"a.{suffix}")
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--images", tmp_path / "img"],
+          capsys, "img", "two images for a, a.jpg and a.png; keep one")
+    assert not (tmp_path / "out").exists()
+
+
 # ============================================================================ 3. a mask set or CAM belongs to its image
 
 
@@ -310,6 +331,31 @@ def test_labels_refuses_a_cam_key_outside_the_label_space(tmp_path, capsys):
     (tmp_path / "ids.txt").write_text("a\n")
     fails(["labels", "--method", "CLIMS", "--format", "irn_npy", "--threshold", "0.15", "--input", tmp_path / "irn",
            "--out", tmp_path / "out", "--ids", tmp_path / "ids.txt"], capsys, "a.npy", "outside")
+
+
+def test_one_id_with_mask_sets_in_both_formats_is_refused(tmp_path, capsys):
+    args = _mask_folder(tmp_path)
+    (tmp_path / "m" / "a").mkdir()  # an amg.py folder beside a.json.gz
+    fails(args, capsys, "a has two mask sets, a.json.gz and a/; keep one")
+    assert not list((tmp_path / "o").glob("*.png"))
+
+def test_a_mask_set_made_from_another_image_is_refused(tmp_path, capsys):
+    args = _mask_folder(tmp_path, lambda d: d["meta"].update(image_id="b"))  # b's masks copied in as a's
+    fails(args, capsys, "a.json.gz", "this mask set was made from image 'b', not 'a'")
+    from samcam.sam.mask_files import MaskStore
+
+    with pytest.raises(ValueError, match="made from image 'b'"):
+        MaskStore(tmp_path / "m").read("a")  # the dense reader checks it too
+
+def test_an_empty_mask_set_of_another_size_is_refused(tmp_path, capsys):
+    from samcam.sam.mask_files import write_compact
+    from samcam.sam.masks import MaskSet
+
+    args = _mask_folder(tmp_path)
+    write_compact(tmp_path / "m" / "a.json.gz", MaskSet(np.zeros((0, 5, 5), bool)))  # no masks, but made for a 5 × 5 image
+    fails(args, capsys, "a.json.gz", "mask size (5, 5) differs from label size (6, 8)")
+    write_compact(tmp_path / "m" / "a.json.gz", MaskSet(np.zeros((0, 6, 8), bool)))  # the right size: the label is kept as it is
+    assert cli.main([str(a) for a in args]) == 0
 
 
 # ============================================================================ 4. the official layout is read strictly
@@ -375,6 +421,20 @@ def test_unreadable_official_metadata_is_named(tmp_path, capsys, what, content, 
     folder, args = _official(tmp_path, [])
     (folder / what).write_bytes(content)
     fails(args, capsys, needle)
+
+
+def test_the_binary_note_is_said_once_per_command_across_workers(tmp_path, capfd):
+    """Two images of 0/1 masks merged by two workers: one note, not one per worker; a second command
+    says it again."""
+    _, args = _official(tmp_path, [_half(1)])
+    (tmp_path / "m" / "b").mkdir()
+    for f in (tmp_path / "m" / "a").iterdir():
+        (tmp_path / "m" / "b" / f.name).write_bytes(f.read_bytes())
+    _labels(tmp_path / "p", ["a", "b"], 7, (6, 8))
+    for out in ("o", "o2"):
+        assert cli.main([str(a) for a in args[:-1]] + [str(tmp_path / out), "--workers", "2"]) == 0
+        notes = [ln for ln in capfd.readouterr().err.splitlines() if "0/1 mask PNGs are read as binary" in ln]
+        assert len(notes) == 1, notes
 
 
 # ============================================================================ 5. outputs land only where they belong
@@ -589,6 +649,96 @@ def test_descend_stops_on_a_non_finite_loss_or_weights(lr, loss):
     with pytest.raises(ValueError, match="training stopped"):
         descend(opt, (w * loss).sum())
     assert torch.isfinite(w).all() or lr == float("inf")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--threads", "100000"], "--threads"),                      # a typo: as many threads as --workers allows at most
+    (["--points-per-side", "5000"], "--points-per-side"),        # 25 million prompts per image
+    (["--points-per-batch", "100000"], "--points-per-batch"),
+    (["--crop-n-layers", "9"], "--crop-n-layers"),
+])
+def test_masks_options_have_upper_bounds(tmp_path, capsys, args, needle):
+    fails(["masks", "--images", tmp_path, "--out", tmp_path / "m", *args], capsys, needle)
+    assert not (tmp_path / "m").exists()
+
+def test_demo_walk_and_sweep_options_have_upper_bounds(tmp_path, capsys):
+    fails(["demo", "--out", tmp_path / "d", "--points-per-side", "5000"], capsys, "--points-per-side")
+    fails(["affinity", "--cams", tmp_path, "--out", tmp_path / "a", "--gt-affinity", tmp_path, "--steps", "100000000"], capsys, "--steps")
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 4, (4, 4))
+    fails(["cam2label", "--cams", tmp_path / "cams", "--sweep-gt", tmp_path / "gt", "--thresholds", "0:1:0.00001"], capsys,
+          "--thresholds 0:1:0.00001: more than 1001 thresholds")
+
+def test_devices_are_bounded_like_workers():
+    from samcam.pipeline.workers import MAX_WORKERS_PER_CORE, available_cores, parse_devices
+
+    bound = MAX_WORKERS_PER_CORE * available_cores()
+    assert parse_devices(",".join(["cpu"] * bound)) == ["cpu"] * bound
+    with pytest.raises(ValueError, match=rf"--devices: {bound + 1} processes asked for, at most {bound}"):
+        parse_devices(",".join(["cpu"] * (bound + 1)))
+
+def test_weights_that_are_not_finite_or_do_not_fit_are_named():
+    import torch
+
+    from samcam.io import load_weights
+
+    net = torch.nn.Linear(3, 2)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    load_weights(net, good, "w.pt")
+    bad = {**good, "bias": torch.tensor([0.0, float("nan")])}
+    with pytest.raises(ValueError, match=r"w\.pt: its weights hold values that are not finite numbers \(bias\); the training run diverged"):
+        load_weights(net, bad, "w.pt")
+    assert torch.isfinite(net.bias).all()  # nothing was loaded
+    with pytest.raises(ValueError, match=r"w\.pt: its head weights do not fit the network"):
+        load_weights(net, {"weight": good["weight"]}, "w.pt", "head weights")
+    for state in ([1], {"weight": [1.0]}, None):
+        with pytest.raises(ValueError, match=r"w\.pt: its weights are not a state dict of tensors"):
+            load_weights(net, state, "w.pt")
+
+def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys):
+    """A run that diverged (NaN weights) saved its checkpoint; eval-seg must not score it."""
+    import torch
+
+    from samcam.seg.model import SegNet
+    from samcam.seg.recipe import Recipe
+    from samcam.seg.train import FORMAT
+
+    r = Recipe()
+    model = SegNet(r.backbone, 21, pretrained=False, head_channels=r.head_channels, freeze_early=r.freeze_early)
+    state = model.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save({"format": FORMAT, "recipe": r.to_dict(), "n_classes": 21, "model": state}, tmp_path / "c.pt")
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
+          capsys, "c.pt", "segmentation weights hold values that are not finite", name)
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda ck: ck.update(epoch="3"), "epoch '3' of 3"),
+    (lambda ck: ck.update(epoch=4), "epoch 4 of 3"),
+    (lambda ck: ck["record"]["config"].update(epochs=None), "epoch 3 of None"),
+    (lambda ck: ck.pop("record"), "epoch 3 of None"),
+    (lambda ck: ck.update(in_channels=[16, "x", 40]), "in_channels [16, 'x', 40]"),
+    (lambda ck: ck.update(in_channels=[16, 0, 40]), "in_channels [16, 0, 40]"),
+    (lambda ck: ck.update(in_channels=[16, 24]), "2 backbone levels for 3 head widths"),
+    (lambda ck: ck.update(state_dict={"w": 1}), "affinity head weights are not a state dict"),
+    (lambda ck: ck.update(backbone=3), "backbone 3 is not a name"),
+])
+def test_an_affinity_checkpoint_with_a_bad_field_is_named(tmp_path, edit, needle):
+    import torch
+
+    from samcam.pipeline.affinity import load_affinity
+    from samcam.refine.affinity import AffinityHead
+
+    head = AffinityHead([16, 24, 40])
+    ck = {"kind": "samcam-affinity", "head": AffinityHead.version, "epoch": 3, "record": {"config": {"epochs": 3}},
+          "in_channels": [16, 24, 40], "state_dict": head.state_dict(), "backbone": "lite0"}
+    edit(ck)
+    torch.save(ck, tmp_path / "aff.pt")
+    with pytest.raises(ValueError) as e:
+        load_affinity(tmp_path / "aff.pt")
+    assert str(e.value).startswith(f"{tmp_path / 'aff.pt'}: ") and needle in str(e.value), str(e.value)
 
 
 # ============================================================================ 7. every failure is one line naming the file or option, exit 2

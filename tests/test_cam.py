@@ -42,7 +42,7 @@ def test_irn_resnet50_layout_loads_strictly(tmp_path):
     assert f.shape == (1, 2048, 4, 4)  # stride 16: layer4 keeps the resolution, as IRN
     del sd["newly_added.0.weight"]
     torch.save(sd, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match=r"broken\.pth: not an IRN ResNet-50 CAM state dict"):
+    with pytest.raises(ValueError, match=r"broken\.pth: its IRN ResNet-50 CAM weights do not fit the network"):
         resnet50_irn(checkpoint=tmp_path / "broken.pth")
 
 

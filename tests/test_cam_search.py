@@ -151,11 +151,23 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=missing.csv"], "cam-eval table not found"),
     (["a=bad.csv"], "not a cam-eval table"),
     (["a=one.csv", "a=one.csv"], "given twice"),
+    (["a=binary.csv"], "binary.csv: not a readable CSV"),
+    (["a=nan.csv"], "nan.csv: a cam-eval table whose threshold, miou, map, partial_pct, false_pct are not all finite"),
+    (["a=percent.csv"], "percent.csv: miou values outside 0..1 (found 10 to 40)"),  # mIoU in percent, not a fraction
+    (["a=map.csv"], "map.csv: map values outside 0..100"),
+    (["a=twice.csv"], "twice.csv: threshold 0.2 is listed twice"),
+    (["a=false.csv"], "false.csv: false_pct values outside 0..inf"),
 ])  # fmt: skip
 def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
     monkeypatch.chdir(tmp_path)
     _table([0.1, 0.2, 0.3], 1.0).to_csv("one.csv", index=False)
     (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00" * 8)
+    _table([0.1, float("nan"), 0.3], 1.0).to_csv("nan.csv", index=False)
+    _table([10.0, 20.0, 40.0], 1.0).to_csv("percent.csv", index=False)
+    _table([0.1, 0.2, 0.3], 101.0).to_csv("map.csv", index=False)
+    _table([0.1, 0.2, 0.3], 1.0, (0.1, 0.2, 0.2)).to_csv("twice.csv", index=False)
+    _table([0.1, 0.2, 0.3], 1.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
     assert cli.main(["cam-select", "--evals", *evals, "--out", str(tmp_path / "s.csv")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

@@ -411,8 +411,9 @@ def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
     ms = MaskSet(m, meta=meta)
     write_compact(tmp_path / "a.json.gz", ms)
     text = gzip.decompress((tmp_path / "a.json.gz").read_bytes())
-    shape, counts = masks_mod._scan_compact(text)
+    shape, counts, scanned_meta = masks_mod._scan_compact(text)
     assert shape == (10, 10) and counts == _coco(m)  # the fast path, exact strings
+    assert scanned_meta == meta  # the fields outside the masks come back as written
     np.testing.assert_array_equal(read_compact_runs(tmp_path / "a.json.gz").to_masks(), m)
     np.testing.assert_array_equal(read_compact(tmp_path / "a.json.gz").masks, m)
     # another key order (masks first): not the write_compact layout, read by json, same masks

@@ -60,6 +60,27 @@ def test_l2g_per_class_pngs(tmp_path):
     assert load_pseudo_label(tmp_path, "a", "l2g_png", 0.25).tolist() == [[0, 3, 15, 0]]
     with pytest.raises(FileNotFoundError, match="no class maps"):
         load_pseudo_label(tmp_path, "b", "l2g_png", 0.25)
+    # ``a_2.png`` and ``a_02.png`` are both class 2: which one is meant cannot be told
+    Image.fromarray(np.zeros((1, 4), np.uint8)).save(tmp_path / "a_02.png")
+    with pytest.raises(ValueError, match=r"a_<class>\.png: two class maps for class 2, a_02\.png and a_2\.png; keep one"):
+        load_pseudo_label(tmp_path, "a", "l2g_png", 0.25)
+
+
+@pytest.mark.parametrize("fmt,doc,needle", [
+    ("psa_npy", {2.5: MAPS[0]}, r"class keys \[2\.5\] are not whole class indices"),     # never truncated to class 2
+    ("psa_npy", {-1: MAPS[0]}, "include a negative class index"),                      # would have become background
+    ("psa_npy", {2: MAPS[0], 2.0: MAPS[1]}, None),                                     # a dict keeps one of 2 and 2.0: fine
+    ("sipe_npy", {"keys": np.array([0, 2, 2]), "IS_CAM": np.concatenate([MAPS[:1], MAPS])}, r"keys \[0, 2, 2\] name a class twice"),
+    ("sipe_npy", {"keys": np.array([0, 2.7]), "IS_CAM": MAPS}, "not whole class indices"),
+    ("clipes_npy", {"keys": np.array([14, 14]), "attn_highres": MAPS}, "name a class twice"),
+])  # fmt: skip
+def test_method_keys_are_whole_distinct_class_indices(tmp_path, fmt, doc, needle):
+    _save_obj(tmp_path / "a.npy", doc)
+    if needle is None:
+        assert load_pseudo_label(tmp_path, "a", fmt, 0.15).shape == (1, 4)
+        return
+    with pytest.raises(ValueError, match=r"a\.npy: .*" + needle):
+        load_pseudo_label(tmp_path, "a", fmt, 0.15)
 
 
 def test_transcam_loader_on_the_official_files(data_root, tmp_path):

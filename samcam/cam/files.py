@@ -29,20 +29,29 @@ def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> d
     d = load_object_npy(path)
     if not isinstance(d, dict) or "keys" not in d or "high_res" not in d:
         raise ValueError(f"{path}: not an IRN CAM file (expected a dict with 'keys' and 'high_res')")
-    raw = np.asarray(d["keys"]).ravel()
-    if raw.dtype.kind not in "iub":
-        try:
-            as_float = raw.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: CAM keys of {raw.dtype} values; expected whole class indices") from None
-        if not np.all(np.isfinite(as_float)) or not np.array_equal(as_float, np.round(as_float)):
-            raise ValueError(f"{path}: CAM keys {raw.tolist()[:8]} are not whole class indices")
-    keys = raw.astype(np.int64)
-    if keys.size and keys.min() < 0:
-        raise ValueError(f"{path}: CAM keys {keys.tolist()[:8]} include a negative class index")
+    keys = class_keys(d["keys"], path)
     high = np.asarray(d["high_res"], dtype=np.float32)
     if high.ndim != 3 or high.shape[0] != keys.size:
         raise ValueError(f"{path}: high_res shape {high.shape} does not fit {keys.size} keys")
     if shape is not None and high.shape[1:] != tuple(shape):
         raise ValueError(f"{path}: CAM size {high.shape[1:]} differs from its image size {tuple(shape)}")
     return {**d, "keys": keys, "high_res": high}
+
+
+def class_keys(keys, source: str | os.PathLike, what: str = "CAM keys") -> np.ndarray:
+    """``keys`` (class indices from a file) as int64, or a ``ValueError`` naming ``source`` when one is
+    not a whole number (``0.9`` or ``14.7`` is never truncated), is negative, or is repeated."""
+    raw = np.asarray(keys).ravel()
+    if raw.dtype.kind not in "iub":
+        try:
+            as_float = raw.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: {what} of {raw.dtype} values; expected whole class indices") from None
+        if not np.all(np.isfinite(as_float)) or not np.array_equal(as_float, np.round(as_float)):
+            raise ValueError(f"{source}: {what} {raw.tolist()[:8]} are not whole class indices")
+    out = raw.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise ValueError(f"{source}: {what} {out.tolist()[:8]} include a negative class index")
+    if np.unique(out).size != out.size:
+        raise ValueError(f"{source}: {what} {out.tolist()[:8]} name a class twice")
+    return out

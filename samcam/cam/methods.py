@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samcam.cam.files import load_cam
+from samcam.cam.files import class_keys, load_cam
 from samcam.cam.label import cam_to_label, maps_to_label, scores_to_label
 from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
@@ -144,23 +144,28 @@ def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: 
         return cam_to_label(d["high_res"], d["keys"], threshold, n)
     if fmt == "sipe_npy":
         d = _npy_dict(source, ("keys", "IS_CAM"))
-        return scores_to_label(np.asarray(d["IS_CAM"], np.float32), np.asarray(d["keys"]), n)
+        return scores_to_label(np.asarray(d["IS_CAM"], np.float32), class_keys(d["keys"], source, "keys"), n)
     if fmt == "clipes_npy":
         d = _npy_dict(source, ("keys", "attn_highres"))
         cams = np.asarray(d["attn_highres"], np.float32)
         bg = 1.0 - cams.max(axis=0, keepdims=True)
-        return scores_to_label(np.concatenate([bg, cams]), np.concatenate([[0], np.asarray(d["keys"]).astype(np.int64) + 1]), n)
+        return scores_to_label(np.concatenate([bg, cams]), np.concatenate([[0], class_keys(d["keys"], source, "keys") + 1]), n)
     if fmt == "psa_npy":
         d = load_object_npy(source)
         if not isinstance(d, dict):
             raise ValueError("expected a dict {class: map}")
-        maps = {int(k): np.asarray(v, np.float32) for k, v in d.items()}
-    else:  # l2g_png
-        maps = {}
+        keys = class_keys(list(d), source, "class keys")
+        maps = {int(k): np.asarray(v, np.float32) for k, v in zip(keys, d.values())}
+    else:  # l2g_png: <id>_<class>.png, one file per class (``_3`` and ``_03`` are the same class)
+        maps, names = {}, {}
         for p in sorted(folder.glob(f"{image_id}_*.png")):
             m = re.fullmatch(rf"{re.escape(image_id)}_(\d+)\.png", p.name)
             if m:
-                maps[int(m.group(1))] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
+                k = int(m.group(1))
+                if k in names:
+                    raise ValueError(f"{source}: two class maps for class {k}, {names[k]} and {p.name}; keep one")
+                names[k] = p.name
+                maps[k] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
     if not maps and shape is None:
         raise FileNotFoundError(f"{source}: no class maps found (and no image size to fall back to)")
     return maps_to_label(maps, threshold, shape, n)

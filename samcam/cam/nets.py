@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from samcam.io import load_checkpoint, sha256_file
+from samcam.io import load_checkpoint, load_weights, sha256_file
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet50-irn")
 
@@ -192,11 +192,7 @@ def resnet50_irn(n_classes: int = 20, checkpoint: str | os.PathLike | None = Non
     """
     irn = IRNResNet50(n_classes)
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint)
-        try:
-            irn.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{checkpoint}: not an IRN ResNet-50 CAM state dict ({str(e).splitlines()[0][:300]})") from e
+        load_weights(irn, load_checkpoint(checkpoint), checkpoint, "IRN ResNet-50 CAM weights")
     net = CamNet(irn.features, 2048, n_classes, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), name="resnet50-irn")
     net.irn = irn  # registers the weights (and the IRN layout) under the CamNet
     net.classifier = irn.classifier
@@ -242,10 +238,7 @@ def load_classifier(net: CamNet, checkpoint: str | os.PathLike, ck: dict | None 
     epochs = (ck.get("config") or {}).get("epochs")
     if "epoch" in ck and epochs is not None and ck["epoch"] != epochs:
         raise ValueError(f"{checkpoint}: an unfinished training run (epoch {ck['epoch']} of {epochs}); rerun train-classifier to finish it")
-    try:
-        net.load_state_dict(ck["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{checkpoint}: does not fit {net.name} ({str(e).splitlines()[0][:300]})") from e
+    load_weights(net, ck["state_dict"], checkpoint, f"{net.name} classifier weights")
     return ck
 
 

@@ -165,7 +165,8 @@ def train_affinity(
         if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or ck.get("record") != record or ck.get("head") != AffinityHead.version:
             old = ck.get("record") if isinstance(ck, dict) else None
             raise ValueError(f"{out} holds another affinity run ({old}); choose another path")
-        start, losses, before = ck["epoch"], list(ck["losses"]), float(ck.get("seconds", 0.0))
+        start, _ = _epochs_of(ck, out)
+        losses, before = list(ck.get("losses") or []), float(ck.get("seconds", 0.0))
         if start >= config.epochs:
             return AffinityTrainResult(out, 0.0, 0.0, losses)
     torch.manual_seed(config.seed)
@@ -230,18 +231,43 @@ def train_affinity(
 
 def load_affinity(checkpoint: str | os.PathLike):
     """``(backbone net, head, checkpoint dict)`` of a finished :func:`train_affinity` checkpoint."""
-    from samcam.io import load_checkpoint
+    from samcam.io import load_checkpoint, load_weights
 
     ck = load_checkpoint(checkpoint)
     if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity":
         raise ValueError(f"{checkpoint}: not a samcam affinity checkpoint (samcam train-affinity writes them)")
     if ck.get("head") != AffinityHead.version:
         raise ValueError(f"{checkpoint}: an affinity head of an earlier samcam (without PSA's final ELU); retrain it with train-affinity")
-    if ck["epoch"] < ck["record"]["config"]["epochs"]:
-        raise ValueError(f"{checkpoint}: training stopped after epoch {ck['epoch']} of {ck['record']['config']['epochs']}; rerun train-affinity to finish it")
-    head = AffinityHead(ck["in_channels"])
-    head.load_state_dict(ck["state_dict"])
-    return backbone(ck["backbone"]), head.eval(), ck
+    epoch, epochs = _epochs_of(ck, checkpoint)
+    if epoch < epochs:
+        raise ValueError(f"{checkpoint}: training stopped after epoch {epoch} of {epochs}; rerun train-affinity to finish it")
+    channels = ck.get("in_channels")
+    if not (isinstance(channels, list) and channels and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels)):
+        raise ValueError(f"{checkpoint}: in_channels {channels!r} of a samcam affinity checkpoint are not whole numbers ≥ 1")
+    try:
+        head = AffinityHead(channels)
+    except ValueError as e:
+        raise ValueError(f"{checkpoint}: {e}") from None
+    load_weights(head, ck.get("state_dict"), checkpoint, "affinity head weights")
+    name = ck.get("backbone")
+    try:
+        if not isinstance(name, str):
+            raise ValueError(f"backbone {name!r} is not a name")
+        net = backbone(name)
+    except ValueError as e:
+        raise ValueError(f"{checkpoint}: {e}") from None
+    return net, head.eval(), ck
+
+
+def _epochs_of(ck: dict, path: str | os.PathLike) -> tuple[int, int]:
+    """``(finished epochs, epochs of the run)`` of an affinity checkpoint; ``ValueError`` naming
+    ``path`` when either field is missing or not a whole number with 0 ≤ finished ≤ epochs ≥ 1."""
+    epoch = ck.get("epoch")
+    epochs = ((ck.get("record") or {}).get("config") or {}).get("epochs") if isinstance(ck.get("record"), dict) else None
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if not (whole(epoch) and whole(epochs) and 0 <= epoch <= epochs and epochs >= 1):
+        raise ValueError(f"{path}: a samcam affinity checkpoint with epoch {epoch!r} of {epochs!r}; expected whole numbers, 0 ≤ epoch ≤ epochs")
+    return epoch, epochs
 
 
 def affinity_labels(

@@ -175,6 +175,40 @@ def sweep_table(thresholds: list[float], evs: list[Evaluator]):
     return df
 
 
+CAM_EVAL_COLUMNS = ("threshold", "miou", "map", "partial_pct", "false_pct")
+
+
+def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
+    """A ``samcam cam-eval --csv`` table, checked: ``ValueError`` naming the file when it is not a
+    CSV with those columns and rows, a value is not a finite number, a threshold or mIoU lies outside
+    0..1, the mAP (percent) or the partial share outside 0..100, the false share is negative, or a
+    threshold is listed twice."""
+    import io as _io
+
+    import pandas as pd
+
+    from samcam.io import read_input
+
+    try:
+        df = pd.read_csv(_io.BytesIO(read_input(path, "cam-eval table")))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cam-eval table not found: {path}") from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+    missing = sorted(set(CAM_EVAL_COLUMNS) - set(df.columns))
+    if missing or df.empty:
+        raise ValueError(f"{path}: not a cam-eval table (missing {missing or 'rows'})")
+    values = df[list(CAM_EVAL_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    if not np.isfinite(values.to_numpy(float)).all():
+        raise ValueError(f"{path}: a cam-eval table whose {', '.join(CAM_EVAL_COLUMNS)} are not all finite numbers")
+    for col, hi in (("threshold", 1.0), ("miou", 1.0), ("map", 100.0), ("partial_pct", 100.0), ("false_pct", np.inf)):
+        if not values[col].between(0.0, hi).all():
+            raise ValueError(f"{path}: {col} values outside 0..{hi:g} (found {values[col].min():g} to {values[col].max():g}); not a cam-eval table")
+    if values["threshold"].duplicated().any():
+        raise ValueError(f"{path}: threshold {values['threshold'][values['threshold'].duplicated()].iloc[0]:g} is listed twice")
+    return df.assign(**{c: values[c] for c in CAM_EVAL_COLUMNS})
+
+
 def best_rows(evals: dict[str, "pd.DataFrame"]) -> dict[str, "pd.Series"]:
     """Each candidate's row of its held-out sweep with the highest mIoU (the first of ties)."""
     return {name: df.loc[df["miou"].idxmax()] for name, df in evals.items()}

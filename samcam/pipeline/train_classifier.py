@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from samcam.cam.infer import to_tensor
 from samcam.cam.nets import build_camnet, frozen_bn
-from samcam.io import load_checkpoint
+from samcam.io import load_checkpoint, load_weights
 from samcam.training import descend, save_epoch, set_poly_lr
 
 
@@ -191,10 +191,13 @@ def train_classifier(
         other_ids = ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids)
         if "n_images" in ck and (ck["n_images"] != len(images) or other_ids):
             raise ValueError(f"{out} holds a run on other images ({ck['n_images']} images, ids {'recorded' if ck.get('ids') else 'not recorded'}); choose another path")
-        net.load_state_dict(ck["state_dict"])
+        load_weights(net, ck.get("state_dict"), out, "classifier weights")
+        start_epoch = ck.get("epoch")
+        if not (isinstance(start_epoch, int) and not isinstance(start_epoch, bool) and 0 <= start_epoch <= config.epochs):
+            raise ValueError(f"{out}: a classifier checkpoint at epoch {start_epoch!r}; expected a whole number from 0 to {config.epochs}")
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
-        start_epoch, losses = ck["epoch"], list(ck.get("losses", []))
+        losses = list(ck.get("losses", []))
         before = float(ck.get("seconds", 0.0))
     t0 = time.perf_counter()  # the cost of training includes the features of a frozen backbone
     y = torch.as_tensor(labels, dtype=torch.float32, device=dev)

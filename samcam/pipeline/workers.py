@@ -118,6 +118,14 @@ def resolve_workers(workers: int | None, option: str = "--workers") -> int:
     return workers
 
 
+def _pool_worker(parent: int, notes) -> None:
+    """A pool worker's start: die with the parent, and share its notes (:func:`samcam.progress.say_once`)."""
+    from samcam.progress import adopt_notes
+
+    _die_with_parent(parent)
+    adopt_notes(notes)
+
+
 def _die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -134,9 +142,12 @@ class _Pool(ProcessPoolExecutor):
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A ``ProcessPoolExecutor`` of ``workers`` processes that end when this process ends; leaving its
-    ``with`` block through an exception cancels the work not yet started."""
-    return _Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),))
+    """A ``ProcessPoolExecutor`` of ``workers`` processes that end when this process ends and say each
+    note once between them and this process; leaving its ``with`` block through an exception cancels
+    the work not yet started."""
+    from samcam.progress import shared_notes
+
+    return _Pool(workers, initializer=_pool_worker, initargs=(os.getpid(), shared_notes()))
 
 
 # ----------------------------------------------------------------------------- one process per device
@@ -147,8 +158,9 @@ _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 def parse_devices(text: str | None, option: str = "--devices") -> list[str] | None:
     """``"cuda:0,cuda:1"`` → ``["cuda:0", "cuda:1"]`` (``None`` for ``None``); ``ValueError`` naming
-    ``option``, a malformed entry or a GPU this machine does not have. A device may repeat (two
-    processes share it)."""
+    ``option``, a malformed entry, a GPU this machine does not have, or more processes than
+    :data:`MAX_WORKERS_PER_CORE` × the cores (or the GPUs named). A device may repeat (two processes
+    share it)."""
     if text is None:
         return None
     devices = [d.strip() for d in text.split(",")]
@@ -162,6 +174,10 @@ def parse_devices(text: str | None, option: str = "--devices") -> list[str] | No
         count = torch.cuda.device_count()
         if max(gpus) >= count:
             raise ValueError(f"{option} {text}: cuda:{max(gpus)} asked for, but this machine has {count} GPU{'s' * (count != 1)}")
+    bound = MAX_WORKERS_PER_CORE * max(available_cores(), len(set(gpus)))
+    if len(devices) > bound:
+        raise ValueError(f"{option}: {len(devices)} processes asked for, at most {bound} ({MAX_WORKERS_PER_CORE} × the "
+                         f"{available_cores()} cores available to this process, or per GPU named)")
     return devices
 
 

@@ -50,6 +50,11 @@ from samcam.cam.label import power_background, scores_to_label, with_key_lookup
 IGNORE = 255
 
 
+#: the most random-walk steps a config accepts (PSA and IRN walk 256: T squared 8 times); more only
+#: costs time (each step is one product with the transition matrix)
+MAX_WALK_STEPS = 4096
+
+
 @dataclass(frozen=True)
 class AffinityConfig:
     """The method's constants; defaults are the paper's (ResNet-38 row: α 16, β 8, γ 5, t 256)."""
@@ -70,8 +75,8 @@ class AffinityConfig:
             raise ValueError(f"low_alpha ({self.low_alpha}) must be below high_alpha ({self.high_alpha})")
         if self.radius is not None and not 2 <= self.radius <= 32:
             raise ValueError(f"radius must be in 2..32 feature cells, not {self.radius}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be ≥ 0, not {self.steps}")
+        if not 0 <= self.steps <= MAX_WALK_STEPS:
+            raise ValueError(f"steps must be in 0..{MAX_WALK_STEPS}, not {self.steps}")
 
 
 def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:

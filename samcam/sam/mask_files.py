@@ -28,7 +28,6 @@ import io
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,8 @@ OFFICIAL_HEADER = [
 FORMATS = ("compact", "official")
 
 
-from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, packed_row_bytes, plain_number
+from samcam.progress import say_once
+from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, packed_row_bytes, plain_number, size_known
 
 # ----------------------------------------------------------------------------- compact format
 
@@ -145,8 +145,8 @@ _COMPACT_MASKS = b',"masks":['
 _COMPACT_RLE = re.compile(rb'"segmentation":\{"size":\[(\d+),(\d+)\],"counts":"([^"\\]*(?:\\\\[^"\\]*)*)"\}')
 
 
-def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes]] | None:
-    """The image size and the masks' RLE strings of a file laid out as :func:`write_compact` writes
+def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes], dict] | None:
+    """The image size, the masks' RLE strings and the ``meta`` of a file laid out as :func:`write_compact` writes
     it (keys format, height, width, meta, then masks, last), found by pattern instead of parsing all
     the JSON (the scores are most of it); ``None`` for any other layout, which ``json`` then reads.
 
@@ -162,12 +162,21 @@ def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes]] | None:
     h, w = int(head[1]), int(head[2])
     if len(found) != body.count(b'"segmentation":') or any(int(a) != h or int(b) != w for a, b, _ in found):
         return None
-    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found]
+    try:
+        meta = json.loads(text[head.end() : at])
+    except ValueError:
+        return None
+    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found], meta if isinstance(meta, dict) else {}
 
 
 def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
     """Only the masks of a compact file, as runs (no dense array, no transpose): what the merge needs.
     The scores are not parsed (see :func:`_scan_compact`)."""
+    return _read_compact_runs(path)[0]
+
+
+def _read_compact_runs(path: str | os.PathLike) -> tuple[MaskRuns, dict]:
+    """:func:`read_compact_runs` and the file's ``meta``."""
     path = Path(path)
     try:
         text = read_gzip(path, "mask file")
@@ -177,11 +186,12 @@ def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
         raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
     scanned = _scan_compact(text)
     if scanned is None:
-        return _compact_runs(_load_compact(path), path)
-    shape, counts = scanned
+        doc = _load_compact(path)
+        return _compact_runs(doc, path), doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    shape, counts, meta = scanned
     check_pixels(*shape, path)
     try:
-        return MaskRuns.from_coco(counts, shape)
+        return MaskRuns.from_coco(counts, shape), meta
     except ValueError as e:
         raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
 
@@ -271,14 +281,10 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
     return names, rows
 
 
-_SAID_01 = False
-
-
 def _mask_bits(a: np.ndarray, p: str) -> np.ndarray:
     """The ``H × W`` bool mask of one official-layout PNG's pixels, read strictly: 0/255 as they are
     (255 inside, as the paper's code reads them), 0/1 and 1-bit (mode ``1``) masks as binary, the
     0/1 conversion said once; any other value or an image of several channels is an error naming the file."""
-    global _SAID_01
     if a.dtype == bool:
         return a
     if a.ndim != 2 or a.dtype != np.uint8:
@@ -289,9 +295,7 @@ def _mask_bits(a: np.ndarray, p: str) -> np.ndarray:
         return inside
     inside = a == 1
     if np.count_nonzero(inside) == on:
-        if not _SAID_01:
-            print(f"samcam: note: {p}: 0/1 mask PNGs are read as binary (1 = inside), as are the others like it", file=sys.stderr)
-            _SAID_01 = True
+        say_once("masks-01", f"{p}: 0/1 mask PNGs are read as binary (1 = inside), as are the others like it")
         return inside
     values = np.unique(a)
     raise ValueError(f"{p}: mask values {values[:6].tolist()}{' …' if values.size > 6 else ''} are neither 0/255 nor 0/1; a mask PNG is binary")
@@ -426,13 +430,13 @@ class MaskStore:
         return self.root / (f"{image_id}{COMPACT_SUFFIX}" if fmt == "compact" else image_id)
 
     def format_of(self, image_id: str) -> str | None:
-        """The format ``image_id`` is stored in, or ``None`` if it has no mask set here."""
+        """The format ``image_id`` is stored in, or ``None`` if it has no mask set here; a
+        ``ValueError`` when it has one in each format (which one is meant cannot be told)."""
         formats = [self.fmt] if self.fmt else list(FORMATS)
-        for fmt in formats:
-            p = self.path(image_id, fmt)
-            if (fmt == "compact" and p.is_file()) or (fmt == "official" and p.is_dir()):
-                return fmt
-        return None
+        found = [fmt for fmt in formats if (self.path(image_id, fmt).is_file() if fmt == "compact" else self.path(image_id, fmt).is_dir())]
+        if len(found) > 1:
+            raise ValueError(f"{self.root}: {image_id} has two mask sets, {self.path(image_id, 'compact').name} and {image_id}/; keep one")
+        return found[0] if found else None
 
     def has(self, image_id: str) -> bool:
         return self.format_of(image_id) is not None
@@ -453,6 +457,7 @@ class MaskStore:
             raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
         path = self.path(image_id, fmt)
         ms = read_compact(path) if fmt == "compact" else read_official(path)
+        _check_image_id(ms.meta, image_id, path)
         if shape is not None:
             ms.check_shape(shape, path)
         return ms
@@ -465,8 +470,12 @@ class MaskStore:
         if fmt is None:
             raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
         path = self.path(image_id, fmt)
-        masks = read_compact_runs(path) if fmt == "compact" else read_official_packed(path)
-        if shape is not None and len(masks) and masks.shape != tuple(shape):
+        if fmt == "compact":
+            masks, meta = _read_compact_runs(path)
+        else:
+            masks, meta = read_official_packed(path), _side_meta(path).get("meta") or {}
+        _check_image_id(meta, image_id, path)
+        if shape is not None and size_known(len(masks), masks.shape) and masks.shape != tuple(shape):
             raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
         return masks
 
@@ -477,3 +486,11 @@ class MaskStore:
         else:
             write_official(p, ms)
         return p
+
+
+def _check_image_id(meta: object, image_id: str, path: Path) -> None:
+    """A mask set that records the image it was made from (``meta.image_id``, as the mask step
+    writes it) belongs to that image only: ``ValueError`` naming the file when it is read for another."""
+    recorded = meta.get("image_id") if isinstance(meta, dict) else None
+    if recorded is not None and recorded != image_id:
+        raise ValueError(f"{path}: this mask set was made from image {recorded!r}, not {image_id!r}")

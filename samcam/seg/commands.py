@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import POSITIVE_INT, _number
+from samcam.cli import POSITIVE_INT, THREADS, _number
 
 from .recipe import OPTIMIZERS, Recipe
 
@@ -51,7 +51,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--out", required=True, help="run folder; its last.pt is resumed when present")
     p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (the run can be resumed)")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     _recipe_args(p)
 
@@ -105,7 +105,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--json", help="write a summary (mIoU, per-class IoU, recipe) to this JSON file")
     p.add_argument("--csv", help="write the per-class table to this CSV file")
     p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
-    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads")
+    p.add_argument("--threads", type=THREADS, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
 
     def run(a: argparse.Namespace) -> int:

@@ -131,11 +131,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike) -> tuple[SegNet, Recipe, dict[str, Any]]:
-    """(model in eval mode, its recipe, the checkpoint's metadata) from a checkpoint file."""
+    """(model in eval mode, its recipe, the checkpoint's metadata) from a checkpoint file; its
+    weights checked by :func:`samcam.io.load_weights` (finite, fitting the recipe's network)."""
+    from samcam.io import load_weights
+
     ck = read_checkpoint(path)
     recipe = Recipe.from_dict(ck["recipe"])
     model = SegNet(recipe.backbone, ck["n_classes"], pretrained=False, head_channels=recipe.head_channels, freeze_early=recipe.freeze_early)
-    model.load_state_dict(ck["model"])
+    load_weights(model, ck.get("model"), path, "segmentation weights")
     meta = {k: v for k, v in ck.items() if k not in ("model", "optimizer")}
     return model.eval(), recipe, meta
 

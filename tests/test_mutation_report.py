@@ -1,0 +1,43 @@
+"""scripts/mutation_report.py folds a mutmut run into results/mutation/ in parts: a run's modules
+replace their rows, the other rows stay, and the total is recomputed from the rows."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+
+_spec = importlib.util.spec_from_file_location("mutation_report", Path(__file__).resolve().parents[1] / "scripts" / "mutation_report.py")
+report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
+
+
+def test_module_rows_count_each_exit_code(tmp_path):
+    meta = tmp_path / "mutants" / "samcam" / "io.py.meta"
+    meta.parent.mkdir(parents=True)
+    # mutmut's exit codes: 1 killed, 0 survived, 33 no tests, 36 timeout, None not run
+    codes = {"a": 1, "b": 0, "c": 33, "d": 36, "e": None, "f": 1, "g": -11}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    (rows,), survivors = report.module_rows([meta], tmp_path)
+    assert rows == {"module": "samcam/io.py", "mutants": 6, "killed": 4, "survived": 1, "no_tests": 1, "timeouts": 1, "score_percent": 66.7}
+    assert survivors == {"samcam/io.py": ["b", "c"]}
+
+
+def test_a_part_replaces_its_modules_and_keeps_the_others():
+    old = pd.DataFrame([{"module": "samcam/a.py", "mutants": 10, "killed": 9, "commit": "old"},
+                        {"module": "samcam/b.py", "mutants": 20, "killed": 10, "commit": "old"},
+                        {"module": "all", "mutants": 30, "killed": 19}])  # fmt: skip
+    new = pd.DataFrame([{"module": "samcam/b.py", "mutants": 4, "killed": 4, "commit": "new"},
+                        {"module": "samcam/c.py", "mutants": 6, "killed": 3, "commit": "new"}])  # fmt: skip
+    merged = report.merge_scores(old, new)
+    assert merged["module"].tolist() == ["samcam/a.py", "samcam/b.py", "samcam/c.py"]
+    assert merged["commit"].tolist() == ["old", "new", "new"] and merged["mutants"].tolist() == [10, 4, 6]
+    total = report.with_total(merged.fillna({c: 0 for c in ("survived", "no_tests", "timeouts")})).iloc[-1]
+    assert total["module"] == "all" and total["mutants"] == 20 and total["killed"] == 16 and total["score_percent"] == 80.0
+    first = report.merge_scores(pd.DataFrame(columns=report.COLUMNS), new)  # the first run: no table yet
+    assert first["module"].tolist() == ["samcam/b.py", "samcam/c.py"]
+
+
+def test_targets_follow_purity():
+    assert report.target_of("samcam/metrics.py") == 90 and report.target_of("samcam/refine/merge.py") == 90
+    assert report.target_of("samcam/pipeline/merge.py") == 85 and report.target_of("samcam/io.py") == 85
