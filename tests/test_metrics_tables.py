@@ -226,3 +226,44 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
     with pytest.raises(ValueError, match=r"rows without a cost recipe: \['CAM'\]"):
         cost_table(rows, {k: v for k, v in recipes.items() if k != "CAM"}, cams, masks)
     assert np.isnan(t.loc["CAM + AffinityNet", "masks_s_per_image"])
+
+
+def test_cost_table_leaves_unknown_costs_unknown(tmp_path):
+    """A missing record is NaN, never a number: no classifier checkpoint or no ``seconds`` in it, a
+    step run on a GPU (its seconds are not this CPU's), no mask files, no benchmark; a mask file
+    without a device says ``?``."""
+    import gzip
+    import json
+
+    import torch
+
+    from samcam.outputs import add_cost
+    from samcam.report.tables import cost_table
+
+    rows = {"CAM": tmp_path / "cam_labels", "CAM + SAM": tmp_path / "merged", "GPU": tmp_path / "gpu"}
+    cams = tmp_path / "cams"
+    for folder in (cams, *rows.values()):
+        folder.mkdir()
+    add_cost(cams, 8.0, 4)
+    add_cost(rows["CAM + SAM"], 2.0, 4)
+    add_cost(rows["GPU"], 1.0, 4, device="cuda:0")
+    recipes = {"CAM": ([], []), "CAM + SAM": (["masks", "CAM + SAM"], []), "GPU": (["GPU"], [])}
+    empty = tmp_path / "no_masks"
+    empty.mkdir()
+    t = cost_table(rows, recipes, cams, empty, tmp_path / "absent.pt", tmp_path / "absent.json").set_index("labels")
+    assert t.loc["CAM", "cam_s_per_image"] == 2.0 and t.loc["CAM", "cpu_s_per_image"] == 2.0
+    assert np.isnan(t.loc["CAM", "training_s"])  # the classifier checkpoint is absent
+    assert np.isnan(t.loc["CAM + SAM", "cpu_s_per_image"])  # no benchmark: the CPU cost of SAM is unknown
+    assert np.isnan(t.loc["CAM + SAM", "masks_s_per_image"]) and t.loc["CAM + SAM", "masks_device"] == ""
+    assert np.isnan(t.loc["GPU", "extra_cpu_s_per_image"])  # a step that ran on a GPU has no CPU cost here
+    torch.save({"epoch": 3}, tmp_path / "clf.pt")  # a checkpoint without its seconds
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "m.json.gz").write_bytes(gzip.compress(json.dumps({"format": "samcam-masks/1", "meta": {"seconds": 5.0}}).encode()))
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": [{"fast_s": 30.0}]}))
+    t = cost_table(rows, recipes, cams, masks, tmp_path / "clf.pt", tmp_path / "bench.json").set_index("labels")
+    assert np.isnan(t.loc["CAM", "training_s"]) and t.loc["CAM", "extra_training_s"] == 0
+    assert t.loc["CAM + SAM", "masks_device"] == "?" and t.loc["CAM + SAM", "masks_s_per_image"] == 5.0
+    assert t.loc["CAM + SAM", "cpu_s_per_image"] == pytest.approx(2.0 + 30.0 + 0.5)
+    t = cost_table(rows, recipes, cams, masks, None, None).set_index("labels")
+    assert np.isnan(t.loc["CAM + SAM", "cpu_s_per_image"]) and np.isnan(t.loc["CAM", "training_s"])
