@@ -30,9 +30,13 @@ def _alpha_threshold(text: str) -> float:
     """An argparse type: a CAM threshold from which the background powers are derived
     (:func:`samcam.refine.affinity.alphas_for_threshold`), strictly inside (0, 1) and far enough
     from both ends that the powers are finite numbers."""
+    from samcam.refine.affinity import MAX_POWER, alphas_for_threshold
+
     v = _number(float, 0.0, 1.0)(text)
     if not 1e-6 <= v <= 1 - 1e-6:
         raise argparse.ArgumentTypeError(f"{text} is not inside [1e-06, 0.999999] (the background powers need 0 < t < 1)")
+    if max(alphas_for_threshold(v)) > MAX_POWER:
+        raise argparse.ArgumentTypeError(f"{text} gives background powers above {MAX_POWER:g} (α = ln t / ln(1 - t) = {alphas_for_threshold(v)[1]:.4g}); use a larger threshold")
     return v
 
 
@@ -62,6 +66,25 @@ AMG_RANGES: dict[str, tuple[float | None, float | None]] = {
     "crop_n_points_downscale_factor": (1, 64), "min_mask_region_area": (0, None),
 }
 POSITIVE_INT = _number(int, 1)
+
+
+#: ``--seed``: a whole number numpy and torch both take (below 2**32)
+SEED = _number(int, 0, 2**32 - 1)
+
+
+def DEVICE(text: str) -> str:
+    """An argparse type for ``--device``: one device of this machine (``cpu``, ``mps``, ``cuda[:N]``),
+    checked as ``--devices`` entries are (:func:`samcam.pipeline.workers.parse_devices`), before any
+    output is made; torch is imported only for a CUDA name."""
+    from samcam.pipeline.workers import parse_devices
+
+    try:
+        devices = parse_devices(text, "--device")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--device {text}: ")) from None
+    if len(devices) != 1:
+        raise argparse.ArgumentTypeError("one device (for several, --devices)")
+    return devices[0]
 
 
 def THREADS(text: str) -> int:
@@ -153,7 +176,7 @@ def _add_amg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
     p.add_argument("--checkpoint", help="checkpoint file; default: the verified official one, fetched into the cache")
     p.add_argument("--generator", default="fast", choices=GENERATORS, help="samcam's fast generator or the official one")
-    p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
+    p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
     for key, value in AMG_DEFAULTS.items():
         lo, hi = AMG_RANGES[key]
         p.add_argument(f"--{key.replace('_', '-')}", type=_number(type(value), lo, hi), default=value, help=f"default {value}")
@@ -259,8 +282,8 @@ def _train(p: argparse.ArgumentParser):
                    help="keep the stem and this many first backbone blocks at their ImageNet weights (default 0: all train)")  # fmt: skip
     p.add_argument("--recam", type=_number(float, 0.0, 10.0), default=d.recam,
                    help="weight of ReCAM's softmax cross-entropy on CAM-masked features (default 0: off; needs the backbone trained)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--seed", type=SEED, default=d.seed)
+    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -308,7 +331,7 @@ def _cam(p: argparse.ArgumentParser):
     p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
     p.add_argument("--ids", help="id list; default: every image that has labels")
-    p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads per worker with --devices")
     _labels_args(p)
@@ -351,7 +374,7 @@ def _cam_eval(p: argparse.ArgumentParser):
     p.add_argument("--ids", required=True, help="held-out id list (images with ground truth; never the ids whose labels you score)")
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP background thresholds (default 0.05:0.60:0.05)")
     p.add_argument("--csv", help="write the table here (one row per threshold; mAP in every row)")
-    p.add_argument("--device", help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -543,8 +566,11 @@ def _demo(p: argparse.ArgumentParser):
         from samcam.outputs import check_output
         from samcam.reproduce import NOTEBOOKS, RUNS, execute, resolve
 
+        from samcam.pipeline.demo import check_demo_folder
+
         out_dir = resolve(a.out)
         check_output(out_dir, NOTEBOOKS, Path(samcam.__file__).parent)  # never into the notebooks or the package
+        check_demo_folder(out_dir)  # nor beside a user's files (before papermill writes the executed notebook there)
         executed = RUNS / "demo.ipynb" if out_dir == resolve("results/demo") else out_dir / "demo.ipynb"
         out = execute("demo.ipynb", executed, {"out_dir": str(out_dir), "points_per_side": a.points_per_side})
         print(f"executed notebook: {out}\nfigure: {out_dir / 'demo_gallery.png'}")
@@ -580,6 +606,7 @@ def _reproduce(p: argparse.ArgumentParser):
 @command("refine", "refine pseudo labels with SAM: prompted by the labels' own regions, or everything-mode + the paper's rule")
 def _refine(p: argparse.ArgumentParser):
     from samcam.refine.prompted import PROMPTS, SELECT, PromptConfig
+    from samcam.sam.model import MODEL_TYPES
 
     d = PromptConfig()
     p.add_argument("--mode", default="prompted", choices=["prompted", "everything"])
@@ -594,9 +621,9 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--min-area", type=_number(int, 0), default=d.min_area, help="smaller components keep their CAM pixels")
     p.add_argument("--devices", help="prompted mode: one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
-    p.add_argument("--model", default="vit_t")
+    p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
     p.add_argument("--checkpoint")
-    p.add_argument("--device")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
 
     def run(a: argparse.Namespace) -> int:
         ids = _ids_arg(a.ids)
@@ -653,7 +680,7 @@ def _train_affinity(p: argparse.ArgumentParser):
     p.add_argument("--head-lr-mult", type=_number(float, 0.0), default=d.head_lr_mult, help=f"the head's rate is lr x this (PSA: {d.head_lr_mult:g})")
     p.add_argument("--momentum", type=_number(float, 0.0, 0.999), default=d.momentum, help="SGD momentum (default 0, as PSA's optimiser ran)")
     p.add_argument("--no-crf", action="store_true", help="CAM seeds without PSA's dense CRF")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=SEED, default=d.seed)
 
     def run(a: argparse.Namespace) -> int:
         from samcam.io import image_index
@@ -682,7 +709,7 @@ def _train_affinity(p: argparse.ArgumentParser):
 
 @command("affinity", "AffinityNet's random walk: CAM files -> pseudo labels with a trained affinity head")
 def _affinity(p: argparse.ArgumentParser):
-    from samcam.refine.affinity import MAX_WALK_STEPS, AffinityConfig
+    from samcam.refine.affinity import MAX_POWER, MAX_WALK_STEPS, AffinityConfig
 
     d = AffinityConfig()
     p.add_argument("--images", help="folder of images (<id>.jpg); needed with --checkpoint")
@@ -693,8 +720,8 @@ def _affinity(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="folder for <id>.png pseudo labels (ids already there are skipped)")
     p.add_argument("--ids", help="id list; default: every CAM file")
     power = p.add_mutually_exclusive_group()
-    power.add_argument("--alpha", type=_number(float, 0.0), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
-    p.add_argument("--beta", type=_number(float, 0.0), default=d.beta, help=f"affinity power (default {d.beta:g})")
+    power.add_argument("--alpha", type=_number(float, 0.0, MAX_POWER), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
+    p.add_argument("--beta", type=_number(float, 0.0, MAX_POWER), default=d.beta, help=f"affinity power (default {d.beta:g})")
     p.add_argument("--steps", type=_number(int, 0, MAX_WALK_STEPS), default=d.steps, help=f"random-walk steps t (default {d.steps})")
     power.add_argument("--threshold", type=_alpha_threshold, help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
@@ -757,6 +784,11 @@ def _input_error(e: BaseException) -> bool:
     """Whether ``e`` is a failure of the input or the machine rather than a fault of samcam's code."""
     import zlib
 
+    if isinstance(getattr(e, "ename", None), str):  # a notebook cell's error: judged by its own class
+        import builtins
+
+        names = {n for n, c in vars(builtins).items() if isinstance(c, type) and issubclass(c, INPUT_ERRORS)}
+        return e.ename in names | {"DecompressionBombError", "error"}  # zlib.error
     if isinstance(e, (*INPUT_ERRORS, zlib.error)):
         return True
     mod = type(e).__module__ or ""

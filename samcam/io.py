@@ -10,6 +10,7 @@ import contextlib
 import io as _io
 import os
 import re
+import unicodedata
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -83,8 +84,8 @@ def read_input(path: str | os.PathLike, what: str = "input") -> bytes:
 
 def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
     """The inflated content of a gzip file, complete and at most :data:`MAX_INPUT_BYTES`:
-    ``ValueError`` naming the file for a truncated or corrupt stream or one that inflates beyond the
-    limit (a gzip bomb), checked while inflating, never after."""
+    ``ValueError`` naming the file for a truncated or corrupt stream, bytes after its end, or one that
+    inflates beyond the limit (a gzip bomb), checked while inflating, never after."""
     import zlib
 
     data = read_input(path, what)
@@ -95,6 +96,8 @@ def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
             raise ValueError(f"inflates beyond the {MAX_INPUT_BYTES >> 30} GiB limit")
         if not d.eof:
             raise ValueError("truncated gzip stream")
+        if d.unused_data:  # a second member or trailing bytes: not the file its writer closed
+            raise ValueError(f"{len(d.unused_data)} bytes after the end of the gzip stream")
     except zlib.error as e:
         raise ValueError(f"{path}: not a readable gzip stream ({e})") from None
     except ValueError as e:
@@ -282,10 +285,23 @@ ZLIB_RLE = 3
 """zlib's ``Z_RLE`` compression strategy."""
 
 
+def _rgb8(im, path) -> np.ndarray:
+    """``H × W × 3`` uint8 of a decoded image: 8-bit modes through Pillow's conversion, 16-bit
+    grayscale scaled to 8 bits (Pillow's own conversion clips it, turning most pixels white), 32-bit
+    integer and float images refused (their range is unknown)."""
+    if im.mode.startswith("I;16"):
+        gray = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        raise ValueError(f"{path}: a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (mode {im.mode}); expected 8 or 16 bits per channel")
+    return np.array(im.convert("RGB"))
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as H × W × 3 uint8 RGB (grayscale, palette and RGBA are converted)."""
+    """Read an image as H × W × 3 uint8 RGB (grayscale, palette and RGBA are converted; 16-bit
+    grayscale is scaled to 8 bits)."""
     try:
-        return open_image(path, path, lambda im: np.array(im.convert("RGB")))
+        return open_image(path, path, lambda im: _rgb8(im, path))
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
 
@@ -352,6 +368,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 _NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
+_ASCII_SPACE = re.compile(r"[ \t\r\f\v]+")
 
 
 def check_id(image_id: object, source: str | os.PathLike) -> str:
@@ -359,8 +376,11 @@ def check_id(image_id: object, source: str | os.PathLike) -> str:
     string without ``/``, ``\\``, NUL or control characters, neither ``.`` nor ``..``. Anything else
     would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
     CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
-    if not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id):
-        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control characters or empty ids); ids name files inside a folder")
+    if (not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id)
+            or any(unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp") for ch in image_id if ord(ch) > 127)):  # fmt: skip
+        # format characters (U+202E turns a message around) and Unicode spaces (U+00A0) look like
+        # nothing or a space, so an id holding one cannot be told from another
+        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control, format or space characters, or empty ids); ids name files inside a folder")
     return image_id
 
 
@@ -382,7 +402,9 @@ def read_ids(path: str | os.PathLike) -> list[str]:
         raise FileNotFoundError(f"id list not found: {path}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); an id list is one id per line") from None
-    ids = [s.split()[0] for s in (ln.strip() for ln in text.splitlines()) if s and not s.startswith("#")]
+    # the first word of each line, split on ASCII whitespace only: a no-break space is part of the
+    # word (and refused by check_id), never a silent end of the id
+    ids = [_ASCII_SPACE.split(s)[0] for s in (ln.strip(" \t\r\f\v") for ln in text.splitlines()) if s and not s.startswith("#")]
     if not ids:
         raise ValueError(f"{path}: holds no ids")
     check_ids(ids, path)

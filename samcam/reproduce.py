@@ -110,6 +110,20 @@ class Step:
     outputs: list[str]
 
 
+def _plain_loader():
+    """A safe YAML loader that refuses anchors' aliases: a few hundred bytes of nested aliases expand
+    to millions of nodes (a "billion laughs"), and a reproduce config has no use for them."""
+    import yaml
+
+    class PlainLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in a reproduce config", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return PlainLoader
+
+
 def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
     """Steps of a reproduce configuration, with ``${VAR}`` expanded."""
     import yaml
@@ -118,7 +132,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(read_input(path, "reproduce config").decode())
+        doc = yaml.load(read_input(path, "reproduce config").decode(), Loader=_plain_loader())
     except FileNotFoundError:
         raise FileNotFoundError(f"reproduce config not found: {path}") from None
     except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as e:
@@ -139,6 +153,10 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         for key, kind in (("notebook", str), ("parameters", dict), ("inputs", list), ("outputs", list)):
             if key in s and not isinstance(s[key], kind):
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
+        for key in ("inputs", "outputs"):
+            bad = [v for v in s.get(key, []) if not (isinstance(v, str) and v)]
+            if bad:
+                raise ValueError(f"{path}: step {i} ({s['name']}) {key} holds {bad[0]!r}; expected paths (non-empty strings)")
         if s["name"] in {t.name for t in steps}:
             raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
         where = f"{path}: step {i} ({s['name']})"

@@ -174,6 +174,21 @@ def test_a_reproduce_config_names_each_step_once_and_its_notebook_inside_noteboo
     fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", needle)
 
 
+@pytest.mark.parametrize("line", ["a\u00a0b", "a\u202eb", "a\u200bb"])  # no-break space, right-to-left override, zero-width space
+def test_an_id_holding_an_invisible_or_unicode_space_character_is_refused(scored, capsys, line):
+    """``a<NBSP>b`` was read as ``a`` (str.split splits on it) and U+202E turned messages around."""
+    (scored / "ids.txt").write_text(line + "\n")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt"], capsys, "ids.txt", "is not a name")
+
+def test_a_reproduce_config_with_aliases_or_non_path_entries_is_refused(tmp_path, capsys):
+    bomb = "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: &c [*b, *b, *b]\nsteps: []\n"  # each level multiplies the nodes
+    (tmp_path / "r.yml").write_text(bomb)
+    fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", "YAML aliases")
+    for key, value, shown in (("outputs", "[3]", "3"), ("inputs", "[null]", "None"), ("outputs", "['']", "''")):
+        (tmp_path / "r.yml").write_text(f"steps:\n  - name: x\n    notebook: demo.ipynb\n    {key}: {value}\n")
+        fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", f"{key} holds {shown}; expected paths")
+
+
 # ============================================================================ 2. every input is checked before it is decoded (regular file, size, intact, what its name says)
 
 
@@ -291,6 +306,54 @@ def test_one_id_with_two_images_is_refused(tmp_path, capsys):
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--images", tmp_path / "img"],
           capsys, "img", "two images for a, a.jpg and a.png; keep one")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("high_res,needle", [
+    ({"x": 1}, "high_res is a dict"),                                   # was an internal TypeError
+    ([[[0.5] * 4] * 4], "high_res is a list"),                          # a nest of one shared list can expand to GBs: never converted
+    (np.full((1, 4, 4), np.inf, np.float32), "not finite numbers"),      # +inf won every argmax
+    (np.ones((1, 4, 4), np.complex64), "complex64 values"),              # the imaginary part was dropped with a warning
+    (np.ones((1, 4, 4), object), "object values"),
+])
+def test_a_cam_whose_maps_are_not_a_finite_real_array_is_refused(tmp_path, capsys, high_res, needle):
+    from samcam.data.safe_pickle import load_object_npy  # noqa: F401 - the reader whose output is checked
+
+    (tmp_path / "cams").mkdir()
+    arr = np.empty((), object)
+    arr[()] = {"keys": np.array([3]), "high_res": high_res}
+    np.save(tmp_path / "cams" / "a.npy", arr, allow_pickle=True)
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy", needle)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
+
+def test_cam_keys_that_are_a_nest_or_too_many_are_refused(tmp_path):
+    from samcam.cam.files import MAX_KEYS, class_keys
+
+    with pytest.raises(ValueError, match=r"f\.npy: CAM keys are a list that is not a flat list"):
+        class_keys([[1, 2]] * 3, "f.npy")
+    with pytest.raises(ValueError, match=f"more than {MAX_KEYS} classes"):
+        class_keys(np.arange(MAX_KEYS + 1), "f.npy")
+    assert class_keys([3, 5.0], "f.npy").tolist() == [3, 5]
+
+def test_a_gzip_mask_file_with_bytes_after_its_end_is_refused(tmp_path, capsys):
+    import gzip
+
+    args = _mask_folder(tmp_path)
+    whole = (tmp_path / "m" / "a.json.gz").read_bytes()
+    for tail in (gzip.compress(b"{}"), b"\0" * 100):  # a second member, or padding
+        (tmp_path / "m" / "a.json.gz").write_bytes(whole + tail)
+        fails(args, capsys, "a.json.gz", "bytes after the end of the gzip stream")
+
+def test_a_16_bit_image_is_scaled_not_clipped(tmp_path):
+    from samcam.io import read_image
+
+    gray = (np.arange(48, dtype=np.uint32).reshape(6, 8) * 1365).astype(np.uint16)  # 0..64155
+    Image.fromarray(gray).save(tmp_path / "a.png")
+    assert Image.open(tmp_path / "a.png").mode == "I;16"
+    rgb = read_image(tmp_path / "a.png")
+    assert rgb.shape == (6, 8, 3) and (rgb == (gray >> 8).astype(np.uint8)[..., None]).all()
+    Image.fromarray(np.ones((6, 8), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f\.tif: .*a floating-point image \(mode F\)"):
+        read_image(tmp_path / "f.tif")
 
 
 # ============================================================================ 3. a mask set or CAM belongs to its image
@@ -435,6 +498,23 @@ def test_the_binary_note_is_said_once_per_command_across_workers(tmp_path, capfd
         assert cli.main([str(a) for a in args[:-1]] + [str(tmp_path / out), "--workers", "2"]) == 0
         notes = [ln for ln in capfd.readouterr().err.splitlines() if "0/1 mask PNGs are read as binary" in ln]
         assert len(notes) == 1, notes
+
+
+def test_official_metadata_listing_an_id_twice_or_bad_scores_is_named(tmp_path, capsys):
+    from samcam.sam.mask_files import OFFICIAL_HEADER
+
+    folder, args = _official(tmp_path, [_half(255)])
+    row = "0,36,0,0,6,6,3,3,0.9,0.9,0,0,8,6\n"
+    (folder / "metadata.csv").write_text(",".join(OFFICIAL_HEADER) + "\n" + row + row)
+    fails(args, capsys, "metadata.csv", "lists id 0 twice")  # was "list index out of range"
+    for bad in ("abc", "nan", "inf"):
+        (folder / "metadata.csv").write_text(",".join(OFFICIAL_HEADER) + "\n" + row.replace(",0.9,0.9,", f",{bad},0.9,"))
+        fails(args, capsys, "metadata.csv", f"row 1's predicted_iou is '{bad}', not a finite number")
+
+def test_an_official_folder_without_metadata_holding_another_png_is_named(tmp_path, capsys):
+    folder, args = _official(tmp_path, [_half(255)], csv=False)
+    Image.fromarray(_half(255)).save(folder / "notes.png")
+    fails(args, capsys, "notes.png", "not a mask PNG name")
 
 
 # ============================================================================ 5. outputs land only where they belong
@@ -583,6 +663,26 @@ def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):
     with pytest.raises(ValueError, match="thesis.tex"):
         _remove_own(tmp_path / "yours", {"astronaut"})
     assert (tmp_path / "yours" / "thesis.tex").exists()
+
+
+def test_demo_and_train_seg_never_write_beside_a_users_files(tmp_path, capsys):
+    from samcam.io import REPO
+    from samcam.pipeline.demo import check_demo_folder
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep")
+    fails(["demo", "--out", mine, "--points-per-side", "1"], capsys, "mine", "holds files the demo did not write (thesis.tex)")
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]  # refused before the notebook ran
+    for folder in (REPO, REPO / "results", REPO / "tests"):  # --out . and the like
+        with pytest.raises(ValueError, match="holds files the demo did not write"):
+            check_demo_folder(folder)
+    check_demo_folder(tmp_path / "new")  # absent: fine
+    _labels(tmp_path / "lab", ["a", "b"], 7, (40, 40))
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    fails(["train-seg", "--images", tmp_path / "lab", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", mine,
+           "--max-steps", "1"], capsys, "mine", "holds files samcam did not write (thesis.tex)")
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
 
 
 # ============================================================================ 6. every option and checkpoint field is range-checked; training stops on a non-finite loss
@@ -741,6 +841,32 @@ def test_an_affinity_checkpoint_with_a_bad_field_is_named(tmp_path, edit, needle
     assert str(e.value).startswith(f"{tmp_path / 'aff.pt'}: ") and needle in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("args", [
+    ["masks", "--images", "{t}", "--out", "{t}/m", "--device", "tpu"],
+    ["refine", "--pseudo", "{t}", "--out", "{t}/r", "--ids", "{t}/ids.txt", "--device", "gpu0"],
+    ["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--device", "gpu"],
+    ["eval-seg", "--checkpoint", "{t}/c.pt", "--images", "{t}", "--gt", "{t}", "--ids", "{t}/ids.txt", "--device", "cuda:7"],
+    ["cam", "--images", "{t}", "--out", "{t}/c", "--checkpoint", "{t}/c.pt", "--device", "cpu,cpu"],
+])
+def test_a_bad_device_is_named_before_any_output_is_made(tmp_path, capsys, args):
+    fails([a.format(t=tmp_path) for a in args], capsys, "--device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+@pytest.mark.parametrize("args,needle", [
+    (["refine", "--pseudo", "{t}", "--out", "{t}/r", "--ids", "{t}/ids.txt", "--model", "vit_x"], "--model"),
+    (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--batch-size", "1"], "--batch-size"),
+    (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--seed", "99999999999999999999999"], "--seed"),
+    (["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--seed", "-1"], "--seed"),
+    (["train-affinity", "--images", "{t}", "--cams", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/a.pt", "--seed", str(2**32)], "--seed"),
+    (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--alpha", "1e300"], "--alpha"),
+    (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--beta", "1e300"], "--beta"),
+    (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--threshold", "0.001"], "--threshold"),
+])
+def test_options_out_of_range_found_by_the_second_audit(tmp_path, capsys, args, needle):
+    fails([a.format(t=tmp_path) for a in args], capsys, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # ============================================================================ 7. every failure is one line naming the file or option, exit 2
 
 
@@ -873,6 +999,12 @@ def test_a_failed_notebook_is_one_line_and_kept(tmp_path, capsys, monkeypatch):
         reproduce.execute("demo.ipynb", tmp_path / "o.ipynb")
     err = fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "demo.ipynb", "cell 3", "ZeroDivisionError", "x.failed.ipynb")
     assert "Traceback" not in err
+    # a cell's error is judged by its own class: bad input (a ValueError a step raised) or samcam's fault
+    for ename, internal in (("ValueError", False), ("FileNotFoundError", False), ("TypeError", True)):
+        monkeypatch.setattr(pm, "execute_notebook", lambda nb, out, e=ename, **kw: (_ for _ in ()).throw(
+            pm.PapermillExecutionError(0, 3, "step()", e, "what happened", ["Traceback"])))
+        err = fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, ename, "what happened")
+        assert ("internal error" in err) == internal, err
 
 
 def test_demo_never_writes_into_the_notebooks_or_the_package(capsys):

@@ -193,3 +193,25 @@ def test_shipped_head_classifies_held_out_images(voc_root):
     assert np.nanmean(ap) > 0.7, np.nanmean(ap)
     with pytest.raises(FileNotFoundError, match="no shipped head"):
         shipped_camnet("nope")
+
+
+def test_grad_cam_of_several_classes_and_of_none():
+    """Each class's map needs the graph again (retain_graph); no class gives a ``0 × h × w`` stack at
+    the layer's resolution."""
+    net = _tiny_net()
+    x = torch.rand(1, 3, 32, 32) * 255
+    g = grad_cam(net, net.backbone, x, [4, 7, 2])
+    with torch.no_grad():
+        c = net.cams(x, [4, 7, 2])[0]
+    torch.testing.assert_close(g * (c.shape[-1] * c.shape[-2]), c, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        layer_shape = net.backbone(x).shape
+    assert grad_cam(net, net.backbone, x, []).shape == (0, *layer_shape[2:])
+
+
+def test_net_device_follows_the_weights():
+    from samcam.cam.infer import net_device
+
+    assert net_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert net_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters
+    assert net_device(lambda x: x) == torch.device("cpu")  # not a module

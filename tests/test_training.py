@@ -40,6 +40,7 @@ def test_save_epoch_keeps_the_optimizer_only_while_unfinished(tmp_path):
     save_epoch(path, {"epoch": 1}, opt, final=False, seconds=12.5)
     ck = torch.load(path, weights_only=False)
     assert ck["epoch"] == 1 and ck["seconds"] == 12.5 and "optimizer" in ck and ck["machine"]
+    assert ck["optimizer"]["param_groups"][0]["momentum"] == 0.9 and ck["optimizer"]["param_groups"][0]["lr"] == 0.1  # what a resume loads
     save_epoch(path, {"epoch": 2}, opt, final=True, seconds=20.0)
     ck = torch.load(path, weights_only=False)
     assert ck["epoch"] == 2 and "optimizer" not in ck
@@ -53,3 +54,27 @@ def test_save_checkpoint_leaves_the_old_file_when_saving_fails(tmp_path):
         save_checkpoint(path, {"bad": lambda: None})  # not picklable
     assert torch.load(path, weights_only=False) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+
+
+def test_descend_leaves_parameters_the_loss_does_not_reach():
+    """Gradients are cleared to None, not zero: a parameter outside this loss (a frozen branch) is
+    skipped by the optimiser, so weight decay and momentum never move it."""
+    used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([used, unused], lr=0.1, momentum=0.9, weight_decay=0.5)
+    unused.grad = torch.ones(2)  # a gradient from an earlier step
+    descend(opt, used.sum())
+    assert torch.equal(unused.detach(), torch.ones(2)) and unused.grad is None
+
+
+def test_poly_lr_of_a_one_step_schedule():
+    assert poly_lr(0.1, 0, 1) == 0.1 and poly_lr(0.1, 1, 1) == 0.0 and poly_lr(0.1, 0, 0) == 0.1
+
+
+def test_save_checkpoint_writes_through_a_hidden_tmp_file(tmp_path, monkeypatch):
+    """The temporary name ends in ``.tmp`` and starts with a dot, so a killed run's leftover is
+    cleaned by samcam.outputs.clean_temporaries and never taken for a checkpoint."""
+    written = []
+    real = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: written.append(f.name) or real(obj, f))
+    save_checkpoint(tmp_path / "run.pt", {"a": 1})
+    assert len(written) == 1 and written[0].startswith(".run.pt.") and written[0].endswith(".pt.tmp")

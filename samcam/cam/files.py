@@ -30,7 +30,7 @@ def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> d
     if not isinstance(d, dict) or "keys" not in d or "high_res" not in d:
         raise ValueError(f"{path}: not an IRN CAM file (expected a dict with 'keys' and 'high_res')")
     keys = class_keys(d["keys"], path)
-    high = np.asarray(d["high_res"], dtype=np.float32)
+    high = score_maps(d["high_res"], path, "high_res")
     if high.ndim != 3 or high.shape[0] != keys.size:
         raise ValueError(f"{path}: high_res shape {high.shape} does not fit {keys.size} keys")
     if shape is not None and high.shape[1:] != tuple(shape):
@@ -38,9 +38,33 @@ def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> d
     return {**d, "keys": keys, "high_res": high}
 
 
+#: the most class keys a file may list (VOC has 20 classes, COCO 80)
+MAX_KEYS = 1000
+
+
+def score_maps(value: object, source: str | os.PathLike, what: str = "CAM") -> np.ndarray:
+    """``value`` (score maps read from a file) as float32; ``ValueError`` naming ``source`` unless it
+    is a NumPy array of real numbers, all finite. Nested lists are refused, not converted: a pickle
+    of a few MB can repeat one list object into tens of GB of numbers."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{source}: {what} is a {type(value).__name__}, expected a NumPy array of scores")
+    if value.dtype.kind not in "fiub":
+        raise ValueError(f"{source}: {what} holds {value.dtype} values, expected real numbers")
+    out = value.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{source}: {what} holds values that are not finite numbers (NaN or ±inf)")
+    return out
+
+
 def class_keys(keys, source: str | os.PathLike, what: str = "CAM keys") -> np.ndarray:
     """``keys`` (class indices from a file) as int64, or a ``ValueError`` naming ``source`` when one is
-    not a whole number (``0.9`` or ``14.7`` is never truncated), is negative, or is repeated."""
+    not a whole number (``0.9`` or ``14.7`` is never truncated), is negative, or is repeated; a list
+    must be flat and short (:data:`MAX_KEYS`), never a nest to be expanded."""
+    if not isinstance(keys, np.ndarray):
+        if not isinstance(keys, (list, tuple)) or len(keys) > MAX_KEYS or not all(isinstance(k, (int, float, str, np.generic)) for k in keys):
+            raise ValueError(f"{source}: {what} are a {type(keys).__name__} that is not a flat list of at most {MAX_KEYS} class indices")
+    elif keys.size > MAX_KEYS:
+        raise ValueError(f"{source}: {what} list {keys.size} entries, more than {MAX_KEYS} classes")
     raw = np.asarray(keys).ravel()
     if raw.dtype.kind not in "iub":
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samcam.cam.files import class_keys, load_cam
+from samcam.cam.files import class_keys, load_cam, score_maps
 from samcam.cam.label import cam_to_label, maps_to_label, scores_to_label
 from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
@@ -144,10 +144,10 @@ def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: 
         return cam_to_label(d["high_res"], d["keys"], threshold, n)
     if fmt == "sipe_npy":
         d = _npy_dict(source, ("keys", "IS_CAM"))
-        return scores_to_label(np.asarray(d["IS_CAM"], np.float32), class_keys(d["keys"], source, "keys"), n)
+        return scores_to_label(score_maps(d["IS_CAM"], source, "IS_CAM"), class_keys(d["keys"], source, "keys"), n)
     if fmt == "clipes_npy":
         d = _npy_dict(source, ("keys", "attn_highres"))
-        cams = np.asarray(d["attn_highres"], np.float32)
+        cams = score_maps(d["attn_highres"], source, "attn_highres")
         bg = 1.0 - cams.max(axis=0, keepdims=True)
         return scores_to_label(np.concatenate([bg, cams]), np.concatenate([[0], class_keys(d["keys"], source, "keys") + 1]), n)
     if fmt == "psa_npy":
@@ -155,7 +155,7 @@ def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: 
         if not isinstance(d, dict):
             raise ValueError("expected a dict {class: map}")
         keys = class_keys(list(d), source, "class keys")
-        maps = {int(k): np.asarray(v, np.float32) for k, v in zip(keys, d.values())}
+        maps = {int(k): score_maps(v, source, f"the map of class {k}") for k, v in zip(keys, d.values())}
     else:  # l2g_png: <id>_<class>.png, one file per class (``_3`` and ``_03`` are the same class)
         maps, names = {}, {}
         for p in sorted(folder.glob(f"{image_id}_*.png")):

@@ -65,6 +65,23 @@ class DemoImage:
     enhanced: np.ndarray
 
 
+#: what a demo output folder holds: its cached masks, its two label folders, the figure and, outside
+#: results/demo, the executed notebook
+DEMO_ENTRIES = ("masks", "cam_labels", "enhanced", "demo_gallery.png", "demo.ipynb")
+
+
+def check_demo_folder(out_dir: str | os.PathLike) -> None:
+    """``ValueError`` naming ``out_dir`` when it holds anything but :data:`DEMO_ENTRIES`: the demo
+    never writes beside a user's files (nor into the checkout, ``results/`` or any folder in use)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; --out names the demo's output folder")
+    own = (*DEMO_ENTRIES, ".demo.ipynb.")  # the last: papermill's temporary of the executed notebook, being written
+    foreign = sorted(p.name for p in out.iterdir() if not (p.name in DEMO_ENTRIES or p.name.startswith(own[-1]))) if out.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out}: holds files the demo did not write ({', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose another --out")
+
+
 def _remove_own(folder: Path, ids: set[str]) -> None:
     """Delete a folder of the demo's labels (``<demo id>.png``, run records and the lock only); refuse any other."""
     if not folder.exists():
@@ -85,6 +102,7 @@ def run_demo(out_dir: str | os.PathLike, threshold: float | None = None, points_
     :func:`samcam.pipeline.merge.merge_folders`.
     """
     out = Path(out_dir)
+    check_demo_folder(out)
     photos = out / "masks" / "images"
     images = demo_images()
     for image_id, (image, _) in images.items():

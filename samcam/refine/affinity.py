@@ -53,6 +53,9 @@ IGNORE = 255
 #: the most random-walk steps a config accepts (PSA and IRN walk 256: T squared 8 times); more only
 #: costs time (each step is one product with the transition matrix)
 MAX_WALK_STEPS = 4096
+#: the largest background or affinity power a config accepts (PSA: α 4-32, β 8); far above, the
+#: powers only underflow to zero
+MAX_POWER = 256.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class AffinityConfig:
     def __post_init__(self) -> None:
         for name in ("low_alpha", "high_alpha", "alpha", "beta"):
             v = getattr(self, name)
-            if not (v > 0 and np.isfinite(v)):
-                raise ValueError(f"{name} must be a positive number, not {v}")
+            if not (0 < v <= MAX_POWER):
+                raise ValueError(f"{name} must be a number in (0, {MAX_POWER:g}], not {v}")
         if self.low_alpha >= self.high_alpha:
             raise ValueError(f"low_alpha ({self.low_alpha}) must be below high_alpha ({self.high_alpha})")
         if self.radius is not None and not 2 <= self.radius <= 32:

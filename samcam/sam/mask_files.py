@@ -239,6 +239,17 @@ def repr_float(v: float) -> str:
 
 
 
+#: the columns of amg.py's metadata.csv that samcam reads: the mask id, then its scores
+OFFICIAL_SCORES = ("id", "predicted_iou", "stability_score")
+
+
+def _finite_number(text: object) -> bool:
+    try:
+        return bool(np.isfinite(float(text)))
+    except (TypeError, ValueError):
+        return False
+
+
 def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
     """The mask PNG names of an ``amg.py`` folder, in order, and ``metadata.csv``'s rows (none with
     ``ids_only``, which reads just the ``id`` column of a plain, unquoted CSV)."""
@@ -256,22 +267,32 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
         lines = text.splitlines()
         header = lines[0].split(",") if lines else []
         if ids_only and '"' not in text and all(len(ln.split(",")) == len(header) for ln in lines[1:] if ln):
-            rows_ids = [ln.split(",")[header.index("id")] for ln in lines[1:] if ln] if "id" in header else []
+            columns = {c: [ln.split(",")[header.index(c)] for ln in lines[1:] if ln] for c in OFFICIAL_SCORES if c in header}
             check = [dict.fromkeys(header)] if len(lines) > 1 else []
         else:
             try:
                 rows = list(csv.DictReader(io.StringIO(text, newline="")))
             except csv.Error as e:
                 raise ValueError(f"{meta_csv}: not a readable CSV ({e})") from None
-            rows_ids = [r.get("id") for r in rows]
+            columns = {c: [r.get(c) for r in rows] for c in OFFICIAL_SCORES}
             check = rows
-        missing = [c for c in ("id", "predicted_iou", "stability_score") if check and c not in check[0]]
+        missing = [c for c in OFFICIAL_SCORES if check and c not in check[0]]
         if missing:
             raise ValueError(f"{meta_csv}: missing columns {missing}")
-        names = [f"{i}.png" for i in check_ids(rows_ids, meta_csv)]
+        for c in OFFICIAL_SCORES[1:]:  # the scores, read on every path (the merge itself needs only the ids)
+            for k, v in enumerate(columns.get(c, [])):
+                if not _finite_number(v):
+                    raise ValueError(f"{meta_csv}: row {k + 1}'s {c} is {v!r}, not a finite number")
+        names = [f"{i}.png" for i in check_ids(columns.get("id", []), meta_csv)]
+        twice = next((n for n in names if names.count(n) > 1), None) if len(set(names)) != len(names) else None
+        if twice:
+            raise ValueError(f"{meta_csv}: lists id {twice[:-4]} twice; each mask PNG once")
     pngs = sorted((p.name for p in folder.glob("*.png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
     if text is None:
-        names = [n for n in pngs if n[:-4].isdigit()]
+        other = next((n for n in pngs if not n[:-4].isdigit()), None)
+        if other:
+            raise ValueError(f"{folder / other}: not a mask PNG name (<i>.png) of the official layout, and no metadata.csv lists the masks")
+        names = pngs
     elif sorted(names) != sorted(pngs):
         unlisted, absent = sorted(set(pngs) - set(names)), sorted(set(names) - set(pngs))
         what = f"does not list {unlisted[0]} beside it" if unlisted else f"lists {absent[0]}, which is not there"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import POSITIVE_INT, THREADS, _number
+from samcam.cli import DEVICE, POSITIVE_INT, SEED, THREADS, _number
 
 from .recipe import OPTIMIZERS, Recipe
 
@@ -24,14 +24,14 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale-min", type=_number(float, 0.01, 8.0), default=d.scale_min, help=f"random scale range, low end (default {d.scale_min})")
     g.add_argument("--scale-max", type=_number(float, 0.01, 8.0), default=d.scale_max, help=f"random scale range, high end (default {d.scale_max})")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    g.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size, help=f"default {d.batch_size}")
+    g.add_argument("--batch-size", type=_number(int, 2, 4096), default=d.batch_size, help=f"at least 2 (batch norm), default {d.batch_size}")
     g.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs, help=f"default {d.epochs}")
     g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help=f"default {d.optimizer}")
     g.add_argument("--lr", type=_number(float, 0.0, 10.0), default=d.lr, help=f"backbone learning rate, poly-decayed (default {d.lr})")
     g.add_argument("--head-lr-mult", type=_number(float, 0.0, 1000.0), default=d.head_lr_mult, help=f"head learning rate = lr × this (default {d.head_lr_mult})")
     g.add_argument("--weight-decay", type=_number(float, 0.0, 1.0), default=d.weight_decay, help=f"default {d.weight_decay}")
     g.add_argument("--poly-power", type=_number(float, 0.0, 100.0), default=d.poly_power, help=f"default {d.poly_power}")
-    g.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    g.add_argument("--seed", type=SEED, default=d.seed, help=f"default {d.seed}")
     g.add_argument("--head-channels", type=_number(int, 1, 4096), default=d.head_channels, help=f"LR-ASPP width (default {d.head_channels})")
     g.add_argument("--train-early", action="store_true", help="also train the stem and stride-2/4 blocks (frozen by default)")
 
@@ -49,7 +49,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--labels", required=True, help="pseudo-label folder (<id>.png, values 0..20, 255 ignored)")
     p.add_argument("--ids", required=True, help="id list file of the training images")
     p.add_argument("--out", required=True, help="run folder; its last.pt is resumed when present")
-    p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
+    p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (the run can be resumed)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
@@ -104,7 +104,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--save-predictions", help="write palette PNG predictions (<id>.png) into this folder")
     p.add_argument("--json", help="write a summary (mIoU, per-class IoU, recipe) to this JSON file")
     p.add_argument("--csv", help="write the per-class table to this CSV file")
-    p.add_argument("--device", help="cuda or cpu (default: cuda if present)")
+    p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
 

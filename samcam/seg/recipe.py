@@ -19,6 +19,10 @@ PAD_VALUE = 127  # the backbone's mean: padded pixels become 0 after (x − 127)
 OPTIMIZERS = ("adamw", "sgd")
 
 
+#: the largest seed (numpy's generators take seeds below 2**32... and a typo must not overflow torch's)
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a training run besides its data."""
@@ -50,8 +54,10 @@ class Recipe:
                 raise ValueError(f"recipe field {f.name} is {v!r}, expected a finite number ≥ 0")
         if self.head_channels < 1:
             raise ValueError(f"recipe needs head_channels ≥ 1: {self.head_channels}")
-        if self.crop < 32 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(f"recipe needs crop ≥ 32, batch_size ≥ 1, epochs ≥ 1: {self}")
+        if self.crop < 32 or self.batch_size < 2 or self.epochs < 1:  # batch norm needs two samples per batch
+            raise ValueError(f"recipe needs crop ≥ 32, batch_size ≥ 2, epochs ≥ 1: {self}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"recipe seed must be in 0..{MAX_SEED}, not {self.seed}")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"recipe scale range must satisfy 0 < scale_min ≤ scale_max: {self.scale_min}, {self.scale_max}")
         if self.optimizer not in OPTIMIZERS:

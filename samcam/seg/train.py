@@ -174,9 +174,14 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given."""
     from samcam.progress import progress_bar
 
+    from samcam.io import load_weights
+    from samcam.outputs import refuse_foreign
+
     recipe = recipe or Recipe()
     out = Path(out)
     ck_path = out / CHECKPOINT
+    if out.is_dir():
+        refuse_foreign(out, (CHECKPOINT,))  # a run folder holds its checkpoint only, never a user's files
     data = load_data(images_dir, labels_dir, ids, spec)
     steps_per_epoch = len(data.ids) // recipe.batch_size
     if steps_per_epoch < 1:
@@ -191,7 +196,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     if ck_path.exists():
         ck = read_checkpoint(ck_path)
         check_resumable(ck, recipe, data.fingerprint, ck_path)
-        model.load_state_dict(ck["model"])
+        load_weights(model, ck.get("model"), ck_path, "segmentation weights")
         opt.load_state_dict(ck["optimizer"])
         step, history = int(ck["step"]), ck["history"]
     model.to(dev)
