@@ -674,7 +674,7 @@ def test_demo_and_train_seg_never_write_beside_a_users_files(tmp_path, capsys):
     (mine / "thesis.tex").write_text("keep")
     fails(["demo", "--out", mine, "--points-per-side", "1"], capsys, "mine", "holds files the demo did not write (thesis.tex)")
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]  # refused before the notebook ran
-    for folder in (REPO, REPO / "results", REPO / "tests"):  # --out . and the like
+    for folder in (REPO, REPO / "samcam", REPO / "tests"):  # --out . and the like
         with pytest.raises(ValueError, match="holds files the demo did not write"):
             check_demo_folder(folder)
     check_demo_folder(tmp_path / "new")  # absent: fine
