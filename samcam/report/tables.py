@@ -21,6 +21,18 @@ NOT_RUN_REASON = {
 }
 
 
+#: the claims table's rows (notebook 08) and the folder of each row's labels under ``<labels_dir>/``
+CLAIMS_ROWS = {
+    "CAM": "cam",
+    "CAM + SAM": "cam+sam",
+    "CAM + SAM prompted": "cam+sam_prompted",
+    "CAM + AffinityNet": "cam+affinitynet",
+    "CAM + AffinityNet + SAM": "cam+affinitynet+sam",
+    "CAM + AffinityNet (CAM + SAM seeds)": "cam+affinitynet_samseeds",
+    "CAM + walk on GT affinity (uses GT)": "cam+gt_walk",
+}
+
+
 def collect(results_dir: str | os.PathLike, dataset: str = "voc") -> list[dict]:
     """Every ``results/<dataset>/<method>/summary.json``."""
     root = Path(results_dir) / dataset
