@@ -47,7 +47,7 @@ MUTANTS ?=
 mutation: venv
 	rm -rf mutants
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true
-	$(PY) scripts/mutation_report.py
+	$(PY) scripts/mutation_report.py $(MUTANTS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,6 +6,7 @@ Each subcommand is a thin wrapper: it parses arguments and calls the module that
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,18 +27,24 @@ def command(name: str, help: str):
     return deco
 
 
-def _alpha_threshold(text: str) -> float:
-    """An argparse type: a CAM threshold from which the background powers are derived
-    (:func:`samcam.refine.affinity.alphas_for_threshold`), strictly inside (0, 1) and far enough
-    from both ends that the powers are finite numbers."""
-    from samcam.refine.affinity import MAX_POWER, alphas_for_threshold
+def _alpha_threshold(uses: tuple[int, ...]):
+    """An argparse type: a CAM threshold from which background powers are derived
+    (:func:`samcam.refine.affinity.alphas_for_threshold`: ``(α/4, α, 2α)``), strictly inside (0, 1),
+    and low enough that the powers the command ``uses`` (their indices) are at most
+    :data:`samcam.refine.affinity.MAX_POWER`."""
 
-    v = _number(float, 0.0, 1.0)(text)
-    if not 1e-6 <= v <= 1 - 1e-6:
-        raise argparse.ArgumentTypeError(f"{text} is not inside [1e-06, 0.999999] (the background powers need 0 < t < 1)")
-    if max(alphas_for_threshold(v)) > MAX_POWER:
-        raise argparse.ArgumentTypeError(f"{text} gives background powers above {MAX_POWER:g} (α = ln t / ln(1 - t) = {alphas_for_threshold(v)[1]:.4g}); use a larger threshold")
-    return v
+    def parse(text: str) -> float:
+        from samcam.refine.affinity import MAX_POWER, alphas_for_threshold
+
+        v = _number(float, 0.0, 1.0)(text)
+        if not 1e-6 <= v <= 1 - 1e-6:
+            raise argparse.ArgumentTypeError(f"{text} is not inside [1e-06, 0.999999] (the background powers need 0 < t < 1)")
+        used = max(alphas_for_threshold(v)[i] for i in uses)
+        if used > MAX_POWER:
+            raise argparse.ArgumentTypeError(f"{text} gives a background power of {used:.4g}, above {MAX_POWER:g}; use a larger threshold")
+        return v
+
+    return parse
 
 
 def _number(kind: type, lo: float | None = None, hi: float | None = None):
@@ -81,7 +88,7 @@ def DEVICE(text: str) -> str:
     try:
         devices = parse_devices(text, "--device")
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--device {text}: ")) from None
+        raise argparse.ArgumentTypeError(re.sub(r"^--devices? [^:]*: ", "", str(e)).replace("cuda:0,cuda:1 or cpu,cpu", "cuda:0 or cpu")) from None
     if len(devices) != 1:
         raise argparse.ArgumentTypeError("one device (for several, --devices)")
     return devices[0]
@@ -95,7 +102,7 @@ def THREADS(text: str) -> int:
     try:
         return resolve_workers(POSITIVE_INT(text), "--threads")
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--threads {text}: ")) from None
+        raise argparse.ArgumentTypeError(re.sub(r"^--threads [^:]*: ", "", str(e))) from None
 
 
 def _ids_arg(path: str | None) -> list[str] | None:
@@ -659,6 +666,7 @@ def _refine(p: argparse.ArgumentParser):
 def _train_affinity(p: argparse.ArgumentParser):
     from samcam.cam.nets import BACKBONES
     from samcam.pipeline.affinity import AffinityTrainConfig
+    from samcam.refine.affinity import MAX_POWER
 
     d = AffinityTrainConfig()
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
@@ -672,10 +680,10 @@ def _train_affinity(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
     p.add_argument("--crop", type=POSITIVE_INT, default=d.crop, help=f"training window in stride-8 cells (default {d.crop} = {8 * d.crop} px)")
     p.add_argument("--lr", type=_number(float, 0.0), default=d.lr)
-    p.add_argument("--low-alpha", type=_number(float, 0.0), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
-    p.add_argument("--high-alpha", type=_number(float, 0.0), help=f"seed background power for confident background (default {d.high_alpha:g})")
+    p.add_argument("--low-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
+    p.add_argument("--high-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident background (default {d.high_alpha:g})")
     p.add_argument("--radius", type=_number(int, 2, 32), default=d.radius, help="pair radius in cells")
-    p.add_argument("--threshold", type=_alpha_threshold,
+    p.add_argument("--threshold", type=_alpha_threshold((0, 2)),
                    help="the CAM's background threshold: sets the seed powers by the rule alpha = ln t / ln(1 - t), low alpha/4, high 2 alpha")
     p.add_argument("--head-lr-mult", type=_number(float, 0.0), default=d.head_lr_mult, help=f"the head's rate is lr x this (PSA: {d.head_lr_mult:g})")
     p.add_argument("--momentum", type=_number(float, 0.0, 0.999), default=d.momentum, help="SGD momentum (default 0, as PSA's optimiser ran)")
@@ -723,7 +731,7 @@ def _affinity(p: argparse.ArgumentParser):
     power.add_argument("--alpha", type=_number(float, 0.0, MAX_POWER), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
     p.add_argument("--beta", type=_number(float, 0.0, MAX_POWER), default=d.beta, help=f"affinity power (default {d.beta:g})")
     p.add_argument("--steps", type=_number(int, 0, MAX_WALK_STEPS), default=d.steps, help=f"random-walk steps t (default {d.steps})")
-    power.add_argument("--threshold", type=_alpha_threshold, help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
+    power.add_argument("--threshold", type=_alpha_threshold((1,)), help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
     def run(a: argparse.Namespace) -> int:
@@ -780,15 +788,19 @@ def _eval_seg(p: argparse.ArgumentParser):
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, EOFError, LookupError, MemoryError, RuntimeError)
 
 
+#: the classes of a notebook cell's error that are faults of code (samcam's or the notebook's); any
+#: other (ValueError, FileNotFoundError, samcam's HashMismatchError, PIL's, torch's out of memory, …)
+#: is the input's or the machine's
+CODE_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "UnboundLocalError", "AssertionError", "ZeroDivisionError",
+                         "NotImplementedError", "SyntaxError", "IndentationError", "ImportError", "ModuleNotFoundError", "RecursionError"})
+
+
 def _input_error(e: BaseException) -> bool:
     """Whether ``e`` is a failure of the input or the machine rather than a fault of samcam's code."""
     import zlib
 
     if isinstance(getattr(e, "ename", None), str):  # a notebook cell's error: judged by its own class
-        import builtins
-
-        names = {n for n, c in vars(builtins).items() if isinstance(c, type) and issubclass(c, INPUT_ERRORS)}
-        return e.ename in names | {"DecompressionBombError", "error"}  # zlib.error
+        return e.ename not in CODE_ERRORS
     if isinstance(e, (*INPUT_ERRORS, zlib.error)):
         return True
     mod = type(e).__module__ or ""

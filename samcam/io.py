@@ -373,7 +373,8 @@ _ASCII_SPACE = re.compile(r"[ \t\r\f\v]+")
 
 def check_id(image_id: object, source: str | os.PathLike) -> str:
     """``image_id`` if it is a name (what ``<folder>/<id><suffix>`` may be built from): a non-empty
-    string without ``/``, ``\\``, NUL or control characters, neither ``.`` nor ``..``. Anything else
+    string without ``/``, ``\\``, NUL, control characters, Unicode format characters or Unicode
+    spaces (which look like nothing or like a space), neither ``.`` nor ``..``. Anything else
     would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
     CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
     if (not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id)
@@ -452,7 +453,11 @@ def common_folder(paths) -> str | None:
 
 def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     """Map id → image path for every ``.jpg/.jpeg/.png`` in ``images_dir``; ``ValueError`` when one id
-    has two images (``a.jpg`` and ``a.png``: which one is meant cannot be told)."""
+    has two images (``a.jpg`` and ``a.png``: which one is meant cannot be told). A file whose name is
+    not an id (:func:`check_id`: a macOS screenshot's narrow no-break space, say) can never be asked
+    for: it is left out, and a note says so once."""
+    from samcam.progress import say_once
+
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_dir}")
@@ -460,7 +465,11 @@ def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     for p in sorted(images_dir.iterdir()):
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        image_id = check_id(p.stem, images_dir)
+        try:
+            image_id = check_id(p.stem, images_dir)
+        except ValueError:
+            say_once("not-an-id", f"{images_dir}: images whose names are not ids are left out (e.g. {p.name!r})")
+            continue
         if image_id in index:
             raise ValueError(f"{images_dir}: two images for {image_id}, {index[image_id].name} and {p.name}; keep one")
         index[image_id] = p

@@ -55,7 +55,7 @@ def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = 
     suffixes = tuple(suffixes or OUTPUT_SUFFIXES)
     out = []
     for p in Path(folder).iterdir():
-        if p.name in RECORD_FILES or p.name == LOCK_FILE or (p.name.startswith(".") and p.name.endswith(".tmp")):
+        if p.name in RECORD_FILES or p.name == LOCK_FILE or is_temporary(p.name):
             continue
         if p.is_dir() and not p.is_symlink():
             if not id_folders:
@@ -64,6 +64,12 @@ def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = 
         if not (p.is_file() and p.name.endswith(suffixes)):
             out.append(p.name)
     return sorted(out)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary of :func:`samcam.io.atomic_path` (``.<target>.<random><suffix>.tmp``),
+    being written or left by a killed run."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def refuse_foreign(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> None:

@@ -29,8 +29,8 @@ def progress_bar(iterable: Iterable | None = None, progress: bool | None = None,
     return tqdm(iterable, disable=not show_progress(progress), file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
-#: the notes :func:`say_once` knows; each is said once per command, however many worker processes read
-NOTES = ("masks-01",)
+#: the notes :func:`say_once` knows; each is said once per command, however many pool workers read
+NOTES = ("masks-01", "not-an-id")
 _said_here: set[str] = set()
 _said_shared = None  # a multiprocessing Value (a bit per note) shared by a command and its pool workers
 
@@ -42,14 +42,16 @@ def reset_notes() -> None:
     _said_shared = None
 
 
-def shared_notes():
-    """The notes' shared state, made once in the command's process and handed to every pool worker
-    (:func:`samcam.pipeline.workers.process_pool` passes it to :func:`adopt_notes`)."""
+def shared_notes(ctx=None):
+    """The notes' shared state, made once in the command's process (in the multiprocessing context
+    ``ctx`` its pool uses) and handed to every pool worker (:func:`samcam.pipeline.workers.process_pool`
+    passes it to :func:`adopt_notes`). Per-device workers (``run_on_devices``) do not share it: each
+    may say a note once."""
     global _said_shared
     if _said_shared is None:
         import multiprocessing
 
-        _said_shared = multiprocessing.Value("q", 0)
+        _said_shared = (ctx or multiprocessing).Value("q", 0)
         for key in _said_here:
             _said_shared.value |= 1 << NOTES.index(key)
     return _said_shared
@@ -63,7 +65,9 @@ def adopt_notes(shared) -> None:
 
 def say_once(key: str, text: str) -> None:
     """Print ``samcam: note: text`` on stderr unless the note ``key`` (one of :data:`NOTES`) was said
-    already by this command: by this process or, through :func:`shared_notes`, by its workers."""
+    already by this command: by this process or, through :func:`shared_notes`, by its pool workers."""
+    if key not in NOTES:  # a fault of samcam's code, not of the input
+        raise TypeError(f"say_once: unknown note {key!r}; add it to samcam.progress.NOTES")
     bit = 1 << NOTES.index(key)
     if _said_shared is None:
         if key in _said_here:

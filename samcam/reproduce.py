@@ -33,16 +33,14 @@ def resolve(path: str | os.PathLike | None) -> Path | None:
 
 def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any] | None = None,
             cwd: str | os.PathLike | None = None, log_output: bool = False) -> Path:  # fmt: skip
-    """Execute ``notebook`` (a name in ``notebooks/`` or a path) with papermill into ``output`` (atomic)."""
+    """Execute ``notebook`` (a name in ``notebooks/``, or an absolute path) with papermill into ``output`` (atomic)."""
     import papermill as pm
 
     from samcam.io import atomic_path
 
-    nb = Path(notebook)
+    nb = Path(notebook) if Path(notebook).is_absolute() else NOTEBOOKS / notebook  # a name: in notebooks/, never the cwd
     if not nb.exists():
-        nb = NOTEBOOKS / notebook
-    if not nb.exists():
-        raise FileNotFoundError(f"notebook not found: {notebook}")
+        raise FileNotFoundError(f"notebook not found: {nb}")
     with atomic_path(output, suffix=".ipynb") as tmp:
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=parameters or {}, kernel_name="python3",

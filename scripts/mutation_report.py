@@ -2,12 +2,13 @@
 file per module and README.md.
 
 Usage: ``make mutation`` (all the modules of ``[tool.mutmut] only_mutate`` in pyproject.toml), or a
-part: ``make mutation MUTANTS='"samcam.io*"'`` (mutmut's own selection by mutant name). A run
-replaces the rows of the modules it ran and keeps the others, so the table is built up in parts;
-each row says the commit and the date it ran on. Killed = a test failed on the mutant (a timeout
-counts as killed and is shown); survived = every test passed (a missing test or an equivalent
-mutant); no tests = no test reaches the mutated function. Every survivor is listed with its diff so
-a reader can judge it.
+part: ``make mutation MUTANTS='"samcam.io*"'`` (mutmut's own selection by mutant name, passed to this
+script as its arguments and recorded). A run replaces the rows of the modules it ran and keeps the
+others, so the table is built up in parts; each row says its selection, the commit and the date it
+ran on. Killed = a test failed on the mutant, it timed out or crashed (mutmut's own classification);
+survived = every test passed (a missing test or an equivalent mutant); no tests = no test reaches
+the mutated function; unscored = interrupted, skipped or suspicious runs, left out of the score.
+Every survivor is listed with its diff so a reader can judge it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "mutation"
-SURVIVED, NO_TESTS, TIMEOUT = 0, 33, 36
-COLUMNS = ["module", "mutants", "killed", "survived", "no_tests", "timeouts", "score_percent", "commit", "date", "mutmut"]
+#: mutmut's outcomes (mutmut.stats.status_by_exit_code) that count as killed: a test failed, the
+#: run timed out or crashed, or a type check caught it. Survived and "no tests" count against the
+#: score; an interrupted, skipped or suspicious run, or one not checked (outside the selection, or
+#: a run stopped early), is not scored and is counted as unscored.
+KILLED = ("killed", "timeout", "segfault", "caught by type check")
+COLUMNS = ["module", "mutants", "killed", "survived", "no_tests", "timeouts", "unscored", "score_percent", "selection", "commit", "date", "mutmut"]
 #: modules that decide a number and are not pure: at least this share killed (issue 22); pure ones 90 %
 TARGET, PURE_TARGET = 85.0, 90.0
 PURE = ("samcam/metrics.py", "samcam/cam/label.py", "samcam/refine/", "samcam/sam/masks.py", "samcam/report/tables.py", "samcam/training.py")
@@ -31,18 +36,20 @@ PURE = ("samcam/metrics.py", "samcam/cam/label.py", "samcam/refine/", "samcam/sa
 
 def module_rows(metas: list[Path], root: Path) -> tuple[list[dict], dict[str, list[str]]]:
     """Per module of ``root/mutants``: its counts, and the names of its surviving (or untested) mutants."""
+    from mutmut.stats import status_by_exit_code
+
     rows, survivors = [], {}
     for meta in metas:
         module = meta.relative_to(root / "mutants").as_posix().removesuffix(".meta")
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
-        done = {k: v for k, v in codes.items() if v is not None}
-        if not done:
+        status = {k: status_by_exit_code[v] for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()}
+        scored = {k: s for k, s in status.items() if s in (*KILLED, "survived", "no tests")}
+        if not scored:
             continue
-        killed = sum(v not in (SURVIVED, NO_TESTS) for v in done.values())
-        rows.append({"module": module, "mutants": len(done), "killed": killed,
-                     "survived": sum(v == SURVIVED for v in done.values()), "no_tests": sum(v == NO_TESTS for v in done.values()),
-                     "timeouts": sum(v == TIMEOUT for v in done.values()), "score_percent": round(100 * killed / len(done), 1)})  # fmt: skip
-        survivors[module] = sorted(k for k, v in done.items() if v in (SURVIVED, NO_TESTS))
+        killed = sum(s in KILLED for s in scored.values())
+        rows.append({"module": module, "mutants": len(scored), "killed": killed, "survived": sum(s == "survived" for s in scored.values()),
+                     "no_tests": sum(s == "no tests" for s in scored.values()), "timeouts": sum(s == "timeout" for s in scored.values()),
+                     "unscored": len(status) - len(scored), "score_percent": round(100 * killed / len(scored), 1)})  # fmt: skip
+        survivors[module] = sorted(k for k, s in scored.items() if s in ("survived", "no tests"))
     return rows, survivors
 
 
@@ -56,7 +63,7 @@ def merge_scores(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 def with_total(df: pd.DataFrame) -> pd.DataFrame:
     n = int(df["mutants"].sum())
     total = {"module": "all", **{c: int(df[c].sum()) for c in ("mutants", "killed", "survived", "no_tests")},
-             "timeouts": df["timeouts"].sum(min_count=1),  # blank when no run recorded them
+             **{c: df[c].sum(min_count=1) for c in ("timeouts", "unscored")},  # blank when no run recorded them
              "score_percent": round(100 * df["killed"].sum() / n, 1) if n else float("nan")}
     return pd.concat([df, pd.DataFrame([total])], ignore_index=True).reindex(columns=COLUMNS)
 
@@ -75,7 +82,7 @@ def main() -> int:
     if not rows:
         print("no mutmut results in mutants/; run `make mutation`", file=sys.stderr)
         return 2
-    stamp = {"commit": _commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "mutmut": _version()}
+    stamp = {"selection": " ".join(sys.argv[1:]) or "all", "commit": _commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "mutmut": _version()}
     new = pd.DataFrame([{**r, **stamp} for r in rows])
     old = pd.read_csv(OUT / "scores.csv") if (OUT / "scores.csv").is_file() else pd.DataFrame(columns=COLUMNS)
     scores = merge_scores(old, new)
@@ -104,7 +111,9 @@ def write_readme(table: pd.DataFrame) -> None:
              "Made by `make mutation` (all modules of `only_mutate` in `[tool.mutmut]`, pyproject.toml) or in parts with "
              "`make mutation MUTANTS='\"samcam.io*\"'`; `scripts/mutation_report.py` folds each run into this table, so "
              "each row names the commit and date it ran on (`-dirty`: the package or tests had uncommitted changes). "
-             "A mutant is killed when a test fails on it (a timeout counts as killed; blank: not recorded by that run). "
+             "A mutant is killed when a test fails on it, it times out or crashes (blank: not recorded by that run; "
+             "unscored: interrupted or skipped runs, left out). `selection` is the mutmut selection the row ran (a part of a module "
+             "replaces the module's row, so it says so). "
              "Targets: 90 % for pure modules, 85 % for the others. Modules of `only_mutate` without a row have not run yet.", "",
              shown.to_markdown(index=False, tablefmt="github"), "",
              "Surviving mutants, each with its diff, are listed per module in `survivors/`. Each is a change no test "

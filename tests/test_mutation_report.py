@@ -15,12 +15,14 @@ _spec.loader.exec_module(report)
 def test_module_rows_count_each_exit_code(tmp_path):
     meta = tmp_path / "mutants" / "samcam" / "io.py.meta"
     meta.parent.mkdir(parents=True)
-    # mutmut's exit codes: 1 killed, 0 survived, 33 no tests, 36 timeout, None not run
-    codes = {"a": 1, "b": 0, "c": 33, "d": 36, "e": None, "f": 1, "g": -11}
+    # mutmut's exit codes: 1 killed, 0 survived, 33 and 5 no tests, 36 and 24 timeouts, -11 a crash,
+    # None not run, 2 interrupted and 34 skipped (not scored)
+    codes = {"a": 1, "b": 0, "c": 33, "d": 36, "e": None, "f": 1, "g": -11, "h": 2, "i": 34, "j": 24, "k": 5}
     meta.write_text(json.dumps({"exit_code_by_key": codes}))
     (rows,), survivors = report.module_rows([meta], tmp_path)
-    assert rows == {"module": "samcam/io.py", "mutants": 6, "killed": 4, "survived": 1, "no_tests": 1, "timeouts": 1, "score_percent": 66.7}
-    assert survivors == {"samcam/io.py": ["b", "c"]}
+    assert rows == {"module": "samcam/io.py", "mutants": 8, "killed": 5, "survived": 1, "no_tests": 2, "timeouts": 2, "unscored": 3,
+                    "score_percent": 62.5}  # fmt: skip
+    assert survivors == {"samcam/io.py": ["b", "c", "k"]}
 
 
 def test_a_part_replaces_its_modules_and_keeps_the_others():
@@ -32,7 +34,7 @@ def test_a_part_replaces_its_modules_and_keeps_the_others():
     merged = report.merge_scores(old, new)
     assert merged["module"].tolist() == ["samcam/a.py", "samcam/b.py", "samcam/c.py"]
     assert merged["commit"].tolist() == ["old", "new", "new"] and merged["mutants"].tolist() == [10, 4, 6]
-    total = report.with_total(merged.fillna({c: 0 for c in ("survived", "no_tests", "timeouts")})).iloc[-1]
+    total = report.with_total(merged.fillna({c: 0 for c in ("survived", "no_tests", "timeouts", "unscored")})).iloc[-1]
     assert total["module"] == "all" and total["mutants"] == 20 and total["killed"] == 16 and total["score_percent"] == 80.0
     first = report.merge_scores(pd.DataFrame(columns=report.COLUMNS), new)  # the first run: no table yet
     assert first["module"].tolist() == ["samcam/b.py", "samcam/c.py"]

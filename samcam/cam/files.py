@@ -50,6 +50,11 @@ def score_maps(value: object, source: str | os.PathLike, what: str = "CAM") -> n
         raise ValueError(f"{source}: {what} is a {type(value).__name__}, expected a NumPy array of scores")
     if value.dtype.kind not in "fiub":
         raise ValueError(f"{source}: {what} holds {value.dtype} values, expected real numbers")
+    if value.dtype.kind == "f" and value.dtype.itemsize > 4 and value.size:
+        with np.errstate(invalid="ignore"):
+            big = np.nanmax(np.abs(np.where(np.isinf(value), 0, value)))
+        if big > np.finfo(np.float32).max:
+            raise ValueError(f"{source}: {what} holds {big:.3g}, out of the float32 range the scores are read in")
     out = value.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise ValueError(f"{source}: {what} holds values that are not finite numbers (NaN or ±inf)")
@@ -66,6 +71,8 @@ def class_keys(keys, source: str | os.PathLike, what: str = "CAM keys") -> np.nd
     elif keys.size > MAX_KEYS:
         raise ValueError(f"{source}: {what} list {keys.size} entries, more than {MAX_KEYS} classes")
     raw = np.asarray(keys).ravel()
+    if raw.dtype.kind in "bUSO" and raw.size and not (raw.dtype.kind == "O" and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in raw)):
+        raise ValueError(f"{source}: {what} {raw.tolist()[:8]} are {raw.dtype} values, not class indices")
     if raw.dtype.kind not in "iub":
         try:
             as_float = raw.astype(np.float64)

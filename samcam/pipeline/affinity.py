@@ -136,7 +136,7 @@ def train_affinity(
     from samcam.progress import progress_bar
 
     from samcam.cam.files import load_cam
-    from samcam.io import load_checkpoint, read_image, read_label
+    from samcam.io import load_checkpoint, load_weights, read_image, read_label
     from samcam.training import descend, save_epoch, set_poly_lr
 
     import hashlib
@@ -166,6 +166,7 @@ def train_affinity(
             old = ck.get("record") if isinstance(ck, dict) else None
             raise ValueError(f"{out} holds another affinity run ({old}); choose another path")
         start, _ = _epochs_of(ck, out)
+        load_weights(_head_of(ck, out), ck.get("state_dict"), out, "affinity head weights")  # finite and fitting, before any feature
         losses, before = list(ck.get("losses") or []), float(ck.get("seconds", 0.0))
         if start >= config.epochs:
             return AffinityTrainResult(out, 0.0, 0.0, losses)
@@ -202,7 +203,7 @@ def train_affinity(
     lr = config.lr * config.head_lr_mult
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if ck is not None:
-        head.load_state_dict(ck["state_dict"])
+        load_weights(head, ck.get("state_dict"), out, "affinity head weights")
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
     steps_per_epoch = int(np.ceil(len(ids) / config.batch_size))
@@ -241,13 +242,7 @@ def load_affinity(checkpoint: str | os.PathLike):
     epoch, epochs = _epochs_of(ck, checkpoint)
     if epoch < epochs:
         raise ValueError(f"{checkpoint}: training stopped after epoch {epoch} of {epochs}; rerun train-affinity to finish it")
-    channels = ck.get("in_channels")
-    if not (isinstance(channels, list) and channels and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels)):
-        raise ValueError(f"{checkpoint}: in_channels {channels!r} of a samcam affinity checkpoint are not whole numbers ≥ 1")
-    try:
-        head = AffinityHead(channels)
-    except ValueError as e:
-        raise ValueError(f"{checkpoint}: {e}") from None
+    head = _head_of(ck, checkpoint)
     load_weights(head, ck.get("state_dict"), checkpoint, "affinity head weights")
     name = ck.get("backbone")
     try:
@@ -257,6 +252,18 @@ def load_affinity(checkpoint: str | os.PathLike):
     except ValueError as e:
         raise ValueError(f"{checkpoint}: {e}") from None
     return net, head.eval(), ck
+
+
+def _head_of(ck: dict, path: str | os.PathLike) -> AffinityHead:
+    """An untrained head of the checkpoint's shape; ``ValueError`` naming ``path`` when its
+    ``in_channels`` are not whole numbers ≥ 1 fitting the head's levels."""
+    channels = ck.get("in_channels")
+    if not (isinstance(channels, list) and channels and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels)):
+        raise ValueError(f"{path}: in_channels {channels!r} of a samcam affinity checkpoint are not whole numbers ≥ 1")
+    try:
+        return AffinityHead(channels)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _epochs_of(ck: dict, path: str | os.PathLike) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from samcam.cam.nets import shipped_camnet, shipped_threshold
 from samcam.cam.label import cam_to_label
 from samcam.data.spaces import VOC
 from samcam.io import read_label, write_image, write_label
-from samcam.outputs import COST_RECORD, LOCK_FILE, RUN_RECORD
+from samcam.outputs import COST_RECORD, LOCK_FILE, RUN_RECORD, is_temporary
 from samcam.pipeline.masks import run_masks
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
@@ -66,8 +66,8 @@ class DemoImage:
 
 
 #: what a demo output folder holds: its cached masks, its two label folders, the figure and, outside
-#: results/demo, the executed notebook
-DEMO_ENTRIES = ("masks", "cam_labels", "enhanced", "demo_gallery.png", "demo.ipynb")
+#: results/demo, the executed notebook (or the failed one, kept for inspection)
+DEMO_ENTRIES = ("masks", "cam_labels", "enhanced", "demo_gallery.png", "demo.ipynb", "demo.failed.ipynb")
 
 
 def check_demo_folder(out_dir: str | os.PathLike) -> None:
@@ -76,8 +76,10 @@ def check_demo_folder(out_dir: str | os.PathLike) -> None:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: is a file; --out names the demo's output folder")
-    own = (*DEMO_ENTRIES, ".demo.ipynb.")  # the last: papermill's temporary of the executed notebook, being written
-    foreign = sorted(p.name for p in out.iterdir() if not (p.name in DEMO_ENTRIES or p.name.startswith(own[-1]))) if out.is_dir() else []
+    def own(name: str) -> bool:  # an entry, a temporary of a killed run, or papermill's executed notebook being written
+        return name in DEMO_ENTRIES or is_temporary(name) or name.startswith(".demo.ipynb.")
+
+    foreign = sorted(p.name for p in out.iterdir() if not own(p.name)) if out.is_dir() else []
     if foreign:
         raise ValueError(f"{out}: holds files the demo did not write ({', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose another --out")
 

@@ -141,13 +141,23 @@ class _Pool(ProcessPoolExecutor):
         return False
 
 
+def pool_context():
+    """The start method of :func:`process_pool`, chosen here rather than by Python's default (which
+    becomes ``forkserver`` in 3.14, whose workers are children of the server, not of samcam):
+    ``fork`` where the platform has it, else ``spawn``."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """A ``ProcessPoolExecutor`` of ``workers`` processes that end when this process ends and say each
     note once between them and this process; leaving its ``with`` block through an exception cancels
     the work not yet started."""
     from samcam.progress import shared_notes
 
-    return _Pool(workers, initializer=_pool_worker, initargs=(os.getpid(), shared_notes()))
+    ctx = pool_context()
+    return _Pool(workers, mp_context=ctx, initializer=_pool_worker, initargs=(os.getpid(), shared_notes(ctx)))
 
 
 # ----------------------------------------------------------------------------- one process per device

@@ -243,9 +243,11 @@ def repr_float(v: float) -> str:
 OFFICIAL_SCORES = ("id", "predicted_iou", "stability_score")
 
 
-def _finite_number(text: object) -> bool:
+def _score(text: object) -> bool:
+    """Whether a score cell reads as a number: finite, or ``nan`` (unknown, as :class:`MaskSet`
+    holds scores it was not given and :func:`write_official` writes them); never ``inf`` or text."""
     try:
-        return bool(np.isfinite(float(text)))
+        return not np.isinf(float(text))
     except (TypeError, ValueError):
         return False
 
@@ -281,12 +283,13 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
             raise ValueError(f"{meta_csv}: missing columns {missing}")
         for c in OFFICIAL_SCORES[1:]:  # the scores, read on every path (the merge itself needs only the ids)
             for k, v in enumerate(columns.get(c, [])):
-                if not _finite_number(v):
-                    raise ValueError(f"{meta_csv}: row {k + 1}'s {c} is {v!r}, not a finite number")
-        names = [f"{i}.png" for i in check_ids(columns.get("id", []), meta_csv)]
-        twice = next((n for n in names if names.count(n) > 1), None) if len(set(names)) != len(names) else None
-        if twice:
-            raise ValueError(f"{meta_csv}: lists id {twice[:-4]} twice; each mask PNG once")
+                if not _score(v):
+                    raise ValueError(f"{meta_csv}: row {k + 1}'s {c} is {v!r}, not a number")
+        names, seen = [f"{i}.png" for i in check_ids(columns.get("id", []), meta_csv)], set()
+        for n in names:
+            if n in seen:
+                raise ValueError(f"{meta_csv}: lists id {n[:-4]} twice; each mask PNG once")
+            seen.add(n)
     pngs = sorted((p.name for p in folder.glob("*.png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
     if text is None:
         other = next((n for n in pngs if not n[:-4].isdigit()), None)

@@ -180,8 +180,8 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     recipe = recipe or Recipe()
     out = Path(out)
     ck_path = out / CHECKPOINT
-    if out.is_dir():
-        refuse_foreign(out, (CHECKPOINT,))  # a run folder holds its checkpoint only, never a user's files
+    if out.is_dir() and not ck_path.exists():  # a new run starts in a new or empty folder, never beside a user's files
+        refuse_foreign(out, (CHECKPOINT,))        # (a run's folder, with its last.pt, also holds what eval-seg wrote there)
     data = load_data(images_dir, labels_dir, ids, spec)
     steps_per_epoch = len(data.ids) // recipe.batch_size
     if steps_per_epoch < 1:
