@@ -45,7 +45,8 @@ bench: venv
 # One thread: mutmut forks its test runs, and a forked child hangs in an OpenMP pool its parent started.
 MUTANTS ?=
 mutation: venv
-	rm -rf mutants
+	rm -rf mutants && mkdir mutants
+	echo "$$(git rev-parse --short HEAD)$$(git status --porcelain -- samcam tests pyproject.toml | grep -q . && echo -dirty)" > mutants/samcam_commit
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SAMCAM_MUTATION=1 SAMCAM_DATA=$${SAMCAM_DATA:-$$(cd .. && pwd)/shared/data} $(VENV)/bin/mutmut run $(MUTANTS) || true
 	$(PY) scripts/mutation_report.py $(MUTANTS)
 

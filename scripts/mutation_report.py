@@ -7,7 +7,9 @@ script as its arguments and recorded). A run replaces the rows of the modules it
 others, so the table is built up in parts; each row says its selection, the commit and the date it
 ran on. Killed = a test failed on the mutant, it timed out or crashed (mutmut's own classification);
 survived = every test passed (a missing test or an equivalent mutant); no tests = no test reaches
-the mutated function; unscored = interrupted, skipped or suspicious runs, left out of the score.
+the mutated function; unscored = interrupted, skipped or suspicious runs and mutants not checked,
+left out of the score. The commit is the one ``make mutation`` recorded in ``mutants/samcam_commit``
+before mutmut copied the code (the checkout's own otherwise).
 Every survivor is listed with its diff so a reader can judge it.
 """
 
@@ -123,6 +125,9 @@ def write_readme(table: pd.DataFrame) -> None:
 
 
 def _commit() -> str:
+    recorded = REPO / "mutants" / "samcam_commit"
+    if recorded.is_file():
+        return recorded.read_text().strip()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "samcam", "tests", "pyproject.toml"], cwd=REPO, capture_output=True, text=True).stdout
     return head + ("-dirty" if dirty.strip() else "")
