@@ -150,3 +150,87 @@ def test_truncated_or_empty_merge_output_is_merged_again(tmp_path, cut):
     (tmp_path / "o" / "b.png").write_bytes(data[: len(data) // 2] if cut else b"")
     assert merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), ids, progress=False).merged == 1
     np.testing.assert_array_equal(read_label(tmp_path / "o" / "b.png"), np.full((6, 8), 7))  # both masks lie in class 7's label
+
+
+def test_merge_step_applies_its_rule_and_dataset_and_records_them(tmp_path):
+    """The step merges with the rule it was given (not the default), reads and writes labels in its
+    dataset's label space, keeps the CAM label of an id without masks when asked and counts it, and
+    its record says what it did: the step, both inputs, the rule, the dataset and the missing-mask policy."""
+    from samcam.data.spaces import COCO
+    from samcam.io import read_label
+    from samcam.pipeline.merge import merge_folders
+    from samcam.refine.merge import MergeRule, merge
+    from samcam.sam.mask_files import MaskStore
+
+    from samcam.sam.mask_files import write_compact
+    from samcam.sam.masks import MaskSet
+
+    ids = ["a", "b", "c"]
+    (tmp_path / "p").mkdir()
+    (tmp_path / "m").mkdir()
+    cols = np.zeros((2, 6, 8), bool)
+    cols[0, :, :5], cols[1, :, 5:] = True, True  # mask 0 is 4/5 inside the label
+    for i in ids[:2]:
+        write_compact(tmp_path / "m" / f"{i}.json.gz", MaskSet(cols))
+    label = np.zeros((6, 8), np.uint8)
+    label[:, :4] = 50  # a COCO class: outside VOC's label space
+    for i in ids:
+        Image.fromarray(label).save(tmp_path / "p" / f"{i}.png")  # c has no mask set
+    strict = MergeRule(majority=0.9, coverage=None)  # mask 0 is taken by the default rule only
+    s = merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", COCO, strict, ids, workers=1, missing="keep-cam", progress=False)
+    assert (s.merged, s.kept_cam, s.skipped) == (2, 1, 0)
+    masks = MaskStore(tmp_path / "m").read_masks("a", label.shape)
+    want = merge(label, masks, COCO.n_classes, strict).label
+    assert not np.array_equal(want, merge(label, masks, COCO.n_classes, MergeRule()).label)  # the rule matters here
+    for i in ids[:2]:
+        np.testing.assert_array_equal(read_label(tmp_path / "o" / f"{i}.png", COCO), want)
+    np.testing.assert_array_equal(read_label(tmp_path / "o" / "c.png", COCO), label)  # kept as it was
+    record = json.loads((tmp_path / "o" / "samcam_run.json").read_text())
+    assert record["step"] == "merge" and sorted(record["inputs"]) == ["masks", "pseudo"]
+    assert record["inputs"] == {"pseudo": "../p", "masks": "../m"}
+    assert record["parameters"] == {"rule": {"name": strict.name, "majority": 0.9, "coverage": None, "keep_uncovered": True}, "dataset": "coco"}
+    assert record["notes"] == {"missing_masks": "keep-cam"}
+
+
+def test_evaluate_step_reads_its_dataset_and_names_what_is_wrong(tmp_path):
+    """Labels are read in the given label space (COCO's class 50 is no error there), a missing
+    ground-truth file is named as ground truth, a size mismatch names both files."""
+    from samcam.data.spaces import COCO
+    from samcam.pipeline.evaluate import evaluate_folders
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+    gt = np.zeros((6, 8), np.uint8)
+    gt[:, :4] = 50
+    pred = np.zeros((6, 8), np.uint8)
+    pred[:, :2] = 50
+    for i in ("a", "b"):
+        Image.fromarray(gt).save(tmp_path / "gt" / f"{i}.png")
+        Image.fromarray(pred).save(tmp_path / "pred" / f"{i}.png")
+    ev = evaluate_folders(tmp_path / "pred", tmp_path / "gt", COCO, ["a", "b"], workers=1)
+    iou = ev.scores().iou
+    assert iou[50] == pytest.approx(12 / 24) and iou[0] == pytest.approx(24 / 36)  # by hand: per image 12 of 24, and 24 of 36
+    with pytest.raises(FileNotFoundError, match=r"ground-truth.*c"):
+        Image.fromarray(pred).save(tmp_path / "pred" / "c.png")
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", COCO, ["a", "c"])
+    Image.fromarray(np.zeros((5, 8), np.uint8)).save(tmp_path / "gt" / "c.png")
+    with pytest.raises(ValueError, match=r"pred/c\.png: prediction size \(6, 8\) differs from ground truth .*gt/c\.png \(5, 8\)"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", COCO, ["c"])
+
+
+def test_merge_and_evaluate_show_their_progress_when_asked(tmp_path, capsys):
+    from samcam.data.spaces import VOC
+    from samcam.pipeline.evaluate import evaluate_folders
+    from samcam.pipeline.merge import merge_folders
+    from samcam.refine.merge import MergeRule
+
+    _merge_inputs(tmp_path, ["a", "b"])
+    merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, MergeRule(), ["a", "b"], workers=1, progress=True)
+    err = capsys.readouterr().err
+    assert "merge: 100%" in err and "2/2" in err and "img/s" in err
+    evaluate_folders(tmp_path / "o", tmp_path / "p", VOC, ["a", "b"], progress=True)
+    err = capsys.readouterr().err
+    assert "eval: 100%" in err and "2/2" in err and "img/s" in err
+    merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o2", VOC, MergeRule(), ["a", "b"], workers=1, progress=False)
+    evaluate_folders(tmp_path / "o2", tmp_path / "p", VOC, ["a", "b"], progress=False)
+    assert capsys.readouterr().err == ""
