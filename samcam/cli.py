@@ -277,11 +277,11 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"])
     p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
-    p.add_argument("--crop", type=_number(int, 32), default=d.crop)
+    p.add_argument("--crop", type=_number(int, 32, 2048), default=d.crop)
     p.add_argument("--head-only", action="store_true", help="train only the classifier head (the backbone stays frozen)")
     p.add_argument("--output-stride", type=int, choices=[16, 32], default=d.output_stride, help="16 dilates the last stage (finer CAMs)")
-    p.add_argument("--lr-head", type=_number(float, 0.0), default=d.lr_head, help=f"head learning rate (default {d.lr_head})")
-    p.add_argument("--lr-backbone", type=_number(float, 0.0), default=d.lr_backbone, help=f"backbone learning rate (default {d.lr_backbone})")
+    p.add_argument("--lr-head", type=_number(float, 0.0, 10.0), default=d.lr_head, help=f"head learning rate (default {d.lr_head})")
+    p.add_argument("--lr-backbone", type=_number(float, 0.0, 10.0), default=d.lr_backbone, help=f"backbone learning rate (default {d.lr_backbone})")
     p.add_argument("--rescale", nargs=2, type=_number(float, 0.05, 4.0), metavar=("MIN", "MAX"),
                    help="draw each sample's scale (of the original image) from [MIN, MAX], as IRN's long-side rescaling "
                         "(default: one fixed scale, short side 1.15 x crop)")  # fmt: skip
@@ -678,8 +678,8 @@ def _train_affinity(p: argparse.ArgumentParser):
     p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"], help="frozen ImageNet backbone")
     p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
-    p.add_argument("--crop", type=POSITIVE_INT, default=d.crop, help=f"training window in stride-8 cells (default {d.crop} = {8 * d.crop} px)")
-    p.add_argument("--lr", type=_number(float, 0.0), default=d.lr)
+    p.add_argument("--crop", type=_number(int, 1, 256), default=d.crop, help=f"training window in stride-8 cells (default {d.crop} = {8 * d.crop} px)")
+    p.add_argument("--lr", type=_number(float, 0.0, 10.0), default=d.lr)
     p.add_argument("--low-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
     p.add_argument("--high-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident background (default {d.high_alpha:g})")
     p.add_argument("--radius", type=_number(int, 2, 32), default=d.radius, help="pair radius in cells")

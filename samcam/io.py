@@ -30,8 +30,12 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
 
     A reader never sees a half-written file, and an interrupted run leaves no partial output: at most
     a hidden ``.*.tmp`` file, which :func:`samcam.outputs.clean_temporaries` removes on a later run.
+    An existing ``target`` that is not a regular file (a FIFO, a device, a link to a file of the
+    user's) is refused: it is the user's, not an output to replace.
     """
     target = Path(target)
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise ValueError(f"{target}: exists and is {'a link' if target.is_symlink() else 'not a regular file'}; an output replaces only a file samcam wrote, choose another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix + ".tmp"
@@ -152,7 +156,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
     """``(mode, width, height, zlib stream)`` of an 8-bit grayscale (``L``) or palette (``P``),
-    non-interlaced PNG, found by ``struct`` alone; ``None`` for any other file."""
+    non-interlaced PNG, found by ``struct`` alone; ``None`` for any other file; ``ValueError`` when
+    such a PNG lacks its IEND chunk (cut short) or has bytes after it (not the file its writer closed)."""
     import struct
 
     if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
@@ -160,15 +165,20 @@ def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
     w, h, depth, color, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     if depth != 8 or color not in (0, 3) or interlace != 0:
         return None
-    pos, idat = 33, []
+    pos, idat, end = 33, [], None
     while pos + 8 <= len(data):
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
         if kind == b"IDAT":
             idat.append(data[pos + 8 : pos + 8 + length])
         elif kind == b"IEND":
+            end = pos + 12
             break
         pos += 12 + length
+    if end is None or end > len(data):
+        raise ValueError("no IEND chunk: the PNG is cut short")
+    if end < len(data):
+        raise ValueError(f"{len(data) - end} bytes after the IEND chunk")
     return ("L" if color == 0 else "P"), w, h, b"".join(idat)
 
 
@@ -217,7 +227,10 @@ def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     data = read_input(path, "PNG")
-    parts = png_parts(data)
+    try:
+        parts = png_parts(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: unreadable PNG ({e})") from None
     if parts is None:
         return open_image(_io.BytesIO(data), path, np.asarray, "PNG")
     try:
@@ -405,7 +418,9 @@ def read_ids(path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); an id list is one id per line") from None
     # the first word of each line, split on ASCII whitespace only: a no-break space is part of the
     # word (and refused by check_id), never a silent end of the id
-    ids = [_ASCII_SPACE.split(s)[0] for s in (ln.strip(" \t\r\f\v") for ln in text.splitlines()) if s and not s.startswith("#")]
+    # lines end at \n (or \r\n) only: str.splitlines would also break at U+2028, U+0085 or \x1c,
+    # turning one line (an id refused elsewhere) into two ids
+    ids = [_ASCII_SPACE.split(s)[0] for s in (ln.strip(" \t\r\f\v") for ln in text.split("\n")) if s and not s.startswith("#")]
     if not ids:
         raise ValueError(f"{path}: holds no ids")
     check_ids(ids, path)

@@ -160,6 +160,13 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         where = f"{path}: step {i} ({s['name']})"
         _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
         steps.append(Step(s["name"], s["notebook"], s.get("parameters", {}), s.get("inputs", []), s.get("outputs", [])))
+    owner: dict[str, str] = {}
+    for step in steps:  # one output, one step: two steps (or one twice) writing a file cannot both be current
+        for out in step.outputs:
+            key = os.path.normpath(out)
+            if key in owner:
+                raise ValueError(f"{path}: output {out!r} of step {step.name} is also an output of step {owner[key]}")
+            owner[key] = step.name
     return steps
 
 

@@ -1159,3 +1159,82 @@ def test_an_unknown_note_is_a_fault_of_the_code():
 def test_threshold_powers_are_bounded_where_they_are_used(tmp_path, capsys, args, ok):
     err = fails([a.format(t=tmp_path) for a in args], capsys)  # the accepted one fails later, on its missing CAM folder
     assert ("256" in err) != ok, err
+
+
+# ============================================================================ the third audit
+
+
+def test_png_labels_cut_short_or_with_trailing_bytes_are_refused(scored, capsys):
+    whole = (scored / "gt" / "a.png").read_bytes()
+    for data, needle in ((whole + b"XX", "2 bytes after the IEND chunk"), (whole[:-12], "no IEND chunk")):
+        (scored / "gt" / "a.png").write_bytes(data)
+        fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.png", needle)
+
+def test_an_id_list_breaks_lines_at_newlines_only(scored, capsys):
+    """U+2028 (or U+0085, \\x1c) inside a line once split it into two ids; now the line is one id,
+    refused for the character it holds."""
+    for sep in ("\u2028", "\x85", "\x1c"):
+        (scored / "ids.txt").write_text(f"a{sep}b\n", encoding="utf-8")
+        fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt"], capsys, "ids.txt", "is not a name")
+    (scored / "ids.txt").write_bytes(b"a\r\nb\r\n")  # Windows line ends are fine
+    assert read_ids(scored / "ids.txt") == ["a", "b"]
+
+def test_an_l2g_class_number_is_ascii_digits(tmp_path):
+    from samcam.cam.methods import load_pseudo_label
+
+    Image.fromarray(np.full((1, 4), 200, np.uint8)).save(tmp_path / "b_\u0663.png")  # Arabic-Indic 3
+    with pytest.raises(FileNotFoundError, match="no class maps"):
+        load_pseudo_label(tmp_path, "b", "l2g_png", 0.25)
+
+def test_a_mask_set_whose_meta_is_not_an_object_is_refused(tmp_path, capsys):
+    for meta in (["zzz"], "zzz"):
+        fails(_mask_folder(tmp_path, lambda d, m=meta: d.update(meta=m)), capsys, "a.json.gz", "its meta is a")
+        for p in (tmp_path / "m", tmp_path / "p"):
+            __import__("shutil").rmtree(p)
+
+def test_irn_class_labels_and_voc_xml_are_checked(tmp_path):
+    from samcam.data.voc import labels_from_xml, load_cls_labels
+
+    def save(obj):
+        arr = np.empty((), object)
+        arr[()] = obj
+        np.save(tmp_path / "cls.npy", arr, allow_pickle=True)
+
+    vec = np.zeros(20, np.float32)
+    vec[[0, 14]] = 1
+    save({2007000032: vec})
+    assert load_cls_labels(tmp_path / "cls.npy")["2007_000032"].tolist() == [1, 15]
+    for obj, needle in (({2007000032: np.full(20, 0.7)}, "other than 0 and 1"), ({2007000032: np.full(20, np.nan)}, "other than 0 and 1"),
+                        ({2007000032: np.array(["1"] * 20)}, "expected a 0/1 array"), ({2007000032: [1] * 20}, "expected a 0/1 array"),
+                        ({2007000032: vec, "2007_000032": np.zeros(20)}, "two label vectors for 2007_000032")):  # fmt: skip
+        save(obj)
+        with pytest.raises(ValueError, match=r"cls\.npy: .*" + needle):
+            load_cls_labels(tmp_path / "cls.npy")
+    (tmp_path / "a.xml").write_text('<!DOCTYPE a [<!ENTITY e "person">]><annotation><object><name>&e;</name></object></annotation>')
+    with pytest.raises(ValueError, match=r"a\.xml: an annotation XML with a DTD or entities"):
+        labels_from_xml(tmp_path / "a.xml")
+    os.mkfifo(tmp_path / "b.xml")
+    with pytest.raises(ValueError, match=r"b\.xml"):
+        labels_from_xml(tmp_path / "b.xml")  # refused, not waited on
+    (tmp_path / "c.xml").write_text("<annotation><object><name>person</name></object><object><name>dog</name></object></annotation>")
+    assert labels_from_xml(tmp_path / "c.xml").tolist() == [12, 15]
+
+def test_an_existing_output_that_is_a_fifo_or_a_link_is_not_replaced(scored, capsys):
+    os.mkfifo(scored / "out.csv")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--csv", scored / "out.csv"], capsys, "out.csv", "not a regular file")
+    (scored / "mine.csv").write_text("keep")
+    (scored / "link.csv").symlink_to(scored / "mine.csv")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--csv", scored / "link.csv"], capsys, "link.csv", "is a link")
+    assert (scored / "link.csv").is_symlink() and (scored / "mine.csv").read_text() == "keep"
+
+def test_a_reproduce_output_belongs_to_one_step(tmp_path, capsys):
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [o.txt]\n"
+                                    "  - name: y\n    notebook: demo.ipynb\n    outputs: [./o.txt]\n")
+    fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", "output './o.txt' of step y is also an output of step x")
+
+@pytest.mark.parametrize("args", [["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--lr-head", "1e308"],
+                                  ["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--crop", "99999"],
+                                  ["train-affinity", "--images", "{t}", "--cams", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/a.pt", "--lr", "1e30"]])
+def test_learning_rates_and_crops_have_upper_bounds(tmp_path, capsys, args):
+    fails([a.format(t=tmp_path) for a in args], capsys, args[-2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

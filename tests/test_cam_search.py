@@ -157,6 +157,7 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=map.csv"], "map.csv: map values outside 0..100"),
     (["a=twice.csv"], "twice.csv: threshold 0.2 is listed twice"),
     (["a=false.csv"], "false.csv: false_pct values outside 0..inf"),
+    (["a=twomaps.csv"], "twomaps.csv: map differs between rows (1 to 2)"),
 ])  # fmt: skip
 def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
     monkeypatch.chdir(tmp_path)
@@ -168,6 +169,7 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     _table([0.1, 0.2, 0.3], 101.0).to_csv("map.csv", index=False)
     _table([0.1, 0.2, 0.3], 1.0, (0.1, 0.2, 0.2)).to_csv("twice.csv", index=False)
     _table([0.1, 0.2, 0.3], 1.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
+    _table([0.1, 0.2, 0.3], [1.0, 1.0, 2.0]).to_csv("twomaps.csv", index=False)
     assert cli.main(["cam-select", "--evals", *evals, "--out", str(tmp_path / "s.csv")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

@@ -159,7 +159,7 @@ def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: 
     else:  # l2g_png: <id>_<class>.png, one file per class (``_3`` and ``_03`` are the same class)
         maps, names = {}, {}
         for p in sorted(folder.glob(f"{image_id}_*.png")):
-            m = re.fullmatch(rf"{re.escape(image_id)}_(\d+)\.png", p.name)
+            m = re.fullmatch(rf"{re.escape(image_id)}_([0-9]+)\.png", p.name)
             if m:
                 k = int(m.group(1))
                 if k in names:

@@ -74,9 +74,14 @@ def labels_from_mask(mask: np.ndarray, spec: DatasetSpec = VOC) -> np.ndarray:
 
 def labels_from_xml(path: str | os.PathLike, spec: DatasetSpec = VOC) -> np.ndarray:
     """Foreground classes named by the ``<object><name>`` entries of a VOC annotation XML."""
+    from samcam.io import read_input
+
     path = Path(path)
     try:
-        root = ET.parse(path).getroot()
+        data = read_input(path, "annotation XML")  # a regular file within the size limit, never a pipe
+        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:  # VOC's files have none; entities can expand without end
+            raise ValueError(f"{path}: an annotation XML with a DTD or entities; VOC's have neither")
+        root = ET.fromstring(data)
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file not found: {path}") from None
     except ET.ParseError as e:
@@ -109,10 +114,17 @@ def load_cls_labels(path: str | os.PathLike, spec: DatasetSpec = VOC) -> dict[st
         raise ValueError(f"{path}: expected a pickled dict of id -> label vector, got {type(obj).__name__}")
     out: dict[str, np.ndarray] = {}
     for key, vec in obj.items():
-        vec = np.asarray(vec).ravel()
+        if not isinstance(vec, np.ndarray) or vec.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: label vector of {key} is {type(vec).__name__} {getattr(vec, 'dtype', '')}, expected a 0/1 array")
+        vec = vec.ravel()
         if vec.size != spec.n_classes - 1:
             raise ValueError(f"{path}: label vector of {key} has {vec.size} entries, expected {spec.n_classes - 1}")
-        out[_decode_irn_key(key)] = np.flatnonzero(vec > 0.5) + 1
+        if not np.isin(vec, (0, 1)).all():
+            raise ValueError(f"{path}: label vector of {key} holds values other than 0 and 1 ({vec[~np.isin(vec, (0, 1))][:3].tolist()})")
+        image_id = _decode_irn_key(key)
+        if image_id in out:
+            raise ValueError(f"{path}: two label vectors for {image_id} (keys {image_id!r} and {key!r})")
+        out[image_id] = np.flatnonzero(vec == 1) + 1
     return out
 
 

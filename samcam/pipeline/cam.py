@@ -204,6 +204,8 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     for col, hi in (("threshold", 1.0), ("miou", 1.0), ("map", 100.0), ("partial_pct", 100.0), ("false_pct", np.inf)):
         if not values[col].between(0.0, hi).all():
             raise ValueError(f"{path}: {col} values outside 0..{hi:g} (found {values[col].min():g} to {values[col].max():g}); not a cam-eval table")
+    if values["map"].nunique() > 1:  # one classifier per table: its mAP is one number, repeated on every row
+        raise ValueError(f"{path}: map differs between rows ({values['map'].min():g} to {values['map'].max():g}); one table is one classifier")
     if values["threshold"].duplicated().any():
         raise ValueError(f"{path}: threshold {values['threshold'][values['threshold'].duplicated()].iloc[0]:g} is listed twice")
     return df.assign(**{c: values[c] for c in CAM_EVAL_COLUMNS})

@@ -166,7 +166,7 @@ def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes], dict] | No
         meta = json.loads(text[head.end() : at])
     except ValueError:
         return None
-    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found], meta if isinstance(meta, dict) else {}
+    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found], meta
 
 
 def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
@@ -187,7 +187,7 @@ def _read_compact_runs(path: str | os.PathLike) -> tuple[MaskRuns, dict]:
     scanned = _scan_compact(text)
     if scanned is None:
         doc = _load_compact(path)
-        return _compact_runs(doc, path), doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        return _compact_runs(doc, path), doc.get("meta")
     shape, counts, meta = scanned
     check_pixels(*shape, path)
     try:
@@ -497,7 +497,7 @@ class MaskStore:
         if fmt == "compact":
             masks, meta = _read_compact_runs(path)
         else:
-            masks, meta = read_official_packed(path), _side_meta(path).get("meta") or {}
+            masks, meta = read_official_packed(path), _side_meta(path).get("meta")
         _check_image_id(meta, image_id, path)
         if shape is not None and size_known(len(masks), masks.shape) and masks.shape != tuple(shape):
             raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
@@ -515,6 +515,8 @@ class MaskStore:
 def _check_image_id(meta: object, image_id: str, path: Path) -> None:
     """A mask set that records the image it was made from (``meta.image_id``, as the mask step
     writes it) belongs to that image only: ``ValueError`` naming the file when it is read for another."""
-    recorded = meta.get("image_id") if isinstance(meta, dict) else None
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError(f"{path}: its meta is a {type(meta).__name__}, expected an object (the mask step writes one)")
+    recorded = meta.get("image_id") if meta else None
     if recorded is not None and recorded != image_id:
         raise ValueError(f"{path}: this mask set was made from image {recorded!r}, not {image_id!r}")
