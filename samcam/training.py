@@ -45,6 +45,27 @@ def descend(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     return value
 
 
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def resume_state(ck: dict, path: str | os.PathLike, opt: torch.optim.Optimizer | None = None) -> tuple[list[float], float]:
+    """What every resumed run takes from its checkpoint: ``(losses, seconds)``, and the optimiser
+    state into ``opt`` where the checkpoint has one; ``ValueError`` naming ``path`` when the losses
+    are not finite numbers, the seconds not a finite number ≥ 0, or the optimiser state does not fit."""
+    losses, seconds = ck.get("losses", []), ck.get("seconds", 0.0)
+    if not (isinstance(losses, list) and all(_finite(v) for v in losses)):
+        raise ValueError(f"{path}: its losses {str(losses)[:80]} are not a list of finite numbers")
+    if not (_finite(seconds) and seconds >= 0):
+        raise ValueError(f"{path}: its seconds {seconds!r} are not a number ≥ 0")
+    if opt is not None and "optimizer" in ck:
+        try:
+            opt.load_state_dict(ck["optimizer"])
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+            raise ValueError(f"{path}: its optimizer state does not fit this run ({type(e).__name__}: {str(e)[:120]})") from None
+    return [float(v) for v in losses], float(seconds)
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file renamed into place: never a half-written checkpoint."""
     from samcam.io import atomic_path

@@ -730,6 +730,12 @@ def test_eval_seg_scales_out_of_range(tmp_path, capsys, scales):
     (lambda ck: ck.pop("recipe"), "without its recipe field"),
     (lambda ck: ck.update(n_classes="x"), "n_classes"),
     (lambda ck: ck.update(recipe=[1]), "recipe is a list"),
+    (lambda ck: ck.update(dataset="../../etc"), "dataset '../../etc' with 21 classes"),
+    (lambda ck: ck.update(dataset="coco"), "dataset 'coco' with 21 classes"),
+    (lambda ck: ck.update(n_train=-1), "n_train is -1"),
+    (lambda ck: ck.update(step=-5, total_steps=10), "step is -5"),
+    (lambda ck: ck.update(step=11, total_steps=10), "step 11 is beyond total_steps 10"),
+    (lambda ck: ck.update(history="x"), "history is a str"),
 ])
 def test_a_segmentation_checkpoint_with_a_bad_field_is_named(tmp_path, capsys, edit, needle):
     import torch
@@ -1238,3 +1244,24 @@ def test_a_reproduce_output_belongs_to_one_step(tmp_path, capsys):
 def test_learning_rates_and_crops_have_upper_bounds(tmp_path, capsys, args):
     fails([a.format(t=tmp_path) for a in args], capsys, args[-2])
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_classifier_checkpoint_configs_and_resume_fields_are_checked(tmp_path):
+    import torch
+
+    from samcam.cam.nets import checkpoint_config
+    from samcam.training import resume_state
+
+    assert checkpoint_config({"state_dict": {}}, "c.pt") == {} and checkpoint_config({"config": {"epochs": 3}}, "c.pt") == {"epochs": 3}
+    for config, needle in (("oops", "its config is a str"), ({"output_stride": 8}, "config output_stride 8 is not 16 or 32"),
+                           ({"epochs": 0}, "config epochs 0 is not a whole number")):  # fmt: skip
+        with pytest.raises(ValueError, match=r"c\.pt: " + needle):
+            checkpoint_config({"config": config}, "c.pt")
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    assert resume_state({"losses": [0.5, 0.25], "seconds": 12}, "r.pt", opt) == ([0.5, 0.25], 12.0)
+    for ck, needle in (({"losses": [float("nan")]}, "its losses .* are not a list of finite numbers"), ({"seconds": "x"}, "its seconds .x. are not"),
+                       ({"seconds": -1.0}, "its seconds -1.0 are not"),
+                       ({"optimizer": {"state": {}, "param_groups": "zz"}}, "its optimizer state does not fit")):  # fmt: skip
+        with pytest.raises(ValueError, match=r"r\.pt: " + needle):
+            resume_state(ck, "r.pt", opt)

@@ -212,7 +212,7 @@ def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike |
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     else:
         ck = load_checkpoint(checkpoint) if checkpoint is not None else None
-        trained = ((ck.get("config") or {}).get("output_stride", 32) if isinstance(ck, dict) else 32) if ck is not None else None
+        trained = checkpoint_config(ck, checkpoint).get("output_stride", 32) if ck is not None else None
         if output_stride is None:
             output_stride = trained or 32
         elif trained is not None and trained != output_stride:
@@ -227,6 +227,23 @@ def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike |
     return net.eval()
 
 
+def checkpoint_config(ck: object, path: str | os.PathLike) -> dict:
+    """A classifier checkpoint's ``config`` (``{}`` when it has none), checked where it is read:
+    ``ValueError`` naming ``path`` when the checkpoint or its config is not a mapping, or its
+    ``output_stride`` or ``epochs`` is not one samcam writes."""
+    config = ck.get("config") if isinstance(ck, dict) else None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: its config is a {type(config).__name__}, not the mapping train-classifier writes")
+    if config.get("output_stride", 16) not in (16, 32):
+        raise ValueError(f"{path}: config output_stride {config['output_stride']!r} is not 16 or 32")
+    epochs = config.get("epochs", 1)
+    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1):
+        raise ValueError(f"{path}: config epochs {epochs!r} is not a whole number ≥ 1")
+    return config
+
+
 def load_classifier(net: CamNet, checkpoint: str | os.PathLike, ck: dict | None = None) -> dict:
     """Load a checkpoint written by :func:`samcam.pipeline.train_classifier.train_classifier`
     (strict); ``ck``: its contents, when already read."""
@@ -235,7 +252,7 @@ def load_classifier(net: CamNet, checkpoint: str | os.PathLike, ck: dict | None 
         raise ValueError(f"{checkpoint}: not a samcam classifier checkpoint (no state_dict)")
     if ck.get("backbone") not in (None, net.name):
         raise ValueError(f"{checkpoint}: made for backbone {ck.get('backbone')}, not {net.name}")
-    epochs = (ck.get("config") or {}).get("epochs")
+    epochs = checkpoint_config(ck, checkpoint).get("epochs")
     if "epoch" in ck and epochs is not None and ck["epoch"] != epochs:
         raise ValueError(f"{checkpoint}: an unfinished training run (epoch {ck['epoch']} of {epochs}); rerun train-classifier to finish it")
     load_weights(net, ck["state_dict"], checkpoint, f"{net.name} classifier weights")
@@ -275,7 +292,7 @@ def export_head(checkpoint: str | os.PathLike, path: str | os.PathLike, record: 
     if Path(path).exists():
         raise FileExistsError(f"{path}: a shipped head of that name exists; remove it first to replace it")
     ck = load_checkpoint(checkpoint)
-    config = ck.get("config") or {} if isinstance(ck, dict) else {}
+    config = checkpoint_config(ck, checkpoint)
     if "state_dict" not in ck or ck.get("epoch") != config.get("epochs"):
         raise ValueError(f"{checkpoint}: not a finished samcam train-classifier checkpoint")
     if config.get("train_backbone", True):

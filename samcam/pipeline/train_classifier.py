@@ -24,9 +24,9 @@ import torch
 from torch.nn import functional as F
 
 from samcam.cam.infer import to_tensor
-from samcam.cam.nets import build_camnet, frozen_bn
+from samcam.cam.nets import build_camnet, checkpoint_config, frozen_bn
 from samcam.io import load_checkpoint, load_weights
-from samcam.training import descend, save_epoch, set_poly_lr
+from samcam.training import descend, resume_state, save_epoch, set_poly_lr
 
 
 @dataclass
@@ -186,7 +186,7 @@ def train_classifier(
     start_epoch, losses, before = 0, [], 0.0
     if out.exists():
         ck = load_checkpoint(out)
-        if not same_config(ck.get("config") or {}, config):
+        if not same_config(checkpoint_config(ck, out), config):
             raise ValueError(f"{out} holds a run with another configuration ({ck.get('config')}); choose another path")
         other_ids = ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids)
         if "n_images" in ck and (ck["n_images"] != len(images) or other_ids):
@@ -195,10 +195,7 @@ def train_classifier(
         start_epoch = ck.get("epoch")
         if not (isinstance(start_epoch, int) and not isinstance(start_epoch, bool) and 0 <= start_epoch <= config.epochs):
             raise ValueError(f"{out}: a classifier checkpoint at epoch {start_epoch!r}; expected a whole number from 0 to {config.epochs}")
-        if "optimizer" in ck:
-            opt.load_state_dict(ck["optimizer"])
-        losses = list(ck.get("losses", []))
-        before = float(ck.get("seconds", 0.0))
+        losses, before = resume_state(ck, out, opt)
     t0 = time.perf_counter()  # the cost of training includes the features of a frozen backbone
     y = torch.as_tensor(labels, dtype=torch.float32, device=dev)
     if config.train_backbone:

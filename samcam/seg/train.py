@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from samcam.data.spaces import VOC, DatasetSpec
+from samcam.data.spaces import COCO, VOC, DatasetSpec
 from samcam.io import read_image, read_label
 from samcam.training import descend, save_checkpoint, set_poly_lr
 
@@ -109,6 +109,10 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`train` (tensors and plain values only), its recipe and
     class count checked: ``ValueError`` naming the file for a missing or out-of-range field."""
@@ -121,8 +125,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         Recipe.from_dict(ck["recipe"])
         n = ck["n_classes"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not _whole(n) or n < 1:
             raise ValueError(f"n_classes is {n!r}, expected a whole number ≥ 1")
+        spaces = {s.name: s.n_classes for s in (VOC, COCO)}
+        if "dataset" in ck and spaces.get(ck["dataset"]) != n:
+            raise ValueError(f"dataset {ck['dataset']!r} with {n} classes is not one of {spaces}")
+        for key in ("n_train", "step", "total_steps"):
+            if key in ck and not (_whole(ck[key]) and ck[key] >= (1 if key == "n_train" else 0)):
+                raise ValueError(f"{key} is {ck[key]!r}, expected a whole number ≥ {1 if key == 'n_train' else 0}")
+        if "step" in ck and "total_steps" in ck and ck["step"] > ck["total_steps"]:
+            raise ValueError(f"step {ck['step']} is beyond total_steps {ck['total_steps']}")
+        if "history" in ck and not isinstance(ck["history"], dict):
+            raise ValueError(f"history is a {type(ck['history']).__name__}, expected a mapping")
     except KeyError as e:
         raise ValueError(f"{path}: a samcam segmentation checkpoint without its {e.args[0]} field") from None
     except (TypeError, ValueError) as e:
@@ -197,8 +211,13 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
         ck = read_checkpoint(ck_path)
         check_resumable(ck, recipe, data.fingerprint, ck_path)
         load_weights(model, ck.get("model"), ck_path, "segmentation weights")
-        opt.load_state_dict(ck["optimizer"])
-        step, history = int(ck["step"]), ck["history"]
+        if ck.get("total_steps") != total:
+            raise ValueError(f"{ck_path}: made for {ck.get('total_steps')!r} steps, this run has {total}; use another --out or delete it")
+        try:
+            opt.load_state_dict(ck["optimizer"])
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+            raise ValueError(f"{ck_path}: its optimizer state does not fit this run ({type(e).__name__})") from None
+        step, history = ck["step"], ck["history"]
     model.to(dev)
     for state in opt.state.values():  # optimizer moments follow the model's device
         for k, v in state.items():
