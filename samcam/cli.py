@@ -586,22 +586,23 @@ def _demo(p: argparse.ArgumentParser):
     return run
 
 
-@command("reproduce", "run the configured notebooks (papermill) whose outputs are not current")
+@command("reproduce", "run the configured steps (notebooks via papermill, samcam commands) whose outputs are not current")
 def _reproduce(p: argparse.ArgumentParser):
     p.add_argument("--config", help="reproduce YAML (default notebooks/reproduce.yml)")
     p.add_argument("--only", nargs="*", help="step names to run")
     p.add_argument("--force", action="store_true", help="run steps even when current")
-    p.add_argument("--list", action="store_true", help="show the plan (each step, its outputs, whether it would run and why) and stop")
+    p.add_argument("--long", action="store_true", help="run the long steps too (masks, classifier, CAMs, ...; each marked with its expected time)")
+    p.add_argument("--list", "--dry-run", action="store_true", help="show the plan (each step, its outputs, whether it would run and why) and stop")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.reproduce import DEFAULT_CONFIG, plan, reproduce
+        from samcam.reproduce import DEFAULT_CONFIG, describe, plan, reproduce
 
         config = a.config or DEFAULT_CONFIG
         if a.list:
-            for step, state, runs_now in plan(config, a.only, a.force):
-                print(f"{step.name}: {'would run' if runs_now else 'skip'} [{state}] {step.notebook} -> {', '.join(step.outputs)}")
+            for step, state, runs_now in plan(config, a.only, a.force, long=a.long):
+                print(describe(step, state, runs_now))
             return 0
-        reproduce(config, a.only, a.force, log=lambda line: print(line, flush=True))
+        reproduce(config, a.only, a.force, log=lambda line: print(line, flush=True), long=a.long)
         return 0
 
     return run

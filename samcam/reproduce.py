@@ -1,9 +1,18 @@
 """Running the parameterised notebooks with papermill, and ``samcam reproduce``.
 
-A reproduce configuration (YAML) lists steps: a notebook, its parameters, the inputs it reads and the
-outputs it writes. A step is *current*, and skipped, when its outputs exist, are newer than its
-inputs and notebook, and were made with the same parameters (a stamp beside the executed notebook).
-Paths may use ``${VAR}``; ``SAMCAM_DATA`` defaults to ``../shared/data`` beside the checkout.
+A reproduce configuration (YAML) lists steps. Each runs either a notebook with its parameters or a
+``samcam`` command (``command: [masks, --images, ...]``, run from the checkout), and names the inputs
+it reads and the outputs it writes. After a run, a stamp beside the executed notebook
+(``<runs>/<name>.params.json``) records the step's definition and the content fingerprints
+(:func:`samcam.outputs.fingerprint`) of its inputs, its notebook and its outputs. A step is *current*,
+and skipped, when that stamp matches: same definition, same input and notebook contents, and outputs
+untouched since. File times play no part, so a fresh clone (whose files all carry the checkout's time)
+and a moved checkout judge a step as the machine that ran it did. samcam's own code is not
+fingerprinted: after a change to the package, ``--force`` a step to rerun it.
+
+A step marked ``long`` (its value: the expected time) runs only when named with ``--only`` or when
+``--long`` is given. Paths may use ``${VAR}``; ``SAMCAM_DATA`` defaults to ``../shared/data`` beside
+the checkout.
 """
 
 from __future__ import annotations
@@ -102,10 +111,17 @@ def _expand(value: Any, env: dict[str, str]) -> Any:
 @dataclass
 class Step:
     name: str
-    notebook: str
+    notebook: str | None
     parameters: dict[str, Any]
     inputs: list[str]
     outputs: list[str]
+    command: list[str] | None = None  # a samcam command's arguments (run from the checkout) instead of a notebook
+    long: str | None = None  # the expected time of a long step: it runs only when named or with --long
+
+    @property
+    def what(self) -> str:
+        """What the step runs, in a plan's words: the notebook's name or ``samcam <command>``."""
+        return self.notebook if self.command is None else f"samcam {self.command[0]}"
 
 
 def _plain_loader():
@@ -143,12 +159,16 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
     for i, s in enumerate(doc.get("steps", [])):
         if not isinstance(s, dict):
             raise ValueError(f"{path}: step {i} is not a mapping")
-        missing = [k for k in ("name", "notebook") if k not in s]
-        if missing:
-            raise ValueError(f"{path}: step {i} lacks {', '.join(missing)}")
+        if "name" not in s:
+            raise ValueError(f"{path}: step {i} lacks name")
+        if ("notebook" in s) == ("command" in s):
+            raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook and command")
+        unknown = sorted(set(s) - {"name", "notebook", "command", "parameters", "inputs", "outputs", "long"})
+        if unknown:
+            raise ValueError(f"{path}: step {i} ({s['name']}) has unknown keys {', '.join(map(str, unknown))}")
         s = _expand(s, env)
         check_id(s["name"], f"{path}: step {i} name")  # the executed notebook is runs/<name>.ipynb
-        for key, kind in (("notebook", str), ("parameters", dict), ("inputs", list), ("outputs", list)):
+        for key, kind in (("notebook", str), ("command", list), ("parameters", dict), ("inputs", list), ("outputs", list), ("long", str)):
             if key in s and not isinstance(s[key], kind):
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
         for key in ("inputs", "outputs"):
@@ -158,8 +178,12 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if s["name"] in {t.name for t in steps}:
             raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
         where = f"{path}: step {i} ({s['name']})"
-        _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
-        steps.append(Step(s["name"], s["notebook"], s.get("parameters", {}), s.get("inputs", []), s.get("outputs", [])))
+        if "notebook" in s:
+            _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
+        else:
+            _check_command(s["command"], s.get("parameters"), where)
+        steps.append(Step(s["name"], s.get("notebook"), s.get("parameters", {}), s.get("inputs", []), s.get("outputs", []),
+                          s.get("command"), s.get("long")))  # fmt: skip
     owner: dict[str, str] = {}
     for step in steps:  # one output, one step: two steps (or one twice) writing a file cannot both be current
         for out in step.outputs:
@@ -178,45 +202,94 @@ def _inside(name: object, folder: Path, what: str) -> None:
         raise ValueError(f"{what} {name!r} must be a relative path inside {folder.name}/")
 
 
-def _mtime(p: Path) -> float:
-    if p.is_dir():
-        return max([p.stat().st_mtime] + [q.stat().st_mtime for q in p.iterdir()])
-    return p.stat().st_mtime
+def _check_command(command: list, parameters: object, where: str) -> None:
+    """A command step's arguments: non-empty strings, the first a samcam command other than the
+    ones that run steps themselves; a command step takes no notebook parameters."""
+    from samcam.cli import COMMANDS  # the commands register as samcam.cli is imported
+
+    if not command or not all(isinstance(a, str) and a and "\x00" not in a for a in command):
+        raise ValueError(f"{where} command must be a non-empty list of non-empty strings, e.g. [masks, --images, ...]")
+    if command[0] not in COMMANDS or command[0] in ("reproduce", "demo"):
+        raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - {'reproduce', 'demo'}))}")
+    if parameters:
+        raise ValueError(f"{where}: parameters are a notebook's; a command step's settings are its arguments")
 
 
 def stamp(step: Step) -> dict:
-    """What ``<step>.params.json`` holds beside the executed notebook: the notebook and the parameters,
-    their paths written as :func:`samcam.outputs.relocate` writes them (relative to the checkout, where
+    """A step's definition as its stamp records it: the notebook and its parameters, or the command;
+    paths written as :func:`samcam.outputs.relocate` writes them (relative to the checkout, where
     :func:`resolve` reads them), so a stamp made in one checkout is current in another."""
     from samcam.outputs import relocate
 
+    if step.command is not None:
+        return {"command": relocate(step.command, REPO)}
     return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
 
 
+def fingerprints(step: Step, root: Path = REPO) -> dict:
+    """The content fingerprints a stamp records: every input, the notebook (of a notebook step) and
+    every output (``None`` for one that is absent), keyed by the path as the config names it, written
+    as :func:`samcam.outputs.relocate_text` writes it (so the keys match in any checkout)."""
+    from samcam.outputs import fingerprint, relocate_text
+
+    prints = {kind: {relocate_text(p, REPO): fingerprint(root / p) for p in paths} for kind, paths in (("inputs", step.inputs), ("outputs", step.outputs))}
+    if step.notebook is not None:
+        prints["notebook"] = fingerprint(NOTEBOOKS / step.notebook)
+    return prints
+
+
+def full_stamp(step: Step, root: Path = REPO) -> dict:
+    """What ``<runs>/<step>.params.json`` holds after a run: :func:`stamp` and :func:`fingerprints`."""
+    return {**stamp(step), "fingerprints": fingerprints(step, root)}
+
+
 def step_state(step: Step, runs: Path | None = None, root: Path = REPO) -> str:
-    """``missing input …``, ``current`` or ``stale (why)``; inputs and outputs are relative to ``root``."""
+    """``missing input …``, ``current`` or ``stale (why)``; inputs and outputs are relative to ``root``.
+    Current means: the stamp of the last run matches the step's definition, and the fingerprints of
+    its inputs, notebook and outputs are those the stamp recorded (contents, never file times)."""
+    from samcam.outputs import read_record
+
     runs = RUNS if runs is None else runs
     absent = [i for i in step.inputs if not (root / i).exists()]
     if absent:
         return f"missing input {absent[0]}"
     stamp_file = runs / f"{step.name}.params.json"
-    outs = [root / o for o in step.outputs]
-    if not outs:
+    if not step.outputs:
         return "stale (no outputs declared)"
     if not stamp_file.exists():
         return "stale (never run here)"
-    missing = [o for o, p in zip(step.outputs, outs) if not p.exists()]
+    missing = [o for o in step.outputs if not (root / o).exists()]
     if missing:
         return f"stale (output {missing[0]} missing)"
-    if json.loads(stamp_file.read_text()) != stamp(step):
-        return "stale (notebook or parameters changed)"
-    newest_input = max([_mtime(NOTEBOOKS / step.notebook)] + [_mtime(root / i) for i in step.inputs])
-    return "current" if min(_mtime(o) for o in outs) >= newest_input else "stale (an input is newer than the outputs)"
+    old = read_record(stamp_file, "reproduce stamp", f"remove it to rerun step {step.name}")
+    if {k: old.get(k) for k in stamp(step)} != stamp(step) or set(old) - {"fingerprints"} != set(stamp(step)):
+        return "stale (notebook or parameters changed)" if step.command is None else "stale (command changed)"
+    recorded = old.get("fingerprints")
+    if not isinstance(recorded, dict):
+        return "stale (run before samcam fingerprinted a step's inputs)"
+    now = fingerprints(step, root)
+    for kind, label in (("inputs", "input"), ("notebook", "notebook"), ("outputs", "output")):
+        was, is_ = recorded.get(kind), now.get(kind)
+        if isinstance(is_, dict):
+            changed = [k for k in is_ if not isinstance(was, dict) or was.get(k) != is_[k]]
+            if changed:
+                return f"stale ({label} {changed[0]} changed since the last run)"
+        elif was != is_:
+            return f"stale ({label} {step.notebook} changed since the last run)"
+    return "current"
+
+
+def _runs_now(step: Step, state: str, only: list[str] | None, force: bool, long: bool) -> bool:
+    """Whether a step in ``state`` runs: never without its inputs; a long one only when named or with
+    ``long``; else when forced or not current."""
+    if state.startswith("missing") or (step.long and not long and step.name not in (only or ())):
+        return False
+    return force or state != "current"
 
 
 def plan(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
-         runs: Path | None = None) -> list[tuple[Step, str, bool]]:  # fmt: skip
-    """``(step, state, will run)`` for every selected step of ``config``, in order."""
+         runs: Path | None = None, long: bool = False) -> list[tuple[Step, str, bool]]:  # fmt: skip
+    """``(step, state, will run)`` for every selected step of ``config``, in order (:func:`_runs_now`)."""
     steps = load_config(config)
     unknown = sorted(set(only or ()) - {s.name for s in steps})
     if unknown:
@@ -226,12 +299,36 @@ def plan(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = No
         if only and step.name not in only:
             continue
         state = step_state(step, runs)
-        rows.append((step, state, not state.startswith("missing") and (force or state != "current")))
+        rows.append((step, state, _runs_now(step, state, only, force, long)))
     return rows
 
 
+def describe(step: Step, state: str, runs_now: bool) -> str:
+    """A plan's line for one step (``samcam reproduce --list``)."""
+    long = f" (long: {step.long})" if step.long else ""
+    return f"{step.name}: {'would run' if runs_now else 'skip'} [{state}]{long} {step.what} -> {', '.join(step.outputs)}"
+
+
+def skip_reason(step: Step, state: str) -> str:
+    """Why a step that does not run is skipped, in one line."""
+    if step.long and not state.startswith("missing") and state != "current":
+        return f"{state}; a long step ({step.long}): name it with --only {step.name}, or give --long"
+    return state
+
+
+def run_command(step: Step) -> None:
+    """Run a command step: ``python -m samcam.cli <command>`` from the checkout, its output shown as it
+    goes; a ``RuntimeError`` naming the step when it fails."""
+    import subprocess
+    import sys
+
+    rc = subprocess.call([sys.executable, "-m", "samcam.cli", *step.command], cwd=REPO)
+    if rc != 0:
+        raise RuntimeError(f"step {step.name}: samcam {step.command[0]} exited with status {rc}")
+
+
 def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
-              runs: Path | None = None, log=None) -> list[tuple[str, str]]:  # fmt: skip
+              runs: Path | None = None, log=None, long: bool = False) -> list[tuple[str, str]]:  # fmt: skip
     """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``); ``log`` (e.g.
     ``print``) hears each step's name, whether it runs and why, and its time as it goes. Raises
     ``ValueError`` when every selected step lacks an input (nothing could be reproduced)."""
@@ -240,7 +337,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     from samcam.io import write_text
 
     runs = RUNS if runs is None else runs
-    rows = plan(config, only, force, runs)
+    rows = plan(config, only, force, runs, long)
     if rows and all(state.startswith("missing") for _, state, _ in rows):
         raise ValueError(f"{config}: every selected step lacks an input (e.g. {rows[0][0].name}: {rows[0][1]}); "
                          f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip
@@ -248,17 +345,21 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     for step, state, runs_now in rows:
         if ran:  # an earlier step of this run may have written this one's inputs: judge it now
             state = step_state(step, runs)
-            runs_now = not state.startswith("missing") and (force or state != "current")
+            runs_now = _runs_now(step, state, only, force, long)
         if not runs_now:
-            report.append((step.name, f"skipped ({state})"))
+            report.append((step.name, f"skipped ({skip_reason(step, state)})"))
             if log:
-                log(f"{step.name}: skipped ({state})")
+                log(f"{step.name}: skipped ({skip_reason(step, state)})")
             continue
         if log:
-            log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.notebook}")
+            log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.what}" + (f" (long: {step.long})" if step.long else ""))
         t0 = time.perf_counter()
-        execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
-        write_text(runs / f"{step.name}.params.json", json.dumps(stamp(step), indent=1))
+        if step.command is None:
+            execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
+        else:
+            runs.mkdir(parents=True, exist_ok=True)
+            run_command(step)
+        write_text(runs / f"{step.name}.params.json", json.dumps(full_stamp(step), indent=1))
         report.append((step.name, f"ran in {time.perf_counter() - t0:.0f} s"))
         ran = True
         if log:

@@ -6,6 +6,7 @@ import re
 import nbformat
 import pytest
 
+from samcam.io import data_root
 from samcam.reproduce import NOTEBOOKS, execute, load_config, step_state
 
 pytestmark = pytest.mark.slow
@@ -71,10 +72,19 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
 
 def test_reproduce_config_is_valid():
     steps = load_config()
-    assert [s.name for s in steps] == ["voc_transcam", "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "paper_table", "coco128", "demo"]
+    assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "voc_transcam", "claims", "voc_samcam_cam",
+                                       "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo"]
     for s in steps:
-        assert (NOTEBOOKS / s.notebook).exists()
+        assert s.notebook is None or (NOTEBOOKS / s.notebook).exists()
         assert step_state(s) == "current" or step_state(s).startswith(("stale (", "missing input"))
+    made = {o for s in steps for o in s.outputs}
+    for s in steps:  # every command is accepted by its parser, and each step's inputs are data or an earlier step's outputs
+        if s.command:
+            from samcam.cli import build_parser
+
+            build_parser(s.command).parse_args(s.command)
+        assert all(i.startswith(str(data_root())) or i in made or i.startswith(("results/", "samcam/")) for i in s.inputs), s.name
+    assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "claims"]
 
 
 def test_claims_notebook_runs_every_row(tmp_path, data_root, gt_cams, mobile_sam_checkpoint):

@@ -4,10 +4,12 @@ default-folder rule that notebook 02 once got wrong."""
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import CACHED_MASKS
 from merge_reference import merge_loop
@@ -98,6 +100,8 @@ def test_threshold_sweep_flags_exactly_the_best_threshold(tmp_path):
 
 
 def test_step_state_answers_each_state(tmp_path):
+    from samcam.reproduce import full_stamp
+
     (tmp_path / "in").write_text("x")
     step = Step("s", "demo.ipynb", {"a": 1}, ["in"], ["out.txt"])
     runs = tmp_path / "runs"
@@ -107,11 +111,120 @@ def test_step_state_answers_each_state(tmp_path):
     (runs / "s.params.json").write_text(json.dumps({"notebook": "demo.ipynb", "parameters": {"a": 1}}))
     assert step_state(step, runs, tmp_path) == "stale (output out.txt missing)"
     (tmp_path / "out.txt").write_text("y")
+    assert step_state(step, runs, tmp_path) == "stale (run before samcam fingerprinted a step's inputs)"
+    (runs / "s.params.json").write_text(json.dumps(full_stamp(step, tmp_path)))
     assert step_state(step, runs, tmp_path) == "current"
     assert step_state(Step("s", "demo.ipynb", {"a": 2}, ["in"], ["out.txt"]), runs, tmp_path) == "stale (notebook or parameters changed)"
+    assert step_state(Step("s", None, {}, ["in"], ["out.txt"], ["eval"]), runs, tmp_path) == "stale (command changed)"
+    # file times play no part: an input touched (as a fresh clone touches every file) is still current
     later = time.time() + 100
     os.utime(tmp_path / "in", (later, later))
-    assert step_state(step, runs, tmp_path) == "stale (an input is newer than the outputs)"
+    assert step_state(step, runs, tmp_path) == "current"
+    (tmp_path / "in").write_text("z")  # a changed input of the same size and time is noticed
+    os.utime(tmp_path / "in", (later, later))
+    assert step_state(step, runs, tmp_path) == "stale (input in changed since the last run)"
+    (tmp_path / "in").write_text("x")
+    assert step_state(step, runs, tmp_path) == "current"
+    (tmp_path / "out.txt").write_text("edited by hand")  # an output changed since the run is not current either
+    assert step_state(step, runs, tmp_path) == "stale (output out.txt changed since the last run)"
+    (tmp_path / "out.txt").write_text("y")
+    stamp = json.loads((runs / "s.params.json").read_text())
+    stamp["fingerprints"]["notebook"] = "sha256:" + "0" * 64  # the notebook's source changed since the run
+    (runs / "s.params.json").write_text(json.dumps(stamp))
+    assert step_state(step, runs, tmp_path) == "stale (notebook demo.ipynb changed since the last run)"
+    (runs / "s.params.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"s\.params\.json: unreadable reproduce stamp .*remove it to rerun step s"):
+        step_state(step, runs, tmp_path)
+
+
+def test_a_stamp_is_current_in_another_checkout(tmp_path, monkeypatch):
+    """A stamp written in one checkout (paths under it and under the data root) is current in a copy
+    at another path with another data root: keys are written relative, contents fingerprinted."""
+    import shutil
+
+    from samcam import reproduce
+    from samcam.reproduce import full_stamp
+
+    def checkout(root: Path):
+        (root / "repo" / "results").mkdir(parents=True)
+        (root / "data" / "labels").mkdir(parents=True)
+        (root / "data" / "labels" / "a.png").write_bytes(b"label")
+        (root / "repo" / "results" / "out.csv").write_text("1,2\n")
+        return root / "repo", root / "data"
+
+    repo, data = checkout(tmp_path / "one")
+    monkeypatch.setattr(reproduce, "REPO", repo)
+    monkeypatch.setenv("SAMCAM_DATA", str(data))
+    step = Step("s", "demo.ipynb", {"labels": str(data / "labels")}, [str(data / "labels")], ["results/out.csv"])
+    (repo / "runs").mkdir()
+    (repo / "runs" / "s.params.json").write_text(json.dumps(full_stamp(step, repo)))
+    assert str(tmp_path) not in (repo / "runs" / "s.params.json").read_text()  # no machine path in the stamp
+    repo2, data2 = checkout(tmp_path / "two")
+    shutil.copytree(repo / "runs", repo2 / "runs")
+    monkeypatch.setattr(reproduce, "REPO", repo2)
+    monkeypatch.setenv("SAMCAM_DATA", str(data2))
+    moved = Step("s", "demo.ipynb", {"labels": str(data2 / "labels")}, [str(data2 / "labels")], ["results/out.csv"])
+    assert step_state(moved, repo2 / "runs", repo2) == "current"
+    (data2 / "labels" / "a.png").write_bytes(b"other")
+    assert step_state(moved, repo2 / "runs", repo2).startswith("stale (input ${SAMCAM_DATA}/labels changed")
+
+
+def test_command_steps_and_long_steps(tmp_path, capsys, monkeypatch):
+    """A command step runs ``samcam <command>`` from the checkout and is stamped like a notebook; a long
+    step runs only when named or with --long, and the plan says why it is skipped."""
+    from samcam import cli, reproduce
+
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "ids.txt").write_text("a\n")
+    label = np.zeros((4, 5), np.uint8)
+    label[1:3, 1:4] = 1
+    from samcam.io import write_label
+
+    write_label(tmp_path / "gt" / "a.png", label)
+    cfg = tmp_path / "r.yml"
+    csv = tmp_path / "scores.csv"
+    cfg.write_text(f"steps:\n  - name: score\n    command: [eval, --pred, {tmp_path / 'gt'}, --gt, {tmp_path / 'gt'}, --ids, {tmp_path / 'ids.txt'}, --csv, {csv}]\n"
+                   f"    long: about a second\n    inputs: [{tmp_path / 'gt'}]\n    outputs: [{csv}]\n")
+    assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
+    assert capsys.readouterr().out == f"score: skip [stale (never run here)] (long: about a second) samcam eval -> {csv}\n"
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 0
+    assert "score: skipped (stale (never run here); a long step (about a second): name it with --only score, or give --long)" in capsys.readouterr().out
+    assert not csv.exists()
+    assert cli.main(["reproduce", "--config", str(cfg), "--long"]) == 0
+    out = capsys.readouterr().out
+    assert "score: running (stale (never run here)) — samcam eval (long: about a second)" in out and "score: done in" in out
+    scores = pd.read_csv(csv)
+    assert scores["iou"].tolist()[:2] == [1.0, 1.0] and scores["iou"][2:].isna().all()  # two classes present, predicted exactly
+    assert scores["gt_pixels"].tolist()[:2] == [14, 6]
+    stamp = json.loads((tmp_path / "runs" / "score.params.json").read_text())
+    assert stamp["command"][0] == "eval" and set(stamp["fingerprints"]) == {"inputs", "outputs"}
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 0
+    assert "score: skipped (current)" in capsys.readouterr().out
+    cfg.write_text(cfg.read_text().replace("--csv", "--nonsense"))
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 2  # the command failed: reproduce fails
+    assert "step score: samcam eval exited with status 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("step, message", [
+    ("{name: x, notebook: demo.ipynb, command: [eval]}", "needs exactly one of notebook and command"),
+    ("{name: x}", "needs exactly one of notebook and command"),
+    ("{name: x, command: []}", "command must be a non-empty list"),
+    ("{name: x, command: [eval, '']}", "command must be a non-empty list"),
+    ("{name: x, command: eval}", "command is a str, expected a list"),
+    ("{name: x, command: [rm, -rf]}", "command 'rm' is not a samcam step"),
+    ("{name: x, command: [reproduce]}", "command 'reproduce' is not a samcam step"),
+    ("{name: x, command: [eval], parameters: {a: 1}}", "parameters are a notebook's"),
+    ("{name: x, notebook: demo.ipynb, long: 3}", "long is a int, expected a str"),
+    ("{name: x, notebook: demo.ipynb, output: [a]}", "unknown keys output"),
+])
+def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    cfg.write_text(f"steps:\n  - {step}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(cfg)
 
 
 def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, capsys, monkeypatch):
