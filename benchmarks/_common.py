@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -15,17 +14,12 @@ OUT = REPO / "results" / "benchmarks"
 
 
 def machine() -> dict:
-    import numpy as np
+    """The machine (:func:`samcam.outputs.machine_info`, torch's threads and GPU included) and the commit."""
+    import torch  # noqa: F401  (imported, so that machine_info names its version, threads and GPU)
 
-    info = {"python": sys.version.split()[0], "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import torch
+    from samcam.outputs import machine_info
 
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    cuda_version=torch.version.cuda if torch.cuda.is_available() else None)  # fmt: skip
-    except ImportError:
-        pass
+    info = machine_info()
     try:
         info["git_commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     except OSError:

@@ -455,21 +455,10 @@ def _cam_select(p: argparse.ArgumentParser):
 
 
 def _device(name: str | None):
-    """A torch device from ``--device`` (CPU when absent), checked as ``--devices`` entries are
-    (:func:`samcam.pipeline.workers.parse_devices`: the form, the GPU index); ``cuda`` without a GPU
-    is a one-line error."""
-    import torch
+    """A torch device from ``--device``, CPU when absent (:func:`samcam.pipeline.workers.torch_device`)."""
+    from samcam.pipeline.workers import torch_device
 
-    from samcam.pipeline.workers import parse_devices
-
-    if name and name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here")
-    if name and len(parse_devices(name, "--device")) != 1:
-        raise ValueError(f"--device {name}: one device (for several, --devices)")
-    try:
-        return torch.device(name or "cpu")
-    except RuntimeError as e:
-        raise ValueError(f"--device {name}: {e}") from None
+    return torch_device(name)
 
 
 @command("cam2label", "turn CAM files into pseudo labels at a background threshold (IRN's rule); optional sweep")

@@ -466,6 +466,19 @@ def common_folder(paths) -> str | None:
     return folders.pop() if len(folders) == 1 else None
 
 
+def find_image(images_dir: str | os.PathLike, image_id: str) -> Path:
+    """The image of one id in ``images_dir`` (``<id>.jpg``, ``.jpeg`` or ``.png``, as
+    :func:`image_index` reads a folder): ``FileNotFoundError`` naming the file when there is none,
+    ``ValueError`` when there are two (which one is meant cannot be told)."""
+    images_dir = Path(images_dir)
+    found = [p for p in (images_dir / f"{check_id(image_id, images_dir)}{s}" for s in IMAGE_SUFFIXES) if p.is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{images_dir}: two images for {image_id}, {found[0].name} and {found[1].name}; keep one")
+    if not found:
+        raise FileNotFoundError(f"image file not found: {images_dir / image_id}.jpg")
+    return found[0]
+
+
 def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     """Map id → image path for every ``.jpg/.jpeg/.png`` in ``images_dir``; ``ValueError`` when one id
     has two images (``a.jpg`` and ``a.png``: which one is meant cannot be told). A file whose name is

@@ -279,17 +279,41 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         yield out
 
 
-def machine() -> str:
-    """This machine in words, for cost records: CPU model and core count."""
-    import platform
+def _proc_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
 
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+
+def machine_info() -> dict:
+    """This machine, for every record that names one (cost records, checkpoints, the segmentation
+    table, benchmarks): CPU model, the cores this process may use, memory, Python, numpy and
+    platform; torch's version, threads and GPU where torch is already imported (a record of a
+    torch-free step does not load it)."""
+    import platform
+    import sys
+
+    import numpy as np
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _proc_lines("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor() or platform.machine())  # fmt: skip
+    mem = next((ln.split()[1] for ln in _proc_lines("/proc/meminfo") if ln.startswith("MemTotal")), "0")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpu": cpu, "cores": cores, "memory_gib": round(int(mem) / 2**20, 1), "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform()}  # fmt: skip
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        gpu = torch.cuda.is_available()
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(), cuda=torch.cuda.get_device_name(0) if gpu else None,
+                    cuda_version=torch.version.cuda if gpu else None)  # fmt: skip
+    return info
+
+
+def machine() -> str:
+    """This machine in words, for cost records: CPU model and the cores this process may use (:func:`machine_info`)."""
+    info = machine_info()
+    return f"{info['cpu']}, {info['cores']} cores"
 
 
 def add_cost(folder: str | os.PathLike, seconds: float, images: int, device: str = "cpu") -> None:

@@ -122,3 +122,21 @@ def test_coco_to_voc_map():
     m = np.array([[0, 1, 63, 72, 8, 150]], np.uint8)  # unlabeled, person, couch, tv, truck, a stuff class
     assert ds.coco_panoptic_to_voc(m).tolist() == [[255, 15, 18, 20, 0, 0]]
     assert sorted(ds.COCO_TO_VOC.values()) == list(range(1, 21))
+
+
+def test_find_image_is_the_lookup_of_one_id(tmp_path):
+    """The one-id lookup reads a folder as ``image_index`` does: .jpg, .jpeg or .png; two images for one
+    id, a missing image and an id that is a path are each refused."""
+    from samcam.io import find_image, image_index
+
+    (tmp_path / "a.jpeg").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"x")
+    assert find_image(tmp_path, "a") == tmp_path / "a.jpeg" and find_image(tmp_path, "b") == tmp_path / "b.png"
+    assert {i: find_image(tmp_path, i) for i in image_index(tmp_path)} == image_index(tmp_path)
+    with pytest.raises(FileNotFoundError, match="c.jpg"):
+        find_image(tmp_path, "c")
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="two images for b, b.jpg and b.png"):
+        find_image(tmp_path, "b")
+    with pytest.raises(ValueError, match="not a name|path"):
+        find_image(tmp_path, "../a")

@@ -36,3 +36,16 @@ def test_environment_yml_matches_pyproject():
 def test_environment_pins_python_311():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     assert "python=3.11" in env["dependencies"]
+
+
+def test_one_version_source():
+    """The package's metadata takes its version from ``samcam.__version__`` (pyproject's dynamic
+    version): the installed distribution, the ``--version`` flag and every run record agree."""
+    import importlib.metadata
+    import tomllib
+
+    import samcam
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("samcam") == samcam.__version__

@@ -170,3 +170,22 @@ def test_committed_files_hold_no_machine_paths():
 ])  # fmt: skip
 def test_the_machine_path_pattern(line, hit):
     assert bool(MACHINE_PATH.search(line)) == hit
+
+
+def test_one_machine_description(monkeypatch):
+    """Cost records, checkpoints, the segmentation table and the benchmarks describe the machine with
+    one function; torch's fields appear only where torch is loaded (a torch-free step stays so)."""
+    import importlib.util
+    import sys
+
+    from samcam.outputs import machine, machine_info
+
+    info = machine_info()
+    assert info["cores"] >= 1 and info["cpu"] and info["memory_gib"] > 0 and machine() == f"{info['cpu']}, {info['cores']} cores"
+    assert {"torch", "torch_threads", "cuda"} <= set(info) and info["torch_threads"] >= 1  # the tests load torch
+    spec = importlib.util.spec_from_file_location("bench_common", REPO / "benchmarks" / "_common.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert {"cpu", "cores", "torch", "git_commit"} <= set(bench.machine())
+    monkeypatch.delitem(sys.modules, "torch")  # as in a process that never loaded it (restored after the test)
+    assert "torch" not in machine_info() and "torch" not in sys.modules

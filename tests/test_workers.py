@@ -107,3 +107,26 @@ def test_one_device_runs_in_this_process():
     assert reported == [("a", 1), ("bb", 2), ("ccc", 3)]
     run_on_devices(target, [None], ["z"], ("u",))  # no on_done: reports go nowhere
     assert seen[-1] == (None, "z", "u", os.getpid())
+
+
+def test_one_device_choice_for_every_step(monkeypatch):
+    """``torch_device`` is the one device choice: the CLI's default is the CPU, the segmentation and SAM
+    steps' default is a GPU where one is visible; a name is checked the same way for all."""
+    import torch
+
+    from samcam.pipeline.workers import torch_device
+    from samcam.sam.model import default_device
+    from samcam.seg.train import pick_device
+
+    assert torch_device(None) == torch.device("cpu") and torch_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert torch_device(None, default="auto") == pick_device() == torch.device("cpu") and default_device() == "cpu"
+    for bad, message in (("bogus", "--device bogus: 'bogus' is not a device"), ("cpu,cpu", "--device cpu,cpu: one device"),
+                         ("cuda:0", "--device cuda:0: no CUDA device is available here")):  # fmt: skip
+        for choose in (torch_device, pick_device, cli._device):
+            with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+                choose(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # where a GPU is visible, "auto" takes it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert torch_device(None, default="auto") == pick_device() == torch.device("cuda") and default_device() == "cuda"
+    assert torch_device(None) == torch.device("cpu")  # the CLI's default stays the CPU

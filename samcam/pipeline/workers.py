@@ -191,6 +191,25 @@ def parse_devices(text: str | None, option: str = "--devices") -> list[str] | No
     return devices
 
 
+def torch_device(name: str | None = None, default: str = "cpu", option: str = "--device"):
+    """The one device choice of every step: a torch device from ``name`` (a ``--device`` value), or
+    ``default`` when it is absent (``"auto"``: ``cuda`` where a GPU is visible, else ``cpu``). The
+    name is checked as ``--devices`` entries are (:func:`parse_devices`: the form, the GPU index);
+    ``cuda`` without a GPU, or several devices, is a one-line ``ValueError`` naming ``option``."""
+    import torch
+
+    if name is None:
+        name = ("cuda" if torch.cuda.is_available() else "cpu") if default == "auto" else default
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{option} {name}: no CUDA device is available here")
+    if len(parse_devices(name, option)) != 1:
+        raise ValueError(f"{option} {name}: one device (for several, --devices)")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"{option} {name}: {e}") from None
+
+
 def _device_main(target: Callable, device: str, ids: list[str], queue, parent: int, threads: int, args: tuple) -> None:
     """A device worker: run ``target`` on its ids, sending each finished id, then the end or the error."""
     _die_with_parent(parent)

@@ -37,10 +37,10 @@ AMG_DEFAULTS: dict[str, Any] = {
 
 
 def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
+    """``cuda`` when a GPU is visible, else ``cpu`` (:func:`samcam.pipeline.workers.torch_device`)."""
+    from samcam.pipeline.workers import torch_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(torch_device(None, default="auto"))
 
 
 def _registry(model_type: str) -> Callable[..., Any]:

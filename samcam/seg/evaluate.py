@@ -18,12 +18,12 @@ import torch
 from torch.nn import functional as F
 
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import read_image, read_label, write_label, write_text
+from samcam.io import find_image, read_image, read_label, write_label, write_text
 from samcam.metrics import Evaluator
 
 from .model import SegNet
 from .recipe import PAD_VALUE, scaled_shape
-from .train import find_image, load_model, pick_device
+from .train import load_model, pick_device
 
 MULTI_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 STRIDE = 32  # the backbone's output stride

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 from collections.abc import Sequence
@@ -19,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from samcam.data.spaces import VOC, colorize
-from samcam.io import atomic_path, read_image, read_label, write_text
+from samcam.io import atomic_path, find_image, read_image, read_label, write_text
+from samcam.outputs import machine_info
 
-from .train import CHECKPOINT, find_image, read_checkpoint
+from .train import CHECKPOINT, read_checkpoint
 
 RUN_NAME = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
 
@@ -148,23 +148,6 @@ def _void_white(label: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, core count, memory and library versions of this machine."""
-    import torch
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _lines("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
-    mem = next((ln.split()[1] for ln in _lines("/proc/meminfo") if ln.startswith("MemTotal")), "0")
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 2**20, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
-
-
-def _lines(path: str) -> list[str]:
-    try:
-        return Path(path).read_text().splitlines()
-    except OSError:
-        return []
-
-
 def benchmark(df: Any, command: str) -> dict[str, Any]:
     """Training cost over the finished runs: seconds per epoch and peak RSS (``ru_maxrss``), per run and overall."""
     ck = read_checkpoint(Path(df["run"].iloc[0]) / CHECKPOINT)
@@ -175,7 +158,7 @@ def benchmark(df: Any, command: str) -> dict[str, Any]:
     s = df["s_per_epoch"].to_numpy()
     return {
         "recipe": ck["recipe"], "n_train": ck["n_train"], "steps_per_epoch": ck["total_steps"] // ck["recipe"]["epochs"],
-        "device": str(df["device"].iloc[0]), "torch_threads": int(df["threads"].iloc[0]), "machine": machine(),
+        "device": str(df["device"].iloc[0]), "torch_threads": int(df["threads"].iloc[0]), "machine": machine_info(),
         "s_per_epoch_median": round(float(np.median(s)), 1), "s_per_epoch_min": round(float(s.min()), 1),
         "s_per_epoch_max": round(float(s.max()), 1), "peak_rss_mib_max": round(float(df["peak_rss_mib"].max())),
         "eval_s_per_image_median": round(float(np.median(df["eval_seconds"] / df["n_val"])), 3),

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from samcam.data.spaces import COCO, VOC, DatasetSpec
-from samcam.io import read_image, read_label
+from samcam.io import find_image, read_image, read_label
 from samcam.training import descend, save_checkpoint, set_poly_lr
 
 from .model import SegNet
@@ -47,14 +47,6 @@ class TrainData:
     images: list[np.ndarray]
     labels: list[np.ndarray]
     fingerprint: str  # SHA-256 over the ids and the label files' bytes
-
-
-def find_image(images_dir: Path, image_id: str) -> Path:
-    for suffix in (".jpg", ".jpeg", ".png"):
-        p = images_dir / f"{image_id}{suffix}"
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"image file not found: {images_dir / image_id}.jpg")
 
 
 def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], spec: DatasetSpec = VOC) -> TrainData:
@@ -106,7 +98,10 @@ def build_optimizer(model: SegNet, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``device``, or ``cuda`` where a GPU is visible, else ``cpu`` (:func:`samcam.pipeline.workers.torch_device`)."""
+    from samcam.pipeline.workers import torch_device
+
+    return torch_device(device, default="auto")
 
 
 def _whole(v: object) -> bool:
