@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,14 +16,9 @@ def machine() -> dict:
     """The machine (:func:`samcam.outputs.machine_info`, torch's threads and GPU included) and the commit."""
     import torch  # noqa: F401  (imported, so that machine_info names its version, threads and GPU)
 
-    from samcam.outputs import machine_info
+    from samcam.outputs import git_commit, machine_info
 
-    info = machine_info()
-    try:
-        info["git_commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
-    return info
+    return {**machine_info(), "git_commit": git_commit(REPO)}
 
 
 def write(name: str, result: dict, markdown: str, out: str | os.PathLike = OUT) -> None:

@@ -279,6 +279,24 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         yield out
 
 
+def git_commit(path: str | os.PathLike = ".") -> str | None:
+    """The checkout's commit, with ``-dirty`` when anything outside ``results/`` differs from it (the
+    results a reproduce run is rewriting step by step do not make the code that writes them dirty);
+    ``None`` outside git."""
+    import subprocess
+
+    try:
+        run = dict(cwd=path, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], **run).stdout.strip()
+        if not commit:
+            return None
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], **run).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", top, f":(exclude){top}/results"], **run).stdout
+        return commit + ("-dirty" if changes.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _proc_lines(path: str) -> list[str]:
     try:
         return Path(path).read_text().splitlines()

@@ -239,8 +239,11 @@ def fingerprints(step: Step, root: Path = REPO) -> dict:
 
 
 def full_stamp(step: Step, root: Path = REPO) -> dict:
-    """What ``<runs>/<step>.params.json`` holds after a run: :func:`stamp` and :func:`fingerprints`."""
-    return {**stamp(step), "fingerprints": fingerprints(step, root)}
+    """What ``<runs>/<step>.params.json`` holds after a run: :func:`stamp`, :func:`fingerprints` and
+    the commit that ran it (:func:`samcam.outputs.git_commit`; provenance, not compared)."""
+    from samcam.outputs import git_commit
+
+    return {**stamp(step), "fingerprints": fingerprints(step, root), "commit": git_commit(REPO)}
 
 
 def step_state(step: Step, runs: Path | None = None, root: Path = REPO) -> str:
@@ -262,7 +265,7 @@ def step_state(step: Step, runs: Path | None = None, root: Path = REPO) -> str:
     if missing:
         return f"stale (output {missing[0]} missing)"
     old = read_record(stamp_file, "reproduce stamp", f"remove it to rerun step {step.name}")
-    if {k: old.get(k) for k in stamp(step)} != stamp(step) or set(old) - {"fingerprints"} != set(stamp(step)):
+    if {k: old.get(k) for k in stamp(step)} != stamp(step) or set(old) - {"fingerprints", "commit"} != set(stamp(step)):
         return "stale (notebook or parameters changed)" if step.command is None else "stale (command changed)"
     recorded = old.get("fingerprints")
     if not isinstance(recorded, dict):
@@ -335,6 +338,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     import time
 
     from samcam.io import write_text
+    from samcam.outputs import git_commit
 
     runs = RUNS if runs is None else runs
     rows = plan(config, only, force, runs, long)
@@ -342,6 +346,9 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
         raise ValueError(f"{config}: every selected step lacks an input (e.g. {rows[0][0].name}: {rows[0][1]}); "
                          f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip
     report, ran = [], False
+    commit = git_commit(REPO)
+    if log and commit and commit.endswith("-dirty") and any(r[2] for r in rows):
+        log(f"note: this checkout has uncommitted changes outside results/ ({commit}); commit results only from a run on a clean commit")
     for step, state, runs_now in rows:
         if ran:  # an earlier step of this run may have written this one's inputs: judge it now
             state = step_state(step, runs)

@@ -199,6 +199,9 @@ def test_command_steps_and_long_steps(tmp_path, capsys, monkeypatch):
     assert scores["gt_pixels"].tolist()[:2] == [14, 6]
     stamp = json.loads((tmp_path / "runs" / "score.params.json").read_text())
     assert stamp["command"][0] == "eval" and set(stamp["fingerprints"]) == {"inputs", "outputs"}
+    from samcam.outputs import git_commit
+
+    assert stamp["commit"] == git_commit(reproduce.REPO)  # provenance: the commit that ran it
     assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 0
     assert "score: skipped (current)" in capsys.readouterr().out
     cfg.write_text(cfg.read_text().replace("--csv", "--nonsense"))
@@ -228,9 +231,10 @@ def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
 
 
 def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, capsys, monkeypatch):
-    from samcam import cli, reproduce
+    from samcam import cli, outputs, reproduce
 
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # a clean checkout: no note
     cfg = tmp_path / "r.yml"
     cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n")
     assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
@@ -257,7 +261,12 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
                    f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{writes: end}}\n    inputs: [{tmp_path / 'mid'}]\n    outputs: [{tmp_path / 'end'}]\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "d: done in" in out and (tmp_path / "end").exists()
+    assert "d: done in" in out and (tmp_path / "end").exists() and "note:" not in out
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123-dirty")  # uncommitted code: said before the steps run
+    assert cli.main(["reproduce", "--config", str(cfg), "--force"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == ("note: this checkout has uncommitted changes outside results/ (abc123-dirty); "
+                                                      "commit results only from a run on a clean commit")
+    assert json.loads((tmp_path / "runs" / "d.params.json").read_text())["commit"] == "abc123-dirty"
 
 
 def test_default_pseudo_dir_only_for_shipped_labels(tmp_path):
@@ -282,7 +291,7 @@ def test_notebook_02_refuses_a_method_without_its_folder(tmp_path, data_root):
 def test_git_commit_ignores_the_results_a_run_rewrites(tmp_path):
     import subprocess
 
-    from samcam.pipeline.enhance import git_commit
+    from samcam.outputs import git_commit
 
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pandas as pd
 
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import read_image, read_label, write_text
-from samcam.outputs import relocate
+from samcam.outputs import git_commit, relocate
 from samcam.metrics import Comparison, error_rates
 from samcam.pipeline.evaluate import evaluate_folders
 from samcam.pipeline.merge import merge_folders
@@ -44,22 +43,6 @@ def enhance_method(
     before = evaluate_folders(pseudo_dir, gt_dir, spec, ids)
     after = evaluate_folders(out_labels, gt_dir, spec, ids)
     return Comparison(before, after)
-
-
-def git_commit(path: str | os.PathLike = ".") -> str | None:
-    """The checkout's commit, with ``-dirty`` when anything outside ``results/`` differs from it (the
-    results a reproduce run is rewriting step by step do not make the code that writes them dirty);
-    ``None`` outside git."""
-    try:
-        run = dict(cwd=path, capture_output=True, text=True, timeout=10)
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], **run).stdout.strip()
-        if not commit:
-            return None
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], **run).stdout.strip()
-        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", top, f":(exclude){top}/results"], **run).stdout
-        return commit + ("-dirty" if changes.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def write_results(res: Comparison, out_dir: str | os.PathLike, rule: MergeRule, masks: str | os.PathLike, **extra: Any) -> dict[str, Any]:
