@@ -53,7 +53,8 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
     with atomic_path(output, suffix=".ipynb") as tmp:
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=parameters or {}, kernel_name="python3",
-                                cwd=str(cwd or REPO), progress_bar=False, log_output=log_output)  # fmt: skip
+                                cwd=str(cwd or REPO), progress_bar=False, log_output=log_output,
+                                extra_arguments=["--log-level=ERROR"])  # the kernel's own start-up warnings are noise to a user  # fmt: skip
         except Exception as e:  # papermill's errors, or a kernel that died: one line, the notebook kept
             failed = Path(output).with_suffix(".failed.ipynb")
             if tmp.exists():

@@ -108,3 +108,18 @@ def test_claims_notebook_runs_every_row(tmp_path, data_root, gt_cams, mobile_sam
     for row in ("cam", "cam+sam", "cam+sam_prompted", "cam+affinitynet", "cam+affinitynet+sam", "cam+affinitynet_samseeds", "cam+gt_walk"):
         assert len(list((tmp_path / "labels" / row).glob("*.png"))) == 3, row
     assert (tmp_path / "res" / "claims.png").exists() and (tmp_path / "res" / "per_class_errors.csv").exists()
+
+
+def test_a_notebook_run_prints_no_kernel_noise(tmp_path, capfd):
+    """The kernel's start-up warnings (e.g. ipykernel's about TCP transport) would bury a reproduce
+    run's own lines; a cell's output and errors still reach the executed notebook."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, str(tmp_path / "t.ipynb"))
+    execute(tmp_path / "t.ipynb", tmp_path / "out.ipynb")
+    captured = capfd.readouterr()
+    assert "WARNING" not in captured.err and "IPKernelApp" not in captured.err
+    done = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    assert done.cells[0].outputs[0]["text"] == "42\n"
