@@ -335,7 +335,9 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
               runs: Path | None = None, log=None, long: bool = False) -> list[tuple[str, str]]:  # fmt: skip
     """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``); ``log`` (e.g.
     ``print``) hears each step's name, whether it runs and why, and its time as it goes. Raises
-    ``ValueError`` when every selected step lacks an input (nothing could be reproduced)."""
+    ``ValueError`` when every selected step lacks an input (nothing could be reproduced), or when a
+    selected step reads the data root and it does not exist (``SAMCAM_DATA`` pointing nowhere: the
+    data steps would all be skipped, and the run would seem to succeed)."""
     import time
 
     from samcam.io import write_text
@@ -343,6 +345,10 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
 
     runs = RUNS if runs is None else runs
     rows = plan(config, only, force, runs, long)
+    root = data_root()
+    if not root.is_dir() and any(i == str(root) or i.startswith(str(root) + os.sep) for step, _, _ in rows for i in step.inputs):
+        raise ValueError(f"the data root {root} does not exist (SAMCAM_DATA={os.environ.get('SAMCAM_DATA', '(unset: ../shared/data beside the checkout)')}); "
+                         "steps that read it would all be skipped")  # fmt: skip
     if rows and all(state.startswith("missing") for _, state, _ in rows):
         raise ValueError(f"{config}: every selected step lacks an input (e.g. {rows[0][0].name}: {rows[0][1]}); "
                          f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip

@@ -307,3 +307,25 @@ def test_git_commit_ignores_the_results_a_run_rewrites(tmp_path):
     (tmp_path / "code.py").write_text("a = 2\n")  # the code differs from the commit
     assert git_commit(tmp_path) == head + "-dirty"
     assert git_commit(tmp_path / "nowhere") is None  # no such folder
+
+
+def test_reproduce_refuses_a_data_root_that_does_not_exist(tmp_path, capsys, monkeypatch):
+    """With SAMCAM_DATA pointing nowhere every data step would be skipped and the run would seem to
+    succeed (the steps without data inputs still running): said before anything runs, exit 2."""
+    from samcam import cli, reproduce
+
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "nowhere"))
+    ran = []
+    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append(nb))
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - name: data\n    notebook: demo.ipynb\n    inputs: ['${SAMCAM_DATA}/voc2012']\n    outputs: [x]\n"
+                   "  - name: plain\n    notebook: demo.ipynb\n    outputs: [y]\n")
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"the data root {tmp_path / 'nowhere'} does not exist (SAMCAM_DATA={tmp_path / 'nowhere'})" in err and ran == []
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "plain"]) == 0 and ran == ["demo.ipynb"]  # a step without data runs
+    (tmp_path / "nowhere").mkdir()  # the root exists but lacks the step's input: that step is skipped, the other runs
+    ran.clear()
+    assert cli.main(["reproduce", "--config", str(cfg), "--force"]) == 0 and ran == ["demo.ipynb"]
+    assert "data: skipped (missing input" in capsys.readouterr().out
