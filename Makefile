@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds this workplace's machines hold on disk; elsewhere pip fetches them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-DEPS_HASH := $(shell cat pyproject.toml Makefile samcam/__init__.py | sha256sum | cut -c1-16)
+DEPS_HASH := $(shell (cat pyproject.toml Makefile; grep __version__ samcam/__init__.py) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
 
 .PHONY: venv weights test test-fast demo reproduce bench mutation clean-venv

@@ -290,7 +290,7 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--recam", type=_number(float, 0.0, 10.0), default=d.recam,
                    help="weight of ReCAM's softmax cross-entropy on CAM-masked features (default 0: off; needs the backbone trained)")  # fmt: skip
     p.add_argument("--seed", type=SEED, default=d.seed)
-    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -338,7 +338,7 @@ def _cam(p: argparse.ArgumentParser):
     p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
     p.add_argument("--ids", help="id list; default: every image that has labels")
-    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads per worker with --devices")
     _labels_args(p)
@@ -381,7 +381,7 @@ def _cam_eval(p: argparse.ArgumentParser):
     p.add_argument("--ids", required=True, help="held-out id list (images with ground truth; never the ids whose labels you score)")
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP background thresholds (default 0.05:0.60:0.05)")
     p.add_argument("--csv", help="write the table here (one row per threshold; mAP in every row)")
-    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -455,10 +455,11 @@ def _cam_select(p: argparse.ArgumentParser):
 
 
 def _device(name: str | None):
-    """A torch device from ``--device``, CPU when absent (:func:`samcam.pipeline.workers.torch_device`)."""
+    """A torch device from ``--device``; when absent, a GPU where one is visible, else the CPU, as for
+    every step (:func:`samcam.pipeline.workers.torch_device`)."""
     from samcam.pipeline.workers import torch_device
 
-    return torch_device(name)
+    return torch_device(name, default="auto")
 
 
 @command("cam2label", "turn CAM files into pseudo labels at a background threshold (IRN's rule); optional sweep")
@@ -620,7 +621,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
     p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
     p.add_argument("--checkpoint")
-    p.add_argument("--device", type=DEVICE, help="where to compute: cpu (default) or cuda[:N]")
+    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
 
     def run(a: argparse.Namespace) -> int:
         ids = _ids_arg(a.ids)

@@ -471,7 +471,12 @@ def find_image(images_dir: str | os.PathLike, image_id: str) -> Path:
     :func:`image_index` reads a folder): ``FileNotFoundError`` naming the file when there is none,
     ``ValueError`` when there are two (which one is meant cannot be told)."""
     images_dir = Path(images_dir)
-    found = [p for p in (images_dir / f"{check_id(image_id, images_dir)}{s}" for s in IMAGE_SUFFIXES) if p.is_file()]
+    names = [f"{check_id(image_id, images_dir)}{s}" for s in IMAGE_SUFFIXES for s in (s, s.upper())]  # a.jpg or a.JPG
+    by_file = {}  # one file met under two spellings (a case-insensitive file system) is one image
+    for q in (images_dir / n for n in names):
+        if q.is_file():
+            by_file.setdefault((q.stat().st_dev, q.stat().st_ino), q)
+    found = list(by_file.values())
     if len(found) > 1:
         raise ValueError(f"{images_dir}: two images for {image_id}, {found[0].name} and {found[1].name}; keep one")
     if not found:

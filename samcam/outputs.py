@@ -316,9 +316,9 @@ def machine_info() -> dict:
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in _proc_lines("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor() or platform.machine())  # fmt: skip
-    mem = next((ln.split()[1] for ln in _proc_lines("/proc/meminfo") if ln.startswith("MemTotal")), "0")
+    mem = next((ln.split()[1] for ln in _proc_lines("/proc/meminfo") if ln.startswith("MemTotal")), None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpu": cpu, "cores": cores, "memory_gib": round(int(mem) / 2**20, 1), "python": platform.python_version(),
+    info = {"cpu": cpu, "cores": cores, "memory_gib": round(int(mem) / 2**20, 1) if mem else None, "python": platform.python_version(),
             "numpy": np.__version__, "platform": platform.platform()}  # fmt: skip
     torch = sys.modules.get("torch")
     if torch is not None:

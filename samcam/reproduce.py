@@ -154,7 +154,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("steps", []), list):
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")
-    env = {"SAMCAM_DATA": str(data_root()), "REPO": str(REPO)}
+    env = {"SAMCAM_DATA": os.path.abspath(data_root()), "REPO": str(REPO)}  # a relative SAMCAM_DATA: from where samcam runs
     env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
     steps = []
     for i, s in enumerate(doc.get("steps", [])):
@@ -182,7 +182,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if "notebook" in s:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
         else:
-            _check_command(s["command"], s.get("parameters"), where)
+            _check_command(s["command"], s.get("parameters"), s.get("outputs", []), where)
         steps.append(Step(s["name"], s.get("notebook"), s.get("parameters", {}), s.get("inputs", []), s.get("outputs", []),
                           s.get("command"), s.get("long")))  # fmt: skip
     owner: dict[str, str] = {}
@@ -203,9 +203,15 @@ def _inside(name: object, folder: Path, what: str) -> None:
         raise ValueError(f"{what} {name!r} must be a relative path inside {folder.name}/")
 
 
-def _check_command(command: list, parameters: object, where: str) -> None:
+#: the options by which a samcam command names what it writes
+OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions")
+
+
+def _check_command(command: list, parameters: object, outputs: list, where: str) -> None:
     """A command step's arguments: non-empty strings, the first a samcam command other than the
-    ones that run steps themselves; a command step takes no notebook parameters."""
+    ones that run steps themselves; a command step takes no notebook parameters; it writes only
+    inside the checkout, and only what it declares (every output option's value is one of its
+    ``outputs``, each a relative path below the checkout)."""
     from samcam.cli import COMMANDS  # the commands register as samcam.cli is imported
 
     if not command or not all(isinstance(a, str) and a and "\x00" not in a for a in command):
@@ -214,6 +220,12 @@ def _check_command(command: list, parameters: object, where: str) -> None:
         raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - {'reproduce', 'demo'}))}")
     if parameters:
         raise ValueError(f"{where}: parameters are a notebook's; a command step's settings are its arguments")
+    for out in outputs:
+        if Path(out).is_absolute() or ".." in Path(out).parts:
+            raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
+    for option, value in zip(command, command[1:]):
+        if option in OUTPUT_OPTIONS and os.path.normpath(value) not in {os.path.normpath(o) for o in outputs}:
+            raise ValueError(f"{where} command writes {option} {value}, which is not among its outputs")
 
 
 def stamp(step: Step) -> dict:
@@ -227,33 +239,41 @@ def stamp(step: Step) -> dict:
     return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
 
 
-def fingerprints(step: Step, root: Path = REPO) -> dict:
+def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = ("inputs", "notebook", "outputs")) -> dict:
     """The content fingerprints a stamp records: every input, the notebook (of a notebook step) and
     every output (``None`` for one that is absent), keyed by the path as the config names it, written
     as :func:`samcam.outputs.relocate_text` writes it (so the keys match in any checkout)."""
     from samcam.outputs import fingerprint, relocate_text
 
-    prints = {kind: {relocate_text(p, REPO): fingerprint(root / p) for p in paths} for kind, paths in (("inputs", step.inputs), ("outputs", step.outputs))}
-    if step.notebook is not None:
+    root = REPO if root is None else root
+    prints = {kind: {relocate_text(p, REPO): fingerprint(root / p) for p in paths}
+              for kind, paths in (("inputs", step.inputs), ("outputs", step.outputs)) if kind in kinds}  # fmt: skip
+    if step.notebook is not None and "notebook" in kinds:
         prints["notebook"] = fingerprint(NOTEBOOKS / step.notebook)
     return prints
 
 
-def full_stamp(step: Step, root: Path = REPO) -> dict:
+def full_stamp(step: Step, root: Path | None = None, before: dict | None = None) -> dict:
     """What ``<runs>/<step>.params.json`` holds after a run: :func:`stamp`, :func:`fingerprints` and
-    the commit that ran it (:func:`samcam.outputs.git_commit`; provenance, not compared)."""
+    the commit that ran it (:func:`samcam.outputs.git_commit`; provenance, not compared). ``before``:
+    the inputs' and notebook's fingerprints taken before the run (what the outputs were made from,
+    even if an input is edited while a long step runs)."""
     from samcam.outputs import git_commit
 
-    return {**stamp(step), "fingerprints": fingerprints(step, root), "commit": git_commit(REPO)}
+    prints = fingerprints(step, root)
+    if before is not None:
+        prints.update(before)
+    return {**stamp(step), "fingerprints": prints, "commit": git_commit(REPO)}
 
 
-def step_state(step: Step, runs: Path | None = None, root: Path = REPO) -> str:
+def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -> str:
     """``missing input …``, ``current`` or ``stale (why)``; inputs and outputs are relative to ``root``.
     Current means: the stamp of the last run matches the step's definition, and the fingerprints of
     its inputs, notebook and outputs are those the stamp recorded (contents, never file times)."""
     from samcam.outputs import read_record
 
     runs = RUNS if runs is None else runs
+    root = REPO if root is None else root
     absent = [i for i in step.inputs if not (root / i).exists()]
     if absent:
         return f"missing input {absent[0]}"
@@ -271,7 +291,10 @@ def step_state(step: Step, runs: Path | None = None, root: Path = REPO) -> str:
     recorded = old.get("fingerprints")
     if not isinstance(recorded, dict):
         return "stale (run before samcam fingerprinted a step's inputs)"
-    now = fingerprints(step, root)
+    try:
+        now = fingerprints(step, root)
+    except (OSError, ValueError) as e:  # a dangling link or a pipe inside a folder: a state, not a crash
+        return f"stale (cannot read an input or output: {e})"
     for kind, label in (("inputs", "input"), ("notebook", "notebook"), ("outputs", "output")):
         was, is_ = recorded.get(kind), now.get(kind)
         if isinstance(is_, dict):
@@ -313,11 +336,23 @@ def describe(step: Step, state: str, runs_now: bool) -> str:
     return f"{step.name}: {'would run' if runs_now else 'skip'} [{state}]{long} {step.what} -> {', '.join(step.outputs)}"
 
 
-def skip_reason(step: Step, state: str) -> str:
+def skip_reason(step: Step, state: str, force: bool = False) -> str:
     """Why a step that does not run is skipped, in one line."""
-    if step.long and not state.startswith("missing") and state != "current":
+    if step.long and not state.startswith("missing") and (state != "current" or force):
         return f"{state}; a long step ({step.long}): name it with --only {step.name}, or give --long"
     return state
+
+
+def check_redo(step: Step, state: str, force: bool) -> None:
+    """A command step resumes into its outputs (ids already there are kept), so rerunning it over
+    outputs made from other inputs, by another command, or changed since, would stamp them current
+    unchanged; and ``--force`` would redo nothing. Such a run is refused with the way out: remove the
+    outputs."""
+    remade = state == "stale (command changed)" or state.endswith("changed since the last run)")
+    if step.command is not None and (remade or (force and state == "current")):
+        why = "--force" if state == "current" else state
+        raise ValueError(f"step {step.name} ({why}): samcam {step.command[0]} resumes into {', '.join(step.outputs)} and would keep "
+                         f"what is there; remove {'it' if len(step.outputs) == 1 else 'them'} to redo the step")
 
 
 def run_command(step: Step) -> None:
@@ -345,7 +380,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
 
     runs = RUNS if runs is None else runs
     rows = plan(config, only, force, runs, long)
-    root = data_root()
+    root = Path(os.path.abspath(data_root()))
     if not root.is_dir() and any(i == str(root) or i.startswith(str(root) + os.sep) for step, _, _ in rows for i in step.inputs):
         raise ValueError(f"the data root {root} does not exist (SAMCAM_DATA={os.environ.get('SAMCAM_DATA', '(unset: ../shared/data beside the checkout)')}); "
                          "steps that read it would all be skipped")  # fmt: skip
@@ -361,19 +396,21 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
             state = step_state(step, runs)
             runs_now = _runs_now(step, state, only, force, long)
         if not runs_now:
-            report.append((step.name, f"skipped ({skip_reason(step, state)})"))
+            report.append((step.name, f"skipped ({skip_reason(step, state, force)})"))
             if log:
-                log(f"{step.name}: skipped ({skip_reason(step, state)})")
+                log(f"{step.name}: skipped ({skip_reason(step, state, force)})")
             continue
+        check_redo(step, state, force)
         if log:
             log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.what}" + (f" (long: {step.long})" if step.long else ""))
         t0 = time.perf_counter()
+        before = fingerprints(step, kinds=("inputs", "notebook"))
         if step.command is None:
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
         else:
             runs.mkdir(parents=True, exist_ok=True)
             run_command(step)
-        write_text(runs / f"{step.name}.params.json", json.dumps(full_stamp(step), indent=1))
+        write_text(runs / f"{step.name}.params.json", json.dumps(full_stamp(step, before=before), indent=1))
         report.append((step.name, f"ran in {time.perf_counter() - t0:.0f} s"))
         ran = True
         if log:

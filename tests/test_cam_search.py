@@ -177,7 +177,7 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
 
 
 def test_device_option():
-    assert cli._device(None) == torch.device("cpu") and cli._device("cpu") == torch.device("cpu")
+    assert cli._device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu") and cli._device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="--device bogus"):
         cli._device("bogus")
     with pytest.raises(ValueError, match="--device cpu,cpu: one device"):

@@ -135,6 +135,8 @@ def test_find_image_is_the_lookup_of_one_id(tmp_path):
     assert {i: find_image(tmp_path, i) for i in image_index(tmp_path)} == image_index(tmp_path)
     with pytest.raises(FileNotFoundError, match="c.jpg"):
         find_image(tmp_path, "c")
+    (tmp_path / "C.JPG").write_bytes(b"x")  # a camera's upper-case suffix, as image_index reads it
+    assert find_image(tmp_path, "C") == image_index(tmp_path)["C"] == tmp_path / "C.JPG"
     (tmp_path / "b.jpg").write_bytes(b"x")
     with pytest.raises(ValueError, match="two images for b, b.jpg and b.png"):
         find_image(tmp_path, "b")

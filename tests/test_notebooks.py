@@ -6,7 +6,7 @@ import re
 import nbformat
 import pytest
 
-from samcam.io import data_root
+from samcam.io import REPO, data_root
 from samcam.reproduce import NOTEBOOKS, execute, load_config, step_state
 
 pytestmark = pytest.mark.slow
@@ -77,13 +77,18 @@ def test_reproduce_config_is_valid():
     for s in steps:
         assert s.notebook is None or (NOTEBOOKS / s.notebook).exists()
         assert step_state(s) == "current" or step_state(s).startswith(("stale (", "missing input"))
-    made = {o for s in steps for o in s.outputs}
-    for s in steps:  # every command is accepted by its parser, and each step's inputs are data or an earlier step's outputs
-        if s.command:
-            from samcam.cli import build_parser
+    from samcam.cli import build_parser
 
+    made: set[str] = set()
+    for s in steps:  # each step's inputs are data, committed files, or outputs of an earlier step
+        for i in s.inputs:
+            assert i.startswith(str(data_root())) or i in made or (i.startswith(("results/", "samcam/")) and (REPO / i).exists()), (s.name, i)
+        made.update(s.outputs)
+        if s.command:  # accepted by its parser; every path it names is a declared input or output, or a folder above one
             build_parser(s.command).parse_args(s.command)
-        assert all(i.startswith(str(data_root())) or i in made or i.startswith(("results/", "samcam/")) for i in s.inputs), s.name
+            for arg in s.command[1:]:
+                if "/" in arg:
+                    assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
     assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "claims"]
 
 

@@ -171,23 +171,25 @@ def test_a_stamp_is_current_in_another_checkout(tmp_path, monkeypatch):
 
 def test_command_steps_and_long_steps(tmp_path, capsys, monkeypatch):
     """A command step runs ``samcam <command>`` from the checkout and is stamped like a notebook; a long
-    step runs only when named or with --long, and the plan says why it is skipped."""
-    from samcam import cli, reproduce
+    step runs only when named or with --long, and the plan says why it is skipped; a command resumes,
+    so rerunning it over outputs made from other inputs (or with --force) is refused with the way out."""
+    from samcam import cli, outputs, reproduce
+    from samcam.io import write_label
 
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)  # a checkout of its own: the command runs there, writes there
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")
     (tmp_path / "gt").mkdir()
     (tmp_path / "ids.txt").write_text("a\n")
     label = np.zeros((4, 5), np.uint8)
     label[1:3, 1:4] = 1
-    from samcam.io import write_label
-
     write_label(tmp_path / "gt" / "a.png", label)
     cfg = tmp_path / "r.yml"
-    csv = tmp_path / "scores.csv"
-    cfg.write_text(f"steps:\n  - name: score\n    command: [eval, --pred, {tmp_path / 'gt'}, --gt, {tmp_path / 'gt'}, --ids, {tmp_path / 'ids.txt'}, --csv, {csv}]\n"
-                   f"    long: about a second\n    inputs: [{tmp_path / 'gt'}]\n    outputs: [{csv}]\n")
+    cfg.write_text("steps:\n  - name: score\n    command: [eval, --pred, gt, --gt, gt, --ids, ids.txt, --csv, out/scores.csv]\n"
+                   "    long: about a second\n    inputs: [gt, ids.txt]\n    outputs: [out/scores.csv]\n")
+    csv = tmp_path / "out" / "scores.csv"
     assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
-    assert capsys.readouterr().out == f"score: skip [stale (never run here)] (long: about a second) samcam eval -> {csv}\n"
+    assert capsys.readouterr().out == "score: skip [stale (never run here)] (long: about a second) samcam eval -> out/scores.csv\n"
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     assert "score: skipped (stale (never run here); a long step (about a second): name it with --only score, or give --long)" in capsys.readouterr().out
     assert not csv.exists()
@@ -198,15 +200,68 @@ def test_command_steps_and_long_steps(tmp_path, capsys, monkeypatch):
     assert scores["iou"].tolist()[:2] == [1.0, 1.0] and scores["iou"][2:].isna().all()  # two classes present, predicted exactly
     assert scores["gt_pixels"].tolist()[:2] == [14, 6]
     stamp = json.loads((tmp_path / "runs" / "score.params.json").read_text())
-    assert stamp["command"][0] == "eval" and set(stamp["fingerprints"]) == {"inputs", "outputs"}
-    from samcam.outputs import git_commit
-
-    assert stamp["commit"] == git_commit(reproduce.REPO)  # provenance: the commit that ran it
+    assert stamp["command"][0] == "eval" and set(stamp["fingerprints"]) == {"inputs", "outputs"} and stamp["commit"] == "abc123"
     assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 0
     assert "score: skipped (current)" in capsys.readouterr().out
-    cfg.write_text(cfg.read_text().replace("--csv", "--nonsense"))
+    assert cli.main(["reproduce", "--config", str(cfg), "--force"]) == 0  # forced, but long and not named: still skipped, and why
+    assert "score: skipped (current; a long step (about a second): name it with --only score, or give --long)" in capsys.readouterr().out
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "score", "--force"]) == 2
+    assert "step score (--force): samcam eval resumes into out/scores.csv and would keep what is there; remove it to redo the step" in capsys.readouterr().err
+    (tmp_path / "ids.txt").write_text("a\n\n")  # an input changed: refused, the stale output kept as it was and named
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 2
+    assert "step score (stale (input ids.txt changed since the last run)): samcam eval resumes into out/scores.csv" in capsys.readouterr().err
+    csv.unlink()  # the way out: the step redoes its output
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 0 and csv.exists()
+    cfg.write_text(cfg.read_text().replace("--csv, out/scores.csv", "--nonsense, x"))
+    csv.unlink()
     assert cli.main(["reproduce", "--config", str(cfg), "--only", "score"]) == 2  # the command failed: reproduce fails
     assert "step score: samcam eval exited with status 2" in capsys.readouterr().err
+
+
+def test_a_stamp_records_the_inputs_a_step_read(tmp_path, monkeypatch):
+    """Inputs and the notebook are fingerprinted before a step runs: an input edited while a long step
+    runs leaves the step stale, not current with outputs of the old input."""
+    from samcam import outputs, reproduce
+
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")
+    (tmp_path / "in").write_text("first")
+
+    def run(nb, out, params):  # the step reads its input, and meanwhile the input is edited
+        (tmp_path / "out").write_text((tmp_path / "in").read_text())
+        (tmp_path / "in").write_text("second")
+
+    monkeypatch.setattr(reproduce, "execute", run)
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - name: s\n    notebook: demo.ipynb\n    inputs: [in]\n    outputs: [out]\n")
+    reproduce.reproduce(cfg)
+    step = reproduce.load_config(cfg)[0]
+    assert reproduce.step_state(step, tmp_path / "runs") == "stale (input in changed since the last run)"
+
+
+def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
+    """``SAMCAM_DATA`` given relative (to where samcam runs) names the same data as its absolute form, so
+    a stamp stays current; a dangling link inside an input folder gives a state, not a crash."""
+    from samcam import reproduce
+    from samcam.reproduce import full_stamp
+
+    (tmp_path / "data" / "labels").mkdir(parents=True)
+    (tmp_path / "data" / "labels" / "a.png").write_bytes(b"x")
+    (tmp_path / "runs").mkdir()
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - name: s\n    notebook: demo.ipynb\n    parameters: {labels: '${SAMCAM_DATA}/labels'}\n"
+                   "    inputs: ['${SAMCAM_DATA}/labels']\n    outputs: [out]\n")
+    (tmp_path / "out").write_text("y")
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    step = reproduce.load_config(cfg)[0]
+    (tmp_path / "runs" / "s.params.json").write_text(json.dumps(full_stamp(step)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAMCAM_DATA", "data")
+    assert reproduce.step_state(reproduce.load_config(cfg)[0], tmp_path / "runs") == "current"
+    (tmp_path / "data" / "labels" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert reproduce.step_state(step, tmp_path / "runs").startswith("stale (cannot read an input or output: ")
 
 
 @pytest.mark.parametrize("step, message", [
@@ -220,6 +275,9 @@ def test_command_steps_and_long_steps(tmp_path, capsys, monkeypatch):
     ("{name: x, command: [eval], parameters: {a: 1}}", "parameters are a notebook's"),
     ("{name: x, notebook: demo.ipynb, long: 3}", "long is a int, expected a str"),
     ("{name: x, notebook: demo.ipynb, output: [a]}", "unknown keys output"),
+    ("{name: x, command: [eval, --pred, p, --gt, g, --csv, /elsewhere/x.csv], outputs: [/elsewhere/x.csv]}", "output '/elsewhere/x.csv' must be a relative path inside the checkout"),
+    ("{name: x, command: [eval, --pred, p, --gt, g, --csv, ../x.csv], outputs: [../x.csv]}", "output '../x.csv' must be a relative path inside the checkout"),
+    ("{name: x, command: [eval, --pred, p, --gt, g, --csv, x.csv], outputs: [y.csv]}", "command writes --csv x.csv, which is not among its outputs"),
 ])
 def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     from samcam.reproduce import load_config

@@ -180,8 +180,11 @@ def test_one_machine_description(monkeypatch):
 
     from samcam.outputs import machine, machine_info
 
+    import torch  # noqa: F401  (loaded, as in a step that uses it)
+
     info = machine_info()
-    assert info["cores"] >= 1 and info["cpu"] and info["memory_gib"] > 0 and machine() == f"{info['cpu']}, {info['cores']} cores"
+    assert info["cores"] >= 1 and info["cpu"] and machine() == f"{info['cpu']}, {info['cores']} cores"
+    assert info["memory_gib"] is None or info["memory_gib"] > 0  # None where /proc/meminfo is not there to read
     assert {"torch", "torch_threads", "cuda"} <= set(info) and info["torch_threads"] >= 1  # the tests load torch
     spec = importlib.util.spec_from_file_location("bench_common", REPO / "benchmarks" / "_common.py")
     bench = importlib.util.module_from_spec(spec)

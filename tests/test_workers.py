@@ -110,8 +110,8 @@ def test_one_device_runs_in_this_process():
 
 
 def test_one_device_choice_for_every_step(monkeypatch):
-    """``torch_device`` is the one device choice: the CLI's default is the CPU, the segmentation and SAM
-    steps' default is a GPU where one is visible; a name is checked the same way for all."""
+    """``torch_device`` is the one device choice: every command's default is a GPU where one is
+    visible, else the CPU; a name is checked the same way for all."""
     import torch
 
     from samcam.pipeline.workers import torch_device
@@ -120,7 +120,7 @@ def test_one_device_choice_for_every_step(monkeypatch):
 
     assert torch_device(None) == torch.device("cpu") and torch_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert torch_device(None, default="auto") == pick_device() == torch.device("cpu") and default_device() == "cpu"
+    assert torch_device(None, default="auto") == pick_device() == cli._device(None) == torch.device("cpu") and default_device() == "cpu"
     for bad, message in (("bogus", "--device bogus: 'bogus' is not a device"), ("cpu,cpu", "--device cpu,cpu: one device"),
                          ("cuda:0", "--device cuda:0: no CUDA device is available here")):  # fmt: skip
         for choose in (torch_device, pick_device, cli._device):
@@ -128,5 +128,5 @@ def test_one_device_choice_for_every_step(monkeypatch):
                 choose(bad)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # where a GPU is visible, "auto" takes it
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert torch_device(None, default="auto") == pick_device() == torch.device("cuda") and default_device() == "cuda"
-    assert torch_device(None) == torch.device("cpu")  # the CLI's default stays the CPU
+    assert torch_device(None, default="auto") == pick_device() == cli._device(None) == torch.device("cuda") and default_device() == "cuda"
+    assert torch_device(None) == torch.device("cpu")  # the function's own default: the CPU
