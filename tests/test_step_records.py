@@ -192,6 +192,32 @@ def test_merge_step_applies_its_rule_and_dataset_and_records_them(tmp_path):
     assert record["notes"] == {"missing_masks": "keep-cam"}
 
 
+def test_merge_step_names_what_is_wrong(tmp_path):
+    """Each refusal of the merge step names its cause: a label value outside the dataset's classes
+    (the label file), a missing mask folder, pseudo labels missing for listed ids, an unknown policy."""
+    from samcam.data.spaces import VOC
+    from samcam.pipeline.merge import merge_folders
+    from samcam.refine.merge import MergeRule
+    from samcam.sam.mask_files import write_compact
+    from samcam.sam.masks import MaskSet
+
+    rule = MergeRule()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "m").mkdir()
+    write_compact(tmp_path / "m" / "a.json.gz", MaskSet(np.ones((1, 6, 8), bool)))
+    label = np.zeros((6, 8), np.uint8)
+    label[:, :4] = 30  # no VOC class
+    Image.fromarray(label).save(tmp_path / "p" / "a.png")
+    with pytest.raises(ValueError, match=r"a\.png"):
+        merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", VOC, rule, ids=["a"], workers=1, progress=False)
+    with pytest.raises(FileNotFoundError, match=f"mask folder not found: {tmp_path / 'nowhere'}"):
+        merge_folders(tmp_path / "p", tmp_path / "nowhere", tmp_path / "o2", VOC, rule, ids=["a"], workers=1, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"1 pseudo-label files missing: .*b\.png"):
+        merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o3", VOC, rule, ids=["b"], workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"--missing-masks must be one of \("):
+        merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o4", VOC, rule, ids=["a"], workers=1, missing="ignore", progress=False)
+
+
 def test_evaluate_step_reads_its_dataset_and_names_what_is_wrong(tmp_path):
     """Labels are read in the given label space (COCO's class 50 is no error there), a missing
     ground-truth file is named as ground truth, a size mismatch names both files."""
