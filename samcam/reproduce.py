@@ -255,15 +255,22 @@ def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = 
 
 def full_stamp(step: Step, root: Path | None = None, before: dict | None = None) -> dict:
     """What ``<runs>/<step>.params.json`` holds after a run: :func:`stamp`, :func:`fingerprints` and
-    the commit that ran it (:func:`samcam.outputs.git_commit`; provenance, not compared). ``before``:
-    the inputs' and notebook's fingerprints taken before the run (what the outputs were made from,
-    even if an input is edited while a long step runs)."""
+    the commit that ran it (:func:`samcam.outputs.git_commit`; provenance, not compared). ``before``
+    (:func:`taken_before`): the inputs' and notebook's fingerprints and the commit, taken as the step
+    started (what the outputs were made from and by, even if an input or the code is edited while a
+    long step runs)."""
     from samcam.outputs import git_commit
 
-    prints = fingerprints(step, root)
-    if before is not None:
-        prints.update(before)
-    return {**stamp(step), "fingerprints": prints, "commit": git_commit(REPO)}
+    before = dict(before) if before is not None else {"commit": git_commit(REPO)}
+    commit = before.pop("commit", None)
+    return {**stamp(step), "fingerprints": {**fingerprints(step, root), **before}, "commit": commit}
+
+
+def taken_before(step: Step) -> dict:
+    """What a stamp takes as a step starts: its inputs' and notebook's fingerprints and the commit."""
+    from samcam.outputs import git_commit
+
+    return {**fingerprints(step, kinds=("inputs", "notebook")), "commit": git_commit(REPO)}
 
 
 def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -> str:
@@ -404,7 +411,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
         if log:
             log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.what}" + (f" (long: {step.long})" if step.long else ""))
         t0 = time.perf_counter()
-        before = fingerprints(step, kinds=("inputs", "notebook"))
+        before = taken_before(step)
         if step.command is None:
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
         else:

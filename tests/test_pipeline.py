@@ -228,9 +228,10 @@ def test_a_stamp_records_the_inputs_a_step_read(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")
     (tmp_path / "in").write_text("first")
 
-    def run(nb, out, params):  # the step reads its input, and meanwhile the input is edited
+    def run(nb, out, params):  # the step reads its input, and meanwhile the input and the code are edited
         (tmp_path / "out").write_text((tmp_path / "in").read_text())
         (tmp_path / "in").write_text("second")
+        monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123-dirty")
 
     monkeypatch.setattr(reproduce, "execute", run)
     cfg = tmp_path / "r.yml"
@@ -238,6 +239,7 @@ def test_a_stamp_records_the_inputs_a_step_read(tmp_path, monkeypatch):
     reproduce.reproduce(cfg)
     step = reproduce.load_config(cfg)[0]
     assert reproduce.step_state(step, tmp_path / "runs") == "stale (input in changed since the last run)"
+    assert json.loads((tmp_path / "runs" / "s.params.json").read_text())["commit"] == "abc123"  # the code that ran, not the one after
 
 
 def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
