@@ -322,7 +322,7 @@ def _train(p: argparse.ArgumentParser):
             ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
             yv = np.stack([one_hot(ev_labels[i], tree.spec) for i in ev_ids])
             net = build_camnet(a.backbone, checkpoint=a.out).to(_device(a.device))
-            ap = average_precision(predict_scores(net, [tree.read_image(i) for i in ev_ids]), yv)
+            ap = average_precision(predict_scores(net, [tree.read_image(i) for i in ev_ids], [tree.image_path(i) for i in ev_ids]), yv)
             print(f"held-out classification mAP over {len(ev_ids)} images: {100 * np.nanmean(ap):.2f}")
         return 0
 
@@ -403,7 +403,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
-        m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids]), y)))
+        m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids], [tree.image_path(i) for i in ids]), y)))
         images = {i: tree.image_path(i) for i in ids}
         df = score_cams(net, images, tree.root / "SegmentationClass", labels, ts, spec=tree.spec)
         df.insert(0, "map", m_ap)

@@ -524,6 +524,32 @@ def test_an_official_folder_without_metadata_holding_another_png_is_named(tmp_pa
     fails(args, capsys, "notes.png", "not a mask PNG name")
 
 
+@pytest.mark.parametrize("csv", [True, False])
+def test_an_official_mask_png_with_an_upper_case_suffix_is_named(tmp_path, capsys, csv):
+    """``1.PNG`` beside ``0.png`` was passed over without a word (the glob is case-sensitive), its
+    mask lost from the set; with metadata.csv listing it, it was reported as absent."""
+    folder, args = _official(tmp_path, [_half(255), _half(255)], csv=csv)
+    (folder / "1.png").rename(folder / "1.PNG")
+    fails(args, capsys, "1.PNG", "named <i>.png, in lower case")
+
+
+def test_official_side_metadata_of_another_size_is_named(tmp_path, capsys):
+    """samcam_meta.json records the image size (for an empty set); one that disagrees with the mask
+    PNGs beside it says the folder was put together from two images."""
+    import json
+
+    from samcam.sam.mask_files import read_official, read_official_packed
+
+    folder, args = _official(tmp_path, [_half(255)])
+    (folder / "samcam_meta.json").write_text(json.dumps({"image_shape": [6, 8]}))
+    assert read_official(folder).masks.shape == (1, 6, 8) and read_official_packed(folder).shape == (6, 8)  # agreeing: read
+    (folder / "samcam_meta.json").write_text(json.dumps({"image_shape": [8, 6]}))
+    for read in (read_official, read_official_packed):
+        with pytest.raises(ValueError, match=r"samcam_meta\.json: image_shape \[8, 6\] differs from the size of the mask PNGs beside it \[6, 8\]"):
+            read(folder)
+    fails(args, capsys, "samcam_meta.json", "image_shape [8, 6] differs")
+
+
 # ============================================================================ 5. outputs land only where they belong
 
 

@@ -215,3 +215,19 @@ def test_net_device_follows_the_weights():
     assert net_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
     assert net_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters
     assert net_device(lambda x: x) == torch.device("cpu")  # not a module
+
+
+def test_an_image_too_small_for_a_cam_network_is_named():
+    """A network fed an image smaller than its kernels failed inside with an error about kernel sizes
+    naming no file; now the image, its size and the scale are named. Other errors pass unchanged."""
+    from samcam.cam.infer import multiscale_cam, predict_scores
+
+    torch.manual_seed(0)
+    net = CamNet(nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU()), 8, 20).eval()  # no padding: needs 5 px
+    with pytest.raises(ValueError, match=r"shots/a\.jpg: 8×100 pixels is too small for this CAM network at scale 0\.5 \(.*input size"):
+        multiscale_cam(net, np.zeros((8, 100, 3), np.uint8), [0], scales=(1.0, 0.5), source="shots/a.jpg")
+    assert multiscale_cam(net, np.zeros((10, 100, 3), np.uint8), [0], scales=(1.0, 0.5)).shape == (1, 10, 100)  # 5 px at 0.5: runs
+    with pytest.raises(ValueError, match=r"c\.jpg: 4×4 pixels .* at scale 1 "):
+        predict_scores(net, [np.zeros((64, 64, 3), np.uint8), np.zeros((4, 4, 3), np.uint8)], ["ok.jpg", "c.jpg"])
+    with pytest.raises(RuntimeError, match="channels"):  # another fault of the network is not blamed on the image
+        multiscale_cam(CamNet(nn.Conv2d(4, 8, 1), 8, 20).eval(), np.zeros((16, 16, 3), np.uint8), [0], scales=(1.0,))

@@ -119,7 +119,7 @@ def test_cam_cost_record_counts_the_ids_each_run_extracted(tmp_path, monkeypatch
     ids = _images(tmp_path / "images", 4)
     seen = []
 
-    def fake_cam(net, image, keys, scales):
+    def fake_cam(net, image, keys, scales, source=None):
         seen.append(image.shape)
         return np.ones((len(keys), *image.shape[:2]), np.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,20 @@ from samcam.cam.nets import CamNet
 SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
 
 
+@contextlib.contextmanager
+def _sized(source: object, h: int, w: int, scale: float):
+    """A network's own error for an input smaller than its kernels (EfficientNet-Lite0 below about
+    13 px: "Kernel size can't be greater than actual input size") said as a ``ValueError`` naming the
+    image, its size and the scale; any other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "input size" not in str(e):
+            raise
+        raise ValueError(f"{source}: {h}×{w} pixels is too small for this CAM network at scale {scale:g} "
+                         f"({str(e).splitlines()[0]})") from None  # fmt: skip
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``H × W × 3`` uint8 → ``1 × 3 × H × W`` float (0..255)."""
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
@@ -21,9 +36,10 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 @torch.inference_mode()
 def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scales: Sequence[float] = SCALES, flip: bool = True,
-                   normalize: bool = True) -> np.ndarray:  # fmt: skip
+                   normalize: bool = True, source: object = "image") -> np.ndarray:  # fmt: skip
     """IRN-style CAMs of the given 0-based ``classes``: ``len(classes) × H × W`` float32, each divided
-    by its maximum (in [0, 1]) unless ``normalize`` is false."""
+    by its maximum (in [0, 1]) unless ``normalize`` is false. ``source`` names the image in the error
+    for one too small for the network."""
     h, w = image.shape[:2]
     if len(classes) == 0:
         return np.zeros((0, h, w), np.float32)
@@ -33,7 +49,8 @@ def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scale
     for s in scales:
         xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
-        cam = net.cams(batch, classes)
+        with _sized(source, h, w, s):
+            cam = net.cams(batch, classes)
         if flip:
             cam = cam[:1] + cam[1:].flip(-1)
         total += F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)[0]
@@ -70,8 +87,13 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: Seque
 
 
 @torch.inference_mode()
-def predict_scores(net: CamNet, images: list[np.ndarray]) -> np.ndarray:
-    """Sigmoid class scores (N × K), each image at full resolution."""
+def predict_scores(net: CamNet, images: list[np.ndarray], sources: Sequence[object] | None = None) -> np.ndarray:
+    """Sigmoid class scores (N × K), each image at full resolution; ``sources`` name the images in the
+    error for one too small for the network."""
     net.eval()
     dev = net_device(net)
-    return np.stack([torch.sigmoid(net(to_tensor(im).to(dev)))[0].cpu().numpy() for im in images])
+    scores = []
+    for k, im in enumerate(images):
+        with _sized(sources[k] if sources is not None else f"image {k}", *im.shape[:2], 1.0):
+            scores.append(torch.sigmoid(net(to_tensor(im).to(dev)))[0].cpu().numpy())
+    return np.stack(scores)

@@ -73,7 +73,8 @@ def cams_into(device: str | None, ids: list[str], report, net: CamNet, images: d
         net = net.to(device)
     for image_id in ids:
         keys = np.asarray(labels[image_id], dtype=np.int64) - 1
-        save_cam(out / f"{image_id}.npy", keys, multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales))
+        cam = multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales, source=images[image_id])
+        save_cam(out / f"{image_id}.npy", keys, cam)
         report(image_id, len(keys))
 
 
@@ -149,7 +150,7 @@ def score_cams(net: CamNet, images: dict[str, Path], gt: str | os.PathLike, labe
         image = read_image(images[image_id])
         if image.shape[:2] != g.shape:
             raise ValueError(f"{images[image_id]}: image size {image.shape[:2]} differs from its ground truth {g.shape}")
-        cams = multiscale_cam(net, image, keys.tolist(), scales)
+        cams = multiscale_cam(net, image, keys.tolist(), scales, source=images[image_id])
         for t, ev in zip(thresholds, evs):
             ev.add(image_id, g, cam_to_label(cams, keys, t, spec.n_classes))
     return sweep_table(thresholds, evs)

@@ -290,6 +290,9 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
             if n in seen:
                 raise ValueError(f"{meta_csv}: lists id {n[:-4]} twice; each mask PNG once")
             seen.add(n)
+    shouting = next((p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.suffix != ".png"), None)
+    if shouting is not None:  # "3.PNG" would otherwise be passed over without a word, and its mask lost
+        raise ValueError(f"{shouting}: a mask PNG of the official layout is named <i>.png, in lower case; rename it")
     pngs = sorted((p.name for p in folder.glob("*.png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
     if text is None:
         other = next((n for n in pngs if not n[:-4].isdigit()), None)
@@ -369,9 +372,10 @@ SIDE_META = "samcam_meta.json"
 """Not part of ``amg.py``'s layout: the image size (for empty sets) and provenance, for lossless reading."""
 
 
-def _side_meta(folder: Path) -> dict:
+def _side_meta(folder: Path, mask_shape: tuple[int, ...] | None = None) -> dict:
     """``folder/samcam_meta.json`` (``{}`` when absent); ``ValueError`` naming it when it is not a
-    JSON object or its ``image_shape`` is not two whole numbers."""
+    JSON object, its ``image_shape`` is not two whole numbers, or it differs from ``mask_shape``
+    (the size of the mask PNGs beside it, where there are any)."""
     path = folder / SIDE_META
     if not path.exists():
         return {}
@@ -385,6 +389,8 @@ def _side_meta(folder: Path) -> dict:
         check_pixels(*shape, path)
     except ValueError as e:
         raise ValueError(f"{path}: unreadable samcam mask metadata ({str(e).removeprefix(f'{path}: ')})") from None
+    if mask_shape is not None and "image_shape" in side and tuple(side["image_shape"]) != tuple(mask_shape):
+        raise ValueError(f"{path}: image_shape {side['image_shape']} differs from the size of the mask PNGs beside it {list(mask_shape)}")
     return side
 
 
@@ -396,7 +402,7 @@ def read_official(folder: str | os.PathLike) -> MaskSet:
         raise FileNotFoundError(f"mask folder not found: {folder}")
     names, rows = _official_names(folder)
     masks = _read_official_masks(folder, names)
-    side = _side_meta(folder)
+    side = _side_meta(folder, None if masks is None else masks.shape[1:])
     meta = side.get("meta", {})
     if masks is None:
         shape = tuple(side.get("image_shape", (0, 0)))
@@ -433,6 +439,8 @@ def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
     if bits is None:
         shape = tuple(_side_meta(folder).get("image_shape", (0, 0)))
         bits = np.zeros((0, packed_row_bytes(shape[0] * shape[1])), dtype=np.uint8)
+    else:
+        _side_meta(folder, shape)
     return PackedMasks(shape, bits)
 
 
