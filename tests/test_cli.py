@@ -164,8 +164,10 @@ def test_masks_refine_prompted_and_demo(tmp_path, small_voc, mobile_sam_checkpoi
 
     (cost,) = json.loads((tmp_path / "p2" / "samcam_cost.json").read_text())["runs"]
     assert cost["images"] == 2 and cost["device"] == "cpu"
+    # the demo, offline: its notebook run by the command (the one run of the demo in the suite)
     run(["demo", "--points-per-side", "4", "--out", tmp_path / "demo"])
-    assert (tmp_path / "demo" / "demo_gallery.png").exists() and (tmp_path / "demo" / "demo.ipynb").exists()
+    assert (tmp_path / "demo" / "demo_gallery.png").stat().st_size > 10_000 and (tmp_path / "demo" / "demo.ipynb").exists()
+    assert len(list((tmp_path / "demo" / "enhanced").glob("*.png"))) == 4
 
 
 def test_every_subcommand_is_exercised():
