@@ -475,7 +475,8 @@ def find_image(images_dir: str | os.PathLike, image_id: str) -> Path:
     by_file = {}  # one file met under two spellings (a case-insensitive file system) is one image
     for q in (images_dir / n for n in names):
         if q.is_file():
-            by_file.setdefault((q.stat().st_dev, q.stat().st_ino), q)
+            st = q.stat()
+            by_file.setdefault((st.st_dev, st.st_ino), q)
     found = list(by_file.values())
     if len(found) > 1:
         raise ValueError(f"{images_dir}: two images for {image_id}, {found[0].name} and {found[1].name}; keep one")

@@ -293,7 +293,7 @@ def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -
     if missing:
         return f"stale (output {missing[0]} missing)"
     old = read_record(stamp_file, "reproduce stamp", f"remove it to rerun step {step.name}")
-    if {k: old.get(k) for k in stamp(step)} != stamp(step) or set(old) - {"fingerprints", "commit"} != set(stamp(step)):
+    if {k: v for k, v in old.items() if k not in ("fingerprints", "commit")} != stamp(step):
         return "stale (notebook or parameters changed)" if step.command is None else "stale (command changed)"
     recorded = old.get("fingerprints")
     if not isinstance(recorded, dict):
@@ -403,9 +403,10 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
             state = step_state(step, runs)
             runs_now = _runs_now(step, state, only, force, long)
         if not runs_now:
-            report.append((step.name, f"skipped ({skip_reason(step, state, force)})"))
+            why = skip_reason(step, state, force)
+            report.append((step.name, f"skipped ({why})"))
             if log:
-                log(f"{step.name}: skipped ({skip_reason(step, state, force)})")
+                log(f"{step.name}: skipped ({why})")
             continue
         check_redo(step, state, force)
         if log:

@@ -290,10 +290,11 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
             if n in seen:
                 raise ValueError(f"{meta_csv}: lists id {n[:-4]} twice; each mask PNG once")
             seen.add(n)
-    shouting = next((p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.suffix != ".png"), None)
+    entries = [p.name for p in folder.iterdir()]  # one listing for both questions below
+    shouting = next((n for n in entries if n.lower().endswith(".png") and not n.endswith(".png")), None)
     if shouting is not None:  # "3.PNG" would otherwise be passed over without a word, and its mask lost
-        raise ValueError(f"{shouting}: a mask PNG of the official layout is named <i>.png, in lower case; rename it")
-    pngs = sorted((p.name for p in folder.glob("*.png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
+        raise ValueError(f"{folder / shouting}: a mask PNG of the official layout is named <i>.png, in lower case; rename it")
+    pngs = sorted((n for n in entries if n.endswith(".png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
     if text is None:
         other = next((n for n in pngs if not n[:-4].isdigit()), None)
         if other:
