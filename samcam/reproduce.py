@@ -31,11 +31,12 @@ RUNS = REPO / "results" / "runs"
 DEFAULT_CONFIG = NOTEBOOKS / "reproduce.yml"
 
 
-def resolve(path: str | os.PathLike | None) -> Path | None:
+def resolve(path: str | os.PathLike | None, default: Path | None = None) -> Path | None:
     """A notebook parameter path: absolute as given, else relative to the checkout (so a notebook
-    runs the same from papermill, from ``notebooks/`` in JupyterLab, or from anywhere)."""
+    runs the same from papermill, from ``notebooks/`` in JupyterLab, or from anywhere); ``default``
+    when the parameter is ``None`` (e.g. a folder of ``VocTree.shared()``)."""
     if path is None:
-        return None
+        return default
     p = Path(os.path.expandvars(str(path)))
     return p if p.is_absolute() else REPO / p
 

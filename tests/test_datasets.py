@@ -70,6 +70,25 @@ def test_voc_tree_errors(tmp_path, monkeypatch):
         tree.read_image("c")
 
 
+def test_the_shared_voc_tree_is_the_data_roots_voc2012_and_its_folders_are_defaults(tmp_path, monkeypatch):
+    from samcam.data.voc import TRAIN_SPLIT, VocTree
+    from samcam.reproduce import REPO, resolve
+
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "nowhere"))
+    tree = VocTree.shared()  # need not exist: notebooks take its folders as defaults
+    assert tree.root == tmp_path / "nowhere" / "voc2012"
+    assert VocTree.shared(tmp_path).root == tmp_path / "voc2012"
+    assert (tree.images_dir, tree.gt_dir) == (tree.root / "JPEGImages", tree.root / "SegmentationClass")
+    assert tree.split_file() == tree.root / "ImageSets" / "Segmentation" / "train_with_images.txt" and TRAIN_SPLIT == "train_with_images"
+    assert tree.split_file("val") == tree.root / "ImageSets" / "Segmentation" / "val.txt"
+    with pytest.raises(FileNotFoundError, match=r"nowhere/voc2012/JPEGImages/x\.jpg"):
+        tree.read_image("x")
+    with pytest.raises(FileNotFoundError, match="VOC root is not a folder"):
+        VocTree(tmp_path / "nowhere")
+    assert resolve(None, tree.gt_dir) == tree.gt_dir and resolve(None) is None
+    assert resolve("results/x", tree.gt_dir) == REPO / "results" / "x"
+
+
 def test_labels_from_xml(tmp_path):
     xml = "<annotation><object><name>dog</name></object><object><name>person</name></object><object><name>dog</name></object></annotation>"
     (tmp_path / "x.xml").write_text(xml)

@@ -13,6 +13,9 @@ from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import read_ids, read_image, read_label
 
+#: the split the paper's tables score: the VOC 2012 train ids whose JPEGs the shared data folder holds
+TRAIN_SPLIT = "train_with_images"
+
 
 class VocTree:
     """A PASCAL VOC 2012 folder in its standard layout.
@@ -23,25 +26,46 @@ class VocTree:
 
     ENV = "SAMCAM_VOC_ROOT"
 
-    def __init__(self, root: str | os.PathLike | None = None, spec: DatasetSpec = VOC) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, spec: DatasetSpec = VOC, must_exist: bool = True) -> None:
         if root is None:
             root = os.environ.get(self.ENV)
             if not root:
                 raise ValueError(f"no VOC root given and ${self.ENV} is not set")
         self.root = Path(root)
-        if not self.root.is_dir():
+        if must_exist and not self.root.is_dir():
             raise FileNotFoundError(f"VOC root is not a folder: {self.root}")
         self.spec = spec
 
+    @classmethod
+    def shared(cls, data: str | os.PathLike | None = None) -> VocTree:
+        """The VOC tree of a shared data folder, ``<data>/voc2012`` (``data``: ``data_root()``, i.e.
+        ``$SAMCAM_DATA`` or ``../shared/data``). Not required to exist: its folders are defaults that a
+        caller may replace, and a read names the missing file."""
+        from samcam.io import data_root
+
+        return cls(Path(data if data is not None else data_root()) / "voc2012", must_exist=False)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "JPEGImages"
+
+    @property
+    def gt_dir(self) -> Path:
+        return self.root / "SegmentationClass"
+
+    def split_file(self, split: str = TRAIN_SPLIT) -> Path:
+        """``ImageSets/Segmentation/<split>.txt`` (the id list of a split)."""
+        return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+
     def ids(self, split: str = "train") -> list[str]:
         """Ids of ``ImageSets/Segmentation/<split>.txt``."""
-        return read_ids(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        return read_ids(self.split_file(split))
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / "JPEGImages" / f"{image_id}.jpg"
+        return self.images_dir / f"{image_id}.jpg"
 
     def label_path(self, image_id: str) -> Path:
-        return self.root / "SegmentationClass" / f"{image_id}.png"
+        return self.gt_dir / f"{image_id}.png"
 
     def read_image(self, image_id: str) -> np.ndarray:
         """The RGB image of ``image_id``; ``FileNotFoundError`` naming the file if absent."""

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from samcam.data.spaces import VOC, colorize
-from samcam.io import atomic_path, find_image, read_image, read_label, write_text
+from samcam.io import find_image, read_image, read_label, write_text
 from samcam.outputs import machine_info
+from samcam.report.figures import save
 
 from .train import CHECKPOINT, read_checkpoint
 
@@ -206,7 +207,7 @@ def write_results(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench
     table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
     write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
     fig = per_class_figure(df, names)
-    _save(fig, out / "per_class.png")
+    save(fig, out / "per_class.png")
     best = df.loc[df["miou"].idxmax()]
     pred_src, pred_dst = Path(best["run"]) / "pred", out / "predictions"
     missing = [i for i in val_ids if not (pred_src / f"{i}.png").is_file()]
@@ -219,14 +220,9 @@ def write_results(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench
     gallery_ids = list(val_ids)[::step][:n_gallery]
     title = f"best model: {names.get(best['row'], best['row'])}, seed {best['seed']} (val mIoU {best['miou']:.2f})"
     fig = gallery_figure(gallery_ids, voc / "JPEGImages", pred_dst, voc / "SegmentationClass", title)
-    _save(fig, out / "gallery.png")
+    save(fig, out / "gallery.png")
     plt.close("all")
     b = benchmark(df, command)
     write_text(Path(bench_dir) / "seg_train_cpu.json", json.dumps(b, indent=1) + "\n")
     write_text(Path(bench_dir) / "seg_train_cpu.md", benchmark_markdown(b))
     return {"summary": summ, "runs": df, "best": f"{best['row']}_s{best['seed']}", "gallery_ids": gallery_ids, "benchmark": b}
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")

@@ -1,0 +1,52 @@
+"""The notebooks' code, read without running it: notebooks hold parameters, calls and plots, so
+every import is used, every name is defined, and the shared data folder's layout is spelled in one
+place (``VocTree``), not in the notebooks."""
+
+import io
+import re
+
+import nbformat
+import pytest
+from pyflakes.api import check
+from pyflakes.reporter import Reporter
+
+from samcam.reproduce import NOTEBOOKS
+
+#: notebooks whose cleanup waits for their reproduce step's next run: a notebook's content is part of
+#: its step's stamp, so editing it makes the committed results stale until the step reruns (the
+#: prompted ablation 16 min, the claims 71 min on the 2-core CPU). Strict: an edited one fails here.
+PROMPTED, CLAIMS = "05_prompted_ablation.ipynb", "08_claims_affinity.ipynb"
+RERUN = {PROMPTED: "rerun of prompted_transcam (16 min)", CLAIMS: "rerun of claims (71 min)"}
+
+
+def _names(*pending: str) -> list:
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"cleanup waits for the {RERUN[n]}")) if n in pending else n
+            for n in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))]  # fmt: skip
+
+
+def _code(name: str, parameters: bool = True) -> str:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and (parameters or "parameters" not in c.metadata.get("tags", []))]
+    return "\n\n".join(c.source for c in cells)
+
+
+@pytest.mark.parametrize("name", _names(PROMPTED))
+def test_a_notebook_imports_only_what_it_uses_and_uses_only_what_it_defines(name):
+    out, err = io.StringIO(), io.StringIO()
+    check(_code(name), name, Reporter(out, err))
+    problems = [line for line in (out.getvalue() + err.getvalue()).splitlines() if line.strip()]
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", _names(PROMPTED, CLAIMS))
+def test_a_notebook_leaves_the_data_folder_layout_to_voctree(name):
+    """Outside the parameters cell (whose comments and strings document the defaults)."""
+    code_lines = [line.split("#", 1)[0] for line in _code(name, parameters=False).splitlines()]
+    spelled = [line.strip() for line in code_lines if re.search(r"voc2012|JPEGImages|SegmentationClass|ImageSets", line)]
+    assert spelled == []
+
+
+def test_the_lint_catches_an_unused_import():
+    out = io.StringIO()
+    check("import os\nx = 1\n", "probe", Reporter(out, out))
+    assert "'os' imported but unused" in out.getvalue()
