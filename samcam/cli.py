@@ -217,8 +217,7 @@ def _masks(p: argparse.ArgumentParser):
             torch.set_num_threads(a.threads)
         s = run_masks(a.images, a.out, a.ids, a.model, a.checkpoint, a.format, shard, a.generator, a.device,
                       devices=devices, threads=a.threads, **_amg_kwargs(a))  # fmt: skip
-        rate = f", {s.seconds / s.done:.2f} s/img" if s.done else ""
-        print(f"{s.done} images done, {s.skipped} already there{rate} -> {s.out}")
+        print(s.line("images"))
         return 0
 
     return run
@@ -316,7 +315,7 @@ def _train(p: argparse.ArgumentParser):
         res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids, device=_device(a.device))
         shown = [round(x, 4) for x in res.losses]
         shown = shown if len(shown) <= 8 else [*shown[:3], "...", *shown[-3:]]
-        print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.checkpoint}")
+        print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.out}")
         if a.eval_ids:
             ev_ids = read_ids(a.eval_ids)
             ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
@@ -365,8 +364,8 @@ def _cam(p: argparse.ArgumentParser):
         ids = select_ids(index, _ids_arg(a.ids), (0, 1))
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
-        n = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads)
-        print(f"{n} CAM files written, {len(ids) - n} already there -> {a.out}")
+        s = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads)
+        print(s.line("CAM files"))
         return 0
 
     return run
@@ -501,8 +500,7 @@ def _cam2label(p: argparse.ArgumentParser):
                 if missing:
                     raise FileNotFoundError(f"{a.images}: no image for {len(missing)} CAM files, e.g. {missing[0]}")
                 sizes = {i: image_size(index[i]) for i in need}
-            n = cams_to_labels(a.cams, a.out, a.threshold, ids, note=a.note, sizes=sizes)
-            print(f"{n} labels written -> {a.out}")
+            print(cams_to_labels(a.cams, a.out, a.threshold, ids, note=a.note, sizes=sizes).line("labels"))
         return 0
 
     return run
@@ -546,8 +544,8 @@ def _labels(p: argparse.ArgumentParser):
 
         m = get_method(a.method)
         check_output(a.out, a.input, a.ids)
-        n = export_labels(a.input, a.out, _ids_arg(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
-        print(f"{n} labels written -> {a.out}")
+        s = export_labels(a.input, a.out, _ids_arg(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
+        print(s.line("labels"))
         return 0
 
     return run
@@ -647,7 +645,7 @@ def _refine(p: argparse.ArgumentParser):
             torch.set_num_threads(a.threads)
         r = refine_folder(a.images, a.pseudo, a.out, ids, PromptConfig(a.prompts, a.select, a.min_area), a.cams, a.model, a.checkpoint, a.device,
                           devices=devices, threads=a.threads)  # fmt: skip
-        print(f"{r['done']} refined ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
+        print(r.line("images refined"))
         return 0
 
     return run
@@ -700,7 +698,7 @@ def _train_affinity(p: argparse.ArgumentParser):
                                   a.head_lr_mult, not a.no_crf, a.momentum)  # fmt: skip
         r = train_affinity(index, a.cams, ids, a.out, cfg, seed_labels=a.seed_labels)
         print(f"trained the affinity head on {len(ids)} images in {r.seconds:.0f} s ({r.feature_seconds:.0f} s of it backbone features); "
-              f"loss per epoch {[round(x, 4) for x in r.losses]} -> {r.checkpoint}")  # fmt: skip
+              f"loss per epoch {[round(x, 4) for x in r.losses]} -> {r.out}")  # fmt: skip
         return 0
 
     return run
@@ -739,7 +737,7 @@ def _affinity(p: argparse.ArgumentParser):
             if a.images:
                 raise ValueError("--images is not used with --gt-affinity (the walk needs no image)")
             r = ground_truth_walk_labels(a.cams, a.gt_affinity, ids, a.out, cfg)
-            print(f"{r['done']} walked on ground-truth affinity (uses ground truth: a diagnostic), {r['skipped']} already there -> {a.out}")
+            print(r.line("labels walked on ground-truth affinity (uses ground truth: a diagnostic)"))
             return 0
         if not a.images:
             raise ValueError("--images is needed with --checkpoint (the affinity head reads each image)")
@@ -748,7 +746,7 @@ def _affinity(p: argparse.ArgumentParser):
         if missing:
             raise FileNotFoundError(f"{a.images}: no image for {len(missing)} ids, e.g. {missing[0]}")
         r = affinity_labels(index, a.cams, ids, a.checkpoint, a.out, cfg)
-        print(f"{r['done']} labelled ({r['seconds_per_image'] or 0:.2f} s/image), {r['skipped']} already there -> {a.out}")
+        print(r.line("labels"))
         return 0
 
     return run

@@ -10,12 +10,37 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from samcam.io import REPO, check_ids, check_input, data_root, sha256_file, write_text
+
+@dataclass(frozen=True)
+class StepResult:
+    """What every step returns, one shape for all (IRN's ``run(args)`` per step): ``out``, the folder
+    or checkpoint it wrote; ``done``, the items this call made (images, or epochs/steps of a training);
+    ``skipped``, those already there from an earlier run (a resume); ``seconds``, the time this call
+    spent on them (a per-image step that loads a model times its images; its cost record keeps the
+    wall time). A step with more to say returns a subclass (``MergeResult``, ``training.TrainResult``)."""
+
+    out: Path
+    done: int
+    skipped: int
+    seconds: float
+
+    @property
+    def seconds_per_item(self) -> float | None:
+        """``seconds / done``; ``None`` when this call did nothing."""
+        return self.seconds / self.done if self.done else None
+
+    def line(self, unit: str = "images") -> str:
+        """The one-line report a command prints."""
+        rate = f", {self.seconds_per_item:.2f} s each" if self.done else ""
+        return f"{self.done} {unit} done, {self.skipped} already there{rate} -> {self.out}"
+
 
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse an output (file or folder) that is an input or lies inside an input folder: nothing a
@@ -344,6 +369,17 @@ def add_cost(folder: str | os.PathLike, seconds: float, images: int, device: str
     runs.append({"seconds": round(float(seconds), 3), "images": int(images), "device": device, "machine": machine() if device == "cpu" else device,
                  "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})  # fmt: skip
     write_text(path, json.dumps({"runs": runs}, indent=1) + "\n")
+
+
+def finish_step(out: str | os.PathLike, ids: Sequence[str], todo: Sequence[str], t0: float, device: str = "cpu") -> StepResult:
+    """The end of a per-image step that began at ``time.perf_counter() == t0``, with ``todo`` of its
+    ``ids`` pending: its cost appended to ``out/samcam_cost.json`` (when it did anything) and its result."""
+    import time
+
+    seconds = time.perf_counter() - t0
+    if todo:
+        add_cost(out, seconds, len(todo), device)
+    return StepResult(Path(out), len(todo), len(ids) - len(todo), seconds)
 
 
 def _cost_runs(path: Path) -> list[dict]:

@@ -9,9 +9,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from samcam.outputs import StepResult
+
+
+@dataclass(frozen=True)
+class TrainResult(StepResult):
+    """A training step's result: ``out``, the checkpoint; ``done``, the epochs this call trained (the
+    segmentation network counts steps); ``skipped``, those resumed from the checkpoint; ``losses``,
+    the mean loss of every finished epoch so far."""
+
+    losses: tuple[float, ...] = ()
 
 
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:

@@ -261,8 +261,10 @@ def test_train_resume_refuse_and_label(tmp_path, voc_root, gt_cams):
     ck = tmp_path / "aff.pt"
     res = train_affinity(index, cams, ids, ck, cfg, progress=False)
     assert len(res.losses) == 2 and all(np.isfinite(res.losses)) and res.losses[1] < res.losses[0] * 1.5
+    assert (res.out, res.done, res.skipped) == (ck, 2, 0) and 0 < res.feature_seconds <= res.seconds
     # a finished run resumes at its end; another configuration is refused
-    assert train_affinity(index, cams, ids, ck, cfg, progress=False).losses == res.losses
+    again = train_affinity(index, cams, ids, ck, cfg, progress=False)
+    assert (again.losses, again.done, again.skipped, again.seconds) == (res.losses, 0, 2, 0.0)
     with pytest.raises(ValueError, match="another affinity run"):
         train_affinity(index, cams, ids, ck, AffinityTrainConfig(epochs=3, batch_size=2, crop=24), progress=False)
     # an unfinished checkpoint cannot label; a finished one can
@@ -271,12 +273,12 @@ def test_train_resume_refuse_and_label(tmp_path, voc_root, gt_cams):
     with pytest.raises(ValueError, match="stopped after epoch 1 of 2"):
         load_affinity(tmp_path / "half.pt")
     r = affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False)
-    assert r["done"] == 3 and r["seconds_per_image"] > 0
+    assert r.done == 3 and r.skipped == 0 and r.seconds_per_item > 0
     for i in ids:
         label = read_label(tmp_path / "labels" / f"{i}.png")
         gt = read_label(voc_root / "SegmentationClass" / f"{i}.png")
         assert label.shape == gt.shape and set(np.unique(label)) <= set(np.unique(gt)) - {255}
-    assert affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False)["done"] == 0
+    assert affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=32), progress=False).done == 0
     with pytest.raises(ValueError, match="other settings"):
         affinity_labels(index, cams, ids, ck, tmp_path / "labels", AffinityConfig(steps=16), progress=False)
 
@@ -315,7 +317,7 @@ def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, voc_root, gt_ca
     assert torch.load(tmp_path / "cut.pt", weights_only=False)["epoch"] == 1
     monkeypatch.setattr(step, "affinity_loss", real)
     resumed = step.train_affinity(index, cams, ids, tmp_path / "cut.pt", cfg, progress=False)
-    assert resumed.losses == pytest.approx(whole.losses, rel=1e-6)
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-6) and (resumed.done, resumed.skipped) == (1, 1)
     a, b = (torch.load(tmp_path / f, weights_only=False)["state_dict"] for f in ("whole.pt", "cut.pt"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 

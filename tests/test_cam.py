@@ -115,7 +115,7 @@ def test_training_writes_and_resumes_a_checkpoint(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=2, crop=64, train_backbone=False)
     ids = ["chelsea", "astronaut", "coffee", "motorcycle"]
     res = train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False, ids=ids)
-    assert len(res.losses) == 1 and np.isfinite(res.losses[0])
+    assert len(res.losses) == 1 and np.isfinite(res.losses[0]) and (res.out, res.done, res.skipped) == (tmp_path / "clf.pt", 1, 0)
     ck = torch.load(tmp_path / "clf.pt", weights_only=True)
     assert ck["epoch"] == 1 and ck["backbone"] == "efficientnet-lite0"
     assert ck["ids"] == ids and ck["n_images"] == 4  # the id list is the checkpoint's provenance

@@ -85,7 +85,7 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     assert "trained the affinity head on 4 images" in capsys.readouterr().out
     run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--checkpoint", aff, "--out", tmp_path / "aff_labels",
          "--steps", "16"])
-    assert "4 labelled" in capsys.readouterr().out and len(list((tmp_path / "aff_labels").glob("*.png"))) == 4
+    assert "4 labels done, 0 already there, " in capsys.readouterr().out and len(list((tmp_path / "aff_labels").glob("*.png"))) == 4
     run(["affinity", "--images", root / "JPEGImages", "--cams", tmp_path / "cams", "--checkpoint", aff, "--out", tmp_path / "aff_labels",
          "--steps", "8"], code=2)  # other settings into the same folder: refused
     # the alphas by the threshold rule, seeds from a label folder, and the walk on ground-truth affinity
@@ -115,7 +115,7 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     assert "--images is needed with --checkpoint" in capsys.readouterr().err
     run(["affinity", "--cams", tmp_path / "cams", "--gt-affinity", root / "SegmentationClass",
          "--out", tmp_path / "gt_walk", "--steps", "16", "--threshold", "0.15"])
-    assert "4 walked on ground-truth affinity" in capsys.readouterr().out and len(list((tmp_path / "gt_walk").glob("*.png"))) == 4
+    assert "4 labels walked on ground-truth affinity (uses ground truth: a diagnostic) done, 0 already there" in capsys.readouterr().out and len(list((tmp_path / "gt_walk").glob("*.png"))) == 4
     assert '"uses_ground_truth": true' in (tmp_path / "gt_walk" / "samcam_run.json").read_text()
     assert '"alpha": 11.67' in (tmp_path / "gt_walk" / "samcam_run.json").read_text()
     run(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "labels", "--threshold", "0.2",

@@ -88,7 +88,7 @@ def test_transcam_loader_on_the_official_files(data_root, tmp_path):
     m = get_method("TransCAM")
     ids = sorted(p.stem for p in folder.glob("*.png"))[:20]
     assert len(list(folder.glob("*.png"))) == 1464
-    assert export_labels(folder, tmp_path, ids, m.format) == 20
+    assert export_labels(folder, tmp_path, ids, m.format).done == 20
     for i in ids:
         label = load_pseudo_label(folder, i, m.format)
         assert label.max() <= 20

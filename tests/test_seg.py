@@ -42,8 +42,8 @@ def one_thread():
 def full_run(tmp_path_factory, voc_root: Path, transcam: Path, train_ids: list[str], one_thread) -> Path:
     out = tmp_path_factory.mktemp("full")
     r = train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, progress=False)
-    assert r.complete and r.step == r.total_steps == 4
-    return r.checkpoint
+    assert r.complete and r.step == r.total_steps == 4 and (r.done, r.skipped) == (4, 0) and len(r.epoch_seconds) == len(r.losses) == 2
+    return r.out
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -64,9 +64,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path, voc_root: P
                                                       train_ids: list[str], full_run: Path) -> None:  # fmt: skip
     out = tmp_path / "resumed"
     r1 = train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, max_steps=3, progress=False)  # stops mid-epoch 2
-    assert (r1.step, r1.complete) == (3, False)
+    assert (r1.step, r1.complete, r1.done, r1.skipped) == (3, False, 3, 0)
     r2 = train(voc_root / "JPEGImages", transcam, train_ids, out, TINY, progress=False)
-    assert (r2.step, r2.complete) == (4, True)
+    assert (r2.step, r2.complete, r2.done, r2.skipped) == (4, True, 1, 3)
     full, resumed = _state(full_run), _state(out / "last.pt")
     for k in full:
         assert torch.equal(full[k], resumed[k]), k

@@ -7,6 +7,8 @@ output folder — never with the step's own earlier output."""
 import json
 import os
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -127,11 +129,13 @@ def test_cam_cost_record_counts_the_ids_each_run_extracted(tmp_path, monkeypatch
     net = type("Net", (), {"name": "fake"})()
     images = {i: tmp_path / "images" / f"{i}.png" for i in ids}
     labels = {i: np.array([1, 15]) for i in ids}
-    assert extract_cams(net, images, labels, tmp_path / "cams", progress=False) == 4
+    first = extract_cams(net, images, labels, tmp_path / "cams", progress=False)
+    assert (first.out, first.done, first.skipped) == (tmp_path / "cams", 4, 0)
     (tmp_path / "cams" / "im3.npy").write_bytes((tmp_path / "cams" / "im3.npy").read_bytes()[:-8])  # cut short
     (tmp_path / "cams" / "im0.npy").unlink()
     seen.clear()
-    assert extract_cams(net, images, labels, tmp_path / "cams", progress=False) == 2
+    again = extract_cams(net, images, labels, tmp_path / "cams", progress=False)
+    assert (again.done, again.skipped) == (2, 2) and again.seconds >= 0
     assert len(seen) == 2
     assert [r["images"] for r in _cost_runs(tmp_path / "cams")] == [4, 2]
 
@@ -260,3 +264,34 @@ def test_merge_and_evaluate_show_their_progress_when_asked(tmp_path, capsys):
     merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o2", VOC, MergeRule(), ["a", "b"], workers=1, progress=False)
     evaluate_folders(tmp_path / "o2", tmp_path / "p", VOC, ["a", "b"], progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_every_step_returns_one_result_shape():
+    """IRN's one ``run`` per step: every step that writes a folder or a checkpoint returns a
+    ``StepResult`` (``out``, ``done``, ``skipped``, ``seconds``), or a subclass that adds to it."""
+    from typing import get_type_hints
+
+    from samcam.outputs import StepResult
+    from samcam.pipeline.affinity import affinity_labels, ground_truth_walk_labels, train_affinity
+    from samcam.pipeline.cam import cams_to_labels, extract_cams
+    from samcam.pipeline.labels import export_labels
+    from samcam.pipeline.masks import run_masks
+    from samcam.pipeline.merge import merge_folders
+    from samcam.pipeline.prompted import refine_folder
+    from samcam.pipeline.train_classifier import train_classifier
+    from samcam.seg.train import train
+
+    steps = [run_masks, merge_folders, extract_cams, cams_to_labels, export_labels, refine_folder, affinity_labels,
+             ground_truth_walk_labels, train_classifier, train_affinity, train]  # fmt: skip
+    assert {f.__name__: issubclass(get_type_hints(f)["return"], StepResult) for f in steps} == {f.__name__: True for f in steps}
+
+
+def test_a_step_result_reports_its_rate_and_resume():
+    from samcam.outputs import StepResult
+
+    r = StepResult(Path("out"), 4, 1, 2.0)
+    assert r.seconds_per_item == 0.5 and r.line("labels") == "4 labels done, 1 already there, 0.50 s each -> out"
+    idle = StepResult(Path("out"), 0, 5, 0.0)
+    assert idle.seconds_per_item is None and idle.line() == "0 images done, 5 already there -> out"
+    with pytest.raises(AttributeError):
+        r.done = 3  # frozen: a result is what happened

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ from samcam.refine.affinity import (
     pair_labels,
     propagate,
 )
+from samcam.outputs import StepResult
+from samcam.training import TrainResult
 from samcam.refine.crf import CRFConfig
 
 
@@ -73,12 +75,11 @@ class AffinityTrainConfig:
             raise ValueError(f"lr must be > 0 and weight_decay ≥ 0 (got {self.lr}, {self.weight_decay})")
 
 
-@dataclass
-class AffinityTrainResult:
-    checkpoint: Path
-    seconds: float
-    feature_seconds: float
-    losses: list[float] = field(default_factory=list)
+@dataclass(frozen=True)
+class AffinityTrainResult(TrainResult):
+    """``feature_seconds``: the part of ``seconds`` spent on backbone features and seeds."""
+
+    feature_seconds: float = 0.0
 
 
 def backbone(name: str):
@@ -169,7 +170,7 @@ def train_affinity(
         load_weights(_head_of(ck, out), ck.get("state_dict"), out, "affinity head weights")  # finite and fitting, before any feature
         losses, before = list(ck.get("losses") or []), float(ck.get("seconds", 0.0))
         if start >= config.epochs:
-            return AffinityTrainResult(out, 0.0, 0.0, losses)
+            return AffinityTrainResult(out, 0, start, 0.0, tuple(losses))
     torch.manual_seed(config.seed)
     net = backbone(config.backbone)
     crf = CRFConfig() if config.crf else None
@@ -227,7 +228,7 @@ def train_affinity(
         state = {"kind": "samcam-affinity", "head": AffinityHead.version, "backbone": config.backbone, "record": record, "epoch": epoch + 1,
                  "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict()}  # fmt: skip
         save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
-    return AffinityTrainResult(out, time.perf_counter() - t0, feature_seconds, losses)
+    return AffinityTrainResult(out, config.epochs - start, start, time.perf_counter() - t0, tuple(losses), feature_seconds)
 
 
 def load_affinity(checkpoint: str | os.PathLike):
@@ -285,9 +286,9 @@ def affinity_labels(
     out: str | os.PathLike,
     config: AffinityConfig = AffinityConfig(radius=None),
     progress: bool | None = None,
-) -> dict:
-    """``out/<id>.png``: each image's CAMs propagated by the random walk on its affinities. Returns
-    ``{"done", "skipped", "seconds_per_image"}`` (the seconds cover features, walk and label)."""
+) -> StepResult:
+    """``out/<id>.png``: each image's CAMs propagated by the random walk on its affinities (the
+    result's seconds cover features, walk and label)."""
     from samcam.cam.files import load_cam
     from samcam.io import common_folder, read_image, sha256_file
     from samcam.outputs import claim_output
@@ -316,10 +317,9 @@ def affinity_labels(
         return _write_labels(out, ids, "affinity", progress, walked)
 
 
-def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: bool | None, make) -> dict:
+def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: bool | None, make) -> StepResult:
     """The labelling loop of a claimed output folder: ``make(id) -> (label, seconds)`` for every id
-    not yet done, written as ``out/<id>.png``, the seconds added to the folder's cost record. Returns
-    ``{"done", "skipped", "seconds_per_image"}``."""
+    not yet done, written as ``out/<id>.png``, the seconds added to the folder's cost record."""
     from samcam.io import write_label
     from samcam.outputs import add_cost, pending
     from samcam.progress import progress_bar
@@ -332,7 +332,7 @@ def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: b
         write_label(Path(out) / f"{image_id}.png", label)
     if todo:
         add_cost(out, seconds, len(todo))
-    return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds / len(todo) if todo else None}
+    return StepResult(Path(out), len(todo), len(ids) - len(todo), seconds)
 
 
 def ground_truth_walk_labels(
@@ -342,7 +342,7 @@ def ground_truth_walk_labels(
     out: str | os.PathLike,
     config: AffinityConfig = AffinityConfig(),
     progress: bool | None = None,
-) -> dict:
+) -> StepResult:
     """``out/<id>.png``: each image's CAMs walked on affinities taken from its ground truth
     (:func:`samcam.refine.affinity.ground_truth_walk`). **Uses ground truth**: an upper bound on
     what the walk can do with a perfect affinity, never a pseudo label."""

@@ -18,7 +18,7 @@ from samcam.cam.label import cam_to_label, check_threshold
 from samcam.cam.nets import CamNet
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import common_folder, folder_ids, read_image, read_label, write_label
-from samcam.outputs import add_cost, claim_output, pending
+from samcam.outputs import StepResult, claim_output, finish_step, pending
 from samcam.metrics import Evaluator
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ def extract_cams(
     provenance: dict | None = None,
     devices: list[str] | None = None,
     threads: int | None = None,
-) -> int:
-    """Write ``out/<id>.npy`` (IRN layout) for every id of ``labels`` not done yet; returns the count.
+) -> StepResult:
+    """Write ``out/<id>.npy`` (IRN layout) for every id of ``labels`` not done yet.
 
     The network's own provenance (backbone, checkpoint and its SHA-256, set by
     :func:`samcam.cam.nets.build_camnet`), the scales and ``provenance`` (e.g. the label source) are
@@ -60,9 +60,7 @@ def extract_cams(
             where = ", ".join(devices) if devices else device_name(net)
         finally:
             bar.close()
-        if todo:
-            add_cost(out, time.perf_counter() - t0, len(todo), where)
-        return len(todo)
+        return finish_step(out, list(labels), todo, t0, where)
 
 
 def cams_into(device: str | None, ids: list[str], report, net: CamNet, images: dict[str, Path], labels: dict[str, np.ndarray],
@@ -100,7 +98,7 @@ def cam_label(cam_file: Path, threshold: float, spec: DatasetSpec, size: tuple[i
 
 def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: float, ids: list[str] | None = None,
                    spec: DatasetSpec = VOC, note: str | None = None, progress: bool | None = None,
-                   sizes: dict[str, tuple[int, int]] | None = None) -> int:  # fmt: skip
+                   sizes: dict[str, tuple[int, int]] | None = None) -> StepResult:  # fmt: skip
     """``out/<id>.png`` from ``cams/<id>.npy`` at background threshold ``threshold`` (recorded, with
     ``note`` such as "tuned on ground truth", in ``out/samcam_run.json``). ``sizes`` (id -> image H, W)
     checks each CAM against its image."""
@@ -113,10 +111,11 @@ def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: f
                      "rule": "IRN cam_eval_thres (constant background score, argmax)"}, notes={"note": note} if note else None):  # fmt: skip
         out = Path(out)
         todo = pending(ids, out)
+        t0 = time.perf_counter()
         for image_id in progress_bar(todo, desc="cam2label", unit="img", progress=progress):
             label = cam_label(cams / f"{image_id}.npy", threshold, spec, (sizes or {}).get(image_id))
             write_label(out / f"{image_id}.png", label, spec)
-        return len(todo)
+        return finish_step(out, ids, todo, t0)
 
 
 def threshold_sweep(cams: str | os.PathLike, gt: str | os.PathLike, ids: list[str], thresholds, spec: DatasetSpec = VOC):

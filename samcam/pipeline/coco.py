@@ -56,4 +56,4 @@ def coco_check(root: str | os.PathLike, splits: list[str], net: CamNet, threshol
     extract_cams(net, image_index(work / "images"), labels, work / "cams", progress=False)
     cams_to_labels(work / "cams", work / "cam_labels", threshold, ids, progress=False)
     r = refine_folder(work / "images", work / "cam_labels", work / "prompted", ids, prompts, device=device, progress=False)
-    return {"ids": ids, "seconds_per_image": r["seconds_per_image"], "folders": {k: work / v for k, v in FOLDERS.items()}}
+    return {"ids": ids, "seconds_per_image": r.seconds_per_item, "folders": {k: work / v for k, v in FOLDERS.items()}}

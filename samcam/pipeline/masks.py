@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from samcam.io import image_index, read_ids, read_image, write_text
-from samcam.outputs import MASK_RECORD, check_output, clean_temporaries, is_complete, lock_output, read_record, refuse_foreign
+from samcam.outputs import MASK_RECORD, StepResult, check_output, clean_temporaries, is_complete, lock_output, read_record, refuse_foreign
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import MaskStore
 
@@ -77,14 +76,6 @@ def select_ids(index: dict[str, Path], ids: list[str] | None, shard: tuple[int, 
     return ids[i::n]
 
 
-@dataclass
-class RunSummary:
-    done: int
-    skipped: int
-    seconds: float
-    out: Path
-
-
 def check_mask_folder(out: Path) -> None:
     """A mask folder holds only what the mask step writes, and mask sets only beside its record."""
     if not out.is_dir():
@@ -127,7 +118,7 @@ def run_masks(
     devices: list[str] | None = None,
     threads: int | None = None,
     **settings: Any,
-) -> RunSummary:
+) -> StepResult:
     """Generate and store the masks of every selected image that has none yet in ``out``.
 
     ``devices`` (e.g. ``["cuda:0", "cuda:1"]``, two or more) runs one spawned process per device, each
@@ -158,7 +149,7 @@ def run_masks(
         todo = [i for i in todo_all if not store.has(i) or (fmt == "compact" and not is_complete(store.path(i)))]
         skipped = len(todo_all) - len(todo)
         if not todo:
-            return RunSummary(0, skipped, 0.0, out)
+            return StepResult(out, 0, skipped, 0.0)
         clean_temporaries(out)
         start = time.perf_counter()
         bar = progress_bar(total=len(todo), desc=f"masks {model_type}", unit="img", progress=progress)
@@ -172,7 +163,7 @@ def run_masks(
             run_on_devices(generate_into, devices, todo, work, done, threads)
         finally:
             bar.close()
-        return RunSummary(len(todo), skipped, time.perf_counter() - start, out)
+        return StepResult(out, len(todo), skipped, time.perf_counter() - start)
 
 
 def generate_into(device: str | None, ids: list[str], report, paths: dict[str, Path], out: Path, fmt: str, meta: dict,

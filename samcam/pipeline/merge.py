@@ -18,7 +18,7 @@ from pathlib import Path
 
 from samcam.data.spaces import DatasetSpec
 from samcam.io import folder_ids, read_label, write_label
-from samcam.outputs import add_cost, claim_output, pending
+from samcam.outputs import StepResult, claim_output, finish_step, pending
 from samcam.pipeline.workers import process_pool, resolve_workers
 from samcam.refine.merge import MergeRule, merge
 from samcam.sam.mask_files import MaskStore
@@ -26,12 +26,12 @@ from samcam.sam.mask_files import MaskStore
 MISSING_POLICIES = ("error", "keep-cam")
 
 
-@dataclass
-class MergeSummary:
-    merged: int
-    kept_cam: int
-    skipped: int
-    out: Path
+@dataclass(frozen=True)
+class MergeResult(StepResult):
+    """``done`` = ``merged`` + ``kept_cam`` (ids without a mask set that kept their label)."""
+
+    merged: int = 0
+    kept_cam: int = 0
 
 
 def _merge_one(args: tuple) -> str:
@@ -59,7 +59,7 @@ def merge_folders(
     workers: int | None = None,
     missing: str = "error",
     progress: bool | None = None,
-) -> MergeSummary:
+) -> MergeResult:
     """Merge ``pseudo/<id>.png`` with the mask set of each id in ``masks`` into ``out/<id>.png``;
     ``workers=None``: one process per available core (:func:`samcam.pipeline.workers.resolve_workers`)."""
     from samcam.progress import progress_bar
@@ -88,6 +88,4 @@ def merge_folders(
                 counts[_merge_one(t)] += 1
                 bar.update()
         bar.close()
-        if todo:
-            add_cost(out, time.perf_counter() - t0, len(todo))
-        return MergeSummary(counts["merged"], counts["kept"], len(ids) - len(todo), out)
+        return MergeResult(**vars(finish_step(out, ids, todo, t0)), merged=counts["merged"], kept_cam=counts["kept"])

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from samcam.outputs import StepResult
 from samcam.refine.prompted import PromptConfig, refine
 
 
 def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | dict[str, PromptConfig] = PromptConfig(),
                   cams_dir=None, model_type: str = "vit_t", checkpoint=None, device: str | None = None, fmt: str = "png",
                   threshold: float | None = None, progress: bool | None = None, devices: list[str] | None = None,
-                  threads: int | None = None) -> dict:  # fmt: skip
+                  threads: int | None = None) -> StepResult:  # fmt: skip
     """Prompted refinement of ``pseudo`` labels for ``ids``, resumable and atomic.
 
     One config writes ``out/<id>.png``; a dict of named configs writes ``out/<name>/<id>.png``, all
-    from one image embedding per image. Returns ``{"done", "skipped", "seconds_per_image"}`` where the
-    seconds (per image) cover the embedding and every config's prompts, and the cost record the whole
-    wall time (model building included). ``devices`` (two or more) runs one spawned
+    from one image embedding per image. The result's seconds (of the images done, so
+    ``seconds_per_item`` is per image) cover the embedding and every config's prompts, and the cost
+    record the whole wall time (model building included); ``out`` is the parent folder of named configs. ``devices`` (two or more) runs one spawned
     process per device on a disjoint slice of the pending ids, one progress bar for all.
     """
     import contextlib
@@ -42,7 +43,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         undone = set().union(*(pending(ids, t) for t in targets.values()))
         todo = [i for i in ids if i in undone]
         if not todo:
-            return {"done": 0, "skipped": len(ids), "seconds_per_image": None}
+            return StepResult(out, 0, len(ids), 0.0)
         seconds, where = [0.0], []
         bar = progress_bar(total=len(todo), desc="refine", unit="img", progress=progress)
 
@@ -60,7 +61,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         device_names = ", ".join(dict.fromkeys(where))
         for target in targets.values():  # one embedding serves every config: each folder is charged all of it
             add_cost(target, time.perf_counter() - t0, len(todo), device_names)  # wall time, model building included, as every step
-        return {"done": len(todo), "skipped": len(ids) - len(todo), "seconds_per_image": seconds[0] / len(todo)}
+        return StepResult(out, len(todo), len(ids) - len(todo), seconds[0])
 
 
 def refine_into(device: str | None, ids: list[str], report, paths: dict, pseudo, cams_dir, named: dict[str, PromptConfig],

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from samcam.cam.infer import to_tensor
 from samcam.cam.nets import build_camnet, checkpoint_config, frozen_bn
 from samcam.io import load_checkpoint, load_weights
-from samcam.training import descend, resume_state, save_epoch, set_poly_lr
+from samcam.training import TrainResult, descend, resume_state, save_epoch, set_poly_lr
 
 
 @dataclass
@@ -81,11 +81,6 @@ def frozen_parameter(name: str, freeze_blocks: int) -> bool:
     return rest.startswith("_blocks.") and int(rest.split(".")[1]) < freeze_blocks
 
 
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    seconds: float
-    losses: list[float] = field(default_factory=list)
 
 
 def recam_loss(features: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -246,6 +241,6 @@ def train_classifier(
         state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": weights,
                  "device": str(dev), **data_record}  # fmt: skip
         save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
-    return TrainResult(out, time.perf_counter() - t0, losses)
+    return TrainResult(out, config.epochs - start_epoch, start_epoch, time.perf_counter() - t0, tuple(losses))
 
 

@@ -70,7 +70,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
                   max_steps=a.max_steps, progress=a.progress or None)  # fmt: skip
         per_epoch = f", {sum(r.epoch_seconds) / len(r.epoch_seconds):.1f} s/epoch" if r.epoch_seconds else ""
         state = "complete" if r.complete else "stopped early (rerun to resume)"
-        print(f"step {r.step}/{r.total_steps}, {state}{per_epoch}, peak RSS {r.peak_rss_mib:.0f} MiB -> {r.checkpoint}")
+        print(f"step {r.step}/{r.total_steps}, {state}{per_epoch}, peak RSS {r.peak_rss_mib:.0f} MiB -> {r.out}")
         return 0
 
     return run

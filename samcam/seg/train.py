@@ -13,7 +13,7 @@ import hashlib
 import os
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from samcam.data.spaces import COCO, VOC, DatasetSpec
 from samcam.io import find_image, read_image, read_label
-from samcam.training import descend, save_checkpoint, set_poly_lr
+from samcam.training import TrainResult, descend, save_checkpoint, set_poly_lr
 
 from .model import SegNet
 from .recipe import (
@@ -161,15 +161,22 @@ def check_resumable(ck: dict[str, Any], recipe: Recipe, fingerprint: str, path: 
         raise ValueError(f"{path} was made with other labels (from {ck['labels_dir']}); use another --out or delete it")
 
 
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    step: int
-    total_steps: int
-    complete: bool
-    epoch_seconds: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)  # mean loss per finished epoch
+@dataclass(frozen=True)
+class SegTrainResult(TrainResult):
+    """``done``/``skipped`` count optimiser steps (this call's, and those of the run it resumed)."""
+
+    total_steps: int = 0
+    epoch_seconds: tuple[float, ...] = ()
     peak_rss_mib: float = 0.0
+
+    @property
+    def step(self) -> int:
+        """The global step the checkpoint is at."""
+        return self.done + self.skipped
+
+    @property
+    def complete(self) -> bool:
+        return self.step == self.total_steps
 
 
 def peak_rss_mib() -> float:
@@ -179,7 +186,7 @@ def peak_rss_mib() -> float:
 
 def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], out: str | os.PathLike,
           recipe: Recipe | None = None, *, spec: DatasetSpec = VOC, device: str | None = None,
-          max_steps: int | None = None, progress: bool | None = None, pretrained: bool = True) -> TrainResult:  # fmt: skip
+          max_steps: int | None = None, progress: bool | None = None, pretrained: bool = True) -> SegTrainResult:  # fmt: skip
     """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given."""
     from samcam.progress import progress_bar
 
@@ -235,6 +242,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     bar = progress_bar(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", progress=progress)
     model.train()
     epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
+    start_step, began = step, t0
     try:
         while step < stop:
             epoch, pos = divmod(step, steps_per_epoch)
@@ -259,7 +267,8 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
         bar.close()
     if step % steps_per_epoch or not ck_path.exists():  # stopped mid-epoch (max_steps), or nothing left to do
         save(step == total)
-    return TrainResult(ck_path, step, total, step == total, list(history["epoch_seconds"]), list(history["losses"]), peak_rss_mib())
+    return SegTrainResult(ck_path, step - start_step, start_step, time.perf_counter() - began, tuple(history["losses"]), total,
+                          tuple(history["epoch_seconds"]), peak_rss_mib())
 
 
 def _to_cpu(obj: Any) -> Any:
