@@ -1,0 +1,375 @@
+"""The contract of ``samcam reproduce`` piece by piece: the config's checks and their messages, a
+step's stamp and fingerprints, the plan and its lines, what a run reports and writes, and what
+``execute`` hands papermill and leaves in the executed notebook. Each test works in a checkout of its
+own (``checkout``); papermill and a command step are replaced by fakes, so no kernel starts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from samcam import reproduce
+from samcam.reproduce import Step, check_redo, describe, fingerprints, full_stamp, load_config, plan, resolve, skip_reason, stamp, step_state, taken_before
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    cfg = tmp_path / "r.yml"
+    cfg.write_text(text)
+    return cfg
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch) -> Path:
+    """``tmp_path/repo`` as the checkout (``notebooks/t.ipynb``, default runs ``results/runs``),
+    ``tmp_path/data`` as the data root, and a ``git_commit`` that says which folder it was asked about."""
+    from samcam import io, outputs
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), str(repo / "notebooks" / "t.ipynb"))
+    for module in (io, outputs, reproduce):
+        monkeypatch.setattr(module, "REPO", repo)
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", repo / "notebooks")
+    monkeypatch.setattr(reproduce, "RUNS", repo / "results" / "runs")
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(outputs, "git_commit", lambda path: f"commit of {path}")
+    return repo
+
+
+# ---------------------------------------------------------------- the config
+
+
+def test_a_command_step_names_itself_and_the_commands_it_may_run(checkout, tmp_path):
+    cfg = _config(tmp_path, "steps:\n  - {name: x, command: [demo], outputs: [o]}\n")
+    with pytest.raises(ValueError) as e:
+        load_config(cfg)
+    head, known = str(e.value).split("; known: ")
+    assert head == f"{cfg}: step 0 (x) command 'demo' is not a samcam step"  # demo and reproduce run steps themselves
+    names = known.split(", ")
+    assert names == sorted(names) and {"eval", "masks", "cam", "merge"} <= set(names) and not {"demo", "reproduce"} & set(names)
+    _config(tmp_path, 'steps:\n  - {name: x, command: [eval, "a\\0b"]}\n')
+    with pytest.raises(ValueError, match=re.escape(f"{cfg}: step 0 (x) command must be a non-empty list of non-empty strings")):
+        load_config(cfg)
+    _config(tmp_path, "steps:\n  - {name: x, command: [eval, --pred, p, --gt, g]}\n")  # writes nothing it must declare
+    assert load_config(cfg) == [Step("x", None, {}, [], [], ["eval", "--pred", "p", "--gt", "g"], None)]
+
+
+@pytest.mark.parametrize("notebook", ['""', '"a\\0b.ipynb"'])
+def test_a_notebook_name_that_is_empty_or_holds_a_nul_is_refused(checkout, tmp_path, notebook):
+    cfg = _config(tmp_path, f"steps:\n  - {{name: x, notebook: {notebook}}}\n")
+    with pytest.raises(ValueError, match=re.escape(f"{cfg}: step 0 (x) notebook ") + ".* must be a relative path inside notebooks/$"):
+        load_config(cfg)
+
+
+def test_a_notebook_name_that_is_no_string_is_a_value_error():
+    with pytest.raises(ValueError, match=r"^the notebook 3 must be a relative path inside notebooks/$"):
+        reproduce._inside(3, Path("notebooks"), "the notebook")
+
+
+def test_a_yaml_alias_is_refused_in_one_line_at_its_place(tmp_path):
+    import yaml
+
+    cfg = _config(tmp_path, "a: &a [1]\nsteps: *a\n")
+    with pytest.raises(ValueError) as e:
+        load_config(cfg)
+    assert str(e.value) == f"{cfg}: not a readable YAML file (YAML aliases (*name) are not accepted in a reproduce config)"
+    with pytest.raises(yaml.composer.ComposerError) as e:
+        yaml.load("a: &a [1]\nsteps: *a\n", Loader=reproduce._plain_loader())
+    assert (e.value.problem_mark.line, e.value.problem_mark.column) == (1, 7)  # where the alias stands
+
+
+def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_EXTRA", "/srv/extra")
+    monkeypatch.setenv("OTHER_VAR", "/srv/other")
+    cfg = _config(tmp_path, "steps:\n  - name: a\n    notebook: t.ipynb\n"
+                            "  - name: b\n    notebook: t.ipynb\n    long: an hour\n"
+                            "    inputs: ['${REPO}/in', '${SAMCAM_DATA}/voc', '${SAMCAM_EXTRA}/x', '${OTHER_VAR}/y']\n    outputs: [o]\n")
+    assert load_config(cfg) == [
+        Step("a", "t.ipynb", {}, [], [], None, None),
+        Step("b", "t.ipynb", {}, [f"{checkout}/in", f"{tmp_path}/data/voc", "/srv/extra/x", "${OTHER_VAR}/y"], ["o"], None, "an hour"),
+    ]
+    assert load_config(_config(tmp_path, "other: 1\n")) == []  # no steps key: no steps
+
+
+@pytest.mark.parametrize("step, message", [
+    ("{name: x, notebook: t.ipynb, inputs: in.txt}", "step 0 (x) inputs is a str, expected a list"),
+    ("{name: x, notebook: t.ipynb, outputs: out.txt}", "step 0 (x) outputs is a str, expected a list"),
+    ("{name: x, notebook: 3}", "step 0 (x) notebook is a int, expected a str"),
+    ("{notebook: t.ipynb}", "step 0 lacks name"),
+    ("{name: x, notebook: t.ipynb, foo: 1, bar: 2}", "step 0 (x) has unknown keys bar, foo"),
+    ("{name: x, command: [rm], outputs: [o]}", "step 0 (x) command 'rm' is not a samcam step"),
+])  # fmt: skip
+def test_each_malformed_entry_is_named_with_the_config_and_step(checkout, tmp_path, step, message):
+    cfg = _config(tmp_path, f"steps:\n  - {step}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: {message}")):
+        load_config(cfg)
+
+
+def test_a_missing_config_or_a_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="^" + re.escape(f"reproduce config not found: {tmp_path / 'none.yml'}") + "$"):
+        load_config(tmp_path / "none.yml")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path}: is a folder, not a regular file; a reproduce config must be a file")):
+        load_config(tmp_path)
+
+
+# ---------------------------------------------------------------- states, stamps and fingerprints
+
+
+def test_resolve_expands_variables_and_reads_relative_paths_from_the_checkout(checkout, tmp_path):
+    assert resolve("results/x") == checkout / "results" / "x"
+    assert resolve("${SAMCAM_DATA}/voc") == tmp_path / "data" / "voc"
+    assert resolve("/srv/x", checkout) == Path("/srv/x")
+
+
+def test_a_stamp_writes_paths_relative_to_the_checkout(checkout, tmp_path):
+    nb = Step("s", "t.ipynb", {"masks": f"{checkout}/results/m", "voc": f"{tmp_path}/data/voc", "n": 3}, [], ["o"])
+    assert stamp(nb) == {"notebook": "t.ipynb", "parameters": {"masks": "results/m", "voc": "${SAMCAM_DATA}/voc", "n": 3}}
+    cmd = Step("c", None, {}, [], ["out/x.csv"], ["eval", "--csv", f"{checkout}/out/x.csv"])
+    assert stamp(cmd) == {"command": ["eval", "--csv", "out/x.csv"]}
+
+
+def test_fingerprints_are_keyed_by_configured_path_and_the_commit_is_the_checkouts(checkout, tmp_path):
+    (tmp_path / "data" / "a.png").write_bytes(b"label")
+    (checkout / "in.txt").write_text("in")
+    (checkout / "out.txt").write_text("out")
+    step = Step("s", "t.ipynb", {}, [f"{tmp_path}/data/a.png", f"{checkout}/in.txt"], ["out.txt", "gone.txt"])
+    inputs = {"${SAMCAM_DATA}/a.png": _sha(b"label"), "in.txt": _sha(b"in")}
+    outputs = {"out.txt": _sha(b"out"), "gone.txt": None}
+    notebook = _sha((checkout / "notebooks" / "t.ipynb").read_bytes())
+    assert fingerprints(step) == {"inputs": inputs, "outputs": outputs, "notebook": notebook}
+    assert fingerprints(step, kinds=("outputs",)) == {"outputs": outputs}
+    assert fingerprints(Step("c", None, {}, [], ["out.txt", "gone.txt"], ["eval"])) == {"inputs": {}, "outputs": outputs}  # a command has no notebook
+    assert taken_before(step) == {"inputs": inputs, "notebook": notebook, "commit": f"commit of {checkout}"}
+    assert full_stamp(step) == {"notebook": "t.ipynb", "parameters": {},
+                                "fingerprints": {"inputs": inputs, "outputs": outputs, "notebook": notebook}, "commit": f"commit of {checkout}"}  # fmt: skip
+    before = {"inputs": {"in.txt": "sha256:old"}}  # taken as the step started; no commit known
+    assert full_stamp(step, before=before) == {"notebook": "t.ipynb", "parameters": {}, "commit": None,
+                                               "fingerprints": {"inputs": {"in.txt": "sha256:old"}, "outputs": outputs, "notebook": notebook}}  # fmt: skip
+    assert step_state(Step("s", "t.ipynb", {}, ["in.txt"], [])) == "stale (no outputs declared)"
+
+
+# ---------------------------------------------------------------- the plan and its lines
+
+
+def test_check_redo_refuses_only_a_resume_over_outputs_it_would_keep():
+    cmd = Step("s", None, {}, [], ["out/a.csv", "out/b.csv"], ["eval"])
+    check_redo(cmd, "stale (never run here)", force=True)  # nothing there to keep
+    check_redo(cmd, "current", force=False)  # skipped anyway
+    check_redo(Step("n", "t.ipynb", {}, [], ["o"]), "stale (command changed)", force=True)  # a notebook rewrites its outputs
+    with pytest.raises(ValueError) as e:
+        check_redo(cmd, "stale (command changed)", force=False)
+    assert str(e.value) == ("step s (stale (command changed)): samcam eval resumes into out/a.csv, out/b.csv and would keep what is there; "
+                            "remove them to redo the step")  # fmt: skip
+
+
+def test_describe_and_skip_reason_lines():
+    two = Step("a", "t.ipynb", {}, [], ["x", "y"])
+    assert describe(two, "stale (never run here)", True) == "a: would run [stale (never run here)] t.ipynb -> x, y"
+    long = Step("c", None, {}, [], ["out/c.csv"], ["eval"], "an hour")
+    assert describe(long, "current", False) == "c: skip [current] (long: an hour) samcam eval -> out/c.csv"
+    assert skip_reason(long, "current") == "current"  # not forced: current is the whole reason
+    assert skip_reason(long, "missing input in.txt") == "missing input in.txt"  # naming it would not help
+
+
+def _made(checkout: Path, runs: Path, name: str, nb: str = "t.ipynb") -> None:
+    """Stamp step ``name`` (input ``in.txt``, output ``out/<name>.txt``) current by hand, as a run would have."""
+    (checkout / "out").mkdir(exist_ok=True)
+    (checkout / "out" / f"{name}.txt").write_text(f"made {name}")
+    prints = {"inputs": {"in.txt": _sha((checkout / "in.txt").read_bytes())}, "outputs": {f"out/{name}.txt": _sha(f"made {name}".encode())},
+              "notebook": _sha((checkout / "notebooks" / nb).read_bytes())}  # fmt: skip
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{name}.params.json").write_text(json.dumps({"notebook": nb, "parameters": {}, "fingerprints": prints, "commit": "x"}))
+
+
+STEPS = "".join(f"  - name: {n}\n    notebook: t.ipynb\n{extra}    inputs: [in.txt]\n    outputs: [out/{n}.txt]\n"
+                for n, extra in (("a", ""), ("b", ""), ("c", "    long: an hour\n"), ("d", "    long: a day\n")))  # fmt: skip
+
+
+def test_plan_judges_steps_in_the_runs_folder_given(checkout, tmp_path):
+    (checkout / "in.txt").write_text("in")
+    runs = tmp_path / "myruns"  # not reproduce.RUNS
+    _made(checkout, runs, "a")
+    cfg = _config(tmp_path, "steps:\n" + STEPS)
+    rows = [(s.name, state, now) for s, state, now in plan(cfg, runs=runs)]
+    assert rows == [("a", "current", False), ("b", "stale (never run here)", True), ("c", "stale (never run here)", False),
+                    ("d", "stale (never run here)", False)]  # fmt: skip
+    assert [(s.name, now) for s, _, now in plan(cfg, only=["d"], runs=runs)] == [("d", True)]
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: no step named nope, zz; steps: a, b, c, d") + "$"):
+        plan(cfg, only=["zz", "b", "nope"], runs=runs)
+
+
+# ---------------------------------------------------------------- a run
+
+
+def _fake_execute(checkout: Path, ran: list):
+    def run(nb, out, params):  # writes the step's output, named after its executed notebook
+        ran.append(Path(out).stem)
+        (checkout / "out").mkdir(exist_ok=True)
+        (checkout / "out" / f"{Path(out).stem}.txt").write_text(f"made {Path(out).stem}")
+
+    return run
+
+
+def test_a_run_reports_each_step_and_writes_its_stamp(checkout, tmp_path, monkeypatch):
+    (checkout / "in.txt").write_text("in")
+    runs = tmp_path / "myruns"
+    _made(checkout, runs, "a")
+    _made(checkout, runs, "c")
+    ran, lines = [], []
+    monkeypatch.setattr(reproduce, "execute", _fake_execute(checkout, ran))
+    cfg = _config(tmp_path, "steps:\n" + STEPS)
+    report = reproduce.reproduce(cfg, runs=runs, log=lines.append)
+    long_d = "stale (never run here); a long step (a day): name it with --only d, or give --long"
+    assert report == [("a", "skipped (current)"), ("b", "ran in 0 s"), ("c", "skipped (current)"), ("d", f"skipped ({long_d})")]
+    assert lines == ["a: skipped (current)", "b: running (stale (never run here)) — t.ipynb", "b: done in 0 s", "c: skipped (current)",
+                     f"d: skipped ({long_d})"]  # fmt: skip
+    prints = {"inputs": {"in.txt": _sha(b"in")}, "outputs": {"out/b.txt": _sha(b"made b")},
+              "notebook": _sha((checkout / "notebooks" / "t.ipynb").read_bytes())}  # fmt: skip
+    expected = {"notebook": "t.ipynb", "parameters": {}, "fingerprints": prints, "commit": f"commit of {checkout}"}
+    assert (runs / "b.params.json").read_text() == json.dumps(expected, indent=1)
+    assert ran == ["b"] and not (checkout / "results" / "runs").exists()
+    # forced and named: the long step c runs too, though judged after a ran
+    lines.clear()
+    report = reproduce.reproduce(cfg, only=["a", "c"], force=True, runs=runs, log=lines.append)
+    assert [r[0] for r in report] == ["a", "c"] and ran == ["b", "a", "c"]
+    assert lines[0] == "a: running (forced) — t.ipynb" and lines[2] == "c: running (forced) — t.ipynb (long: an hour)"
+    # an input changed: every step is stale; with --long the long ones run after the first
+    (checkout / "in.txt").write_text("in, edited")
+    ran.clear()
+    assert [r[1] for r in reproduce.reproduce(cfg, runs=runs, long=True)] == ["ran in 0 s"] * 4 and ran == ["a", "b", "c", "d"]
+
+
+def test_a_dirty_checkout_is_noted_with_its_commit(checkout, tmp_path, monkeypatch):
+    from samcam import outputs
+
+    monkeypatch.setattr(outputs, "git_commit", lambda path: f"commit of {path}-dirty")
+    monkeypatch.setattr(reproduce, "execute", _fake_execute(checkout, []))
+    lines = []
+    reproduce.reproduce(_config(tmp_path, "steps:\n  - {name: a, notebook: t.ipynb, outputs: [out/a.txt]}\n"), log=lines.append)
+    assert lines[0] == (f"note: this checkout has uncommitted changes outside results/ (commit of {checkout}-dirty); "
+                        "commit results only from a run on a clean commit")  # fmt: skip
+
+
+def test_a_command_step_runs_with_its_runs_folder_made(checkout, tmp_path, monkeypatch):
+    runs = tmp_path / "deep" / "er" / "runs"  # its parents do not exist yet
+
+    def run_command(step):
+        assert runs.is_dir()
+        (checkout / "out").mkdir()
+        (checkout / "out" / "s.csv").write_text("iou\n")
+
+    monkeypatch.setattr(reproduce, "run_command", run_command)
+    cfg = _config(tmp_path, "steps:\n  - {name: s, command: [eval, --pred, p, --gt, g, --csv, out/s.csv], outputs: [out/s.csv]}\n")
+    assert reproduce.reproduce(cfg, runs=runs) == [("s", "ran in 0 s")]
+    assert json.loads((runs / "s.params.json").read_text()) == {"command": ["eval", "--pred", "p", "--gt", "g", "--csv", "out/s.csv"],
+                                                                "fingerprints": {"inputs": {}, "outputs": {"out/s.csv": _sha(b"iou\n")}},
+                                                                "commit": f"commit of {checkout}"}  # fmt: skip
+
+
+def test_the_data_root_check_concerns_only_steps_that_read_it(checkout, tmp_path, monkeypatch):
+    from samcam import io
+
+    monkeypatch.setattr(reproduce, "execute", _fake_execute(checkout, []))
+    (checkout / "in.txt").write_text("in")
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "nowhere"))
+    plain = _config(tmp_path, "steps:\n  - {name: a, notebook: t.ipynb, inputs: [in.txt], outputs: [out/a.txt]}\n")
+    assert reproduce.reproduce(plain) == [("a", "ran in 0 s")]
+    root = _config(tmp_path, "steps:\n  - {name: a, notebook: t.ipynb, inputs: ['${SAMCAM_DATA}'], outputs: [out/a.txt]}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"the data root {tmp_path / 'nowhere'} does not exist (SAMCAM_DATA={tmp_path / 'nowhere'}); "
+                                                         "steps that read it would all be skipped") + "$"):  # fmt: skip
+        reproduce.reproduce(root)
+    monkeypatch.delenv("SAMCAM_DATA")  # the default: ../shared/data beside the checkout, absent here
+    assert io.data_root() == tmp_path / "shared" / "data"
+    under = _config(tmp_path, "steps:\n  - {name: a, notebook: t.ipynb, inputs: ['${SAMCAM_DATA}/voc'], outputs: [out/a.txt]}\n")
+    with pytest.raises(ValueError, match=re.escape(f"the data root {tmp_path / 'shared' / 'data'} does not exist "
+                                                   "(SAMCAM_DATA=(unset: ../shared/data beside the checkout)); ")):  # fmt: skip
+        reproduce.reproduce(under)
+
+
+# ---------------------------------------------------------------- execute and the executed notebook
+
+
+def _papermill_writes(texts: list[str], calls: list):
+    """A stand-in for ``papermill.execute_notebook``: records its call, writes a notebook whose one
+    cell printed ``texts`` and whose papermill metadata names the paths it was given."""
+
+    def execute_notebook(input_path, output_path, **kw):
+        calls.append((input_path, output_path, kw))
+        nb = new_notebook(cells=[new_code_cell("run()", outputs=[new_output("stream", name="stdout", text=t) for t in texts])])
+        nb.metadata["papermill"] = {"input_path": input_path, "output_path": output_path, "parameters": kw.get("parameters")}
+        nbformat.write(nb, output_path)
+
+    return execute_notebook
+
+
+def test_execute_hands_papermill_the_notebook_its_parameters_and_a_quiet_kernel(checkout, tmp_path, monkeypatch):
+    import papermill as pm
+
+    calls = []
+    monkeypatch.setattr(pm, "execute_notebook", _papermill_writes([f"wrote {tmp_path}/data/x.png and {checkout}/results/y.csv\n"], calls))
+    out = checkout / "results" / "runs" / "s.ipynb"
+    assert reproduce.execute("t.ipynb", out, {"a": 1}) == out
+    (nb, tmp, kw), = calls
+    assert nb == str(checkout / "notebooks" / "t.ipynb") and Path(tmp).parent == out.parent and tmp.endswith(".ipynb") and tmp != str(out)
+    assert kw == {"parameters": {"a": 1}, "kernel_name": "python3", "cwd": str(checkout), "progress_bar": False, "log_output": False,
+                  "extra_arguments": ["--log-level=ERROR"]}  # fmt: skip
+    done = nbformat.read(str(out), as_version=4)
+    assert done.metadata.papermill == {"input_path": "notebooks/t.ipynb", "output_path": "results/runs/s.ipynb", "parameters": {"a": 1}}
+    assert done.cells[0].outputs[0].text == "wrote ${SAMCAM_DATA}/x.png and results/y.csv\n"
+    # an absolute notebook, run from another folder: paths are written relative to where it ran
+    (checkout / "other").mkdir()
+    (checkout / "other" / "u.ipynb").write_text("{}")
+    calls.clear()
+    reproduce.execute(checkout / "other" / "u.ipynb", out, cwd=checkout / "notebooks", log_output=True)
+    (nb, _, kw), = calls
+    assert nb == str(checkout / "other" / "u.ipynb") and (kw["parameters"], kw["cwd"], kw["log_output"]) == ({}, str(checkout / "notebooks"), True)
+    done = nbformat.read(str(out), as_version=4)
+    assert (done.metadata.papermill.input_path, done.metadata.papermill.output_path) == ("../other/u.ipynb", "../results/runs/s.ipynb")
+    assert done.cells[0].outputs[0].text == "wrote ${SAMCAM_DATA}/x.png and ../results/y.csv\n"
+
+
+def test_a_failed_run_is_one_line_naming_the_notebook_and_what_is_kept(checkout, monkeypatch):
+    import papermill as pm
+
+    def died(input_path, output_path, **kw):
+        raise RuntimeError("kernel died\nthe rest of its story")
+
+    monkeypatch.setattr(pm, "execute_notebook", died)
+    nb, out = checkout / "notebooks" / "t.ipynb", checkout / "runs" / "s.ipynb"
+    with pytest.raises(RuntimeError) as e:
+        reproduce.execute("t.ipynb", out)
+    assert str(e.value) == f"{nb}: failed with RuntimeError: kernel died; the failed notebook is kept at {checkout / 'runs' / 's.failed.ipynb'}"
+
+    def vanished(input_path, output_path, **kw):  # nothing left to keep, and nothing said
+        Path(output_path).unlink()
+        raise OSError()
+
+    monkeypatch.setattr(pm, "execute_notebook", vanished)
+    with pytest.raises(RuntimeError) as e:
+        reproduce.execute("t.ipynb", checkout / "runs" / "v.ipynb")
+    assert str(e.value) == f"{nb}: failed with OSError: " and not (checkout / "runs" / "v.failed.ipynb").exists()
+
+
+def test_relocate_notebook_names_the_real_paths_and_no_machine_path(checkout, tmp_path):
+    nb = new_notebook(cells=[new_code_cell(f"voc = '{tmp_path}/data/voc'", outputs=[new_output("stream", name="stdout", text="read /elsewhere/checkout/results/m.csv\n")])])
+    nb.metadata["papermill"] = {"input_path": "/elsewhere/.t.ipynb.x1", "output_path": "/elsewhere/.s.ipynb.x2.ipynb",
+                                "parameters": {"masks": f"{checkout}/results/masks"}}  # fmt: skip
+    path = checkout / "results" / "runs" / ".s.ipynb.x2.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(nb, str(path))
+    reproduce.relocate_notebook(path, checkout / "notebooks" / "t.ipynb", checkout / "results" / "runs" / "s.ipynb", checkout, ["/elsewhere/checkout"])
+    done = nbformat.read(str(path), as_version=4)
+    assert done.metadata.papermill == {"input_path": "notebooks/t.ipynb", "output_path": "results/runs/s.ipynb", "parameters": {"masks": "results/masks"}}
+    assert done.cells[0].source == "voc = '${SAMCAM_DATA}/voc'"
+    assert done.cells[0].outputs[0].text == "read results/m.csv\n"  # a path of the checkout that made it, taken as this one's
