@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from samcam.io import REPO, check_ids, check_input, data_root, sha256_file, write_text
 
+
 @dataclass(frozen=True)
 class StepResult:
     """What every step returns, one shape for all (IRN's ``run(args)`` per step): ``out``, the folder
