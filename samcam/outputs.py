@@ -372,12 +372,9 @@ def add_cost(folder: str | os.PathLike, seconds: float, images: int, device: str
     write_text(path, json.dumps({"runs": runs}, indent=1) + "\n")
 
 
-def finish_step(out: str | os.PathLike, ids: Sequence[str], todo: Sequence[str], t0: float, device: str = "cpu") -> StepResult:
-    """The end of a per-image step that began at ``time.perf_counter() == t0``, with ``todo`` of its
-    ``ids`` pending: its cost appended to ``out/samcam_cost.json`` (when it did anything) and its result."""
-    import time
-
-    seconds = time.perf_counter() - t0
+def finish_step(out: str | os.PathLike, ids: Sequence[str], todo: Sequence[str], seconds: float, device: str = "cpu") -> StepResult:
+    """The end of a per-image step that spent ``seconds`` on the ``todo`` of its ``ids`` that were
+    pending: its cost appended to ``out/samcam_cost.json`` (when it did anything) and its result."""
     if todo:
         add_cost(out, seconds, len(todo), device)
     return StepResult(Path(out), len(todo), len(ids) - len(todo), seconds)

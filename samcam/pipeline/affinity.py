@@ -321,7 +321,7 @@ def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: b
     """The labelling loop of a claimed output folder: ``make(id) -> (label, seconds)`` for every id
     not yet done, written as ``out/<id>.png``, the seconds added to the folder's cost record."""
     from samcam.io import write_label
-    from samcam.outputs import add_cost, pending
+    from samcam.outputs import finish_step, pending
     from samcam.progress import progress_bar
 
     todo = pending(ids, out)
@@ -330,9 +330,7 @@ def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: b
         label, spent = make(image_id)
         seconds += spent
         write_label(Path(out) / f"{image_id}.png", label)
-    if todo:
-        add_cost(out, seconds, len(todo))
-    return StepResult(Path(out), len(todo), len(ids) - len(todo), seconds)
+    return finish_step(out, ids, todo, seconds)
 
 
 def ground_truth_walk_labels(

@@ -60,7 +60,7 @@ def extract_cams(
             where = ", ".join(devices) if devices else device_name(net)
         finally:
             bar.close()
-        return finish_step(out, list(labels), todo, t0, where)
+        return finish_step(out, list(labels), todo, time.perf_counter() - t0, where)
 
 
 def cams_into(device: str | None, ids: list[str], report, net: CamNet, images: dict[str, Path], labels: dict[str, np.ndarray],
@@ -115,7 +115,7 @@ def cams_to_labels(cams: str | os.PathLike, out: str | os.PathLike, threshold: f
         for image_id in progress_bar(todo, desc="cam2label", unit="img", progress=progress):
             label = cam_label(cams / f"{image_id}.npy", threshold, spec, (sizes or {}).get(image_id))
             write_label(out / f"{image_id}.png", label, spec)
-        return finish_step(out, ids, todo, t0)
+        return finish_step(out, ids, todo, time.perf_counter() - t0)
 
 
 def threshold_sweep(cams: str | os.PathLike, gt: str | os.PathLike, ids: list[str], thresholds, spec: DatasetSpec = VOC):

@@ -26,4 +26,4 @@ def export_labels(folder: str | os.PathLike, out: str | os.PathLike, ids: list[s
         t0 = time.perf_counter()
         for image_id in progress_bar(todo, desc="labels", unit="img", progress=progress):
             write_label(Path(out) / f"{image_id}.png", load_pseudo_label(folder, image_id, fmt, threshold, spec), spec)
-        return finish_step(out, ids, todo, t0)
+        return finish_step(out, ids, todo, time.perf_counter() - t0)

@@ -88,4 +88,4 @@ def merge_folders(
                 counts[_merge_one(t)] += 1
                 bar.update()
         bar.close()
-        return MergeResult(**vars(finish_step(out, ids, todo, t0)), merged=counts["merged"], kept_cam=counts["kept"])
+        return MergeResult(**vars(finish_step(out, ids, todo, time.perf_counter() - t0)), merged=counts["merged"], kept_cam=counts["kept"])
