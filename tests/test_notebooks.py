@@ -66,8 +66,8 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
 
 def test_reproduce_config_is_valid():
     steps = load_config()
-    assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "voc_transcam", "claims", "voc_samcam_cam",
-                                       "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo"]
+    assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "voc_transcam",
+                                       "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo"]
     for s in steps:
         assert s.notebook is None or (NOTEBOOKS / s.notebook).exists()
         assert step_state(s) == "current" or step_state(s).startswith(("stale (", "missing input"))
@@ -83,7 +83,28 @@ def test_reproduce_config_is_valid():
             for arg in s.command[1:]:
                 if "/" in arg:
                     assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
-    assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "claims"]
+    assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "claims"]
+
+
+def test_the_affinity_step_trains_what_the_claims_notebook_resumes():
+    """The affinity_lite2 step's checkpoint is the one notebook 08 resumes: same path, CAMs, backbone,
+    epochs, crop, CRF and threshold (else the claims step would refuse it as another run)."""
+    import json
+
+    from samcam.cli import build_parser
+    from samcam.pipeline.affinity import AffinityTrainConfig
+
+    steps = {s.name: s for s in load_config()}
+    cell = next(c for c in json.loads((NOTEBOOKS / "08_claims_affinity.ipynb").read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    nb: dict = {}
+    exec("".join(cell["source"]), {}, nb)
+    nb.update(steps["claims"].parameters)
+    cmd = steps["affinity_lite2"].command
+    a = build_parser(cmd).parse_args(cmd)
+    assert (a.out, a.cams, a.backbone, a.threshold) == (nb["affinity_checkpoint"], nb["cams_dir"], nb["affinity_backbone"], nb["threshold"])
+    d = AffinityTrainConfig()
+    assert (a.epochs, a.crop, not a.no_crf) == (nb["affinity_epochs"], nb["affinity_crop"], nb["affinity_crf"])
+    assert (a.batch_size, a.lr, a.radius, a.head_lr_mult, a.momentum, a.seed) == (d.batch_size, d.lr, d.radius, d.head_lr_mult, d.momentum, d.seed)
 
 
 def test_claims_notebook_runs_every_row(tmp_path, data_root, gt_cams, mobile_sam_checkpoint):
