@@ -644,3 +644,127 @@ def test_seeds_from_labels_and_an_earlier_head_refused(tmp_path, voc_root, gt_ca
     write_label(seeds / f"{ids[0]}.png", np.zeros((5, 5), np.uint8))
     with pytest.raises(ValueError, match=f"{ids[0]}.png: label of 5×5 px"):
         train_affinity(index, cams, ids, tmp_path / "m.pt", cfg, progress=False, seed_labels=seeds)
+
+
+def _walk_one_power(cams, keys, T, grid, alpha, steps):
+    """The walk at one power as the paper states it: background map stacked before the class maps,
+    the K + 1 maps pooled, walked together, upsampled and argmaxed."""
+    from torch.nn import functional as F
+
+    from samcam.cam.label import scores_to_label, with_key_lookup
+
+    scores = torch.from_numpy(with_background(cams, alpha))[None]
+    small = F.adaptive_avg_pool2d(scores, grid)[0].numpy()
+    walked = random_walk(small, T, steps)
+    full = F.interpolate(torch.from_numpy(walked)[None], size=cams.shape[1:], mode="bilinear", align_corners=False)[0]
+    return scores_to_label(full.numpy(), with_key_lookup(keys), 21)
+
+
+def test_walk_at_several_powers_is_each_power_walked_alone():
+    """walk_labels walks the class maps once and one background map per power; each label equals the
+    walk of that power's K + 1 maps on their own, and the powers change the labels."""
+    from samcam.refine.affinity import propagate_alphas, walk_labels
+
+    rng = np.random.default_rng(5)
+    f = rng.random((3, 6, 7)).astype(np.float32)
+    T = transition_matrix(f, 3, 32.0)
+    yy, xx = np.mgrid[:48, :56]
+    cams = np.stack([0.9 * np.exp(-((xx - 14) ** 2 + (yy - 20) ** 2) / 150.0), 0.6 * np.exp(-((xx - 42) ** 2 + (yy - 30) ** 2) / 100.0)])
+    cams = (cams * (0.9 + 0.1 * rng.random(cams.shape))).astype(np.float32)
+    keys = np.array([4, 17])
+    alphas = [0.5, 2.0, 4.82, 16.0]
+    got = walk_labels(cams, keys, T, (6, 7), alphas, 4)
+    want = [_walk_one_power(cams, keys, T, (6, 7), a, 4) for a in alphas]
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert len({g.tobytes() for g in got}) == len(alphas)  # each power gives another label here
+    assert [(g == 0).mean() for g in got] == sorted([(g == 0).mean() for g in got], reverse=True)  # a larger power, less background
+    cfg = AffinityConfig(radius=3, beta=32.0, steps=4, alpha=4.82)
+    assert all(np.array_equal(a, b) for a, b in zip(propagate_alphas(cams, keys, torch.from_numpy(f), cfg, alphas), want))
+    assert np.array_equal(propagate(cams, keys, torch.from_numpy(f), cfg), want[2])  # config.alpha
+    with pytest.raises(ValueError, match="no background power"):
+        walk_labels(cams, keys, T, (6, 7), [], 12)
+
+
+@pytest.mark.slow
+def test_alpha_sweep_scores_each_power_as_its_labels(tmp_path, voc_root, gt_cams):
+    """The sweep's row for each power is the score of the labels affinity_labels writes at that power
+    (scored by samcam eval from the files); the command writes the table and names bad input."""
+    import pandas as pd
+
+    from samcam import cli
+    from samcam.io import image_index
+    from samcam.pipeline.affinity import AffinityTrainConfig, alpha_sweep, affinity_labels, read_alpha_sweep, train_affinity
+    from samcam.pipeline.evaluate import evaluate_folders
+    from samcam.data.spaces import VOC
+    from samcam.metrics import error_rates
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    ck = tmp_path / "aff.pt"
+    train_affinity(index, cams, ids, ck, AffinityTrainConfig(epochs=1, batch_size=2, crop=16, crf=False), progress=False)
+    alphas = [1.0, 6.0, 40.0]
+    walk = AffinityConfig(radius=None, steps=24)
+    df = alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, alphas, walk, progress=False)
+    assert list(df["alpha"]) == alphas and list(df.columns[:2]) == ["alpha", "miou"]
+    for a, row in zip(alphas, df.itertuples()):
+        out = tmp_path / f"labels_{a:g}"
+        affinity_labels(index, cams, ids, ck, out, AffinityConfig(radius=None, steps=24, alpha=a), progress=False)
+        ev = evaluate_folders(out, voc_root / "SegmentationClass", VOC, ids)
+        assert row.miou == pytest.approx(ev.scores().miou, abs=1e-12)
+        assert row.false_pct == pytest.approx(error_rates(ev.conf)["false_pct"], abs=1e-9)
+    assert df["miou"].nunique() > 1 and df["best"].sum() >= 1 and df.loc[df["best"], "miou"].min() == df["miou"].max()
+    csv = tmp_path / "sweep.csv"
+    assert cli.main(["affinity-sweep", "--images", str(voc_root / "JPEGImages"), "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
+                     "--checkpoint", str(ck), "--alphas", "1", "6", "40", "--steps", "24", "--csv", str(csv)]) == 0  # fmt: skip
+    written = pd.read_csv(csv)
+    assert np.allclose(written["miou"], df["miou"]) and read_alpha_sweep(csv) == alphas[int(df["miou"].to_numpy().argmax())]
+    with pytest.raises(ValueError, match="listed twice"):
+        alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, [2.0, 2.0], walk, progress=False)
+    with pytest.raises(ValueError, match="alpha must be"):
+        alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, [0.0], walk, progress=False)
+    with pytest.raises(ValueError, match=r"trained with radius 5"):
+        alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, [2.0], AffinityConfig(radius=4), progress=False)
+    small = tmp_path / "gt_small"
+    small.mkdir()
+    from samcam.io import write_label
+
+    for i in ids:
+        write_label(small / f"{i}.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(ValueError, match=rf"gt_small/{ids[0]}\.png: ground truth of 5×5 px"):
+        alpha_sweep(index, cams, small, ids, ck, [2.0], walk, progress=False)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("alpha,miou\n", "rows with columns alpha and miou"),
+        ("alpha,score\n2,0.5\n", "rows with columns alpha and miou"),
+        ("alpha,miou\n2,nan\n", "finite numbers"),
+        ("alpha,miou\n2,1.5\n", "miou in 0..1"),
+        ("alpha,miou\n2,-0.1\n", "miou in 0..1"),
+        ("alpha,miou\nx,0.5\n", "finite numbers"),
+        ("alpha,miou\n2,0.5\n2,0.6\n", "listed twice"),
+        ("alpha,miou\n0,0.5\n", "alpha must be"),
+        ("alpha,miou\n300,0.5\n", "alpha must be"),
+    ],
+)
+def test_alpha_sweep_table_is_checked(tmp_path, text, message):
+    from samcam.pipeline.affinity import read_alpha_sweep
+
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=message) as e:
+        read_alpha_sweep(p)
+    assert str(p) in str(e.value)
+
+
+def test_alpha_sweep_table_gives_the_first_power_of_the_best_miou(tmp_path):
+    from samcam.pipeline.affinity import read_alpha_sweep
+
+    p = tmp_path / "t.csv"
+    p.write_text("alpha,miou,best\n2,0.4,False\n8,0.5,True\n4,0.5,True\n16,0.1,False\n")
+    assert read_alpha_sweep(p) == 8.0
+    p.write_text("alpha,miou\n1,1.0\n2,0.0\n")
+    assert read_alpha_sweep(p) == 1.0
+    with pytest.raises(FileNotFoundError, match="alpha sweep table not found"):
+        read_alpha_sweep(tmp_path / "none.csv")

@@ -66,7 +66,8 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
 
 def test_reproduce_config_is_valid():
     steps = load_config()
-    assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "voc_transcam",
+    assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "affinity_alpha_val",
+                                       "voc_transcam",
                                        "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo"]
     for s in steps:
         assert s.notebook is None or (NOTEBOOKS / s.notebook).exists()
@@ -83,7 +84,8 @@ def test_reproduce_config_is_valid():
             for arg in s.command[1:]:
                 if "/" in arg:
                     assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
-    assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "claims"]
+    assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val",
+                                                    "affinity_alpha_val", "claims"]
 
 
 def test_the_affinity_step_trains_what_the_claims_notebook_resumes():
@@ -113,11 +115,17 @@ def test_claims_notebook_runs_every_row(tmp_path, data_root, gt_cams, mobile_sam
     error and cost tables."""
     import pandas as pd
 
+    import json
+
     cams, ids = gt_cams
+    (tmp_path / "alphas.csv").write_text("alpha,miou,best\n2.0,0.31,False\n7.5,0.42,True\n16.0,0.40,False\n")  # the walk's power, chosen elsewhere
     params = {"cams_dir": str(cams), "limit": len(ids), "labels_dir": str(tmp_path / "labels"), "affinity_checkpoint": str(tmp_path / "aff.pt"),
               "affinity_sam_checkpoint": str(tmp_path / "aff_sam.pt"), "affinity_backbone": "efficientnet-lite0",
-              "affinity_epochs": 1, "affinity_crop": 16, "walk_steps": 16, "device": "cpu", "results_dir": str(tmp_path / "res")}  # fmt: skip
+              "affinity_epochs": 1, "affinity_crop": 16, "walk_steps": 16, "device": "cpu", "results_dir": str(tmp_path / "res"),
+              "walk_alpha_table": str(tmp_path / "alphas.csv")}  # fmt: skip
     execute("08_claims_affinity.ipynb", tmp_path / "08.ipynb", params)
+    for row in ("cam+affinitynet", "cam+affinitynet_samseeds", "cam+gt_walk"):  # every walk at the chosen power
+        assert json.loads((tmp_path / "labels" / row / "samcam_run.json").read_text())["parameters"]["config"]["alpha"] == 7.5, row
     table = pd.read_csv(tmp_path / "res" / "table.csv")
     assert list(table["labels"]) == ["CAM", "CAM + SAM", "CAM + SAM prompted", "CAM + AffinityNet", "CAM + AffinityNet + SAM",
                                      "CAM + AffinityNet (CAM + SAM seeds)", "CAM + walk on GT affinity (uses GT)"]  # fmt: skip

@@ -28,8 +28,9 @@ from samcam.refine.affinity import (
     label_seeds,
     pair_affinities,
     pair_labels,
-    propagate,
+    propagate_alphas,
 )
+from samcam.data.spaces import VOC, DatasetSpec
 from samcam.outputs import StepResult
 from samcam.training import TrainResult
 from samcam.refine.crf import CRFConfig
@@ -294,27 +295,113 @@ def affinity_labels(
     from samcam.outputs import claim_output
 
     cams = Path(cams)
+    config, walk = _walker(checkpoint, config)
+
+    def walked(image_id: str):
+        image = read_image(images[image_id])
+        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
+        t0 = time.perf_counter()
+        label = walk(image, d, cams / f"{image_id}.npy", (config.alpha,))[0]
+        return label, time.perf_counter() - t0
+
+    with claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
+                     {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)}):  # fmt: skip
+        return _write_labels(out, ids, "affinity", progress, walked)
+
+
+def _walker(checkpoint: str | os.PathLike, config: AffinityConfig):
+    """``(config, walk)`` for a finished affinity checkpoint: the config with the head's training
+    radius (a different radius is refused), and ``walk(image, cam, cam_path, alphas)``, the labels
+    of one image's CAM file contents at each background power (errors name ``cam_path``)."""
     net, head, ck = load_affinity(checkpoint)
     trained = ck["record"]["config"]["radius"]
     if config.radius is None:
         config = replace(config, radius=trained)
     elif config.radius != trained:
         raise ValueError(f"{checkpoint}: trained with radius {trained}; the walk needs the same radius, not {config.radius}")
-    def walked(image_id: str):
-        image = read_image(images[image_id])
-        d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
-        t0 = time.perf_counter()
+
+    def walk(image: np.ndarray, cam: dict, cam_path: Path, alphas) -> list[np.ndarray]:
         with torch.inference_mode():
             f = head([x[None] for x in levels_of(net, image)])[0]
         try:
-            label = propagate(d["high_res"], d["keys"], f, config)
+            return propagate_alphas(cam["high_res"], cam["keys"], f, config, alphas)
         except ValueError as e:
-            raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
-        return label, time.perf_counter() - t0
+            raise ValueError(f"{cam_path}: {e}") from None
 
-    with claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
-                     {"config": asdict(config), "checkpoint_sha256": sha256_file(checkpoint)}):  # fmt: skip
-        return _write_labels(out, ids, "affinity", progress, walked)
+    return config, walk
+
+
+def alpha_sweep(
+    images: dict[str, Path],
+    cams: str | os.PathLike,
+    gt: str | os.PathLike,
+    ids: list[str],
+    checkpoint: str | os.PathLike,
+    alphas,
+    config: AffinityConfig = AffinityConfig(radius=None),
+    spec: DatasetSpec = VOC,
+    progress: bool | None = None,
+):
+    """mIoU and error pixels (:func:`samcam.pipeline.cam.sweep_table`, one row per ``alpha``) of the
+    AffinityNet labels of ``ids`` at each background power of the walk, each image's features and
+    walk computed once (``config.alpha`` is not used). ``best`` marks the highest mIoU: a power
+    chosen on these images' ground truth, so ``ids`` must be held-out images, never the ids whose
+    labels are scored."""
+    from samcam.cam.files import load_cam
+    from samcam.io import read_image, read_label
+    from samcam.metrics import Evaluator
+    from samcam.pipeline.cam import sweep_table
+    from samcam.progress import progress_bar
+
+    alphas = [float(a) for a in alphas]
+    for a in alphas:
+        AffinityConfig(alpha=a)  # each power in (0, MAX_POWER]
+    if len(set(alphas)) != len(alphas):
+        raise ValueError(f"a background power is listed twice in {alphas}")
+    cams, gt = Path(cams), Path(gt)
+    config, walk = _walker(checkpoint, config)
+    evs = [Evaluator(spec, keep_per_image=False) for _ in alphas]
+    for image_id in progress_bar(ids, desc="walk at each alpha", unit="img", progress=progress):
+        image = read_image(images[image_id])
+        g = read_label(gt / f"{image_id}.png", spec)
+        if g.shape != image.shape[:2]:
+            raise ValueError(f"{gt / (image_id + '.png')}: ground truth of {g.shape[1]}×{g.shape[0]} px for an image of {image.shape[1]}×{image.shape[0]}")
+        path = cams / f"{image_id}.npy"
+        for ev, label in zip(evs, walk(image, load_cam(path, image.shape[:2]), path, alphas)):
+            ev.add(image_id, g, label)
+    return sweep_table(alphas, evs, key="alpha")
+
+
+def read_alpha_sweep(path: str | os.PathLike) -> float:
+    """The background power with the highest mIoU (the first of ties, as the table's ``best``) in an
+    :func:`alpha_sweep` table (``samcam affinity-sweep --csv``); ``ValueError`` naming the file when
+    it is not such a table: no rows, an ``alpha`` or ``miou`` that is not a finite number, an mIoU
+    outside 0..1, a power outside (0, MAX_POWER] or listed twice."""
+    import io as _io
+
+    import pandas as pd
+
+    from samcam.io import read_input
+
+    try:
+        df = pd.read_csv(_io.BytesIO(read_input(path, "alpha sweep table")))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"alpha sweep table not found: {path}") from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+    if not {"alpha", "miou"} <= set(df.columns) or df.empty:
+        raise ValueError(f"{path}: not an alpha sweep table (rows with columns alpha and miou are needed)")
+    values = df[["alpha", "miou"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    if not np.isfinite(values).all() or not ((values[:, 1] >= 0) & (values[:, 1] <= 1)).all():
+        raise ValueError(f"{path}: alpha and miou must be finite numbers, miou in 0..1")
+    if len(set(values[:, 0])) != len(values):
+        raise ValueError(f"{path}: a background power is listed twice")
+    alpha = float(values[int(np.argmax(values[:, 1])), 0])
+    try:
+        AffinityConfig(alpha=alpha)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return alpha
 
 
 def _write_labels(out: str | os.PathLike, ids: list[str], desc: str, progress: bool | None, make) -> StepResult:

@@ -162,14 +162,15 @@ def _checked(thresholds) -> list[float]:
     return thresholds
 
 
-def sweep_table(thresholds: list[float], evs: list[Evaluator]):
-    """One row per threshold: mIoU, and the paper's partial and false pixels (and the false pixels
-    on background) in % of the ground-truth object pixels; ``best`` marks the highest mIoU."""
+def sweep_table(thresholds: list[float], evs: list[Evaluator], key: str = "threshold"):
+    """One row per threshold (or other setting, named by ``key``): mIoU, and the paper's partial and
+    false pixels (and the false pixels on background) in % of the ground-truth object pixels;
+    ``best`` marks the highest mIoU."""
     import pandas as pd
 
     from samcam.metrics import error_rates
 
-    rows = [{"threshold": t, "miou": ev.scores().miou, **error_rates(ev.conf)} for t, ev in zip(thresholds, evs)]
+    rows = [{key: t, "miou": ev.scores().miou, **error_rates(ev.conf)} for t, ev in zip(thresholds, evs)]
     df = pd.DataFrame(rows)
     df["best"] = df["miou"] == df["miou"].max()
     return df

@@ -300,28 +300,47 @@ def random_walk(scores: np.ndarray, T, steps: int) -> np.ndarray:
     return v.reshape(k, h, w).astype(np.float32)
 
 
-def walk_label(cams: np.ndarray, keys: np.ndarray, T, grid: tuple[int, int], alpha: float, steps: int, n_classes: int = 21) -> np.ndarray:
-    """The label of one image: its CAMs ``K × H × W`` (0-based ``keys``) with background
-    ``(1 − max)^α``, averaged onto the ``grid`` of the transition matrix ``T``, walked ``steps``
-    times, upsampled back to ``H × W`` and argmaxed. ``uint8`` ``H × W`` with class values 0..n−1."""
+def walk_labels(cams: np.ndarray, keys: np.ndarray, T, grid: tuple[int, int], alphas, steps: int, n_classes: int = 21) -> list[np.ndarray]:
+    """The label of one image at each background power in ``alphas``: its CAMs ``K × H × W`` (0-based
+    ``keys``) with background ``(1 − max)^α``, averaged onto the ``grid`` of the transition matrix
+    ``T``, walked ``steps`` times, upsampled back to ``H × W`` and argmaxed. Pooling, walk and
+    upsampling act on each map alone, so the ``K`` class maps are walked once and each α adds one
+    background map. ``uint8`` ``H × W`` labels with class values 0..n−1, in the order of ``alphas``."""
     lookup = with_key_lookup(keys)
     if lookup.max() > n_classes - 1 or lookup.min() < 0:
         raise ValueError(f"CAM keys {np.asarray(keys).ravel().tolist()} outside the foreground classes 0..{n_classes - 2}")
+    alphas = [float(a) for a in alphas]
+    if not alphas:
+        raise ValueError("no background power to walk at")
+    cams = np.asarray(cams, np.float32)
     H, W = cams.shape[1:]
-    scores = torch.from_numpy(with_background(cams, alpha))[None]
-    small = F.adaptive_avg_pool2d(scores, grid)[0].numpy()
+    maps = np.concatenate([np.stack([power_background(cams, a) for a in alphas]), cams])
+    small = F.adaptive_avg_pool2d(torch.from_numpy(maps)[None], grid)[0].numpy()
     walked = random_walk(small, T, steps)
-    full = F.interpolate(torch.from_numpy(walked)[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-    return scores_to_label(full.numpy(), lookup, n_classes)
+    full = F.interpolate(torch.from_numpy(walked)[None], size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
+    classes = full[len(alphas) :]
+    return [scores_to_label(np.concatenate([full[j : j + 1], classes]), lookup, n_classes) for j in range(len(alphas))]
+
+
+def walk_label(cams: np.ndarray, keys: np.ndarray, T, grid: tuple[int, int], alpha: float, steps: int, n_classes: int = 21) -> np.ndarray:
+    """:func:`walk_labels` at one background power ``alpha``."""
+    return walk_labels(cams, keys, T, grid, (alpha,), steps, n_classes)[0]
+
+
+def propagate_alphas(cams: np.ndarray, keys: np.ndarray, features: np.ndarray | torch.Tensor, config: AffinityConfig, alphas,
+                     n_classes: int = 21) -> list[np.ndarray]:  # fmt: skip
+    """:func:`walk_labels` on the affinities of an affinity feature map ``C × h × w``, at each
+    background power in ``alphas`` (``config.alpha`` is not used)."""
+    if config.radius is None:
+        raise ValueError("the walk needs a radius (the affinity head's training radius)")
+    T = transition_matrix(features, config.radius, config.beta)
+    return walk_labels(cams, keys, T, tuple(features.shape[-2:]), alphas, config.steps, n_classes)
 
 
 def propagate(cams: np.ndarray, keys: np.ndarray, features: np.ndarray | torch.Tensor, config: AffinityConfig = AffinityConfig(),
               n_classes: int = 21) -> np.ndarray:  # fmt: skip
-    """:func:`walk_label` on the affinities of an affinity feature map ``C × h × w``."""
-    if config.radius is None:
-        raise ValueError("the walk needs a radius (the affinity head's training radius)")
-    T = transition_matrix(features, config.radius, config.beta)
-    return walk_label(cams, keys, T, tuple(features.shape[-2:]), config.alpha, config.steps, n_classes)
+    """:func:`propagate_alphas` at ``config.alpha``."""
+    return propagate_alphas(cams, keys, features, config, (config.alpha,), n_classes)[0]
 
 
 def ground_truth_walk(cams: np.ndarray, keys: np.ndarray, gt: np.ndarray, config: AffinityConfig = AffinityConfig(), stride: int = 8,
