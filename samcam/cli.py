@@ -581,6 +581,7 @@ def _reproduce(p: argparse.ArgumentParser):
     p.add_argument("--force", action="store_true", help="run steps even when current")
     p.add_argument("--long", action="store_true", help="run the long steps too (masks, classifier, CAMs, ...; each marked with its expected time)")
     p.add_argument("--list", "--dry-run", action="store_true", help="show the plan (each step, its outputs, whether it would run and why) and stop")
+    p.add_argument("--allow-dirty", action="store_true", help="run on a checkout with uncommitted changes outside results/ (a trial: the stamps name the -dirty commit)")
 
     def run(a: argparse.Namespace) -> int:
         from samcam.reproduce import DEFAULT_CONFIG, describe, plan, reproduce
@@ -590,7 +591,7 @@ def _reproduce(p: argparse.ArgumentParser):
             for step, state, runs_now in plan(config, a.only, a.force, long=a.long):
                 print(describe(step, state, runs_now))
             return 0
-        reproduce(config, a.only, a.force, log=lambda line: print(line, flush=True), long=a.long)
+        reproduce(config, a.only, a.force, log=lambda line: print(line, flush=True), long=a.long, allow_dirty=a.allow_dirty)
         return 0
 
     return run

@@ -375,12 +375,14 @@ def run_command(step: Step) -> None:
 
 
 def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
-              runs: Path | None = None, log=None, long: bool = False) -> list[tuple[str, str]]:  # fmt: skip
+              runs: Path | None = None, log=None, long: bool = False, allow_dirty: bool = False) -> list[tuple[str, str]]:  # fmt: skip
     """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``); ``log`` (e.g.
     ``print``) hears each step's name, whether it runs and why, and its time as it goes. Raises
     ``ValueError`` when every selected step lacks an input (nothing could be reproduced), or when a
     selected step reads the data root and it does not exist (``SAMCAM_DATA`` pointing nowhere: the
-    data steps would all be skipped, and the run would seem to succeed)."""
+    data steps would all be skipped, and the run would seem to succeed), or when a step would run on a
+    checkout with uncommitted changes outside ``results/`` (its stamp could name no code that exists)
+    unless ``allow_dirty``: then the stamps name the ``-dirty`` commit and ``log`` hears a note."""
     import time
 
     from samcam.io import write_text
@@ -397,8 +399,12 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
                          f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip
     report, ran = [], False
     commit = git_commit(REPO)
-    if log and commit and commit.endswith("-dirty") and any(r[2] for r in rows):
-        log(f"note: this checkout has uncommitted changes outside results/ ({commit}); commit results only from a run on a clean commit")
+    if commit and commit.endswith("-dirty") and any(r[2] for r in rows):
+        if not allow_dirty:
+            raise ValueError(f"{REPO}: uncommitted changes outside results/ ({commit}); a result names the commit that made it, so commit "
+                             "or stash them first (or give --allow-dirty for a trial run whose stamps name the -dirty commit)")  # fmt: skip
+        if log:
+            log(f"note: this checkout has uncommitted changes outside results/ ({commit}); commit results only from a run on a clean commit")
     for step, state, runs_now in rows:
         if ran:  # an earlier step of this run may have written this one's inputs: judge it now
             state = step_state(step, runs)

@@ -322,8 +322,10 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "d: done in" in out and (tmp_path / "end").exists() and "note:" not in out
-    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123-dirty")  # uncommitted code: said before the steps run
-    assert cli.main(["reproduce", "--config", str(cfg), "--force"]) == 0
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123-dirty")  # uncommitted code: refused, or said before the steps run
+    assert cli.main(["reproduce", "--config", str(cfg), "--force"]) == 2
+    assert "uncommitted changes outside results/ (abc123-dirty)" in capsys.readouterr().err
+    assert cli.main(["reproduce", "--config", str(cfg), "--force", "--allow-dirty"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == ("note: this checkout has uncommitted changes outside results/ (abc123-dirty); "
                                                       "commit results only from a run on a clean commit")
     assert json.loads((tmp_path / "runs" / "d.params.json").read_text())["commit"] == "abc123-dirty"
@@ -372,9 +374,10 @@ def test_git_commit_ignores_the_results_a_run_rewrites(tmp_path):
 def test_reproduce_refuses_a_data_root_that_does_not_exist(tmp_path, capsys, monkeypatch):
     """With SAMCAM_DATA pointing nowhere every data step would be skipped and the run would seem to
     succeed (the steps without data inputs still running): said before anything runs, exit 2."""
-    from samcam import cli, reproduce
+    from samcam import cli, outputs, reproduce
 
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # whatever state this checkout is in
     monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "nowhere"))
     ran = []
     monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append(nb))

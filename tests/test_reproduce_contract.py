@@ -250,13 +250,17 @@ def test_a_run_reports_each_step_and_writes_its_stamp(checkout, tmp_path, monkey
     assert [r[1] for r in reproduce.reproduce(cfg, runs=runs, long=True)] == ["ran in 0 s"] * 4 and ran == ["a", "b", "c", "d"]
 
 
-def test_a_dirty_checkout_is_noted_with_its_commit(checkout, tmp_path, monkeypatch):
+def test_a_dirty_checkout_is_refused_or_noted_with_its_commit(checkout, tmp_path, monkeypatch):
     from samcam import outputs
 
     monkeypatch.setattr(outputs, "git_commit", lambda path: f"commit of {path}-dirty")
     monkeypatch.setattr(reproduce, "execute", _fake_execute(checkout, []))
     lines = []
-    reproduce.reproduce(_config(tmp_path, "steps:\n  - {name: a, notebook: t.ipynb, outputs: [out/a.txt]}\n"), log=lines.append)
+    cfg = _config(tmp_path, "steps:\n  - {name: a, notebook: t.ipynb, outputs: [out/a.txt]}\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(checkout))}: uncommitted changes outside results/ \(commit of .*-dirty\); .*--allow-dirty"):
+        reproduce.reproduce(cfg, log=lines.append)
+    assert lines == [] and not (checkout / "out" / "a.txt").exists()  # refused before any step ran
+    reproduce.reproduce(cfg, log=lines.append, allow_dirty=True)
     assert lines[0] == (f"note: this checkout has uncommitted changes outside results/ (commit of {checkout}-dirty); "
                         "commit results only from a run on a clean commit")  # fmt: skip
 
