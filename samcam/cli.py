@@ -6,6 +6,7 @@ Each subcommand is a thin wrapper: it parses arguments and calls the module that
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -105,10 +106,25 @@ def THREADS(text: str) -> int:
         raise argparse.ArgumentTypeError(re.sub(r"^--threads [^:]*: ", "", str(e))) from None
 
 
-def _ids_arg(path: str | None) -> list[str] | None:
-    from samcam.io import read_ids
+class IdFile(str):
+    """An id-list argument (``--ids``, ``--eval-ids``): its path, so output checks see the file, and
+    its ids, read once when a command first asks (:func:`samcam.io.read_ids`: names only, checked)."""
 
-    return read_ids(path) if path else None
+    @functools.cached_property
+    def ids(self) -> list[str]:
+        from samcam.io import read_ids
+
+        return read_ids(self)
+
+
+def ids_option(p: argparse.ArgumentParser, help: str, required: bool = True, flag: str = "--ids") -> None:
+    """Declare an id-list option (every command's ``--ids`` is declared here): an :class:`IdFile`."""
+    p.add_argument(flag, required=required, type=IdFile, metavar="IDS", help=f"id list (a text file, one id per line): {help}")
+
+
+def ids_of(path: IdFile | None) -> list[str] | None:
+    """The ids of an optional id-list option; ``None`` when it was not given."""
+    return path.ids if path is not None else None
 
 
 # ----------------------------------------------------------------------------- eval
@@ -118,7 +134,7 @@ def _ids_arg(path: str | None) -> list[str] | None:
 def _eval(p: argparse.ArgumentParser):
     p.add_argument("--pred", required=True, help="folder of predicted label PNGs (<id>.png)")
     p.add_argument("--gt", required=True, help="folder of ground-truth label PNGs")
-    p.add_argument("--ids", help="id list file; default: every .png in --pred")
+    ids_option(p, "the ids to score; default: every .png in --pred", required=False)
     p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
     p.add_argument("--csv", help="write the per-class table to this CSV file")
     p.add_argument("--per-image-csv", help="write per-image rows (id, mIoU, per-class IoU) to this CSV")
@@ -131,7 +147,7 @@ def _eval(p: argparse.ArgumentParser):
         from samcam.pipeline.evaluate import evaluate_folders
 
         spec = get_dataset(a.dataset)
-        ids = _ids_arg(a.ids)
+        ids = ids_of(a.ids)
         check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids])
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
@@ -199,7 +215,7 @@ def _amg_kwargs(a: argparse.Namespace) -> dict:
 def _masks(p: argparse.ArgumentParser):
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg or .png)")
     p.add_argument("--out", required=True, help="mask folder (created; ids already there are skipped)")
-    p.add_argument("--ids", help="id list file; default: every image in --images")
+    ids_option(p, "the images to process; default: every image in --images", required=False)
     p.add_argument("--format", default="compact", choices=["compact", "official"], help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
     p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based); auto: this task's part of a SLURM job array")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
@@ -207,15 +223,17 @@ def _masks(p: argparse.ArgumentParser):
     _add_amg_args(p)
 
     def run(a: argparse.Namespace) -> int:
+        from samcam.outputs import check_output
         from samcam.pipeline.masks import parse_shard, run_masks
         from samcam.pipeline.workers import parse_devices
 
         shard, devices = parse_shard(a.shard), parse_devices(a.devices)
+        check_output(a.out, a.images, a.ids, a.checkpoint)
         if a.threads:
             import torch
 
             torch.set_num_threads(a.threads)
-        s = run_masks(a.images, a.out, a.ids, a.model, a.checkpoint, a.format, shard, a.generator, a.device,
+        s = run_masks(a.images, a.out, ids_of(a.ids), a.model, a.checkpoint, a.format, shard, a.generator, a.device,
                       devices=devices, threads=a.threads, **_amg_kwargs(a))  # fmt: skip
         print(s.line("images"))
         return 0
@@ -237,7 +255,7 @@ def _merge(p: argparse.ArgumentParser):
     p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES, help=f"merge rule (default {DEFAULT_RULE})")
     p.add_argument("--majority", type=FRACTION, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
     p.add_argument("--coverage", type=FRACTION, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
-    p.add_argument("--ids", help="id list file; default: every .png in --pseudo")
+    ids_option(p, "the labels to merge; default: every .png in --pseudo", required=False)
     p.add_argument("--workers", type=POSITIVE_INT, help=f"processes (default: the cores available to this process, at most {DEFAULT_WORKERS_CAP}; at most {MAX_WORKERS_PER_CORE} per core)")
     p.add_argument("--missing-masks", default="error", choices=["error", "keep-cam"], help="an id without masks: error (default) or keep its CAM label")
     p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
@@ -248,7 +266,7 @@ def _merge(p: argparse.ArgumentParser):
         from samcam.refine.merge import MergeRule
 
         rule = MergeRule.named(a.rule, a.majority, a.coverage)
-        s = merge_folders(a.pseudo, a.masks, a.out, get_dataset(a.dataset), rule, _ids_arg(a.ids), a.workers, a.missing_masks)
+        s = merge_folders(a.pseudo, a.masks, a.out, get_dataset(a.dataset), rule, ids_of(a.ids), a.workers, a.missing_masks)
         print(f"{s.merged} merged, {s.kept_cam} kept their CAM label (no masks), {s.skipped} already there -> {s.out}")
         return 0
 
@@ -270,9 +288,9 @@ def _train(p: argparse.ArgumentParser):
     from samcam.pipeline.train_classifier import TrainConfig
 
     d = TrainConfig()
-    p.add_argument("--ids", required=True, help="training id list")
+    ids_option(p, "the training images")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
-    p.add_argument("--eval-ids", help="held-out id list: report classification mAP on it")
+    ids_option(p, "held-out images: report classification mAP on them", required=False, flag="--eval-ids")
     p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"])
     p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
@@ -298,7 +316,6 @@ def _train(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
-        from samcam.io import read_ids
         from samcam.outputs import check_output
         from samcam.metrics import average_precision
         from samcam.pipeline.train_classifier import TrainConfig, train_classifier
@@ -309,7 +326,7 @@ def _train(p: argparse.ArgumentParser):
                           output_stride=a.output_stride, lr_head=a.lr_head, lr_backbone=a.lr_backbone,
                           rescale=tuple(a.rescale) if a.rescale else None, freeze_blocks=a.freeze_blocks,
                           recam=a.recam)  # fmt: skip
-        ids = read_ids(a.ids)
+        ids = a.ids.ids
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
         res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids, device=_device(a.device))
@@ -317,7 +334,7 @@ def _train(p: argparse.ArgumentParser):
         shown = shown if len(shown) <= 8 else [*shown[:3], "...", *shown[-3:]]
         print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.out}")
         if a.eval_ids:
-            ev_ids = read_ids(a.eval_ids)
+            ev_ids = a.eval_ids.ids
             ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
             yv = np.stack([one_hot(ev_labels[i], tree.spec) for i in ev_ids])
             net = build_camnet(a.backbone, checkpoint=a.out).to(_device(a.device))
@@ -336,7 +353,7 @@ def _cam(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="folder for <id>.npy CAM files (ids already there are skipped)")
     p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
-    p.add_argument("--ids", help="id list; default: every image that has labels")
+    ids_option(p, "the images; default: every image that has labels", required=False)
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads per worker with --devices")
@@ -361,7 +378,7 @@ def _cam(p: argparse.ArgumentParser):
             torch.set_num_threads(a.threads)
         tree = VocTree(a.voc)
         index = image_index(a.images)
-        ids = select_ids(index, _ids_arg(a.ids), (0, 1))
+        ids = select_ids(index, ids_of(a.ids), (0, 1))
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
         s = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads)
@@ -377,7 +394,7 @@ def _cam_eval(p: argparse.ArgumentParser):
 
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
     p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
-    p.add_argument("--ids", required=True, help="held-out id list (images with ground truth; never the ids whose labels you score)")
+    ids_option(p, "held-out images with ground truth (never the ids whose labels you score)")
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP background thresholds (default 0.05:0.60:0.05)")
     p.add_argument("--csv", help="write the table here (one row per threshold; mAP in every row)")
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
@@ -389,7 +406,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
-        from samcam.io import read_ids, write_text
+        from samcam.io import write_text
         from samcam.outputs import check_output
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
@@ -398,7 +415,7 @@ def _cam_eval(p: argparse.ArgumentParser):
             check_output(a.csv, a.voc, a.ids, a.checkpoint, a.cls_labels)
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
-        ids = read_ids(a.ids)
+        ids = a.ids.ids
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
@@ -466,7 +483,7 @@ def _cam2label(p: argparse.ArgumentParser):
     p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout)")
     p.add_argument("--out", help="folder for <id>.png pseudo labels")
     p.add_argument("--threshold", type=FRACTION, help="background score (IRN's cam_eval_thres; 0.15 is IRN's default for its ResNet-50)")
-    p.add_argument("--ids", help="id list; default: every CAM file")
+    ids_option(p, "the CAMs to use; default: every CAM file", required=False)
     p.add_argument("--sweep-gt", help="ground-truth folder: report mIoU over --thresholds (the best is GT-tuned: a leak, marked so)")
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP for --sweep-gt (default 0.05:0.60:0.05)")
     p.add_argument("--sweep-csv", help="write the sweep table here")
@@ -479,7 +496,7 @@ def _cam2label(p: argparse.ArgumentParser):
         from samcam.outputs import check_outputs
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
-        ids = _ids_arg(a.ids)
+        ids = ids_of(a.ids)
         check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids])
         if a.sweep_gt:
             ts = _threshold_range(a.thresholds)
@@ -533,7 +550,7 @@ def _labels(p: argparse.ArgumentParser):
     p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)} (its registry entry names the format)")
     p.add_argument("--input", required=True, help="the folder the method's code wrote")
     p.add_argument("--out", required=True, help="folder for <id>.png palette labels")
-    p.add_argument("--ids", required=True, help="id list file")
+    ids_option(p, "the labels to process")
     p.add_argument("--format", choices=FORMATS, help="override the registry's format")
     p.add_argument("--threshold", type=FRACTION, help="background threshold (CAM formats)")
 
@@ -544,7 +561,7 @@ def _labels(p: argparse.ArgumentParser):
 
         m = get_method(a.method)
         check_output(a.out, a.input, a.ids)
-        s = export_labels(a.input, a.out, _ids_arg(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
+        s = export_labels(a.input, a.out, ids_of(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
         print(s.line("labels"))
         return 0
 
@@ -609,7 +626,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--mode", default="prompted", choices=["prompted", "everything"])
     p.add_argument("--pseudo", required=True, help="folder of pseudo labels (<id>.png, or a method's format with --format)")
     p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
-    p.add_argument("--ids", required=True, help="id list file")
+    ids_option(p, "the labels to process")
     p.add_argument("--images", help="image folder (prompted mode)")
     p.add_argument("--masks", help="mask-set folder (everything mode)")
     p.add_argument("--cams", help="CAM .npy folder (IRN layout): peaks for point prompts, and overlap decisions")
@@ -623,7 +640,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
 
     def run(a: argparse.Namespace) -> int:
-        ids = _ids_arg(a.ids)
+        ids = ids_of(a.ids)
         if a.mode == "everything":
             from samcam.data.spaces import VOC
             from samcam.pipeline.merge import merge_folders
@@ -663,7 +680,7 @@ def _train_affinity(p: argparse.ArgumentParser):
     seeds = p.add_mutually_exclusive_group(required=True)
     seeds.add_argument("--cams", help="folder of <id>.npy CAM files (IRN layout) of the training images: the paper's seeds")
     seeds.add_argument("--seed-labels", help="folder of <id>.png pseudo labels to take the seeds from instead (e.g. CAM + SAM)")
-    p.add_argument("--ids", required=True, help="training id list (train images only)")
+    ids_option(p, "the training images (train images only)")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
     p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"], help="frozen ImageNet backbone")
     p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
@@ -693,7 +710,7 @@ def _train_affinity(p: argparse.ArgumentParser):
         if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or a.no_crf):
             raise ValueError("--seed-labels takes the seeds from labels: --threshold, --low-alpha, --high-alpha and --no-crf apply to CAM seeds only")
         index = image_index(a.images)
-        ids = select_ids(index, _ids_arg(a.ids), (0, 1))
+        ids = select_ids(index, ids_of(a.ids), (0, 1))
         low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (a.low_alpha or d.low_alpha, a.high_alpha or d.high_alpha)
         cfg = AffinityTrainConfig(a.backbone, a.epochs, a.batch_size, a.crop, a.lr, d.weight_decay, a.seed, low, high, a.radius,
                                   a.head_lr_mult, not a.no_crf, a.momentum)  # fmt: skip
@@ -716,7 +733,7 @@ def _affinity(p: argparse.ArgumentParser):
     which.add_argument("--checkpoint", help="affinity checkpoint (samcam train-affinity)")
     which.add_argument("--gt-affinity", metavar="GT", help="walk on affinities from this ground-truth folder instead (a diagnostic upper bound; uses ground truth)")
     p.add_argument("--out", required=True, help="folder for <id>.png pseudo labels (ids already there are skipped)")
-    p.add_argument("--ids", help="id list; default: every CAM file")
+    ids_option(p, "the CAMs to use; default: every CAM file", required=False)
     power = p.add_mutually_exclusive_group()
     power.add_argument("--alpha", type=_number(float, 0.0, MAX_POWER), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
     p.add_argument("--beta", type=_number(float, 0.0, MAX_POWER), default=d.beta, help=f"affinity power (default {d.beta:g})")
@@ -731,7 +748,7 @@ def _affinity(p: argparse.ArgumentParser):
         from samcam.refine.affinity import alphas_for_threshold
 
         check_output(a.out, a.images, a.cams, a.checkpoint, a.gt_affinity, a.ids)
-        ids = folder_ids(a.cams, ".npy", "CAM", _ids_arg(a.ids))
+        ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         alpha = alphas_for_threshold(a.threshold)[1] if a.threshold is not None else (a.alpha or d.alpha)
         cfg = AffinityConfig(alpha=alpha, beta=a.beta, steps=a.steps, radius=a.radius)
         if a.gt_affinity:
@@ -762,7 +779,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
     p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout) of held-out images")
     p.add_argument("--gt", required=True, help="their ground-truth folder (<id>.png)")
     p.add_argument("--checkpoint", required=True, help="affinity checkpoint (samcam train-affinity)")
-    p.add_argument("--ids", help="held-out id list (never the ids whose labels you score); default: every CAM file")
+    ids_option(p, "held-out images (never the ids whose labels you score); default: every CAM file", required=False)
     p.add_argument("--alphas", nargs="+", required=True, type=_number(float, 0.0, MAX_POWER), help="background powers to walk at")
     p.add_argument("--beta", type=_number(float, 0.0, MAX_POWER), default=d.beta, help=f"affinity power (default {d.beta:g})")
     p.add_argument("--steps", type=_number(int, 0, MAX_WALK_STEPS), default=d.steps, help=f"random-walk steps t (default {d.steps})")
@@ -775,7 +792,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
 
         if a.csv:
             check_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids)
-        ids = folder_ids(a.cams, ".npy", "CAM", _ids_arg(a.ids))
+        ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = image_index(a.images)
         missing = [i for i in ids if i not in index]
         if missing:

@@ -1025,7 +1025,7 @@ def test_workers_die_with_their_parent(tmp_path, data_root, train_with_images, s
 def test_a_failed_notebook_is_one_line_and_kept(tmp_path, capsys, monkeypatch):
     import papermill as pm
 
-    from samcam import reproduce
+    from samcam import outputs, reproduce
 
     def boom(nb, out, **kw):
         Path(out).write_text("{}")
@@ -1033,6 +1033,7 @@ def test_a_failed_notebook_is_one_line_and_kept(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(pm, "execute_notebook", boom)
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # whatever state this checkout is in
     (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [nothing/here]\n")
     with pytest.raises(pm.PapermillExecutionError):
         reproduce.execute("demo.ipynb", tmp_path / "o.ipynb")

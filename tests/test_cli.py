@@ -180,3 +180,24 @@ def test_every_subcommand_is_exercised():
     called = set(re.findall(r'(?:run|main)\(\["([a-z0-9-]+)"', text))
     missing = sorted(set(cli.COMMANDS) - called)
     assert not missing, f"subcommands without a CLI test: {missing}"
+
+
+def test_every_id_list_is_declared_once_and_read_once(tmp_path, monkeypatch):
+    """Every command's --ids (and --eval-ids) comes from cli.ids_option: an IdFile, whose ids are read
+    once however often a command asks."""
+    import argparse
+
+    import samcam.io
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    id_options = [(name, a) for name, sp in sub.choices.items() for a in sp._actions if {"--ids", "--eval-ids"} & set(a.option_strings)]
+    assert len(id_options) >= 15 and all(a.type is cli.IdFile and a.metavar == "IDS" for _, a in id_options), id_options
+    assert {name for name, _ in id_options} >= {"eval", "merge", "masks", "train-classifier", "cam", "cam-eval", "train-seg", "eval-seg", "affinity-sweep"}
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    calls = []
+    real = samcam.io.read_ids
+    monkeypatch.setattr(samcam.io, "read_ids", lambda p: calls.append(p) or real(p))
+    f = cli.IdFile(str(tmp_path / "ids.txt"))
+    assert f.ids == ["a", "b"] and f.ids == ["a", "b"] and len(calls) == 1 and f == str(tmp_path / "ids.txt")
+    assert cli.ids_of(None) is None and cli.ids_of(f) == ["a", "b"]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from samcam.io import image_index, read_ids, read_image, write_text
+from samcam.io import image_index, read_image, write_text
 from samcam.outputs import MASK_RECORD, StepResult, check_output, clean_temporaries, is_complete, lock_output, read_record, refuse_foreign
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import MaskStore
@@ -107,7 +107,7 @@ def check_run_meta(out: Path, meta: dict[str, Any]) -> None:
 def run_masks(
     images: str | os.PathLike,
     out: str | os.PathLike,
-    ids: list[str] | str | os.PathLike | None = None,
+    ids: list[str] | None = None,
     model_type: str = "vit_t",
     checkpoint: str | os.PathLike | None = None,
     fmt: str = "compact",
@@ -135,9 +135,7 @@ def run_masks(
     if devices and device:
         raise ValueError("give --device or --devices, not both")
     devices = list(devices) if devices else [device]
-    check_output(out, images, ids if not isinstance(ids, list) else None, checkpoint)
-    if ids is not None and not isinstance(ids, list):
-        ids = read_ids(ids)
+    check_output(out, images, checkpoint)
     index = image_index(images)
     todo_all = select_ids(index, ids, shard)
     info = checkpoint_info(model_type, checkpoint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import DEVICE, POSITIVE_INT, SEED, THREADS, _number
+from samcam.cli import DEVICE, POSITIVE_INT, SEED, THREADS, _number, ids_option
 
 from .recipe import OPTIMIZERS, Recipe
 
@@ -47,7 +47,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     """``samcam train-seg``: train a segmentation network on images + a pseudo-label folder (resumable)."""
     p.add_argument("--images", required=True, help="image folder (<id>.jpg)")
     p.add_argument("--labels", required=True, help="pseudo-label folder (<id>.png, values 0..20, 255 ignored)")
-    p.add_argument("--ids", required=True, help="id list file of the training images")
+    ids_option(p, "the training images")
     p.add_argument("--out", required=True, help="run folder; its last.pt is resumed when present")
     p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (the run can be resumed)")
@@ -58,7 +58,6 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from samcam.io import read_ids
         from samcam.outputs import check_output
 
         from .train import train
@@ -66,7 +65,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         check_output(a.out, a.images, a.labels, a.ids)
         if a.threads:
             torch.set_num_threads(a.threads)
-        r = train(a.images, a.labels, read_ids(a.ids), a.out, recipe_from_args(a), device=a.device,
+        r = train(a.images, a.labels, a.ids.ids, a.out, recipe_from_args(a), device=a.device,
                   max_steps=a.max_steps, progress=a.progress or None)  # fmt: skip
         per_epoch = f", {sum(r.epoch_seconds) / len(r.epoch_seconds):.1f} s/epoch" if r.epoch_seconds else ""
         state = "complete" if r.complete else "stopped early (rerun to resume)"
@@ -97,7 +96,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--checkpoint", required=True, help="a train-seg checkpoint (<run>/last.pt)")
     p.add_argument("--images", required=True, help="image folder (<id>.jpg)")
     p.add_argument("--gt", required=True, help="ground-truth label folder (<id>.png)")
-    p.add_argument("--ids", required=True, help="id list file of the evaluation images")
+    ids_option(p, "the evaluation images")
     p.add_argument("--scales", type=_scales, default=(1.0,), help="comma-separated inference scales (default 1.0)")
     p.add_argument("--flip", action="store_true", help="also average the horizontal flip")
     p.add_argument("--multi-scale", action="store_true", help=f"shorthand for --scales {','.join(map(str, MULTI_SCALES))} --flip")
@@ -111,7 +110,6 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from samcam.io import read_ids
         from samcam.outputs import check_outputs
 
         from .evaluate import evaluate_checkpoint, write_results
@@ -120,7 +118,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         if a.threads:
             torch.set_num_threads(a.threads)
         scales, flip = (MULTI_SCALES, True) if a.multi_scale else (a.scales, a.flip)
-        ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, read_ids(a.ids), scales, flip,
+        ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, a.ids.ids, scales, flip,
                                           a.save_predictions, a.device, progress=a.progress or None)  # fmt: skip
         write_results(ev, summary, a.json, a.csv)
         how = f"scales {','.join(map(str, scales))}" + (" + flip" if flip else "")
