@@ -86,6 +86,21 @@ def read_input(path: str | os.PathLike, what: str = "input") -> bytes:
     return check_input(path, what).read_bytes()
 
 
+def read_csv(path: str | os.PathLike, what: str = "table"):
+    """A CSV table (pandas) after :func:`check_input`: ``FileNotFoundError`` ("<what> not found:
+    <path>") or ``ValueError`` naming the file when it is not readable as CSV."""
+    import io as _io
+
+    import pandas as pd
+
+    try:
+        return pd.read_csv(_io.BytesIO(read_input(path, what)))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+
+
 def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
     """The inflated content of a gzip file, complete and at most :data:`MAX_INPUT_BYTES`:
     ``ValueError`` naming the file for a truncated or corrupt stream, bytes after its end, or one that

@@ -377,18 +377,11 @@ def read_alpha_sweep(path: str | os.PathLike) -> float:
     :func:`alpha_sweep` table (``samcam affinity-sweep --csv``); ``ValueError`` naming the file when
     it is not such a table: no rows, an ``alpha`` or ``miou`` that is not a finite number, an mIoU
     outside 0..1, a power outside (0, MAX_POWER] or listed twice."""
-    import io as _io
-
     import pandas as pd
 
-    from samcam.io import read_input
+    from samcam.io import read_csv
 
-    try:
-        df = pd.read_csv(_io.BytesIO(read_input(path, "alpha sweep table")))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"alpha sweep table not found: {path}") from None
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+    df = read_csv(path, "alpha sweep table")
     if not {"alpha", "miou"} <= set(df.columns) or df.empty:
         raise ValueError(f"{path}: not an alpha sweep table (rows with columns alpha and miou are needed)")
     values = df[["alpha", "miou"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)

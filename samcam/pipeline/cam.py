@@ -184,18 +184,11 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     CSV with those columns and rows, a value is not a finite number, a threshold or mIoU lies outside
     0..1, the mAP (percent) or the partial share outside 0..100, the false share is negative, or a
     threshold is listed twice."""
-    import io as _io
-
     import pandas as pd
 
-    from samcam.io import read_input
+    from samcam.io import read_csv
 
-    try:
-        df = pd.read_csv(_io.BytesIO(read_input(path, "cam-eval table")))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"cam-eval table not found: {path}") from None
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+    df = read_csv(path, "cam-eval table")
     missing = sorted(set(CAM_EVAL_COLUMNS) - set(df.columns))
     if missing or df.empty:
         raise ValueError(f"{path}: not a cam-eval table (missing {missing or 'rows'})")
