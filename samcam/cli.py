@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from samcam import __version__
+from samcam.config import number
 
 #: name → (help, fn): ``fn(parser)`` adds the subcommand's arguments and returns its ``run(args)``.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]]] = {}
@@ -48,20 +49,7 @@ def _alpha_threshold(uses: tuple[int, ...]):
     return parse
 
 
-def _number(kind: type, lo: float | None = None, hi: float | None = None):
-    """An argparse type: a finite ``kind`` number in [lo, hi] (NaN and infinities refused)."""
-
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{text} is outside [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
-        return v
-
-    parse.__name__ = kind.__name__
-    return parse
+_number = number  # the argparse number type (samcam.config: one home with the config fields' ranges)
 
 
 FRACTION = _number(float, 0.0, 1.0)
@@ -671,7 +659,7 @@ def _refine(p: argparse.ArgumentParser):
 
 @command("train-affinity", "train AffinityNet's affinity head on the seeds of CAM files (resumable, seeded)")
 def _train_affinity(p: argparse.ArgumentParser):
-    from samcam.cam.nets import BACKBONES
+    from samcam.config import add_options
     from samcam.pipeline.affinity import AffinityTrainConfig
     from samcam.refine.affinity import MAX_POWER
 
@@ -682,22 +670,14 @@ def _train_affinity(p: argparse.ArgumentParser):
     seeds.add_argument("--seed-labels", help="folder of <id>.png pseudo labels to take the seeds from instead (e.g. CAM + SAM)")
     ids_option(p, "the training images (train images only)")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
-    p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"], help="frozen ImageNet backbone")
-    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
-    p.add_argument("--crop", type=_number(int, 1, 256), default=d.crop, help=f"training window in stride-8 cells (default {d.crop} = {8 * d.crop} px)")
-    p.add_argument("--lr", type=_number(float, 0.0, 10.0), default=d.lr)
     p.add_argument("--low-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
     p.add_argument("--high-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident background (default {d.high_alpha:g})")
-    p.add_argument("--radius", type=_number(int, 2, 32), default=d.radius, help="pair radius in cells")
     p.add_argument("--threshold", type=_alpha_threshold((0, 2)),
                    help="the CAM's background threshold: sets the seed powers by the rule alpha = ln t / ln(1 - t), low alpha/4, high 2 alpha")
-    p.add_argument("--head-lr-mult", type=_number(float, 0.0), default=d.head_lr_mult, help=f"the head's rate is lr x this (PSA: {d.head_lr_mult:g})")
-    p.add_argument("--momentum", type=_number(float, 0.0, 0.999), default=d.momentum, help="SGD momentum (default 0, as PSA's optimiser ran)")
-    p.add_argument("--no-crf", action="store_true", help="CAM seeds without PSA's dense CRF")
-    p.add_argument("--seed", type=SEED, default=d.seed)
+    add_options(p, AffinityTrainConfig)
 
     def run(a: argparse.Namespace) -> int:
+        from samcam.config import from_args
         from samcam.io import image_index
         from samcam.outputs import check_output
         from samcam.pipeline.affinity import train_affinity
@@ -707,13 +687,12 @@ def _train_affinity(p: argparse.ArgumentParser):
         check_output(a.out, a.images, a.cams, a.ids, a.seed_labels)
         if a.threshold is not None and (a.low_alpha is not None or a.high_alpha is not None):
             raise ValueError("--threshold sets --low-alpha and --high-alpha; give either the threshold or the powers")
-        if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or a.no_crf):
+        if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or not a.crf):
             raise ValueError("--seed-labels takes the seeds from labels: --threshold, --low-alpha, --high-alpha and --no-crf apply to CAM seeds only")
         index = image_index(a.images)
         ids = select_ids(index, ids_of(a.ids), (0, 1))
         low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (a.low_alpha or d.low_alpha, a.high_alpha or d.high_alpha)
-        cfg = AffinityTrainConfig(a.backbone, a.epochs, a.batch_size, a.crop, a.lr, d.weight_decay, a.seed, low, high, a.radius,
-                                  a.head_lr_mult, not a.no_crf, a.momentum)  # fmt: skip
+        cfg = from_args(AffinityTrainConfig, a, low_alpha=low, high_alpha=high)
         r = train_affinity(index, a.cams, ids, a.out, cfg, seed_labels=a.seed_labels)
         print(f"trained the affinity head on {len(ids)} images in {r.seconds:.0f} s ({r.feature_seconds:.0f} s of it backbone features); "
               f"loss per epoch {[round(x, 4) for x in r.losses]} -> {r.out}")  # fmt: skip
@@ -724,7 +703,8 @@ def _train_affinity(p: argparse.ArgumentParser):
 
 @command("affinity", "AffinityNet's random walk: CAM files -> pseudo labels with a trained affinity head")
 def _affinity(p: argparse.ArgumentParser):
-    from samcam.refine.affinity import MAX_POWER, MAX_WALK_STEPS, AffinityConfig
+    from samcam.config import add_options
+    from samcam.refine.affinity import MAX_POWER, AffinityConfig
 
     d = AffinityConfig()
     p.add_argument("--images", help="folder of images (<id>.jpg); needed with --checkpoint")
@@ -736,8 +716,7 @@ def _affinity(p: argparse.ArgumentParser):
     ids_option(p, "the CAMs to use; default: every CAM file", required=False)
     power = p.add_mutually_exclusive_group()
     power.add_argument("--alpha", type=_number(float, 0.0, MAX_POWER), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
-    p.add_argument("--beta", type=_number(float, 0.0, MAX_POWER), default=d.beta, help=f"affinity power (default {d.beta:g})")
-    p.add_argument("--steps", type=_number(int, 0, MAX_WALK_STEPS), default=d.steps, help=f"random-walk steps t (default {d.steps})")
+    add_options(p, AffinityConfig, only=("beta", "steps"))
     power.add_argument("--threshold", type=_alpha_threshold((1,)), help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
@@ -772,17 +751,16 @@ def _affinity(p: argparse.ArgumentParser):
 
 @command("affinity-sweep", "choose the walk's background power on held-out images: mIoU and error pixels of AffinityNet labels at each power")
 def _affinity_sweep(p: argparse.ArgumentParser):
-    from samcam.refine.affinity import MAX_POWER, MAX_WALK_STEPS, AffinityConfig
+    from samcam.config import add_options
+    from samcam.refine.affinity import MAX_POWER, AffinityConfig
 
-    d = AffinityConfig()
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
     p.add_argument("--cams", required=True, help="folder of <id>.npy CAM files (IRN layout) of held-out images")
     p.add_argument("--gt", required=True, help="their ground-truth folder (<id>.png)")
     p.add_argument("--checkpoint", required=True, help="affinity checkpoint (samcam train-affinity)")
     ids_option(p, "held-out images (never the ids whose labels you score); default: every CAM file", required=False)
     p.add_argument("--alphas", nargs="+", required=True, type=_number(float, 0.0, MAX_POWER), help="background powers to walk at")
-    p.add_argument("--beta", type=_number(float, 0.0, MAX_POWER), default=d.beta, help=f"affinity power (default {d.beta:g})")
-    p.add_argument("--steps", type=_number(int, 0, MAX_WALK_STEPS), default=d.steps, help=f"random-walk steps t (default {d.steps})")
+    add_options(p, AffinityConfig, only=("beta", "steps"))
     p.add_argument("--csv", help="write the table here (one row per power; the best marked)")
 
     def run(a: argparse.Namespace) -> int:

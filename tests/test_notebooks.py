@@ -105,8 +105,8 @@ def test_the_affinity_step_trains_what_the_claims_notebook_resumes():
     a = build_parser(cmd).parse_args(cmd)
     assert (a.out, a.cams, a.backbone, a.threshold) == (nb["affinity_checkpoint"], nb["cams_dir"], nb["affinity_backbone"], nb["threshold"])
     d = AffinityTrainConfig()
-    assert (a.epochs, a.crop, not a.no_crf) == (nb["affinity_epochs"], nb["affinity_crop"], nb["affinity_crf"])
-    assert (a.batch_size, a.lr, a.radius, a.head_lr_mult, a.momentum, a.seed) == (d.batch_size, d.lr, d.radius, d.head_lr_mult, d.momentum, d.seed)
+    assert (a.epochs, a.crop, a.crf) == (nb["affinity_epochs"], nb["affinity_crop"], nb["affinity_crf"])
+    assert (a.batch_size, a.lr, a.radius, a.head_lr_mult, a.momentum, a.seed, a.weight_decay) == (d.batch_size, d.lr, d.radius, d.head_lr_mult, d.momentum, d.seed, d.weight_decay)
 
 
 def test_claims_notebook_runs_every_row(tmp_path, data_root, gt_cams, mobile_sam_checkpoint):

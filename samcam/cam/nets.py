@@ -26,6 +26,8 @@ from torch.nn import functional as F
 from samcam.io import load_checkpoint, load_weights, sha256_file
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet50-irn")
+#: the ImageNet backbones samcam builds itself (IRN's ResNet-50 comes with its own checkpoint)
+EFFICIENTNETS = tuple(b for b in BACKBONES if b.startswith("efficientnet-lite"))
 
 
 class CamNet(nn.Module):

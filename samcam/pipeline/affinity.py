@@ -30,6 +30,8 @@ from samcam.refine.affinity import (
     pair_labels,
     propagate_alphas,
 )
+from samcam.cam.nets import EFFICIENTNETS
+from samcam.config import check_settings, setting
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.outputs import StepResult
 from samcam.training import TrainResult
@@ -47,33 +49,27 @@ class AffinityTrainConfig:
     5e-4 and the per-group weight decay. Not done here: PSA's colour jitter and pixel-offset crops
     (the frozen backbone's features are computed once per image)."""
 
-    backbone: str = "efficientnet-lite0"
-    epochs: int = 8
-    batch_size: int = 8
-    crop: int = 56  # feature cells at stride 8 (448 px)
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    seed: int = 0
-    low_alpha: float = 4.0
+    backbone: str = setting("efficientnet-lite0", choices=EFFICIENTNETS, help="frozen ImageNet backbone")
+    epochs: int = setting(8, 1, None, "epochs")
+    batch_size: int = setting(8, 1, None, "images per step")
+    crop: int = setting(56, 1, 256, "training window in stride-8 cells (56 = 448 px)")
+    lr: float = setting(0.1, 0.0, 10.0, "base learning rate (poly-decayed; must be > 0)")
+    weight_decay: float = setting(5e-4, 0.0, 1.0, "weight decay")
+    seed: int = setting(0, 0, 2**32 - 1, "seed of the windows and the sample order")
+    low_alpha: float = 4.0  # seed powers: set on the command line by --threshold or --low/--high-alpha
     high_alpha: float = 32.0
-    radius: int = 5
-    head_lr_mult: float = 10.0
-    crf: bool = True
-    momentum: float = 0.0
+    radius: int = setting(5, 2, 32, "pair radius in cells")
+    head_lr_mult: float = setting(10.0, 0.0, None, "the head's rate is lr × this (PSA: 10; must be > 0)")
+    crf: bool = setting(True, flag="--no-crf", help="CAM seeds without PSA's dense CRF")
+    momentum: float = setting(0.0, 0.0, 0.999, "SGD momentum (0, as PSA's optimiser ran)")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), not {self.momentum}")
-        if not (self.head_lr_mult > 0 and np.isfinite(self.head_lr_mult)):
-            raise ValueError(f"head_lr_mult must be a positive number, not {self.head_lr_mult}")
+        check_settings(self, "affinity training")
+        if not (self.lr > 0 and self.head_lr_mult > 0):
+            raise ValueError(f"lr and head_lr_mult must be > 0 (got {self.lr}, {self.head_lr_mult})")
         AffinityConfig(low_alpha=self.low_alpha, high_alpha=self.high_alpha, radius=self.radius)
-        for name in ("epochs", "batch_size", "crop"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, not {getattr(self, name)}")
         if self.crop < 2 * self.radius:
             raise ValueError(f"crop ({self.crop} cells) must be at least twice the radius ({self.radius}) to hold pairs")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ValueError(f"lr must be > 0 and weight_decay ≥ 0 (got {self.lr}, {self.weight_decay})")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from samcam.cam.label import power_background, scores_to_label, with_key_lookup
+from samcam.config import check_settings, setting
 
 IGNORE = 255
 
@@ -66,10 +67,11 @@ class AffinityConfig:
     high_alpha: float = 32.0
     radius: int | None = 5  # None: the radius the affinity head was trained with (samcam.pipeline.affinity)
     alpha: float = 16.0
-    beta: float = 8.0
-    steps: int = 256
+    beta: float = setting(8.0, 0.0, MAX_POWER, "affinity power β (must be > 0)")
+    steps: int = setting(256, 0, MAX_WALK_STEPS, "random-walk steps t")
 
     def __post_init__(self) -> None:
+        check_settings(self, "affinity")
         for name in ("low_alpha", "high_alpha", "alpha", "beta"):
             v = getattr(self, name)
             if not (0 < v <= MAX_POWER):
@@ -78,8 +80,6 @@ class AffinityConfig:
             raise ValueError(f"low_alpha ({self.low_alpha}) must be below high_alpha ({self.high_alpha})")
         if self.radius is not None and not 2 <= self.radius <= 32:
             raise ValueError(f"radius must be in 2..32 feature cells, not {self.radius}")
-        if not 0 <= self.steps <= MAX_WALK_STEPS:
-            raise ValueError(f"steps must be in 0..{MAX_WALK_STEPS}, not {self.steps}")
 
 
 def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:

@@ -9,38 +9,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import DEVICE, POSITIVE_INT, SEED, THREADS, _number, ids_option
+from samcam.cli import DEVICE, POSITIVE_INT, THREADS, ids_option
+from samcam.config import add_options, from_args
 
-from .recipe import OPTIMIZERS, Recipe
+from .recipe import Recipe
 
 Run = Callable[[argparse.Namespace], int]
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
-    d = Recipe()
-    g = p.add_argument_group("recipe (stored in the checkpoint; a resumed run must use the same)")
-    g.add_argument("--backbone", default=d.backbone, choices=["lite0", "lite1", "lite2"], help=f"EfficientNet-Lite variant (default {d.backbone})")
-    g.add_argument("--crop", type=_number(int, 32, 4096), default=d.crop, help=f"square crop size in pixels (default {d.crop})")
-    g.add_argument("--scale-min", type=_number(float, 0.01, 8.0), default=d.scale_min, help=f"random scale range, low end (default {d.scale_min})")
-    g.add_argument("--scale-max", type=_number(float, 0.01, 8.0), default=d.scale_max, help=f"random scale range, high end (default {d.scale_max})")
-    g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    g.add_argument("--batch-size", type=_number(int, 2, 4096), default=d.batch_size, help=f"at least 2 (batch norm), default {d.batch_size}")
-    g.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs, help=f"default {d.epochs}")
-    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help=f"default {d.optimizer}")
-    g.add_argument("--lr", type=_number(float, 0.0, 10.0), default=d.lr, help=f"backbone learning rate, poly-decayed (default {d.lr})")
-    g.add_argument("--head-lr-mult", type=_number(float, 0.0, 1000.0), default=d.head_lr_mult, help=f"head learning rate = lr × this (default {d.head_lr_mult})")
-    g.add_argument("--weight-decay", type=_number(float, 0.0, 1.0), default=d.weight_decay, help=f"default {d.weight_decay}")
-    g.add_argument("--poly-power", type=_number(float, 0.0, 100.0), default=d.poly_power, help=f"default {d.poly_power}")
-    g.add_argument("--seed", type=SEED, default=d.seed, help=f"default {d.seed}")
-    g.add_argument("--head-channels", type=_number(int, 1, 4096), default=d.head_channels, help=f"LR-ASPP width (default {d.head_channels})")
-    g.add_argument("--train-early", action="store_true", help="also train the stem and stride-2/4 blocks (frozen by default)")
+    add_options(p.add_argument_group("recipe (stored in the checkpoint; a resumed run must use the same)"), Recipe)
 
 
 def recipe_from_args(a: argparse.Namespace) -> Recipe:
-    return Recipe(backbone=a.backbone, crop=a.crop, scale_min=a.scale_min, scale_max=a.scale_max, flip=not a.no_flip,
-                  batch_size=a.batch_size, epochs=a.epochs, optimizer=a.optimizer, lr=a.lr, head_lr_mult=a.head_lr_mult,
-                  weight_decay=a.weight_decay, poly_power=a.poly_power, seed=a.seed,
-                  head_channels=a.head_channels, freeze_early=not a.train_early)  # fmt: skip
+    return from_args(Recipe, a)
 
 
 def train_seg(p: argparse.ArgumentParser) -> Run:

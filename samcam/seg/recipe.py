@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from samcam.config import check_settings, setting
+
 IGNORE = 255
 PAD_VALUE = 127  # the backbone's mean: padded pixels become 0 after (x − 127) / 128
 OPTIMIZERS = ("adamw", "sgd")
@@ -25,43 +27,29 @@ MAX_SEED = 2**32 - 1
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that determines a training run besides its data."""
+    """Everything that determines a training run besides its data (each field's range and help are
+    those of ``samcam train-seg``'s option, and a checkpoint's recipe is checked against them)."""
 
-    backbone: str = "lite0"
-    crop: int = 224
-    scale_min: float = 0.5
-    scale_max: float = 1.5
-    flip: bool = True
-    batch_size: int = 8
-    epochs: int = 4
-    optimizer: str = "adamw"
-    lr: float = 6e-4
-    head_lr_mult: float = 5.0
-    weight_decay: float = 1e-2
-    poly_power: float = 0.9
-    seed: int = 0
-    head_channels: int = 128
-    freeze_early: bool = True  # stem + stride-2/4 blocks frozen (weights and BN statistics)
+    backbone: str = setting("lite0", choices=("lite0", "lite1", "lite2"), help="EfficientNet-Lite variant")
+    crop: int = setting(224, 32, 4096, "square crop size in pixels")
+    scale_min: float = setting(0.5, 0.01, 8.0, "random scale range, low end")
+    scale_max: float = setting(1.5, 0.01, 8.0, "random scale range, high end")
+    flip: bool = setting(True, flag="--no-flip", help="no random horizontal flip")
+    batch_size: int = setting(8, 2, 4096, "images per step, at least 2 (batch norm)")
+    epochs: int = setting(4, 1, None, "epochs")
+    optimizer: str = setting("adamw", choices=OPTIMIZERS, help="optimizer")
+    lr: float = setting(6e-4, 0.0, 10.0, "backbone learning rate, poly-decayed")
+    head_lr_mult: float = setting(5.0, 0.0, 1000.0, "head learning rate = lr × this")
+    weight_decay: float = setting(1e-2, 0.0, 1.0, "weight decay")
+    poly_power: float = setting(0.9, 0.0, 100.0, "power of the poly learning-rate decay")
+    seed: int = setting(0, 0, MAX_SEED, "seed of the sample order and augmentations")
+    head_channels: int = setting(128, 1, 4096, "LR-ASPP width")
+    freeze_early: bool = setting(True, flag="--train-early", help="also train the stem and stride-2/4 blocks (frozen by default: weights and BN statistics)")
 
     def __post_init__(self) -> None:
-        import math
-
-        for f in fields(self):  # a checkpoint's recipe is read back through here: its fields are checked too
-            v, kind = getattr(self, f.name), type(f.default)
-            if not (isinstance(v, kind) or (kind is float and isinstance(v, int))) or isinstance(v, bool) != (kind is bool):
-                raise ValueError(f"recipe field {f.name} is {v!r}, expected a {kind.__name__}")
-            if kind is float and not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"recipe field {f.name} is {v!r}, expected a finite number ≥ 0")
-        if self.head_channels < 1:
-            raise ValueError(f"recipe needs head_channels ≥ 1: {self.head_channels}")
-        if self.crop < 32 or self.batch_size < 2 or self.epochs < 1:  # batch norm needs two samples per batch
-            raise ValueError(f"recipe needs crop ≥ 32, batch_size ≥ 2, epochs ≥ 1: {self}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"recipe seed must be in 0..{MAX_SEED}, not {self.seed}")
-        if not 0 < self.scale_min <= self.scale_max:
+        check_settings(self, "recipe")  # a checkpoint's recipe is read back through here: its fields are checked too
+        if self.scale_min > self.scale_max:
             raise ValueError(f"recipe scale range must satisfy 0 < scale_min ≤ scale_max: {self.scale_min}, {self.scale_max}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,83 @@
+"""Settings declared once: a config dataclass's field carries its default, its range and its help
+(:func:`setting`), and both the command line (:func:`add_options`, :func:`from_args`) and the
+dataclass's own check (:func:`check_settings`, for a config read back from a checkpoint) use them.
+
+Light on purpose (argparse and dataclasses only): ``samcam merge`` and ``samcam eval`` start without
+torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import MISSING, field, fields
+from typing import Any
+
+
+def number(kind: type, lo: float | None = None, hi: float | None = None):
+    """An argparse type: a finite ``kind`` number in [lo, hi] (NaN and infinities refused)."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text} is outside [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def setting(default: Any, lo: float | None = None, hi: float | None = None, help: str = "", choices: tuple | None = None,
+            flag: str | None = None) -> Any:  # fmt: skip
+    """A config field with its range ``[lo, hi]`` (numbers), its ``choices`` (strings) and its help.
+    ``flag`` names the command-line switch of a boolean field (e.g. ``--no-flip`` for a field that
+    defaults to true); other fields are ``--<name-with-dashes>``."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "help": help, "choices": choices, "flag": flag})
+
+
+def _declared(cls) -> list:
+    return [f for f in fields(cls) if "help" in f.metadata]
+
+
+def check_settings(obj, what: str) -> None:
+    """``ValueError`` naming ``what`` and the field when a declared field of ``obj`` has the wrong
+    type (a bool is not a number, an int is a float), is not finite, or lies outside its range or
+    choices."""
+    for f in _declared(obj):
+        v, kind, m = getattr(obj, f.name), type(f.default), f.metadata
+        if not (isinstance(v, kind) or (kind is float and isinstance(v, int))) or isinstance(v, bool) != (kind is bool):
+            raise ValueError(f"{what} field {f.name} is {v!r}, expected a {kind.__name__}")
+        if kind in (int, float):
+            lo, hi = m["lo"], m["hi"]
+            if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise ValueError(f"{what} field {f.name} is {v!r}, expected a finite number in [{lo if lo is not None else '-inf'}, "
+                                 f"{hi if hi is not None else 'inf'}]")  # fmt: skip
+        if m["choices"] is not None and v not in m["choices"]:
+            raise ValueError(f"{what} field {f.name} is {v!r}; known: {', '.join(map(str, m['choices']))}")
+
+
+def add_options(p, cls, only: tuple[str, ...] | None = None) -> None:
+    """Declare the command-line options of ``cls``'s declared fields (or of those named in ``only``)
+    on the parser or argument group ``p``, each with its default, range or choices, and help."""
+    for f in _declared(cls):
+        if only is not None and f.name not in only:
+            continue
+        m, d = f.metadata, f.default
+        assert d is not MISSING, f.name
+        if isinstance(d, bool):
+            flag = m["flag"] or f"--{f.name.replace('_', '-')}"
+            p.add_argument(flag, dest=f.name, action="store_false" if d else "store_true", help=m["help"])
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if m["choices"] is not None:
+            p.add_argument(flag, dest=f.name, default=d, choices=m["choices"], help=f"{m['help']} (default {d})")
+        else:
+            p.add_argument(flag, dest=f.name, type=number(type(d), m["lo"], m["hi"]), default=d, help=f"{m['help']} (default {d:g})")
+
+
+def from_args(cls, a: argparse.Namespace, **values):
+    """``cls`` from the parsed options of its declared fields, ``values`` overriding or adding."""
+    return cls(**{**{f.name: getattr(a, f.name) for f in _declared(cls) if hasattr(a, f.name)}, **values})

@@ -1,0 +1,107 @@
+"""Settings declared once (samcam.config): a field's default, range and help serve both the command
+line and the check of a config read back from a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields, replace
+
+import pytest
+
+from samcam.config import add_options, check_settings, from_args, number, setting
+from samcam.seg.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Toy:
+    size: int = setting(8, 2, 64, "a size")
+    rate: float = setting(0.5, 0.0, 1.0, "a rate")
+    power: float = setting(2.0, 0.5, None, "no upper bound")
+    mode: str = setting("a", choices=("a", "b"), help="a mode")
+    on: bool = setting(True, flag="--off", help="switch it off")
+    extra: bool = setting(False, help="switch it on")
+    plain: int = 3  # not a setting: neither an option nor checked
+
+    def __post_init__(self):
+        check_settings(self, "toy")
+
+
+def _parser(cls=Toy):
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_options(p, cls)
+    return p
+
+
+def test_options_carry_the_fields_defaults_ranges_and_help():
+    p = _parser()
+    assert from_args(Toy, p.parse_args([])) == Toy()
+    a = p.parse_args(["--size", "64", "--rate", "0", "--power", "1e6", "--mode", "b", "--off", "--extra"])
+    assert from_args(Toy, a) == Toy(size=64, rate=0.0, power=1e6, mode="b", on=False, extra=True)
+    assert from_args(Toy, a, size=2) == Toy(size=2, rate=0.0, power=1e6, mode="b", on=False, extra=True)
+    assert not hasattr(a, "plain")
+    helps = {a.dest: a.help for a in p._actions}
+    assert helps["size"] == "a size (default 8)" and helps["rate"] == "a rate (default 0.5)" and helps["on"] == "switch it off"
+    assert helps["mode"] == "a mode (default a)"
+    for bad in (["--size", "65"], ["--size", "1"], ["--size", "2.5"], ["--rate", "1.01"], ["--rate", "nan"], ["--power", "0.4"],
+                ["--power", "inf"], ["--mode", "c"]):
+        with pytest.raises((argparse.ArgumentError, SystemExit)):
+            p.parse_args(bad)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"size": 65}, r"toy field size is 65, expected a finite number in \[2, 64\]"),
+        ({"size": 1}, r"field size is 1, expected a finite number in \[2, 64\]"),
+        ({"size": 8.0}, r"field size is 8.0, expected a int"),
+        ({"size": True}, "field size is True, expected a int"),
+        ({"rate": float("nan")}, r"field rate is nan, expected a finite number in \[0.0, 1.0\]"),
+        ({"rate": -0.1}, "field rate is -0.1"),
+        ({"power": float("inf")}, r"field power is inf, expected a finite number in \[0.5, inf\]"),
+        ({"mode": "c"}, "field mode is 'c'; known: a, b"),
+        ({"on": 1}, "field on is 1, expected a bool"),
+        ({"rate": "0.5"}, "field rate is '0.5', expected a float"),
+    ],
+)
+def test_a_config_outside_its_declared_settings_is_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        Toy(**values)
+
+
+def test_bounds_are_inclusive_and_ints_are_floats():
+    assert Toy(size=2, rate=1, power=0.5).rate == 1
+    assert Toy(size=64).size == 64 and Toy(plain=-5).plain == -5  # undeclared fields are not checked
+
+
+def test_number_type_names_the_text():
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'x' is not a number$"):
+        number(float)("x")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^1.5 is not an integer$|^'1.5' is not an integer$"):
+        number(int)("1.5")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^7 is outside \[-inf, 5\]$"):
+        number(int, None, 5)("7")
+    assert number(float, 0, 1)("1") == 1.0 and number(int, 0)("0") == 0
+
+
+def test_the_segmentation_recipe_is_checked_where_train_seg_checks_it():
+    """Every numeric recipe field: its option refuses what the dataclass refuses, at both ends."""
+    p = _parser(Recipe)
+    assert from_args(Recipe, p.parse_args([])) == Recipe()
+    for f in fields(Recipe):
+        m = f.metadata
+        if type(f.default) not in (int, float):
+            continue
+        step = 1 if type(f.default) is int else 1e-6
+        for edge, outside in ((m["lo"], -step), (m["hi"], step)):
+            if edge is None:
+                continue
+            flag = f"--{f.name.replace('_', '-')}"
+            ok = {"scale_min": {"scale_max": 8.0}, "scale_max": {"scale_min": 0.01}}.get(f.name, {})  # keep min ≤ max
+            assert getattr(replace(Recipe(), **ok, **{f.name: edge}), f.name) == edge
+            assert getattr(from_args(Recipe, p.parse_args([flag, str(edge)]), **ok), f.name) == edge
+            with pytest.raises(ValueError, match=f"recipe field {f.name} is"):
+                replace(Recipe(), **ok, **{f.name: edge + outside})
+            with pytest.raises((argparse.ArgumentError, SystemExit)):
+                p.parse_args([flag, str(edge + outside)])
+    with pytest.raises(ValueError, match="scale_min ≤ scale_max"):
+        Recipe(scale_min=1.0, scale_max=0.5)
