@@ -272,29 +272,17 @@ def _labels_args(p: argparse.ArgumentParser) -> None:
 
 @command("train-classifier", "fine-tune a multi-label CAM classifier on image-level labels only")
 def _train(p: argparse.ArgumentParser):
-    from samcam.cam.nets import BACKBONES
+    from samcam.config import add_options
+
     from samcam.pipeline.train_classifier import TrainConfig
 
-    d = TrainConfig()
     ids_option(p, "the training images")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
     ids_option(p, "held-out images: report classification mAP on them", required=False, flag="--eval-ids")
-    p.add_argument("--backbone", default=d.backbone, choices=[b for b in BACKBONES if b != "resnet50-irn"])
-    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
-    p.add_argument("--crop", type=_number(int, 32, 2048), default=d.crop)
-    p.add_argument("--head-only", action="store_true", help="train only the classifier head (the backbone stays frozen)")
-    p.add_argument("--output-stride", type=int, choices=[16, 32], default=d.output_stride, help="16 dilates the last stage (finer CAMs)")
-    p.add_argument("--lr-head", type=_number(float, 0.0, 10.0), default=d.lr_head, help=f"head learning rate (default {d.lr_head})")
-    p.add_argument("--lr-backbone", type=_number(float, 0.0, 10.0), default=d.lr_backbone, help=f"backbone learning rate (default {d.lr_backbone})")
+    add_options(p, TrainConfig)
     p.add_argument("--rescale", nargs=2, type=_number(float, 0.05, 4.0), metavar=("MIN", "MAX"),
                    help="draw each sample's scale (of the original image) from [MIN, MAX], as IRN's long-side rescaling "
                         "(default: one fixed scale, short side 1.15 x crop)")  # fmt: skip
-    p.add_argument("--freeze-blocks", type=_number(int, 0, 64), default=d.freeze_blocks,
-                   help="keep the stem and this many first backbone blocks at their ImageNet weights (default 0: all train)")  # fmt: skip
-    p.add_argument("--recam", type=_number(float, 0.0, 10.0), default=d.recam,
-                   help="weight of ReCAM's softmax cross-entropy on CAM-masked features (default 0: off; needs the backbone trained)")  # fmt: skip
-    p.add_argument("--seed", type=SEED, default=d.seed)
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
     _labels_args(p)
 
@@ -304,16 +292,14 @@ def _train(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
+        from samcam.config import from_args
         from samcam.outputs import check_output
         from samcam.metrics import average_precision
         from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
         check_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
         tree = VocTree(a.voc)
-        cfg = TrainConfig(backbone=a.backbone, epochs=a.epochs, batch_size=a.batch_size, crop=a.crop, train_backbone=not a.head_only, seed=a.seed,
-                          output_stride=a.output_stride, lr_head=a.lr_head, lr_backbone=a.lr_backbone,
-                          rescale=tuple(a.rescale) if a.rescale else None, freeze_blocks=a.freeze_blocks,
-                          recam=a.recam)  # fmt: skip
+        cfg = from_args(TrainConfig, a, rescale=tuple(a.rescale) if a.rescale else None)
         ids = a.ids.ids
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])

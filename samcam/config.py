@@ -73,7 +73,7 @@ def add_options(p, cls, only: tuple[str, ...] | None = None) -> None:
             continue
         flag = f"--{f.name.replace('_', '-')}"
         if m["choices"] is not None:
-            p.add_argument(flag, dest=f.name, default=d, choices=m["choices"], help=f"{m['help']} (default {d})")
+            p.add_argument(flag, dest=f.name, default=d, type=type(d), choices=m["choices"], help=f"{m['help']} (default {d})")
         else:
             p.add_argument(flag, dest=f.name, type=number(type(d), m["lo"], m["hi"]), default=d, help=f"{m['help']} (default {d:g})")
 

@@ -83,25 +83,54 @@ def test_number_type_names_the_text():
     assert number(float, 0, 1)("1") == 1.0 and number(int, 0)("0") == 0
 
 
-def test_the_segmentation_recipe_is_checked_where_train_seg_checks_it():
-    """Every numeric recipe field: its option refuses what the dataclass refuses, at both ends."""
-    p = _parser(Recipe)
-    assert from_args(Recipe, p.parse_args([])) == Recipe()
-    for f in fields(Recipe):
+def _configs():
+    from samcam.pipeline.affinity import AffinityTrainConfig
+    from samcam.pipeline.train_classifier import TrainConfig
+
+    return [Recipe, AffinityTrainConfig, TrainConfig]
+
+
+#: edges a field's range allows but another field's rule forbids (crop ≥ 2 radius; rates > 0)
+CROSS = {("AffinityTrainConfig", "crop", 1), ("AffinityTrainConfig", "lr", 0.0), ("AffinityTrainConfig", "head_lr_mult", 0.0)}
+
+
+@pytest.mark.parametrize("cls", _configs(), ids=lambda c: c.__name__)
+def test_a_config_is_checked_where_its_command_checks_it(cls):
+    """Every numeric field: its option refuses what the dataclass refuses, at both ends; the
+    defaults parse back to the default config."""
+    p = _parser(cls)
+    assert from_args(cls, p.parse_args([])) == cls()
+    numeric = [f for f in fields(cls) if "help" in f.metadata and type(f.default) in (int, float) and f.metadata["choices"] is None]
+    assert numeric
+    for f in numeric:
         m = f.metadata
-        if type(f.default) not in (int, float):
-            continue
         step = 1 if type(f.default) is int else 1e-6
         for edge, outside in ((m["lo"], -step), (m["hi"], step)):
             if edge is None:
                 continue
             flag = f"--{f.name.replace('_', '-')}"
-            ok = {"scale_min": {"scale_max": 8.0}, "scale_max": {"scale_min": 0.01}}.get(f.name, {})  # keep min ≤ max
-            assert getattr(replace(Recipe(), **ok, **{f.name: edge}), f.name) == edge
-            assert getattr(from_args(Recipe, p.parse_args([flag, str(edge)]), **ok), f.name) == edge
-            with pytest.raises(ValueError, match=f"recipe field {f.name} is"):
-                replace(Recipe(), **ok, **{f.name: edge + outside})
+            ok = {"scale_min": {"scale_max": 8.0}, "scale_max": {"scale_min": 0.01}, "radius": {"crop": 64}}.get(f.name, {})  # other rules kept
+            if (cls.__name__, f.name, edge) not in CROSS:
+                assert getattr(replace(cls(), **ok, **{f.name: edge}), f.name) == edge
+                assert getattr(from_args(cls, p.parse_args([flag, str(edge)]), **ok), f.name) == edge
+            with pytest.raises(ValueError, match=f"field {f.name} is"):
+                replace(cls(), **ok, **{f.name: edge + outside})
             with pytest.raises((argparse.ArgumentError, SystemExit)):
                 p.parse_args([flag, str(edge + outside)])
+
+
+def test_cross_field_rules_stay():
+    from samcam.pipeline.affinity import AffinityTrainConfig
+    from samcam.pipeline.train_classifier import TrainConfig
+
     with pytest.raises(ValueError, match="scale_min ≤ scale_max"):
         Recipe(scale_min=1.0, scale_max=0.5)
+    with pytest.raises(ValueError, match="at least twice the radius"):
+        AffinityTrainConfig(crop=9, radius=5)
+    with pytest.raises(ValueError, match="lr and head_lr_mult must be > 0"):
+        AffinityTrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match="cannot be used head only"):
+        TrainConfig(train_backbone=False, freeze_blocks=2)
+    with pytest.raises(ValueError, match="field output_stride is 8; known: 16, 32"):
+        TrainConfig(output_stride=8)
+    assert _parser(TrainConfig).parse_args(["--output-stride", "16", "--head-only"]).output_stride == 16

@@ -24,37 +24,35 @@ import torch
 from torch.nn import functional as F
 
 from samcam.cam.infer import to_tensor
-from samcam.cam.nets import build_camnet, checkpoint_config, frozen_bn
+from samcam.cam.nets import EFFICIENTNETS, build_camnet, checkpoint_config, frozen_bn
+from samcam.config import check_settings, setting
 from samcam.io import load_checkpoint, load_weights
 from samcam.training import TrainResult, descend, resume_state, save_epoch, set_poly_lr
 
 
 @dataclass
 class TrainConfig:
-    backbone: str = "efficientnet-lite0"
-    epochs: int = 6
-    batch_size: int = 16
-    crop: int = 320
-    lr_head: float = 1e-2
-    lr_backbone: float = 1e-3
-    train_backbone: bool = True
-    seed: int = 0
+    backbone: str = setting("efficientnet-lite0", choices=EFFICIENTNETS, help="ImageNet backbone")
+    epochs: int = setting(6, 1, None, "epochs")
+    batch_size: int = setting(16, 1, None, "images per step")
+    crop: int = setting(320, 32, 2048, "square training crop in pixels")
+    lr_head: float = setting(1e-2, 0.0, 10.0, "head learning rate")
+    lr_backbone: float = setting(1e-3, 0.0, 10.0, "backbone learning rate")
+    train_backbone: bool = setting(True, flag="--head-only", help="train only the classifier head (the backbone stays frozen)")
+    seed: int = setting(0, 0, 2**32 - 1, "seed of the sample order and augmentations")
     n_classes: int = 20
-    output_stride: int = 32
+    output_stride: int = setting(32, choices=(16, 32), help="16 dilates the last stage (finer CAMs)")
     rescale: tuple[float, float] | None = None  # random scale of each sample (of the original image)
-    freeze_blocks: int = 0  # the stem and this many first backbone blocks stay frozen
-    recam: float = 0.0  # weight of the ReCAM-style softmax cross-entropy on CAM-masked features (0: off)
+    freeze_blocks: int = setting(0, 0, 64, "keep the stem and this many first backbone blocks at their ImageNet weights (0: all train)")
+    recam: float = setting(0.0, 0.0, 10.0, "weight of ReCAM's softmax cross-entropy on CAM-masked features (0: off; needs the backbone trained)")
 
     def __post_init__(self) -> None:
+        check_settings(self, "classifier training")
         if self.rescale is not None:
             lo, hi = self.rescale
             if not (0 < lo <= hi <= 4):
                 raise ValueError(f"rescale must satisfy 0 < min ≤ max ≤ 4, not {self.rescale}")
             self.rescale = (float(lo), float(hi))
-        if self.freeze_blocks < 0:
-            raise ValueError(f"freeze_blocks must be ≥ 0, not {self.freeze_blocks}")
-        if not 0 <= self.recam <= 10:
-            raise ValueError(f"recam must be in [0, 10], not {self.recam}")
         if not self.train_backbone and (self.rescale is not None or self.freeze_blocks):
             raise ValueError("rescale and freeze_blocks act on a trained backbone: they cannot be used head only")
         if self.recam and not self.train_backbone:
