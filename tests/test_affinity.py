@@ -768,3 +768,25 @@ def test_alpha_sweep_table_gives_the_first_power_of_the_best_miou(tmp_path):
     assert read_alpha_sweep(p) == 1.0
     with pytest.raises(FileNotFoundError, match="alpha sweep table not found"):
         read_alpha_sweep(tmp_path / "none.csv")
+
+
+def test_the_heads_rate_follows_one_poly_schedule_over_all_epochs(tmp_path, voc_root, gt_cams, monkeypatch):
+    """3 images, batch 2, 2 epochs: steps 0..3 of 4, each at poly_lr(lr × head_lr_mult, step, 4)."""
+    import samcam.training
+    from samcam.io import image_index
+    from samcam.pipeline.affinity import AffinityTrainConfig, train_affinity
+    from samcam.training import poly_lr
+
+    seen = []
+    real = samcam.training.set_poly_lr
+
+    def spy(opt, base, step, total, power=0.9, mult_key=None):
+        real(opt, base, step, total, power, mult_key)
+        seen.append((step, total, opt.param_groups[0]["lr"]))
+
+    monkeypatch.setattr(samcam.training, "set_poly_lr", spy)
+    cams, ids = gt_cams
+    cfg = AffinityTrainConfig(epochs=2, batch_size=2, crop=16, lr=0.05, head_lr_mult=4.0, crf=False)
+    train_affinity(image_index(voc_root / "JPEGImages"), cams, ids, tmp_path / "a.pt", cfg, progress=False)
+    assert [(s, t) for s, t, _ in seen] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert all(lr == pytest.approx(poly_lr(0.2, s, 4), rel=1e-12) for s, _, lr in seen)

@@ -112,3 +112,36 @@ def test_a_finished_slurm_array_equals_one_process(images, tmp_path, monkeypatch
         assert cli.main(["masks", "--images", str(images), "--out", str(array), "--points-per-side", "2", "--device", "cpu", "--shard", "auto"]) == 0
     assert mask_files(array) == mask_files(one) and len(mask_files(one)) == 4
     assert sorted(p.name for p in array.iterdir()) == sorted(p.name for p in one.iterdir())
+
+
+def test_a_mask_sets_seconds_time_the_generator_only(tmp_path, monkeypatch):
+    """meta["seconds"] of each written mask set is the generation alone: reading the image (here made
+    to take 0.3 s) is not counted."""
+    import time
+
+    import numpy as np
+
+    import samcam.pipeline.masks as masks_step
+    import samcam.sam.model
+    from samcam.sam.masks import MaskSet
+
+    class Instant:
+        device = "cpu"
+
+        def generate(self, image):
+            return MaskSet(np.zeros((1, *image.shape[:2]), bool))
+
+    real_read = masks_step.read_image
+
+    def slow_read(path):
+        time.sleep(0.3)
+        return real_read(path)
+
+    monkeypatch.setattr(masks_step, "read_image", slow_read)
+    monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: Instant())
+    Image.fromarray(data.astronaut()[:64, :48]).save(tmp_path / "a.png")
+    out = tmp_path / "masks"
+    out.mkdir()
+    masks_step.generate_into(None, ["a"], lambda i, n: None, {"a": tmp_path / "a.png"}, out, "compact", {"m": 1}, "vit_t", None, "fast", {})
+    meta = MaskStore(out).read("a").meta
+    assert meta["image_id"] == "a" and meta["m"] == 1 and 0 <= meta["seconds"] < 0.1

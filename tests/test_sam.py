@@ -55,11 +55,15 @@ def test_settings_default_to_official_and_reject_unknown():
         amg_settings(points_per_sid=8)
 
 
-def _best_iou(a, b):
+def _ious(a, b) -> np.ndarray:
     fa = a.masks.reshape(len(a), -1).astype(np.float32)
     fb = b.masks.reshape(len(b), -1).astype(np.float32)
     inter = fa @ fb.T
-    return (inter / (a.area[:, None] + b.area[None, :] - inter)).max(axis=1)
+    return inter / (a.area[:, None] + b.area[None, :] - inter)
+
+
+def _best_iou(a, b):
+    return _ious(a, b).max(axis=1)
 
 
 def _assert_equivalent(model, image, pps):
@@ -69,6 +73,15 @@ def _assert_equivalent(model, image, pps):
     assert len(fast) == len(official)
     assert _best_iou(official, fast).min() >= 0.98
     assert _best_iou(fast, official).min() >= 0.98
+    j = _best_match(fast, official)  # each fast mask's official twin carries the same prompt and scores
+    assert np.array_equal(fast.point_coords, official.point_coords[j])
+    assert np.allclose(fast.predicted_iou, official.predicted_iou[j], atol=2e-3)
+    assert np.allclose(fast.stability_score, official.stability_score[j], atol=2e-3)
+    assert np.array_equal(fast.crop_box, official.crop_box[j])
+
+
+def _best_match(a, b) -> np.ndarray:
+    return _ious(a, b).argmax(axis=1)
 
 
 def test_fast_generator_matches_official_on_a_real_photo(mobile_sam):

@@ -255,3 +255,26 @@ def test_paired_gaps_by_hand():
     assert not g.loc["e", "real"]
     with pytest.raises(ValueError, match="reference row 'nope'"):
         paired_gaps(df, "nope")
+
+
+def test_each_step_sets_the_poly_rate_with_the_heads_multiplier(tmp_path: Path, voc_root: Path, transcam: Path, train_ids: list[str],
+                                                                 one_thread, monkeypatch) -> None:  # fmt: skip
+    """The optimiser's two groups at every step: backbone poly_lr(lr, step, total, power), head that
+    times head_lr_mult; the step counts across epochs (4 steps of 2 epochs: 0, 1, 2, 3)."""
+    import samcam.seg.train as seg_train
+    from samcam.training import poly_lr
+
+    seen = []
+    real = seg_train.set_poly_lr
+
+    def spy(opt, base, step, total, power=0.9, mult_key=None):
+        real(opt, base, step, total, power, mult_key)
+        seen.append((step, total, [g["lr"] for g in opt.param_groups]))
+
+    monkeypatch.setattr(seg_train, "set_poly_lr", spy)
+    recipe = replace(TINY, head_lr_mult=7.0, poly_power=0.5)
+    train(voc_root / "JPEGImages", transcam, train_ids, tmp_path / "run", recipe, progress=False)
+    assert [(s, t) for s, t, _ in seen] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    for step, total, (backbone, head) in seen:
+        want = poly_lr(recipe.lr, step, total, 0.5)
+        assert backbone == pytest.approx(want, rel=1e-12) and head == pytest.approx(7.0 * want, rel=1e-12)
