@@ -831,6 +831,9 @@ def _one_line(e: BaseException) -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``samcam <command>: error: <what>`` and exit code 2."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # --ou is not --out: a config names options in full
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 

@@ -14,16 +14,25 @@ from dataclasses import MISSING, field, fields
 from typing import Any
 
 
-def number(kind: type, lo: float | None = None, hi: float | None = None):
-    """An argparse type: a finite ``kind`` number in [lo, hi] (NaN and infinities refused)."""
+def _interval(lo, hi, open_lo: bool) -> str:
+    return f"{'(' if open_lo else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+
+
+def _inside(v, lo, hi, open_lo: bool) -> bool:
+    return math.isfinite(v) and (lo is None or (v > lo if open_lo else v >= lo)) and (hi is None or v <= hi)
+
+
+def number(kind: type, lo: float | None = None, hi: float | None = None, open_lo: bool = False):
+    """An argparse type: a finite ``kind`` number in [lo, hi] (or (lo, hi] with ``open_lo``; NaN and
+    infinities refused)."""
 
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{text} is outside [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+        if not _inside(v, lo, hi, open_lo):
+            raise argparse.ArgumentTypeError(f"{text} is outside {_interval(lo, hi, open_lo)}")
         return v
 
     parse.__name__ = kind.__name__
@@ -31,11 +40,12 @@ def number(kind: type, lo: float | None = None, hi: float | None = None):
 
 
 def setting(default: Any, lo: float | None = None, hi: float | None = None, help: str = "", choices: tuple | None = None,
-            flag: str | None = None) -> Any:  # fmt: skip
-    """A config field with its range ``[lo, hi]`` (numbers), its ``choices`` (strings) and its help.
+            flag: str | None = None, open_lo: bool = False) -> Any:  # fmt: skip
+    """A config field with its range ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``: a rate that must be
+    positive), its ``choices`` and its help.
     ``flag`` names the command-line switch of a boolean field (e.g. ``--no-flip`` for a field that
     defaults to true); other fields are ``--<name-with-dashes>``."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "help": help, "choices": choices, "flag": flag})
+    return field(default=default, metadata={"lo": lo, "hi": hi, "help": help, "choices": choices, "flag": flag, "open_lo": open_lo})
 
 
 def _declared(cls) -> list:
@@ -51,10 +61,8 @@ def check_settings(obj, what: str) -> None:
         if not (isinstance(v, kind) or (kind is float and isinstance(v, int))) or isinstance(v, bool) != (kind is bool):
             raise ValueError(f"{what} field {f.name} is {v!r}, expected a {kind.__name__}")
         if kind in (int, float):
-            lo, hi = m["lo"], m["hi"]
-            if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-                raise ValueError(f"{what} field {f.name} is {v!r}, expected a finite number in [{lo if lo is not None else '-inf'}, "
-                                 f"{hi if hi is not None else 'inf'}]")  # fmt: skip
+            if not _inside(v, m["lo"], m["hi"], m["open_lo"]):
+                raise ValueError(f"{what} field {f.name} is {v!r}, expected a finite number in {_interval(m['lo'], m['hi'], m['open_lo'])}")
         if m["choices"] is not None and v not in m["choices"]:
             raise ValueError(f"{what} field {f.name} is {v!r}; known: {', '.join(map(str, m['choices']))}")
 
@@ -75,7 +83,7 @@ def add_options(p, cls, only: tuple[str, ...] | None = None) -> None:
         if m["choices"] is not None:
             p.add_argument(flag, dest=f.name, default=d, type=type(d), choices=m["choices"], help=f"{m['help']} (default {d})")
         else:
-            p.add_argument(flag, dest=f.name, type=number(type(d), m["lo"], m["hi"]), default=d, help=f"{m['help']} (default {d:g})")
+            p.add_argument(flag, dest=f.name, type=number(type(d), m["lo"], m["hi"], m["open_lo"]), default=d, help=f"{m['help']} (default {d:g})")
 
 
 def from_args(cls, a: argparse.Namespace, **values):

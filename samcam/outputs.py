@@ -256,6 +256,12 @@ def lock_output(out: str | os.PathLike) -> Iterator[Path]:
 COMPARED = ("step", "fingerprints", "parameters", "samcam_version")
 
 
+def _refuse_unrecorded(out: Path) -> None:
+    """``ValueError`` when ``out`` holds outputs (e.g. a user's labels) but no provenance record."""
+    if not (out / RUN_RECORD).exists() and any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir()):
+        raise ValueError(f"{out}: holds outputs without a provenance record ({RUN_RECORD}); choose another output folder")
+
+
 @contextlib.contextmanager
 def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.PathLike | None], params: dict,
                  notes: dict | None = None) -> Iterator[Path]:  # fmt: skip
@@ -277,6 +283,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     check_output(out, *inputs.values())
     if out.is_dir():  # before the lock file is made: nothing is written into a folder that is not samcam's
         refuse_foreign(out)
+        _refuse_unrecorded(out)
     with lock_output(out):
         record = {"step": step, "samcam_version": __version__,
                   "inputs": {k: (record_path(v, out) if v is not None else None) for k, v in inputs.items()},
@@ -298,7 +305,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
                 what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
                 raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
         elif has_outputs:
-            raise ValueError(f"{out}: holds outputs without a provenance record ({RUN_RECORD}); choose another output folder")
+            _refuse_unrecorded(out)
         else:
             write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
         clean_temporaries(out)

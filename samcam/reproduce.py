@@ -224,6 +224,9 @@ def _check_command(command: list, parameters: object, outputs: list, where: str)
     for out in outputs:
         if Path(out).is_absolute() or ".." in Path(out).parts:
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
+    glued = [a for a in command[1:] if a.startswith("--") and "=" in a]
+    if glued:  # --out=x would pass the check below unseen
+        raise ValueError(f"{where} command argument {glued[0]!r}: give an option and its value as two items ([--out, path])")
     for option, value in zip(command, command[1:]):
         if option in OUTPUT_OPTIONS and os.path.normpath(value) not in {os.path.normpath(o) for o in outputs}:
             raise ValueError(f"{where} command writes {option} {value}, which is not among its outputs")

@@ -1292,3 +1292,35 @@ def test_classifier_checkpoint_configs_and_resume_fields_are_checked(tmp_path):
                        ({"optimizer": {"state": {}, "param_groups": "zz"}}, "its optimizer state does not fit")):  # fmt: skip
         with pytest.raises(ValueError, match=r"r\.pt: " + needle):
             resume_state(ck, "r.pt", opt)
+
+
+def test_a_config_names_options_in_full_and_apart_from_their_values(tmp_path, capsys):
+    """--out=PATH in a command step would slip past the check of what a step writes, and an
+    abbreviation (--ou) past any check: the first is refused in the config, the second everywhere."""
+    (tmp_path / "r.yml").write_text(f"steps:\n  - name: x\n    command: [cam2label, --cams, {tmp_path}, '--out={tmp_path / 'evil'}', --threshold, '0.2']\n"
+                                    "    outputs: [results/harmless]\n")  # fmt: skip
+    fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", "'--out=", "as two items")
+    assert cli.main(["cam2label", "--cams", str(tmp_path), "--ou", str(tmp_path / "abbr"), "--threshold", "0.2"]) == 2
+    assert "error: unrecognized arguments: --ou" in capsys.readouterr().err
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "abbr").exists()
+
+
+def test_a_refused_output_folder_gets_no_lock_file(scored, capsys):
+    """A user's label folder given as --out is refused before anything, the lock included, is made in it."""
+    for i in ("a", "b"):
+        save_cam(scored / "cams" / f"{i}.npy", np.array([6]), np.ones((1, 6, 8), np.float32))
+    before = sorted(p.name for p in (scored / "pred").iterdir())
+    fails(["cam2label", "--cams", scored / "cams", "--out", scored / "pred", "--threshold", "0.2"], capsys, "pred", "without a provenance record")
+    assert sorted(p.name for p in (scored / "pred").iterdir()) == before
+
+
+@pytest.mark.parametrize("args, option", [(["train-seg", "--lr", "0"], "--lr"), (["train-seg", "--head-lr-mult", "0"], "--head-lr-mult"),
+                                          (["train-classifier", "--lr-head", "0"], "--lr-head"), (["train-classifier", "--lr-backbone", "0"], "--lr-backbone"),
+                                          (["train-affinity", "--lr", "0"], "--lr")])  # fmt: skip
+def test_a_learning_rate_of_zero_is_refused(tmp_path, capsys, args, option):
+    (tmp_path / "ids.txt").write_text("a\n")
+    rest = {"train-seg": ["--images", tmp_path, "--labels", tmp_path, "--out", tmp_path / "run"],
+            "train-classifier": ["--out", tmp_path / "c.pt"],
+            "train-affinity": ["--images", tmp_path, "--cams", tmp_path, "--out", tmp_path / "a.pt"]}[args[0]]
+    fails([*args, "--ids", tmp_path / "ids.txt", *rest], capsys, option, "0 is outside (0.0, ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.txt"]

@@ -53,20 +53,18 @@ class AffinityTrainConfig:
     epochs: int = setting(8, 1, None, "epochs")
     batch_size: int = setting(8, 1, None, "images per step")
     crop: int = setting(56, 1, 256, "training window in stride-8 cells (56 = 448 px)")
-    lr: float = setting(0.1, 0.0, 10.0, "base learning rate (poly-decayed; must be > 0)")
+    lr: float = setting(0.1, 0.0, 10.0, "base learning rate (poly-decayed)", open_lo=True)
     weight_decay: float = setting(5e-4, 0.0, 1.0, "weight decay")
     seed: int = setting(0, 0, 2**32 - 1, "seed of the windows and the sample order")
     low_alpha: float = 4.0  # seed powers: set on the command line by --threshold or --low/--high-alpha
     high_alpha: float = 32.0
     radius: int = setting(5, 2, 32, "pair radius in cells")
-    head_lr_mult: float = setting(10.0, 0.0, None, "the head's rate is lr × this (PSA: 10; must be > 0)")
+    head_lr_mult: float = setting(10.0, 0.0, None, "the head's rate is lr × this (PSA: 10)", open_lo=True)
     crf: bool = setting(True, flag="--no-crf", help="CAM seeds without PSA's dense CRF")
     momentum: float = setting(0.0, 0.0, 0.999, "SGD momentum (0, as PSA's optimiser ran)")
 
     def __post_init__(self) -> None:
         check_settings(self, "affinity training")
-        if not (self.lr > 0 and self.head_lr_mult > 0):
-            raise ValueError(f"lr and head_lr_mult must be > 0 (got {self.lr}, {self.head_lr_mult})")
         AffinityConfig(low_alpha=self.low_alpha, high_alpha=self.high_alpha, radius=self.radius)
         if self.crop < 2 * self.radius:
             raise ValueError(f"crop ({self.crop} cells) must be at least twice the radius ({self.radius}) to hold pairs")

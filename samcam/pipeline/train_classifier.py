@@ -36,8 +36,8 @@ class TrainConfig:
     epochs: int = setting(6, 1, None, "epochs")
     batch_size: int = setting(16, 1, None, "images per step")
     crop: int = setting(320, 32, 2048, "square training crop in pixels")
-    lr_head: float = setting(1e-2, 0.0, 10.0, "head learning rate")
-    lr_backbone: float = setting(1e-3, 0.0, 10.0, "backbone learning rate")
+    lr_head: float = setting(1e-2, 0.0, 10.0, "head learning rate", open_lo=True)
+    lr_backbone: float = setting(1e-3, 0.0, 10.0, "backbone learning rate", open_lo=True)
     train_backbone: bool = setting(True, flag="--head-only", help="train only the classifier head (the backbone stays frozen)")
     seed: int = setting(0, 0, 2**32 - 1, "seed of the sample order and augmentations")
     n_classes: int = 20
