@@ -172,18 +172,24 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
     """``(mode, width, height, zlib stream)`` of an 8-bit grayscale (``L``) or palette (``P``),
     non-interlaced PNG, found by ``struct`` alone; ``None`` for any other file; ``ValueError`` when
-    such a PNG lacks its IEND chunk (cut short) or has bytes after it (not the file its writer closed)."""
+    such a PNG lacks its IEND chunk (cut short), has bytes after it (not the file its writer closed)
+    or a chunk whose CRC does not match its bytes (corrupt), as Pillow would refuse it."""
     import struct
+    import zlib
 
     if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
         return None
     w, h, depth, color, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     if depth != 8 or color not in (0, 3) or interlace != 0:
         return None
-    pos, idat, end = 33, [], None
+    pos, idat, end = 8, [], None
     while pos + 8 <= len(data):
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
+        body = data[pos + 4 : pos + 8 + length]
+        crc = data[pos + 8 + length : pos + 12 + length]
+        if len(crc) == 4 and zlib.crc32(body) != struct.unpack(">I", crc)[0]:
+            raise ValueError(f"the CRC of its {kind.decode('latin-1')!r} chunk does not match (a corrupt PNG)")
         if kind == b"IDAT":
             idat.append(data[pos + 8 : pos + 8 + length])
         elif kind == b"IEND":
@@ -357,23 +363,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({(str(e).splitlines() or [type(e).__name__])[0][:200]})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint should hold a dict, found {type(state).__name__}")
     return state
 
 
-def load_weights(module, state: object, path: str | os.PathLike, what: str = "weights") -> None:
-    """Load ``state`` (a checkpoint's state dict) into ``module`` strictly; ``ValueError`` naming
-    ``path`` when it is not a state dict, does not fit the module, or holds a weight that is not a
-    finite number (a run that diverged must not be used as if it had trained)."""
+def check_state(state: object, path: str | os.PathLike, what: str = "weights", why: str = "the training run diverged") -> None:
+    """``ValueError`` naming ``path`` unless ``state`` is a state dict of tensors whose floating-point
+    values are all finite numbers."""
     import torch
 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: its {what} are not a state dict of tensors")
     bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
-        raise ValueError(f"{path}: its {what} hold values that are not finite numbers ({bad}); the training run diverged")
+        raise ValueError(f"{path}: its {what} hold values that are not finite numbers ({bad}); {why}")
+
+
+def load_weights(module, state: object, path: str | os.PathLike, what: str = "weights") -> None:
+    """Load ``state`` (a checkpoint's state dict) into ``module`` strictly; ``ValueError`` naming
+    ``path`` when it is not a state dict, does not fit the module, or holds a weight that is not a
+    finite number (a run that diverged must not be used as if it had trained)."""
+    check_state(state, path, what)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -144,7 +144,7 @@ def read_record(path: str | os.PathLike, kind: str, remedy: str) -> dict:
         record = json.loads(Path(path).read_text())
         if not isinstance(record, dict):
             raise ValueError(f"a JSON {type(record).__name__}, not an object")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
         raise ValueError(f"{path}: unreadable {kind} ({e}); {remedy}") from None
     return record
 

@@ -151,7 +151,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         doc = yaml.load(read_input(path, "reproduce config").decode(), Loader=_plain_loader())
     except FileNotFoundError:
         raise FileNotFoundError(f"reproduce config not found: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as e:
+    except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError, RecursionError) as e:  # RecursionError: nested too deeply
         raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("steps", []), list):
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")

@@ -1324,3 +1324,30 @@ def test_a_learning_rate_of_zero_is_refused(tmp_path, capsys, args, option):
             "train-affinity": ["--images", tmp_path, "--cams", tmp_path, "--out", tmp_path / "a.pt"]}[args[0]]
     fails([*args, "--ids", tmp_path / "ids.txt", *rest], capsys, option, "0 is outside (0.0, ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.txt"]
+
+
+def test_corrupt_or_overlong_files_are_named(scored, tmp_path, capsys):
+    """A PNG whose chunk CRC does not match, a .npy with bytes after its content, CAM maps of no
+    pixels, and JSON or YAML nested past Python's recursion limit: each named, exit 2."""
+    import gzip
+
+    data = bytearray((scored / "pred" / "a.png").read_bytes())
+    data[29] ^= 1  # the IHDR chunk's CRC
+    (scored / "pred" / "a.png").write_bytes(bytes(data))
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.png", "CRC of its 'IHDR' chunk")
+    _cams(tmp_path / "c", [6], np.ones((1, 6, 8)))
+    with open(tmp_path / "c" / "a.npy", "ab") as f:
+        f.write(b"GARBAGE")
+    fails(["cam2label", "--cams", tmp_path / "c", "--out", tmp_path / "o1", "--threshold", "0.2"], capsys, "a.npy", "7 bytes after")
+    np.save(tmp_path / "c" / "a.npy", {"keys": np.array([6]), "high_res": np.zeros((1, 0, 0), np.float32)})
+    fails(["cam2label", "--cams", tmp_path / "c", "--out", tmp_path / "o2", "--threshold", "0.2"], capsys, "a.npy", "CAM maps of size 0×0")
+    args = _mask_folder(tmp_path)
+    (tmp_path / "m" / "a.json.gz").write_bytes(gzip.compress(b"[" * 100000 + b"]" * 100000))
+    fails(args, capsys, "a.json.gz", "nested too deeply")
+    _cams(tmp_path / "c", [6], np.ones((1, 6, 8)))
+    (tmp_path / "o3").mkdir()
+    (tmp_path / "o3" / RUN_RECORD).write_text("[" * 100000 + "]" * 100000)
+    (tmp_path / "o3" / "a.png").write_bytes((scored / "gt" / "a.png").read_bytes())
+    fails(["cam2label", "--cams", tmp_path / "c", "--out", tmp_path / "o3", "--threshold", "0.2"], capsys, RUN_RECORD, "recursion")
+    (tmp_path / "deep.yml").write_text("steps: " + "[" * 50000 + "]" * 50000)
+    fails(["reproduce", "--config", tmp_path / "deep.yml", "--list"], capsys, "deep.yml", "recursion")

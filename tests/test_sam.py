@@ -1,5 +1,7 @@
 """Model building for every checkpoint type, and the fast generator against the official one."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,15 @@ def test_concat_equals_maskdata_cat():
 def test_generator_rejects_non_rgb(mobile_sam):
     with pytest.raises(ValueError, match="H × W × 3 uint8"):
         MaskGenerator(mobile_sam, "fast", points_per_side=2).generate(np.zeros((8, 8), np.uint8))
+
+
+def test_a_sam_checkpoint_with_nan_weights_or_no_content_is_refused(tmp_path, mobile_sam_checkpoint):
+    state = torch.load(mobile_sam_checkpoint, map_location="cpu", weights_only=True)
+    key = "mask_decoder.transformer.layers.0.self_attn.q_proj.weight"
+    state[key] = torch.full_like(state[key], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=rf"nan\.pt: its vit_t weights hold values that are not finite numbers \({re.escape(key)}\); a corrupt checkpoint"):
+        build_sam("vit_t", checkpoint=tmp_path / "nan.pt", device="cpu")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt: not a readable PyTorch checkpoint \(\w+"):
+        build_sam("vit_t", checkpoint=tmp_path / "empty.pt", device="cpu")

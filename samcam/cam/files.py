@@ -33,6 +33,8 @@ def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> d
     high = score_maps(d["high_res"], path, "high_res")
     if high.ndim != 3 or high.shape[0] != keys.size:
         raise ValueError(f"{path}: high_res shape {high.shape} does not fit {keys.size} keys")
+    if 0 in high.shape[1:]:
+        raise ValueError(f"{path}: CAM maps of size {high.shape[1]}×{high.shape[2]} (empty)")
     if shape is not None and high.shape[1:] != tuple(shape):
         raise ValueError(f"{path}: CAM size {high.shape[1:]} differs from its image size {tuple(shape)}")
     return {**d, "keys": keys, "high_res": high}

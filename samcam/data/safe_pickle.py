@@ -70,6 +70,8 @@ def load_object_npy(path: str | os.PathLike) -> Any:
                 declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 if declared > size - f.tell():  # checked before numpy allocates what the header declares
                     raise ValueError(f"its header declares {shape} {dtype} ({declared} bytes) but it holds {size - f.tell()} bytes of data")
+                if declared < size - f.tell():
+                    raise ValueError(f"{size - f.tell() - declared} bytes after the {declared} bytes of data its header declares")
                 f.seek(0)
                 return np.load(f, allow_pickle=False)
             data = f.read()
@@ -77,12 +79,15 @@ def load_object_npy(path: str | os.PathLike) -> Any:
         raise
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable .npy file ({e})") from e
+    stream = io.BytesIO(data)
     try:
-        array = RestrictedUnpickler(io.BytesIO(data)).load()
+        array = RestrictedUnpickler(stream).load()
     except UnsafePickleError as e:
         raise ValueError(f"{path}: {e}; this file is not a plain NumPy/IRN object array") from e
     except Exception as e:  # corrupt pickle stream
         raise ValueError(f"{path}: corrupt pickled .npy content ({e})") from e
+    if stream.tell() < len(data):  # np.save writes the pickle and nothing after it
+        raise ValueError(f"{path}: {len(data) - stream.tell()} bytes after the end of its pickled content (not the file np.save wrote)")
     if isinstance(array, np.ndarray) and array.shape == () and array.dtype.hasobject:
         return array.item()
     return array

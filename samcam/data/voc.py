@@ -100,14 +100,17 @@ def labels_from_xml(path: str | os.PathLike, spec: DatasetSpec = VOC) -> np.ndar
     """Foreground classes named by the ``<object><name>`` entries of a VOC annotation XML."""
     from samcam.io import read_input
 
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
     path = Path(path)
     try:
         data = read_input(path, "annotation XML")  # a regular file within the size limit, never a pipe
-        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:  # VOC's files have none; entities can expand without end
-            raise ValueError(f"{path}: an annotation XML with a DTD or entities; VOC's have neither")
-        root = ET.fromstring(data)
+        root = fromstring(data, forbid_dtd=True)  # in any encoding: VOC's have no DTD, and entities can expand without end
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file not found: {path}") from None
+    except DefusedXmlException:
+        raise ValueError(f"{path}: an annotation XML with a DTD or entities; VOC's have neither") from None
     except ET.ParseError as e:
         raise ValueError(f"{path}: malformed annotation XML ({e})") from e
     names = [(o.findtext("name") or "").strip() for o in root.iter("object")]

@@ -81,14 +81,25 @@ def _json_float(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
 
 
-def _load_compact(path: str | os.PathLike) -> dict:
-    path = Path(path)
+def _compact_bytes(path: Path) -> bytes:
+    """The inflated content of a compact mask file (:func:`samcam.io.read_gzip`), errors naming it."""
     try:
-        doc = json.loads(read_gzip(path, "mask file"))
+        return read_gzip(path, "mask file")
     except FileNotFoundError:
         raise FileNotFoundError(f"mask file not found: {path}") from None
     except ValueError as e:
         raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
+
+
+def _load_compact(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    text = _compact_bytes(path)
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a samcam compact mask file ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a samcam compact mask file (JSON nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != COMPACT_FORMAT:
         raise ValueError(f"{path}: not a samcam compact mask file (format {doc.get('format') if isinstance(doc, dict) else None!r})")
     return doc
@@ -164,7 +175,7 @@ def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes], dict] | No
         return None
     try:
         meta = json.loads(text[head.end() : at])
-    except ValueError:
+    except (ValueError, RecursionError):  # the full reader names what is wrong
         return None
     return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found], meta
 
@@ -178,13 +189,7 @@ def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
 def _read_compact_runs(path: str | os.PathLike) -> tuple[MaskRuns, dict]:
     """:func:`read_compact_runs` and the file's ``meta``."""
     path = Path(path)
-    try:
-        text = read_gzip(path, "mask file")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"mask file not found: {path}") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
-    scanned = _scan_compact(text)
+    scanned = _scan_compact(_compact_bytes(path))
     if scanned is None:
         doc = _load_compact(path)
         return _compact_runs(doc, path), doc.get("meta")
@@ -390,6 +395,8 @@ def _side_meta(folder: Path, mask_shape: tuple[int, ...] | None = None) -> dict:
         check_pixels(*shape, path)
     except ValueError as e:
         raise ValueError(f"{path}: unreadable samcam mask metadata ({str(e).removeprefix(f'{path}: ')})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: unreadable samcam mask metadata (JSON nested too deeply)") from None
     if mask_shape is not None and "image_shape" in side and tuple(side["image_shape"]) != tuple(mask_shape):
         raise ValueError(f"{path}: image_shape {side['image_shape']} differs from the size of the mask PNGs beside it {list(mask_shape)}")
     return side

@@ -64,7 +64,7 @@ def build_sam(model_type: str = "vit_t", checkpoint: str | os.PathLike | None = 
     checkpoint whose keys or shapes do not fit ``model_type`` raises ``ValueError`` naming the file.
     """
 
-    from samcam.io import load_checkpoint
+    from samcam.io import check_state, load_checkpoint
     from samcam.sam.weights import resolve
 
     path, _ = resolve(model_type, checkpoint)
@@ -72,6 +72,7 @@ def build_sam(model_type: str = "vit_t", checkpoint: str | os.PathLike | None = 
     state = load_checkpoint(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    check_state(state, path, f"{model_type} weights", "a corrupt checkpoint")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
