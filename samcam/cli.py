@@ -171,6 +171,9 @@ def _weights(p: argparse.ArgumentParser):
             raise ValueError(f"weights {a.action} needs a checkpoint name")
         path = weights.fetch(a.name) if a.action == "fetch" else weights.cached_path(a.name)
         if path is None:
+            file = weights.home() / weights.get_checkpoint(a.name).filename
+            if file.exists():  # there, but not the file it should be
+                raise ValueError(f"{file}: not the verified {a.name} checkpoint (size or SHA-256 differs); remove it and run: samcam weights fetch {a.name}")
             raise FileNotFoundError(f"{a.name} is not cached; run: samcam weights fetch {a.name}")
         print(path)
         return 0

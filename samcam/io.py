@@ -467,6 +467,16 @@ def require_files(paths: Sequence[Path], what: str) -> None:
         raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}")
 
 
+def refuse_suffix_variants(folder: Path, suffix: str, what: str) -> None:
+    """``ValueError`` naming the file when ``folder`` holds a file whose name ends in ``suffix`` in
+    other letter case (``a.PNG`` beside, or instead of, ``a.png``): samcam reads ``<id><suffix>``
+    only, and would pass such a file over (or read one of two files of one id) without a word."""
+    low = suffix.lower()
+    odd = next((p for p in folder.iterdir() if p.name.lower().endswith(low) and not p.name.endswith(suffix)), None)
+    if odd is not None:
+        raise ValueError(f"{odd}: a {what} file named with {odd.name[-len(suffix):]!r}; samcam reads <id>{suffix} (rename it, keeping one file per id)")
+
+
 def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str] | None = None) -> list[str]:
     """``ids``, each checked to have ``folder/<id><suffix>``, or the ids of every such file of ``folder``
     (sorted); ``FileNotFoundError`` naming the folder when it is missing or holds none, or listing the
@@ -474,6 +484,7 @@ def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str]
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
+    refuse_suffix_variants(folder, suffix, what)
     if ids is None:
         ids = check_ids(sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}")), folder)
         if not ids:

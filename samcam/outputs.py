@@ -44,9 +44,12 @@ class StepResult:
 
 
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
-    """Refuse an output (file or folder) that is an input or lies inside an input folder: nothing a
-    user gave is ever written into or over."""
+    """Refuse an output (file or folder) that is an input or lies inside an input folder (nothing a
+    user gave is ever written into or over), or whose path runs through a file."""
     o = Path(out).resolve()
+    above = next((p for p in o.parents if p.exists() and not p.is_dir()), None)
+    if above is not None:  # said now, not after the work whose result could not be written
+        raise ValueError(f"output {out}: {above} is a file, not a folder; choose another output path")
     for i in inputs:
         if i is None:
             continue

@@ -750,7 +750,17 @@ def test_eval_seg_scales_out_of_range(tmp_path, capsys, scales):
     fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path, "--gt", tmp_path, "--ids", tmp_path / "ids.txt",
            "--scales", scales], capsys, "--scales")
 
+#: the fields every checkpoint train-seg writes holds besides its recipe and weights
+_SEG_FIELDS = {"labels_dir": "/elsewhere/labels", "labels_fingerprint": "ab" * 32, "n_train": 4, "step": 4, "total_steps": 4, "complete": True,
+               "history": {}}
+
+
 @pytest.mark.parametrize("edit,needle", [
+    (lambda ck: ck.pop("labels_dir"), "without its labels_dir field"),
+    (lambda ck: ck.pop("labels_fingerprint"), "without its labels_fingerprint field"),
+    (lambda ck: ck.pop("step"), "without its step field"),
+    (lambda ck: ck.update(complete="yes"), "complete is a str, expected a bool"),
+    (lambda ck: ck.update(labels_dir=3), "labels_dir is a int, expected a str"),
     (lambda ck: ck["recipe"].update(head_channels=0), "head_channels"),
     (lambda ck: ck["recipe"].update(lr=float("nan")), "lr"),
     (lambda ck: ck.pop("recipe"), "without its recipe field"),
@@ -769,7 +779,7 @@ def test_a_segmentation_checkpoint_with_a_bad_field_is_named(tmp_path, capsys, e
     from samcam.seg.recipe import Recipe
     from samcam.seg.train import FORMAT
 
-    ck = {"format": FORMAT, "recipe": Recipe().to_dict(), "n_classes": 21, "model": {}}
+    ck = {"format": FORMAT, "recipe": Recipe().to_dict(), "n_classes": 21, "model": {}, **_SEG_FIELDS}
     edit(ck)
     torch.save(ck, tmp_path / "c.pt")
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
@@ -847,7 +857,7 @@ def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys)
     state = model.state_dict()
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name] = torch.full_like(state[name], float("nan"))
-    torch.save({"format": FORMAT, "recipe": r.to_dict(), "n_classes": 21, "model": state}, tmp_path / "c.pt")
+    torch.save({"format": FORMAT, "recipe": r.to_dict(), "n_classes": 21, "model": state, **_SEG_FIELDS}, tmp_path / "c.pt")
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
     (tmp_path / "ids.txt").write_text("a\n")
     fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
@@ -863,6 +873,9 @@ def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys)
     (lambda ck: ck.update(in_channels=[16, 24]), "2 backbone levels for 3 head widths"),
     (lambda ck: ck.update(state_dict={"w": 1}), "affinity head weights are not a state dict"),
     (lambda ck: ck.update(backbone=3), "backbone 3 is not a name"),
+    (lambda ck: ck["record"]["config"].pop("radius"), "training radius recorded in this affinity checkpoint is None"),
+    (lambda ck: ck["record"]["config"].update(radius="5"), "radius recorded in this affinity checkpoint is '5', not a whole number in 2..32"),
+    (lambda ck: ck["record"]["config"].update(radius=-3), "is -3, not a whole number in 2..32"),
 ])
 def test_an_affinity_checkpoint_with_a_bad_field_is_named(tmp_path, edit, needle):
     import torch
@@ -871,7 +884,7 @@ def test_an_affinity_checkpoint_with_a_bad_field_is_named(tmp_path, edit, needle
     from samcam.refine.affinity import AffinityHead
 
     head = AffinityHead([16, 24, 40])
-    ck = {"kind": "samcam-affinity", "head": AffinityHead.version, "epoch": 3, "record": {"config": {"epochs": 3}},
+    ck = {"kind": "samcam-affinity", "head": AffinityHead.version, "epoch": 3, "record": {"config": {"epochs": 3, "radius": 5}},
           "in_channels": [16, 24, 40], "state_dict": head.state_dict(), "backbone": "lite0"}
     edit(ck)
     torch.save(ck, tmp_path / "aff.pt")
@@ -1351,3 +1364,42 @@ def test_corrupt_or_overlong_files_are_named(scored, tmp_path, capsys):
     fails(["cam2label", "--cams", tmp_path / "c", "--out", tmp_path / "o3", "--threshold", "0.2"], capsys, RUN_RECORD, "recursion")
     (tmp_path / "deep.yml").write_text("steps: " + "[" * 50000 + "]" * 50000)
     fails(["reproduce", "--config", tmp_path / "deep.yml", "--list"], capsys, "deep.yml", "recursion")
+
+
+def test_an_l2g_class_number_outside_the_classes_is_named(tmp_path, capsys):
+    (tmp_path / "l2g").mkdir()
+    for k in ("1", "99999999999999999999999"):
+        Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "l2g" / f"a_{k}.png")
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails(["labels", "--method", "L2G", "--input", tmp_path / "l2g", "--out", tmp_path / "o", "--ids", tmp_path / "ids.txt", "--threshold", "0.3"],
+          capsys, "a_99999999999999999999999.png", "class 99999999999999999999 outside the foreground classes 0..19")  # fmt: skip
+
+
+def test_one_file_per_id_whatever_the_letter_case_of_its_suffix(scored, tmp_path, capsys):
+    """a.PNG beside a.png (two labels for one id) or a.JSON.GZ instead of a.json.gz (a mask set passed
+    over, its CAM label kept) is refused naming the file."""
+    (scored / "pred" / "a.PNG").write_bytes((scored / "gt" / "a.png").read_bytes())
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.PNG", "samcam reads <id>.png")
+    args = _mask_folder(tmp_path)
+    (tmp_path / "m" / "a.json.gz").rename(tmp_path / "m" / "a.JSON.GZ")
+    fails([*args, "--missing-masks", "keep-cam"], capsys, "a.JSON.GZ", "samcam reads <id>.json.gz")
+
+
+def test_messages_say_what_is_wrong(tmp_path, scored, capsys, monkeypatch):
+    """A corrupt cached checkpoint is not "not cached"; a --csv under a file is refused before the
+    evaluation; labels that are all void are not blamed on the learning rate."""
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    fails(["weights", "path", "vit_t"], capsys, "vit_t is not cached")
+    (tmp_path / "home" / "mobile_sam.pt").write_bytes(b"garbage")
+    fails(["weights", "path", "vit_t"], capsys, "mobile_sam.pt: not the verified vit_t checkpoint")
+    (tmp_path / "afile").write_text("x")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--csv", tmp_path / "afile" / "out.csv"], capsys, "afile is a file, not a folder")
+    (tmp_path / "img").mkdir()
+    (tmp_path / "void").mkdir()
+    for i in ("a", "b"):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "img" / f"{i}.jpg")
+        Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "void" / f"{i}.png")
+    fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "void", "--ids", scored / "ids.txt", "--out", tmp_path / "run",
+           "--batch-size", "2", "--epochs", "1", "--crop", "32", "--device", "cpu"], capsys, "void", "every label pixel of the 2 training images is void")
+    assert not (tmp_path / "run").exists()

@@ -162,6 +162,8 @@ def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: 
             m = re.fullmatch(rf"{re.escape(image_id)}_([0-9]+)\.png", p.name)
             if m:
                 k = int(m.group(1))
+                if k > n - 2:  # 0-based foreground classes 0..n-2 (a huge number would overflow later)
+                    raise ValueError(f"{p}: class {m.group(1)[:20]} outside the foreground classes 0..{n - 2}")
                 if k in names:
                     raise ValueError(f"{source}: two class maps for class {k}, {names[k]} and {p.name}; keep one")
                 names[k] = p.name

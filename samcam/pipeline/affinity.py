@@ -238,6 +238,9 @@ def load_affinity(checkpoint: str | os.PathLike):
     epoch, epochs = _epochs_of(ck, checkpoint)
     if epoch < epochs:
         raise ValueError(f"{checkpoint}: training stopped after epoch {epoch} of {epochs}; rerun train-affinity to finish it")
+    radius = ck["record"]["config"].get("radius")  # the walk's radius must be the training's
+    if not (isinstance(radius, int) and not isinstance(radius, bool) and 2 <= radius <= 32):
+        raise ValueError(f"{checkpoint}: the training radius recorded in this affinity checkpoint is {radius!r}, not a whole number in 2..32")
     head = _head_of(ck, checkpoint)
     load_weights(head, ck.get("state_dict"), checkpoint, "affinity head weights")
     name = ck.get("backbone")

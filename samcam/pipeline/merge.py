@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samcam.data.spaces import DatasetSpec
-from samcam.io import folder_ids, read_label, write_label
+from samcam.io import folder_ids, read_label, refuse_suffix_variants, write_label
 from samcam.outputs import StepResult, claim_output, finish_step, pending
 from samcam.pipeline.workers import process_pool, resolve_workers
 from samcam.refine.merge import MergeRule, merge
-from samcam.sam.mask_files import MaskStore
+from samcam.sam.mask_files import COMPACT_SUFFIX, MaskStore
 
 MISSING_POLICIES = ("error", "keep-cam")
 
@@ -70,6 +70,7 @@ def merge_folders(
         raise ValueError(f"--missing-masks must be one of {MISSING_POLICIES}")
     if not masks.is_dir():
         raise FileNotFoundError(f"mask folder not found: {masks}")
+    refuse_suffix_variants(masks, COMPACT_SUFFIX, "compact mask")
     ids = folder_ids(pseudo, ".png", "pseudo-label", ids)
     with claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
                       {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing}):  # fmt: skip

@@ -71,6 +71,8 @@ def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids:
             raise ValueError(f"{path}: label size {lab.shape} differs from image {img_path} size {img.shape[:2]}")
         images.append(img)
         labels.append(lab)
+    if all((lab == IGNORE).all() for lab in labels):
+        raise ValueError(f"{labels_dir}: every label pixel of the {len(ids)} training images is void ({IGNORE}); there is nothing to learn from")
     return TrainData(list(ids), images, labels, h.hexdigest())
 
 
@@ -125,13 +127,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         spaces = {s.name: s.n_classes for s in (VOC, COCO)}
         if "dataset" in ck and spaces.get(ck["dataset"]) != n:
             raise ValueError(f"dataset {ck['dataset']!r} with {n} classes is not one of {spaces}")
-        for key in ("n_train", "step", "total_steps"):
-            if key in ck and not (_whole(ck[key]) and ck[key] >= (1 if key == "n_train" else 0)):
+        for key in ("n_train", "step", "total_steps"):  # every field train() writes, checked before any work
+            if not (_whole(ck[key]) and ck[key] >= (1 if key == "n_train" else 0)):
                 raise ValueError(f"{key} is {ck[key]!r}, expected a whole number ≥ {1 if key == 'n_train' else 0}")
-        if "step" in ck and "total_steps" in ck and ck["step"] > ck["total_steps"]:
+        if ck["step"] > ck["total_steps"]:
             raise ValueError(f"step {ck['step']} is beyond total_steps {ck['total_steps']}")
-        if "history" in ck and not isinstance(ck["history"], dict):
-            raise ValueError(f"history is a {type(ck['history']).__name__}, expected a mapping")
+        for key, kind in (("history", dict), ("complete", bool), ("labels_dir", str), ("labels_fingerprint", str)):
+            if not isinstance(ck[key], kind):
+                raise ValueError(f"{key} is a {type(ck[key]).__name__}, expected a {'mapping' if kind is dict else kind.__name__}")
     except KeyError as e:
         raise ValueError(f"{path}: a samcam segmentation checkpoint without its {e.args[0]} field") from None
     except (TypeError, ValueError) as e:
