@@ -659,8 +659,8 @@ def _train_affinity(p: argparse.ArgumentParser):
     seeds.add_argument("--seed-labels", help="folder of <id>.png pseudo labels to take the seeds from instead (e.g. CAM + SAM)")
     ids_option(p, "the training images (train images only)")
     p.add_argument("--out", required=True, help="checkpoint file to write (resumes if it exists)")
-    p.add_argument("--low-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
-    p.add_argument("--high-alpha", type=_number(float, 0.0, MAX_POWER), help=f"seed background power for confident background (default {d.high_alpha:g})")
+    p.add_argument("--low-alpha", type=_number(float, 0.0, MAX_POWER, open_lo=True), help=f"seed background power for confident foreground (default {d.low_alpha:g})")
+    p.add_argument("--high-alpha", type=_number(float, 0.0, MAX_POWER, open_lo=True), help=f"seed background power for confident background (default {d.high_alpha:g})")
     p.add_argument("--threshold", type=_alpha_threshold((0, 2)),
                    help="the CAM's background threshold: sets the seed powers by the rule alpha = ln t / ln(1 - t), low alpha/4, high 2 alpha")
     add_options(p, AffinityTrainConfig)
@@ -680,7 +680,7 @@ def _train_affinity(p: argparse.ArgumentParser):
             raise ValueError("--seed-labels takes the seeds from labels: --threshold, --low-alpha, --high-alpha and --no-crf apply to CAM seeds only")
         index = image_index(a.images)
         ids = select_ids(index, ids_of(a.ids), (0, 1))
-        low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (a.low_alpha or d.low_alpha, a.high_alpha or d.high_alpha)
+        low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (d.low_alpha if a.low_alpha is None else a.low_alpha, d.high_alpha if a.high_alpha is None else a.high_alpha)
         cfg = from_args(AffinityTrainConfig, a, low_alpha=low, high_alpha=high)
         r = train_affinity(index, a.cams, ids, a.out, cfg, seed_labels=a.seed_labels)
         print(f"trained the affinity head on {len(ids)} images in {r.seconds:.0f} s ({r.feature_seconds:.0f} s of it backbone features); "
@@ -704,7 +704,7 @@ def _affinity(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="folder for <id>.png pseudo labels (ids already there are skipped)")
     ids_option(p, "the CAMs to use; default: every CAM file", required=False)
     power = p.add_mutually_exclusive_group()
-    power.add_argument("--alpha", type=_number(float, 0.0, MAX_POWER), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
+    power.add_argument("--alpha", type=_number(float, 0.0, MAX_POWER, open_lo=True), help=f"background power (1 - max CAM)^alpha (default {d.alpha:g})")
     add_options(p, AffinityConfig, only=("beta", "steps"))
     power.add_argument("--threshold", type=_alpha_threshold((1,)), help="the CAM's background threshold: sets --alpha = ln t / ln(1 - t)")
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
@@ -717,7 +717,7 @@ def _affinity(p: argparse.ArgumentParser):
 
         check_output(a.out, a.images, a.cams, a.checkpoint, a.gt_affinity, a.ids)
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
-        alpha = alphas_for_threshold(a.threshold)[1] if a.threshold is not None else (a.alpha or d.alpha)
+        alpha = alphas_for_threshold(a.threshold)[1] if a.threshold is not None else (d.alpha if a.alpha is None else a.alpha)
         cfg = AffinityConfig(alpha=alpha, beta=a.beta, steps=a.steps, radius=a.radius)
         if a.gt_affinity:
             if a.images:
@@ -748,7 +748,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
     p.add_argument("--gt", required=True, help="their ground-truth folder (<id>.png)")
     p.add_argument("--checkpoint", required=True, help="affinity checkpoint (samcam train-affinity)")
     ids_option(p, "held-out images (never the ids whose labels you score); default: every CAM file", required=False)
-    p.add_argument("--alphas", nargs="+", required=True, type=_number(float, 0.0, MAX_POWER), help="background powers to walk at")
+    p.add_argument("--alphas", nargs="+", required=True, type=_number(float, 0.0, MAX_POWER, open_lo=True), help="background powers to walk at")
     add_options(p, AffinityConfig, only=("beta", "steps"))
     p.add_argument("--csv", help="write the table here (one row per power; the best marked)")
 

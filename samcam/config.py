@@ -19,7 +19,8 @@ def _interval(lo, hi, open_lo: bool) -> str:
 
 
 def _inside(v, lo, hi, open_lo: bool) -> bool:
-    return math.isfinite(v) and (lo is None or (v > lo if open_lo else v >= lo)) and (hi is None or v <= hi)
+    finite = isinstance(v, int) or math.isfinite(v)  # a huge int is finite (math.isfinite would overflow)
+    return finite and (lo is None or (v > lo if open_lo else v >= lo)) and (hi is None or v <= hi)
 
 
 def number(kind: type, lo: float | None = None, hi: float | None = None, open_lo: bool = False):

@@ -173,7 +173,8 @@ def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
     """``(mode, width, height, zlib stream)`` of an 8-bit grayscale (``L``) or palette (``P``),
     non-interlaced PNG, found by ``struct`` alone; ``None`` for any other file; ``ValueError`` when
     such a PNG lacks its IEND chunk (cut short), has bytes after it (not the file its writer closed)
-    or a chunk whose CRC does not match its bytes (corrupt), as Pillow would refuse it."""
+    or a chunk whose CRC does not match its bytes (corrupt: Pillow refuses a bad header CRC, samcam
+    checks every chunk's)."""
     import struct
     import zlib
 
@@ -467,12 +468,14 @@ def require_files(paths: Sequence[Path], what: str) -> None:
         raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}")
 
 
-def refuse_suffix_variants(folder: Path, suffix: str, what: str) -> None:
-    """``ValueError`` naming the file when ``folder`` holds a file whose name ends in ``suffix`` in
-    other letter case (``a.PNG`` beside, or instead of, ``a.png``): samcam reads ``<id><suffix>``
-    only, and would pass such a file over (or read one of two files of one id) without a word."""
-    low = suffix.lower()
-    odd = next((p for p in folder.iterdir() if p.name.lower().endswith(low) and not p.name.endswith(suffix)), None)
+def refuse_suffix_variants(folder: Path, suffix: str, what: str, ids: list[str] | None = None) -> None:
+    """``ValueError`` naming the file when ``folder`` holds a file of one of ``ids`` (of any id when
+    ``None``) whose name ends in ``suffix`` in other letter case (``a.PNG`` beside, or instead of,
+    ``a.png``): samcam reads ``<id><suffix>`` only, and would pass such a file over (or read one of
+    two files of one id) without a word."""
+    low, wanted = suffix.lower(), None if ids is None else {f"{i}{suffix}".lower() for i in ids}
+    odd = next((p for p in folder.iterdir() if p.name.lower().endswith(low) and not p.name.endswith(suffix)
+                and (wanted is None or p.name.lower() in wanted)), None)  # fmt: skip
     if odd is not None:
         raise ValueError(f"{odd}: a {what} file named with {odd.name[-len(suffix):]!r}; samcam reads <id>{suffix} (rename it, keeping one file per id)")
 
@@ -484,7 +487,7 @@ def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str]
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
-    refuse_suffix_variants(folder, suffix, what)
+    refuse_suffix_variants(folder, suffix, what, ids)
     if ids is None:
         ids = check_ids(sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}")), folder)
         if not ids:

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from samcam.io import REPO, check_ids, check_input, data_root, sha256_file, write_text
@@ -398,7 +397,7 @@ def _cost_runs(path: Path) -> list[dict]:
         if not all(isinstance(r, dict) and {"seconds", "images", "machine"} <= set(r) for r in runs):
             raise ValueError("a run lacks seconds, images or machine")
         return runs
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise ValueError(f"{path}: unreadable cost record ({e}); remove it to start the record anew") from None
 
 
@@ -446,7 +445,10 @@ def is_complete(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     if path.suffix == ".png":
+        from samcam.io import png_parts
+
         try:
+            png_parts(path.read_bytes())  # every chunk's CRC and the IEND, as samcam's reader checks them
             with Image.open(path) as im:
                 im.load()
             return True
@@ -463,19 +465,13 @@ def is_complete(path: str | os.PathLike) -> bool:
             return True
         except (OSError, EOFError, zlib.error):
             return False
-    if path.suffix == ".npy":
-        try:
-            np.load(path, allow_pickle=False, mmap_mode="r")
-            return True
-        except ValueError:  # an object array (IRN's dict): unpickling tells whether it is whole
-            from samcam.data.safe_pickle import load_object_npy
+    if path.suffix == ".npy":  # read as samcam reads it: all its data there, nothing after
+        from samcam.data.safe_pickle import load_object_npy
 
-            try:
-                load_object_npy(path)
-                return True
-            except (ValueError, OSError, EOFError):
-                return False
-        except OSError:
+        try:
+            load_object_npy(path)
+            return True
+        except (ValueError, OSError, EOFError):
             return False
     return True
 

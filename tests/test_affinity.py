@@ -135,8 +135,8 @@ def test_propagate_refuses_keys_outside_the_label_space():
         propagate(np.zeros((1, 8, 8), np.float32), np.array([20]), torch.zeros(2, 1, 1))
 
 
-@pytest.mark.parametrize(("bad", "message"), [({"alpha": 0}, r"alpha must be a number in \(0, 256\], not 0"), ({"beta": 257}, r"affinity field beta is 257, expected a finite number in \[0.0, 256.0\]"),
-                                               ({"beta": float("nan")}, r"field beta is nan, expected a finite number"), ({"beta": 0.0}, r"beta must be a number in \(0, 256\], not 0"),
+@pytest.mark.parametrize(("bad", "message"), [({"alpha": 0}, r"alpha must be a number in \(0, 256\], not 0"), ({"beta": 257}, r"affinity field beta is 257, expected a finite number in \(0.0, 256.0\]"),
+                                               ({"beta": float("nan")}, r"field beta is nan, expected a finite number"), ({"beta": 0.0}, r"field beta is 0.0, expected a finite number in \(0.0, 256.0\]"),
                                                ({"low_alpha": 40}, r"low_alpha \(40\) must be below high_alpha \(32.0\)"),
                                                ({"low_alpha": 32}, "must be below high_alpha"), ({"radius": 1}, "radius must be in 2..32"),
                                                ({"radius": 33}, "radius must be in 2..32 feature cells, not 33"),

@@ -1403,3 +1403,32 @@ def test_messages_say_what_is_wrong(tmp_path, scored, capsys, monkeypatch):
     fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "void", "--ids", scored / "ids.txt", "--out", tmp_path / "run",
            "--batch-size", "2", "--epochs", "1", "--crop", "32", "--device", "cpu"], capsys, "void", "every label pixel of the 2 training images is void")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stray_upper_case_file_beside_other_ids_is_left_alone(scored, capsys):
+    """Only the files of the ids asked for count: an overview.PNG in a label folder does not stop
+    eval --ids, while it does stop a listing of the whole folder."""
+    (scored / "pred" / "overview.PNG").write_bytes((scored / "gt" / "a.png").read_bytes())
+    assert cli.main(["eval", "--pred", str(scored / "pred"), "--gt", str(scored / "gt"), "--ids", str(scored / "ids.txt")]) == 0
+    capsys.readouterr()
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "overview.PNG")
+
+
+def test_a_corrupt_output_is_not_counted_as_done(tmp_path):
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "a.png")
+    assert is_complete(tmp_path / "a.png")
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    data[-20] ^= 1  # inside the IDAT chunk: Pillow reads it, samcam's reader refuses it
+    (tmp_path / "b.png").write_bytes(bytes(data))
+    assert not is_complete(tmp_path / "b.png")
+    np.save(tmp_path / "c.npy", np.zeros(3))
+    assert is_complete(tmp_path / "c.npy")
+    (tmp_path / "c.npy").write_bytes((tmp_path / "c.npy").read_bytes() + b"x")
+    assert not is_complete(tmp_path / "c.npy")
+
+
+@pytest.mark.parametrize("option", ["--low-alpha", "--high-alpha"])
+def test_a_seed_power_of_zero_is_refused_not_replaced_by_the_default(tmp_path, capsys, option):
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails(["train-affinity", "--images", tmp_path, "--cams", tmp_path, "--ids", tmp_path / "ids.txt", "--out", tmp_path / "a.pt", option, "0"],
+          capsys, option, "0 is outside (0.0, 256.0]")

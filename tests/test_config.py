@@ -146,3 +146,12 @@ def test_cross_field_rules_stay():
     with pytest.raises(ValueError, match="field output_stride is 8; known: 16, 32"):
         TrainConfig(output_stride=8)
     assert _parser(TrainConfig).parse_args(["--output-stride", "16", "--head-only"]).output_stride == 16
+
+
+def test_a_huge_whole_number_is_out_of_range_not_a_crash():
+    big = "1" + "0" * 400
+    with pytest.raises(argparse.ArgumentTypeError, match="is outside"):
+        number(int, 0, 10)(big)
+    assert number(int, 0)(big) == int(big)  # no upper bound: taken as it is
+    with pytest.raises(ValueError, match="recipe field seed is"):
+        Recipe(seed=2**1100)

@@ -345,7 +345,7 @@ def alpha_sweep(
     chosen on these images' ground truth, so ``ids`` must be held-out images, never the ids whose
     labels are scored."""
     from samcam.cam.files import load_cam
-    from samcam.io import read_image, read_label
+    from samcam.io import folder_ids, read_image, read_label
     from samcam.metrics import Evaluator
     from samcam.pipeline.cam import sweep_table
     from samcam.progress import progress_bar
@@ -356,6 +356,7 @@ def alpha_sweep(
     if len(set(alphas)) != len(alphas):
         raise ValueError(f"a background power is listed twice in {alphas}")
     cams, gt = Path(cams), Path(gt)
+    folder_ids(gt, ".png", "ground-truth", ids)  # every file there before any walk
     config, walk = _walker(checkpoint, config)
     evs = [Evaluator(spec, keep_per_image=False) for _ in alphas]
     for image_id in progress_bar(ids, desc="walk at each alpha", unit="img", progress=progress):

@@ -70,8 +70,8 @@ def merge_folders(
         raise ValueError(f"--missing-masks must be one of {MISSING_POLICIES}")
     if not masks.is_dir():
         raise FileNotFoundError(f"mask folder not found: {masks}")
-    refuse_suffix_variants(masks, COMPACT_SUFFIX, "compact mask")
     ids = folder_ids(pseudo, ".png", "pseudo-label", ids)
+    refuse_suffix_variants(masks, COMPACT_SUFFIX, "compact mask", ids)
     with claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
                       {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing}):  # fmt: skip
         todo = pending(ids, out)

@@ -67,7 +67,7 @@ class AffinityConfig:
     high_alpha: float = 32.0
     radius: int | None = 5  # None: the radius the affinity head was trained with (samcam.pipeline.affinity)
     alpha: float = 16.0
-    beta: float = setting(8.0, 0.0, MAX_POWER, "affinity power β (must be > 0)")
+    beta: float = setting(8.0, 0.0, MAX_POWER, "affinity power β", open_lo=True)
     steps: int = setting(256, 0, MAX_WALK_STEPS, "random-walk steps t")
 
     def __post_init__(self) -> None:
