@@ -315,9 +315,9 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
 
 
 def git_commit(path: str | os.PathLike = ".") -> str | None:
-    """The checkout's commit, with ``-dirty`` when anything outside ``results/`` differs from it (the
-    results a reproduce run is rewriting step by step do not make the code that writes them dirty);
-    ``None`` outside git."""
+    """The checkout's commit, with ``-dirty`` when anything outside ``results/`` differs from it, a new
+    file not yet added included (the results a reproduce run is rewriting step by step do not make the
+    code that writes them dirty; ignored files such as ``work/`` do not count); ``None`` outside git."""
     import subprocess
 
     try:
@@ -326,7 +326,7 @@ def git_commit(path: str | os.PathLike = ".") -> str | None:
         if not commit:
             return None
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], **run).stdout.strip()
-        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", top, f":(exclude){top}/results"], **run).stdout
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", top, f":(exclude){top}/results"], **run).stdout
         return commit + ("-dirty" if changes.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

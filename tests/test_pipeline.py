@@ -365,7 +365,18 @@ def test_git_commit_ignores_the_results_a_run_rewrites(tmp_path):
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert git_commit(tmp_path) == head
     (tmp_path / "results" / "table.csv").write_text("2\n")  # an earlier step of the same run rewrote a result
+    (tmp_path / "results" / "new.csv").write_text("3\n")
     assert git_commit(tmp_path / "results") == head
+    (tmp_path / ".gitignore").write_text("/work/\n")
+    subprocess.run([*git, "add", ".gitignore"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "y"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "cams.npy").write_text("x")  # an ignored file does not count
+    assert git_commit(tmp_path) == head
+    (tmp_path / "helper.py").write_text("b = 1\n")  # a new source file not yet added: the code differs from the commit
+    assert git_commit(tmp_path) == head + "-dirty"
+    (tmp_path / "helper.py").unlink()
     (tmp_path / "code.py").write_text("a = 2\n")  # the code differs from the commit
     assert git_commit(tmp_path) == head + "-dirty"
     assert git_commit(tmp_path / "nowhere") is None  # no such folder
