@@ -219,7 +219,7 @@ def _masks(p: argparse.ArgumentParser):
         from samcam.pipeline.workers import parse_devices
 
         shard, devices = parse_shard(a.shard), parse_devices(a.devices)
-        check_output(a.out, a.images, a.ids, a.checkpoint)
+        check_output(a.out, a.ids)  # run_masks checks the images and the checkpoint; the id list is the command's
         if a.threads:
             import torch
 
