@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from samcam.cam.nets import efficientnet_lite
+from samcam.seg.recipe import BACKBONES
 
-BACKBONES = ("lite0", "lite1", "lite2")
 
 
 class LiteFeatures(nn.Module):

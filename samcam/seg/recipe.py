@@ -19,6 +19,7 @@ from samcam.config import check_settings, setting
 IGNORE = 255
 PAD_VALUE = 127  # the backbone's mean: padded pixels become 0 after (x − 127) / 128
 OPTIMIZERS = ("adamw", "sgd")
+BACKBONES = ("lite0", "lite1", "lite2")  # EfficientNet-Lite variants (samcam.seg.model builds them)
 
 
 #: the largest seed (numpy's generators take seeds below 2**32... and a typo must not overflow torch's)
@@ -30,7 +31,7 @@ class Recipe:
     """Everything that determines a training run besides its data (each field's range and help are
     those of ``samcam train-seg``'s option, and a checkpoint's recipe is checked against them)."""
 
-    backbone: str = setting("lite0", choices=("lite0", "lite1", "lite2"), help="EfficientNet-Lite variant")
+    backbone: str = setting("lite0", choices=BACKBONES, help="EfficientNet-Lite variant")
     crop: int = setting(224, 32, 4096, "square crop size in pixels")
     scale_min: float = setting(0.5, 0.01, 8.0, "random scale range, low end")
     scale_max: float = setting(1.5, 0.01, 8.0, "random scale range, high end")
