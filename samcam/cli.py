@@ -690,6 +690,17 @@ def _train_affinity(p: argparse.ArgumentParser):
     return run
 
 
+def _image_index_of(images: str, ids: list[str]) -> dict:
+    """The image index of ``images``; ``FileNotFoundError`` naming the folder when an id has no image."""
+    from samcam.io import image_index
+
+    index = image_index(images)
+    missing = [i for i in ids if i not in index]
+    if missing:
+        raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+    return index
+
+
 @command("affinity", "AffinityNet's random walk: CAM files -> pseudo labels with a trained affinity head")
 def _affinity(p: argparse.ArgumentParser):
     from samcam.config import add_options
@@ -710,7 +721,7 @@ def _affinity(p: argparse.ArgumentParser):
     p.add_argument("--radius", type=_number(int, 2, 32), help="pair radius in cells (default: the radius the head was trained with; 5 with --gt-affinity)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.io import folder_ids, image_index
+        from samcam.io import folder_ids
         from samcam.outputs import check_output
         from samcam.pipeline.affinity import affinity_labels, ground_truth_walk_labels
         from samcam.refine.affinity import alphas_for_threshold
@@ -727,10 +738,7 @@ def _affinity(p: argparse.ArgumentParser):
             return 0
         if not a.images:
             raise ValueError("--images is needed with --checkpoint (the affinity head reads each image)")
-        index = image_index(a.images)
-        missing = [i for i in ids if i not in index]
-        if missing:
-            raise FileNotFoundError(f"{a.images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+        index = _image_index_of(a.images, ids)
         r = affinity_labels(index, a.cams, ids, a.checkpoint, a.out, cfg)
         print(r.line("labels"))
         return 0
@@ -753,17 +761,14 @@ def _affinity_sweep(p: argparse.ArgumentParser):
     p.add_argument("--csv", help="write the table here (one row per power; the best marked)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.io import folder_ids, image_index, write_text
+        from samcam.io import folder_ids, write_text
         from samcam.outputs import check_output
         from samcam.pipeline.affinity import alpha_sweep
 
         if a.csv:
             check_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids)
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
-        index = image_index(a.images)
-        missing = [i for i in ids if i not in index]
-        if missing:
-            raise FileNotFoundError(f"{a.images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+        index = _image_index_of(a.images, ids)
         df = alpha_sweep(index, a.cams, a.gt, ids, a.checkpoint, a.alphas, AffinityConfig(radius=None, beta=a.beta, steps=a.steps))
         print(df.assign(miou=(100 * df.miou).round(2)).round(2).to_string(index=False))
         best = df.loc[df.miou.idxmax()]
