@@ -47,7 +47,7 @@ def label_and_masks(draw):
 
 
 @settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=label_and_masks(), rule=st.sampled_from(RULES))
+@given(data=label_and_masks(), rule=st.sampled_from(list(RULES)))
 def test_vectorised_merge_equals_loop_reference(data, rule):
     label, masks, k = data
     expected = merge_loop(label, list(masks), k, rule)
@@ -129,7 +129,7 @@ def _by_hand(label, masks, k):
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=label_and_masks(), rule=st.sampled_from(RULES))
+@given(data=label_and_masks(), rule=st.sampled_from(list(RULES)))
 def test_every_mask_form_equals_loop_reference(data, rule):
     label, masks, k = data
     expected = merge_loop(label, list(masks), k, rule)

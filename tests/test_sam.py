@@ -43,7 +43,7 @@ def test_checkpoint_of_another_model_type_is_refused(mobile_sam_checkpoint):
 
 
 def test_every_model_type_has_a_builder():
-    assert MODEL_TYPES == ("vit_h", "vit_l", "vit_b", "vit_t")
+    assert list(MODEL_TYPES) == ["vit_h", "vit_l", "vit_b", "vit_t"]
     for t in MODEL_TYPES:
         assert callable(_registry(t))
     with pytest.raises(ValueError, match="unknown model type"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,7 @@ from samcam.cam.label import cam_to_label, maps_to_label, scores_to_label
 from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import open_image, read_label
-
-FORMATS = ("png", "irn_npy", "sipe_npy", "clipes_npy", "psa_npy", "l2g_png")
-
+from samcam.registry import lookup
 
 @dataclass(frozen=True)
 class Method:
@@ -99,10 +98,7 @@ def default_pseudo_dir(method: str, data: str | os.PathLike) -> Path:
 
 
 def get_method(name: str) -> Method:
-    for key, m in METHODS.items():
-        if key.lower() == name.lower():
-            return m
-    raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return lookup(METHODS, name, "method", fold_case=True)
 
 
 def _npy_dict(path: Path, required: tuple[str, ...]) -> dict:
@@ -120,13 +116,12 @@ def load_pseudo_label(folder: str | os.PathLike, image_id: str, fmt: str, thresh
     ``psa_npy``/``l2g_png`` images without any class map. Every error names the file.
     """
     folder = Path(folder)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    if fmt in ("irn_npy", "psa_npy", "l2g_png") and threshold is None:
+    spec_of = lookup(FORMATS, fmt, "format")
+    if spec_of.needs_threshold and threshold is None:
         raise ValueError(f"format {fmt} needs a background threshold")
-    source = folder / (f"{image_id}_<class>.png" if fmt == "l2g_png" else f"{image_id}.{'png' if fmt == 'png' else 'npy'}")
+    source = folder / spec_of.file.replace("{id}", image_id)
     try:
-        label = _load(folder, image_id, fmt, threshold, spec, shape, source)
+        label = _load(folder, image_id, spec_of, threshold, spec, shape, source)
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if msg.startswith(str(source)) else f"{source}: {msg}") from None
@@ -135,41 +130,80 @@ def load_pseudo_label(folder: str | os.PathLike, image_id: str, fmt: str, thresh
     return label
 
 
-def _load(folder: Path, image_id: str, fmt: str, threshold: float | None, spec: DatasetSpec, shape, source: Path) -> np.ndarray:
+def _png(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
+    return read_label(source, spec)
+
+
+def _irn_npy(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
+    d = load_cam(source)
+    return cam_to_label(d["high_res"], d["keys"], threshold, spec.n_classes)
+
+
+def _sipe_npy(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
+    d = _npy_dict(source, ("keys", "IS_CAM"))
+    return scores_to_label(score_maps(d["IS_CAM"], source, "IS_CAM"), class_keys(d["keys"], source, "keys"), spec.n_classes)
+
+
+def _clipes_npy(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
+    d = _npy_dict(source, ("keys", "attn_highres"))
+    cams = score_maps(d["attn_highres"], source, "attn_highres")
+    bg = 1.0 - cams.max(axis=0, keepdims=True)
+    return scores_to_label(np.concatenate([bg, cams]), np.concatenate([[0], class_keys(d["keys"], source, "keys") + 1]), spec.n_classes)
+
+
+def _psa_npy(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
+    d = load_object_npy(source)
+    if not isinstance(d, dict):
+        raise ValueError("expected a dict {class: map}")
+    keys = class_keys(list(d), source, "class keys")
+    return {int(k): score_maps(v, source, f"the map of class {k}") for k, v in zip(keys, d.values())}
+
+
+def _l2g_png(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
+    """``<id>_<class>.png``, one file per class (``_3`` and ``_03`` are the same class)."""
     n = spec.n_classes
-    if fmt == "png":
-        return read_label(source, spec)
-    if fmt == "irn_npy":
-        d = load_cam(source)
-        return cam_to_label(d["high_res"], d["keys"], threshold, n)
-    if fmt == "sipe_npy":
-        d = _npy_dict(source, ("keys", "IS_CAM"))
-        return scores_to_label(score_maps(d["IS_CAM"], source, "IS_CAM"), class_keys(d["keys"], source, "keys"), n)
-    if fmt == "clipes_npy":
-        d = _npy_dict(source, ("keys", "attn_highres"))
-        cams = score_maps(d["attn_highres"], source, "attn_highres")
-        bg = 1.0 - cams.max(axis=0, keepdims=True)
-        return scores_to_label(np.concatenate([bg, cams]), np.concatenate([[0], class_keys(d["keys"], source, "keys") + 1]), n)
-    if fmt == "psa_npy":
-        d = load_object_npy(source)
-        if not isinstance(d, dict):
-            raise ValueError("expected a dict {class: map}")
-        keys = class_keys(list(d), source, "class keys")
-        maps = {int(k): score_maps(v, source, f"the map of class {k}") for k, v in zip(keys, d.values())}
-    else:  # l2g_png: <id>_<class>.png, one file per class (``_3`` and ``_03`` are the same class)
-        maps, names = {}, {}
-        for p in sorted(folder.glob(f"{image_id}_*.png")):
-            m = re.fullmatch(rf"{re.escape(image_id)}_([0-9]+)\.png", p.name)
-            if m:
-                k = int(m.group(1))
-                if k > n - 2:  # 0-based foreground classes 0..n-2 (a huge number would overflow later)
-                    raise ValueError(f"{p}: class {m.group(1)[:20]} outside the foreground classes 0..{n - 2}")
-                if k in names:
-                    raise ValueError(f"{source}: two class maps for class {k}, {names[k]} and {p.name}; keep one")
-                names[k] = p.name
-                maps[k] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
-    if not maps and shape is None:
+    maps, names = {}, {}
+    for p in sorted(folder.glob(f"{image_id}_*.png")):
+        m = re.fullmatch(rf"{re.escape(image_id)}_([0-9]+)\.png", p.name)
+        if m:
+            k = int(m.group(1))
+            if k > n - 2:  # 0-based foreground classes 0..n-2 (a huge number would overflow later)
+                raise ValueError(f"{p}: class {m.group(1)[:20]} outside the foreground classes 0..{n - 2}")
+            if k in names:
+                raise ValueError(f"{source}: two class maps for class {k}, {names[k]} and {p.name}; keep one")
+            names[k] = p.name
+            maps[k] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
+    return maps
+
+
+@dataclass(frozen=True)
+class Format:
+    """A method's output format: the file an image's output is in (``{id}`` stands for the image id),
+    whether a background threshold is needed, and the reader, which returns a label, or for formats
+    of per-class maps the maps ``{0-based class: H × W}`` (thresholded by :func:`load_pseudo_label`)."""
+
+    file: str
+    needs_threshold: bool
+    read: Callable[[Path, str, float | None, DatasetSpec, Path], np.ndarray | dict]
+
+
+#: Output formats (the module docstring says what each holds).
+FORMATS: dict[str, Format] = {
+    "png": Format("{id}.png", False, _png),
+    "irn_npy": Format("{id}.npy", True, _irn_npy),
+    "sipe_npy": Format("{id}.npy", False, _sipe_npy),
+    "clipes_npy": Format("{id}.npy", False, _clipes_npy),
+    "psa_npy": Format("{id}.npy", True, _psa_npy),
+    "l2g_png": Format("{id}_<class>.png", True, _l2g_png),
+}
+
+
+def _load(folder: Path, image_id: str, fmt: Format, threshold: float | None, spec: DatasetSpec, shape, source: Path) -> np.ndarray:
+    out = fmt.read(folder, image_id, threshold, spec, source)
+    if isinstance(out, np.ndarray):
+        return out
+    if not out and shape is None:
         raise FileNotFoundError(f"{source}: no class maps found (and no image size to fall back to)")
-    return maps_to_label(maps, threshold, shape, n)
+    return maps_to_label(out, threshold, shape, spec.n_classes)
 
 

@@ -24,10 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from samcam.io import load_checkpoint, load_weights, sha256_file
-
-BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet50-irn")
-#: the ImageNet backbones samcam builds itself (IRN's ResNet-50 comes with its own checkpoint)
-EFFICIENTNETS = tuple(b for b in BACKBONES if b.startswith("efficientnet-lite"))
+from samcam.registry import lookup
 
 
 class CamNet(nn.Module):
@@ -201,27 +198,44 @@ def resnet50_irn(n_classes: int = 20, checkpoint: str | os.PathLike | None = Non
     return net
 
 
+def _irn_camnet(name: str, n_classes: int, checkpoint: str | os.PathLike | None, pretrained: bool,
+                output_stride: int | None) -> tuple[CamNet, int]:  # fmt: skip
+    if output_stride not in (None, 16):
+        raise ValueError("resnet50-irn has output stride 16 (IRN's layout)")
+    return resnet50_irn(n_classes, checkpoint), 16
+
+
+def _efficientnet_camnet(name: str, n_classes: int, checkpoint: str | os.PathLike | None, pretrained: bool,
+                         output_stride: int | None) -> tuple[CamNet, int]:  # fmt: skip
+    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    trained = checkpoint_config(ck, checkpoint).get("output_stride", 32) if ck is not None else None
+    if output_stride is None:
+        output_stride = trained or 32
+    elif trained is not None and trained != output_stride:
+        raise ValueError(f"{checkpoint}: trained at output stride {trained}, not {output_stride}")
+    net = efficientnet_lite(name.split("-")[1], n_classes, pretrained=pretrained and checkpoint is None, output_stride=output_stride)
+    if checkpoint is not None:
+        load_classifier(net, checkpoint, ck)
+    return net, output_stride
+
+
+#: CAM backbones: name -> its builder (name, n_classes, checkpoint, pretrained, output_stride) -> (net, output stride).
+BACKBONES = {
+    "efficientnet-lite0": _efficientnet_camnet,
+    "efficientnet-lite1": _efficientnet_camnet,
+    "efficientnet-lite2": _efficientnet_camnet,
+    "resnet50-irn": _irn_camnet,
+}
+#: the ImageNet backbones samcam builds itself (IRN's ResNet-50 comes with its own checkpoint)
+EFFICIENTNETS = tuple(name for name, build in BACKBONES.items() if build is _efficientnet_camnet)
+
+
 def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike | None = None, pretrained: bool = True,
                  output_stride: int | None = None) -> CamNet:  # fmt: skip
     """A CAM network by backbone name; ``checkpoint`` is a samcam classifier checkpoint (or, for
     ``resnet50-irn``, an IRN ``res50_cam.pth``). ``output_stride`` (16 or 32, EfficientNets only)
     defaults to the checkpoint's, else 32; a checkpoint trained at another stride is refused."""
-    if name == "resnet50-irn":
-        if output_stride not in (None, 16):
-            raise ValueError("resnet50-irn has output stride 16 (IRN's layout)")
-        net, output_stride = resnet50_irn(n_classes, checkpoint), 16
-    elif not name.startswith("efficientnet-lite") or name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    else:
-        ck = load_checkpoint(checkpoint) if checkpoint is not None else None
-        trained = checkpoint_config(ck, checkpoint).get("output_stride", 32) if ck is not None else None
-        if output_stride is None:
-            output_stride = trained or 32
-        elif trained is not None and trained != output_stride:
-            raise ValueError(f"{checkpoint}: trained at output stride {trained}, not {output_stride}")
-        net = efficientnet_lite(name.split("-")[1], n_classes, pretrained=pretrained and checkpoint is None, output_stride=output_stride)
-        if checkpoint is not None:
-            load_classifier(net, checkpoint, ck)
+    net, output_stride = lookup(BACKBONES, name, "backbone")(name, n_classes, checkpoint, pretrained, output_stride)
     net.provenance = {"backbone": name, "output_stride": output_stride,
                       "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
                       "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,

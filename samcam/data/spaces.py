@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from samcam.registry import lookup
+
 IGNORE_INDEX = 255
 
 
@@ -78,10 +80,7 @@ DATASETS: dict[str, DatasetSpec] = {"voc": VOC, "coco": COCO}
 
 def get_dataset(name: str) -> DatasetSpec:
     """Look up a dataset spec by name (``voc`` or ``coco``)."""
-    try:
-        return DATASETS[name.lower()]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+    return lookup(DATASETS, name, "dataset", fold_case=True)
 
 
 # ----------------------------------------------------------------------------- label maps

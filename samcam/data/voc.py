@@ -12,6 +12,7 @@ import numpy as np
 from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import read_ids, read_image, read_label
+from samcam.registry import lookup
 
 #: the split the paper's tables score: the VOC 2012 train ids whose JPEGs the shared data folder holds
 TRAIN_SPLIT = "train_with_images"
@@ -165,22 +166,29 @@ def one_hot(classes: Iterable[int], spec: DatasetSpec = VOC) -> np.ndarray:
     return vec
 
 
-LABEL_SOURCES = ("gt", "cls_labels", "xml")
+def _labels_gt(tree: VocTree, ids: list[str], cls_labels: str | os.PathLike | None) -> dict[str, np.ndarray]:
+    return {i: labels_from_mask(tree.read_gt(i), tree.spec) for i in ids}
+
+
+def _labels_xml(tree: VocTree, ids: list[str], cls_labels: str | os.PathLike | None) -> dict[str, np.ndarray]:
+    return {i: tree.image_labels_xml(i) for i in ids}
+
+
+def _labels_cls(tree: VocTree, ids: list[str], cls_labels: str | os.PathLike | None) -> dict[str, np.ndarray]:
+    if cls_labels is None:
+        raise ValueError("--labels cls_labels needs the path of cls_labels.npy (--cls-labels)")
+    table = load_cls_labels(cls_labels, tree.spec)
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise KeyError(f"{cls_labels}: no labels for {len(missing)} ids, e.g. {missing[0]}")
+    return {i: table[i] for i in ids}
+
+
+#: Where an image's classes come from: its ground-truth mask, IRN's ``cls_labels.npy``, or its annotation XML.
+LABEL_SOURCES = {"gt": _labels_gt, "cls_labels": _labels_cls, "xml": _labels_xml}
 
 
 def image_labels(tree: VocTree, ids: list[str], source: str = "gt", cls_labels: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Foreground classes (1-based) of each id from ground-truth masks, IRN's ``cls_labels.npy`` or
     the VOC annotation XMLs. Only which classes occur is used, never where (the WSSS setting)."""
-    if source == "gt":
-        return {i: labels_from_mask(tree.read_gt(i), tree.spec) for i in ids}
-    if source == "xml":
-        return {i: tree.image_labels_xml(i) for i in ids}
-    if source == "cls_labels":
-        if cls_labels is None:
-            raise ValueError("--labels cls_labels needs the path of cls_labels.npy (--cls-labels)")
-        table = load_cls_labels(cls_labels, tree.spec)
-        missing = [i for i in ids if i not in table]
-        if missing:
-            raise KeyError(f"{cls_labels}: no labels for {len(missing)} ids, e.g. {missing[0]}")
-        return {i: table[i] for i in ids}
-    raise ValueError(f"unknown label source {source!r}; known: {', '.join(LABEL_SOURCES)}")
+    return lookup(LABEL_SOURCES, source, "label source")(tree, ids, cls_labels)

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samcam.registry import lookup
 from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, pack_masks
 
-RULES = ("max_iou", "max_iou_imp", "max_iou_imp2")
+#: The paper repository's rules: (whether the coverage test is on, whether uncovered CAM pixels keep their class).
+RULES: dict[str, tuple[bool, bool]] = {"max_iou": (False, False), "max_iou_imp": (False, True), "max_iou_imp2": (True, True)}
 DEFAULT_RULE = "max_iou_imp2"
 
 
@@ -51,8 +53,7 @@ class MergeRule:
     keep_uncovered: bool = True  # C \ U keeps label c
 
     def __post_init__(self) -> None:
-        if self.name not in RULES:
-            raise ValueError(f"unknown merge rule {self.name!r}; known: {', '.join(RULES)}")
+        lookup(RULES, self.name, "merge rule")
         if not 0.0 <= self.majority <= 1.0:
             raise ValueError(f"majority {self.majority} outside [0, 1]")
         if self.coverage is not None and not 0.0 <= self.coverage <= 1.0:
@@ -61,13 +62,8 @@ class MergeRule:
     @classmethod
     def named(cls, name: str, majority: float = 0.5, coverage: float = 0.85) -> MergeRule:
         """The repository's rule ``name`` with the given thresholds."""
-        if name == "max_iou":
-            return cls(name, majority, None, False)
-        if name == "max_iou_imp":
-            return cls(name, majority, None, True)
-        if name == "max_iou_imp2":
-            return cls(name, majority, coverage, True)
-        raise ValueError(f"unknown merge rule {name!r}; known: {', '.join(RULES)}")
+        coverage_test, keep_uncovered = lookup(RULES, name, "merge rule")
+        return cls(name, majority, coverage if coverage_test else None, keep_uncovered)
 
 
 @dataclass

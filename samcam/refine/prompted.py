@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samcam.registry import lookup
+
 PROMPTS = ("box", "point", "box+point", "box+point+neg", "point+neg")
 SELECT = ("overlap", "score", "both")
 
@@ -34,10 +36,8 @@ class PromptConfig:
     min_area: int = 100
 
     def __post_init__(self) -> None:
-        if self.prompts not in PROMPTS:
-            raise ValueError(f"unknown prompts {self.prompts!r}; known: {', '.join(PROMPTS)}")
-        if self.select not in SELECT:
-            raise ValueError(f"unknown select {self.select!r}; known: {', '.join(SELECT)}")
+        lookup(PROMPTS, self.prompts, "prompts")
+        lookup(SELECT, self.select, "select")
 
 
 @dataclass

@@ -28,6 +28,8 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +43,10 @@ OFFICIAL_HEADER = [
     "id", "area", "bbox_x0", "bbox_y0", "bbox_w", "bbox_h", "point_input_x", "point_input_y",
     "predicted_iou", "stability_score", "crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h",
 ]  # fmt: skip
-FORMATS = ("compact", "official")
 
 
 from samcam.progress import say_once
+from samcam.registry import lookup
 from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, packed_row_bytes, plain_number, size_known
 
 # ----------------------------------------------------------------------------- compact format
@@ -455,25 +457,51 @@ def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
 # ----------------------------------------------------------------------------- a folder of mask sets
 
 
+def _official_lean(folder: Path) -> tuple[PackedMasks, object]:
+    return read_official_packed(folder), _side_meta(folder).get("meta")
+
+
+@dataclass(frozen=True)
+class MaskFormat:
+    """An on-disk mask format: the entry an image's set is stored as (``{id}`` stands for the id),
+    whether that entry is a file or a folder, and its writer, full reader and lean reader (the masks
+    alone, as :class:`MaskRuns` or :class:`PackedMasks`, plus the recorded ``meta``)."""
+
+    entry: str
+    is_folder: bool
+    write: Callable[[Path, MaskSet], None]
+    read: Callable[[Path], MaskSet]
+    read_lean: Callable[[Path], tuple[MaskRuns | PackedMasks, object]]
+
+    def exists(self, path: Path) -> bool:
+        return path.is_dir() if self.is_folder else path.is_file()
+
+
+#: Mask formats: samcam's compact gzip file, or segment-anything's ``amg.py`` folder of PNGs + metadata.csv.
+FORMATS: dict[str, MaskFormat] = {
+    "compact": MaskFormat("{id}" + COMPACT_SUFFIX, False, write_compact, read_compact, _read_compact_runs),
+    "official": MaskFormat("{id}", True, write_official, read_official, _official_lean),
+}
+
+
 class MaskStore:
     """A folder of per-image mask sets in either on-disk format (auto-detected when reading)."""
 
     def __init__(self, root: str | os.PathLike, fmt: str | None = None) -> None:
         self.root = Path(root)
-        if fmt is not None and fmt not in FORMATS:
-            raise ValueError(f"unknown mask format {fmt!r}; known: {', '.join(FORMATS)}")
+        if fmt is not None:
+            lookup(FORMATS, fmt, "mask format")
         self.fmt = fmt
 
     def path(self, image_id: str, fmt: str | None = None) -> Path:
-        fmt = fmt or self.fmt or "compact"
         check_id(image_id, self.root)
-        return self.root / (f"{image_id}{COMPACT_SUFFIX}" if fmt == "compact" else image_id)
+        return self.root / FORMATS[fmt or self.fmt or "compact"].entry.replace("{id}", image_id)
 
     def format_of(self, image_id: str) -> str | None:
         """The format ``image_id`` is stored in, or ``None`` if it has no mask set here; a
         ``ValueError`` when it has one in each format (which one is meant cannot be told)."""
         formats = [self.fmt] if self.fmt else list(FORMATS)
-        found = [fmt for fmt in formats if (self.path(image_id, fmt).is_file() if fmt == "compact" else self.path(image_id, fmt).is_dir())]
+        found = [fmt for fmt in formats if FORMATS[fmt].exists(self.path(image_id, fmt))]
         if len(found) > 1:
             raise ValueError(f"{self.root}: {image_id} has two mask sets, {self.path(image_id, 'compact').name} and {image_id}/; keep one")
         return found[0] if found else None
@@ -496,7 +524,7 @@ class MaskStore:
         if fmt is None:
             raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
         path = self.path(image_id, fmt)
-        ms = read_compact(path) if fmt == "compact" else read_official(path)
+        ms = FORMATS[fmt].read(path)
         _check_image_id(ms.meta, image_id, path)
         if shape is not None:
             ms.check_shape(shape, path)
@@ -510,10 +538,7 @@ class MaskStore:
         if fmt is None:
             raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
         path = self.path(image_id, fmt)
-        if fmt == "compact":
-            masks, meta = _read_compact_runs(path)
-        else:
-            masks, meta = read_official_packed(path), _side_meta(path).get("meta")
+        masks, meta = FORMATS[fmt].read_lean(path)
         _check_image_id(meta, image_id, path)
         if shape is not None and size_known(len(masks), masks.shape) and masks.shape != tuple(shape):
             raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
@@ -521,10 +546,7 @@ class MaskStore:
 
     def write(self, image_id: str, ms: MaskSet) -> Path:
         p = self.path(image_id)
-        if (self.fmt or "compact") == "compact":
-            write_compact(p, ms)
-        else:
-            write_official(p, ms)
+        FORMATS[self.fmt or "compact"].write(p, ms)
         return p
 
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from samcam.registry import lookup
 from samcam.sam.masks import MaskSet
 
-MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
+#: SAM model types: the package whose ``sam_model_registry`` builds each (MobileSAM for ``vit_t``).
+MODEL_TYPES: dict[str, str] = {"vit_h": "segment_anything", "vit_l": "segment_anything", "vit_b": "segment_anything", "vit_t": "mobile_sam"}
 GENERATORS = ("fast", "official")
 
 #: The official automatic-mask-generator defaults (segment-anything's SamAutomaticMaskGenerator).
@@ -44,17 +46,13 @@ def default_device() -> str:
 
 
 def _registry(model_type: str) -> Callable[..., Any]:
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}")
-    if model_type == "vit_t":
-        import warnings
+    import importlib
+    import warnings
 
-        with warnings.catch_warnings():  # mobile_sam re-registers timm names and imports deprecated paths
-            warnings.simplefilter("ignore")
-            from mobile_sam import sam_model_registry
-    else:
-        from segment_anything import sam_model_registry
-    return sam_model_registry[model_type]
+    package = lookup(MODEL_TYPES, model_type, "model type")
+    with warnings.catch_warnings():  # mobile_sam re-registers timm names and imports deprecated paths
+        warnings.simplefilter("ignore")
+        return importlib.import_module(package).sam_model_registry[model_type]
 
 
 def build_sam(model_type: str = "vit_t", checkpoint: str | os.PathLike | None = None, device: str | None = None):
@@ -93,8 +91,7 @@ class MaskGenerator:
     """``generate(image) -> MaskSet`` with either the official or samcam's fast generator."""
 
     def __init__(self, model, generator: str = "fast", **settings: Any) -> None:
-        if generator not in GENERATORS:
-            raise ValueError(f"unknown generator {generator!r}; known: {', '.join(GENERATORS)}")
+        lookup(GENERATORS, generator, "generator")
         self.settings = amg_settings(**settings)
         self.generator = generator
         if generator == "official":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samcam.io import atomic_path, sha256_file
+from samcam.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,7 @@ def home() -> Path:
 
 
 def get_checkpoint(name: str) -> Checkpoint:
-    try:
-        return CHECKPOINTS[name]
-    except KeyError:
-        raise KeyError(f"unknown checkpoint {name!r}; known: {', '.join(CHECKPOINTS)}") from None
+    return lookup(CHECKPOINTS, name, "checkpoint")
 
 
 def cached_path(name: str) -> Path | None:

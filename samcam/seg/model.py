@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from samcam.cam.nets import efficientnet_lite
+from samcam.registry import lookup
 from samcam.seg.recipe import BACKBONES
 
 
@@ -89,8 +90,7 @@ class SegNet(nn.Module):
     def __init__(self, backbone: str = "lite0", n_classes: int = 21, pretrained: bool = True, head_channels: int = 128,
                  freeze_early: bool = False) -> None:  # fmt: skip
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
+        lookup(BACKBONES, backbone, "backbone")
         cam_net = efficientnet_lite(backbone, pretrained=pretrained)
         self.backbone = LiteFeatures(cam_net.backbone.net)
         if freeze_early:
