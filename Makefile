@@ -35,9 +35,10 @@ demo: venv weights
 reproduce: venv weights
 	$(VENV)/bin/samcam reproduce
 
-bench: venv
-	$(PY) benchmarks/bench_eval.py
-	$(PY) benchmarks/bench_merge.py
+# The CPU benchmarks, each a reproduce step (notebooks/reproduce.yml), on a clean commit and an idle machine;
+# bench_merge_e2e needs the paper's code checked out in ../baselines/SAM_WSSS and pip install -e .[bench].
+bench: venv weights
+	$(VENV)/bin/samcam reproduce --only bench_eval bench_merge bench_merge_e2e bench_generator_cpu bench_modes_cpu
 
 # Mutation testing ([tool.mutmut] in pyproject.toml: every module that decides a number); folds the run
 # into results/mutation/ (scripts/mutation_report.py). All modules take many hours on 2 cores: run parts

@@ -570,7 +570,7 @@ def _demo(p: argparse.ArgumentParser):
     return run
 
 
-@command("reproduce", "run the configured steps (notebooks via papermill, samcam commands) whose outputs are not current")
+@command("reproduce", "run the configured steps (notebooks via papermill, samcam commands, benchmark scripts) whose outputs are not current")
 def _reproduce(p: argparse.ArgumentParser):
     p.add_argument("--config", help="reproduce YAML (default notebooks/reproduce.yml)")
     p.add_argument("--only", nargs="*", help="step names to run")

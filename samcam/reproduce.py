@@ -1,10 +1,12 @@
 """Running the parameterised notebooks with papermill, and ``samcam reproduce``.
 
-A reproduce configuration (YAML) lists steps. Each runs either a notebook with its parameters or a
-``samcam`` command (``command: [masks, --images, ...]``, run from the checkout), and names the inputs
-it reads and the outputs it writes. After a run, a stamp beside the executed notebook
+A reproduce configuration (YAML) lists steps. Each runs one of: a notebook with its parameters, a
+``samcam`` command (``command: [masks, --images, ...]``, run from the checkout), or one of the
+checkout's scripts (``script: [benchmarks/bench_eval.py, ...]``: a Python file under ``benchmarks/``
+or ``scripts/``, run with samcam's interpreter from the checkout); and it names the inputs it reads
+and the outputs it writes. After a run, a stamp beside the executed notebook
 (``<runs>/<name>.params.json``) records the step's definition and the content fingerprints
-(:func:`samcam.outputs.fingerprint`) of its inputs, its notebook and its outputs. A step is *current*,
+(:func:`samcam.outputs.fingerprint`) of its inputs, its notebook or script and its outputs. A step is *current*,
 and skipped, when that stamp matches: same definition, same input and notebook contents, and outputs
 untouched since. File times play no part, so a fresh clone (whose files all carry the checkout's time)
 and a moved checkout judge a step as the machine that ran it did. samcam's own code is not
@@ -27,6 +29,8 @@ from typing import Any
 from samcam.io import REPO, check_id, data_root
 
 NOTEBOOKS = REPO / "notebooks"
+#: the checkout's folders whose Python files a ``script`` step may run
+SCRIPT_FOLDERS = ("benchmarks", "scripts")
 RUNS = REPO / "results" / "runs"
 DEFAULT_CONFIG = NOTEBOOKS / "reproduce.yml"
 
@@ -119,11 +123,21 @@ class Step:
     outputs: list[str]
     command: list[str] | None = None  # a samcam command's arguments (run from the checkout) instead of a notebook
     long: str | None = None  # the expected time of a long step: it runs only when named or with --long
+    script: list[str] | None = None  # a checkout script and its arguments, instead of a notebook
 
     @property
     def what(self) -> str:
-        """What the step runs, in a plan's words: the notebook's name or ``samcam <command>``."""
-        return self.notebook if self.command is None else f"samcam {self.command[0]}"
+        """What the step runs, in a plan's words: the notebook's name, ``samcam <command>`` or ``python <script>``."""
+        if self.command is not None:
+            return f"samcam {self.command[0]}"
+        return f"python {self.script[0]}" if self.script is not None else self.notebook
+
+    @property
+    def code(self) -> Path | None:
+        """The file whose content the stamp fingerprints beside the inputs: the notebook or the script."""
+        if self.script is not None:
+            return REPO / self.script[0]
+        return NOTEBOOKS / self.notebook if self.notebook is not None else None
 
 
 def _plain_loader():
@@ -163,14 +177,14 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             raise ValueError(f"{path}: step {i} is not a mapping")
         if "name" not in s:
             raise ValueError(f"{path}: step {i} lacks name")
-        if ("notebook" in s) == ("command" in s):
-            raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook and command")
-        unknown = sorted(set(s) - {"name", "notebook", "command", "parameters", "inputs", "outputs", "long"})
+        if sum(k in s for k in ("notebook", "command", "script")) != 1:
+            raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook, command and script")
+        unknown = sorted(set(s) - {"name", "notebook", "command", "script", "parameters", "inputs", "outputs", "long"})
         if unknown:
             raise ValueError(f"{path}: step {i} ({s['name']}) has unknown keys {', '.join(map(str, unknown))}")
         s = _expand(s, env)
         check_id(s["name"], f"{path}: step {i} name")  # the executed notebook is runs/<name>.ipynb
-        for key, kind in (("notebook", str), ("command", list), ("parameters", dict), ("inputs", list), ("outputs", list), ("long", str)):
+        for key, kind in (("notebook", str), ("command", list), ("script", list), ("parameters", dict), ("inputs", list), ("outputs", list), ("long", str)):
             if key in s and not isinstance(s[key], kind):
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
         for key in ("inputs", "outputs"):
@@ -182,10 +196,12 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         where = f"{path}: step {i} ({s['name']})"
         if "notebook" in s:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
-        else:
+        elif "command" in s:
             _check_command(s["command"], s.get("parameters"), s.get("outputs", []), where)
+        else:
+            _check_script(s["script"], s.get("parameters"), s.get("outputs", []), where)
         steps.append(Step(s["name"], s.get("notebook"), s.get("parameters", {}), s.get("inputs", []), s.get("outputs", []),
-                          s.get("command"), s.get("long")))  # fmt: skip
+                          s.get("command"), s.get("long"), s.get("script")))  # fmt: skip
     owner: dict[str, str] = {}
     for step in steps:  # one output, one step: two steps (or one twice) writing a file cannot both be current
         for out in step.outputs:
@@ -219,17 +235,36 @@ def _check_command(command: list, parameters: object, outputs: list, where: str)
         raise ValueError(f"{where} command must be a non-empty list of non-empty strings, e.g. [masks, --images, ...]")
     if command[0] not in COMMANDS or command[0] in ("reproduce", "demo"):
         raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - {'reproduce', 'demo'}))}")
+    _check_arguments(command, parameters, outputs, where, "command")
+
+
+def _check_script(script: list, parameters: object, outputs: list, where: str) -> None:
+    """A script step's arguments: non-empty strings, the first a Python file of the checkout under
+    one of :data:`SCRIPT_FOLDERS`; its outputs as a command step's (:func:`_check_arguments`)."""
+    if not script or not all(isinstance(a, str) and a and "\x00" not in a for a in script):
+        raise ValueError(f"{where} script must be a non-empty list of non-empty strings, e.g. [benchmarks/bench_eval.py]")
+    parts = Path(script[0]).parts
+    if Path(script[0]).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] not in SCRIPT_FOLDERS or not script[0].endswith(".py"):
+        raise ValueError(f"{where} script {script[0]!r} must be a Python file of the checkout under {' or '.join(f + '/' for f in SCRIPT_FOLDERS)}")
+    if not (REPO / script[0]).is_file():
+        raise ValueError(f"{where} script {script[0]!r} is not a file of this checkout")
+    _check_arguments(script, parameters, outputs, where, "script")
+
+
+def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:
+    """A command or script step takes no notebook parameters and writes only inside the checkout, and
+    only what it declares (every output option's value is one of its ``outputs``)."""
     if parameters:
-        raise ValueError(f"{where}: parameters are a notebook's; a command step's settings are its arguments")
+        raise ValueError(f"{where}: parameters are a notebook's; a {kind} step's settings are its arguments")
     for out in outputs:
         if Path(out).is_absolute() or ".." in Path(out).parts:
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
-    glued = [a for a in command[1:] if a.startswith("--") and "=" in a]
+    glued = [a for a in argv[1:] if a.startswith("--") and "=" in a]
     if glued:  # --out=x would pass the check below unseen
-        raise ValueError(f"{where} command argument {glued[0]!r}: give an option and its value as two items ([--out, path])")
-    for option, value in zip(command, command[1:]):
+        raise ValueError(f"{where} {kind} argument {glued[0]!r}: give an option and its value as two items ([--out, path])")
+    for option, value in zip(argv, argv[1:]):
         if option in OUTPUT_OPTIONS and os.path.normpath(value) not in {os.path.normpath(o) for o in outputs}:
-            raise ValueError(f"{where} command writes {option} {value}, which is not among its outputs")
+            raise ValueError(f"{where} {kind} writes {option} {value}, which is not among its outputs")
 
 
 def stamp(step: Step) -> dict:
@@ -240,20 +275,22 @@ def stamp(step: Step) -> dict:
 
     if step.command is not None:
         return {"command": relocate(step.command, REPO)}
+    if step.script is not None:
+        return {"script": relocate(step.script, REPO)}
     return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
 
 
 def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = ("inputs", "notebook", "outputs")) -> dict:
-    """The content fingerprints a stamp records: every input, the notebook (of a notebook step) and
-    every output (``None`` for one that is absent), keyed by the path as the config names it, written
+    """The content fingerprints a stamp records: every input, the notebook (of a notebook step) or the
+    script (of a script step), and every output (``None`` for one that is absent), keyed by the path as the config names it, written
     as :func:`samcam.outputs.relocate_text` writes it (so the keys match in any checkout)."""
     from samcam.outputs import fingerprint, relocate_text
 
     root = REPO if root is None else root
     prints = {kind: {relocate_text(p, REPO): fingerprint(root / p) for p in paths}
               for kind, paths in (("inputs", step.inputs), ("outputs", step.outputs)) if kind in kinds}  # fmt: skip
-    if step.notebook is not None and "notebook" in kinds:
-        prints["notebook"] = fingerprint(NOTEBOOKS / step.notebook)
+    if step.code is not None and "notebook" in kinds:
+        prints["script" if step.script is not None else "notebook"] = fingerprint(step.code)
     return prints
 
 
@@ -298,7 +335,9 @@ def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -
         return f"stale (output {missing[0]} missing)"
     old = read_record(stamp_file, "reproduce stamp", f"remove it to rerun step {step.name}")
     if {k: v for k, v in old.items() if k not in ("fingerprints", "commit")} != stamp(step):
-        return "stale (notebook or parameters changed)" if step.command is None else "stale (command changed)"
+        if step.command is not None or step.script is not None:
+            return f"stale ({'command' if step.command is not None else 'script arguments'} changed)"
+        return "stale (notebook or parameters changed)"
     recorded = old.get("fingerprints")
     if not isinstance(recorded, dict):
         return "stale (run before samcam fingerprinted a step's inputs)"
@@ -306,14 +345,14 @@ def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -
         now = fingerprints(step, root)
     except (OSError, ValueError) as e:  # a dangling link or a pipe inside a folder: a state, not a crash
         return f"stale (cannot read an input or output: {e})"
-    for kind, label in (("inputs", "input"), ("notebook", "notebook"), ("outputs", "output")):
+    for kind, label in (("inputs", "input"), ("notebook", "notebook"), ("script", "script"), ("outputs", "output")):
         was, is_ = recorded.get(kind), now.get(kind)
         if isinstance(is_, dict):
             changed = [k for k in is_ if not isinstance(was, dict) or was.get(k) != is_[k]]
             if changed:
                 return f"stale ({label} {changed[0]} changed since the last run)"
         elif was != is_:
-            return f"stale ({label} {step.notebook} changed since the last run)"
+            return f"stale ({label} {step.code.relative_to(REPO) if step.script is not None else step.notebook} changed since the last run)"
     return "current"
 
 
@@ -377,6 +416,18 @@ def run_command(step: Step) -> None:
         raise RuntimeError(f"step {step.name}: samcam {step.command[0]} exited with status {rc}")
 
 
+def run_script(step: Step) -> None:
+    """Run a script step: samcam's interpreter on the script, from the checkout, with the checkout on
+    ``PYTHONPATH`` (so the package need not be installed); a ``RuntimeError`` naming the step when it fails."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    rc = subprocess.call([sys.executable, *step.script], cwd=REPO, env=env)
+    if rc != 0:
+        raise RuntimeError(f"step {step.name}: python {step.script[0]} exited with status {rc}")
+
+
 def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
               runs: Path | None = None, log=None, long: bool = False, allow_dirty: bool = False) -> list[tuple[str, str]]:  # fmt: skip
     """Run every stale step of ``config`` (executed notebooks go to ``results/runs/``); ``log`` (e.g.
@@ -423,11 +474,11 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
             log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.what}" + (f" (long: {step.long})" if step.long else ""))
         t0 = time.perf_counter()
         before = taken_before(step)
-        if step.command is None:
+        if step.notebook is not None:
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
         else:
             runs.mkdir(parents=True, exist_ok=True)
-            run_command(step)
+            run_command(step) if step.command is not None else run_script(step)
         write_text(runs / f"{step.name}.params.json", json.dumps(full_stamp(step, before=before), indent=1))
         report.append((step.name, f"ran in {time.perf_counter() - t0:.0f} s"))
         ran = True

@@ -970,7 +970,7 @@ def test_a_full_disk_names_the_output(tmp_path, capsys, monkeypatch):
     fails(args, capsys, "a.png", "No space left on device")
 
 @pytest.mark.parametrize("text,needle", [("steps: [\n", "not a readable YAML"), ("- a\n- b\n", "a 'steps' list"),
-                                         ("steps:\n  - 3\n", "step 0 is not a mapping"), ("steps:\n  - name: x\n", "needs exactly one of notebook and command")])
+                                         ("steps:\n  - 3\n", "step 0 is not a mapping"), ("steps:\n  - name: x\n", "needs exactly one of notebook, command and script")])
 def test_malformed_reproduce_config(tmp_path, capsys, text, needle):
     (tmp_path / "r.yml").write_text(text)
     fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", needle)
