@@ -12,16 +12,8 @@ from pyflakes.reporter import Reporter
 
 from samcam.reproduce import NOTEBOOKS
 
-#: notebooks whose cleanup waits for their reproduce step's next run: a notebook's content is part of
-#: its step's stamp, so editing it makes the committed results stale until the step reruns (the
-#: prompted ablation 16 min on the 2-core CPU). Strict: an edited one fails here.
-PROMPTED = "05_prompted_ablation.ipynb"
-RERUN = {PROMPTED: "rerun of prompted_transcam (16 min)"}
-
-
-def _names(*pending: str) -> list:
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"cleanup waits for the {RERUN[n]}")) if n in pending else n
-            for n in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))]  # fmt: skip
+def _names() -> list[str]:
+    return sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 
 
 def _code(name: str, parameters: bool = True) -> str:
@@ -30,7 +22,7 @@ def _code(name: str, parameters: bool = True) -> str:
     return "\n\n".join(c.source for c in cells)
 
 
-@pytest.mark.parametrize("name", _names(PROMPTED))
+@pytest.mark.parametrize("name", _names())
 def test_a_notebook_imports_only_what_it_uses_and_uses_only_what_it_defines(name):
     out, err = io.StringIO(), io.StringIO()
     check(_code(name), name, Reporter(out, err))
@@ -38,7 +30,7 @@ def test_a_notebook_imports_only_what_it_uses_and_uses_only_what_it_defines(name
     assert problems == []
 
 
-@pytest.mark.parametrize("name", _names(PROMPTED))
+@pytest.mark.parametrize("name", _names())
 def test_a_notebook_leaves_the_data_folder_layout_to_voctree(name):
     """Outside the parameters cell (whose comments and strings document the defaults)."""
     code_lines = [line.split("#", 1)[0] for line in _code(name, parameters=False).splitlines()]
