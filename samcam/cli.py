@@ -204,10 +204,12 @@ def _amg_kwargs(a: argparse.Namespace) -> dict:
 
 @command("masks", "generate SAM 'segment everything' masks for a folder of images (resumable)")
 def _masks(p: argparse.ArgumentParser):
+    from samcam.sam.mask_files import FORMATS as MASK_FORMATS
+
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg or .png)")
     p.add_argument("--out", required=True, help="mask folder (created; ids already there are skipped)")
     ids_option(p, "the images to process; default: every image in --images", required=False)
-    p.add_argument("--format", default="compact", choices=["compact", "official"], help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
+    p.add_argument("--format", default="compact", choices=MASK_FORMATS, help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
     p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based); auto: this task's part of a SLURM job array")
     p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")

@@ -13,6 +13,8 @@ import math
 from dataclasses import MISSING, field, fields
 from typing import Any
 
+from samcam.registry import lookup
+
 
 def _interval(lo, hi, open_lo: bool) -> str:
     return f"{'(' if open_lo else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
@@ -65,7 +67,7 @@ def check_settings(obj, what: str) -> None:
             if not _inside(v, m["lo"], m["hi"], m["open_lo"]):
                 raise ValueError(f"{what} field {f.name} is {v!r}, expected a finite number in {_interval(m['lo'], m['hi'], m['open_lo'])}")
         if m["choices"] is not None and v not in m["choices"]:
-            raise ValueError(f"{what} field {f.name} is {v!r}; known: {', '.join(map(str, m['choices']))}")
+            lookup(m["choices"], v, f"{what} field {f.name}")  # raises: unknown ... known: ...
 
 
 def add_options(p, cls, only: tuple[str, ...] | None = None) -> None:

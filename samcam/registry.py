@@ -41,4 +41,4 @@ def lookup(table: Any, name: object, what: str, *, fold_case: bool = False) -> A
             for key in table:
                 if key.lower() == name.lower():
                     return table[key] if isinstance(table, Mapping) else key
-    raise UnknownName(f"unknown {what} {name!r}; known: {', '.join(table)}")
+    raise UnknownName(f"unknown {what} {name!r}; known: {', '.join(map(str, table))}")

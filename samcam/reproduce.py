@@ -2,9 +2,8 @@
 
 A reproduce configuration (YAML) lists steps. Each runs one of: a notebook with its parameters, a
 ``samcam`` command (``command: [masks, --images, ...]``, run from the checkout), or one of the
-checkout's scripts (``script: [benchmarks/bench_eval.py, ...]``: a Python file under ``benchmarks/``
-or ``scripts/``, run with samcam's interpreter from the checkout); and it names the inputs it reads
-and the outputs it writes. After a run, a stamp beside the executed notebook
+checkout's benchmark scripts (``script: [benchmarks/bench_eval.py, ...]``, run with samcam's
+interpreter from the checkout); and it names the inputs it reads and the outputs it writes. After a run, a stamp beside the executed notebook
 (``<runs>/<name>.params.json``) records the step's definition and the content fingerprints
 (:func:`samcam.outputs.fingerprint`) of its inputs, its notebook or script and its outputs. A step is *current*,
 and skipped, when that stamp matches: same definition, same input and notebook contents, and outputs
@@ -29,8 +28,8 @@ from typing import Any
 from samcam.io import REPO, check_id, data_root
 
 NOTEBOOKS = REPO / "notebooks"
-#: the checkout's folders whose Python files a ``script`` step may run
-SCRIPT_FOLDERS = ("benchmarks", "scripts")
+#: the checkout's folder whose Python files a ``script`` step may run (the benchmarks)
+SCRIPTS = REPO / "benchmarks"
 RUNS = REPO / "results" / "runs"
 DEFAULT_CONFIG = NOTEBOOKS / "reproduce.yml"
 
@@ -139,6 +138,12 @@ class Step:
             return REPO / self.script[0]
         return NOTEBOOKS / self.notebook if self.notebook is not None else None
 
+    @property
+    def helpers(self) -> list[Path]:
+        """What a script shares with the scripts beside it (``_*.py`` in its folder, e.g. the benchmarks'
+        ``_common.py``): fingerprinted with it, since a change there changes what the script writes."""
+        return sorted(self.code.parent.glob("_*.py")) if self.script is not None else []
+
 
 def _plain_loader():
     """A safe YAML loader that refuses anchors' aliases: a few hundred bytes of nested aliases expand
@@ -199,7 +204,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         elif "command" in s:
             _check_command(s["command"], s.get("parameters"), s.get("outputs", []), where)
         else:
-            _check_script(s["script"], s.get("parameters"), s.get("outputs", []), where)
+            _check_script(s["script"], s.get("parameters"), s.get("inputs", []), s.get("outputs", []), where)
         steps.append(Step(s["name"], s.get("notebook"), s.get("parameters", {}), s.get("inputs", []), s.get("outputs", []),
                           s.get("command"), s.get("long"), s.get("script")))  # fmt: skip
     owner: dict[str, str] = {}
@@ -238,16 +243,25 @@ def _check_command(command: list, parameters: object, outputs: list, where: str)
     _check_arguments(command, parameters, outputs, where, "command")
 
 
-def _check_script(script: list, parameters: object, outputs: list, where: str) -> None:
-    """A script step's arguments: non-empty strings, the first a Python file of the checkout under
-    one of :data:`SCRIPT_FOLDERS`; its outputs as a command step's (:func:`_check_arguments`)."""
+def _check_script(script: list, parameters: object, inputs: list, outputs: list, where: str) -> None:
+    """A script step's arguments: non-empty strings, the first a Python file directly in the
+    checkout's ``benchmarks/`` (:data:`SCRIPTS`; no link out of it), and every argument that names a
+    path one of the step's inputs or outputs, or inside one (a script's own options are not known
+    here, so a path is how a write elsewhere would show); its outputs as a command step's."""
     if not script or not all(isinstance(a, str) and a and "\x00" not in a for a in script):
         raise ValueError(f"{where} script must be a non-empty list of non-empty strings, e.g. [benchmarks/bench_eval.py]")
-    parts = Path(script[0]).parts
-    if Path(script[0]).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] not in SCRIPT_FOLDERS or not script[0].endswith(".py"):
-        raise ValueError(f"{where} script {script[0]!r} must be a Python file of the checkout under {' or '.join(f + '/' for f in SCRIPT_FOLDERS)}")
-    if not (REPO / script[0]).is_file():
-        raise ValueError(f"{where} script {script[0]!r} is not a file of this checkout")
+    folder = os.path.relpath(SCRIPTS, REPO)
+    if Path(script[0]).parent != Path(folder) or not script[0].endswith(".py"):
+        raise ValueError(f"{where} script {script[0]!r} must be a Python file in the checkout's {folder}/")
+    path = REPO / script[0]
+    if not path.is_file() or path.resolve().parent != SCRIPTS.resolve():
+        raise ValueError(f"{where} script {script[0]!r} is not a file of this checkout's {folder}/")
+    declared = [os.path.normpath(p) for p in inputs + outputs]
+    for arg in script[1:]:
+        value = arg.split("=", 1)[-1]
+        if ("/" in value or os.sep in value or value.startswith(".")) and not any(
+                os.path.normpath(value) == d or os.path.normpath(value).startswith(d + os.sep) for d in declared):  # fmt: skip
+            raise ValueError(f"{where} script argument {arg!r} names a path that is not among the step's inputs or outputs")
     _check_arguments(script, parameters, outputs, where, "script")
 
 
@@ -289,8 +303,10 @@ def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = 
     root = REPO if root is None else root
     prints = {kind: {relocate_text(p, REPO): fingerprint(root / p) for p in paths}
               for kind, paths in (("inputs", step.inputs), ("outputs", step.outputs)) if kind in kinds}  # fmt: skip
-    if step.code is not None and "notebook" in kinds:
-        prints["script" if step.script is not None else "notebook"] = fingerprint(step.code)
+    if step.script is not None and "notebook" in kinds:
+        prints["script"] = {relocate_text(str(p.relative_to(REPO)), REPO): fingerprint(p) for p in [step.code, *step.helpers]}
+    elif step.notebook is not None and "notebook" in kinds:
+        prints["notebook"] = fingerprint(step.code)
     return prints
 
 
@@ -336,7 +352,7 @@ def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -
     old = read_record(stamp_file, "reproduce stamp", f"remove it to rerun step {step.name}")
     if {k: v for k, v in old.items() if k not in ("fingerprints", "commit")} != stamp(step):
         if step.command is not None or step.script is not None:
-            return f"stale ({'command' if step.command is not None else 'script arguments'} changed)"
+            return f"stale ({'command' if step.command is not None else 'script or its arguments'} changed)"
         return "stale (notebook or parameters changed)"
     recorded = old.get("fingerprints")
     if not isinstance(recorded, dict):
@@ -352,7 +368,7 @@ def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -
             if changed:
                 return f"stale ({label} {changed[0]} changed since the last run)"
         elif was != is_:
-            return f"stale ({label} {step.code.relative_to(REPO) if step.script is not None else step.notebook} changed since the last run)"
+            return f"stale ({label} {step.notebook} changed since the last run)"
     return "current"
 
 
@@ -422,10 +438,16 @@ def run_script(step: Step) -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+           "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ in an input (a baseline checkout the script runs)  # fmt: skip
+    before = fingerprints(step, kinds=("outputs",))["outputs"]
     rc = subprocess.call([sys.executable, *step.script], cwd=REPO, env=env)
     if rc != 0:
         raise RuntimeError(f"step {step.name}: python {step.script[0]} exited with status {rc}")
+    after = fingerprints(step, kinds=("outputs",))["outputs"]
+    kept = [k for k in after if after[k] is None or after[k] == before.get(k)]
+    if kept:  # e.g. a benchmark that found no baseline, said so and exited 0
+        raise RuntimeError(f"step {step.name}: python {step.script[0]} did not write {', '.join(kept)}; nothing is stamped")
 
 
 def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,

@@ -247,6 +247,23 @@ def test_feature_levels_of_efficientnet_at_both_strides():
         assert torch.allclose(levels[2], final)
 
 
+def test_feature_levels_of_irn_resnet50_are_its_stages_and_a_net_without_levels_is_named():
+    """IRN's layout: stage 2 ends at stride 8, stage 3 at 16 and stage 4 stays at 16 (its last stride
+    is 1); the last level is the CAM features."""
+    from samcam.cam.nets import CamNet, build_camnet, feature_levels
+
+    torch.manual_seed(0)
+    net = build_camnet("resnet50-irn")
+    x = torch.rand(1, 3, 64, 96) * 255
+    with torch.no_grad():
+        levels = feature_levels(net, x)
+        final = net.features(x)
+    assert [tuple(t.shape[1:]) for t in levels] == [(512, 8, 12), (1024, 4, 6), (2048, 4, 6)]
+    assert torch.allclose(levels[2], final)
+    with pytest.raises(ValueError, match="^plain has no feature levels"):
+        feature_levels(CamNet(torch.nn.Identity(), 3, name="plain"), x)
+
+
 # ----------------------------------------------------------------------------- pipeline steps on real images
 
 

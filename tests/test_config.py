@@ -66,7 +66,7 @@ def test_options_carry_the_fields_defaults_ranges_and_help():
         ({"rate": float("nan")}, r"field rate is nan, expected a finite number in \[0.0, 1.0\]"),
         ({"rate": -0.1}, "field rate is -0.1"),
         ({"power": float("inf")}, r"field power is inf, expected a finite number in \[0.5, inf\]"),
-        ({"mode": "c"}, "field mode is 'c'; known: a, b"),
+        ({"mode": "c"}, "^unknown toy field mode 'c'; known: a, b$"),
         ({"on": 1}, "field on is 1, expected a bool"),
         ({"rate": "0.5"}, "field rate is '0.5', expected a float"),
     ],
@@ -143,7 +143,7 @@ def test_cross_field_rules_stay():
     assert "0 is outside (0.0, 10.0]" in _error(_parser(Recipe), ["--lr", "0"])
     with pytest.raises(ValueError, match="cannot be used head only"):
         TrainConfig(train_backbone=False, freeze_blocks=2)
-    with pytest.raises(ValueError, match="field output_stride is 8; known: 16, 32"):
+    with pytest.raises(ValueError, match="field output_stride 8; known: 16, 32$"):
         TrainConfig(output_stride=8)
     assert _parser(TrainConfig).parse_args(["--output-stride", "16", "--head-only"]).output_stride == 16
 

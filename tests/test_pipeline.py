@@ -116,7 +116,7 @@ def test_step_state_answers_each_state(tmp_path):
     assert step_state(step, runs, tmp_path) == "current"
     assert step_state(Step("s", "demo.ipynb", {"a": 2}, ["in"], ["out.txt"]), runs, tmp_path) == "stale (notebook or parameters changed)"
     assert step_state(Step("s", None, {}, ["in"], ["out.txt"], ["eval"]), runs, tmp_path) == "stale (command changed)"
-    assert step_state(Step("s", None, {}, ["in"], ["out.txt"], script=["benchmarks/b.py"]), runs, tmp_path) == "stale (script arguments changed)"
+    assert step_state(Step("s", None, {}, ["in"], ["out.txt"], script=["benchmarks/b.py"]), runs, tmp_path) == "stale (script or its arguments changed)"
     # file times play no part: an input touched (as a fresh clone touches every file) is still current
     later = time.time() + 100
     os.utime(tmp_path / "in", (later, later))
@@ -284,15 +284,21 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     ("{name: x, command: [eval], script: [benchmarks/bench_eval.py]}", "needs exactly one of notebook, command and script"),
     ("{name: x, script: []}", "script must be a non-empty list"),
     ("{name: x, script: benchmarks/bench_eval.py}", "script is a str, expected a list"),
-    ("{name: x, script: [rm.py]}", "script 'rm.py' must be a Python file of the checkout under benchmarks/ or scripts/"),
-    ("{name: x, script: [samcam/cli.py]}", "script 'samcam/cli.py' must be a Python file of the checkout under benchmarks/ or scripts/"),
-    ("{name: x, script: [benchmarks/../samcam/cli.py]}", "must be a Python file of the checkout under"),
-    ("{name: x, script: [/usr/benchmarks/x.py]}", "must be a Python file of the checkout under"),
-    ("{name: x, script: [scripts/seg_table.sh]}", "script 'scripts/seg_table.sh' must be a Python file"),
-    ("{name: x, script: [benchmarks/no_such_bench.py]}", "script 'benchmarks/no_such_bench.py' is not a file of this checkout"),
+    ("{name: x, script: [rm.py]}", "script 'rm.py' must be a Python file in the checkout's benchmarks/"),
+    ("{name: x, script: [samcam/cli.py]}", "script 'samcam/cli.py' must be a Python file in the checkout's benchmarks/"),
+    ("{name: x, script: [scripts/relocate_records.py]}", "script 'scripts/relocate_records.py' must be a Python file in the checkout's benchmarks/"),
+    ("{name: x, script: [benchmarks/../samcam/cli.py]}", "must be a Python file in the checkout's benchmarks/"),
+    ("{name: x, script: [benchmarks/sub/x.py]}", "must be a Python file in the checkout's benchmarks/"),
+    ("{name: x, script: [/usr/benchmarks/x.py]}", "must be a Python file in the checkout's benchmarks/"),
+    ("{name: x, script: [benchmarks/gpu_bench.sh]}", "script 'benchmarks/gpu_bench.sh' must be a Python file"),
+    ("{name: x, script: [benchmarks/no_such_bench.py]}", "script 'benchmarks/no_such_bench.py' is not a file of this checkout's benchmarks/"),
+    ("{name: x, script: [benchmarks/bench_merge_e2e.py, --workdir, /elsewhere/x], outputs: [results/benchmarks/merge_e2e.json]}",
+     "script argument '/elsewhere/x' names a path that is not among the step's inputs or outputs"),
+    ("{name: x, script: [benchmarks/bench_merge_e2e.py, --official-masks=../elsewhere], inputs: [../baselines]}",
+     "script argument '--official-masks=../elsewhere' names a path that is not among the step's inputs or outputs"),
     ("{name: x, script: [benchmarks/bench_eval.py], parameters: {a: 1}}", "parameters are a notebook's; a script step's settings are its arguments"),
     ("{name: x, script: [benchmarks/bench_generator.py, --out, elsewhere], outputs: [results/benchmarks]}", "script writes --out elsewhere, which is not among its outputs"),
-    ("{name: x, script: [benchmarks/bench_generator.py, --out=elsewhere], outputs: [results/benchmarks]}", "script argument '--out=elsewhere': give an option and its value as two items"),
+    ("{name: x, script: [benchmarks/bench_generator.py, --out=results/benchmarks], outputs: [results/benchmarks]}", "script argument '--out=results/benchmarks': give an option and its value as two items"),
 ])
 def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     from samcam.reproduce import load_config
@@ -419,32 +425,47 @@ def test_reproduce_refuses_a_data_root_that_does_not_exist(tmp_path, capsys, mon
 
 
 def test_a_script_step_runs_the_checkouts_script_and_is_stale_when_the_script_changes(tmp_path, monkeypatch):
-    """A script step runs samcam's interpreter on a file of the checkout's benchmarks/ or scripts/,
-    from the checkout; its stamp fingerprints the script, so an edited script makes the step stale."""
+    """A script step runs samcam's interpreter on a file of the checkout's benchmarks/, from the
+    checkout, without writing bytecode; its stamp fingerprints the script and the helpers beside it,
+    so an edited script or helper makes the step stale; a run that leaves an output as it was (a
+    benchmark that found no baseline and exited 0) is an error and stamps nothing."""
     from samcam import outputs, reproduce
 
     monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    monkeypatch.setattr(reproduce, "SCRIPTS", tmp_path / "benchmarks")
     monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")
     (tmp_path / "benchmarks").mkdir()
+    helper = tmp_path / "benchmarks" / "_common.py"
+    helper.write_text("STAMP = 1\n")
     script = tmp_path / "benchmarks" / "b.py"
-    script.write_text("import pathlib, sys\npathlib.Path('results').mkdir(exist_ok=True)\n"
-                      "pathlib.Path('results/b.txt').write_text(' '.join(sys.argv[1:]) + ' ' + str(pathlib.Path.cwd()))\n")
+    script.write_text("import os, pathlib, sys, time\npathlib.Path('results').mkdir(exist_ok=True)\n"
+                      "pathlib.Path('results/b.txt').write_text(' '.join(sys.argv[1:]) + ' ' + str(pathlib.Path.cwd()) + ' '"
+                      " + os.environ['PYTHONDONTWRITEBYTECODE'] + ' ' + str(time.time()))\n")
     (tmp_path / "in.txt").write_text("x")
     cfg = tmp_path / "r.yml"
     cfg.write_text("steps:\n  - name: b\n    script: [benchmarks/b.py, --n, '3']\n    inputs: [in.txt]\n    outputs: [results/b.txt]\n")
     runs = tmp_path / "runs"
     report = reproduce.reproduce(cfg, runs=runs)
     assert report[0][0] == "b" and report[0][1].startswith("ran in ")
-    assert (tmp_path / "results" / "b.txt").read_text() == f"--n 3 {tmp_path}"  # its arguments, run from the checkout
+    assert (tmp_path / "results" / "b.txt").read_text().startswith(f"--n 3 {tmp_path} 1 ")  # its arguments, from the checkout, no bytecode
     stamp = json.loads((runs / "b.params.json").read_text())
     assert stamp["script"] == ["benchmarks/b.py", "--n", "3"] and stamp["commit"] == "abc123"
     assert set(stamp["fingerprints"]) == {"inputs", "script", "outputs"}
+    assert set(stamp["fingerprints"]["script"]) == {"benchmarks/b.py", "benchmarks/_common.py"}
     step = reproduce.load_config(cfg)[0]
     assert step.what == "python benchmarks/b.py"
     assert reproduce.step_state(step, runs, tmp_path) == "current"
     assert reproduce.reproduce(cfg, runs=runs) == [("b", "skipped (current)")]
+    helper.write_text("STAMP = 2\n")
+    assert reproduce.step_state(step, runs, tmp_path) == "stale (script benchmarks/_common.py changed since the last run)"
+    helper.write_text("STAMP = 1\n")
     script.write_text(script.read_text() + "# edited\n")
     assert reproduce.step_state(step, runs, tmp_path) == "stale (script benchmarks/b.py changed since the last run)"
+    stamped = (runs / "b.params.json").read_text()
+    script.write_text("print('SKIPPED: no baseline here. Nothing written.')\n")
+    with pytest.raises(RuntimeError, match=r"^step b: python benchmarks/b.py did not write results/b.txt; nothing is stamped$"):
+        reproduce.reproduce(cfg, runs=runs)
+    assert (runs / "b.params.json").read_text() == stamped
     script.write_text("raise SystemExit(3)\n")
     with pytest.raises(RuntimeError, match=r"^step b: python benchmarks/b.py exited with status 3$"):
         reproduce.reproduce(cfg, runs=runs)

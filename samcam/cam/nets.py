@@ -32,8 +32,9 @@ class CamNet(nn.Module):
 
     def __init__(self, backbone: Callable[[torch.Tensor], torch.Tensor], channels: int, n_classes: int = 20,
                  mean: Sequence[float] = (127.0,) * 3, std: Sequence[float] = (128.0,) * 3, name: str = "camnet",
-                 bias: bool = False) -> None:  # fmt: skip
+                 bias: bool = False, levels: Callable[[CamNet, torch.Tensor], list[torch.Tensor]] | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.levels = levels  # the builder's feature_levels for this backbone (None: it has none)
         self.backbone = backbone
         self.classifier = nn.Conv2d(channels, n_classes, 1, bias=bias)  # CAMs never use the bias
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -91,13 +92,22 @@ def _stride2_blocks(net: nn.Module) -> list[int]:
 def feature_levels(net: CamNet, x: torch.Tensor) -> list[torch.Tensor]:
     """Three feature maps of a CAM network for an image batch (0..255 RGB): the ends of its output
     stride 8 and 16 stages and its final features — the inputs of an affinity network
-    (:class:`samcam.refine.affinity.AffinityHead`). EfficientNets and ``resnet50-irn``."""
-    if net.name == "resnet50-irn":
-        irn = net.irn
-        x = irn.stage1(net.normalize(x))
-        s8 = irn.stage2(x)
-        s16 = irn.stage3(s8)
-        return [s8, s16, irn.stage4(s16)]
+    (:class:`samcam.refine.affinity.AffinityHead`). EfficientNets and ``resnet50-irn``: each builder
+    gives its network the levels of its backbone."""
+    if net.levels is None:
+        raise ValueError(f"{net.name} has no feature levels (an affinity network needs an EfficientNet or resnet50-irn)")
+    return net.levels(net, x)
+
+
+def _irn_levels(net: CamNet, x: torch.Tensor) -> list[torch.Tensor]:
+    irn = net.irn
+    x = irn.stage1(net.normalize(x))
+    s8 = irn.stage2(x)
+    s16 = irn.stage3(s8)
+    return [s8, s16, irn.stage4(s16)]
+
+
+def _efficientnet_levels(net: CamNet, x: torch.Tensor) -> list[torch.Tensor]:
     eff = net.backbone.net
     ends = {_stride2_blocks(eff)[2] - 1, _stride2_blocks(eff)[3] - 1}
     x = eff._swish(eff._bn0(eff._conv_stem(net.normalize(x))))
@@ -143,8 +153,8 @@ def efficientnet_lite(variant: str = "lite0", n_classes: int = 20, pretrained: b
     fc = net._fc
     net._fc = nn.Identity()
     if not imagenet_head:
-        return CamNet(_EfficientNetFeatures(net), fc.in_features, n_classes, name=name)
-    cam_net = CamNet(_EfficientNetFeatures(net), fc.in_features, fc.out_features, name=f"{name}-imagenet", bias=True)
+        return CamNet(_EfficientNetFeatures(net), fc.in_features, n_classes, name=name, levels=_efficientnet_levels)
+    cam_net = CamNet(_EfficientNetFeatures(net), fc.in_features, fc.out_features, name=f"{name}-imagenet", bias=True, levels=_efficientnet_levels)
     with torch.no_grad():
         cam_net.classifier.weight.copy_(fc.weight[:, :, None, None])
         cam_net.classifier.bias.copy_(fc.bias)
@@ -192,7 +202,8 @@ def resnet50_irn(n_classes: int = 20, checkpoint: str | os.PathLike | None = Non
     irn = IRNResNet50(n_classes)
     if checkpoint is not None:
         load_weights(irn, load_checkpoint(checkpoint), checkpoint, "IRN ResNet-50 CAM weights")
-    net = CamNet(irn.features, 2048, n_classes, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), name="resnet50-irn")
+    net = CamNet(irn.features, 2048, n_classes, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), name="resnet50-irn",
+                 levels=_irn_levels)  # fmt: skip
     net.irn = irn  # registers the weights (and the IRN layout) under the CamNet
     net.classifier = irn.classifier
     return net

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from samcam.io import image_index, read_image, write_text
-from samcam.outputs import MASK_RECORD, StepResult, check_output, clean_temporaries, is_complete, lock_output, read_record, refuse_foreign
+from samcam.outputs import MASK_RECORD, StepResult, check_output, clean_temporaries, lock_output, read_record, refuse_foreign
 from samcam.pipeline.workers import run_on_devices
-from samcam.sam.mask_files import MaskStore
+from samcam.sam.mask_files import FORMATS, MaskStore
 
 RUN_META = MASK_RECORD
 
@@ -144,7 +144,7 @@ def run_masks(
     with lock_output(out):  # one process writes a mask folder at a time
         check_run_meta(out, meta)
         store = MaskStore(out, fmt)
-        todo = [i for i in todo_all if not store.has(i) or (fmt == "compact" and not is_complete(store.path(i)))]
+        todo = [i for i in todo_all if not store.has(i) or not FORMATS[fmt].complete(store.path(i))]
         skipped = len(todo_all) - len(todo)
         if not todo:
             return StepResult(out, 0, skipped, 0.0)

@@ -21,6 +21,7 @@ from samcam.io import folder_ids, read_label, refuse_suffix_variants, write_labe
 from samcam.outputs import StepResult, claim_output, finish_step, pending
 from samcam.pipeline.workers import process_pool, resolve_workers
 from samcam.refine.merge import MergeRule, merge
+from samcam.registry import lookup
 from samcam.sam.mask_files import COMPACT_SUFFIX, MaskStore
 
 MISSING_POLICIES = ("error", "keep-cam")
@@ -66,8 +67,7 @@ def merge_folders(
 
     pseudo, masks, out = Path(pseudo), Path(masks), Path(out)
     workers = resolve_workers(workers)
-    if missing not in MISSING_POLICIES:
-        raise ValueError(f"--missing-masks must be one of {MISSING_POLICIES}")
+    lookup(MISSING_POLICIES, missing, "--missing-masks policy")
     if not masks.is_dir():
         raise FileNotFoundError(f"mask folder not found: {masks}")
     ids = folder_ids(pseudo, ".png", "pseudo-label", ids)

@@ -461,17 +461,29 @@ def _official_lean(folder: Path) -> tuple[PackedMasks, object]:
     return read_official_packed(folder), _side_meta(folder).get("meta")
 
 
+def _compact_complete(path: Path) -> bool:
+    from samcam.outputs import is_complete
+
+    return is_complete(path)
+
+
+def _folder_complete(path: Path) -> bool:
+    return True  # an amg.py folder is renamed into place whole (write_official)
+
+
 @dataclass(frozen=True)
 class MaskFormat:
     """An on-disk mask format: the entry an image's set is stored as (``{id}`` stands for the id),
     whether that entry is a file or a folder, and its writer, full reader and lean reader (the masks
-    alone, as :class:`MaskRuns` or :class:`PackedMasks`, plus the recorded ``meta``)."""
+    alone, as :class:`MaskRuns` or :class:`PackedMasks`, plus the recorded ``meta``), and whether an
+    entry that exists was written whole (a resumed run redoes one that was not)."""
 
     entry: str
     is_folder: bool
     write: Callable[[Path, MaskSet], None]
     read: Callable[[Path], MaskSet]
     read_lean: Callable[[Path], tuple[MaskRuns | PackedMasks, object]]
+    complete: Callable[[Path], bool]
 
     def exists(self, path: Path) -> bool:
         return path.is_dir() if self.is_folder else path.is_file()
@@ -479,8 +491,8 @@ class MaskFormat:
 
 #: Mask formats: samcam's compact gzip file, or segment-anything's ``amg.py`` folder of PNGs + metadata.csv.
 FORMATS: dict[str, MaskFormat] = {
-    "compact": MaskFormat("{id}" + COMPACT_SUFFIX, False, write_compact, read_compact, _read_compact_runs),
-    "official": MaskFormat("{id}", True, write_official, read_official, _official_lean),
+    "compact": MaskFormat("{id}" + COMPACT_SUFFIX, False, write_compact, read_compact, _read_compact_runs, _compact_complete),
+    "official": MaskFormat("{id}", True, write_official, read_official, _official_lean, _folder_complete),
 }
 
 

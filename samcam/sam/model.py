@@ -20,7 +20,6 @@ from samcam.sam.masks import MaskSet
 
 #: SAM model types: the package whose ``sam_model_registry`` builds each (MobileSAM for ``vit_t``).
 MODEL_TYPES: dict[str, str] = {"vit_h": "segment_anything", "vit_l": "segment_anything", "vit_b": "segment_anything", "vit_t": "mobile_sam"}
-GENERATORS = ("fast", "official")
 
 #: The official automatic-mask-generator defaults (segment-anything's SamAutomaticMaskGenerator).
 AMG_DEFAULTS: dict[str, Any] = {
@@ -87,21 +86,30 @@ def amg_settings(**overrides: Any) -> dict[str, Any]:
     return {**AMG_DEFAULTS, **overrides}
 
 
+def _official_generator(model, settings: dict[str, Any]):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    return SamAutomaticMaskGenerator(model, output_mode="binary_mask", **settings)
+
+
+def _fast_generator(model, settings: dict[str, Any]):
+    from samcam.sam.fast_amg import FastMaskGenerator
+
+    return FastMaskGenerator(model, **settings)
+
+
+#: "Segment everything" generators: name -> builder (model, settings) -> an object with ``generate(image) -> records``.
+GENERATORS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {"fast": _fast_generator, "official": _official_generator}
+
+
 class MaskGenerator:
     """``generate(image) -> MaskSet`` with either the official or samcam's fast generator."""
 
     def __init__(self, model, generator: str = "fast", **settings: Any) -> None:
-        lookup(GENERATORS, generator, "generator")
+        build = lookup(GENERATORS, generator, "generator")
         self.settings = amg_settings(**settings)
         self.generator = generator
-        if generator == "official":
-            from segment_anything import SamAutomaticMaskGenerator
-
-            self._impl = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **self.settings)
-        else:
-            from samcam.sam.fast_amg import FastMaskGenerator
-
-            self._impl = FastMaskGenerator(model, **self.settings)
+        self._impl = build(model, self.settings)
 
     def generate(self, image: np.ndarray) -> MaskSet:
         """Masks of an ``H × W × 3`` uint8 RGB image."""
