@@ -600,10 +600,10 @@ def _reproduce(p: argparse.ArgumentParser):
 
 @command("refine", "refine pseudo labels with SAM: prompted by the labels' own regions, or everything-mode + the paper's rule")
 def _refine(p: argparse.ArgumentParser):
-    from samcam.refine.prompted import PROMPTS, SELECT, PromptConfig
+    from samcam.config import add_options, from_args
+    from samcam.refine.prompted import PromptConfig
     from samcam.sam.model import MODEL_TYPES
 
-    d = PromptConfig()
     p.add_argument("--mode", default="prompted", choices=["prompted", "everything"])
     p.add_argument("--pseudo", required=True, help="folder of pseudo labels (<id>.png, or a method's format with --format)")
     p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
@@ -611,9 +611,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--images", help="image folder (prompted mode)")
     p.add_argument("--masks", help="mask-set folder (everything mode)")
     p.add_argument("--cams", help="CAM .npy folder (IRN layout): peaks for point prompts, and overlap decisions")
-    p.add_argument("--prompts", default=d.prompts, choices=PROMPTS)
-    p.add_argument("--select", default=d.select, choices=SELECT, help="which of SAM's three masks to keep")
-    p.add_argument("--min-area", type=_number(int, 0), default=d.min_area, help="smaller components keep their CAM pixels")
+    add_options(p.add_argument_group("prompts (prompted mode)"), PromptConfig)
     p.add_argument("--devices", help="prompted mode: one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
     p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
@@ -642,7 +640,7 @@ def _refine(p: argparse.ArgumentParser):
             import torch
 
             torch.set_num_threads(a.threads)
-        r = refine_folder(a.images, a.pseudo, a.out, ids, PromptConfig(a.prompts, a.select, a.min_area), a.cams, a.model, a.checkpoint, a.device,
+        r = refine_folder(a.images, a.pseudo, a.out, ids, from_args(PromptConfig, a), a.cams, a.model, a.checkpoint, a.device,
                           devices=devices, threads=a.threads)  # fmt: skip
         print(r.line("images refined"))
         return 0

@@ -94,8 +94,9 @@ def test_number_type_names_the_text():
 def _configs():
     from samcam.pipeline.affinity import AffinityTrainConfig
     from samcam.pipeline.train_classifier import TrainConfig
+    from samcam.refine.prompted import PromptConfig
 
-    return [Recipe, AffinityTrainConfig, TrainConfig]
+    return [Recipe, AffinityTrainConfig, TrainConfig, PromptConfig]
 
 
 #: edges a field's range allows but another field's rule forbids (crop ≥ 2 radius)

@@ -51,7 +51,7 @@ def test_bad_input(cat_predictor):
     assert refine(cat_predictor, np.zeros((300, 451), np.uint8), 21).max() == 0  # empty label: nothing to prompt
     with pytest.raises(ValueError, match=r"label size \(10, 10\) differs from the image size \(300, 451\)"):
         refine(cat_predictor, np.zeros((10, 10), np.uint8), 21)
-    with pytest.raises(ValueError, match="unknown prompts"):
+    with pytest.raises(ValueError, match="unknown prompt config field prompts"):
         PromptConfig(prompts="lasso")
 
 

@@ -114,10 +114,14 @@ def test_refine_rejects_a_label_of_another_size():
 
 
 def test_config_and_shape_errors_name_the_choices():
-    with pytest.raises(ValueError, match=r"^unknown prompts 'boxes'; known: box, point, box\+point, box\+point\+neg, point\+neg$"):
+    with pytest.raises(ValueError, match=r"^unknown prompt config field prompts 'boxes'; known: box, point, box\+point, box\+point\+neg, point\+neg$"):
         PromptConfig("boxes")
-    with pytest.raises(ValueError, match=r"^unknown select 'iou'; known: overlap, score, both$"):
+    with pytest.raises(ValueError, match=r"^unknown prompt config field select 'iou'; known: overlap, score, both$"):
         PromptConfig("box", "iou")
+    with pytest.raises(ValueError, match=r"^prompt config field min_area is -1, expected a finite number in \[0, inf\]$"):
+        PromptConfig("box", "overlap", -1)
+    with pytest.raises(ValueError, match=r"^prompt config field min_area is 1.5, expected a int$"):
+        PromptConfig("box", "overlap", 1.5)
     pred = _FakePredictor((8, 8), np.zeros((3, 8, 8), bool), np.zeros(3))
     with pytest.raises(ValueError, match=r"^pseudo label must be 2-D, got shape \(1, 8, 8\)$"):
         refine(pred, np.zeros((1, 8, 8), np.uint8), 21)

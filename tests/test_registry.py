@@ -88,7 +88,7 @@ def test_the_registries_are_dicts_whose_entries_do_what_their_names_say():
         (lambda: methods.get_method("PSA"), "unknown method 'PSA'"),
         (lambda: spaces.get_dataset("ade"), "unknown dataset 'ade'"),
         (lambda: weights.get_checkpoint("vit_s"), "unknown checkpoint 'vit_s'"),
-        (lambda: prompted.PromptConfig(prompts="mask"), "unknown prompts 'mask'"),
+        (lambda: prompted.PromptConfig(prompts="mask"), "unknown prompt config field prompts 'mask'"),
         (lambda: voc.image_labels(None, [], "png"), "unknown label source 'png'"),
     ],
 )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from samcam.registry import lookup
+from samcam.config import check_settings, setting
 
 PROMPTS = ("box", "point", "box+point", "box+point+neg", "point+neg")
 SELECT = ("overlap", "score", "both")
@@ -31,13 +31,14 @@ SELECT = ("overlap", "score", "both")
 
 @dataclass(frozen=True)
 class PromptConfig:
-    prompts: str = "box"
-    select: str = "overlap"
-    min_area: int = 100
+    """How a pseudo label prompts SAM (``samcam refine --mode prompted``; each setting declared once)."""
+
+    prompts: str = setting("box", choices=PROMPTS, help="what prompts SAM for each component: its box, its CAM peak, both, with negative points")
+    select: str = setting("overlap", choices=SELECT, help="which of SAM's three masks to keep")
+    min_area: int = setting(100, 0, None, "components smaller than this many pixels keep their CAM pixels")
 
     def __post_init__(self) -> None:
-        lookup(PROMPTS, self.prompts, "prompts")
-        lookup(SELECT, self.select, "select")
+        check_settings(self, "prompt config")
 
 
 @dataclass
