@@ -3,10 +3,11 @@
 A reproduce configuration (YAML) lists steps. Each runs one of: a notebook with its parameters, a
 ``samcam`` command (``command: [masks, --images, ...]``, run from the checkout), or one of the
 checkout's benchmark scripts (``script: [benchmarks/bench_eval.py, ...]``, run with samcam's
-interpreter from the checkout); and it names the inputs it reads and the outputs it writes. After a run, a stamp beside the executed notebook
-(``<runs>/<name>.params.json``) records the step's definition and the content fingerprints
-(:func:`samcam.outputs.fingerprint`) of its inputs, its notebook or script and its outputs. A step is *current*,
-and skipped, when that stamp matches: same definition, same input and notebook contents, and outputs
+interpreter from the checkout); and it names the inputs it reads and the outputs it writes. After a
+run, a stamp beside the executed notebook (``<runs>/<name>.params.json``) records the step's
+definition and the content fingerprints (:func:`samcam.outputs.fingerprint`) of its inputs, its
+notebook or script (with the helpers beside it) and its outputs. A step is *current*, and skipped,
+when that stamp matches: same definition, same input and notebook contents, and outputs
 untouched since. File times play no part, so a fresh clone (whose files all carry the checkout's time)
 and a moved checkout judge a step as the machine that ran it did. samcam's own code is not
 fingerprinted: after a change to the package, ``--force`` a step to rerun it.
@@ -296,8 +297,9 @@ def stamp(step: Step) -> dict:
 
 def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = ("inputs", "notebook", "outputs")) -> dict:
     """The content fingerprints a stamp records: every input, the notebook (of a notebook step) or the
-    script (of a script step), and every output (``None`` for one that is absent), keyed by the path as the config names it, written
-    as :func:`samcam.outputs.relocate_text` writes it (so the keys match in any checkout)."""
+    script and its helpers (of a script step), and every output (``None`` for one that is absent),
+    keyed by the path as the config names it, written as :func:`samcam.outputs.relocate_text` writes
+    it (so the keys match in any checkout)."""
     from samcam.outputs import fingerprint, relocate_text
 
     root = REPO if root is None else root
