@@ -28,7 +28,7 @@ def write(name: str, result: dict, markdown: str, out: str | os.PathLike = OUT) 
     out = Path(out)
     result = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), **result}
     write_text(out / f"{name}.json", relocated(json.dumps(result, indent=1)) + "\n")
-    write_text(out / f"{name}.md", relocated(markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cpus']} CPUs)") + "\n")
+    write_text(out / f"{name}.md", relocated(markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cores']} cores: {result['machine']['cpu']})") + "\n")
     print(markdown)
 
 

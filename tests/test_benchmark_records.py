@@ -1,0 +1,33 @@
+"""The benchmarks' shared record writer (``benchmarks/_common.write``): every benchmark ends in it, so
+a key it reads that the machine description no longer has fails every benchmark at its last line."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from samcam.io import REPO
+from samcam.outputs import machine_info
+
+
+def _common():
+    spec = importlib.util.spec_from_file_location("bench_common", REPO / "benchmarks" / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_benchmark_record_names_its_command_machine_and_commit_without_machine_paths(tmp_path, monkeypatch):
+    common = _common()
+    monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / "bench_x.py"), "--n", "2"])
+    common.write("x", {"ratio": 3.5, "where": str(REPO / "results" / "masks")}, "# X\n\n| a |\n", out=tmp_path)
+    record = json.loads((tmp_path / "x.json").read_text())
+    machine = machine_info()
+    assert record["benchmark"] == "x" and record["ratio"] == 3.5
+    assert record["command"] == f"{Path(sys.executable).name} benchmarks/bench_x.py --n 2"
+    assert {k: record["machine"][k] for k in machine} == machine and "git_commit" in record["machine"]
+    assert record["where"] == "results/masks"  # relative to the checkout, where the commands run
+    md = (tmp_path / "x.md").read_text()
+    assert md.startswith("# X\n\n| a |\n\nCommand: `")
+    assert md.endswith(f"({record['when']}, {machine['cores']} cores: {machine['cpu']})\n")
+    assert str(REPO) not in md + (tmp_path / "x.json").read_text()
