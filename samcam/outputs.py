@@ -163,6 +163,18 @@ def _roots(root: Path) -> list[Path]:
     return list(dict.fromkeys([Path(os.path.abspath(root)), Path(os.path.realpath(root))]))
 
 
+def _shared_venv() -> list[tuple[Path, Path]]:
+    """``(the running environment, this checkout's .venv)`` when samcam runs from another checkout's
+    ``.venv`` (a worktree sharing that checkout's environment): paths inside it are written as this
+    checkout's ``.venv``, where a user's own clone keeps its environment, not as a sibling folder."""
+    import sys
+
+    prefix = Path(os.path.abspath(sys.prefix))
+    if prefix.name != ".venv" or not (prefix.parent / "samcam").is_dir() or prefix.parent in _roots(REPO):
+        return []
+    return [(p, REPO / ".venv") for p in _roots(prefix)]
+
+
 _ABSOLUTE = re.compile(r"(?<![\w.+/-])/[^\s'\"`<>|;,)\]}]+")
 
 
@@ -170,9 +182,10 @@ def relocate_text(text: str, base: str | os.PathLike, checkouts: Sequence[str | 
     """``text`` with every absolute path under :func:`data_root`, this checkout (:data:`REPO`, and the
     ``checkouts`` taken as this one: where committed files were made) or the folder beside it (where
     ``../shared/data`` lies) rewritten by :func:`record_path` against ``base``; other text (system
-    paths) is unchanged. For printed output, parameters and summaries."""
+    paths) is unchanged; a shared environment's paths are this checkout's ``.venv``
+    (:func:`_shared_venv`). For printed output, parameters and summaries."""
     roots = [(r, r) for r in (*_roots(data_root()), *_roots(REPO))]
-    roots += [(Path(os.path.abspath(c)), REPO) for c in checkouts]
+    roots += [(Path(os.path.abspath(c)), REPO) for c in checkouts] + _shared_venv()
     roots += [(r, r) for r in _roots(REPO.parent)] + [(Path(os.path.abspath(c)).parent, REPO.parent) for c in checkouts]
 
     def one(m: re.Match) -> str:
