@@ -156,3 +156,26 @@ def test_a_huge_whole_number_is_out_of_range_not_a_crash():
     assert number(int, 0)(big) == int(big)  # no upper bound: taken as it is
     with pytest.raises(ValueError, match="recipe field seed is"):
         Recipe(seed=2**1100)
+
+
+def test_a_setting_made_at_run_time_records_its_default_range_choices_flag_and_help():
+    """``setting`` called inside the test (a module-level class is built at import, before any
+    mutant or patch could act): its field holds exactly what was declared, and a boolean without a
+    flag of its own gets ``--its-name`` with dashes, after which the later fields still get options."""
+
+    @dataclass(frozen=True)
+    class Late:
+        keep_going: bool = setting(False, help="go on")
+        max_count: int = setting(5, 1, 9, "a count", open_lo=True)
+        kind: str = setting("x", choices=("x", "y"), help="a kind", flag=None)
+
+    f = {x.name: x for x in fields(Late)}
+    assert Late() == Late(False, 5, "x")
+    assert dict(f["max_count"].metadata) == {"lo": 1, "hi": 9, "help": "a count", "choices": None, "flag": None, "open_lo": True}
+    assert dict(f["kind"].metadata) == {"lo": None, "hi": None, "help": "a kind", "choices": ("x", "y"), "flag": None, "open_lo": False}
+    assert f["keep_going"].metadata["open_lo"] is False
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_options(p, Late)
+    a = p.parse_args(["--keep-going", "--max-count", "9", "--kind", "y"])
+    assert from_args(Late, a) == Late(True, 9, "y")
+    assert "--max-count" in p.format_help() and "--kind" in p.format_help()

@@ -27,6 +27,7 @@ def test_an_unknown_name_is_one_error_naming_what_and_every_known_name():
         lookup(TABLE, "gamma", "widget")
     assert str(e.value) == "unknown widget 'gamma'; known: alpha, Beta"  # no KeyError quotes around it
     assert isinstance(e.value, KeyError) and isinstance(e.value, ValueError)
+    assert str(UnknownName()) == ""  # raised bare, it reads as nothing (not as "()")
     with pytest.raises(UnknownName, match=r"^unknown widget 'z'; known: x, y$"):
         lookup(("x", "y"), "z", "widget")
 
