@@ -36,6 +36,7 @@ from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import open_image, read_label
 from samcam.registry import lookup
 
+
 @dataclass(frozen=True)
 class Method:
     name: str
