@@ -179,3 +179,6 @@ def test_a_setting_made_at_run_time_records_its_default_range_choices_flag_and_h
     a = p.parse_args(["--keep-going", "--max-count", "9", "--kind", "y"])
     assert from_args(Late, a) == Late(True, 9, "y")
     assert "--max-count" in p.format_help() and "--kind" in p.format_help()
+    q = argparse.ArgumentParser(exit_on_error=False)
+    add_options(q, Late, only=("kind",))  # the fields before it are skipped, not the end of the walk
+    assert "--kind" in q.format_help() and "--max-count" not in q.format_help() and "--keep-going" not in q.format_help()
