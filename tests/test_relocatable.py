@@ -59,21 +59,21 @@ def test_record_paths_are_relative_or_under_the_data_root(tmp_path, monkeypatch)
 def test_a_shared_environment_is_written_as_this_checkouts_venv(tmp_path, monkeypatch):
     """A worktree that runs another checkout's .venv writes that environment's paths as its own
     .venv (what a user's clone has), never as the sibling checkout; a venv that is not a checkout's
-    .venv, and paths of the other checkout outside its .venv, are left alone."""
+    .venv, and paths of the other checkout outside its .venv, are relocated as they would be anyway."""
     import sys
 
     other = tmp_path / "main"
     (other / "samcam").mkdir(parents=True)
     (other / ".venv" / "bin").mkdir(parents=True)
     python = f"{other}/.venv/bin/python"
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "env"))  # an environment that is no checkout's .venv
+    plain = {t: relocate_text(t, REPO) for t in (f"{other}/results/x", python, f"{tmp_path}/env/bin/python")}
+    assert plain[python] != ".venv/bin/python"
     monkeypatch.setattr(sys, "prefix", str(other / ".venv"))
-    assert relocate_text(f"ran {python} on {other}/results/x", REPO) == f"ran .venv/bin/python on {other}/results/x"
-    assert relocate_text(f"{python}", REPO / "results" / "runs") == "../../.venv/bin/python"
-    monkeypatch.setattr(sys, "prefix", str(tmp_path / "env"))
-    assert relocate_text(f"ran {tmp_path}/env/bin/python", REPO) == f"ran {tmp_path}/env/bin/python"
+    assert relocate_text(f"ran {python} on {other}/results/x", REPO) == f"ran .venv/bin/python on {plain[f'{other}/results/x']}"
+    assert relocate_text(python, REPO / "results" / "runs") == "../../.venv/bin/python"
     (other / "samcam").rmdir()  # a .venv that belongs to no samcam checkout
-    monkeypatch.setattr(sys, "prefix", str(other / ".venv"))
-    assert relocate_text(python, REPO) == python
+    assert relocate_text(python, REPO) == plain[python]
 
 
 def test_a_record_holds_no_machine_path(tmp_path, monkeypatch, capsys):
