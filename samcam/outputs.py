@@ -213,10 +213,12 @@ def relocate(value, base: str | os.PathLike, checkouts: Sequence[str | os.PathLi
 
 
 COST_RECORD = "samcam_cost.json"
-MASK_RECORD = "samcam_masks.json"
+LEGACY_MASK_RECORD = "samcam_masks.json"
+"""Where samcam 0.1 kept a mask folder's record; now in :data:`RUN_RECORD`
+(:func:`samcam.pipeline.masks.check_run_meta` moves it there)."""
 
 #: bookkeeping files of an output folder: not part of its content when it is another step's input
-RECORD_FILES = frozenset({RUN_RECORD, COST_RECORD, MASK_RECORD})
+RECORD_FILES = frozenset({RUN_RECORD, COST_RECORD, LEGACY_MASK_RECORD})
 
 
 def fingerprint(path: str | os.PathLike | None) -> str | None:

@@ -668,7 +668,8 @@ def test_a_failed_masks_run_does_not_lock_its_folder(tmp_path, capsys):
     assert "other checkpoint_sha256" not in err
 
 def test_mask_run_records_refuse_other_settings_and_corrupt_records(tmp_path):
-    from samcam.pipeline.masks import RUN_META, check_run_meta
+    from samcam.outputs import RUN_RECORD
+    from samcam.pipeline.masks import check_run_meta
 
     meta = {"model_type": "vit_t", "checkpoint_sha256": "ab", "settings": {"points_per_side": 32}, "generator": "fast", "format": "compact"}
     check_run_meta(tmp_path, meta)
@@ -679,8 +680,11 @@ def test_mask_run_records_refuse_other_settings_and_corrupt_records(tmp_path):
     for key, value in (("generator", "official"), ("format", "official"), ("settings", {"points_per_side": 16})):
         with pytest.raises(ValueError, match=f"other {key}"):
             check_run_meta(tmp_path, {**meta, key: value})
-    (tmp_path / RUN_META).write_text("{not json")
-    with pytest.raises(ValueError, match=f"{RUN_META}: unreadable run record"):
+    (tmp_path / RUN_RECORD).write_text('{"step": "merge", "parameters": {}}')
+    with pytest.raises(ValueError, match=f"{RUN_RECORD}: the record of another step \\('merge'\\)"):
+        check_run_meta(tmp_path, meta)
+    (tmp_path / RUN_RECORD).write_text("{not json")
+    with pytest.raises(ValueError, match=f"{RUN_RECORD}: unreadable run record"):
         check_run_meta(tmp_path, meta)
 
 def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):

@@ -32,8 +32,13 @@ def test_run_resume_and_provenance(images, tmp_path, mobile_sam_checkpoint):
     assert (s.done, s.skipped) == (4, 0)
     store = MaskStore(out)
     assert store.ids() == ["cat", "gray", "person", "rgba"]
-    meta = json.loads((out / "samcam_masks.json").read_text())
+    record = json.loads((out / "samcam_run.json").read_text())  # the record every step writes
+    assert record["step"] == "masks" and record["inputs"] == {"images": "../images"} and record["fingerprints"] == {}
+    meta = record["parameters"]
     assert meta["checkpoint_sha256"].startswith("6dbb9052") and meta["settings"]["points_per_side"] == 2
+    assert meta["model_type"] == "vit_t" and meta["generator"] == "fast" and meta["format"] == "compact"
+    cost = json.loads((out / "samcam_cost.json").read_text())["runs"]  # one run, of the 4 images it made, here
+    assert [(r["images"], r["device"]) for r in cost] == [(4, "cpu")] and cost[0]["seconds"] >= sum(store.read(i).meta["seconds"] for i in store.ids())
     ms = store.read("cat")
     assert ms.shape == (75, 113) and ms.meta["image_id"] == "cat"
     # a second run skips everything; other settings into the same folder are refused
@@ -42,6 +47,29 @@ def test_run_resume_and_provenance(images, tmp_path, mobile_sam_checkpoint):
     with pytest.raises(ValueError, match="other settings"):
         run_masks(images, out, points_per_side=3, progress=False)
     assert run_masks(images, out, points_per_side=2, progress=False, device="cpu").done == 1
+    cost = json.loads((out / "samcam_cost.json").read_text())["runs"]  # the resumed run adds a run of the one image it redid
+    assert [r["images"] for r in cost] == [4, 1]
+    assert json.loads((out / "samcam_run.json").read_text()) == record  # a resumed run keeps the record
+
+
+def test_a_samcam_0_1_mask_folder_is_resumed_and_its_record_moved(images, tmp_path, mobile_sam_checkpoint):
+    """A folder whose record is samcam 0.1's samcam_masks.json (the committed train masks were made so)
+    resumes: the record moves into samcam_run.json with its version and checkpoint name; other
+    settings are refused naming the old record."""
+    out = tmp_path / "masks"
+    run_masks(images, out, ids=["cat"], points_per_side=2, progress=False, device="cpu")
+    record = json.loads((out / "samcam_run.json").read_text())
+    legacy = {**record["parameters"], "checkpoint": "mobile_sam.pt", "samcam_version": "0.1.0"}
+    (out / "samcam_run.json").unlink()
+    (out / "samcam_masks.json").write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match=r"samcam_masks\.json: this folder holds masks made with other settings"):
+        run_masks(images, out, points_per_side=3, progress=False, device="cpu")
+    assert (out / "samcam_masks.json").exists() and not (out / "samcam_run.json").exists()
+    assert run_masks(images, out, ids=["cat"], points_per_side=2, progress=False, device="cpu").done == 0
+    moved = json.loads((out / "samcam_run.json").read_text())
+    assert not (out / "samcam_masks.json").exists()
+    assert moved["samcam_version"] == "0.1.0" and moved["parameters"] == {k: legacy[k] for k in moved["parameters"]}
+    assert moved["parameters"]["checkpoint"] == "mobile_sam.pt" and moved["step"] == "masks"
 
 
 def test_official_format_and_cli(images, tmp_path, capsys, mobile_sam_checkpoint):
@@ -90,7 +118,7 @@ def test_devices_write_what_one_process_writes(images, tmp_path, capsys, mobile_
         torch.set_num_threads(threads)
     assert "4 images done, 0 already there" in capsys.readouterr().out
     assert mask_files(two) == mask_files(one) and len(mask_files(one)) == 4
-    assert (two / "samcam_masks.json").read_bytes() == (one / "samcam_masks.json").read_bytes()
+    assert (two / "samcam_run.json").read_bytes() == (one / "samcam_run.json").read_bytes()
     # resume: only the missing image is redone, by the workers
     (two / "person.json.gz").unlink()
     s = run_masks(images, two, points_per_side=2, progress=False, devices=["cpu", "cpu"], threads=1)

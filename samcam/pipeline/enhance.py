@@ -19,9 +19,10 @@ import pandas as pd
 
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import read_image, read_label, write_text
-from samcam.outputs import MASK_RECORD, git_commit, read_record, relocate
+from samcam.outputs import git_commit, relocate
 from samcam.metrics import Comparison, error_rates
 from samcam.pipeline.evaluate import evaluate_folders
+from samcam.pipeline.masks import read_mask_record
 from samcam.pipeline.merge import merge_folders
 from samcam.refine.merge import MergeRule
 from samcam.sam.mask_files import MaskStore
@@ -54,8 +55,7 @@ def write_results(res: Comparison, out_dir: str | os.PathLike, rule: MergeRule, 
     for tag, ev in (("before", res.before), ("after", res.after)):
         conf = pd.DataFrame(ev.conf, index=names, columns=[*names, "void_prediction"])
         write_text(out / f"confusion_{tag}.csv", conf.to_csv(index_label="gt\\pred"))
-    run_meta = Path(masks) / MASK_RECORD
-    mask_run = read_record(run_meta, "mask run record", "remove it or use another mask folder") if run_meta.exists() else {}
+    mask_run = read_mask_record(masks)
     errors = {f"{k}_{tag}": v for tag, ev in (("before", res.before), ("after", res.after)) for k, v in error_rates(ev.conf).items()}
     summary = {
         **extra, **res.summary(), **errors,

@@ -4,8 +4,11 @@ Each finished image is one file (or folder) written atomically, so a killed run 
 image in flight and the next run skips every id already done. ``shard=(i, n)`` takes every n-th id
 starting at i (0-based) of the id list, so n machines (a SLURM array: ``--shard auto``) can split a
 split deterministically; ``devices`` splits one run's pending ids over the GPUs of one machine.
-The settings, model and checkpoint hash of a run are kept in ``<out>/samcam_masks.json``; a later run
-into the same folder with other settings is refused rather than mixing mask sets.
+The settings, model and checkpoint hash of a run are kept in the folder's provenance record
+(``<out>/samcam_run.json``, the record every step writes: step ``masks``) and its cost in
+``<out>/samcam_cost.json``; a later run into the same folder with other settings is refused rather
+than mixing mask sets. A folder made by samcam 0.1 (its record in ``samcam_masks.json``) is read as
+well and its record moved into ``samcam_run.json`` by the next run that resumes it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from samcam.io import image_index, read_image, write_text
-from samcam.outputs import MASK_RECORD, StepResult, check_output, clean_temporaries, lock_output, read_record, refuse_foreign
+from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_output, clean_temporaries, lock_output,
+                            read_record, record_path, refuse_foreign)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import FORMATS, MaskStore
 
-RUN_META = MASK_RECORD
+#: the settings two runs into one mask folder must share (the checkpoint by content, not by path;
+#: not samcam's version: a new release resumes a folder of hours of masks)
+MASK_SETTINGS = ("model_type", "checkpoint_sha256", "settings", "generator", "format")
+#: what a mask folder's record keeps of a run's settings
+MASK_PARAMETERS = ("model_type", "checkpoint", *MASK_SETTINGS[1:])
 
 
 def parse_shard(text: str | None, environ: dict[str, str] | None = None) -> tuple[int, int]:
@@ -81,27 +89,58 @@ def check_mask_folder(out: Path) -> None:
     if not out.is_dir():
         return
     refuse_foreign(out, (".json.gz",), id_folders=True)
-    if not (out / RUN_META).exists() and MaskStore(out).ids():
-        raise ValueError(f"{out}: holds mask sets without samcam's record ({RUN_META}); choose another --out folder")
+    if not (out / RUN_RECORD).exists() and not (out / LEGACY_MASK_RECORD).exists() and MaskStore(out).ids():
+        raise ValueError(f"{out}: holds mask sets without samcam's record ({RUN_RECORD}); choose another --out folder")
 
 
-def check_run_meta(out: Path, meta: dict[str, Any]) -> None:
-    """Write ``samcam_masks.json`` or check that the existing one has the same model, checkpoint,
+def read_mask_record(folder: str | os.PathLike) -> dict[str, Any]:
+    """What a mask folder's sets were made with: ``model_type``, ``checkpoint``, ``checkpoint_sha256``,
+    ``settings``, ``generator``, ``format`` and ``samcam_version``, from its record (samcam 0.1's
+    ``samcam_masks.json`` where that is all it has); ``{}`` for a folder without samcam's record (masks
+    of another tool). ``ValueError`` naming the record when it is unreadable or another step's."""
+    folder = Path(folder)
+    path = folder / RUN_RECORD
+    if not path.exists():
+        legacy = folder / LEGACY_MASK_RECORD
+        return read_record(legacy, "run record", "remove it or use another --out folder") if legacy.exists() else {}
+    record = read_record(path, "run record", "remove it or use another --out folder")
+    if record.get("step") != "masks" or not isinstance(record.get("parameters"), dict):
+        raise ValueError(f"{path}: the record of another step ({record.get('step')!r}), not of mask generation; use another --out folder")
+    return {**record["parameters"], "samcam_version": record.get("samcam_version")}
+
+
+def mask_record(meta: dict[str, Any], images: str | os.PathLike | None, out: str | os.PathLike) -> dict[str, Any]:
+    """The provenance record of a mask folder, in the shape every step's record has (step, inputs,
+    fingerprints, parameters, version, notes). The image folder is recorded by path, not fingerprinted:
+    each mask set carries its image's id and size, and runs over other id lists (shards, a split
+    extended later) add to one folder."""
+    return {"step": "masks", "samcam_version": meta.get("samcam_version"),
+            "inputs": {"images": record_path(images, out) if images is not None else None}, "fingerprints": {},
+            "parameters": {k: meta.get(k) for k in MASK_PARAMETERS},
+            "notes": {"compared": f"a run into this folder must have the same {', '.join(MASK_SETTINGS)}; the images are checked per mask set"}}  # fmt: skip
+
+
+def check_run_meta(out: Path, meta: dict[str, Any], images: str | os.PathLike | None = None) -> None:
+    """Write the folder's record or check that the existing one has the same model, checkpoint,
     settings, generator and format (a folder never mixes mask sets of two settings). A folder that
-    holds no mask set yet (a first run that failed early) takes the new record."""
-    path = out / RUN_META
+    holds no mask set yet (a first run that failed early) takes the new record; a samcam 0.1 record
+    (``samcam_masks.json``) that matches is moved into ``samcam_run.json``, its version kept."""
+    path, legacy = out / RUN_RECORD, out / LEGACY_MASK_RECORD
     check_mask_folder(out)
-    if path.exists() and MaskStore(out).ids():
-        old = read_record(path, "run record", "remove it or use another --out folder")
-        keys = ("model_type", "checkpoint_sha256", "settings", "generator", "format")
-        diff = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]
+    if (path.exists() or legacy.exists()) and MaskStore(out).ids():
+        old = read_mask_record(out)
+        diff = [k for k in MASK_SETTINGS if old.get(k, meta.get(k)) != meta.get(k)]
         if diff:
+            where = path if path.exists() else legacy
             raise ValueError(
-                f"{path}: this folder holds masks made with other {', '.join(diff)} "
+                f"{where}: this folder holds masks made with other {', '.join(diff)} "
                 f"({ {k: old.get(k) for k in diff} }); use another --out folder"
             )
-        return
-    write_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        if path.exists():
+            return
+        meta = {**meta, **{k: old[k] for k in ("checkpoint", "samcam_version") if k in old}}  # who made the masks
+    write_text(path, json.dumps(mask_record(meta, images, out), indent=1, sort_keys=True) + "\n")
+    legacy.unlink(missing_ok=True)
 
 
 def run_masks(
@@ -142,7 +181,7 @@ def run_masks(
     meta = {**info, "settings": amg_settings(**settings), "generator": generator, "samcam_version": __version__, "format": fmt}
     check_mask_folder(out)  # before the lock file is made
     with lock_output(out):  # one process writes a mask folder at a time
-        check_run_meta(out, meta)
+        check_run_meta(out, meta, images)
         store = MaskStore(out, fmt)
         todo = [i for i in todo_all if not store.has(i) or not FORMATS[fmt].complete(store.path(i))]
         skipped = len(todo_all) - len(todo)
@@ -152,22 +191,27 @@ def run_masks(
         start = time.perf_counter()
         bar = progress_bar(total=len(todo), desc=f"masks {model_type}", unit="img", progress=progress)
 
-        def done(image_id: str, n_masks: int) -> None:
+        where: list[str] = []
+
+        def done(image_id: str, info: tuple[int, str]) -> None:
             bar.update()
-            bar.set_postfix(masks=n_masks)
+            bar.set_postfix(masks=info[0])
+            where.append(info[1])
 
         work = ({i: index[i] for i in todo}, out, fmt, meta, model_type, checkpoint, generator, settings)
         try:
             run_on_devices(generate_into, devices, todo, work, done, threads)
         finally:
             bar.close()
-        return StepResult(out, len(todo), skipped, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        add_cost(out, seconds, len(todo), ", ".join(dict.fromkeys(where)))  # wall time, model building included, as every step
+        return StepResult(out, len(todo), skipped, seconds)
 
 
 def generate_into(device: str | None, ids: list[str], report, paths: dict[str, Path], out: Path, fmt: str, meta: dict,
                   model_type: str, checkpoint, generator: str, settings: dict) -> None:  # fmt: skip
     """Build the generator on ``device`` and write the mask set of each of ``ids`` into ``out``,
-    calling ``report(image_id, number of masks)`` after each: the loop of one process, or of one
+    calling ``report(image_id, (number of masks, device))`` after each: the loop of one process, or of one
     device's worker (:func:`samcam.pipeline.workers.run_on_devices`)."""
     from samcam.sam.model import build_generator
 
@@ -179,4 +223,4 @@ def generate_into(device: str | None, ids: list[str], report, paths: dict[str, P
         ms = gen.generate(image)
         ms.meta = {**meta, "image_id": image_id, "seconds": round(time.perf_counter() - t0, 3), "device": gen.device}
         store.write(image_id, ms)
-        report(image_id, len(ms))
+        report(image_id, (len(ms), str(gen.device)))
