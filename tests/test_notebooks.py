@@ -67,7 +67,7 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
 def test_reproduce_config_is_valid():
     steps = load_config()
     assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "affinity_alpha_val",
-                                       "voc_transcam",
+                                       "classifier_lite0", "cams_lite0", "labels_lite0", "voc_transcam",
                                        "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo",
                                        "bench_eval", "bench_merge", "bench_merge_e2e", "bench_generator_cpu", "bench_modes_cpu"]
     for s in steps:
@@ -87,7 +87,7 @@ def test_reproduce_config_is_valid():
                 if "/" in arg:
                     assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
     assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val",
-                                                    "affinity_alpha_val", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
+                                                    "affinity_alpha_val", "classifier_lite0", "cams_lite0", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
                                                     "bench_generator_cpu", "bench_modes_cpu"]  # fmt: skip
     assert all(s.script is None or s.long for s in steps)  # a benchmark runs only when named, on an idle machine
 
@@ -96,8 +96,6 @@ def test_reproduce_config_is_valid():
 NO_STEP_YET = {
     "results/seg": "issue 23: the segmentation table, made by scripts/seg_table.sh before reproduce had steps for it",
     "results/mutation": "mutmut runs in parts across sessions; results/mutation/README.md gives each part's command and commit",
-    "results/claims/labels": "the Lite0 CAM of the first claims run (superseded by results/claims/lite2); input of voc_samcam_cam",
-    "results/claims/cam_threshold_sweep_gt_tuned.csv": "the Lite0 CAM's threshold sweep (superseded by results/claims/lite2/search)",
     "results/claims/lite2/search/cam_search.csv": "the CAM search of scripts/cam_search.sh, run on a lent GPU (results/claims/lite2/README.md)",
     "results/claims/lite2/search/val": "the CAM search's val tables (scripts/cam_search.sh on a lent GPU)",
     "results/claims/lite2/search/logs": "the CAM search's logs (scripts/cam_search.sh on a lent GPU)",
