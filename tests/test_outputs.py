@@ -1,0 +1,151 @@
+"""The bookkeeping of samcam.outputs against independent computations: the machine description, the
+cost record a step appends to and its sum, what counts as a finished output, recorded paths read
+back, and how a refused rerun names what differs."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import os
+import platform
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from samcam import outputs
+from samcam.outputs import COST_RECORD, add_cost, is_complete, machine, machine_info, read_cost, resolve_recorded
+
+CPUINFO = ["processor\t: 0", "vendor_id\t: AuthenticAMD", "model name\t: AMD EPYC: 7B13 64-Core", "processor\t: 1", "model name\t: other"]
+MEMINFO = ["MemFree:         1000 kB", "MemTotal:       24683832 kB", "MemAvailable:    2000 kB"]
+
+
+@pytest.fixture()
+def proc(monkeypatch):
+    """/proc as a test gives it: ``files[name] = lines``."""
+    files = {"/proc/cpuinfo": CPUINFO, "/proc/meminfo": MEMINFO}
+    monkeypatch.setattr(outputs, "_proc_lines", lambda path: list(files.get(path, [])))
+    return files
+
+
+def test_machine_info_reads_the_first_cpu_model_and_memtotal(proc, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    info = machine_info()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert info == {"cpu": "AMD EPYC: 7B13 64-Core", "cores": cores, "memory_gib": 23.5,  # 24683832 kB / 2**20 = 23.54 GiB
+                    "python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()}  # fmt: skip
+    assert machine() == f"AMD EPYC: 7B13 64-Core, {cores} cores"
+
+
+def test_machine_info_without_proc_falls_back_to_platform(proc, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    proc.clear()
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    info = machine_info()
+    assert info["cpu"] == "arm64" and info["memory_gib"] is None
+    monkeypatch.setattr(platform, "processor", lambda: "i386")
+    assert machine_info()["cpu"] == "i386"
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert machine_info()["cores"] == 7
+
+
+def _fake_torch(gpu: bool) -> types.ModuleType:
+    torch = types.ModuleType("torch")
+    torch.__version__ = "9.9.9"
+    torch.get_num_threads = lambda: 3
+    torch.version = types.SimpleNamespace(cuda="12.4")
+
+    def name(index):
+        assert index == 0, index  # the first visible GPU
+        return "NVIDIA H100"
+
+    torch.cuda = types.SimpleNamespace(is_available=lambda: gpu, get_device_name=name)
+    return torch
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_machine_info_adds_torch_and_its_gpu_where_torch_is_loaded(proc, monkeypatch, gpu):
+    monkeypatch.setitem(sys.modules, "torch", _fake_torch(gpu))
+    info = machine_info()
+    expected = {"torch": "9.9.9", "torch_threads": 3, "cuda": "NVIDIA H100" if gpu else None, "cuda_version": "12.4" if gpu else None}
+    assert {k: info[k] for k in expected} == expected and set(info) == {"cpu", "cores", "memory_gib", "python", "numpy", "platform", *expected}
+
+
+def test_add_cost_appends_one_run_as_written(tmp_path, proc, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    add_cost(tmp_path, 1.23456, 4)
+    add_cost(tmp_path, 2, 1.0, device="cuda:0")
+    text = (tmp_path / COST_RECORD).read_text()
+    runs = json.loads(text)["runs"]
+    assert text == json.dumps({"runs": runs}, indent=1) + "\n"  # the layout the committed records have
+    finished = [datetime.datetime.fromisoformat(r.pop("finished")) for r in runs]
+    assert all(f.tzinfo == datetime.timezone.utc and before <= f <= before + datetime.timedelta(seconds=30) for f in finished)
+    assert runs == [{"seconds": 1.235, "images": 4, "device": "cpu", "machine": machine()},
+                    {"seconds": 2.0, "images": 1, "device": "cuda:0", "machine": "cuda:0"}]  # fmt: skip
+    assert [type(r["images"]) for r in runs] == [int, int]
+
+
+def test_read_cost_sums_the_runs(tmp_path):
+    (tmp_path / COST_RECORD).write_text(json.dumps({"runs": [
+        {"seconds": 3.0, "images": 2, "machine": "m1"},  # a record written before runs named their device
+        {"seconds": 1.5, "images": 1, "device": "cuda:0", "machine": "m2"},
+        {"seconds": 0.5, "images": 0, "device": "cpu", "machine": "m1"}]}))  # fmt: skip
+    assert read_cost(tmp_path) == {"seconds": 5.0, "images": 3, "seconds_per_image": 5.0 / 3, "devices": ["cpu", "cuda:0"], "machines": ["m1", "m2"]}
+    (tmp_path / COST_RECORD).write_text(json.dumps({"runs": [{"seconds": 0.5, "images": 0, "machine": "m"}]}))
+    assert read_cost(tmp_path)["seconds_per_image"] is None  # no image: no rate
+    assert read_cost(tmp_path / "none") == {"seconds": None, "images": 0, "seconds_per_image": None, "devices": [], "machines": []}
+
+
+@pytest.mark.parametrize("runs", [[["seconds", "images", "machine"]], [{"seconds": 1, "images": 1}], "x"])
+def test_an_unreadable_cost_record_is_named(tmp_path, runs):
+    path = tmp_path / COST_RECORD
+    path.write_text(json.dumps({"runs": runs}))
+    with pytest.raises(ValueError, match=rf"^{path}: unreadable cost record \(.+\); remove it to start the record anew$") as e:
+        read_cost(tmp_path)
+    if isinstance(runs, list):
+        assert "(a run lacks seconds, images or machine)" in str(e.value)
+
+
+def test_a_cost_record_with_exactly_the_needed_keys_is_read(tmp_path):
+    (tmp_path / COST_RECORD).write_text(json.dumps({"runs": [{"seconds": 2, "images": 1, "machine": "m"}]}))
+    assert read_cost(tmp_path)["seconds"] == 2
+
+
+def _gz(path, data: bytes, cut: int = 0):
+    blob = gzip.compress(data)
+    path.write_bytes(blob[: len(blob) - cut])
+    return path
+
+
+def test_is_complete_by_kind(tmp_path):
+    """Empty files never; a gzip stream only whole; any other non-empty file (a checkpoint) yes."""
+    assert not is_complete(tmp_path / "absent.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "one.pt").write_bytes(b"x")
+    assert not is_complete(tmp_path / "empty.pt") and is_complete(tmp_path / "one.pt")
+    big = os.urandom(3 << 20)  # more than one read of the stream
+    assert is_complete(_gz(tmp_path / "whole.json.gz", big))
+    assert not is_complete(_gz(tmp_path / "cut.json.gz", big, cut=9))
+    np.save(tmp_path / "a.npy", np.arange(6.0))
+    assert is_complete(tmp_path / "a.npy")
+    (tmp_path / "b.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-8])
+    assert not is_complete(tmp_path / "b.npy")
+
+
+def test_recorded_paths_are_read_back_against_the_record_folder_or_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    assert resolve_recorded("${SAMCAM_DATA}", tmp_path / "r") == tmp_path / "data"
+    assert resolve_recorded("${SAMCAM_DATA}/voc/x.png", tmp_path / "r") == tmp_path / "data" / "voc" / "x.png"
+    assert resolve_recorded("../masks", tmp_path / "r") == tmp_path / "r" / ".." / "masks"
+    assert resolve_recorded("${SAMCAM_DATA}x", tmp_path / "r") == tmp_path / "r" / "${SAMCAM_DATA}x"  # not the variable
+
+
+def test_differences_name_each_changed_key():
+    assert outputs._differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}, "parameters") == "parameters.b: 2 -> 3, parameters.c: None -> 4"
+    assert outputs._differences("0.1", "0.2", "samcam_version") == "samcam_version: '0.1' -> '0.2'"
+    assert outputs._differences({"a": 1}, "x", "p") == "p: {'a': 1} -> 'x'"
