@@ -555,14 +555,13 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
 
     def run(a: argparse.Namespace) -> int:
-        import samcam
         from samcam.outputs import check_output
-        from samcam.reproduce import NOTEBOOKS, RUNS, execute, resolve
+        from samcam.reproduce import RUNS, execute, resolve
 
         from samcam.pipeline.demo import check_demo_folder
 
         out_dir = resolve(a.out)
-        check_output(out_dir, NOTEBOOKS, Path(samcam.__file__).parent)  # never into the notebooks or the package
+        check_output(out_dir)  # never into the notebooks or the package
         check_demo_folder(out_dir)  # nor beside a user's files (before papermill writes the executed notebook there)
         executed = RUNS / "demo.ipynb" if out_dir == resolve("results/demo") else out_dir / "demo.ipynb"
         out = execute("demo.ipynb", executed, {"out_dir": str(out_dir), "points_per_side": a.points_per_side})

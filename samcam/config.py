@@ -62,12 +62,28 @@ def check_settings(obj, what: str) -> None:
     for f in _declared(obj):
         v, kind, m = getattr(obj, f.name), type(f.default), f.metadata
         if not (isinstance(v, kind) or (kind is float and isinstance(v, int))) or isinstance(v, bool) != (kind is bool):
-            raise ValueError(f"{what} field {f.name} is {v!r}, expected a {kind.__name__}")
+            raise ValueError(f"{what} field {f.name} is {v!r}, expected {'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}")
         if kind in (int, float):
             if not _inside(v, m["lo"], m["hi"], m["open_lo"]):
                 raise ValueError(f"{what} field {f.name} is {v!r}, expected a finite number in {_interval(m['lo'], m['hi'], m['open_lo'])}")
         if m["choices"] is not None and v not in m["choices"]:
             lookup(m["choices"], v, f"{what} field {f.name}")  # raises: unknown ... known: ...
+
+
+def recorded_config(cls, values: object, where: str):
+    """``cls`` built from a configuration a checkpoint recorded (fields it predates take their
+    defaults), so every field is checked as the option was (:func:`check_settings` in the class's
+    ``__post_init__``): ``ValueError`` naming ``where`` (the checkpoint) and the field when the record
+    is not a mapping, holds a field ``cls`` does not have, or a value out of its range."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: its recorded config is a {type(values).__name__}, not a mapping")
+    unknown = sorted(map(str, set(values) - {f.name for f in fields(cls)}))
+    if unknown:
+        raise ValueError(f"{where}: its recorded config holds {unknown[0]!r}, not a field samcam writes")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: recorded config: {e}") from None
 
 
 def add_options(p, cls, only: tuple[str, ...] | None = None) -> None:

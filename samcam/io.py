@@ -414,15 +414,16 @@ _ASCII_SPACE = re.compile(r"[ \t\r\f\v]+")
 
 def check_id(image_id: object, source: str | os.PathLike) -> str:
     """``image_id`` if it is a name (what ``<folder>/<id><suffix>`` may be built from): a non-empty
-    string without ``/``, ``\\``, NUL, control characters, Unicode format characters or Unicode
-    spaces (which look like nothing or like a space), neither ``.`` nor ``..``. Anything else
+    string without ``/``, ``\\``, NUL, control characters, Unicode format characters, Unicode
+    spaces (which look like nothing or like a space) or undecodable bytes, neither ``.`` nor ``..``. Anything else
     would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
     CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
     if (not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id)
-            or any(unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp") for ch in image_id if ord(ch) > 127)):  # fmt: skip
+            or any(unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp", "Cs") for ch in image_id if ord(ch) > 127)):  # fmt: skip
         # format characters (U+202E turns a message around) and Unicode spaces (U+00A0) look like
-        # nothing or a space, so an id holding one cannot be told from another
-        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control, format or space characters, or empty ids); ids name files inside a folder")
+        # nothing or a space, so an id holding one cannot be told from another; surrogates are the
+        # bytes of a file name that is not UTF-8 (Python's surrogateescape), which no text can hold
+        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control, format or space characters, bytes that are not UTF-8, or empty ids); ids name files inside a folder")
     return image_id
 
 

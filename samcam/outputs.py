@@ -42,13 +42,33 @@ class StepResult:
         return f"{self.done} {unit} done, {self.skipped} already there{rate} -> {self.out}"
 
 
+#: the checkout's own folders and files, which no output may be or lie in (results/ and work/ are for outputs)
+PROJECT_FOLDERS = ("samcam", "notebooks", "tests", "scripts", "benchmarks", ".ci", ".git", ".venv")
+PROJECT_FILES = ("pyproject.toml", "Makefile", "README.md", "ARCHITECTURE.md", "environment.yml", ".gitignore")
+
+
+def project_paths() -> list[Path]:
+    """Where samcam's own sources lie: the package it runs from and, in a checkout (a ``pyproject.toml``
+    beside the package), :data:`PROJECT_FOLDERS` and :data:`PROJECT_FILES` of that checkout."""
+    package = Path(__file__).resolve().parent
+    if not (REPO / "pyproject.toml").is_file():
+        return [package]
+    return [package, *(REPO / name for name in (*PROJECT_FOLDERS, *PROJECT_FILES))]
+
+
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse an output (file or folder) that is an input or lies inside an input folder (nothing a
-    user gave is ever written into or over), or whose path runs through a file."""
+    user gave is ever written into or over), that is or lies in samcam's own sources
+    (:func:`project_paths`: a notebook, the package, the configuration), or whose path runs through a file."""
     o = Path(out).resolve()
     above = next((p for p in o.parents if p.exists() and not p.is_dir()), None)
     if above is not None:  # said now, not after the work whose result could not be written
         raise ValueError(f"output {out}: {above} is a file, not a folder; choose another output path")
+    for own in project_paths():
+        r = own.resolve()
+        if o == r or r in o.parents:
+            what = own.name + ("/" if own.is_dir() else "")
+            raise ValueError(f"output {out} is or lies in {what}, part of samcam itself; write results elsewhere (results/, work/ or outside the checkout)")
     for i in inputs:
         if i is None:
             continue
@@ -240,7 +260,7 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
         if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
             continue
         check_input(q)
-        h.update(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode())
+        h.update(os.fsencode(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n"))  # a name need not be UTF-8
     return "sha256:" + h.hexdigest()
 
 

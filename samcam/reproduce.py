@@ -147,8 +147,9 @@ class Step:
 
 
 def _plain_loader():
-    """A safe YAML loader that refuses anchors' aliases: a few hundred bytes of nested aliases expand
-    to millions of nodes (a "billion laughs"), and a reproduce config has no use for them."""
+    """A safe YAML loader that refuses anchors' aliases (a few hundred bytes of nested aliases expand
+    to millions of nodes, a "billion laughs", and a reproduce config has no use for them) and a key
+    given twice in one mapping."""
     import yaml
 
     class PlainLoader(yaml.SafeLoader):
@@ -156,6 +157,17 @@ def _plain_loader():
             if self.check_event(yaml.AliasEvent):
                 raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in a reproduce config", self.peek_event().start_mark)
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):  # a key given twice: the last would silently win
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # an unhashable key: SafeLoader's own error names it
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
 
     return PlainLoader
 
@@ -200,8 +212,12 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if s["name"] in {t.name for t in steps}:
             raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
         where = f"{path}: step {i} ({s['name']})"
+        _check_outputs(s.get("outputs", []), where)
         if "notebook" in s:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
+            if not s["notebook"].endswith(".ipynb"):
+                raise ValueError(f"{where} notebook {s['notebook']!r} is not a notebook (.ipynb) of {NOTEBOOKS.name}/")
+            _check_parameters(s.get("parameters", {}), where)
         elif "command" in s:
             _check_command(s["command"], s.get("parameters"), s.get("outputs", []), where)
         else:
@@ -226,6 +242,9 @@ def _inside(name: object, folder: Path, what: str) -> None:
         raise ValueError(f"{what} {name!r} must be a relative path inside {folder.name}/")
 
 
+#: commands that are no step: they run steps themselves, or write outside the checkout (the weights cache)
+NOT_STEPS = ("reproduce", "demo", "weights")
+
 #: the options by which a samcam command names what it writes
 OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions")
 
@@ -239,8 +258,8 @@ def _check_command(command: list, parameters: object, outputs: list, where: str)
 
     if not command or not all(isinstance(a, str) and a and "\x00" not in a for a in command):
         raise ValueError(f"{where} command must be a non-empty list of non-empty strings, e.g. [masks, --images, ...]")
-    if command[0] not in COMMANDS or command[0] in ("reproduce", "demo"):
-        raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - {'reproduce', 'demo'}))}")
+    if command[0] not in COMMANDS or command[0] in NOT_STEPS:
+        raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - set(NOT_STEPS)))}")
     _check_arguments(command, parameters, outputs, where, "command")
 
 
@@ -266,14 +285,47 @@ def _check_script(script: list, parameters: object, inputs: list, outputs: list,
     _check_arguments(script, parameters, outputs, where, "script")
 
 
-def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:
-    """A command or script step takes no notebook parameters and writes only inside the checkout, and
-    only what it declares (every output option's value is one of its ``outputs``)."""
-    if parameters:
-        raise ValueError(f"{where}: parameters are a notebook's; a {kind} step's settings are its arguments")
+def _check_outputs(outputs: list, where: str) -> None:
+    """Every step writes only inside the checkout, never into samcam's own sources (its notebooks, the
+    package, the configuration: :func:`samcam.outputs.check_output`)."""
+    from samcam.outputs import check_output
+
     for out in outputs:
         if Path(out).is_absolute() or ".." in Path(out).parts:
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
+        try:
+            check_output(REPO / out)
+        except ValueError:
+            raise ValueError(f"{where} output {out!r} is or lies in samcam's own sources; write results elsewhere (results/, work/)") from None
+
+
+def _check_parameters(parameters: dict, where: str) -> None:
+    """A notebook's parameters name paths inside the checkout or under the data root (what
+    ``${SAMCAM_DATA}`` expands to), never elsewhere: a path in a string that is absolute, or relative
+    and leaving the checkout, is refused, at any depth of lists and mappings."""
+    root = Path(os.path.abspath(data_root()))
+
+    def check(value, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                check(v, f"{key}.{k}")
+        elif isinstance(value, list):
+            for k, v in enumerate(value):
+                check(v, f"{key}[{k}]")
+        elif isinstance(value, str) and ("/" in value or os.sep in value) and " " not in value.strip():
+            p = Path(os.path.abspath(value if Path(value).is_absolute() else REPO / value))
+            if not (p == REPO or REPO in p.parents or p == root or root in p.parents):
+                raise ValueError(f"{where} parameter {key} = {value!r} names a path outside the checkout and the data root")
+
+    for k, v in parameters.items():
+        check(v, str(k))
+
+
+def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:
+    """A command or script step takes no notebook parameters and writes only what it declares (every
+    output option's value is one of its ``outputs``)."""
+    if parameters:
+        raise ValueError(f"{where}: parameters are a notebook's; a {kind} step's settings are its arguments")
     glued = [a for a in argv[1:] if a.startswith("--") and "=" in a]
     if glued:  # --out=x would pass the check below unseen
         raise ValueError(f"{where} {kind} argument {glued[0]!r}: give an option and its value as two items ([--out, path])")

@@ -141,7 +141,7 @@ def test_propagate_refuses_keys_outside_the_label_space():
                                                ({"low_alpha": 32}, "must be below high_alpha"), ({"radius": 1}, "radius must be in 2..32"),
                                                ({"radius": 33}, "radius must be in 2..32 feature cells, not 33"),
                                                ({"steps": -1}, r"affinity field steps is -1, expected a finite number in \[0, 4096\]"),
-                                                   ({"steps": 4097}, r"field steps is 4097, expected a finite number in \[0, 4096\]"), ({"steps": 2.0}, "field steps is 2.0, expected a int")])  # fmt: skip
+                                                   ({"steps": 4097}, r"field steps is 4097, expected a finite number in \[0, 4096\]"), ({"steps": 2.0}, "field steps is 2.0, expected an int")])  # fmt: skip
 def test_config_refuses_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
         AffinityConfig(**bad)

@@ -154,6 +154,24 @@ def test_an_official_metadata_row_naming_a_path_is_refused(escape, capsys):
     fails(["merge", "--pseudo", w / "pred", "--masks", w / "masks", "--out", w / "out"], capsys, "metadata.csv", "is not a name")
     assert _digest(root) == before
 
+def test_a_file_name_that_is_not_utf8_is_no_id_and_no_crash(scored, capsys):
+    """A stray name of undecodable bytes (surrogates in Python) beside the inputs: ignored when not
+    listed (the fingerprint hashes the name's bytes), refused as no name when it would be an id."""
+    import os
+
+    os.rename(scored / "pred" / "b.png", os.fsdecode(os.fsencode(str(scored / "pred")) + b"/x\xff.png"))
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--per-image-csv", scored / "pi.csv"], capsys,
+          "pred: id 'x\\udcff' is not a name", "not UTF-8")  # fmt: skip
+    assert not (scored / "pi.csv").exists()
+    (scored / "one.txt").write_text("a\n")
+    assert cli.main(["eval", "--pred", str(scored / "pred"), "--gt", str(scored / "gt"), "--ids", str(scored / "one.txt")]) == 0
+    _cams(scored / "cams", [6], np.ones((1, 6, 8)))
+    (scored / "cams" / "a.npy").rename(os.fsdecode(os.fsencode(str(scored / "cams")) + b"/\xffa.npy"))
+    _cams(scored / "cams", [6], np.ones((1, 6, 8)))
+    assert cli.main(["cam2label", "--cams", str(scored / "cams"), "--out", str(scored / "o"), "--threshold", "0.2", "--ids", str(scored / "one.txt")]) == 0
+    fails(["cam2label", "--cams", scored / "cams", "--out", scored / "o2", "--threshold", "0.2"], capsys, "is not a name")
+
+
 def test_a_listed_file_whose_name_is_no_id_is_refused(tmp_path, capsys):
     _labels(tmp_path / "pred", ["a", "b\x1bc"], 7, (4, 4))
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
@@ -187,6 +205,29 @@ def test_a_reproduce_config_with_aliases_or_non_path_entries_is_refused(tmp_path
     for key, value, shown in (("outputs", "[3]", "3"), ("inputs", "[null]", "None"), ("outputs", "['']", "''")):
         (tmp_path / "r.yml").write_text(f"steps:\n  - name: x\n    notebook: demo.ipynb\n    {key}: {value}\n")
         fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", f"{key} holds {shown}; expected paths")
+
+
+@pytest.mark.parametrize("step,needle", [
+    ("notebook: demo.ipynb\n    outputs: [{t}/evil]", "must be a relative path inside the checkout"),  # every step kind, not only commands
+    ("notebook: demo.ipynb\n    outputs: [../../evil]", "must be a relative path inside the checkout"),
+    ("notebook: demo.ipynb\n    outputs: [notebooks/reproduce.yml]", "is or lies in samcam's own sources"),
+    ("command: [eval, --pred, results/p, --gt, results/g, --csv, samcam/x.csv]\n    outputs: [samcam/x.csv]", "is or lies in samcam's own sources"),
+    ("notebook: demo.ipynb\n    parameters: {{out: {t}/evil}}", "parameter out = "),  # a notebook's paths stay in the checkout or the data root
+    ("notebook: demo.ipynb\n    parameters: {{a: {{b: [../../evil]}}}}", "parameter a.b[0] = '../../evil' names a path outside"),
+    ("notebook: reproduce.yml", "is not a notebook (.ipynb)"),
+    ("command: [weights, fetch, vit_h]", "command 'weights' is not a samcam step"),  # writes the weights cache, outside the checkout
+    ("name: y\n    notebook: demo.ipynb", "the key 'name' is given twice"),
+])
+def test_a_reproduce_config_never_names_a_place_outside_the_checkout(tmp_path, capsys, step, needle):
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    " + step.format(t=tmp_path) + "\n")
+    fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", needle)
+
+
+def test_a_notebook_parameter_may_name_the_data_root_and_plain_text(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    parameters: {a: '${SAMCAM_DATA}/voc', b: results/x, "
+                                    "c: 'a / b text', d: [1, 2]}\n")  # fmt: skip
+    assert cli.main(["reproduce", "--config", str(tmp_path / "r.yml"), "--list"]) == 0
 
 
 # ============================================================================ 2. every input is checked before it is decoded (regular file, size, intact, what its name says)
@@ -365,6 +406,20 @@ def test_cam_smaller_than_its_image_is_refused(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2", "--images", tmp_path / "img"],
           capsys, "a.npy", "differs from its image size")
+
+def test_an_image_too_small_for_the_affinity_backbone_is_named(tmp_path, capsys):
+    """train-affinity, affinity and affinity-sweep run the backbone on each image: one too small for
+    its kernels is named as cam names it, not torch's bare error (third audit)."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "cams").mkdir()
+    for i in ("a", "b"):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "img" / f"{i}.jpg")
+        save_cam(tmp_path / "cams" / f"{i}.npy", np.array([6]), np.ones((1, 6, 8), np.float32))
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    fails(["train-affinity", "--images", tmp_path / "img", "--cams", tmp_path / "cams", "--ids", tmp_path / "ids.txt", "--out", tmp_path / "t.pt",
+           "--epochs", "1", "--batch-size", "2"], capsys, "img/a.jpg: 6×8 pixels is too small for this network")  # fmt: skip
+    assert not (tmp_path / "t.pt").exists()
+
 
 def test_refine_with_a_cam_of_another_size_names_the_cam(tmp_path, capsys):
     from samcam.cam.files import load_cam
@@ -776,6 +831,10 @@ _SEG_FIELDS = {"labels_dir": "/elsewhere/labels", "labels_fingerprint": "ab" * 3
     (lambda ck: ck.update(step=-5, total_steps=10), "step is -5"),
     (lambda ck: ck.update(step=11, total_steps=10), "step 11 is beyond total_steps 10"),
     (lambda ck: ck.update(history="x"), "history is a str"),
+    (lambda ck: ck.update(history={"losses": [float("nan"), float("inf")]}), "history.losses [nan, inf] is not a list of finite numbers"),
+    (lambda ck: ck.update(history={"epoch_seconds": [-1]}), "history.epoch_seconds [-1] is not a list of finite numbers ≥ 0"),
+    (lambda ck: ck.update(labels_fingerprint="zz"), "labels_fingerprint 'zz' is not the SHA-256 train-seg writes"),
+    (lambda ck: ck["recipe"].update(epochs=10**9), "epochs"),
 ])
 def test_a_segmentation_checkpoint_with_a_bad_field_is_named(tmp_path, capsys, edit, needle):
     import torch
@@ -878,8 +937,14 @@ def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys)
     (lambda ck: ck.update(state_dict={"w": 1}), "affinity head weights are not a state dict"),
     (lambda ck: ck.update(backbone=3), "backbone 3 is not a name"),
     (lambda ck: ck["record"]["config"].pop("radius"), "training radius recorded in this affinity checkpoint is None"),
-    (lambda ck: ck["record"]["config"].update(radius="5"), "radius recorded in this affinity checkpoint is '5', not a whole number in 2..32"),
-    (lambda ck: ck["record"]["config"].update(radius=-3), "is -3, not a whole number in 2..32"),
+    (lambda ck: ck["record"]["config"].update(radius="5"), "recorded config: affinity training field radius is '5', expected an int"),
+    (lambda ck: ck["record"]["config"].update(radius=-3), "recorded config: affinity training field radius is -3, expected a finite number in"),
+    (lambda ck: ck["record"]["config"].update(lr=float("nan")), "field lr is nan, expected a finite number"),  # every field, as its option
+    (lambda ck: ck["record"]["config"].update(crop=10**9), "field crop is 1000000000, expected a finite number in"),
+    (lambda ck: ck["record"]["config"].update(low_alpha=-5.0), "recorded config: low_alpha must be a number in (0, 256], not -5.0"),
+    (lambda ck: ck["record"]["config"].update(shape="x"), "its recorded config holds 'shape', not a field samcam writes"),
+    (lambda ck: ck.update(losses=[float("nan")]), "its losses [nan] are not a list of finite numbers"),
+    (lambda ck: ck.update(seconds=-3), "its seconds -3 are not a number ≥ 0"),
 ])
 def test_an_affinity_checkpoint_with_a_bad_field_is_named(tmp_path, edit, needle):
     import torch
@@ -917,6 +982,10 @@ def test_a_bad_device_is_named_before_any_output_is_made(tmp_path, capsys, args)
     (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--alpha", "1e300"], "--alpha"),
     (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--beta", "1e300"], "--beta"),
     (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--threshold", "0.001"], "--threshold"),
+    (["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--epochs", "1000000000"], "--epochs"),  # third audit: no upper bound
+    (["train-affinity", "--images", "{t}", "--cams", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/a.pt", "--epochs", "1000000000"], "--epochs"),
+    (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--epochs", "1000000000"], "--epochs"),
+    (["train-affinity", "--images", "{t}", "--cams", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/a.pt", "--batch-size", "100000"], "--batch-size"),
 ])
 def test_options_out_of_range_found_by_the_second_audit(tmp_path, capsys, args, needle):
     fails([a.format(t=tmp_path) for a in args], capsys, needle)
@@ -1075,8 +1144,27 @@ def test_demo_never_writes_into_the_notebooks_or_the_package(capsys):
     for out in ("notebooks", "notebooks/sub", "samcam"):
         assert cli.main(["demo", "--out", out]) == 2
         err = capsys.readouterr().err
-        assert "choose another output path" in err and len(err.strip().splitlines()) == 1
+        assert "part of samcam itself" in err and len(err.strip().splitlines()) == 1
     assert hashlib.sha256((NOTEBOOKS / "demo.ipynb").read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize("target", ["notebooks/demo.ipynb", "notebooks/reproduce.yml", "samcam/x.csv", "pyproject.toml", "notebooks/sub/x.csv", "tests/x.csv"])
+def test_no_command_writes_into_samcams_own_sources(scored, capsys, target):
+    """A single-file output (eval's tables) or a folder may not be or lie in the checkout's notebooks,
+    package, tests or configuration (second audit: `eval --csv notebooks/demo.ipynb` replaced it)."""
+    import hashlib
+
+    from samcam.io import REPO
+
+    path = REPO / target
+    before = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    for args in (["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--csv", path],
+                 ["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--per-image-csv", path],
+                 *([["cam2label", "--cams", scored / "pred", "--out", path.parent / "labels", "--threshold", "0.2"]] if path.parent != REPO else [])):  # fmt: skip
+        err = fails(args, capsys)
+        assert "part of samcam itself" in err, err
+    assert (hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None) == before
+    assert not (REPO / "notebooks" / "sub").exists() and not (path.parent / "labels").exists()
 
 
 def test_demo_rewrites_its_own_folders_and_refuses_foreign_files(tmp_path):
@@ -1297,9 +1385,13 @@ def test_classifier_checkpoint_configs_and_resume_fields_are_checked(tmp_path):
     from samcam.training import resume_state
 
     assert checkpoint_config({"state_dict": {}}, "c.pt") == {} and checkpoint_config({"config": {"epochs": 3}}, "c.pt") == {"epochs": 3}
-    for config, needle in (("oops", "its config is a str"), ({"output_stride": 8}, "config output_stride 8 is not 16 or 32"),
-                           ({"epochs": 0}, "config epochs 0 is not a whole number")):  # fmt: skip
-        with pytest.raises(ValueError, match=r"c\.pt: " + needle):
+    for config, needle in (("oops", "its recorded config is a str"), ({"output_stride": 8}, "recorded config: unknown classifier training field output_stride 8; known: 16, 32"),
+                           ({"epochs": 0}, "recorded config: .*field epochs is 0"), ({"crop": 10**9}, "field crop is 1000000000"),
+                           ({"n_classes": 10**6}, "field n_classes is 1000000"), ({"lr_head": float("nan")}, "field lr_head is nan"),
+                           ({"batch_size": -5}, "field batch_size is -5"), ({"recam": "x"}, "field recam is 'x'"),
+                           ({"freeze_blocks": 999}, "field freeze_blocks is 999"), ({"epochs": 10**9}, "field epochs is 1000000000"),
+                           ({"shape": 3}, "its recorded config holds 'shape', not a field samcam writes")):  # fmt: skip
+        with pytest.raises(ValueError, match=r"^c\.pt: (recorded config: classifier training )?" + needle):
             checkpoint_config({"config": config}, "c.pt")
     w = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)

@@ -224,7 +224,7 @@ def test_an_image_too_small_for_a_cam_network_is_named():
 
     torch.manual_seed(0)
     net = CamNet(nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU()), 8, 20).eval()  # no padding: needs 5 px
-    with pytest.raises(ValueError, match=r"shots/a\.jpg: 8×100 pixels is too small for this CAM network at scale 0\.5 \(.*input size"):
+    with pytest.raises(ValueError, match=r"shots/a\.jpg: 8×100 pixels is too small for this network at scale 0\.5 \(.*input size"):
         multiscale_cam(net, np.zeros((8, 100, 3), np.uint8), [0], scales=(1.0, 0.5), source="shots/a.jpg")
     assert multiscale_cam(net, np.zeros((10, 100, 3), np.uint8), [0], scales=(1.0, 0.5)).shape == (1, 10, 100)  # 5 px at 0.5: runs
     with pytest.raises(ValueError, match=r"c\.jpg: 4×4 pixels .* at scale 1 "):

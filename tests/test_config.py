@@ -61,8 +61,8 @@ def test_options_carry_the_fields_defaults_ranges_and_help():
     [
         ({"size": 65}, r"toy field size is 65, expected a finite number in \[2, 64\]"),
         ({"size": 1}, r"field size is 1, expected a finite number in \[2, 64\]"),
-        ({"size": 8.0}, r"field size is 8.0, expected a int"),
-        ({"size": True}, "field size is True, expected a int"),
+        ({"size": 8.0}, r"field size is 8.0, expected an int"),
+        ({"size": True}, "field size is True, expected an int"),
         ({"rate": float("nan")}, r"field rate is nan, expected a finite number in \[0.0, 1.0\]"),
         ({"rate": -0.1}, "field rate is -0.1"),
         ({"power": float("inf")}, r"field power is inf, expected a finite number in \[0.5, inf\]"),
@@ -182,3 +182,25 @@ def test_a_setting_made_at_run_time_records_its_default_range_choices_flag_and_h
     q = argparse.ArgumentParser(exit_on_error=False)
     add_options(q, Late, only=("kind",))  # the fields before it are skipped, not the end of the walk
     assert "--kind" in q.format_help() and "--max-count" not in q.format_help() and "--keep-going" not in q.format_help()
+
+
+def test_every_numeric_setting_has_both_bounds():
+    """Rule 6 of the bad-input issue: no option runs without end (third audit: --epochs 10**9 trained
+    until killed); each number a config declares has a lower and an upper bound, and a config read back
+    from a checkpoint holds no field its class lacks (samcam.config.recorded_config)."""
+    from samcam.config import _declared, recorded_config
+    from samcam.pipeline.affinity import AffinityTrainConfig
+    from samcam.pipeline.train_classifier import TrainConfig
+    from samcam.refine.affinity import AffinityConfig
+    from samcam.refine.prompted import PromptConfig
+    from samcam.seg.recipe import Recipe
+
+    unbounded = [f"{cls.__name__}.{f.name}" for cls in (AffinityTrainConfig, TrainConfig, AffinityConfig, PromptConfig, Recipe)
+                 for f in _declared(cls) if type(f.default) in (int, float) and f.metadata["choices"] is None
+                 and (f.metadata["lo"] is None or f.metadata["hi"] is None)]  # fmt: skip
+    assert unbounded == []
+    assert recorded_config(TrainConfig, {"epochs": 3, "rescale": None}, "c.pt") == TrainConfig(epochs=3)
+    with pytest.raises(ValueError, match=r"^c\.pt: its recorded config is a list, not a mapping$"):
+        recorded_config(TrainConfig, [1], "c.pt")
+    with pytest.raises(ValueError, match=r"^c\.pt: recorded config: classifier training field epochs is 0, expected a finite number in \[1, 10000\]$"):
+        recorded_config(TrainConfig, {"epochs": 0}, "c.pt")

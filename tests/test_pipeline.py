@@ -313,6 +313,7 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     from samcam import cli, outputs, reproduce
 
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)  # the checkout: where relative outputs land
     monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # a clean checkout: no note
     cfg = tmp_path / "r.yml"
     cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n")
@@ -324,7 +325,7 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append((nb, out)) or out.parent.mkdir(parents=True, exist_ok=True))
     (tmp_path / "in").write_text("x")
     cfg.write_text(f"steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n"
-                   f"  - name: b\n    notebook: demo.ipynb\n    inputs: [{tmp_path / 'in'}]\n    outputs: [{tmp_path / 'out'}]\n")
+                   f"  - name: b\n    notebook: demo.ipynb\n    inputs: [{tmp_path / 'in'}]\n    outputs: [out]\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "a: skipped (missing input does/not/exist)" and lines[1].startswith("b: running (stale (never run here))")
@@ -336,8 +337,8 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
         (tmp_path / params["writes"]).write_text("z")
 
     monkeypatch.setattr(reproduce, "execute", make)
-    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{writes: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [{tmp_path / 'mid'}]\n"
-                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{writes: end}}\n    inputs: [{tmp_path / 'mid'}]\n    outputs: [{tmp_path / 'end'}]\n")
+    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{writes: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [mid]\n"
+                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{writes: end}}\n    inputs: [mid]\n    outputs: [end]\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "d: done in" in out and (tmp_path / "end").exists() and "note:" not in out

@@ -118,9 +118,9 @@ def test_config_and_shape_errors_name_the_choices():
         PromptConfig("boxes")
     with pytest.raises(ValueError, match=r"^unknown prompt config field select 'iou'; known: overlap, score, both$"):
         PromptConfig("box", "iou")
-    with pytest.raises(ValueError, match=r"^prompt config field min_area is -1, expected a finite number in \[0, inf\]$"):
+    with pytest.raises(ValueError, match=r"^prompt config field min_area is -1, expected a finite number in \[0, 2147483647\]$"):
         PromptConfig("box", "overlap", -1)
-    with pytest.raises(ValueError, match=r"^prompt config field min_area is 1.5, expected a int$"):
+    with pytest.raises(ValueError, match=r"^prompt config field min_area is 1.5, expected an int$"):
         PromptConfig("box", "overlap", 1.5)
     pred = _FakePredictor((8, 8), np.zeros((3, 8, 8), bool), np.zeros(3))
     with pytest.raises(ValueError, match=r"^pseudo label must be 2-D, got shape \(1, 8, 8\)$"):

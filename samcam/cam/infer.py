@@ -16,16 +16,17 @@ SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
 
 
 @contextlib.contextmanager
-def _sized(source: object, h: int, w: int, scale: float):
+def sized(source: object, h: int, w: int, scale: float = 1.0):
     """A network's own error for an input smaller than its kernels (EfficientNet-Lite0 below about
     13 px: "Kernel size can't be greater than actual input size") said as a ``ValueError`` naming the
-    image, its size and the scale; any other error passes unchanged."""
+    image, its size and the scale; any other error passes unchanged. Every network samcam runs on an
+    image (CAMs, the affinity backbone) runs inside it."""
     try:
         yield
     except RuntimeError as e:
         if "input size" not in str(e):
             raise
-        raise ValueError(f"{source}: {h}×{w} pixels is too small for this CAM network at scale {scale:g} "
+        raise ValueError(f"{source}: {h}×{w} pixels is too small for this network at scale {scale:g} "
                          f"({str(e).splitlines()[0]})") from None  # fmt: skip
 
 
@@ -49,7 +50,7 @@ def multiscale_cam(net: CamNet, image: np.ndarray, classes: Sequence[int], scale
     for s in scales:
         xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
-        with _sized(source, h, w, s):
+        with sized(source, h, w, s):
             cam = net.cams(batch, classes)
         if flip:
             cam = cam[:1] + cam[1:].flip(-1)
@@ -94,6 +95,6 @@ def predict_scores(net: CamNet, images: list[np.ndarray], sources: Sequence[obje
     dev = net_device(net)
     scores = []
     for k, im in enumerate(images):
-        with _sized(sources[k] if sources is not None else f"image {k}", *im.shape[:2], 1.0):
+        with sized(sources[k] if sources is not None else f"image {k}", *im.shape[:2], 1.0):
             scores.append(torch.sigmoid(net(to_tensor(im).to(dev)))[0].cpu().numpy())
     return np.stack(scores)

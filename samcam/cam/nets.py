@@ -255,19 +255,17 @@ def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike |
 
 
 def checkpoint_config(ck: object, path: str | os.PathLike) -> dict:
-    """A classifier checkpoint's ``config`` (``{}`` when it has none), checked where it is read:
-    ``ValueError`` naming ``path`` when the checkpoint or its config is not a mapping, or its
-    ``output_stride`` or ``epochs`` is not one samcam writes."""
+    """A classifier checkpoint's ``config`` (``{}`` when it has none), checked where it is read as
+    train-classifier's options are (:func:`samcam.config.recorded_config` with its ``TrainConfig``):
+    ``ValueError`` naming ``path`` and the field when a field is not one samcam writes or lies
+    outside its range (``output_stride`` not 16 or 32, ``epochs`` not a whole number ≥ 1, ...)."""
+    from samcam.config import recorded_config
+    from samcam.pipeline.train_classifier import TrainConfig
+
     config = ck.get("config") if isinstance(ck, dict) else None
     if config is None:
         return {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: its config is a {type(config).__name__}, not the mapping train-classifier writes")
-    if config.get("output_stride", 16) not in (16, 32):
-        raise ValueError(f"{path}: config output_stride {config['output_stride']!r} is not 16 or 32")
-    epochs = config.get("epochs", 1)
-    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1):
-        raise ValueError(f"{path}: config epochs {epochs!r} is not a whole number ≥ 1")
+    recorded_config(TrainConfig, config, str(path))
     return config
 
 

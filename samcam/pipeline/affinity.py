@@ -34,7 +34,7 @@ from samcam.cam.nets import EFFICIENTNETS
 from samcam.config import check_settings, setting
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.outputs import StepResult
-from samcam.training import TrainResult
+from samcam.training import TrainResult, resume_state
 from samcam.refine.crf import CRFConfig
 
 
@@ -50,8 +50,8 @@ class AffinityTrainConfig:
     (the frozen backbone's features are computed once per image)."""
 
     backbone: str = setting("efficientnet-lite0", choices=EFFICIENTNETS, help="frozen ImageNet backbone")
-    epochs: int = setting(8, 1, None, "epochs")
-    batch_size: int = setting(8, 1, None, "images per step")
+    epochs: int = setting(8, 1, 10_000, "epochs")
+    batch_size: int = setting(8, 1, 4096, "images per step")
     crop: int = setting(56, 1, 256, "training window in stride-8 cells (56 = 448 px)")
     lr: float = setting(0.1, 0.0, 10.0, "base learning rate (poly-decayed)", open_lo=True)
     weight_decay: float = setting(5e-4, 0.0, 1.0, "weight decay")
@@ -59,7 +59,7 @@ class AffinityTrainConfig:
     low_alpha: float = 4.0  # seed powers: set on the command line by --threshold or --low/--high-alpha
     high_alpha: float = 32.0
     radius: int = setting(5, 2, 32, "pair radius in cells")
-    head_lr_mult: float = setting(10.0, 0.0, None, "the head's rate is lr × this (PSA: 10)", open_lo=True)
+    head_lr_mult: float = setting(10.0, 0.0, 1000.0, "the head's rate is lr × this (PSA: 10)", open_lo=True)
     crf: bool = setting(True, flag="--no-crf", help="CAM seeds without PSA's dense CRF")
     momentum: float = setting(0.0, 0.0, 0.999, "SGD momentum (0, as PSA's optimiser ran)")
 
@@ -88,12 +88,14 @@ def backbone(name: str):
 
 
 @torch.inference_mode()
-def levels_of(net, image: np.ndarray) -> list[torch.Tensor]:
-    """The backbone's three feature levels of one RGB image, each ``C × h × w``."""
-    from samcam.cam.infer import to_tensor
+def levels_of(net, image: np.ndarray, source: object = "image") -> list[torch.Tensor]:
+    """The backbone's three feature levels of one RGB image, each ``C × h × w``; ``ValueError``
+    naming ``source`` for an image too small for the backbone."""
+    from samcam.cam.infer import sized, to_tensor
     from samcam.cam.nets import feature_levels
 
-    return [x[0] for x in feature_levels(net, to_tensor(image))]
+    with sized(source, *image.shape[:2]):
+        return [x[0] for x in feature_levels(net, to_tensor(image))]
 
 
 def _window(levels: list[torch.Tensor], seeds: np.ndarray, crop: int, rng: np.random.Generator):
@@ -173,7 +175,7 @@ def train_affinity(
     feats, seeds = [], []
     for image_id in progress_bar(ids, desc="affinity features and seeds", unit="img", progress=progress):
         image = read_image(images[image_id])
-        lv = levels_of(net, image)
+        lv = levels_of(net, image, images[image_id])
         grid = tuple(lv[0].shape[-2:])
         if seed_labels is None:
             d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
@@ -228,6 +230,7 @@ def train_affinity(
 
 def load_affinity(checkpoint: str | os.PathLike):
     """``(backbone net, head, checkpoint dict)`` of a finished :func:`train_affinity` checkpoint."""
+    from samcam.config import recorded_config
     from samcam.io import load_checkpoint, load_weights
 
     ck = load_checkpoint(checkpoint)
@@ -238,9 +241,11 @@ def load_affinity(checkpoint: str | os.PathLike):
     epoch, epochs = _epochs_of(ck, checkpoint)
     if epoch < epochs:
         raise ValueError(f"{checkpoint}: training stopped after epoch {epoch} of {epochs}; rerun train-affinity to finish it")
+    recorded_config(AffinityTrainConfig, ck["record"]["config"], str(checkpoint))  # every field as the option was checked
     radius = ck["record"]["config"].get("radius")  # the walk's radius must be the training's
     if not (isinstance(radius, int) and not isinstance(radius, bool) and 2 <= radius <= 32):
         raise ValueError(f"{checkpoint}: the training radius recorded in this affinity checkpoint is {radius!r}, not a whole number in 2..32")
+    resume_state(ck, checkpoint)  # its losses and seconds: finite numbers
     head = _head_of(ck, checkpoint)
     load_weights(head, ck.get("state_dict"), checkpoint, "affinity head weights")
     name = ck.get("backbone")
@@ -298,7 +303,7 @@ def affinity_labels(
         image = read_image(images[image_id])
         d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
         t0 = time.perf_counter()
-        label = walk(image, d, cams / f"{image_id}.npy", (config.alpha,))[0]
+        label = walk(image, d, cams / f"{image_id}.npy", (config.alpha,), images[image_id])[0]
         return label, time.perf_counter() - t0
 
     with claim_output(out, "affinity", {"cams": cams, "checkpoint": checkpoint, "images": common_folder(images.values())},
@@ -308,8 +313,9 @@ def affinity_labels(
 
 def _walker(checkpoint: str | os.PathLike, config: AffinityConfig):
     """``(config, walk)`` for a finished affinity checkpoint: the config with the head's training
-    radius (a different radius is refused), and ``walk(image, cam, cam_path, alphas)``, the labels
-    of one image's CAM file contents at each background power (errors name ``cam_path``)."""
+    radius (a different radius is refused), and ``walk(image, cam, cam_path, alphas, source)``, the labels
+    of one image's CAM file contents at each background power (errors name ``cam_path``, or the image
+    file ``source`` where it is too small for the backbone)."""
     net, head, ck = load_affinity(checkpoint)
     trained = ck["record"]["config"]["radius"]
     if config.radius is None:
@@ -317,9 +323,9 @@ def _walker(checkpoint: str | os.PathLike, config: AffinityConfig):
     elif config.radius != trained:
         raise ValueError(f"{checkpoint}: trained with radius {trained}; the walk needs the same radius, not {config.radius}")
 
-    def walk(image: np.ndarray, cam: dict, cam_path: Path, alphas) -> list[np.ndarray]:
+    def walk(image: np.ndarray, cam: dict, cam_path: Path, alphas, source: object = "image") -> list[np.ndarray]:
         with torch.inference_mode():
-            f = head([x[None] for x in levels_of(net, image)])[0]
+            f = head([x[None] for x in levels_of(net, image, source)])[0]
         try:
             return propagate_alphas(cam["high_res"], cam["keys"], f, config, alphas)
         except ValueError as e:
@@ -365,7 +371,7 @@ def alpha_sweep(
         if g.shape != image.shape[:2]:
             raise ValueError(f"{gt / (image_id + '.png')}: ground truth of {g.shape[1]}×{g.shape[0]} px for an image of {image.shape[1]}×{image.shape[0]}")
         path = cams / f"{image_id}.npy"
-        for ev, label in zip(evs, walk(image, load_cam(path, image.shape[:2]), path, alphas)):
+        for ev, label in zip(evs, walk(image, load_cam(path, image.shape[:2]), path, alphas, images[image_id])):
             ev.add(image_id, g, label)
     return sweep_table(alphas, evs, key="alpha")
 

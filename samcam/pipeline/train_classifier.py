@@ -33,14 +33,14 @@ from samcam.training import TrainResult, descend, resume_state, save_epoch, set_
 @dataclass
 class TrainConfig:
     backbone: str = setting("efficientnet-lite0", choices=EFFICIENTNETS, help="ImageNet backbone")
-    epochs: int = setting(6, 1, None, "epochs")
-    batch_size: int = setting(16, 1, None, "images per step")
+    epochs: int = setting(6, 1, 10_000, "epochs")
+    batch_size: int = setting(16, 1, 4096, "images per step")
     crop: int = setting(320, 32, 2048, "square training crop in pixels")
     lr_head: float = setting(1e-2, 0.0, 10.0, "head learning rate", open_lo=True)
     lr_backbone: float = setting(1e-3, 0.0, 10.0, "backbone learning rate", open_lo=True)
     train_backbone: bool = setting(True, flag="--head-only", help="train only the classifier head (the backbone stays frozen)")
     seed: int = setting(0, 0, 2**32 - 1, "seed of the sample order and augmentations")
-    n_classes: int = 20
+    n_classes: int = 20  # the dataset's (VOC's 20), not an option
     output_stride: int = setting(32, choices=(16, 32), help="16 dilates the last stage (finer CAMs)")
     rescale: tuple[float, float] | None = None  # random scale of each sample (of the original image)
     freeze_blocks: int = setting(0, 0, 64, "keep the stem and this many first backbone blocks at their ImageNet weights (0: all train)")
@@ -48,6 +48,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_settings(self, "classifier training")
+        if not (isinstance(self.n_classes, int) and not isinstance(self.n_classes, bool) and 1 <= self.n_classes <= 1000):
+            raise ValueError(f"classifier training field n_classes is {self.n_classes!r}, expected a whole number in [1, 1000]")
         if self.rescale is not None:
             lo, hi = self.rescale
             if not (0 < lo <= hi <= 4):

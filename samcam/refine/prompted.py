@@ -35,7 +35,7 @@ class PromptConfig:
 
     prompts: str = setting("box", choices=PROMPTS, help="what prompts SAM for each component: its box, its CAM peak, both, with negative points")
     select: str = setting("overlap", choices=SELECT, help="which of SAM's three masks to keep")
-    min_area: int = setting(100, 0, None, "components smaller than this many pixels keep their CAM pixels")
+    min_area: int = setting(100, 0, 2**31 - 1, "components smaller than this many pixels keep their CAM pixels")
 
     def __post_init__(self) -> None:
         check_settings(self, "prompt config")

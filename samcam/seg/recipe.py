@@ -37,7 +37,7 @@ class Recipe:
     scale_max: float = setting(1.5, 0.01, 8.0, "random scale range, high end")
     flip: bool = setting(True, flag="--no-flip", help="no random horizontal flip")
     batch_size: int = setting(8, 2, 4096, "images per step, at least 2 (batch norm)")
-    epochs: int = setting(4, 1, None, "epochs")
+    epochs: int = setting(4, 1, 10_000, "epochs")
     optimizer: str = setting("adamw", choices=OPTIMIZERS, help="optimizer")
     lr: float = setting(6e-4, 0.0, 10.0, "backbone learning rate, poly-decayed", open_lo=True)
     head_lr_mult: float = setting(5.0, 0.0, 1000.0, "head learning rate = lr × this", open_lo=True)

@@ -10,7 +10,9 @@ reseeded each step, so an interrupted and resumed run follows the uninterrupted 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import resource
 import time
 from dataclasses import dataclass
@@ -135,6 +137,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         for key, kind in (("history", dict), ("complete", bool), ("labels_dir", str), ("labels_fingerprint", str)):
             if not isinstance(ck[key], kind):
                 raise ValueError(f"{key} is a {type(ck[key]).__name__}, expected a {'mapping' if kind is dict else kind.__name__}")
+        if not re.fullmatch(r"[0-9a-f]{64}", ck["labels_fingerprint"]):
+            raise ValueError(f"labels_fingerprint {ck['labels_fingerprint'][:80]!r} is not the SHA-256 train-seg writes")
+        for key in ("losses", "epoch_seconds"):  # one finite number ≥ 0 per finished epoch
+            values = ck["history"].get(key, [])
+            if not (isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values)):
+                raise ValueError(f"history.{key} {str(values)[:80]} is not a list of finite numbers ≥ 0")
     except KeyError as e:
         raise ValueError(f"{path}: a samcam segmentation checkpoint without its {e.args[0]} field") from None
     except (TypeError, ValueError) as e:
