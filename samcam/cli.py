@@ -220,7 +220,7 @@ def _masks(p: argparse.ArgumentParser):
         from samcam.pipeline.masks import parse_shard, run_masks
         from samcam.pipeline.workers import parse_devices
 
-        shard, devices = parse_shard(a.shard), parse_devices(a.devices)
+        shard, devices = parse_shard(a.shard), parse_devices(a.devices, threads=a.threads)
         check_output(a.out, a.ids)  # run_masks checks the images and the checkpoint; the id list is the command's
         if a.threads:
             import torch
@@ -305,6 +305,8 @@ def _train(p: argparse.ArgumentParser):
         from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
         check_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
+        if not a.train_backbone:
+            refuse_unused(p, a, ("lr_backbone",), "with --head-only (the backbone stays frozen)")
         tree = VocTree(a.voc)
         cfg = from_args(TrainConfig, a, rescale=tuple(a.rescale) if a.rescale else None)
         ids = a.ids.ids
@@ -350,7 +352,7 @@ def _cam(p: argparse.ArgumentParser):
         from samcam.pipeline.workers import parse_devices
 
         check_output(a.out, a.images, a.voc, a.checkpoint, a.ids)
-        devices = parse_devices(a.devices)
+        devices = parse_devices(a.devices, threads=a.threads)
         if devices and a.device:
             raise ValueError("give --device or --devices, not both")
         if a.threads:
@@ -424,7 +426,7 @@ def _cam_select(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import pandas as pd
 
-        from samcam.io import write_text
+        from samcam.io import check_id, write_text
         from samcam.outputs import check_output
         from samcam.pipeline.cam import best_rows, read_cam_eval, select_classifier
 
@@ -433,6 +435,7 @@ def _cam_select(p: argparse.ArgumentParser):
             name, sep, path = item.partition("=")
             if not sep or not name or not path:
                 raise ValueError(f"--evals {item!r}: expected NAME=CSV")
+            check_id(name, "--evals")  # a candidate's name is printed and written: a name, not control characters
             if name in evals:
                 raise ValueError(f"--evals: candidate {name!r} given twice")
             evals[name] = read_cam_eval(path)
@@ -479,6 +482,8 @@ def _cam2label(p: argparse.ArgumentParser):
 
         ids = ids_of(a.ids)
         check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids])
+        if not a.sweep_gt:
+            refuse_unused(p, a, ("thresholds", "sweep_csv"), "without --sweep-gt (the sweep scores against that ground truth)")
         if a.sweep_gt:
             ts = _threshold_range(a.thresholds)
             df = threshold_sweep(a.cams, a.sweep_gt, folder_ids(a.cams, ".npy", "CAM", ids), ts)
@@ -597,6 +602,15 @@ def _reproduce(p: argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- refine
 
 
+def refuse_unused(p: argparse.ArgumentParser, a: argparse.Namespace, dests: Sequence[str], why: str) -> None:
+    """``ValueError`` naming the first option of ``dests`` given a value other than its default:
+    it does not apply (``why``), and an option silently ignored would make a user think it acted."""
+    for dest in dests:
+        if getattr(a, dest, None) != p.get_default(dest):
+            flag = next((o for act in p._actions if act.dest == dest for o in act.option_strings), f"--{dest.replace('_', '-')}")
+            raise ValueError(f"{flag} does not apply {why}")
+
+
 @command("refine", "refine pseudo labels with SAM: prompted by the labels' own regions, or everything-mode + the paper's rule")
 def _refine(p: argparse.ArgumentParser):
     from samcam.config import add_options, from_args
@@ -618,12 +632,16 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
 
     def run(a: argparse.Namespace) -> int:
+        from dataclasses import fields
+
         ids = ids_of(a.ids)
         if a.mode == "everything":
             from samcam.data.spaces import VOC
             from samcam.pipeline.merge import merge_folders
             from samcam.refine.merge import MergeRule
 
+            refuse_unused(p, a, ("images", "cams", "devices", "threads", "model", "checkpoint", "device", *(f.name for f in fields(PromptConfig))),
+                          "to --mode everything (the paper's rule on the --masks given)")  # fmt: skip
             if not a.masks:
                 raise ValueError("--mode everything needs --masks")
             s = merge_folders(a.pseudo, a.masks, a.out, VOC, MergeRule(), ids)
@@ -632,9 +650,10 @@ def _refine(p: argparse.ArgumentParser):
         from samcam.pipeline.prompted import refine_folder
         from samcam.pipeline.workers import parse_devices
 
+        refuse_unused(p, a, ("masks",), "to --mode prompted (SAM is prompted on --images; --masks is everything mode's)")
         if not a.images:
             raise ValueError("--mode prompted needs --images")
-        devices = parse_devices(a.devices)
+        devices = parse_devices(a.devices, threads=a.threads)
         if a.threads:
             import torch
 
@@ -883,6 +902,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"samcam {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (`samcam reproduce --list | head -1`): no error, as any Unix tool
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe stopped
     except Exception as e:
         if args.debug:
             raise

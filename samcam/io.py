@@ -64,9 +64,17 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 MAX_INPUT_BYTES = 4 << 30
 """The largest input file read whole, and the most bytes a gzip stream may inflate to (4 GiB)."""
 
+MAX_TEXT_BYTES = 256 << 20
+"""The largest text input (an id list, a metadata CSV, a table, a config: 256 MiB, ten million ids):
+one larger is no such file, and parsing it would take the memory of the work it lists."""
+
+#: the kinds of input that are text, each held to :data:`MAX_TEXT_BYTES`
+TEXT_INPUTS = ("id list", "mask metadata", "reproduce config", "cam-eval table", "alpha sweep table", "annotation XML", "table")
+
 
 def check_input(path: str | os.PathLike, what: str = "input") -> Path:
-    """``path`` if it is a regular file of at most :data:`MAX_INPUT_BYTES`: a pipe or a device could
+    """``path`` if it is a regular file of at most :data:`MAX_INPUT_BYTES` (:data:`MAX_TEXT_BYTES` for
+    the text kinds of :data:`TEXT_INPUTS`): a pipe or a device could
     block or never end, a folder is no file. ``FileNotFoundError`` when absent, else ``ValueError``
     naming the file; ``what`` names its kind. Every input file passes here before it is opened."""
     import stat
@@ -76,8 +84,9 @@ def check_input(path: str | os.PathLike, what: str = "input") -> Path:
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
         raise ValueError(f"{path}: is {kind}, not a regular file; a {what} must be a file")
-    if st.st_size > MAX_INPUT_BYTES:
-        raise ValueError(f"{path}: {st.st_size} bytes, over the {MAX_INPUT_BYTES >> 30} GiB limit for a {what}")
+    limit = MAX_TEXT_BYTES if what in TEXT_INPUTS else MAX_INPUT_BYTES
+    if st.st_size > limit:
+        raise ValueError(f"{path}: {st.st_size} bytes, over the {limit >> 20} MiB limit for a {what}")
     return path
 
 

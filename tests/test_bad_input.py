@@ -1528,3 +1528,67 @@ def test_a_seed_power_of_zero_is_refused_not_replaced_by_the_default(tmp_path, c
     (tmp_path / "ids.txt").write_text("a\n")
     fails(["train-affinity", "--images", tmp_path, "--cams", tmp_path, "--ids", tmp_path / "ids.txt", "--out", tmp_path / "a.pt", option, "0"],
           capsys, option, "0 is outside (0.0, 256.0]")
+
+
+# ============================================================================ the fourth audit (issue 21, third round)
+
+@pytest.mark.parametrize("args,needle", [
+    (["refine", "--mode", "everything", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--cams", "{t}/pred"], "--cams does not apply to --mode everything"),
+    (["refine", "--mode", "everything", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--prompts", "point"], "--prompts does not apply"),
+    (["refine", "--mode", "everything", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--checkpoint", "{t}/no.pt"], "--checkpoint does not apply"),
+    (["refine", "--pseudo", "{t}/pred", "--images", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt"], "--masks does not apply to --mode prompted"),
+    (["cam2label", "--cams", "{t}/pred", "--out", "{t}/o", "--threshold", "0.2", "--sweep-csv", "{t}/s.csv"], "--sweep-csv does not apply without --sweep-gt"),
+    (["cam2label", "--cams", "{t}/pred", "--out", "{t}/o", "--threshold", "0.2", "--thresholds", "0.1:0.2:0.05"], "--thresholds does not apply without --sweep-gt"),
+    (["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--head-only", "--lr-backbone", "0.5"], "--lr-backbone does not apply with --head-only"),
+    (["train-classifier", "--voc", "{t}/gt", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--cls-labels", "{t}/ids.txt"], "--cls-labels {t}/ids.txt is read with --labels cls_labels only"),
+    (["labels", "--method", "TransCAM", "--input", "{t}/pred", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--threshold", "0.3"], "takes no background threshold"),
+    (["labels", "--method", "EPS", "--input", "{t}/pred", "--out", "{t}/o", "--ids", "{t}/ids.txt"], "needs a background threshold (--threshold)"),
+    (["eval-seg", "--checkpoint", "{t}/c.pt", "--images", "{t}/pred", "--gt", "{t}/gt", "--ids", "{t}/ids.txt", "--multi-scale", "--scales", "2.0"], "--scales does not apply with --multi-scale"),
+    (["eval-seg", "--checkpoint", "{t}/c.pt", "--images", "{t}/pred", "--gt", "{t}/gt", "--scales", "1,1"], "scales must differ"),
+    (["cam-select", "--evals", "A\x1b[2J={t}/ids.txt", "B={t}/ids.txt", "--out", "{t}/s.csv"], "is not a name"),
+    (["masks", "--images", "{t}/pred", "--out", "{t}/m2", "--devices", "cpu,cpu", "--threads", "{many}"], "CPU threads, at most"),
+    (["masks", "--images", "{t}/pred", "--out", "{t}/m2", "--checkpoint", "/dev/zero"], "/dev/zero: is a device or socket, not a regular file"),
+    (["masks", "--images", "{t}/pred", "--out", "{t}/m2", "--ids", "{t}/zz.txt"], "pred: no image for 1 of the ids given, e.g. zz"),
+])
+def test_an_option_that_does_not_apply_or_exceeds_the_machine_is_named(scored, capsys, args, needle):
+    """Fourth audit: options silently ignored (an option that does nothing makes a user think it acted),
+    threads × processes beyond the machine, a device as a checkpoint, an id without an image; each one
+    line naming the option or file, before any output is made."""
+    import os
+
+    from samcam.pipeline.workers import MAX_WORKERS_PER_CORE, available_cores
+
+    (scored / "zz.txt").write_text("zz\n")
+    many = str(min(MAX_WORKERS_PER_CORE * available_cores(), 4))  # within --threads' own range, beyond the machine with 2 processes
+    if "{many}" in args and int(many) * 2 <= MAX_WORKERS_PER_CORE * available_cores():
+        pytest.skip("this machine has room for 2 processes at the most threads --threads takes")
+    fails([a.format(t=scored, many=many) for a in args], capsys, needle.format(t=scored))
+    assert not any((scored / name).exists() for name in ("o", "m2", "s.csv", "c.pt"))
+    assert sorted(os.listdir(scored / "pred")) == ["a.png", "b.png"]
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    """`samcam reproduce --list | head -1`: the reader left; no error line, the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(f"{sys.executable} -m samcam.cli reproduce --list | head -c 1", shell=True, capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], executable="/bin/bash")  # fmt: skip
+    assert run.stderr == "" and len(run.stdout) == 1
+
+
+def test_a_text_input_is_held_to_its_own_size_limit(scored, capsys):
+    from samcam.io import MAX_TEXT_BYTES
+
+    with open(scored / "big.txt", "wb") as f:
+        f.truncate(MAX_TEXT_BYTES + 1)  # sparse: no disk used
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "big.txt"], capsys, "big.txt", "over the 256 MiB limit for a id list")
+
+
+def test_eval_seg_json_is_strict_json_with_null_for_an_absent_class(tmp_path):
+    import json
+
+    from samcam.seg.evaluate import _finite_or_none
+
+    assert _finite_or_none(float("nan")) is None and _finite_or_none(0.5) == 0.5 and _finite_or_none(np.float32(1.0)) == 1.0
+    assert json.loads(json.dumps({"iou": {"cat": _finite_or_none(float("nan"))}}, allow_nan=False)) == {"iou": {"cat": None}}

@@ -97,7 +97,7 @@ def test_bad_input(tmp_path, images):
         run_masks(tmp_path / "empty", tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         run_masks(tmp_path / "nope", tmp_path / "o")
-    with pytest.raises(FileNotFoundError, match="have no image, e.g. dog"):
+    with pytest.raises(FileNotFoundError, match=r"images: no image for 1 of the ids given, e.g. dog"):
         run_masks(images, tmp_path / "o", ids=["cat", "dog"])
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match=r"broken\.jpg: unreadable image"):

@@ -75,12 +75,21 @@ def test_l2g_per_class_pngs(tmp_path):
     ("clipes_npy", {"keys": np.array([14, 14]), "attn_highres": MAPS}, "name a class twice"),
 ])  # fmt: skip
 def test_method_keys_are_whole_distinct_class_indices(tmp_path, fmt, doc, needle):
+    from samcam.cam.methods import FORMATS
+
     _save_obj(tmp_path / "a.npy", doc)
+    threshold = 0.15 if FORMATS[fmt].needs_threshold else None
     if needle is None:
-        assert load_pseudo_label(tmp_path, "a", fmt, 0.15).shape == (1, 4)
+        assert load_pseudo_label(tmp_path, "a", fmt, threshold).shape == (1, 4)
         return
     with pytest.raises(ValueError, match=r"a\.npy: .*" + needle):
-        load_pseudo_label(tmp_path, "a", fmt, 0.15)
+        load_pseudo_label(tmp_path, "a", fmt, threshold)
+
+
+@pytest.mark.parametrize("fmt", ["png", "sipe_npy", "clipes_npy"])
+def test_a_threshold_for_a_format_of_labels_is_refused_not_ignored(tmp_path, fmt):
+    with pytest.raises(ValueError, match=f"^format {fmt} holds labels, not score maps: it takes no background threshold"):
+        load_pseudo_label(tmp_path, "a", fmt, 0.3)
 
 
 def test_transcam_loader_on_the_official_files(data_root, tmp_path):

@@ -109,6 +109,18 @@ def _npy_dict(path: Path, required: tuple[str, ...]) -> dict:
     return d
 
 
+def check_threshold(fmt: str, threshold: float | None) -> "Format":
+    """The :class:`Format` named ``fmt``, with its background threshold: given where its maps need
+    one (``--threshold``), absent where its files are labels already (a threshold there would be
+    silently ignored); ``ValueError`` otherwise."""
+    spec_of = lookup(FORMATS, fmt, "format")
+    if spec_of.needs_threshold and threshold is None:
+        raise ValueError(f"format {fmt} needs a background threshold (--threshold)")
+    if not spec_of.needs_threshold and threshold is not None:
+        raise ValueError(f"format {fmt} holds labels, not score maps: it takes no background threshold (leave out --threshold)")
+    return spec_of
+
+
 def load_pseudo_label(folder: str | os.PathLike, image_id: str, fmt: str, threshold: float | None = None,
                       spec: DatasetSpec = VOC, shape: tuple[int, int] | None = None) -> np.ndarray:  # fmt: skip
     """The pseudo label of ``image_id`` from a method's output ``folder`` in format ``fmt``.
@@ -117,9 +129,7 @@ def load_pseudo_label(folder: str | os.PathLike, image_id: str, fmt: str, thresh
     ``psa_npy``/``l2g_png`` images without any class map. Every error names the file.
     """
     folder = Path(folder)
-    spec_of = lookup(FORMATS, fmt, "format")
-    if spec_of.needs_threshold and threshold is None:
-        raise ValueError(f"format {fmt} needs a background threshold")
+    spec_of = check_threshold(fmt, threshold)
     source = folder / spec_of.file.replace("{id}", image_id)
     try:
         label = _load(folder, image_id, spec_of, threshold, spec, shape, source)

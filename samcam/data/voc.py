@@ -190,5 +190,10 @@ LABEL_SOURCES = {"gt": _labels_gt, "cls_labels": _labels_cls, "xml": _labels_xml
 
 def image_labels(tree: VocTree, ids: list[str], source: str = "gt", cls_labels: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Foreground classes (1-based) of each id from ground-truth masks, IRN's ``cls_labels.npy`` or
-    the VOC annotation XMLs. Only which classes occur is used, never where (the WSSS setting)."""
-    return lookup(LABEL_SOURCES, source, "label source")(tree, ids, cls_labels)
+    the VOC annotation XMLs. Only which classes occur is used, never where (the WSSS setting).
+    ``cls_labels`` is the file of the ``cls_labels`` source only: given with another, it would be
+    silently ignored, so ``ValueError``."""
+    read = lookup(LABEL_SOURCES, source, "label source")
+    if cls_labels is not None and source != "cls_labels":
+        raise ValueError(f"--cls-labels {cls_labels} is read with --labels cls_labels only, not with --labels {source}")
+    return read(tree, ids, cls_labels)

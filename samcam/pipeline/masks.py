@@ -72,14 +72,14 @@ def slurm_shard(environ: dict[str, str]) -> tuple[int, int]:
     return i, count
 
 
-def select_ids(index: dict[str, Path], ids: list[str] | None, shard: tuple[int, int]) -> list[str]:
-    """The ids to process: ``ids`` (checked to have images) or all, then this shard's part."""
+def select_ids(index: dict[str, Path], ids: list[str] | None, shard: tuple[int, int], images: str | os.PathLike = "the image folder") -> list[str]:
+    """The ids to process: ``ids`` (checked to have images in ``images``) or all, then this shard's part."""
     if ids is None:
         ids = sorted(index)
     else:
         missing = [i for i in ids if i not in index]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} ids have no image, e.g. {', '.join(missing[:5])}")
+            raise FileNotFoundError(f"{images}: no image for {len(missing)} of the ids given, e.g. {', '.join(missing[:5])}")
     i, n = shard
     return ids[i::n]
 
@@ -176,7 +176,7 @@ def run_masks(
     devices = list(devices) if devices else [device]
     check_output(out, images, checkpoint)
     index = image_index(images)
-    todo_all = select_ids(index, ids, shard)
+    todo_all = select_ids(index, ids, shard, images)
     info = checkpoint_info(model_type, checkpoint)
     meta = {**info, "settings": amg_settings(**settings), "generator": generator, "samcam_version": __version__, "format": fmt}
     check_mask_folder(out)  # before the lock file is made

@@ -166,11 +166,12 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
-def parse_devices(text: str | None, option: str = "--devices") -> list[str] | None:
+def parse_devices(text: str | None, option: str = "--devices", threads: int | None = None) -> list[str] | None:
     """``"cuda:0,cuda:1"`` → ``["cuda:0", "cuda:1"]`` (``None`` for ``None``); ``ValueError`` naming
     ``option``, a malformed entry, a GPU this machine does not have, or more processes than
-    :data:`MAX_WORKERS_PER_CORE` × the cores (or the GPUs named). A device may repeat (two processes
-    share it)."""
+    :data:`MAX_WORKERS_PER_CORE` × the cores (or the GPUs named), or, with ``threads`` (``--threads``,
+    per process), more CPU threads in all than :data:`MAX_WORKERS_PER_CORE` × the cores. A device may
+    repeat (two processes share it)."""
     if text is None:
         return None
     devices = [d.strip() for d in text.split(",")]
@@ -188,6 +189,10 @@ def parse_devices(text: str | None, option: str = "--devices") -> list[str] | No
     if len(devices) > bound:
         raise ValueError(f"{option}: {len(devices)} processes asked for, at most {bound} ({MAX_WORKERS_PER_CORE} × the "
                          f"{available_cores()} cores available to this process, or per GPU named)")
+    cpu_bound = MAX_WORKERS_PER_CORE * available_cores()
+    if threads is not None and threads * len(devices) > cpu_bound:
+        raise ValueError(f"--threads {threads} × {len(devices)} processes of {option} = {threads * len(devices)} CPU threads, at most {cpu_bound} "
+                         f"({MAX_WORKERS_PER_CORE} × the {available_cores()} cores available to this process)")  # fmt: skip
     return devices
 
 

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from samcam.io import atomic_path, sha256_file
+from samcam.io import atomic_path, check_input, sha256_file
 from samcam.registry import lookup
 
 
@@ -175,8 +175,9 @@ def resolve(model_type: str, checkpoint: str | os.PathLike | None = None) -> tup
     """
     if checkpoint is not None:
         p = Path(checkpoint)
-        if not p.is_file():
+        if not p.exists():
             raise FileNotFoundError(f"checkpoint not found: {p}")
+        check_input(p, "checkpoint")  # a folder, pipe or device is named as such
         return p, sha256_file(p)
     p = fetch(model_type)
     return p, get_checkpoint(model_type).sha256

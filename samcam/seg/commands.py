@@ -68,6 +68,8 @@ def _scales(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"scales must be comma-separated numbers, got {text!r}") from None
     if not scales or not all(0 < s <= MAX_SCALE for s in scales):  # NaN fails every comparison
         raise argparse.ArgumentTypeError(f"scales must lie in (0, {MAX_SCALE:g}], got {text!r}")
+    if len(set(scales)) != len(scales):
+        raise argparse.ArgumentTypeError(f"scales must differ (a scale given twice would count twice), got {text!r}")
     return scales
 
 
@@ -99,12 +101,17 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         check_outputs([a.save_predictions, a.json, a.csv], [a.images, a.gt, a.ids, a.checkpoint])
         if a.threads:
             torch.set_num_threads(a.threads)
+        if a.multi_scale:
+            from samcam.cli import refuse_unused
+
+            refuse_unused(p, a, ("scales", "flip"), f"with --multi-scale (it sets --scales {','.join(map(str, MULTI_SCALES))} --flip)")
         scales, flip = (MULTI_SCALES, True) if a.multi_scale else (a.scales, a.flip)
         ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, a.ids.ids, scales, flip,
                                           a.save_predictions, a.device, progress=a.progress or None)  # fmt: skip
         write_results(ev, summary, a.json, a.csv)
         how = f"scales {','.join(map(str, scales))}" + (" + flip" if flip else "")
-        print(f"val mIoU {100 * summary['miou']:.2f} over {summary['n_images']} images ({how}) <- {a.checkpoint}")
+        miou = "undefined (no pixel to score)" if summary["miou"] is None else f"{100 * summary['miou']:.2f}"
+        print(f"val mIoU {miou} over {summary['n_images']} images ({how}) <- {a.checkpoint}")
         return 0
 
     return run

@@ -112,6 +112,11 @@ def _score(model, images_dir, gt_dir, ids, spec, scales, flip, save_dir, progres
             write_label(Path(save_dir) / f"{i}.png", pred, spec)
 
 
+def _finite_or_none(v: float) -> float | None:
+    """A score as strict JSON holds it: ``None`` (null) where it is undefined (NaN: nothing to score)."""
+    return float(v) if np.isfinite(v) else None
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.PathLike, gt_dir: str | os.PathLike,
                         ids: Sequence[str], scales: Sequence[float] = (1.0,), flip: bool = False,
                         save_dir: str | os.PathLike | None = None, device: str | None = None,
@@ -125,8 +130,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
     summary = {
         "checkpoint": str(Path(checkpoint).resolve()), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
         "step": meta["step"], "complete": meta["complete"], "n_images": len(ev.image_ids), "scales": list(scales),
-        "flip": flip, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "miou": s.miou, "pixel_accuracy": s.pixel_accuracy,
-        "iou": {name: float(v) for name, v in zip(VOC.class_names, s.iou)},
+        "flip": flip, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "miou": _finite_or_none(s.miou), "pixel_accuracy": _finite_or_none(s.pixel_accuracy),
+        "iou": {name: _finite_or_none(v) for name, v in zip(VOC.class_names, s.iou)},  # None: a class absent from GT and predictions
     }  # fmt: skip
     return ev, summary
 
@@ -135,6 +140,6 @@ def write_results(ev: Evaluator, summary: dict[str, Any], json_path: str | os.Pa
                   csv_path: str | os.PathLike | None = None) -> None:  # fmt: skip
     """Write the summary JSON and the per-class CSV (atomically)."""
     if json_path:
-        write_text(json_path, json.dumps(summary, indent=1) + "\n")
+        write_text(json_path, json.dumps(summary, indent=1, allow_nan=False) + "\n")  # strict JSON: a NaN would be written bare
     if csv_path:
         write_text(csv_path, ev.per_class_table().to_csv(index=False))

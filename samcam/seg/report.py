@@ -38,12 +38,12 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
             continue
         ev = json.loads((d / "eval.json").read_text())
         hist = read_checkpoint(d / CHECKPOINT)["history"]
-        rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"], "n_val": ev["n_images"],
+        rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
                "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]),
                "peak_rss_mib": hist.get("peak_rss_mib", float("nan")), "threads": hist.get("threads"),
                "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
                "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(d)}  # fmt: skip
-        rec.update({f"iou_{c}": 100 * v for c, v in ev["iou"].items()})
+        rec.update({f"iou_{c}": 100 * v if v is not None else float("nan") for c, v in ev["iou"].items()})
         records.append(rec)
     if not records:
         raise FileNotFoundError(f"no finished runs (<row>_s<seed>/eval.json) in {runs_dir}")
