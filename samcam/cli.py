@@ -361,7 +361,7 @@ def _cam(p: argparse.ArgumentParser):
             torch.set_num_threads(a.threads)
         tree = VocTree(a.voc)
         index = image_index(a.images)
-        ids = select_ids(index, ids_of(a.ids), (0, 1))
+        ids = select_ids(index, ids_of(a.ids), (0, 1), a.images)
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
         s = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads)
@@ -426,7 +426,7 @@ def _cam_select(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import pandas as pd
 
-        from samcam.io import check_id, write_text
+        from samcam.io import write_text
         from samcam.outputs import check_output
         from samcam.pipeline.cam import best_rows, read_cam_eval, select_classifier
 
@@ -435,7 +435,8 @@ def _cam_select(p: argparse.ArgumentParser):
             name, sep, path = item.partition("=")
             if not sep or not name or not path:
                 raise ValueError(f"--evals {item!r}: expected NAME=CSV")
-            check_id(name, "--evals")  # a candidate's name is printed and written: a name, not control characters
+            if not name.isprintable():  # a candidate's name is printed and written into the table
+                raise ValueError(f"--evals {item!r}: the candidate name holds control or format characters")
             if name in evals:
                 raise ValueError(f"--evals: candidate {name!r} given twice")
             evals[name] = read_cam_eval(path)
@@ -484,17 +485,9 @@ def _cam2label(p: argparse.ArgumentParser):
         check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids])
         if not a.sweep_gt:
             refuse_unused(p, a, ("thresholds", "sweep_csv"), "without --sweep-gt (the sweep scores against that ground truth)")
-        if a.sweep_gt:
-            ts = _threshold_range(a.thresholds)
-            df = threshold_sweep(a.cams, a.sweep_gt, folder_ids(a.cams, ".npy", "CAM", ids), ts)
-            print(df.assign(miou=(100 * df.miou).round(2)).to_string(index=False))
-            best = df.loc[df.miou.idxmax()]
-            print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
-            if a.sweep_csv:
-                write_text(a.sweep_csv, df.to_csv(index=False))
-        if a.out:
-            if a.threshold is None:
-                raise ValueError("--out needs --threshold")
+        if a.out and a.threshold is None:
+            raise ValueError("--out needs --threshold")
+        if a.out:  # the labels first: a folder that refuses them (made from other CAMs) stops the command before the sweep writes
             sizes = None
             if a.images:
                 index = image_index(a.images)
@@ -504,6 +497,14 @@ def _cam2label(p: argparse.ArgumentParser):
                     raise FileNotFoundError(f"{a.images}: no image for {len(missing)} CAM files, e.g. {missing[0]}")
                 sizes = {i: image_size(index[i]) for i in need}
             print(cams_to_labels(a.cams, a.out, a.threshold, ids, note=a.note, sizes=sizes).line("labels"))
+        if a.sweep_gt:
+            ts = _threshold_range(a.thresholds)
+            df = threshold_sweep(a.cams, a.sweep_gt, folder_ids(a.cams, ".npy", "CAM", ids), ts)
+            print(df.assign(miou=(100 * df.miou).round(2)).to_string(index=False))
+            best = df.loc[df.miou.idxmax()]
+            print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
+            if a.sweep_csv:
+                write_text(a.sweep_csv, df.to_csv(index=False))
         return 0
 
     return run
@@ -541,13 +542,15 @@ def _labels(p: argparse.ArgumentParser):
     p.add_argument("--threshold", type=FRACTION, help="background threshold (CAM formats)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.cam.methods import get_method
+        from samcam.cam.methods import FORMATS, get_method
         from samcam.outputs import check_output
         from samcam.pipeline.labels import export_labels
 
         m = get_method(a.method)
         check_output(a.out, a.input, a.ids)
-        s = export_labels(a.input, a.out, ids_of(a.ids), a.format or m.format, a.threshold if a.threshold is not None else m.threshold)
+        fmt = a.format or m.format
+        default = m.threshold if FORMATS[fmt].needs_threshold else None  # the registry's, for a format of score maps only
+        s = export_labels(a.input, a.out, ids_of(a.ids), fmt, a.threshold if a.threshold is not None else default)
         print(s.line("labels"))
         return 0
 
@@ -566,7 +569,7 @@ def _demo(p: argparse.ArgumentParser):
         from samcam.pipeline.demo import check_demo_folder
 
         out_dir = resolve(a.out)
-        check_output(out_dir)  # never into the notebooks or the package
+        check_output(out_dir)  # never into samcam's own sources (the notebooks, the package)
         check_demo_folder(out_dir)  # nor beside a user's files (before papermill writes the executed notebook there)
         executed = RUNS / "demo.ipynb" if out_dir == resolve("results/demo") else out_dir / "demo.ipynb"
         out = execute("demo.ipynb", executed, {"out_dir": str(out_dir), "points_per_side": a.points_per_side})
@@ -699,7 +702,7 @@ def _train_affinity(p: argparse.ArgumentParser):
         if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or not a.crf):
             raise ValueError("--seed-labels takes the seeds from labels: --threshold, --low-alpha, --high-alpha and --no-crf apply to CAM seeds only")
         index = image_index(a.images)
-        ids = select_ids(index, ids_of(a.ids), (0, 1))
+        ids = select_ids(index, ids_of(a.ids), (0, 1), a.images)
         low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (d.low_alpha if a.low_alpha is None else a.low_alpha, d.high_alpha if a.high_alpha is None else a.high_alpha)
         cfg = from_args(AffinityTrainConfig, a, low_alpha=low, high_alpha=high)
         r = train_affinity(index, a.cams, ids, a.out, cfg, seed_labels=a.seed_labels)
@@ -885,6 +888,19 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C: worker pools shut down, atomic outputs stay whole
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (a flush fails with a broken pipe); if so, stdout is pointed
+    at the null device so that nothing more is written to it, at exit either."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        return False
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
@@ -902,11 +918,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"samcam {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader of stdout left (`samcam reproduce --list | head -1`): no error, as any Unix tool
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe stopped
+    except BrokenPipeError as e:
+        if _stdout_closed():  # the reader of stdout left (`samcam reproduce --list | head -1`): no error, as any Unix tool
+            return 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe stopped
+        print(f"samcam {args.command}: error: {_one_line(e)}", file=sys.stderr)  # another pipe (a worker's): an error
+        return 2
     except Exception as e:
         if args.debug:
             raise

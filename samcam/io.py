@@ -69,7 +69,7 @@ MAX_TEXT_BYTES = 256 << 20
 one larger is no such file, and parsing it would take the memory of the work it lists."""
 
 #: the kinds of input that are text, each held to :data:`MAX_TEXT_BYTES`
-TEXT_INPUTS = ("id list", "mask metadata", "reproduce config", "cam-eval table", "alpha sweep table", "annotation XML", "table")
+TEXT_INPUTS = ("id list", "mask metadata", "reproduce config", "cam-eval table", "alpha sweep table", "annotation XML", "table", "record")
 
 
 def check_input(path: str | os.PathLike, what: str = "input") -> Path:
@@ -86,7 +86,7 @@ def check_input(path: str | os.PathLike, what: str = "input") -> Path:
         raise ValueError(f"{path}: is {kind}, not a regular file; a {what} must be a file")
     limit = MAX_TEXT_BYTES if what in TEXT_INPUTS else MAX_INPUT_BYTES
     if st.st_size > limit:
-        raise ValueError(f"{path}: {st.st_size} bytes, over the {limit >> 20} MiB limit for a {what}")
+        raise ValueError(f"{path}: {st.st_size} bytes, over the {limit >> 20} MiB limit for {'an' if what[0] in 'aeiou' else 'a'} {what}")
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import REPO, check_ids, check_input, data_root, sha256_file, write_text
+from samcam.io import REPO, check_ids, check_input, data_root, read_input, sha256_file, write_text
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
     for own in project_paths():
         r = own.resolve()
         if o == r or r in o.parents:
-            what = own.name + ("/" if own.is_dir() else "")
+            what = own.name + ("" if own.name in PROJECT_FILES else "/")
             raise ValueError(f"output {out} is or lies in {what}, part of samcam itself; write results elsewhere (results/, work/ or outside the checkout)")
     for i in inputs:
         if i is None:
@@ -163,7 +163,7 @@ def read_record(path: str | os.PathLike, kind: str, remedy: str) -> dict:
     """A JSON object a step wrote beside its outputs (a run record); ``ValueError`` naming ``path``,
     the ``kind`` of record and the ``remedy`` when it is unreadable or not an object."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = json.loads(read_input(path, "record"))
         if not isinstance(record, dict):
             raise ValueError(f"a JSON {type(record).__name__}, not an object")
     except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
@@ -260,7 +260,7 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
         if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
             continue
         check_input(q)
-        h.update(os.fsencode(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n"))  # a name need not be UTF-8
+        h.update(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode("utf-8", "surrogateescape"))  # a name need not be UTF-8
     return "sha256:" + h.hexdigest()
 
 
@@ -428,7 +428,7 @@ def _cost_runs(path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        runs = json.loads(path.read_text())["runs"]
+        runs = json.loads(read_input(path, "record"))["runs"]
         if not all(isinstance(r, dict) and {"seconds", "images", "machine"} <= set(r) for r in runs):
             raise ValueError("a run lacks seconds, images or machine")
         return runs

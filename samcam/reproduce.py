@@ -217,7 +217,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
             if not s["notebook"].endswith(".ipynb"):
                 raise ValueError(f"{where} notebook {s['notebook']!r} is not a notebook (.ipynb) of {NOTEBOOKS.name}/")
-            _check_parameters(s.get("parameters", {}), where)
+            _check_parameters(s.get("parameters", {}), s.get("inputs", []), where)
         elif "command" in s:
             _check_command(s["command"], s.get("parameters"), s.get("outputs", []), where)
         else:
@@ -291,19 +291,20 @@ def _check_outputs(outputs: list, where: str) -> None:
     from samcam.outputs import check_output
 
     for out in outputs:
-        if Path(out).is_absolute() or ".." in Path(out).parts:
+        if Path(out).is_absolute() or Path(out).anchor or ".." in Path(out).parts:  # anchor: Windows' rooted \x
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
         try:
             check_output(REPO / out)
-        except ValueError:
-            raise ValueError(f"{where} output {out!r} is or lies in samcam's own sources; write results elsewhere (results/, work/)") from None
+        except ValueError as e:
+            raise ValueError(f"{where} output {out!r}: {e}") from None
 
 
-def _check_parameters(parameters: dict, where: str) -> None:
-    """A notebook's parameters name paths inside the checkout or under the data root (what
-    ``${SAMCAM_DATA}`` expands to), never elsewhere: a path in a string that is absolute, or relative
-    and leaving the checkout, is refused, at any depth of lists and mappings."""
-    root = Path(os.path.abspath(data_root()))
+def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
+    """A notebook's parameters name paths inside the checkout, under the data root (what
+    ``${SAMCAM_DATA}`` expands to) or in one of the step's declared ``inputs``, never elsewhere: a
+    string that is an absolute path, or a relative one leaving the checkout, read as :func:`resolve`
+    reads it (``$VAR`` and ``~`` expanded), is refused elsewhere, at any depth of lists and mappings."""
+    allowed = [REPO, Path(os.path.abspath(data_root())), *(Path(os.path.abspath(resolve(i))) for i in inputs)]
 
     def check(value, key: str) -> None:
         if isinstance(value, dict):
@@ -312,10 +313,13 @@ def _check_parameters(parameters: dict, where: str) -> None:
         elif isinstance(value, list):
             for k, v in enumerate(value):
                 check(v, f"{key}[{k}]")
-        elif isinstance(value, str) and ("/" in value or os.sep in value) and " " not in value.strip():
-            p = Path(os.path.abspath(value if Path(value).is_absolute() else REPO / value))
-            if not (p == REPO or REPO in p.parents or p == root or root in p.parents):
-                raise ValueError(f"{where} parameter {key} = {value!r} names a path outside the checkout and the data root")
+        elif isinstance(value, str):
+            text = os.path.expanduser(os.path.expandvars(value))
+            if not (Path(text).is_absolute() or Path(text).anchor or ".." in Path(text).parts):
+                return  # a name or a path below the checkout, or plain text
+            p = Path(os.path.abspath(REPO / text))
+            if not any(p == a or a in p.parents for a in allowed):
+                raise ValueError(f"{where} parameter {key} = {value!r} names a path outside the checkout, the data root and the step's inputs")
 
     for k, v in parameters.items():
         check(v, str(k))

@@ -210,8 +210,8 @@ def test_a_reproduce_config_with_aliases_or_non_path_entries_is_refused(tmp_path
 @pytest.mark.parametrize("step,needle", [
     ("notebook: demo.ipynb\n    outputs: [{t}/evil]", "must be a relative path inside the checkout"),  # every step kind, not only commands
     ("notebook: demo.ipynb\n    outputs: [../../evil]", "must be a relative path inside the checkout"),
-    ("notebook: demo.ipynb\n    outputs: [notebooks/reproduce.yml]", "is or lies in samcam's own sources"),
-    ("command: [eval, --pred, results/p, --gt, results/g, --csv, samcam/x.csv]\n    outputs: [samcam/x.csv]", "is or lies in samcam's own sources"),
+    ("notebook: demo.ipynb\n    outputs: [notebooks/reproduce.yml]", "part of samcam itself"),
+    ("command: [eval, --pred, results/p, --gt, results/g, --csv, samcam/x.csv]\n    outputs: [samcam/x.csv]", "part of samcam itself"),
     ("notebook: demo.ipynb\n    parameters: {{out: {t}/evil}}", "parameter out = "),  # a notebook's paths stay in the checkout or the data root
     ("notebook: demo.ipynb\n    parameters: {{a: {{b: [../../evil]}}}}", "parameter a.b[0] = '../../evil' names a path outside"),
     ("notebook: reproduce.yml", "is not a notebook (.ipynb)"),
@@ -1545,7 +1545,7 @@ def test_a_seed_power_of_zero_is_refused_not_replaced_by_the_default(tmp_path, c
     (["labels", "--method", "EPS", "--input", "{t}/pred", "--out", "{t}/o", "--ids", "{t}/ids.txt"], "needs a background threshold (--threshold)"),
     (["eval-seg", "--checkpoint", "{t}/c.pt", "--images", "{t}/pred", "--gt", "{t}/gt", "--ids", "{t}/ids.txt", "--multi-scale", "--scales", "2.0"], "--scales does not apply with --multi-scale"),
     (["eval-seg", "--checkpoint", "{t}/c.pt", "--images", "{t}/pred", "--gt", "{t}/gt", "--scales", "1,1"], "scales must differ"),
-    (["cam-select", "--evals", "A\x1b[2J={t}/ids.txt", "B={t}/ids.txt", "--out", "{t}/s.csv"], "is not a name"),
+    (["cam-select", "--evals", "A\x1b[2J={t}/ids.txt", "B={t}/ids.txt", "--out", "{t}/s.csv"], "the candidate name holds control or format characters"),
     (["masks", "--images", "{t}/pred", "--out", "{t}/m2", "--devices", "cpu,cpu", "--threads", "{many}"], "CPU threads, at most"),
     (["masks", "--images", "{t}/pred", "--out", "{t}/m2", "--checkpoint", "/dev/zero"], "/dev/zero: is a device or socket, not a regular file"),
     (["masks", "--images", "{t}/pred", "--out", "{t}/m2", "--ids", "{t}/zz.txt"], "pred: no image for 1 of the ids given, e.g. zz"),
@@ -1559,22 +1559,45 @@ def test_an_option_that_does_not_apply_or_exceeds_the_machine_is_named(scored, c
     from samcam.pipeline.workers import MAX_WORKERS_PER_CORE, available_cores
 
     (scored / "zz.txt").write_text("zz\n")
-    many = str(min(MAX_WORKERS_PER_CORE * available_cores(), 4))  # within --threads' own range, beyond the machine with 2 processes
-    if "{many}" in args and int(many) * 2 <= MAX_WORKERS_PER_CORE * available_cores():
-        pytest.skip("this machine has room for 2 processes at the most threads --threads takes")
+    many = str(MAX_WORKERS_PER_CORE * available_cores())  # the most --threads takes: beyond the machine with 2 processes
     fails([a.format(t=scored, many=many) for a in args], capsys, needle.format(t=scored))
     assert not any((scored / name).exists() for name in ("o", "m2", "s.csv", "c.pt"))
     assert sorted(os.listdir(scored / "pred")) == ["a.png", "b.png"]
 
 
-def test_a_closed_output_pipe_ends_quietly(tmp_path):
-    """`samcam reproduce --list | head -1`: the reader left; no error line, the shell's SIGPIPE status."""
-    import subprocess
+class _ClosedPipe:
+    """A stdout whose reader has gone: every write and flush is a broken pipe."""
+
+    def __init__(self, path):
+        self.file = open(path, "w")
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self):
+        return self.file.fileno()
+
+
+def test_a_closed_output_pipe_ends_quietly_and_another_broken_pipe_is_an_error(tmp_path, capsys, monkeypatch, scored):
+    """`samcam reproduce --list | head -1`: the reader of stdout left; no error line, the shell's
+    SIGPIPE status. A broken pipe elsewhere (a worker's) while stdout is fine is an error like any other."""
     import sys
 
-    run = subprocess.run(f"{sys.executable} -m samcam.cli reproduce --list | head -c 1", shell=True, capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1], executable="/bin/bash")  # fmt: skip
-    assert run.stderr == "" and len(run.stdout) == 1
+    from samcam.pipeline import evaluate
+
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stdout", _ClosedPipe(tmp_path / "out"))
+        assert cli.main(["reproduce", "--list"]) == 141
+    assert capsys.readouterr().err == ""
+
+    def broken(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe to a worker")
+
+    monkeypatch.setattr(evaluate, "evaluate_folders", broken)
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "Broken pipe to a worker")
 
 
 def test_a_text_input_is_held_to_its_own_size_limit(scored, capsys):
@@ -1582,13 +1605,69 @@ def test_a_text_input_is_held_to_its_own_size_limit(scored, capsys):
 
     with open(scored / "big.txt", "wb") as f:
         f.truncate(MAX_TEXT_BYTES + 1)  # sparse: no disk used
-    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "big.txt"], capsys, "big.txt", "over the 256 MiB limit for a id list")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "big.txt"], capsys, "big.txt", "over the 256 MiB limit for an id list")
 
 
 def test_eval_seg_json_is_strict_json_with_null_for_an_absent_class(tmp_path):
+    """What eval-seg writes parses as strict JSON (no bare NaN): a class absent from ground truth and
+    predictions is null; a NaN that slipped into a summary is refused, not written."""
     import json
 
-    from samcam.seg.evaluate import _finite_or_none
+    from samcam.seg.evaluate import _finite_or_none, write_results
 
     assert _finite_or_none(float("nan")) is None and _finite_or_none(0.5) == 0.5 and _finite_or_none(np.float32(1.0)) == 1.0
-    assert json.loads(json.dumps({"iou": {"cat": _finite_or_none(float("nan"))}}, allow_nan=False)) == {"iou": {"cat": None}}
+    summary = {"miou": _finite_or_none(0.25), "iou": {"cat": _finite_or_none(float("nan")), "dog": _finite_or_none(0.5)}}
+    write_results(None, summary, tmp_path / "e.json")
+    text = (tmp_path / "e.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in eval-seg's JSON")) == {"miou": 0.25, "iou": {"cat": None, "dog": 0.5}}
+    with pytest.raises(ValueError):
+        write_results(None, {"miou": float("nan")}, tmp_path / "f.json")
+    assert not (tmp_path / "f.json").exists()
+
+
+@pytest.mark.parametrize("out,refused", [("results/x", False), ("work/claims/y", False), ("results", False), ("notebooks/x", True),
+                                         ("samcam", True), ("Makefile", True), (".git/x", True)])  # fmt: skip
+def test_outputs_may_go_anywhere_but_samcams_own_sources(out, refused):
+    from samcam.io import REPO
+    from samcam.outputs import check_output
+
+    if refused:
+        with pytest.raises(ValueError, match="part of samcam itself"):
+            check_output(REPO / out)
+    else:
+        check_output(REPO / out)
+
+
+def test_an_installed_samcam_protects_only_its_package(tmp_path, monkeypatch):
+    """Installed (no pyproject.toml beside the package), only the package is samcam's own: a user's
+    folder called notebooks/ beside site-packages is theirs."""
+    from samcam import outputs
+
+    monkeypatch.setattr(outputs, "REPO", tmp_path)
+    assert outputs.project_paths() == [Path(outputs.__file__).resolve().parent]
+    outputs.check_output(tmp_path / "notebooks" / "x.csv")
+    (tmp_path / "pyproject.toml").write_text("")
+    with pytest.raises(ValueError, match="notebooks/, part of samcam itself"):
+        outputs.check_output(tmp_path / "notebooks" / "x.csv")
+
+
+def test_a_registry_threshold_is_used_only_by_a_format_of_score_maps(tmp_path, capsys):
+    """L2G's registry threshold (0.25) is not passed to --format png (labels already): the command runs."""
+    _labels(tmp_path / "l2g", ["a"])
+    (tmp_path / "ids.txt").write_text("a\n")
+    assert cli.main(["labels", "--method", "L2G", "--format", "png", "--input", str(tmp_path / "l2g"), "--out", str(tmp_path / "o"),
+                     "--ids", str(tmp_path / "ids.txt")]) == 0  # fmt: skip
+    assert (tmp_path / "o" / "a.png").exists()
+
+
+def test_cam2label_refused_labels_leave_the_sweep_table_alone(tmp_path, capsys):
+    """A label folder made from other CAMs refuses the command before the sweep writes its table
+    (a failed reproduce step once overwrote a committed table)."""
+    _cams(tmp_path / "cams", [6], np.ones((1, 6, 8)))
+    _labels(tmp_path / "gt", ["a"])
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "o"), "--threshold", "0.2"]) == 0
+    _cams(tmp_path / "cams", [7], np.ones((1, 6, 8)))  # other CAMs
+    (tmp_path / "s.csv").write_text("kept")
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "o", "--threshold", "0.2", "--sweep-gt", tmp_path / "gt",
+           "--sweep-csv", tmp_path / "s.csv"], capsys, "differs in content")  # fmt: skip
+    assert (tmp_path / "s.csv").read_text() == "kept"

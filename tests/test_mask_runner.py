@@ -59,7 +59,7 @@ def test_a_samcam_0_1_mask_folder_is_resumed_and_its_record_moved(images, tmp_pa
     out = tmp_path / "masks"
     run_masks(images, out, ids=["cat"], points_per_side=2, progress=False, device="cpu")
     record = json.loads((out / "samcam_run.json").read_text())
-    legacy = {**record["parameters"], "checkpoint": "mobile_sam.pt", "samcam_version": "0.1.0"}
+    legacy = {**record["parameters"], "checkpoint": "old_sam.pt", "samcam_version": "0.1.0"}  # names the new run does not write
     (out / "samcam_run.json").unlink()
     (out / "samcam_masks.json").write_text(json.dumps(legacy))
     with pytest.raises(ValueError, match=r"samcam_masks\.json: this folder holds masks made with other settings"):
@@ -69,7 +69,10 @@ def test_a_samcam_0_1_mask_folder_is_resumed_and_its_record_moved(images, tmp_pa
     moved = json.loads((out / "samcam_run.json").read_text())
     assert not (out / "samcam_masks.json").exists()
     assert moved["samcam_version"] == "0.1.0" and moved["parameters"] == {k: legacy[k] for k in moved["parameters"]}
-    assert moved["parameters"]["checkpoint"] == "mobile_sam.pt" and moved["step"] == "masks"
+    assert moved["parameters"]["checkpoint"] == "old_sam.pt" and moved["step"] == "masks"
+    (out / "samcam_masks.json").write_text(json.dumps(legacy))  # both records (a run stopped between the two writes): the old one goes
+    assert run_masks(images, out, ids=["cat"], points_per_side=2, progress=False, device="cpu").done == 0
+    assert not (out / "samcam_masks.json").exists() and json.loads((out / "samcam_run.json").read_text()) == moved
 
 
 def test_official_format_and_cli(images, tmp_path, capsys, mobile_sam_checkpoint):

@@ -109,7 +109,7 @@ def _npy_dict(path: Path, required: tuple[str, ...]) -> dict:
     return d
 
 
-def check_threshold(fmt: str, threshold: float | None) -> "Format":
+def format_with_threshold(fmt: str, threshold: float | None) -> "Format":
     """The :class:`Format` named ``fmt``, with its background threshold: given where its maps need
     one (``--threshold``), absent where its files are labels already (a threshold there would be
     silently ignored); ``ValueError`` otherwise."""
@@ -129,7 +129,7 @@ def load_pseudo_label(folder: str | os.PathLike, image_id: str, fmt: str, thresh
     ``psa_npy``/``l2g_png`` images without any class map. Every error names the file.
     """
     folder = Path(folder)
-    spec_of = check_threshold(fmt, threshold)
+    spec_of = format_with_threshold(fmt, threshold)
     source = folder / spec_of.file.replace("{id}", image_id)
     try:
         label = _load(folder, image_id, spec_of, threshold, spec, shape, source)

@@ -242,9 +242,8 @@ def load_affinity(checkpoint: str | os.PathLike):
     if epoch < epochs:
         raise ValueError(f"{checkpoint}: training stopped after epoch {epoch} of {epochs}; rerun train-affinity to finish it")
     recorded_config(AffinityTrainConfig, ck["record"]["config"], str(checkpoint))  # every field as the option was checked
-    radius = ck["record"]["config"].get("radius")  # the walk's radius must be the training's
-    if not (isinstance(radius, int) and not isinstance(radius, bool) and 2 <= radius <= 32):
-        raise ValueError(f"{checkpoint}: the training radius recorded in this affinity checkpoint is {radius!r}, not a whole number in 2..32")
+    if ck["record"]["config"].get("radius") is None:  # the walk's radius must be the training's: recorded, never a default
+        raise ValueError(f"{checkpoint}: the training radius recorded in this affinity checkpoint is None; retrain it with train-affinity")
     resume_state(ck, checkpoint)  # its losses and seconds: finite numbers
     head = _head_of(ck, checkpoint)
     load_weights(head, ck.get("state_dict"), checkpoint, "affinity head weights")

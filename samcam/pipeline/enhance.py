@@ -55,7 +55,7 @@ def write_results(res: Comparison, out_dir: str | os.PathLike, rule: MergeRule, 
     for tag, ev in (("before", res.before), ("after", res.after)):
         conf = pd.DataFrame(ev.conf, index=names, columns=[*names, "void_prediction"])
         write_text(out / f"confusion_{tag}.csv", conf.to_csv(index_label="gt\\pred"))
-    mask_run = read_mask_record(masks)
+    mask_run = read_mask_record(masks, "remove it or use another mask folder")
     errors = {f"{k}_{tag}": v for tag, ev in (("before", res.before), ("after", res.after)) for k, v in error_rates(ev.conf).items()}
     summary = {
         **extra, **res.summary(), **errors,

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from samcam.cam.methods import check_threshold, load_pseudo_label
+from samcam.cam.methods import format_with_threshold, load_pseudo_label
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import write_label
 from samcam.outputs import StepResult, claim_output, finish_step, pending
@@ -21,7 +21,7 @@ def export_labels(folder: str | os.PathLike, out: str | os.PathLike, ids: list[s
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"method output folder not found: {folder}")
-    check_threshold(fmt, threshold)  # before the output folder is made
+    format_with_threshold(fmt, threshold)  # before the output folder is made
     with claim_output(out, "labels", {"input": folder}, {"format": fmt, "threshold": threshold, "dataset": spec.name}):
         todo = pending(ids, out)
         t0 = time.perf_counter()

@@ -93,19 +93,20 @@ def check_mask_folder(out: Path) -> None:
         raise ValueError(f"{out}: holds mask sets without samcam's record ({RUN_RECORD}); choose another --out folder")
 
 
-def read_mask_record(folder: str | os.PathLike) -> dict[str, Any]:
+def read_mask_record(folder: str | os.PathLike, remedy: str = "remove it or use another --out folder") -> dict[str, Any]:
     """What a mask folder's sets were made with: ``model_type``, ``checkpoint``, ``checkpoint_sha256``,
     ``settings``, ``generator``, ``format`` and ``samcam_version``, from its record (samcam 0.1's
     ``samcam_masks.json`` where that is all it has); ``{}`` for a folder without samcam's record (masks
-    of another tool). ``ValueError`` naming the record when it is unreadable or another step's."""
+    of another tool). ``ValueError`` naming the record when it is unreadable or another step's, with
+    ``remedy`` (what to do: the folder is an output here, an input where a merge reads it)."""
     folder = Path(folder)
     path = folder / RUN_RECORD
     if not path.exists():
         legacy = folder / LEGACY_MASK_RECORD
-        return read_record(legacy, "run record", "remove it or use another --out folder") if legacy.exists() else {}
-    record = read_record(path, "run record", "remove it or use another --out folder")
+        return read_record(legacy, "run record", remedy) if legacy.exists() else {}
+    record = read_record(path, "run record", remedy)
     if record.get("step") != "masks" or not isinstance(record.get("parameters"), dict):
-        raise ValueError(f"{path}: the record of another step ({record.get('step')!r}), not of mask generation; use another --out folder")
+        raise ValueError(f"{path}: the record of another step ({record.get('step')!r}), not of mask generation; {remedy}")
     return {**record["parameters"], "samcam_version": record.get("samcam_version")}
 
 
@@ -137,6 +138,7 @@ def check_run_meta(out: Path, meta: dict[str, Any], images: str | os.PathLike | 
                 f"({ {k: old.get(k) for k in diff} }); use another --out folder"
             )
         if path.exists():
+            legacy.unlink(missing_ok=True)  # left by a run stopped between writing the record and removing the old one
             return
         meta = {**meta, **{k: old[k] for k in ("checkpoint", "samcam_version") if k in old}}  # who made the masks
     write_text(path, json.dumps(mask_record(meta, images, out), indent=1, sort_keys=True) + "\n")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from samcam.cam.methods import METHODS
+from samcam.io import read_csv, read_input
 
 NOT_RUN_REASON = {
     "CLIMS": "its pseudo labels / CAMs are not available here (run its code, then 02_enhance_method)",
@@ -36,7 +37,7 @@ CLAIMS_ROWS = {
 def collect(results_dir: str | os.PathLike, dataset: str = "voc") -> list[dict]:
     """Every ``results/<dataset>/<method>/summary.json``."""
     root = Path(results_dir) / dataset
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/summary.json"))]
+    return [json.loads(read_input(p, "record")) for p in sorted(root.glob("*/summary.json"))]
 
 
 def prompted_miou(results_dir: str | os.PathLike, method: str, config: str = "box") -> float | None:
@@ -44,7 +45,7 @@ def prompted_miou(results_dir: str | os.PathLike, method: str, config: str = "bo
     p = Path(results_dir) / "prompted" / method / "ablation.csv"
     if not p.exists():
         return None
-    df = pd.read_csv(p)
+    df = read_csv(p, "table")
     row = df[df["configuration"] == config]
     return float(row["miou"].iloc[0]) if len(row) else None
 
@@ -175,7 +176,7 @@ def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=Non
     devices = ", ".join(sorted({str(m.get("device", "?")) for m in metas}))
     sam_cpu = np.nan
     if mask_benchmark is not None and Path(mask_benchmark).exists():
-        b = json.loads(Path(mask_benchmark).read_text())
+        b = json.loads(read_input(mask_benchmark, "record"))
         sam_cpu = float(np.mean([r["fast_s"] for r in b["rows"]]))
     cam = spi(cams)
     out = []

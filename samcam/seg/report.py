@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from samcam.data.spaces import VOC, colorize
-from samcam.io import find_image, read_image, read_label, write_text
+from samcam.io import find_image, read_image, read_input, read_label, write_text
 from samcam.outputs import machine_info
 from samcam.report.figures import save
 
@@ -36,7 +36,7 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
         m = RUN_NAME.match(d.name)
         if not (m and (d / "eval.json").is_file()) or (rows is not None and m["row"] not in rows):
             continue
-        ev = json.loads((d / "eval.json").read_text())
+        ev = json.loads(read_input(d / "eval.json", "record"))
         hist = read_checkpoint(d / CHECKPOINT)["history"]
         rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
                "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]),
