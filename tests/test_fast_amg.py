@@ -1,0 +1,139 @@
+"""The fast generator against the official one at every setting, in seconds (a small input).
+
+``tests/test_sam.py`` compares the two generators on real photos with MobileSAM's real image encoder,
+which costs seconds per image on a CPU, so it is marked slow and a mutation run cannot afford it.
+Here MobileSAM, real weights and all, runs at a 128-pixel input instead of 1024: everything
+:mod:`samcam.sam.fast_amg` replaces (the decoder, the upscaling, the resize) and everything it keeps
+(grid, crops, filters, NMS) runs as at full size, on an 8 × 8 embedding, in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samcam.sam.model import MaskGenerator, build_sam
+
+pytestmark = pytest.mark.integration
+
+
+def _small_tiny_vit():
+    """MobileSAM's image encoder for 128-pixel inputs (8 × 8 embedding): the same TinyViT, whose
+    ``forward`` hard-codes the 64 × 64 embedding of 1024-pixel inputs."""
+    from mobile_sam.modeling import TinyViT
+
+    class SmallTinyViT(TinyViT):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.patch_embed(x)
+            for layer in self.layers:
+                x = layer(x)
+            side = self.img_size // 16
+            return self.neck(x.view(x.shape[0], side, side, x.shape[-1]).permute(0, 3, 1, 2))
+
+    return SmallTinyViT(img_size=SIZE, in_chans=3, num_classes=1000, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
+                        window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3)  # fmt: skip
+
+
+SIZE = 128  # the model's input side (MobileSAM's is 1024)
+
+
+@pytest.fixture(scope="module")
+def sam(mobile_sam_checkpoint):
+    """MobileSAM's real weights at a 128-pixel input: its image encoder, prompt encoder and mask
+    decoder are size-independent (windowed attention, a positional encoding of normalised
+    coordinates), so the masks are real masks, 64 times cheaper than at 1024 pixels."""
+    from mobile_sam.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    model = Sam(
+        image_encoder=_small_tiny_vit(),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(SIZE // 16, SIZE // 16), input_image_size=(SIZE, SIZE), mask_in_chans=16),
+        mask_decoder=MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
+    )
+    model.load_state_dict(build_sam("vit_t", device="cpu").state_dict(), strict=True)
+    return model.eval()
+
+
+def _image() -> np.ndarray:
+    """A non-square 90 × 130 scene: three coloured shapes on a gradient, with noise."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:90, :130]
+    img = np.stack([xx * 1.5, yy * 2.0, np.full_like(xx, 60)], axis=-1).astype(float)
+    img[(yy - 30) ** 2 + (xx - 35) ** 2 < 18**2] = (230, 40, 40)
+    img[55:85, 70:120] = (30, 30, 220)
+    img[10:40, 85:125] = (240, 240, 60)
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+def _masks(sam, generator, **settings):
+    return MaskGenerator(sam, generator, **settings).generate(_image())
+
+
+def _assert_same(official, fast):
+    """Same masks in the same order, with the same prompts, scores and crop boxes."""
+    assert len(fast) == len(official)
+    assert np.array_equal(fast.masks, official.masks)
+    assert np.array_equal(fast.point_coords, official.point_coords)
+    assert np.array_equal(fast.crop_box, official.crop_box)
+    assert np.array_equal(fast.area, official.area)
+    assert np.allclose(fast.predicted_iou, official.predicted_iou, atol=1e-4, equal_nan=True)
+    # a logit within float rounding of ±offset may fall on the other side: one pixel of a small mask
+    assert np.allclose(fast.stability_score, official.stability_score, atol=2e-3, equal_nan=True)
+
+
+def _key(masks):
+    return masks.masks.tobytes(), masks.point_coords.tobytes()
+
+
+BASE = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+
+# Each setting at a value other than BASE's, and the settings it must differ from; every one changes
+# the official masks of this image (checked below), so a fast generator that ignores it, or uses a
+# literal in its place, gives other masks.
+SETTINGS = [
+    ({"pred_iou_thresh": 0.5}, {}),
+    ({"stability_score_thresh": 0.3}, {}),
+    ({"stability_score_thresh": 0.7, "stability_score_offset": 0.5}, {"stability_score_thresh": 0.7}),
+    ({"box_nms_thresh": 0.3}, {}),
+    ({"points_per_side": 3}, {}),
+    ({"crop_n_layers": 1, "points_per_side": 2}, {"points_per_side": 2}),  # the crops' boxes, edges and uncropping are fast_amg's own code
+]
+
+
+@pytest.fixture(scope="module")
+def base(sam):
+    return _masks(sam, "official", **BASE)
+
+
+def test_the_base_settings_give_masks(sam, base):
+    assert len(base) >= 8  # enough masks that NMS, filters and crops each change some
+    _assert_same(base, _masks(sam, "fast", **BASE))
+
+
+@pytest.mark.parametrize(("change", "against"), SETTINGS, ids=[",".join(f"{k}={v}" for k, v in c.items()) for c, _ in SETTINGS])
+def test_fast_equals_official_at_each_setting(sam, base, change, against):
+    settings = {**BASE, **change}
+    official = _masks(sam, "official", **settings)
+    assert len(official) > 0
+    reference = _masks(sam, "official", **{**BASE, **against}) if against else base
+    assert _key(official) != _key(reference)  # the setting matters on this image
+    _assert_same(official, _masks(sam, "fast", **settings))
+
+
+@pytest.mark.parametrize(("points_per_batch", "prompt_chunk", "upsample_chunk"), [(7, 1, 32), (64, 5, 3), (4, 3, 1)])
+def test_batching_never_changes_the_masks(sam, points_per_batch, prompt_chunk, upsample_chunk):
+    """Prompt batches, prompt chunks and resize chunks that do not divide the 36 prompts."""
+    from samcam.sam.fast_amg import FastMaskGenerator
+    from samcam.sam.masks import MaskSet
+    from samcam.sam.model import amg_settings
+
+    official = _masks(sam, "official", **BASE, points_per_batch=points_per_batch)
+    gen = FastMaskGenerator(sam, upsample_chunk=upsample_chunk, prompt_chunk=prompt_chunk, **amg_settings(**BASE, points_per_batch=points_per_batch))
+    with torch.inference_mode():
+        fast = MaskSet.from_records(gen.generate(_image()), shape=_image().shape[:2])
+    _assert_same(official, fast)
+
+
+def test_a_threshold_no_mask_passes_gives_no_masks(sam):
+    settings = {**BASE, "pred_iou_thresh": 1.5}
+    assert len(_masks(sam, "official", **settings)) == len(_masks(sam, "fast", **settings)) == 0
