@@ -89,6 +89,26 @@ def test_multiscale_cam_shape_and_normalisation():
     assert multiscale_cam(_tiny_net(), image, []).shape == (0, 37, 53)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_logits_are_the_classifier_on_globally_averaged_features(bias):
+    """``forward`` by hand: the 1 × 1 classifier on the spatial mean of the features, and (no bias)
+    the spatial mean of each class's CAM before its ReLU, the identity CAMs rest on."""
+    torch.manual_seed(1)
+    net = CamNet(nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU()), 8, 20, bias=bias).eval()
+    if bias:
+        nn.init.normal_(net.classifier.bias)
+    x = torch.rand(2, 3, 29, 41) * 255
+    with torch.no_grad():
+        f = net.backbone((x - 127.0) / 128.0)  # the default input scaling
+        w = net.classifier.weight[:, :, 0, 0]
+        expected = f.mean(dim=(2, 3)) @ w.T + (net.classifier.bias if bias else 0)
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+        if not bias:
+            pre_relu = torch.einsum("kc,bchw->bkhw", w, f)
+            torch.testing.assert_close(net(x), pre_relu.mean(dim=(2, 3)), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(net.cams(x, [3, 19]), pre_relu[:, [3, 19]].clamp(min=0), rtol=1e-5, atol=1e-5)
+
+
 def test_grad_cam_equals_cam_for_a_gap_linear_net():
     net = _tiny_net()
     x = torch.rand(1, 3, 32, 32) * 255

@@ -140,6 +140,33 @@ def test_cam_cost_record_counts_the_ids_each_run_extracted(tmp_path, monkeypatch
     assert [r["images"] for r in _cost_runs(tmp_path / "cams")] == [4, 2]
 
 
+def test_cam_files_hold_the_0_based_classes_of_the_1_based_labels(tmp_path):
+    """Image-level labels are VOC classes 1..20; the files hold keys 0..19 and each key's map is
+    that class's CAM (class 20 included), computed here directly from the network."""
+    import torch
+    from torch import nn
+
+    from samcam.cam.files import load_cam
+    from samcam.cam.infer import multiscale_cam
+    from samcam.cam.nets import CamNet
+    from samcam.io import read_image
+    from samcam.pipeline.cam import extract_cams
+
+    ids = _images(tmp_path / "images", 2, shape=(24, 32))
+    torch.manual_seed(0)
+    net = CamNet(nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU()), 8, 20).eval()
+    images = {i: tmp_path / "images" / f"{i}.png" for i in ids}
+    labels = {"im0": np.array([1, 20]), "im1": np.array([7])}
+    extract_cams(net, images, labels, tmp_path / "cams", scales=(1.0,), progress=False)
+    for i, classes in labels.items():
+        d = load_cam(tmp_path / "cams" / f"{i}.npy")
+        np.testing.assert_array_equal(d["keys"], classes - 1)
+        expected = multiscale_cam(net, read_image(images[i]), list(classes - 1), scales=(1.0,))
+        np.testing.assert_allclose(d["high_res"], expected, rtol=1e-6, atol=1e-6)
+        other = multiscale_cam(net, read_image(images[i]), list(classes % 20), scales=(1.0,))  # one class off
+        assert not np.allclose(d["high_res"], other)
+
+
 @pytest.mark.parametrize("cut", [0, 1])
 def test_truncated_or_empty_merge_output_is_merged_again(tmp_path, cut):
     from samcam.data.spaces import VOC

@@ -70,10 +70,17 @@ def cams_into(device: str | None, ids: list[str], report, net: CamNet, images: d
     if device is not None:
         net = net.to(device)
     for image_id in ids:
-        keys = np.asarray(labels[image_id], dtype=np.int64) - 1
-        cam = multiscale_cam(net, read_image(images[image_id]), keys.tolist(), scales, source=images[image_id])
+        keys, cam = image_cams(net, images[image_id], labels[image_id], scales)
         save_cam(out / f"{image_id}.npy", keys, cam)
         report(image_id, len(keys))
+
+
+def image_cams(net: CamNet, image: Path, classes: np.ndarray, scales: tuple[float, ...], pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The CAMs of one image for its 1-based image-level ``classes``: the 0-based keys (IRN's file
+    layout) and their ``K × H × W`` maps. ``pixels``: the image, when the caller has read it already."""
+    keys = np.asarray(classes, dtype=np.int64) - 1
+    pixels = read_image(image) if pixels is None else pixels
+    return keys, multiscale_cam(net, pixels, keys.tolist(), scales, source=image)
 
 
 def device_name(net: CamNet) -> str:
@@ -145,11 +152,10 @@ def score_cams(net: CamNet, images: dict[str, Path], gt: str | os.PathLike, labe
     evs = [Evaluator(spec, keep_per_image=False) for _ in thresholds]
     for image_id in progress_bar(list(labels), desc="cam-eval", unit="img", progress=progress):
         g = read_label(Path(gt) / f"{image_id}.png", spec)
-        keys = np.asarray(labels[image_id], dtype=np.int64) - 1
         image = read_image(images[image_id])
         if image.shape[:2] != g.shape:
             raise ValueError(f"{images[image_id]}: image size {image.shape[:2]} differs from its ground truth {g.shape}")
-        cams = multiscale_cam(net, image, keys.tolist(), scales, source=images[image_id])
+        keys, cams = image_cams(net, images[image_id], labels[image_id], scales, image)
         for t, ev in zip(thresholds, evs):
             ev.add(image_id, g, cam_to_label(cams, keys, t, spec.n_classes))
     return sweep_table(thresholds, evs)
