@@ -194,6 +194,7 @@ class _PositionNet(torch.nn.Module):
     n_classes = 4
     A = np.array([0.0, 1.0, -0.5, 0.25])
     B = np.array([0.0, 0.3, -0.2, 0.1])
+    C = np.zeros(4)  # a constant per class
 
     def __init__(self) -> None:
         super().__init__()
@@ -202,14 +203,23 @@ class _PositionNet(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         red = x[:, :1] / 64
         col = torch.arange(x.shape[-1], dtype=x.dtype).view(1, 1, 1, -1)
-        return torch.as_tensor(self.A, dtype=x.dtype).view(1, -1, 1, 1) * red + torch.as_tensor(self.B, dtype=x.dtype).view(1, -1, 1, 1) * col
+        a, b, c = (torch.as_tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in (self.A, self.B, self.C))
+        return a * red + b * col + c
 
     @classmethod
     def by_hand(cls, image: np.ndarray) -> np.ndarray:
         """The same function in numpy: ``n_classes × H × W`` logits."""
         red = image[..., 0].astype(np.float64) / 64
         col = np.arange(image.shape[1], dtype=np.float64)[None, :]
-        return cls.A[:, None, None] * red + cls.B[:, None, None] * col
+        return cls.A[:, None, None] * red + cls.B[:, None, None] * col + cls.C[:, None, None]
+
+
+class _SkewNet(_PositionNet):
+    """Class 1 wins right of column 4 and class 0 left of it: its flip average changes the argmax."""
+
+    A = np.array([0.0, 0.01, -1.0, -1.0])
+    B = np.array([0.0, 0.5, 0.0, 0.0])
+    C = np.array([0.0, -2.0, 0.0, 0.0])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -278,3 +288,221 @@ def test_each_step_sets_the_poly_rate_with_the_heads_multiplier(tmp_path: Path, 
     for step, total, (backbone, head) in seen:
         want = poly_lr(recipe.lr, step, total, 0.5)
         assert backbone == pytest.approx(want, rel=1e-12) and head == pytest.approx(7.0 * want, rel=1e-12)
+
+
+def _synthetic_voc(root: Path, ids: list[str], shape=(40, 48)) -> tuple[Path, Path]:
+    """Random images and labels (classes 0-3, a void band) under ``root``: ``(images, labels)``."""
+    rng = np.random.default_rng(11)
+    images, labels = root / "img", root / "lab"
+    images.mkdir(parents=True), labels.mkdir(parents=True)
+    for i in ids:
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        lab = rng.integers(0, 4, shape).astype(np.uint8)
+        lab[:3] = 255
+        Image.fromarray(lab, mode="L").save(labels / f"{i}.png")
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, one_thread) -> tuple[Path, Path, Path]:
+    """A SegNet trained for 2 steps from random weights on synthetic data: (checkpoint, images, labels)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    images, labels = _synthetic_voc(root, ["a", "b", "c", "d"])
+    r = train(images, labels, ["a", "b", "c", "d"], root / "run", replace(TINY, crop=32, epochs=1), progress=False, pretrained=False)
+    return r.out, images, labels
+
+
+def test_evaluate_checkpoint_summary_and_files_by_hand(tiny_checkpoint, tmp_path, capsys):
+    """Every field of eval-seg's summary against the checkpoint and a confusion matrix counted here
+    from the model's own predictions; the JSON and CSV files as written."""
+    import json
+    import time
+
+    from samcam.seg.evaluate import evaluate_checkpoint, write_results
+
+    ck_path, images, labels = tiny_checkpoint
+    model, recipe, meta = load_model(ck_path)
+    preds = {i: predict(model, np.asarray(Image.open(images / f"{i}.png"))) for i in ("a", "c")}
+    conf = np.zeros((21, 21), np.int64)
+    for i, p in preds.items():
+        g = np.asarray(Image.open(labels / f"{i}.png"))
+        ok = g != 255
+        np.add.at(conf, (g[ok], p[ok]), 1)
+    tp, union = np.diag(conf), conf.sum(0) + conf.sum(1) - np.diag(conf)
+    present = union > 0
+    t0 = time.perf_counter()
+    ev, s = evaluate_checkpoint(tiny_checkpoint[0], images, labels, ["a", "c"], progress=True)
+    wall = time.perf_counter() - t0
+    assert "eval-seg" in capsys.readouterr().err  # the progress bar, asked for
+    assert s["checkpoint"] == str(ck_path.resolve()) and s["labels_dir"] == str(labels.resolve()) == meta["labels_dir"]
+    assert s["recipe"] == recipe.to_dict() and s["step"] == 2 and s["complete"] is True and s["n_images"] == 2
+    assert s["scales"] == [1.0] and s["flip"] is False and 0 < s["seconds"] <= wall and s["threads"] == torch.get_num_threads()
+    assert s["miou"] == pytest.approx(np.mean(tp[present] / union[present]))
+    assert s["pixel_accuracy"] == pytest.approx(tp.sum() / conf.sum())
+    for k, name in enumerate(("background", "aeroplane", "bicycle", "bird", "boat")):
+        assert s["iou"][name] == (pytest.approx(tp[k] / union[k]) if present[k] else None), name
+    assert sum(v is None for v in s["iou"].values()) == 21 - present.sum() and list(s["iou"]) == list(VOC_NAMES)
+    write_results(ev, s, tmp_path / "e.json", tmp_path / "e.csv")
+    assert (tmp_path / "e.json").read_text() == json.dumps(s, indent=1) + "\n"
+    assert (tmp_path / "e.csv").read_text() == ev.per_class_table().to_csv(index=False)
+    _, flipped = evaluate_checkpoint(ck_path, images, labels, ["a", "c"], flip=True, scales=(1.0, 0.5))
+    assert flipped["flip"] is True and flipped["scales"] == [1.0, 0.5]
+    by_hand = [predict(model, np.asarray(Image.open(images / f"{i}.png")), (1.0, 0.5), True) for i in ("a", "c")]
+    assert flipped["pixel_accuracy"] == pytest.approx(
+        sum(((p == np.asarray(Image.open(labels / f"{i}.png"))) & (np.asarray(Image.open(labels / f"{i}.png")) != 255)).sum() for i, p in zip("ac", by_hand))
+        / sum((np.asarray(Image.open(labels / f"{i}.png")) != 255).sum() for i in "ac"))  # fmt: skip
+
+
+VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+             "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")  # fmt: skip
+
+
+def test_predict_and_evaluate_pass_flip_on_and_default_to_none():
+    """``predict(flip=True)`` is the argmax of the flip average by hand; ``evaluate`` without ``flip``
+    scores the plain prediction (the model and image are left-right asymmetric)."""
+    image = np.random.default_rng(5).integers(0, 256, (6, 13, 3), dtype=np.uint8)
+    plain = _softmax(_SkewNet.by_hand(image))
+    mirrored = _softmax(_SkewNet.by_hand(image[:, ::-1]))[:, :, ::-1]
+    flip_pred = ((plain + mirrored) / 2).argmax(0)
+    assert (flip_pred != plain.argmax(0)).any()  # the flip changes some pixels' class here
+    np.testing.assert_array_equal(predict(_SkewNet(), image, flip=True), flip_pred)
+    np.testing.assert_array_equal(predict(_SkewNet(), image), plain.argmax(0))
+
+
+def test_evaluate_scores_the_plain_prediction_by_default_and_records_its_predictions(tmp_path):
+    import json
+
+    from samcam.data.spaces import VOC
+    from samcam.seg.evaluate import _state_sha256
+
+    image = np.random.default_rng(5).integers(0, 256, (6, 13, 3), dtype=np.uint8)
+    (tmp_path / "img").mkdir(), (tmp_path / "gt").mkdir()
+    Image.fromarray(image).save(tmp_path / "img" / "x.png")
+    plain = _softmax(_SkewNet.by_hand(image)).argmax(0).astype(np.uint8)
+    Image.fromarray(plain, mode="L").save(tmp_path / "gt" / "x.png")
+    ev = evaluate(_SkewNet(), tmp_path / "img", tmp_path / "gt", ["x"], save_dir=tmp_path / "pred", progress=False)
+    assert ev.scores().pixel_accuracy == 1.0  # the ground truth is the plain prediction
+    assert evaluate(_SkewNet(), tmp_path / "img", tmp_path / "gt", ["x"], flip=True, progress=False).scores().pixel_accuracy < 1.0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "pred" / "x.png")), plain)
+    assert Image.open(tmp_path / "pred" / "x.png").mode == "P"  # VOC palette PNG
+    rec = json.loads((tmp_path / "pred" / "samcam_run.json").read_text())
+    assert rec["step"] == "eval-seg-predictions"
+    assert rec["parameters"] == {"scales": [1.0], "flip": False, "dataset": VOC.name, "model_sha256": _state_sha256(_SkewNet())}
+
+
+def test_evaluate_names_a_missing_folder_and_a_mis_sized_ground_truth(tmp_path):
+    (tmp_path / "img").mkdir(), (tmp_path / "gt").mkdir()
+    Image.fromarray(np.zeros((6, 13, 3), np.uint8)).save(tmp_path / "img" / "x.png")
+    Image.fromarray(np.zeros((6, 12), np.uint8), mode="L").save(tmp_path / "gt" / "x.png")
+    with pytest.raises(FileNotFoundError, match=r"folder not found: .*nowhere"):
+        evaluate(_PositionNet(), tmp_path / "nowhere", tmp_path / "gt", ["x"])
+    with pytest.raises(FileNotFoundError, match=r"folder not found: .*nogt"):
+        evaluate(_PositionNet(), tmp_path / "img", tmp_path / "nogt", ["x"])
+    with pytest.raises(ValueError, match=r"no evaluation ids"):
+        evaluate(_PositionNet(), tmp_path / "img", tmp_path / "gt", [])
+    with pytest.raises(ValueError, match=r"gt/x\.png: ground-truth size \(6, 12\) differs from image .*img/x\.png size \(6, 13\)"):
+        evaluate(_PositionNet(), tmp_path / "img", tmp_path / "gt", ["x"], progress=False)
+
+
+def test_scaled_shape_by_hand():
+    from samcam.seg.recipe import scaled_shape
+
+    assert scaled_shape((30, 20), 1.5) == (45, 30)
+    assert scaled_shape((30, 21), 0.5) == (15, 10)  # round half to even: 10.5 -> 10
+    assert scaled_shape((10, 7), 0.04) == (1, 1)  # never below one pixel
+
+
+def test_draw_params_stay_in_the_recipes_ranges_and_flip_half_the_time():
+    from samcam.seg.recipe import draw_params
+
+    rng = np.random.default_rng(0)
+    recipe = replace(TINY, crop=32, scale_min=0.25, scale_max=0.5)
+    draws = [draw_params((160, 256), recipe, rng) for _ in range(400)]
+    scales = np.array([d.scale for d in draws])
+    assert scales.min() >= 0.25 and scales.max() < 0.5 and scales.max() - scales.min() > 0.2
+    for d in draws:  # the crop offset lies inside the scaled image (or 0 where it is smaller than the crop)
+        h, w = round(160 * d.scale), round(256 * d.scale)
+        assert 0 <= d.y <= max(h - 32, 0) and 0 <= d.x <= max(w - 32, 0)
+    assert max(d.y for d in draws) > 20 and max(d.x for d in draws) > 80
+    flips = [d.flip for d in draws]
+    assert all(isinstance(f, bool) for f in flips) and 150 < sum(flips) < 250
+    assert not any(draw_params((160, 256), replace(recipe, flip=False), rng).flip for _ in range(50))
+
+
+def test_resize_pair_bilinear_image_nearest_label():
+    from samcam.seg.recipe import resize_pair
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    label = rng.integers(0, 21, (9, 14)).astype(np.uint8)
+    img, lab = resize_pair(image, label, (4, 6))
+    assert img.shape == (4, 6, 3) and lab.shape == (4, 6)
+    bilinear = np.asarray(Image.fromarray(image).resize((6, 4), Image.BILINEAR))
+    assert not np.array_equal(bilinear, np.asarray(Image.fromarray(image).resize((6, 4), Image.BICUBIC)))
+    np.testing.assert_array_equal(img, bilinear)
+    # nearest neighbour: the source pixel under each output pixel's centre (no centre on a boundary here)
+    rows, cols = ((np.arange(4) + 0.5) * 9 / 4).astype(int), ((np.arange(6) + 0.5) * 14 / 6).astype(int)
+    np.testing.assert_array_equal(lab, label[rows][:, cols])
+    same = resize_pair(image, label, (9, 14))
+    assert same[0] is image and same[1] is label
+
+
+@pytest.mark.parametrize(("shape", "size"), [((5, 7), 8), ((9, 6), 8), ((8, 8), 8), ((10, 12), 8), ((8, 5), 8)])
+def test_pad_pair_by_hand(shape, size):
+    from samcam.seg.recipe import PAD_VALUE, pad_pair
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    label = rng.integers(0, 21, shape).astype(np.uint8)
+    h, w = max(shape[0], size), max(shape[1], size)
+    want_img = np.full((h, w, 3), PAD_VALUE, np.uint8)
+    want_lab = np.full((h, w), 255, np.uint8)
+    want_img[: shape[0], : shape[1]] = image
+    want_lab[: shape[0], : shape[1]] = label
+    img, lab = pad_pair(image, label, size)
+    np.testing.assert_array_equal(img, want_img)
+    np.testing.assert_array_equal(lab, want_lab)
+    assert PAD_VALUE == 127  # the backbone's mean: (127 − 127) / 128 = 0
+
+
+def test_augment_refuses_a_label_of_another_size():
+    from samcam.seg.recipe import AugParams, augment
+
+    with pytest.raises(ValueError, match=r"image shape \(4, 5\) differs from label shape \(4, 6\)"):
+        augment(np.zeros((4, 5, 3), np.uint8), np.zeros((4, 6), np.uint8), AugParams(1.0, 0, 0, False), 4)
+
+
+def test_epoch_order_is_its_own_stream():
+    """The order of epoch e is ``default_rng([seed, e, 2**30]).permutation(n)``: a stream no sample's
+    augmentation uses (those are ``[seed, e, position]``), fixed so that a recipe fixes the order."""
+    from samcam.seg.recipe import epoch_order, sample_rng
+
+    for seed, epoch in [(0, 0), (3, 2)]:
+        np.testing.assert_array_equal(epoch_order(50, seed, epoch), np.random.default_rng([seed, epoch, 2**30]).permutation(50))
+        assert not np.array_equal(epoch_order(50, seed, epoch), sample_rng(seed, epoch, 0).permutation(50))
+    assert not np.array_equal(epoch_order(50, 0, 0), epoch_order(50, 0, 1))
+
+
+def test_recipe_from_dict_names_unknown_fields():
+    with pytest.raises(ValueError, match=r"recipe has unknown fields \['colour', 'crops'\]"):
+        Recipe.from_dict({**TINY.to_dict(), "crops": 3, "colour": 1})
+    assert Recipe.from_dict(TINY.to_dict()) == TINY
+
+
+def test_backbone_features_apply_drop_connect_as_the_library_does():
+    """In training, block i drops connections at rate · i / blocks, as ``EfficientNet.extract_features``
+    does: the same seed gives the same stride-32 features."""
+    from samcam.seg.model import LiteFeatures
+    from samcam.cam.nets import efficientnet_lite
+
+    net = efficientnet_lite("lite0", pretrained=False).backbone.net
+    assert net._global_params.drop_connect_rate > 0
+    feats = LiteFeatures(net).train()
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(7)
+    _, high = feats(x)
+    torch.manual_seed(7)
+    expected = net.extract_features(x)
+    torch.testing.assert_close(high, expected)
+    torch.manual_seed(8)
+    assert not torch.allclose(feats(x)[1], expected)  # the drop is random: another seed, other features

@@ -1,0 +1,158 @@
+"""samcam.seg.report: the segmentation table, its figures and the training benchmark, from run folders
+made here (``eval.json`` + a checkpoint holding only what a finished run records), each cell
+checked against numbers computed in the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcam.data.spaces import VOC
+from samcam.seg.recipe import Recipe
+from samcam.seg.report import benchmark, benchmark_markdown, collect, summary, table_markdown, write_results
+from samcam.training import save_checkpoint
+
+CLASSES = list(VOC.class_names)
+RECIPE = Recipe(crop=64, batch_size=2, epochs=3)
+
+# row -> seed -> (val mIoU as a fraction, epoch seconds); per-class IoU is derived from (row, seed) below
+RUNS = {
+    "gt": {0: (0.40, [10.0, 12.0, 14.0]), 1: (0.44, [11.0, 11.0, 11.0]), 2: (0.42, [9.0, 10.0, 20.0])},
+    "cam": {0: (0.30, [8.0, 8.0, 8.0]), 2: (0.33, [7.0, 9.0, 8.0])},
+}
+
+
+def _iou(row: str, seed: int) -> dict[str, float | None]:
+    """Per-class IoU of a run: class k gets (k + 1 + seed) / 40 in row gt and half that in row cam;
+    class 'cow' is absent (null) from every cam run."""
+    scale = 1.0 if row == "gt" else 0.5
+    return {c: (None if (row == "cam" and c == "cow") else scale * (k + 1 + seed) / 40) for k, c in enumerate(CLASSES)}
+
+
+def _make_runs(root: Path, n_val: int = 4) -> Path:
+    for row, seeds in RUNS.items():
+        for seed, (miou, secs) in seeds.items():
+            d = root / f"{row}_s{seed}"
+            d.mkdir(parents=True)
+            ev = {"miou": miou, "n_images": n_val, "seconds": 2.0 * n_val * (seed + 1), "iou": _iou(row, seed)}
+            (d / "eval.json").write_text(json.dumps(ev))
+            history = {"losses": [1.0] * len(secs), "epoch_seconds": secs, "peak_rss_mib": 1000.0 + 10 * seed,
+                       "threads": 2, "device": "cpu", "load_average": [1.0 + seed, 2.0 + seed, 3.0 + seed]}  # fmt: skip
+            save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": RECIPE.to_dict(), "n_classes": 21, "dataset": "voc",
+                                            "labels_dir": "labels", "labels_fingerprint": "0" * 64, "n_train": 6, "step": 9,
+                                            "total_steps": 9, "complete": True, "history": history, "model": {}})  # fmt: skip
+    (root / "gt_s7").mkdir()  # unfinished: no eval.json
+    (root / "notes").mkdir()  # not a run
+    return root
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return _make_runs(tmp_path / "runs")
+
+
+def test_collect_reads_every_finished_run(runs):
+    df = collect(runs)
+    assert list(zip(df["row"], df["seed"])) == [("cam", 0), ("cam", 2), ("gt", 0), ("gt", 1), ("gt", 2)]  # folders in name order
+    for r in df.itertuples():
+        miou, secs = RUNS[r.row][r.seed]
+        assert r.miou == pytest.approx(100 * miou)
+        assert r.s_per_epoch == pytest.approx(np.mean(secs)) and r.epochs == 3 and r.n_val == 4
+        assert r.peak_rss_mib == 1000.0 + 10 * r.seed and r.load_average == pytest.approx(2.0 + r.seed)
+        assert r.eval_seconds == 8.0 * (r.seed + 1) and r.threads == 2 and r.device == "cpu"
+        assert Path(r.run).name == f"{r.row}_s{r.seed}"
+        for c, v in _iou(r.row, r.seed).items():
+            got = getattr(r, f"iou_{c}")
+            assert np.isnan(got) if v is None else got == pytest.approx(100 * v), c
+
+
+def test_collect_keeps_the_rows_asked_for_in_their_order(runs, tmp_path):
+    df = collect(runs, rows=["cam", "gt"])
+    assert list(df["row"]) == ["cam", "cam", "gt", "gt", "gt"] and list(df["seed"]) == [0, 2, 0, 1, 2]
+    assert list(collect(runs, rows=["cam"])["seed"]) == [0, 2]
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        collect(runs, rows=["none"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        collect(tmp_path / "empty")
+
+
+def test_a_run_with_an_undefined_miou_reads_as_nan(runs):
+    ev = json.loads((runs / "cam_s0" / "eval.json").read_text())
+    (runs / "cam_s0" / "eval.json").write_text(json.dumps({**ev, "miou": None}))
+    df = collect(runs)
+    assert np.isnan(df.loc[(df["row"] == "cam") & (df["seed"] == 0), "miou"]).all()
+
+
+def test_summary_by_hand(runs):
+    s = summary(collect(runs)).set_index("row")
+    assert list(s.columns) == ["seed 0", "seed 1", "seed 2", "mean", "spread", "seeds"]
+    assert s.loc["gt", "mean"] == pytest.approx(42.0) and s.loc["gt", "spread"] == pytest.approx(2.0) and s.loc["gt", "seeds"] == 3
+    assert s.loc["cam", "mean"] == pytest.approx(31.5) and s.loc["cam", "spread"] == pytest.approx(1.5) and s.loc["cam", "seeds"] == 2
+    assert np.isnan(s.loc["cam", "seed 1"]) and s.loc["cam", "seed 2"] == pytest.approx(33.0)
+
+
+def test_table_markdown_cell_by_cell(runs):
+    md = table_markdown(summary(collect(runs, ["gt", "cam"])), {"gt": "ground truth"}, digits=1)
+    lines = md.splitlines()
+    assert lines[0] == "| labels the network was trained on | val mIoU, seed 0 | val mIoU, seed 1 | val mIoU, seed 2 | mean ± spread |"
+    assert lines[1] == "|---|---|---|---|---|"
+    assert lines[2] == "| ground truth | 40.0 | 44.0 | 42.0 | 42.0 ± 2.0 |"
+    assert lines[3] == "| cam | 30.0 | — | 33.0 | 31.5 ± 1.5 |"
+    assert md.endswith("\n") and len(lines) == 4
+    assert "| gt | 40.00 | 44.00 | 42.00 | 42.00 ± 2.00 |" in table_markdown(summary(collect(runs)))
+
+
+def test_benchmark_by_hand(runs):
+    b = benchmark(collect(runs), "samcam train-seg ...")
+    per_epoch = [np.mean(s) for seeds in RUNS.values() for _, s in seeds.values()]
+    assert b["s_per_epoch_median"] == round(float(np.median(per_epoch)), 1)
+    assert b["s_per_epoch_min"] == round(min(per_epoch), 1) and b["s_per_epoch_max"] == round(max(per_epoch), 1)
+    assert b["peak_rss_mib_max"] == 1020 and b["n_train"] == 6 and b["steps_per_epoch"] == 3  # 9 steps over 3 epochs
+    assert b["recipe"] == RECIPE.to_dict() and b["device"] == "cpu" and b["torch_threads"] == 2
+    assert b["eval_s_per_image_median"] == 4.0  # seeds 0, 2, 0, 1, 2 -> 2, 6, 2, 4, 6 s per image
+    assert b["command"] == "samcam train-seg ..." and {"cpu", "cores"} <= set(b["machine"])
+    first = b["runs"][0]
+    assert first == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.0, "load_average": 2.0}
+    assert b["runs"][3] == {"run": "gt_s1", "s_per_epoch": 11.0, "epochs": 3, "peak_rss_mib": 1010, "eval_s_per_image": 4.0, "load_average": 3.0}
+    md = benchmark_markdown(b)
+    assert f"**{b['s_per_epoch_median']} s per epoch** (median over 5 runs" in md
+    assert "| gt_s0 | 12.0 | 3 | 1000 | 2.0 | 2.0 |" in md and "| cam_s2 | 8.0 | 3 | 1020 | 6.0 | 4.0 |" in md and "Command (one run): `samcam train-seg ...`" in md
+    assert "crop 64, batch 2, 6 train images =\n3 steps per epoch, 3 epochs" in md
+
+
+def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(runs, tmp_path):
+    val = ["v0", "v1", "v2"]
+    voc = tmp_path / "voc"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "SegmentationClass").mkdir()
+    for i in val:
+        Image.fromarray(np.full((6, 8, 3), 50, np.uint8)).save(voc / "JPEGImages" / f"{i}.jpg")
+        Image.fromarray(np.full((6, 8), 1, np.uint8), mode="L").save(voc / "SegmentationClass" / f"{i}.png")
+    for run in runs.glob("*_s*"):
+        (run / "pred").mkdir()
+        for k, i in enumerate(val):
+            Image.fromarray(np.full((6, 8), 2 if run.name == "gt_s1" else 3, np.uint8), mode="L").save(run / "pred" / f"{i}.png")
+    out, bench = tmp_path / "out", tmp_path / "bench"
+    res = write_results(runs, out, bench, ["gt", "cam"], {"gt": "ground truth", "cam": "CAM"}, voc, val, "cmd", n_gallery=2)
+    assert res["best"] == "gt_s1" and res["gallery_ids"] == ["v0", "v1"]
+    for i in val:  # the best run's predictions, copied byte for byte
+        assert (out / "predictions" / f"{i}.png").read_bytes() == (runs / "gt_s1" / "pred" / f"{i}.png").read_bytes()
+    import pandas as pd
+
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["labels"]) == ["ground truth"] * 3 + ["CAM"] * 2
+    assert table["miou_mean_over_seeds"].tolist() == pytest.approx([42.0] * 3 + [31.5] * 2)
+    assert table["miou_spread_over_seeds"].tolist() == pytest.approx([2.0] * 3 + [1.5] * 2)
+    assert "run" not in table.columns and "device" not in table.columns
+    assert (out / "table.md").read_text() == table_markdown(res["summary"], {"gt": "ground truth", "cam": "CAM"})
+    assert (out / "per_class.png").stat().st_size > 0 and (out / "gallery.png").stat().st_size > 0
+    assert json.loads((bench / "seg_train_cpu.json").read_text())["command"] == "cmd"
+    assert (bench / "seg_train_cpu.md").read_text().startswith("# Segmentation training cost on CPU")
+    (runs / "gt_s1" / "pred" / "v2.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"gt_s1/pred: 1 val predictions missing \(e\.g\. v2\.png\)"):
+        write_results(runs, tmp_path / "out2", bench, ["gt", "cam"], {}, voc, val, "cmd")
