@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -506,3 +507,219 @@ def test_backbone_features_apply_drop_connect_as_the_library_does():
     torch.testing.assert_close(high, expected)
     torch.manual_seed(8)
     assert not torch.allclose(feats(x)[1], expected)  # the drop is random: another seed, other features
+
+
+def test_train_seg_and_eval_seg_commands_say_what_they_did(tmp_path, one_thread, capsys):
+    """The two commands on synthetic data: each option reaches the step, and each printed line is
+    checked against the checkpoint and the summary they wrote."""
+    import json
+
+    from samcam.cli import main
+
+    ids = ["a", "b", "c", "d"]
+    images, labels = _synthetic_voc(tmp_path, ids)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    (tmp_path / "val.txt").write_text("a\nc\n")
+    run = tmp_path / "run"
+
+    def train_cmd(out: Path) -> list[str]:
+        return ["train-seg", "--images", str(images), "--labels", str(labels), "--ids", str(tmp_path / "ids.txt"), "--out", str(out),
+                "--crop", "32", "--batch-size", "2", "--epochs", "1", "--device", "cpu", "--threads", "1"]  # fmt: skip
+
+    train_args = train_cmd(run)
+    assert main([*train_args, "--max-steps", "1", "--progress"]) == 0
+    out = capsys.readouterr()
+    ck = read_checkpoint(run / "last.pt")
+    assert ck["step"] == 1 and ck["history"]["device"] == "cpu" and ck["history"]["threads"] == 1 and torch.get_num_threads() == 1
+    assert out.out.startswith("step 1/2, stopped early (rerun to resume), peak RSS ") and out.out.endswith(f" MiB -> {run / 'last.pt'}\n")
+    assert "train-seg run" in out.err  # the bar, asked for
+    assert main(train_args) == 0
+    ck = read_checkpoint(run / "last.pt")
+    secs = ck["history"]["epoch_seconds"]
+    assert capsys.readouterr().out.startswith(f"step 2/2, complete, {sum(secs) / len(secs):.1f} s/epoch, peak RSS ")
+    for given in (images / "run", labels / "run", tmp_path / "ids.txt"):  # never an output over or inside what the user gave
+        assert main(train_cmd(given)) == 2
+        assert f"output {given}" in capsys.readouterr().err
+
+    common = ["eval-seg", "--checkpoint", str(run / "last.pt"), "--images", str(images), "--gt", str(labels),
+              "--ids", str(tmp_path / "val.txt"), "--device", "cpu", "--threads", "1"]  # fmt: skip
+    for extra, scales, flip, how in [([], [1.0], False, "scales 1.0"), (["--flip", "--scales", "1.0,0.5"], [1.0, 0.5], True, "scales 1.0,0.5 + flip"),
+                                     (["--multi-scale"], [0.75, 1.0, 1.25], True, "scales 0.75,1.0,1.25 + flip")]:  # fmt: skip
+        j, c = tmp_path / f"{len(extra)}.json", tmp_path / f"{len(extra)}.csv"
+        assert main([*common, *extra, "--json", str(j), "--csv", str(c)]) == 0
+        s = json.loads(j.read_text())
+        assert (s["scales"], s["flip"]) == (scales, flip)
+        assert capsys.readouterr().out == f"val mIoU {100 * s['miou']:.2f} over 2 images ({how}) <- {run / 'last.pt'}\n"
+        assert c.read_text().splitlines()[0].startswith("class,")
+    void = tmp_path / "void"
+    void.mkdir()
+    for i in ("a", "c"):
+        Image.fromarray(np.full((40, 48), 255, np.uint8), mode="L").save(void / f"{i}.png")
+    assert main([*common[:6], str(void), *common[7:], "--progress"]) == 0
+    out = capsys.readouterr()
+    assert out.out == f"val mIoU undefined (no pixel to score) over 2 images (scales 1.0) <- {run / 'last.pt'}\n" and "eval-seg" in out.err
+    assert main([*common, "--multi-scale", "--flip"]) == 2
+    assert "--flip does not apply with --multi-scale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "ok"), [("4", True), ("0.25,4.0", True), ("4.01", False), ("0", False), ("1,1", False), ("x", False), ("nan", False)])
+def test_eval_scales_option(text, ok):
+    import argparse
+
+    from samcam.seg.commands import MAX_SCALE, _scales
+
+    assert MAX_SCALE == 4.0
+    if ok:
+        assert _scales(text) == tuple(float(s) for s in text.split(","))
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"scales must .*, got {text!r}"):
+            _scales(text)
+
+
+def test_training_records_what_it_did(tmp_path, monkeypatch, one_thread, capsys):
+    """A run's checkpoint and result against what the test saw: the mean loss of each epoch's steps,
+    epoch times within the wall time, the load average, device, threads and peak memory, the batches
+    drawn, a non-default head width and unfrozen stem that reload, and the progress bar."""
+    import os
+    import re
+    import time
+
+    import samcam.seg.train as seg_train
+    from samcam.training import descend
+
+    ids = ["a", "b", "c", "d", "e", "f"]
+    images, labels = _synthetic_voc(tmp_path, ids)
+    step_losses, batches = [], []
+    monkeypatch.setattr(seg_train, "descend", lambda opt, loss: step_losses.append(descend(opt, loss)) or step_losses[-1])
+    real_batch = seg_train.make_batch
+    monkeypatch.setattr(seg_train, "make_batch", lambda data, recipe, epoch, positions: batches.append((epoch, positions)) or real_batch(data, recipe, epoch, positions))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.25, 2.5, 3.75))
+    recipe = replace(TINY, crop=32, epochs=2, head_channels=16, freeze_early=False)
+    t0 = time.perf_counter()
+    first = train(images, labels, ids, tmp_path / "run", recipe, progress=True, pretrained=False, max_steps=4)
+    assert re.search(r"train-seg run: .*4/6 \[", capsys.readouterr().err)  # named, counted in steps out of the total
+    assert not read_checkpoint(first.out)["complete"] and read_checkpoint(first.out)["step"] == 4  # saved mid-epoch
+    r = train(images, labels, ids, tmp_path / "run", recipe, progress=True, pretrained=False)
+    wall = time.perf_counter() - t0
+    assert re.search(r"train-seg run: .*6/6 \[", capsys.readouterr().err)  # resumed at step 4
+    assert [(e, p.start, p.stop) for e, p in batches] == [(0, 0, 2), (0, 2, 4), (0, 4, 6), (1, 0, 2), (1, 2, 4), (1, 4, 6)]
+    ck = read_checkpoint(r.out)
+    h = ck["history"]
+    assert r.complete and ck["complete"] and ck["step"] == ck["total_steps"] == 6 and ck["dataset"] == "voc"
+    assert ck["labels_dir"] == str(labels.resolve()) and h["device"] == "cpu" and h["threads"] == torch.get_num_threads() == 1
+    assert h["load_average"] == [1.25, 1.25] and len(h["epoch_seconds"]) == 2
+    assert all(0 < s < wall for s in h["epoch_seconds"]) and 0 < r.seconds < wall
+    assert h["losses"][0] == pytest.approx(np.mean(step_losses[:3]))
+    assert h["losses"][1] == pytest.approx(np.mean(step_losses[4:]))  # a resumed epoch: the mean of the steps run since
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024  # peak RSS, MiB
+    assert 0.9 * hwm <= h["peak_rss_mib"] <= hwm * 1.01 and r.peak_rss_mib == pytest.approx(hwm, rel=0.01)
+    model, got, meta = load_model(r.out)  # reloads only if built with the recipe's head and stem settings
+    assert got == recipe and "model" not in meta and "optimizer" not in meta and meta["step"] == 6
+    assert all(p.requires_grad for p in model.parameters())  # freeze_early=False: the stem trains too
+    assert sum(p.numel() for p in model.head.high_classifier.parameters()) == 21 * 16 + 21
+
+
+def test_training_names_what_does_not_fit(tmp_path, one_thread):
+    import samcam.seg.train as seg_train
+    from samcam.training import save_checkpoint
+
+    images, labels = _synthetic_voc(tmp_path, ["a", "b"])
+    recipe = replace(TINY, crop=32, epochs=1)
+    with pytest.raises(ValueError, match=r"1 training images are fewer than one batch of 2"):
+        train(images, labels, ["a"], tmp_path / "one", recipe, pretrained=False)
+    with pytest.raises(ValueError, match=r"no training ids"):
+        seg_train.load_data(images, labels, [])
+    with pytest.raises(FileNotFoundError, match=r"label file not found: .*lab/zz\.png"):
+        seg_train.load_data(images, labels, ["a", "zz"])
+    Image.fromarray(np.zeros((40, 47), np.uint8), mode="L").save(labels / "b.png")
+    with pytest.raises(ValueError, match=r"lab/b\.png: label size \(40, 47\) differs from image .*img/b\.png size \(40, 48\)"):
+        seg_train.load_data(images, labels, ["a", "b"])
+    images, labels = _synthetic_voc(tmp_path / "ok", ["a", "b"])
+    run = train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False).out
+    ck = read_checkpoint(run)
+    save_checkpoint(run, {**ck, "total_steps": 5, "step": 5})
+    with pytest.raises(ValueError, match=rf"{run}: made for 5 steps, this run has 1; use another --out"):
+        train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)
+    save_checkpoint(run, {**ck, "optimizer": {"state": {}, "param_groups": []}})
+    with pytest.raises(ValueError, match=rf"{run}: its optimizer state does not fit this run \(ValueError\)"):
+        train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)
+    key = next(iter(ck["model"]))
+    save_checkpoint(run, {**ck, "model": {**ck["model"], key: ck["model"][key] * float("nan")}})
+    with pytest.raises(ValueError, match=rf"{run}: its segmentation weights hold values that are not finite"):
+        train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)
+    save_checkpoint(run, ck)
+    with pytest.raises(ValueError, match=rf"{run} was made with another recipe \(crop: 32 ≠ 64; seed: 3 ≠ 4\)"):
+        train(images, labels, ["a", "b"], tmp_path / "run", replace(recipe, crop=64, seed=4), pretrained=False)
+    Image.fromarray(np.ones((40, 48), np.uint8), mode="L").save(labels / "b.png")
+    with pytest.raises(ValueError, match=rf"{run}"):
+        train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)  # other labels: named
+
+
+def test_label_fingerprint_is_the_ids_and_their_label_bytes(tmp_path):
+    """``sha256`` over each id, a NUL and the SHA-256 of its label file, in id order: other labels,
+    another order or ids that run together give another fingerprint."""
+    import hashlib
+
+    from samcam.seg.train import load_data
+
+    images, labels = _synthetic_voc(tmp_path, ["a", "b"])
+    h = hashlib.sha256()
+    for i in ("a", "b"):
+        h.update(i.encode() + b"\0" + hashlib.sha256((labels / f"{i}.png").read_bytes()).digest())
+    assert load_data(images, labels, ["a", "b"]).fingerprint == h.hexdigest()
+    assert load_data(images, labels, ["b", "a"]).fingerprint != h.hexdigest()
+
+
+def _checkpoint(**changes) -> dict:
+    from samcam.seg.train import FORMAT
+
+    ck = {"format": FORMAT, "recipe": Recipe().to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l", "labels_fingerprint": "a" * 64,
+          "n_train": 1, "step": 0, "total_steps": 0, "complete": False, "history": {"losses": [0.0], "epoch_seconds": [0]}, "model": {}}  # fmt: skip
+    ck.update(changes)
+    return ck
+
+
+def test_read_checkpoint_accepts_each_fields_smallest_value_and_names_the_first_it_refuses(tmp_path):
+    """The smallest legal values (1 class without a dataset, 1 training image, step 0 of 0, losses and
+    times of 0) load; one below each is named with the bound it broke."""
+    from samcam.training import save_checkpoint
+
+    def read(ck):
+        save_checkpoint(tmp_path / "c.pt", ck)
+        return read_checkpoint(tmp_path / "c.pt")
+
+    assert read(_checkpoint())["n_train"] == 1
+    one_class = _checkpoint(n_classes=1)
+    del one_class["dataset"]
+    assert read(one_class)["n_classes"] == 1
+    for changes, message in [({"n_train": 0}, "n_train is 0, expected a whole number ≥ 1"), ({"step": -1}, "step is -1, expected a whole number ≥ 0"),
+                             ({"total_steps": -1}, "total_steps is -1, expected a whole number ≥ 0"), ({"n_classes": 0}, "n_classes is 0, expected a whole number ≥ 1"),
+                             ({"history": []}, "history is a list, expected a mapping"), ({"complete": 1}, "complete is a int, expected a bool"),
+                             ({"labels_fingerprint": "g" * 100}, f"labels_fingerprint {'g' * 80!r} is not the SHA-256"),
+                             ({"history": {"losses": list(range(-1, 40))}}, f"history.losses {str(list(range(-1, 40)))[:80]} is not a list of finite numbers ≥ 0")]:  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'c.pt'}: bad field in a samcam segmentation checkpoint ({message}")):
+            read(_checkpoint(**changes))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimizer_by_recipe(optimizer):
+    from samcam.seg.model import SegNet
+    from samcam.seg.train import build_optimizer
+
+    recipe = replace(TINY, optimizer=optimizer, lr=0.02, weight_decay=0.003, head_lr_mult=7.0)
+    model = SegNet("lite0", 21, pretrained=False, head_channels=8)
+    opt = build_optimizer(model, recipe)
+    assert type(opt) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer]
+    backbone, head = model.param_groups()
+    assert [len(g["params"]) for g in opt.param_groups] == [len(backbone), len(head)]
+    assert [g["lr_mult"] for g in opt.param_groups] == [1.0, 7.0]
+    assert all(g["lr"] == 0.02 and g["weight_decay"] == 0.003 for g in opt.param_groups)
+    if optimizer == "sgd":
+        assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+
+
+def test_peak_rss_is_the_kernels_high_water_mark():
+    from samcam.seg.train import peak_rss_mib
+
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+    assert peak_rss_mib() == pytest.approx(hwm, rel=0.02)
