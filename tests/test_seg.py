@@ -723,3 +723,60 @@ def test_peak_rss_is_the_kernels_high_water_mark():
 
     hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
     assert peak_rss_mib() == pytest.approx(hwm, rel=0.02)
+
+
+def test_segnet_forward_by_hand():
+    """LR-ASPP on EfficientNet-Lite, step by step with torch's functional calls: input scaling
+    (x − 127) / 128, stride-8 and stride-32 features, ``ReLU(BN(conv(high))) · sigmoid(conv(mean(high)))``
+    upsampled to the stride-8 grid, both classifiers added, the sum upsampled to the input."""
+    from torch.nn import functional as F
+
+    from samcam.seg.model import SegNet
+
+    torch.manual_seed(0)
+    net = SegNet("lite0", 5, pretrained=False, head_channels=8).eval()
+    with torch.no_grad():  # batch norm with statistics that are not the identity
+        for m in net.head.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 2), m.bias.uniform_(-1, 1)
+    x = torch.rand(2, 3, 70, 90) * 255
+    h = net.head
+    with torch.no_grad():
+        low, high = net.backbone((x - 127.0) / 128.0)
+        assert low.shape[-2:] == (70 // 8, 90 // 8) and high.shape[-2:] == (70 // 32, 90 // 32)  # strides 8 and 32
+        assert low.shape[1] == net.backbone.low_channels and high.shape[1] == net.backbone.high_channels
+        conv, bn = h.cbr[0], h.cbr[1]
+        assert conv.bias is None
+        a = F.relu(F.batch_norm(F.conv2d(high, conv.weight), bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps))
+        g = torch.sigmoid(F.conv2d(high.mean(dim=(2, 3), keepdim=True), h.gate[1].weight, h.gate[1].bias))
+        up = F.interpolate(a * g, size=(70 // 8, 90 // 8), mode="bilinear", align_corners=False)
+        logits = F.conv2d(low, h.low_classifier.weight, h.low_classifier.bias) + F.conv2d(up, h.high_classifier.weight, h.high_classifier.bias)
+        expected = F.interpolate(logits, size=(70, 90), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+    assert "mean" not in net.state_dict() and "std" not in net.state_dict()  # the scaling is not a weight
+    assert net.backbone_name == "lite0" and net.n_classes == 5
+    with pytest.raises(ValueError, match=r"backbone"):
+        SegNet("lite9", pretrained=False)
+
+
+def test_freeze_early_freezes_the_stem_and_the_stride_2_and_4_blocks_only():
+    from samcam.seg.model import SegNet
+
+    net = SegNet("lite0", 21, pretrained=False)
+    assert all(p.requires_grad for p in net.parameters())  # not frozen unless asked
+    net = SegNet("lite0", 21, pretrained=False, freeze_early=True).train()
+    eff = net.backbone.net
+    stride, frozen_blocks = 2, []
+    for i, block in enumerate(eff._blocks):  # cumulative stride after each block, from the architecture
+        stride *= max(np.atleast_1d(block._block_args.stride))
+        if stride <= 4:
+            frozen_blocks.append(i)
+    assert frozen_blocks == [0, 1, 2]  # Lite0: stride 2 (block 0), stride 4 (blocks 1-2)
+    for i, block in enumerate(eff._blocks):
+        assert all(p.requires_grad != (i in frozen_blocks) for p in block.parameters()), i
+        assert block.training != (i in frozen_blocks), i  # frozen batch-norm statistics too
+    assert not any(p.requires_grad for p in eff._conv_stem.parameters()) and not eff._bn0.training
+    assert all(p.requires_grad for p in net.head.parameters())
+    strides = 2 * np.cumprod([max(np.atleast_1d(b._block_args.stride)) for b in eff._blocks])
+    last_at_8 = int(np.flatnonzero(strides == 8)[-1])  # the stride-8 features: the last block before stride 16
+    assert net.backbone.low_index == last_at_8 and net.backbone.low_channels == eff._blocks[last_at_8]._block_args.output_filters
