@@ -916,7 +916,7 @@ def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys)
     from samcam.seg.train import FORMAT
 
     r = Recipe()
-    model = SegNet(r.backbone, 21, pretrained=False, head_channels=r.head_channels, freeze_early=r.freeze_early)
+    model = SegNet.from_recipe(r, 21, pretrained=False)
     state = model.state_dict()
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name] = torch.full_like(state[name], float("nan"))

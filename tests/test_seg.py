@@ -780,3 +780,31 @@ def test_freeze_early_freezes_the_stem_and_the_stride_2_and_4_blocks_only():
     strides = 2 * np.cumprod([max(np.atleast_1d(b._block_args.stride)) for b in eff._blocks])
     last_at_8 = int(np.flatnonzero(strides == 8)[-1])  # the stride-8 features: the last block before stride 16
     assert net.backbone.low_index == last_at_8 and net.backbone.low_channels == eff._blocks[last_at_8]._block_args.output_filters
+
+
+def test_output_stride_16_dilates_the_last_stage_with_the_same_weights():
+    """``output_stride`` 16 (recipe field, DeepLab's choice): the last stride-2 block keeps its weights
+    but not its stride, so the features the head gates come at 1/16 of the input, the stride-8 features
+    do not move, and the network is the one ``freeze_early`` and the checkpoint loader see."""
+    from samcam.seg.model import SegNet
+    from samcam.seg.recipe import Recipe
+
+    torch.manual_seed(0)
+    n32 = SegNet.from_recipe(Recipe(head_channels=8), 21, pretrained=False).eval()
+    n16 = SegNet.from_recipe(Recipe(head_channels=8, output_stride=16), 21, pretrained=False).eval()
+    n16.load_state_dict(n32.state_dict())  # same parameters, key for key
+    x = torch.rand(1, 3, 96, 128) * 255
+    with torch.no_grad():
+        (l32, h32), (l16, h16) = n32.backbone((x - 127.0) / 128.0), n16.backbone((x - 127.0) / 128.0)
+        torch.testing.assert_close(l16, l32)  # up to stride 8 the two networks are one
+        assert h32.shape[-2:] == (96 // 32, 128 // 32) and h16.shape[-2:] == (96 // 16, 128 // 16)
+        assert n16(x).shape == (1, 21, 96, 128)
+    eff = n16.backbone.net
+    last = max(i for i, b in enumerate(eff._blocks) if max(np.atleast_1d(b._block_args.stride)) == 2)
+    assert tuple(eff._blocks[last]._depthwise_conv.stride) == (1, 1)
+    assert [tuple(b._depthwise_conv.dilation) for b in eff._blocks[last + 1:]] == [(2, 2)] * (len(eff._blocks) - last - 1)
+    frozen = SegNet.from_recipe(Recipe(output_stride=16, head_channels=8), 21, pretrained=False)
+    assert [b for b in frozen.backbone.frozen if b in list(frozen.backbone.net._blocks)] == list(frozen.backbone.net._blocks[:3])
+    assert Recipe.from_dict({k: v for k, v in Recipe().to_dict().items() if k != "output_stride"}).output_stride == 32  # earlier checkpoints
+    with pytest.raises(ValueError, match=r"output_stride.*8"):
+        Recipe(output_stride=8)

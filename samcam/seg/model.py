@@ -1,8 +1,8 @@
 """A small segmentation network: EfficientNet-Lite backbone + LR-ASPP head (Howard et al., 2019).
 
 The backbone is the ImageNet EfficientNet-Lite of :func:`samcam.cam.efficientnet_lite` (stride 32,
-ReLU6, input scaling ``(x − 127) / 128``). The head takes the stride-32 features (after the
-backbone's ``1 × 1`` head conv), gates them with a global-pooled sigmoid branch, upsamples to the
+or 16 with its last stage dilated as DeepLab does; ReLU6, input scaling ``(x − 127) / 128``). The head
+takes the last features (after the backbone's ``1 × 1`` head conv), gates them with a global-pooled sigmoid branch, upsamples to the
 stride-8 features and adds a linear classifier of those low-level features. Logits are upsampled
 bilinearly to the input size. Inputs are float RGB in 0..255, ``B × 3 × H × W``; any ``H, W``.
 """
@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from samcam.cam.nets import efficientnet_lite
 from samcam.registry import lookup
-from samcam.seg.recipe import BACKBONES
+from samcam.seg.recipe import BACKBONES, Recipe
 
 
 
@@ -88,10 +88,10 @@ class SegNet(nn.Module):
     """EfficientNet-Lite + LR-ASPP; ``forward(images 0..255) → logits B × n_classes × H × W``."""
 
     def __init__(self, backbone: str = "lite0", n_classes: int = 21, pretrained: bool = True, head_channels: int = 128,
-                 freeze_early: bool = False) -> None:  # fmt: skip
+                 freeze_early: bool = False, output_stride: int = 32) -> None:  # fmt: skip
         super().__init__()
         lookup(BACKBONES, backbone, "backbone")
-        cam_net = efficientnet_lite(backbone, pretrained=pretrained)
+        cam_net = efficientnet_lite(backbone, pretrained=pretrained, output_stride=output_stride)
         self.backbone = LiteFeatures(cam_net.backbone.net)
         if freeze_early:
             self.backbone.freeze_early()
@@ -100,6 +100,12 @@ class SegNet(nn.Module):
         self.register_buffer("std", cam_net.std.clone(), persistent=False)
         self.backbone_name = backbone
         self.n_classes = n_classes
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, n_classes: int, pretrained: bool = True) -> SegNet:
+        """The network a recipe describes (backbone, head width, frozen early blocks, output stride)."""
+        return cls(recipe.backbone, n_classes, pretrained=pretrained, head_channels=recipe.head_channels,
+                   freeze_early=recipe.freeze_early, output_stride=recipe.output_stride)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         low, high = self.backbone((images - self.mean) / self.std)

@@ -20,6 +20,7 @@ IGNORE = 255
 PAD_VALUE = 127  # the backbone's mean: padded pixels become 0 after (x − 127) / 128
 OPTIMIZERS = ("adamw", "sgd")
 BACKBONES = ("lite0", "lite1", "lite2")  # EfficientNet-Lite variants (samcam.seg.model builds them)
+OUTPUT_STRIDES = (32, 16)
 
 
 #: the largest seed (numpy's generators take seeds below 2**32... and a typo must not overflow torch's)
@@ -46,6 +47,7 @@ class Recipe:
     seed: int = setting(0, 0, MAX_SEED, "seed of the sample order and augmentations")
     head_channels: int = setting(128, 1, 4096, "LR-ASPP width")
     freeze_early: bool = setting(True, flag="--train-early", help="also train the stem and stride-2/4 blocks (frozen by default: weights and BN statistics)")
+    output_stride: int = setting(32, choices=OUTPUT_STRIDES, help="backbone output stride (16 dilates the last stage, as DeepLab)")
 
     def __post_init__(self) -> None:
         check_settings(self, "recipe")  # a checkpoint's recipe is read back through here: its fields are checked too

@@ -157,7 +157,7 @@ def load_model(path: str | os.PathLike) -> tuple[SegNet, Recipe, dict[str, Any]]
 
     ck = read_checkpoint(path)
     recipe = Recipe.from_dict(ck["recipe"])
-    model = SegNet(recipe.backbone, ck["n_classes"], pretrained=False, head_channels=recipe.head_channels, freeze_early=recipe.freeze_early)
+    model = SegNet.from_recipe(recipe, ck["n_classes"], pretrained=False)
     load_weights(model, ck.get("model"), path, "segmentation weights")
     meta = {k: v for k, v in ck.items() if k not in ("model", "optimizer")}
     return model.eval(), recipe, meta
@@ -216,8 +216,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     total = steps_per_epoch * recipe.epochs
     dev = pick_device(device)
     torch.manual_seed(recipe.seed)
-    model = SegNet(recipe.backbone, spec.n_classes, pretrained=pretrained, head_channels=recipe.head_channels,
-                   freeze_early=recipe.freeze_early)
+    model = SegNet.from_recipe(recipe, spec.n_classes, pretrained=pretrained)
     opt = build_optimizer(model, recipe)
     step, history = 0, {"epoch_seconds": [], "losses": []}
     if ck_path.exists():
