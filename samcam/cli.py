@@ -821,6 +821,13 @@ def _eval_seg(p: argparse.ArgumentParser):
     return eval_seg(p)
 
 
+@command("seg-search", "tabulate a recipe search: every finished train-seg run of a folder (recipe, steps, cost, val mIoU)")
+def _seg_search(p: argparse.ArgumentParser):
+    from samcam.seg.commands import seg_search
+
+    return seg_search(p)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

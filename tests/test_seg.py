@@ -808,3 +808,45 @@ def test_output_stride_16_dilates_the_last_stage_with_the_same_weights():
     assert Recipe.from_dict({k: v for k, v in Recipe().to_dict().items() if k != "output_stride"}).output_stride == 32  # earlier checkpoints
     with pytest.raises(ValueError, match=r"output_stride.*8"):
         Recipe(output_stride=8)
+
+
+def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread, capsys):
+    """``--eval-gt/--eval-ids``: nothing while the run is unfinished; once complete, the run folder
+    gets eval.json and pred/ exactly as eval-seg writes them for that checkpoint, in the layout the
+    report reads (one command per row of the table)."""
+    import json
+
+    from samcam.cli import main
+    from samcam.seg.report import collect
+
+    ids = ["a", "b", "c", "d"]
+    images, labels = _synthetic_voc(tmp_path, ids)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    (tmp_path / "val.txt").write_text("c\na\n")
+    run = tmp_path / "runs" / "gt_s3"
+    cmd = ["train-seg", "--images", str(images), "--labels", str(labels), "--ids", str(tmp_path / "ids.txt"), "--out", str(run),
+           "--crop", "32", "--batch-size", "2", "--epochs", "1", "--seed", "3", "--device", "cpu", "--threads", "1",
+           "--eval-gt", str(labels), "--eval-ids", str(tmp_path / "val.txt")]  # fmt: skip
+    assert main([*cmd, "--max-steps", "1"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1 and sorted(p.name for p in run.iterdir()) == ["last.pt"]
+    assert main(cmd) == 0
+    out = capsys.readouterr().out.splitlines()
+    s = json.loads((run / "eval.json").read_text())
+    assert out[1] == f"val mIoU {100 * s['miou']:.2f} over 2 images (scales 1.0) <- {run / 'last.pt'} -> {run / 'eval.json'}"
+    assert main(["eval-seg", "--checkpoint", str(run / "last.pt"), "--images", str(images), "--gt", str(labels), "--ids", str(tmp_path / "val.txt"),
+                 "--device", "cpu", "--json", str(tmp_path / "e.json"), "--save-predictions", str(tmp_path / "pred")]) == 0  # fmt: skip
+    capsys.readouterr()
+    by_eval_seg = json.loads((tmp_path / "e.json").read_text())
+    assert {k: v for k, v in s.items() if k != "seconds"} == {k: v for k, v in by_eval_seg.items() if k != "seconds"}
+    assert sorted(p.name for p in (run / "pred").glob("*.png")) == ["a.png", "c.png"]
+    for i in ("a", "c"):
+        assert (run / "pred" / f"{i}.png").read_bytes() == (tmp_path / "pred" / f"{i}.png").read_bytes()
+    df = collect(tmp_path / "runs")
+    assert (df["row"].tolist(), df["seed"].tolist(), df["miou"].tolist()) == (["gt"], [3], [100 * s["miou"]])
+    for half in (["--eval-gt", str(labels)], ["--eval-ids", str(tmp_path / "val.txt")]):
+        assert main([*cmd[:-4], *half]) == 2
+        assert "--eval-gt and --eval-ids go together" in capsys.readouterr().err
+    for inside in ("pred", "eval.json"):  # the predictions are never written over the ground truth or the training labels
+        for at in (-3, 4):  # --eval-gt, --labels
+            assert main([*cmd[:at], str(run / inside), *cmd[at + 1:]]) == 2
+            assert f"output {run / inside}" in capsys.readouterr().err

@@ -156,3 +156,54 @@ def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(ru
     (runs / "gt_s1" / "pred" / "v2.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"gt_s1/pred: 1 val predictions missing \(e\.g\. v2\.png\)"):
         write_results(runs, tmp_path / "out2", bench, ["gt", "cam"], {}, voc, val, "cmd")
+
+
+def test_search_table_cell_by_cell(tmp_path):
+    """A recipe search's table: each run's recipe fields, steps, cost and score as its files hold them."""
+    import pandas as pd
+
+    from samcam.seg.report import SEARCH_FIELDS, search_markdown, search_table, write_search
+
+    recipes = {"long": Recipe(crop=96, epochs=2, lr=0.01, output_stride=16, freeze_early=False, backbone="lite2"),
+               "base": Recipe(crop=64, batch_size=4, epochs=3)}  # fmt: skip
+    secs = {"long": [30.0, 50.0], "base": [10.0, 11.0, 15.0]}
+    runs = tmp_path / "runs"
+    for name, r in recipes.items():
+        d = runs / f"{name}_s1"
+        d.mkdir(parents=True)
+        flip = name == "long"
+        ev = {"miou": 0.5123 if flip else 0.25, "n_images": 3, "seconds": 1.0, "scales": [0.75, 1.0] if flip else [1.0], "flip": flip,
+              "iou": _iou("gt", 1)}  # fmt: skip
+        (d / "eval.json").write_text(json.dumps(ev))
+        history = {"losses": [1.0] * len(secs[name]), "epoch_seconds": secs[name], "threads": 2, "device": "cpu"}
+        save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": r.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
+                                        "labels_fingerprint": "0" * 64, "n_train": 8, "step": 4 * len(secs[name]), "total_steps": 4 * len(secs[name]),
+                                        "complete": True, "history": history, "model": {}})  # fmt: skip
+    t = search_table(collect(runs, ["long", "base"]))
+    assert t["config"].tolist() == ["long", "base"] and t["seed"].tolist() == [1, 1]
+    for k, name in enumerate(["long", "base"]):
+        row = t.iloc[k]
+        assert all(row[f] == getattr(recipes[name], f) for f in SEARCH_FIELDS), name
+        assert row["steps"] == 4 * len(secs[name]) and row["s_per_epoch"] == pytest.approx(np.mean(secs[name]))
+        assert row["train_minutes"] == pytest.approx(sum(secs[name]) / 60) and (row["device"], row["threads"]) == ("cpu", 2)
+    assert t["eval"].tolist() == ["0.75,1.0 + flip", "1.0"] and t["val_miou"].tolist() == pytest.approx([51.23, 25.0])
+    assert list(t.columns) == ["config", "seed", *SEARCH_FIELDS, "steps", "s_per_epoch", "train_minutes", "device", "threads", "eval", "val_miou"]
+    md = search_markdown(t).splitlines()
+    assert md[0] == "| " + " | ".join(t.columns) + " |" and len(md) == 4
+    assert md[2] == "| long | 1 | lite2 | 96 | 0.5 | 1.5 | 2 | 8 | adamw | 0.01 | 5 | 0.01 | False | 16 | 128 | 8 | 40 | 1.3 | cpu | 2 | 0.75,1.0 + flip | 51.23 |"
+    written = write_search(runs, tmp_path / "out")
+    assert written["config"].tolist() == ["base", "long"]  # every run, in folder order
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "table.csv"), written, check_dtype=False)
+    assert (tmp_path / "out" / "table.md").read_text() == search_markdown(written)
+
+
+def test_seg_search_command(runs, tmp_path, capsys):
+    from samcam.cli import main
+
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t"), "--configs", "gt"]) == 0
+    assert capsys.readouterr().out == f"3 runs; best gt, val mIoU 44.00 -> {tmp_path / 't'}\n"  # gt_s1: 0.44
+    assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4
+    assert main(["seg-search", "--runs", str(runs), "--out", str(runs / "t")]) == 2  # never into the runs it reads
+    assert f"output {runs / 't'}" in capsys.readouterr().err
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "u"), "--configs", "none"]) == 2
+    assert "no finished runs" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Subcommand builders for ``samcam train-seg`` and ``samcam eval-seg`` (registered in ``samcam.cli``).
+"""Subcommand builders for ``samcam train-seg``, ``eval-seg`` and ``seg-search`` (registered in ``samcam.cli``).
 
 Each takes an ``argparse.ArgumentParser``, adds its arguments and returns ``run(args) -> int``, as
 the other builders of :mod:`samcam.cli`.
@@ -35,16 +35,27 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (the run can be resumed)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    ev = p.add_argument_group("evaluation once the run is complete (as eval-seg, single scale, into the run folder: "
+                              "eval.json and pred/<id>.png, the layout of samcam.seg.report)")  # fmt: skip
+    ev.add_argument("--eval-gt", help="ground-truth label folder (<id>.png) of the evaluation images")
+    ids_option(ev, "the evaluation images (with --eval-gt)", required=False, flag="--eval-ids")
     _recipe_args(p)
 
     def run(a: argparse.Namespace) -> int:
+        from pathlib import Path
+
         import torch
 
         from samcam.outputs import check_output
 
-        from .train import train
+        from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, train
 
-        check_output(a.out, a.images, a.labels, a.ids)
+        if (a.eval_gt is None) != (a.eval_ids is None):
+            raise ValueError("--eval-gt and --eval-ids go together")
+        given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids)
+        check_output(a.out, *given)
+        for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
+            check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.threads:
             torch.set_num_threads(a.threads)
         r = train(a.images, a.labels, a.ids.ids, a.out, recipe_from_args(a), device=a.device,
@@ -52,9 +63,23 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         per_epoch = f", {sum(r.epoch_seconds) / len(r.epoch_seconds):.1f} s/epoch" if r.epoch_seconds else ""
         state = "complete" if r.complete else "stopped early (rerun to resume)"
         print(f"step {r.step}/{r.total_steps}, {state}{per_epoch}, peak RSS {r.peak_rss_mib:.0f} MiB -> {r.out}")
+        if a.eval_gt is not None and r.complete:
+            from .evaluate import evaluate_checkpoint, write_results
+
+            out = Path(a.out)
+            ev, summary = evaluate_checkpoint(out / CHECKPOINT, a.images, a.eval_gt, a.eval_ids.ids, save_dir=out / PREDICTIONS,
+                                              device=a.device, progress=a.progress or None)  # fmt: skip
+            write_results(ev, summary, out / EVAL_JSON)
+            print(f"{_val_line(summary, (1.0,), False, out / CHECKPOINT)} -> {out / EVAL_JSON}")
         return 0
 
     return run
+
+
+def _val_line(summary: dict, scales, flip: bool, source) -> str:
+    how = f"scales {','.join(map(str, scales))}" + (" + flip" if flip else "")
+    miou = "undefined (no pixel to score)" if summary["miou"] is None else f"{100 * summary['miou']:.2f}"
+    return f"val mIoU {miou} over {summary['n_images']} images ({how}) <- {source}"
 
 
 MAX_SCALE = 4.0
@@ -109,9 +134,29 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, a.ids.ids, scales, flip,
                                           a.save_predictions, a.device, progress=a.progress or None)  # fmt: skip
         write_results(ev, summary, a.json, a.csv)
-        how = f"scales {','.join(map(str, scales))}" + (" + flip" if flip else "")
-        miou = "undefined (no pixel to score)" if summary["miou"] is None else f"{100 * summary['miou']:.2f}"
-        print(f"val mIoU {miou} over {summary['n_images']} images ({how}) <- {a.checkpoint}")
+        print(_val_line(summary, scales, flip, a.checkpoint))
+        return 0
+
+    return run
+
+
+def seg_search(p: argparse.ArgumentParser) -> Run:
+    """``samcam seg-search``: the recipe-search table of a folder of runs (``<config>_s<seed>/``, each
+    made by ``train-seg --eval-gt``) as ``table.csv`` and ``table.md``."""
+    p.add_argument("--runs", required=True, help="folder of run folders <config>_s<seed>/ (last.pt, eval.json)")
+    p.add_argument("--out", required=True, help="folder for table.csv and table.md")
+    p.add_argument("--configs", nargs="+", help="only these configurations, in this order (default: every finished run)")
+
+    def run(a: argparse.Namespace) -> int:
+        from samcam.outputs import check_output
+
+        from .report import write_search
+
+        check_output(a.out, a.runs)
+        t = write_search(a.runs, a.out, a.configs)
+        scored = t.dropna(subset=["val_miou"])
+        best = f"; best {scored.loc[scored['val_miou'].idxmax(), 'config']}, val mIoU {scored['val_miou'].max():.2f}" if len(scored) else ""
+        print(f"{len(t)} runs{best} -> {a.out}")
         return 0
 
     return run

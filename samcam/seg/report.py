@@ -22,7 +22,7 @@ from samcam.io import find_image, read_image, read_input, read_label, write_text
 from samcam.outputs import machine_info
 from samcam.report.figures import save
 
-from .train import CHECKPOINT, read_checkpoint
+from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, read_checkpoint
 
 RUN_NAME = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
 
@@ -34,15 +34,18 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
     records = []
     for d in sorted(Path(runs_dir).iterdir()):
         m = RUN_NAME.match(d.name)
-        if not (m and (d / "eval.json").is_file()) or (rows is not None and m["row"] not in rows):
+        if not (m and (d / EVAL_JSON).is_file()) or (rows is not None and m["row"] not in rows):
             continue
-        ev = json.loads(read_input(d / "eval.json", "record"))
-        hist = read_checkpoint(d / CHECKPOINT)["history"]
+        ev = json.loads(read_input(d / EVAL_JSON, "record"))
+        ck = read_checkpoint(d / CHECKPOINT)
+        hist = ck["history"]
         rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
-               "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]),
+               "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": ck["step"],
                "peak_rss_mib": hist.get("peak_rss_mib", float("nan")), "threads": hist.get("threads"),
                "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
                "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(d)}  # fmt: skip
+        rec["eval"] = ",".join(map(str, ev.get("scales", [1.0]))) + (" + flip" if ev.get("flip") else "")
+        rec.update({f"recipe_{k}": v for k, v in ck["recipe"].items()})
         rec.update({f"iou_{c}": 100 * v if v is not None else float("nan") for c, v in ev["iou"].items()})
         records.append(rec)
     if not records:
@@ -87,6 +90,48 @@ def paired_gaps(df: Any, reference: str) -> Any:
         rows.append({"row": row, "reference": reference, "seeds": n, "mean_gap": d.mean() if n else np.nan,
                      "sd_gap": d.std(ddof=1) if n >= 2 else np.nan, "t": float(t), "p": float(p), "real": bool(p < 0.05)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+#: the recipe fields of a recipe search's table, in its order (:class:`samcam.seg.recipe.Recipe`)
+SEARCH_FIELDS = ("backbone", "crop", "scale_min", "scale_max", "epochs", "batch_size", "optimizer", "lr", "head_lr_mult",
+                 "weight_decay", "freeze_early", "output_stride", "head_channels")  # fmt: skip
+
+
+def search_table(df: Any) -> Any:
+    """One line per run of a recipe search (:func:`collect`'s records): its configuration (the run's
+    row), seed, recipe fields, optimiser steps, seconds per epoch, training minutes, where it ran,
+    how it was evaluated and its val mIoU."""
+    import pandas as pd
+
+    t = pd.DataFrame({"config": df["row"].astype(str), "seed": df["seed"]})
+    for f in SEARCH_FIELDS:
+        t[f] = df[f"recipe_{f}"]
+    t["steps"] = df["steps"]
+    t["s_per_epoch"] = df["s_per_epoch"]
+    t["train_minutes"] = df["s_per_epoch"] * df["epochs"] / 60
+    t["device"], t["threads"], t["eval"] = df["device"], df["threads"], df["eval"]
+    t["val_miou"] = df["miou"]
+    return t
+
+
+def search_markdown(t: Any) -> str:
+    """:func:`search_table` as Markdown (numbers rounded for reading; the CSV keeps them whole)."""
+    def cell(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    rounded = t.assign(s_per_epoch=t["s_per_epoch"].round(1), train_minutes=t["train_minutes"].round(1), val_miou=t["val_miou"].round(2))
+    lines = ["| " + " | ".join(t.columns) + " |", "|---" * len(t.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rounded.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, configs: Sequence[str] | None = None) -> Any:
+    """Write ``table.csv`` and ``table.md`` of a recipe search (every finished run in ``runs_dir``,
+    or those of ``configs`` in their order) into ``out_dir``; returns the table."""
+    t = search_table(collect(runs_dir, configs))
+    write_text(Path(out_dir) / "table.csv", t.to_csv(index=False))
+    write_text(Path(out_dir) / "table.md", search_markdown(t))
+    return t
 
 
 def table_markdown(summ: Any, names: dict[str, str] | None = None, digits: int = 2) -> str:
@@ -203,13 +248,13 @@ def write_results(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench
     summ = summary(df)
     write_text(out / "table.md", table_markdown(summ, names))
     means = summ[["row", "mean", "spread"]].rename(columns={"mean": "miou_mean_over_seeds", "spread": "miou_spread_over_seeds"})
-    table = df.drop(columns=["run", "device", "threads"]).merge(means, on="row")
+    table = df.drop(columns=["run", "device", "threads", *[c for c in df.columns if c.startswith("recipe_")]]).merge(means, on="row")
     table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
     write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
     fig = per_class_figure(df, names)
     save(fig, out / "per_class.png")
     best = df.loc[df["miou"].idxmax()]
-    pred_src, pred_dst = Path(best["run"]) / "pred", out / "predictions"
+    pred_src, pred_dst = Path(best["run"]) / PREDICTIONS, out / "predictions"
     missing = [i for i in val_ids if not (pred_src / f"{i}.png").is_file()]
     if missing:
         raise FileNotFoundError(f"{pred_src}: {len(missing)} val predictions missing (e.g. {missing[0]}.png)")

@@ -38,6 +38,8 @@ from .recipe import (
 )
 
 CHECKPOINT = "last.pt"
+#: what train-seg --eval-gt writes into the run folder beside the checkpoint (the layout samcam.seg.report.collect reads)
+EVAL_JSON, PREDICTIONS = "eval.json", "pred"
 FORMAT = "samcam-seg/1"
 
 
