@@ -1,0 +1,107 @@
+"""samcam.io's codecs and file lookups against what a user's files hold (written here with PIL, gzip
+and zlib, independently of the code under test), and each refusal's message naming the file."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcam import io
+from samcam.data.spaces import VOC
+
+
+def test_write_label_takes_any_integer_type_within_0_255_and_writes_the_voc_palette(tmp_path):
+    label = np.array([[0, 1, 20], [255, 7, 0]], dtype=np.int64)
+    io.write_label(tmp_path / "a.png", label)
+    im = Image.open(tmp_path / "a.png")
+    assert im.mode == "P" and im.format == "PNG"
+    assert np.array_equal(np.asarray(im), label) and np.asarray(im).dtype == np.uint8
+    palette = np.array(im.getpalette()[: 3 * len(VOC.palette)]).reshape(-1, 3)
+    assert np.array_equal(palette, VOC.palette)
+    assert palette[1].tolist() == [128, 0, 0] and palette[15].tolist() == [192, 128, 128]  # aeroplane, person: the published palette
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # nothing left beside it
+    io.write_label(tmp_path / "b.png", label.astype(np.uint8))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), label)
+
+
+@pytest.mark.parametrize("values", [[-1, 3], [0, 256], [-5, 0]])
+def test_write_label_refuses_values_outside_0_255_naming_the_file(tmp_path, values):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a.png'}: label values must fit in 0..255")):
+        io.write_label(tmp_path / "a.png", np.array([values], dtype=np.int32))
+    assert not any(tmp_path.iterdir())
+
+
+def test_write_label_refuses_a_map_that_is_not_2d(tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a.png'}: a label map must be 2-D, got shape (2, 2, 3)")):
+        io.write_label(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+
+
+def test_an_rgb_label_is_read_through_the_palette(tmp_path):
+    """An RGB rendering of a VOC label (what many tools save) reads as the class indices, uint8."""
+    idx = np.array([[0, 1, 15], [255, 20, 0]], np.uint8)
+    Image.fromarray(VOC.palette[idx].astype(np.uint8)).save(tmp_path / "a.png")  # the 256-colour palette: void 255 is (224, 224, 192)
+    got = io.read_label(tmp_path / "a.png", VOC)
+    assert got.dtype == np.uint8 and got.shape == (2, 3) and np.array_equal(got, idx)
+    rgb = VOC.palette[idx].astype(np.uint8)
+    rgb[0, 0] = (10, 11, 12)
+    Image.fromarray(rgb).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'b.png'}: RGB label colour 0a0b0c is not in the palette")):
+        io.read_label(tmp_path / "b.png", VOC)
+
+
+def test_read_gzip_inflates_a_gzip_file_and_names_each_fault(tmp_path):
+    data = bytes(range(256)) * 40
+    (tmp_path / "a.gz").write_bytes(gzip.compress(data))
+    assert io.read_gzip(tmp_path / "a.gz") == data
+    whole = gzip.compress(data)
+    (tmp_path / "cut.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'cut.gz'}: not a readable gzip stream (truncated gzip stream)")):
+        io.read_gzip(tmp_path / "cut.gz")
+    (tmp_path / "two.gz").write_bytes(whole + b"xyz")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'two.gz'}: not a readable gzip stream (3 bytes after the end of the gzip stream)")):
+        io.read_gzip(tmp_path / "two.gz")
+    (tmp_path / "z.gz").write_bytes(zlib.compress(data))  # a zlib stream is not a gzip file (no header, no CRC-32 trailer)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'z.gz'}: not a readable gzip stream (")):
+        io.read_gzip(tmp_path / "z.gz")
+    (tmp_path / "d.gz").mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'd.gz'}: is a folder, not a regular file; a compact mask file must be a file")):
+        io.read_gzip(tmp_path / "d.gz", "compact mask file")
+
+
+def test_write_image_writes_uint8_rgb_in_the_suffixs_format(tmp_path):
+    img = np.stack([*np.meshgrid(np.arange(6) * 40.0, np.arange(4) * 60.0), np.full((4, 6), 7.0)], axis=-1)  # floats 0..200
+    io.write_image(tmp_path / "a.png", img)
+    im = Image.open(tmp_path / "a.png")
+    assert im.format == "PNG" and im.mode == "RGB" and np.array_equal(np.asarray(im), img.astype(np.uint8))
+    io.write_image(tmp_path / "b.JPG", img)
+    assert Image.open(tmp_path / "b.JPG").format == "JPEG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.JPG"]
+
+
+def test_common_folder():
+    assert io.common_folder(["a/x.png", "a/y.png"]) == "a"
+    assert io.common_folder(["a/x.png"]) == "a"
+    assert io.common_folder(["a/x.png", "b/y.png"]) is None
+    assert io.common_folder([]) is None
+
+
+def test_image_lookups_name_what_is_missing(tmp_path):
+    d = tmp_path / "img"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"image folder not found: {d}")):
+        io.image_index(d)
+    d.mkdir()
+    (d / "a.txt").write_text("not an image")  # sorted before the image: skipped, not the end of the listing
+    with pytest.raises(FileNotFoundError, match=re.escape(f"image folder {d} holds no .jpg/.png images")):
+        io.image_index(d)
+    Image.fromarray(np.zeros((3, 5, 3), np.uint8)).save(d / "b.png")
+    assert io.image_index(d) == {"b": d / "b.png"}
+    assert io.image_size(d / "b.png") == (3, 5)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"image file not found: {d / 'c.png'}")):
+        io.image_size(d / "c.png")
+    with pytest.raises(ValueError, match=re.escape(str(d))):  # an id that is a path: refused, naming the folder asked
+        io.find_image(d, "../b")
