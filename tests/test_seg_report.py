@@ -158,6 +158,12 @@ def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(ru
         write_results(runs, tmp_path / "out2", bench, ["gt", "cam"], {}, voc, val, "cmd")
 
 
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
 def test_search_table_cell_by_cell(tmp_path):
     """A recipe search's table: each run's recipe fields, steps, cost and score as its files hold them."""
     import pandas as pd
@@ -179,7 +185,11 @@ def test_search_table_cell_by_cell(tmp_path):
         save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": r.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
                                         "labels_fingerprint": "0" * 64, "n_train": 8, "step": 4 * len(secs[name]), "total_steps": 4 * len(secs[name]),
                                         "complete": True, "history": history, "model": {}})  # fmt: skip
+    ck = torch_load(runs / "base_s1" / "last.pt")
+    del ck["recipe"]["output_stride"]  # a checkpoint made before the field existed: its default
+    save_checkpoint(runs / "base_s1" / "last.pt", ck)
     t = search_table(collect(runs, ["long", "base"]))
+    assert t["output_stride"].tolist() == [16, 32]
     assert t["config"].tolist() == ["long", "base"] and t["seed"].tolist() == [1, 1]
     for k, name in enumerate(["long", "base"]):
         row = t.iloc[k]

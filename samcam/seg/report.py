@@ -22,6 +22,7 @@ from samcam.io import find_image, read_image, read_input, read_label, write_text
 from samcam.outputs import machine_info
 from samcam.report.figures import save
 
+from .recipe import Recipe
 from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, read_checkpoint
 
 RUN_NAME = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
@@ -45,7 +46,7 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
                "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
                "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(d)}  # fmt: skip
         rec["eval"] = ",".join(map(str, ev.get("scales", [1.0]))) + (" + flip" if ev.get("flip") else "")
-        rec.update({f"recipe_{k}": v for k, v in ck["recipe"].items()})
+        rec.update({f"recipe_{k}": v for k, v in Recipe.from_dict(ck["recipe"]).to_dict().items()})  # fields added since: their defaults
         rec.update({f"iou_{c}": 100 * v if v is not None else float("nan") for c, v in ev["iou"].items()})
         records.append(rec)
     if not records:
