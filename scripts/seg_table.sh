@@ -2,7 +2,8 @@
 # The segmentation table of issue 23, on any device (prepared for a lent GPU; not yet run there).
 #
 #   scripts/seg_table.sh labels VOC DATA WORK   # the label sets of every row, into WORK/labels
-#   scripts/seg_table.sh search VOC DATA WORK   # recipe search on the ground-truth row (seed 0): WORK/search
+#   scripts/seg_table.sh search VOC DATA WORK   # recipe search on the ground-truth row (seed 0): the reproduce steps
+#                                                 # seg_search_* into work/seg/search, table in results/seg/search
 #   scripts/seg_table.sh table  VOC DATA WORK   # every row x SEEDS with RECIPE: WORK/runs, then the table and the gaps
 #
 # VOC: a VOC 2012 tree (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/{train,val}_with_images.txt);
@@ -35,15 +36,6 @@ head -n "${IDS_LIMIT:-100000}" "$VOC/ImageSets/Segmentation/val_with_images.txt"
 L=$WORK/labels
 ROWS="gt transcam transcam_rule transcam_prompted cam cam_sam"
 
-# the recipe search: the ground-truth row, seed 0 (name | train-seg flags)
-SEARCH=(
-  "r320_e30|--crop 320 --epochs 30 --batch-size 16 --scale-min 0.5 --scale-max 2.0"
-  "r320_e30_early|--crop 320 --epochs 30 --batch-size 16 --scale-min 0.5 --scale-max 2.0 --train-early"
-  "r384_e50|--crop 384 --epochs 50 --batch-size 16 --scale-min 0.5 --scale-max 2.0"
-  "r384_e50_lite2|--backbone lite2 --crop 384 --epochs 50 --batch-size 16 --scale-min 0.5 --scale-max 2.0"
-  "r384_e50_lr2|--crop 384 --epochs 50 --batch-size 16 --scale-min 0.5 --scale-max 2.0 --lr 0.0012"
-)
-
 labels_of() {  # row -> its label folder
   case $1 in
     gt) echo "$VOC/SegmentationClass" ;;
@@ -53,15 +45,13 @@ labels_of() {  # row -> its label folder
   esac
 }
 
-run_one() {  # folder row flags...: train, then score on val (each resumes)
+run_one() {  # folder row flags...: train, then score on val into the run folder (resumes)
   local run=$1 row=$2; shift 2
   local t0=$SECONDS
   # shellcheck disable=SC2086
   $SAMCAM train-seg --images "$VOC/JPEGImages" --labels "$(labels_of "$row")" --ids "$TRAIN" --out "$run" --device "$DEVICE" \
-    "$@" ${EXTRA:-} >"$run.train.log" 2>&1 || { echo "FAILED training $run"; tail -3 "$run.train.log"; return 1; }
-  $SAMCAM eval-seg --checkpoint "$run/last.pt" --images "$VOC/JPEGImages" --gt "$VOC/SegmentationClass" --ids "$VAL" \
-    --device "$DEVICE" --json "$run/eval.json" >"$run.eval.log" 2>&1 || { echo "FAILED eval $run"; tail -3 "$run.eval.log"; return 1; }
-  echo "$(basename "$run"): $(grep -o 'mIoU[^,;]*' "$run.eval.log" | tail -1) ($((SECONDS - t0)) s on $DEVICE)"
+    --eval-gt "$VOC/SegmentationClass" --eval-ids "$VAL" "$@" ${EXTRA:-} >"$run.log" 2>&1 || { echo "FAILED $run"; tail -3 "$run.log"; return 1; }
+  echo "$(basename "$run"): $(grep -o 'val mIoU [^ ]*' "$run.log" | tail -1) ($((SECONDS - t0)) s on $DEVICE)"
 }
 
 in_parallel() {  # run the queued commands JOBS at a time; fail if any failed
@@ -83,13 +73,9 @@ case $phase in
     $SAMCAM refine --mode prompted --pseudo "$(labels_of transcam)" --images "$VOC/JPEGImages" --out "$L/transcam_prompted" \
       --ids "$TRAIN" --device "$DEVICE" ${CHECKPOINT:+--checkpoint "$CHECKPOINT"}
     ;;
-  search)
-    mkdir -p "$WORK/search"
-    for c in "${SEARCH[@]}"; do
-      IFS='|' read -r name flags <<<"$c"
-      echo "run_one $WORK/search/${name}_s0 gt --seed 0 $flags"
-    done | in_parallel
-    $SAMCAM_PYTHON -c "import sys; from samcam.seg.report import collect; print(collect(sys.argv[1])[['row', 'miou', 's_per_epoch', 'epochs', 'device']].to_string(index=False))" "$WORK/search"
+  search)  # the reproduce steps seg_search_* (notebooks/reproduce.yml, their one home), one after another, then the table
+    cd "$REPO"
+    SAMCAM_DATA=$DATA $SAMCAM reproduce --only $($SAMCAM reproduce --list | grep -o '^seg_search[a-z0-9_]*')
     ;;
   table)
     mkdir -p "$WORK/runs"
