@@ -217,3 +217,163 @@ def test_seg_search_command(runs, tmp_path, capsys):
     assert f"output {runs / 't'}" in capsys.readouterr().err
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "u"), "--configs", "none"]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_collect_fills_what_a_record_lacks_with_nan_and_skips_other_folders(runs):
+    (runs / "a_notes").mkdir()  # sorted before every run: skipped, the listing goes on
+    ck_path = runs / "gt_s1" / "last.pt"
+    ck = torch_load(ck_path)
+    for key in ("peak_rss_mib", "load_average"):
+        del ck["history"][key]
+    save_checkpoint(ck_path, ck)
+    ev = json.loads((runs / "gt_s1" / "eval.json").read_text())
+    del ev["seconds"]
+    (runs / "gt_s1" / "eval.json").write_text(json.dumps(ev))
+    df = collect(runs, ["gt", "cam", "absent"])
+    assert len(df) == 5 and list(df.index) == list(range(5)) and "index" not in df.columns
+    assert df["row"].cat.ordered and list(df["row"].cat.categories) == ["gt", "cam", "absent"]
+    r = df[(df["row"] == "gt") & (df["seed"] == 1)].iloc[0]
+    assert np.isnan(r["peak_rss_mib"]) and np.isnan(r["load_average"]) and np.isnan(r["eval_seconds"])
+    assert isinstance(r["peak_rss_mib"], float) and isinstance(r["eval_seconds"], float)
+    s = summary(df)  # a row asked for without a run gets no line
+    assert list(s["row"]) == ["gt", "cam"]
+
+
+def test_paired_gaps_with_the_reference_first_and_two_common_seeds(runs):
+    from samcam.seg.report import paired_gaps
+
+    df = collect(runs, ["gt", "cam", "absent"])
+    g = paired_gaps(df, "gt").set_index("row")
+    assert list(g.index) == ["cam"] and list(g.columns) == ["reference", "seeds", "mean_gap", "sd_gap", "t", "p", "real"]
+    d = np.array([30.0 - 40.0, 33.0 - 42.0])  # seeds 0 and 2
+    assert g.loc["cam", "reference"] == "gt" and g.loc["cam", "seeds"] == 2
+    assert g.loc["cam", "mean_gap"] == pytest.approx(d.mean()) and g.loc["cam", "sd_gap"] == pytest.approx(d.std(ddof=1))
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(2))
+    assert g.loc["cam", "t"] == pytest.approx(t)
+    from scipy import stats
+
+    assert g.loc["cam", "p"] == pytest.approx(2 * stats.t.sf(abs(t), 1)) and g.loc["cam", "real"] == (g.loc["cam", "p"] < 0.05)
+
+
+def test_benchmark_rounds_as_its_table_says_and_reads_the_first_run(runs):
+    for d in runs.glob("*_s*"):
+        if (d / "last.pt").exists():
+            ck = torch_load(d / "last.pt")
+            ck["history"]["epoch_seconds"] = [s + 0.04321 for s in ck["history"]["epoch_seconds"]]
+            ck["history"]["load_average"] = [a + 0.00432 for a in ck["history"]["load_average"]]
+            ck["history"]["threads"] = 2 if d.name == "cam_s0" else 5
+            ck["history"]["device"] = "cpu" if d.name == "cam_s0" else "cuda:0"
+            ck["n_train"] = 6 if d.name == "cam_s0" else 99
+            save_checkpoint(d / "last.pt", ck)
+        if (d / "eval.json").exists():
+            ev = json.loads((d / "eval.json").read_text())
+            (d / "eval.json").write_text(json.dumps({**ev, "seconds": ev["seconds"] + 0.0123}))
+    df = collect(runs)
+    b = benchmark(df, "c")
+    assert (b["device"], b["torch_threads"], b["n_train"]) == ("cpu", 2, 6)  # cam_s0, the first run
+    per_epoch = [np.mean(s) + 0.04321 for seeds in RUNS.values() for _, s in seeds.values()]
+    assert b["s_per_epoch_median"] == round(float(np.median(per_epoch)), 1)
+    assert b["s_per_epoch_min"] == round(min(per_epoch), 1) and b["s_per_epoch_max"] == round(max(per_epoch), 1)
+    per_image = (df["eval_seconds"] / df["n_val"]).to_numpy()
+    assert b["eval_s_per_image_median"] == round(float(np.median(per_image)), 3) != round(float(np.median(per_image)), 4)
+    assert b["runs"][0] == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.003, "load_average": 2.0}
+    md = benchmark_markdown(b).splitlines()
+    rows = [ln for ln in md if ln.startswith("| cam_s") or ln.startswith("| gt_s")]
+    assert rows[:2] == ["| cam_s0 | 8.0 | 3 | 1000 | 2.003 | 2.0 |", "| cam_s2 | 8.0 | 3 | 1020 | 6.003 | 4.0 |"]
+
+
+def test_per_class_figure_draws_each_rows_mean_and_spread(runs):
+    import matplotlib.pyplot as plt
+
+    from samcam.seg.report import per_class_figure
+
+    df = collect(runs, ["gt", "cam"])
+    fig = per_class_figure(df, {"gt": "ground truth"})
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches]
+    assert len(bars) == 2 * 21
+    for k, row in enumerate(["gt", "cam"]):
+        seeds = RUNS[row]
+        ious = np.array([[np.nan if v is None else 100 * v for v in _iou(row, s).values()] for s in seeds])
+        heights = [b.get_height() for b in bars[21 * k : 21 * (k + 1)]]
+        np.testing.assert_allclose(heights, np.nanmean(ious, 0), rtol=1e-9)
+        centres = [b.get_x() + b.get_width() / 2 for b in bars[21 * k : 21 * (k + 1)]]
+        np.testing.assert_allclose(centres, np.arange(21) + (k - 0.5) * 0.4)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    gt_mean = np.nanmean([[100 * v for v in _iou("gt", s).values()] for s in RUNS["gt"]])
+    assert legend[0] == f"ground truth ({gt_mean:.1f})" and legend[1].startswith("cam (")
+    assert [t.get_text() for t in ax.get_xticklabels()] == CLASSES and ax.get_ylim() == (0, 100)
+    assert ax.get_ylabel() == "val IoU (%)" and ax.get_title().startswith("Per-class IoU on VOC 2012 val (4 images)")
+    spreads = [seg for c in ax.containers if hasattr(c, "errorbar") and c.errorbar for seg in c.errorbar.lines[2][0].get_segments()]
+    gt_ious = np.array([[100 * v for v in _iou("gt", s).values()] for s in RUNS["gt"]])
+    half = (gt_ious.max(0) - gt_ious.min(0)) / 2
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in spreads[:21]], 2 * half)
+    plt.close(fig)
+
+
+def test_gallery_shows_image_prediction_and_ground_truth_with_void_white(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from samcam.data.spaces import colorize
+    from samcam.seg.report import gallery_figure
+
+    for d in ("img", "pred", "gt"):
+        (tmp_path / d).mkdir()
+    img = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    Image.fromarray(img).save(tmp_path / "img" / "v1.png")
+    pred = np.full((6, 8), 3, np.uint8)
+    gt = np.full((6, 8), 1, np.uint8)
+    gt[0] = 255
+    Image.fromarray(pred, mode="L").save(tmp_path / "pred" / "v1.png")
+    Image.fromarray(gt, mode="L").save(tmp_path / "gt" / "v1.png")
+    fig = gallery_figure(["v1"], tmp_path / "img", tmp_path / "pred", tmp_path / "gt", title="T")
+    axes = fig.axes
+    assert len(axes) == 3 and fig._suptitle.get_text() == "T"
+    shown = [ax.get_images()[0].get_array() for ax in axes]
+    assert np.array_equal(shown[0], img) and np.array_equal(shown[1], colorize(pred))
+    expected = colorize(gt).copy()
+    expected[0] = 255
+    assert np.array_equal(shown[2], expected) and (shown[2][1:] == VOC.palette[1]).all()
+    assert [ax.get_title() for ax in axes] == ["v1 · image", "prediction", "ground truth"]
+    plt.close(fig)
+
+
+def test_write_results_files_and_figures_as_a_reader_sees_them(runs, tmp_path, monkeypatch):
+    """The table's text cell by cell (4 decimals, no index, labels second, a row without a name by its
+    key), the figures it saves (names, best model's title, six gallery ids by default), nothing left
+    open, the benchmark JSON indented by one, and an existing predictions folder reused."""
+    import matplotlib.pyplot as plt
+
+    import samcam.seg.report as report
+
+    val = [f"v{k}" for k in range(13)]
+    voc = tmp_path / "voc"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "SegmentationClass").mkdir()
+    for i in val:
+        Image.fromarray(np.full((6, 8, 3), 50, np.uint8)).save(voc / "JPEGImages" / f"{i}.jpg")
+        Image.fromarray(np.full((6, 8), 1, np.uint8), mode="L").save(voc / "SegmentationClass" / f"{i}.png")
+    for run in runs.glob("*_s*"):
+        (run / "pred").mkdir()
+        for i in val:
+            Image.fromarray(np.full((6, 8), 2, np.uint8), mode="L").save(run / "pred" / f"{i}.png")
+    saved = {}
+    real_save = report.save
+    monkeypatch.setattr(report, "save", lambda fig, path: (saved.__setitem__(Path(path).name, fig), real_save(fig, path)))
+    out, bench = tmp_path / "a" / "out", tmp_path / "bench"
+    (out / "predictions").mkdir(parents=True)  # a rerun into the same folder
+    res = write_results(runs, out, bench, ["gt", "cam"], {"gt": "ground truth"}, voc, val, "cmd")
+    lines = (out / "table.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:3] == ["row", "labels", "seed"] and header[-2:] == ["miou_mean_over_seeds", "miou_spread_over_seeds"]
+    first = dict(zip(header, lines[1].split(",")))
+    assert (first["row"], first["labels"], first["seed"], first["miou"]) == ("gt", "ground truth", "0", "40.0000")
+    assert first["miou_mean_over_seeds"] == "42.0000" and first["iou_aeroplane"] == f"{100 * 2 / 40:.4f}"
+    assert dict(zip(header, lines[4].split(",")))["labels"] == "cam"  # no name given: the row's key
+    assert sorted(saved) == ["gallery.png", "per_class.png"]
+    assert saved["gallery.png"]._suptitle.get_text() == "best model: ground truth, seed 1 (val mIoU 44.00)"
+    assert res["gallery_ids"] == ["v0", "v2", "v4", "v6", "v8", "v10"]  # six by default, every 13 // 6 = 2nd
+    assert [t.get_text() for t in saved["per_class.png"].axes[0].get_legend().get_texts()][0].startswith("ground truth (")
+    assert plt.get_fignums() == []
+    text = (bench / "seg_train_cpu.json").read_text()
+    assert text == json.dumps(res["benchmark"], indent=1) + "\n" and set(res) == {"summary", "runs", "best", "gallery_ids", "benchmark"}
