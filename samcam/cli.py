@@ -334,7 +334,7 @@ def _cam(p: argparse.ArgumentParser):
 
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
     p.add_argument("--out", required=True, help="folder for <id>.npy CAM files (ids already there are skipped)")
-    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
+    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES, help="classifier backbone of the checkpoint (default efficientnet-lite0)")
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
     ids_option(p, "the images; default: every image that has labels", required=False)
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
@@ -376,7 +376,7 @@ def _cam_eval(p: argparse.ArgumentParser):
     from samcam.cam.nets import BACKBONES
 
     p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
-    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES)
+    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES, help="classifier backbone of the checkpoint (default efficientnet-lite0)")
     ids_option(p, "held-out images with ground truth (never the ids whose labels you score)")
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP background thresholds (default 0.05:0.60:0.05)")
     p.add_argument("--csv", help="write the table here (one row per threshold; mAP in every row)")
@@ -559,7 +559,8 @@ def _labels(p: argparse.ArgumentParser):
 
 @command("demo", "run the demo notebook on scikit-image's photos (offline) into results/demo")
 def _demo(p: argparse.ArgumentParser):
-    p.add_argument("--points-per-side", type=_number(int, *AMG_RANGES["points_per_side"]), default=32)
+    p.add_argument("--points-per-side", type=_number(int, *AMG_RANGES["points_per_side"]), default=32,
+                   help="SAM's point grid per image side in everything mode (default 32, the official setting)")
     p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
 
     def run(a: argparse.Namespace) -> int:
@@ -620,7 +621,8 @@ def _refine(p: argparse.ArgumentParser):
     from samcam.refine.prompted import PromptConfig
     from samcam.sam.model import MODEL_TYPES
 
-    p.add_argument("--mode", default="prompted", choices=["prompted", "everything"])
+    p.add_argument("--mode", default="prompted", choices=["prompted", "everything"],
+                   help="prompted: SAM prompted by each label's own regions (default); everything: SAM's masks + the paper's rule")
     p.add_argument("--pseudo", required=True, help="folder of pseudo labels (<id>.png, or a method's format with --format)")
     p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
     ids_option(p, "the labels to process")
@@ -631,7 +633,7 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--devices", help="prompted mode: one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
     p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
     p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
-    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint", help="SAM checkpoint file; default: the verified official one, fetched into the cache")
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
 
     def run(a: argparse.Namespace) -> int:

@@ -201,3 +201,22 @@ def test_every_id_list_is_declared_once_and_read_once(tmp_path, monkeypatch):
     f = cli.IdFile(str(tmp_path / "ids.txt"))
     assert f.ids == ["a", "b"] and f.ids == ["a", "b"] and len(calls) == 1 and f == str(tmp_path / "ids.txt")
     assert cli.ids_of(None) is None and cli.ids_of(f) == ["a", "b"]
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """``samcam COMMAND --help`` documents each option: no option without a help text, and no
+    argument group without a title (a user reads these, not the source)."""
+    import argparse
+
+    from samcam.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(COMMANDS)
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help.strip(), f"samcam {name} {'/'.join(action.option_strings) or action.dest}: no help"
+        for group in p._action_groups:
+            assert group.title, f"samcam {name}: an option group without a title"

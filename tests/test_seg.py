@@ -810,11 +810,24 @@ def test_output_stride_16_dilates_the_last_stage_with_the_same_weights():
         Recipe(output_stride=8)
 
 
-def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread, capsys):
+def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread, capsys, monkeypatch):
     """``--eval-gt/--eval-ids``: nothing while the run is unfinished; once complete, the run folder
     gets eval.json and pred/ exactly as eval-seg writes them for that checkpoint, in the layout the
-    report reads (one command per row of the table)."""
+    report reads (one command per row of the table). ``--device cpu`` holds for the training and the
+    evaluation even where CUDA is visible."""
     import json
+
+    import samcam.seg.evaluate
+    import samcam.seg.train
+
+    asked = []
+
+    def gpu_machine(device=None):  # as on a machine with a GPU: no device named means cuda
+        asked.append(device)
+        return torch.device(device or "meta")  # (here a device nothing can run on)
+
+    for module in (samcam.seg.train, samcam.seg.evaluate):
+        monkeypatch.setattr(module, "pick_device", gpu_machine)
 
     from samcam.cli import main
     from samcam.seg.report import collect
@@ -825,12 +838,15 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
     (tmp_path / "val.txt").write_text("c\na\n")
     run = tmp_path / "runs" / "gt_s3"
     cmd = ["train-seg", "--images", str(images), "--labels", str(labels), "--ids", str(tmp_path / "ids.txt"), "--out", str(run),
-           "--crop", "32", "--batch-size", "2", "--epochs", "1", "--seed", "3", "--device", "cpu", "--threads", "1",
+           "--crop", "32", "--batch-size", "2", "--epochs", "2", "--seed", "3", "--device", "cpu", "--threads", "1",
            "--eval-gt", str(labels), "--eval-ids", str(tmp_path / "val.txt")]  # fmt: skip
     assert main([*cmd, "--max-steps", "1"]) == 0
     assert capsys.readouterr().out.count("\n") == 1 and sorted(p.name for p in run.iterdir()) == ["last.pt"]
     assert main(cmd) == 0
     out = capsys.readouterr().out.splitlines()
+    assert set(asked) == {"cpu"}  # training and evaluation both
+    secs = read_checkpoint(run / "last.pt")["history"]["epoch_seconds"]
+    assert len(secs) == 2 and out[0].startswith(f"step 4/4, complete, {sum(secs) / 2:.1f} s/epoch, peak RSS ")  # two epochs: the mean
     s = json.loads((run / "eval.json").read_text())
     assert out[1] == f"val mIoU {100 * s['miou']:.2f} over 2 images (scales 1.0) <- {run / 'last.pt'} -> {run / 'eval.json'}"
     assert main(["eval-seg", "--checkpoint", str(run / "last.pt"), "--images", str(images), "--gt", str(labels), "--ids", str(tmp_path / "val.txt"),
