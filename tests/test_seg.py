@@ -313,6 +313,18 @@ def tiny_checkpoint(tmp_path_factory, one_thread) -> tuple[Path, Path, Path]:
     return r.out, images, labels
 
 
+def test_evaluate_checkpoint_passes_its_scales_and_flip_on(tiny_checkpoint, monkeypatch):
+    import samcam.seg.evaluate as module
+
+    seen = []
+    real = module.evaluate
+    monkeypatch.setattr(module, "evaluate", lambda *a, **k: (seen.append(a[5:7]), real(*a, **k))[1])
+    ck_path, images, labels = tiny_checkpoint
+    module.evaluate_checkpoint(ck_path, images, labels, ["a"], scales=(0.5, 1.0), flip=True)
+    module.evaluate_checkpoint(ck_path, images, labels, ["a"])
+    assert seen == [((0.5, 1.0), True), ((1.0,), False)]
+
+
 def test_evaluate_checkpoint_summary_and_files_by_hand(tiny_checkpoint, tmp_path, capsys):
     """Every field of eval-seg's summary against the checkpoint and a confusion matrix counted here
     from the model's own predictions; the JSON and CSV files as written."""
@@ -389,6 +401,7 @@ def test_evaluate_scores_the_plain_prediction_by_default_and_records_its_predict
     rec = json.loads((tmp_path / "pred" / "samcam_run.json").read_text())
     assert rec["step"] == "eval-seg-predictions"
     assert rec["parameters"] == {"scales": [1.0], "flip": False, "dataset": VOC.name, "model_sha256": _state_sha256(_SkewNet())}
+    assert set(rec["inputs"]) == {"images", "gt"}  # what the predictions were made from, by name
 
 
 def test_evaluate_names_a_missing_folder_and_a_mis_sized_ground_truth(tmp_path):
@@ -844,7 +857,7 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
     assert capsys.readouterr().out.count("\n") == 1 and sorted(p.name for p in run.iterdir()) == ["last.pt"]
     assert main(cmd) == 0
     out = capsys.readouterr().out.splitlines()
-    assert set(asked) == {"cpu"}  # training and evaluation both
+    assert asked == ["cpu"] * 3  # the two trainings and the evaluation
     secs = read_checkpoint(run / "last.pt")["history"]["epoch_seconds"]
     assert len(secs) == 2 and out[0].startswith(f"step 4/4, complete, {sum(secs) / 2:.1f} s/epoch, peak RSS ")  # two epochs: the mean
     s = json.loads((run / "eval.json").read_text())
