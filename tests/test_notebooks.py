@@ -67,7 +67,8 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
 def test_reproduce_config_is_valid():
     steps = load_config()
     assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "affinity_alpha_val",
-                                       "classifier_lite0", "cams_lite0", "labels_lite0", "voc_transcam",
+                                       "classifier_lite0", "cams_lite0", "labels_lite0",
+                                       "seg_search_base", "seg_search_c320_e20_os16", "seg_search_c320_e40_os16", "seg_search", "voc_transcam",
                                        "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo",
                                        "bench_eval", "bench_merge", "bench_merge_e2e", "bench_generator_cpu", "bench_modes_cpu"]
     for s in steps:
@@ -76,10 +77,11 @@ def test_reproduce_config_is_valid():
     from samcam.cli import build_parser
 
     made: set[str] = set()
-    for s in steps:  # each step's inputs are data, committed files, or outputs of an earlier step
+    for s in steps:  # each step's inputs are data, committed files, or outputs of an earlier step (or the folder that holds them)
         for i in s.inputs:
             baseline = s.script is not None and i.startswith("../baselines/")  # the paper's code, checked out beside samcam
-            assert i.startswith(str(data_root())) or i in made or baseline or (i.startswith(("results/", "samcam/")) and (REPO / i).exists()), (s.name, i)
+            holds = any(o.startswith(i + "/") for o in made)  # seg_search: the folder of the search's runs
+            assert i.startswith(str(data_root())) or i in made or holds or baseline or (i.startswith(("results/", "samcam/")) and (REPO / i).exists()), (s.name, i)
         made.update(s.outputs)
         if s.command:  # accepted by its parser; every path it names is a declared input or output, or a folder above one
             build_parser(s.command).parse_args(s.command)
@@ -87,7 +89,8 @@ def test_reproduce_config_is_valid():
                 if "/" in arg:
                     assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
     assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val",
-                                                    "affinity_alpha_val", "classifier_lite0", "cams_lite0", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
+                                                    "affinity_alpha_val", "classifier_lite0", "cams_lite0",
+                                                    "seg_search_base", "seg_search_c320_e20_os16", "seg_search_c320_e40_os16", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
                                                     "bench_generator_cpu", "bench_modes_cpu"]  # fmt: skip
     assert all(s.script is None or s.long for s in steps)  # a benchmark runs only when named, on an idle machine
 
