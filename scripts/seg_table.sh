@@ -27,7 +27,7 @@ SAMCAM=${SAMCAM:-$SAMCAM_PYTHON -m samcam.cli}
 DEVICE=${DEVICE:-$($SAMCAM_PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 JOBS=${JOBS:-4}
 SEEDS=${SEEDS:-0 1 2}
-RECIPE=${RECIPE:---crop 320 --epochs 30 --batch-size 16 --scale-min 0.5 --scale-max 2.0}
+RECIPE=${RECIPE:---crop 320 --epochs 20 --output-stride 16}  # the search's choice (results/seg/search; the reproduce steps seg_row_*)
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$WORK"
 TRAIN=$WORK/train_ids.txt VAL=$WORK/val_ids.txt

@@ -68,7 +68,7 @@ def test_reproduce_config_is_valid():
     steps = load_config()
     assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "affinity_alpha_val",
                                        "classifier_lite0", "cams_lite0", "labels_lite0",
-                                       "seg_search_base", "seg_search_c320_e20_os16", "seg_search_c320_e40_os16", "seg_search", "voc_transcam",
+                                       "seg_search_base", "seg_search_c320_e20_os16", "seg_search", "seg_row_gt_s0", "seg_row_gt_s1", "seg_row_gt_s2", "seg_row_transcam_s0", "seg_row_transcam_s1", "seg_row_transcam_s2", "voc_transcam",
                                        "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo",
                                        "bench_eval", "bench_merge", "bench_merge_e2e", "bench_generator_cpu", "bench_modes_cpu"]
     for s in steps:
@@ -90,7 +90,7 @@ def test_reproduce_config_is_valid():
                     assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
     assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val",
                                                     "affinity_alpha_val", "classifier_lite0", "cams_lite0",
-                                                    "seg_search_base", "seg_search_c320_e20_os16", "seg_search_c320_e40_os16", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
+                                                    "seg_search_base", "seg_search_c320_e20_os16", "seg_row_gt_s0", "seg_row_gt_s1", "seg_row_gt_s2", "seg_row_transcam_s0", "seg_row_transcam_s1", "seg_row_transcam_s2", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
                                                     "bench_generator_cpu", "bench_modes_cpu"]  # fmt: skip
     assert all(s.script is None or s.long for s in steps)  # a benchmark runs only when named, on an idle machine
 
