@@ -854,7 +854,8 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
            "--crop", "32", "--batch-size", "2", "--epochs", "2", "--seed", "3", "--device", "cpu", "--threads", "1",
            "--eval-gt", str(labels), "--eval-ids", str(tmp_path / "val.txt")]  # fmt: skip
     assert main([*cmd, "--max-steps", "1"]) == 0
-    assert capsys.readouterr().out.count("\n") == 1 and sorted(p.name for p in run.iterdir()) == ["last.pt"]
+    assert capsys.readouterr().out.splitlines()[1] == "not evaluated yet: the run is not complete (rerun to resume; it is evaluated once it is)"
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt"]
     assert main(cmd) == 0
     out = capsys.readouterr().out.splitlines()
     assert asked == ["cpu"] * 3  # the two trainings and the evaluation

@@ -197,6 +197,7 @@ def test_search_table_cell_by_cell(tmp_path):
         assert row["steps"] == 4 * len(secs[name]) and row["s_per_epoch"] == pytest.approx(np.mean(secs[name]))
         assert row["train_minutes"] == pytest.approx(sum(secs[name]) / 60) and (row["device"], row["threads"]) == ("cpu", 2)
     assert t["eval"].tolist() == ["0.75,1.0 + flip", "1.0"] and t["val_miou"].tolist() == pytest.approx([51.23, 25.0])
+    assert search_markdown(t).splitlines()[3].endswith(" | 1.0 | 25.00 |")  # two decimals, as every mIoU here
     assert list(t.columns) == ["config", "seed", *SEARCH_FIELDS, "steps", "s_per_epoch", "train_minutes", "device", "threads", "eval", "val_miou"]
     md = search_markdown(t).splitlines()
     assert md[0] == "| " + " | ".join(t.columns) + " |" and len(md) == 4

@@ -63,6 +63,8 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         per_epoch = f", {sum(r.epoch_seconds) / len(r.epoch_seconds):.1f} s/epoch" if r.epoch_seconds else ""
         state = "complete" if r.complete else "stopped early (rerun to resume)"
         print(f"step {r.step}/{r.total_steps}, {state}{per_epoch}, peak RSS {r.peak_rss_mib:.0f} MiB -> {r.out}")
+        if a.eval_gt is not None and not r.complete:
+            print("not evaluated yet: the run is not complete (rerun to resume; it is evaluated once it is)")
         if a.eval_gt is not None and r.complete:
             from .evaluate import evaluate_checkpoint, write_results
 

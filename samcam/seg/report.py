@@ -116,11 +116,12 @@ def search_table(df: Any) -> Any:
 
 
 def search_markdown(t: Any) -> str:
-    """:func:`search_table` as Markdown (numbers rounded for reading; the CSV keeps them whole)."""
+    """:func:`search_table` as Markdown (seconds and minutes to 0.1, mIoU to 0.01 as every table here; the CSV keeps them whole)."""
     def cell(v: Any) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
 
-    rounded = t.assign(s_per_epoch=t["s_per_epoch"].round(1), train_minutes=t["train_minutes"].round(1), val_miou=t["val_miou"].round(2))
+    rounded = t.assign(s_per_epoch=t["s_per_epoch"].round(1), train_minutes=t["train_minutes"].round(1),
+                       val_miou=[f"{v:.2f}" for v in t["val_miou"]])  # fmt: skip
     lines = ["| " + " | ".join(t.columns) + " |", "|---" * len(t.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rounded.itertuples(index=False)]
     return "\n".join(lines) + "\n"
