@@ -8,7 +8,9 @@
 #
 # VOC: a VOC 2012 tree (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/{train,val}_with_images.txt);
 # DATA: the shared data root (pseudo_labels/transcam/); WORK: where labels, checkpoints and tables go.
-# Every network trains on the train ids and is scored on the val ids (`samcam eval-seg`, one confusion
+# The search phase is the reproduce steps themselves: it reads DATA/voc2012 (not VOC), writes the checkout's
+# work/seg/search and results/seg/search, ignores DEVICE, EXTRA and IDS_LIMIT, and needs a clean checkout.
+# Every network trains on the train ids and is scored on the val ids (`train-seg --eval-gt`, one confusion
 # matrix). Each run is a folder <row>_s<seed> holding last.pt and eval.json, so a rerun resumes and
 # `samcam.seg.report.collect` reads it. The table ends with each row's paired gap to TransCAM over the
 # seeds (`samcam.seg.report.paired_gaps`).
