@@ -5,6 +5,7 @@ checked against numbers computed in the test."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -378,3 +379,17 @@ def test_write_results_files_and_figures_as_a_reader_sees_them(runs, tmp_path, m
     assert plt.get_fignums() == []
     text = (bench / "seg_train_cpu.json").read_text()
     assert text == json.dumps(res["benchmark"], indent=1) + "\n" and set(res) == {"summary", "runs", "best", "gallery_ids", "benchmark"}
+
+
+def test_collect_refuses_an_unfinished_run_or_a_stale_evaluation(runs):
+    ck = torch_load(runs / "gt_s1" / "last.pt")
+    save_checkpoint(runs / "gt_s1" / "last.pt", {**ck, "complete": False, "step": 6})
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'gt_s1'}: eval.json scores step None of a run at step 6 of 9; finish the run")):
+        collect(runs)
+    save_checkpoint(runs / "gt_s1" / "last.pt", ck)
+    ev = json.loads((runs / "gt_s1" / "eval.json").read_text())
+    (runs / "gt_s1" / "eval.json").write_text(json.dumps({**ev, "step": 6}))  # scored before the run went on
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'gt_s1'}: eval.json scores step 6 of a run at step 9 of 9")):
+        collect(runs)
+    (runs / "gt_s1" / "eval.json").write_text(json.dumps({**ev, "step": 9}))
+    assert len(collect(runs)) == 5

@@ -39,6 +39,9 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
             continue
         ev = json.loads(read_input(d / EVAL_JSON, "record"))
         ck = read_checkpoint(d / CHECKPOINT)
+        if not ck["complete"] or ev.get("step", ck["step"]) != ck["step"]:  # a table holds finished runs, each scored as it ended
+            raise ValueError(f"{d}: {EVAL_JSON} scores step {ev.get('step')} of a run at step {ck['step']} of {ck['total_steps']}; "
+                             "finish the run and evaluate it again")  # fmt: skip
         hist = ck["history"]
         rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
                "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": ck["step"],
