@@ -126,9 +126,9 @@ def test_benchmark_by_hand(runs):
     assert "crop 64, batch 2, 6 train images =\n3 steps per epoch, 3 epochs" in md
 
 
-def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(runs, tmp_path):
-    val = ["v0", "v1", "v2"]
-    voc = tmp_path / "voc"
+def _val_images_and_predictions(runs: Path, voc: Path, val: list[str], predicted) -> Path:
+    """A VOC tree of uniform 6 × 8 val images (ground truth: class 1) and, in every run folder
+    (finished or not), ``pred/`` holding class ``predicted(run name)`` for each id; returns ``voc``."""
     (voc / "JPEGImages").mkdir(parents=True)
     (voc / "SegmentationClass").mkdir()
     for i in val:
@@ -136,8 +136,14 @@ def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(ru
         Image.fromarray(np.full((6, 8), 1, np.uint8), mode="L").save(voc / "SegmentationClass" / f"{i}.png")
     for run in runs.glob("*_s*"):
         (run / "pred").mkdir()
-        for k, i in enumerate(val):
-            Image.fromarray(np.full((6, 8), 2 if run.name == "gt_s1" else 3, np.uint8), mode="L").save(run / "pred" / f"{i}.png")
+        for i in val:
+            Image.fromarray(np.full((6, 8), predicted(run.name), np.uint8), mode="L").save(run / "pred" / f"{i}.png")
+    return voc
+
+
+def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(runs, tmp_path):
+    val = ["v0", "v1", "v2"]
+    voc = _val_images_and_predictions(runs, tmp_path / "voc", val, lambda run: 2 if run == "gt_s1" else 3)
     out, bench = tmp_path / "out", tmp_path / "bench"
     res = write_results(runs, out, bench, ["gt", "cam"], {"gt": "ground truth", "cam": "CAM"}, voc, val, "cmd", n_gallery=2)
     assert res["best"] == "gt_s1" and res["gallery_ids"] == ["v0", "v1"]
@@ -349,16 +355,7 @@ def test_write_results_files_and_figures_as_a_reader_sees_them(runs, tmp_path, m
     import samcam.seg.report as report
 
     val = [f"v{k}" for k in range(13)]
-    voc = tmp_path / "voc"
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "SegmentationClass").mkdir()
-    for i in val:
-        Image.fromarray(np.full((6, 8, 3), 50, np.uint8)).save(voc / "JPEGImages" / f"{i}.jpg")
-        Image.fromarray(np.full((6, 8), 1, np.uint8), mode="L").save(voc / "SegmentationClass" / f"{i}.png")
-    for run in runs.glob("*_s*"):
-        (run / "pred").mkdir()
-        for i in val:
-            Image.fromarray(np.full((6, 8), 2, np.uint8), mode="L").save(run / "pred" / f"{i}.png")
+    voc = _val_images_and_predictions(runs, tmp_path / "voc", val, lambda run: 2)
     saved = {}
     real_save = report.save
     monkeypatch.setattr(report, "save", lambda fig, path: (saved.__setitem__(Path(path).name, fig), real_save(fig, path)))
