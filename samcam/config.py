@@ -86,25 +86,30 @@ def recorded_config(cls, values: object, where: str):
         raise ValueError(f"{where}: recorded config: {e}") from None
 
 
-def add_options(p, cls, only: tuple[str, ...] | None = None) -> None:
+def add_options(p, cls, only: tuple[str, ...] | None = None, given_only: bool = False) -> None:
     """Declare the command-line options of ``cls``'s declared fields (or of those named in ``only``)
-    on the parser or argument group ``p``, each with its default, range or choices, and help."""
+    on the parser or argument group ``p``, each with its default, range or choices, and help.
+    ``given_only``: an option not given leaves no attribute (``argparse.SUPPRESS``), so that values
+    from elsewhere (a file) fill it in :func:`from_args`; the help still names the class's default."""
     for f in _declared(cls):
         if only is not None and f.name not in only:
             continue
         m, d = f.metadata, f.default
         assert d is not MISSING, f.name
+        default = argparse.SUPPRESS if given_only else d
         if isinstance(d, bool):
             flag = m["flag"] or f"--{f.name.replace('_', '-')}"
-            p.add_argument(flag, dest=f.name, action="store_false" if d else "store_true", help=m["help"])
+            p.add_argument(flag, dest=f.name, action="store_false" if d else "store_true", default=default, help=m["help"])
             continue
         flag = f"--{f.name.replace('_', '-')}"
         if m["choices"] is not None:
-            p.add_argument(flag, dest=f.name, default=d, type=type(d), choices=m["choices"], help=f"{m['help']} (default {d})")
+            p.add_argument(flag, dest=f.name, default=default, type=type(d), choices=m["choices"], help=f"{m['help']} (default {d})")
         else:
-            p.add_argument(flag, dest=f.name, type=number(type(d), m["lo"], m["hi"], m["open_lo"]), default=d, help=f"{m['help']} (default {d:g})")
+            p.add_argument(flag, dest=f.name, type=number(type(d), m["lo"], m["hi"], m["open_lo"]), default=default,
+                           help=f"{m['help']} (default {d:g})")  # fmt: skip
 
 
-def from_args(cls, a: argparse.Namespace, **values):
-    """``cls`` from the parsed options of its declared fields, ``values`` overriding or adding."""
-    return cls(**{**{f.name: getattr(a, f.name) for f in _declared(cls) if hasattr(a, f.name)}, **values})
+def from_args(cls, a: argparse.Namespace, base: dict[str, Any] | None = None, **values):
+    """``cls`` from the parsed options of its declared fields, ``values`` overriding or adding;
+    ``base``: values of the fields whose option was not given (:func:`add_options`' ``given_only``)."""
+    return cls(**{**(base or {}), **{f.name: getattr(a, f.name) for f in _declared(cls) if hasattr(a, f.name)}, **values})

@@ -14,7 +14,10 @@ fingerprinted: after a change to the package, ``--force`` a step to rerun it.
 
 A step marked ``long`` (its value: the expected time) runs only when named with ``--only`` or when
 ``--long`` is given. Paths may use ``${VAR}``; ``SAMCAM_DATA`` defaults to ``../shared/data`` beside
-the checkout.
+the checkout. A step's ``scratch`` names what it writes and does not keep (a training's run folder,
+which it resumes from): its outputs alone decide whether it is current, so a result committed from
+one checkout stays current in another that never had the run folder. A step with ``each`` (e.g.
+``{seed: [0, 1, 2]}``) stands for one step per value, ``${seed}`` replaced in its name and strings.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +128,8 @@ class Step:
     command: list[str] | None = None  # a samcam command's arguments (run from the checkout) instead of a notebook
     long: str | None = None  # the expected time of a long step: it runs only when named or with --long
     script: list[str] | None = None  # a checkout script and its arguments, instead of a notebook
+    scratch: list[str] = field(default_factory=list)  # what the step also writes and does not keep (a run folder a
+    # long step resumes from): neither fingerprinted nor needed for the step to be current, unlike its outputs
 
     @property
     def what(self) -> str:
@@ -172,8 +178,43 @@ def _plain_loader():
     return PlainLoader
 
 
+#: what a value of a step's ``each`` may hold: it becomes part of a step's name and of its paths
+EACH_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _each(raw: list, path: Path):
+    """``(index, step)`` for each step of a config's list, a step with ``each`` (a mapping of names to
+    lists of values, e.g. ``{seed: [0, 1, 2]}``) given once per combination of its values, with
+    ``${name}`` replaced by the value in every string of the step (``index`` as ``3[seed=1]``)."""
+    import itertools
+
+    for i, s in enumerate(raw):
+        if not isinstance(s, dict):
+            raise ValueError(f"{path}: step {i} is not a mapping")
+        if "name" not in s:
+            raise ValueError(f"{path}: step {i} lacks name")
+        each = s.get("each")
+        if each is None:
+            yield str(i), s
+            continue
+        if not isinstance(each, dict) or not each:
+            raise ValueError(f"{path}: step {i} ({s['name']}) each must be a mapping of names to lists of values, e.g. {{seed: [0, 1, 2]}}")
+        for k, values in each.items():
+            ok = isinstance(values, list) and values and all(isinstance(v, (str, int)) and not isinstance(v, bool) and EACH_VALUE.match(str(v)) for v in values)
+            if not (isinstance(k, str) and EACH_VALUE.match(k)) or not ok:
+                raise ValueError(f"{path}: step {i} ({s['name']}) each.{k} must be a non-empty list of plain values (letters, digits, _ . -)")
+            if len(set(map(str, values))) != len(values):
+                raise ValueError(f"{path}: step {i} ({s['name']}) each.{k} repeats a value")
+            if "${" + k + "}" not in s["name"]:
+                raise ValueError(f"{path}: step {i} ({s['name']}) name must hold ${{{k}}}, so that each of its steps has its own name")
+        body = {key: v for key, v in s.items() if key != "each"}
+        for combo in itertools.product(*each.values()):
+            env = dict(zip(each, map(str, combo)))
+            yield f"{i}[{','.join(f'{k}={v}' for k, v in env.items())}]", _expand(body, env)
+
+
 def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
-    """Steps of a reproduce configuration, with ``${VAR}`` expanded."""
+    """Steps of a reproduce configuration, with ``${VAR}`` expanded and each ``each`` step given once per value (:func:`_each`)."""
     import yaml
 
     from samcam.io import read_input
@@ -190,43 +231,41 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
     env = {"SAMCAM_DATA": os.path.abspath(data_root()), "REPO": str(REPO)}  # a relative SAMCAM_DATA: from where samcam runs
     env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
     steps = []
-    for i, s in enumerate(doc.get("steps", [])):
-        if not isinstance(s, dict):
-            raise ValueError(f"{path}: step {i} is not a mapping")
-        if "name" not in s:
-            raise ValueError(f"{path}: step {i} lacks name")
+    for i, s in _each(doc.get("steps", []), path):
         if sum(k in s for k in ("notebook", "command", "script")) != 1:
             raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook, command and script")
-        unknown = sorted(set(s) - {"name", "notebook", "command", "script", "parameters", "inputs", "outputs", "long"})
+        unknown = sorted(set(s) - {"name", "notebook", "command", "script", "parameters", "inputs", "outputs", "scratch", "long"})
         if unknown:
             raise ValueError(f"{path}: step {i} ({s['name']}) has unknown keys {', '.join(map(str, unknown))}")
         s = _expand(s, env)
         check_id(s["name"], f"{path}: step {i} name")  # the executed notebook is runs/<name>.ipynb
-        for key, kind in (("notebook", str), ("command", list), ("script", list), ("parameters", dict), ("inputs", list), ("outputs", list), ("long", str)):
+        for key, kind in (("notebook", str), ("command", list), ("script", list), ("parameters", dict), ("inputs", list), ("outputs", list),
+                          ("scratch", list), ("long", str)):  # fmt: skip
             if key in s and not isinstance(s[key], kind):
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
-        for key in ("inputs", "outputs"):
+        for key in ("inputs", "outputs", "scratch"):
             bad = [v for v in s.get(key, []) if not (isinstance(v, str) and v)]
             if bad:
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} holds {bad[0]!r}; expected paths (non-empty strings)")
         if s["name"] in {t.name for t in steps}:
             raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
         where = f"{path}: step {i} ({s['name']})"
-        _check_outputs(s.get("outputs", []), where)
+        written = s.get("outputs", []) + s.get("scratch", [])
+        _check_outputs(written, where)
         if "notebook" in s:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
             if not s["notebook"].endswith(".ipynb"):
                 raise ValueError(f"{where} notebook {s['notebook']!r} is not a notebook (.ipynb) of {NOTEBOOKS.name}/")
             _check_parameters(s.get("parameters", {}), s.get("inputs", []), where)
         elif "command" in s:
-            _check_command(s["command"], s.get("parameters"), s.get("outputs", []), where)
+            _check_command(s["command"], s.get("parameters"), written, where)
         else:
-            _check_script(s["script"], s.get("parameters"), s.get("inputs", []), s.get("outputs", []), where)
+            _check_script(s["script"], s.get("parameters"), s.get("inputs", []), written, where)
         steps.append(Step(s["name"], s.get("notebook"), s.get("parameters", {}), s.get("inputs", []), s.get("outputs", []),
-                          s.get("command"), s.get("long"), s.get("script")))  # fmt: skip
+                          s.get("command"), s.get("long"), s.get("script"), s.get("scratch", [])))  # fmt: skip
     owner: dict[str, str] = {}
     for step in steps:  # one output, one step: two steps (or one twice) writing a file cannot both be current
-        for out in step.outputs:
+        for out in step.outputs + step.scratch:
             key = os.path.normpath(out)
             if key in owner:
                 raise ValueError(f"{path}: output {out!r} of step {step.name} is also an output of step {owner[key]}")
@@ -246,7 +285,7 @@ def _inside(name: object, folder: Path, what: str) -> None:
 NOT_STEPS = ("reproduce", "demo", "weights")
 
 #: the options by which a samcam command names what it writes
-OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions")
+OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions", "--record")
 
 
 def _check_command(command: list, parameters: object, outputs: list, where: str) -> None:
@@ -475,8 +514,9 @@ def check_redo(step: Step, state: str, force: bool) -> None:
     remade = state == "stale (command changed)" or state.endswith("changed since the last run)")
     if step.command is not None and (remade or (force and state == "current")):
         why = "--force" if state == "current" else state
-        raise ValueError(f"step {step.name} ({why}): samcam {step.command[0]} resumes into {', '.join(step.outputs)} and would keep "
-                         f"what is there; remove {'it' if len(step.outputs) == 1 else 'them'} to redo the step")
+        written = step.outputs + step.scratch
+        raise ValueError(f"step {step.name} ({why}): samcam {step.command[0]} resumes into {', '.join(written)} and would keep "
+                         f"what is there; remove {'it' if len(written) == 1 else 'them'} to redo the step")
 
 
 def run_command(step: Step) -> None:

@@ -56,6 +56,21 @@ def test_options_carry_the_fields_defaults_ranges_and_help():
             p.parse_args(bad)
 
 
+def test_given_only_options_leave_the_rest_to_a_base():
+    """``given_only``: an option not given sets nothing, so ``base`` (a file's values) fills it, and an
+    option given wins over the base; the help still names the class's default."""
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_options(p, Toy, given_only=True)
+    assert vars(p.parse_args([])) == {}
+    a = p.parse_args(["--size", "16", "--off"])
+    assert vars(a) == {"size": 16, "on": False}
+    assert from_args(Toy, a, base={"size": 32, "rate": 0.25, "extra": True}) == Toy(size=16, rate=0.25, on=False, extra=True)
+    assert from_args(Toy, p.parse_args([]), base={"mode": "b"}) == Toy(mode="b")
+    assert from_args(Toy, p.parse_args([])) == Toy()
+    helps = {x.dest: x.help for x in p._actions}
+    assert helps["size"] == "a size (default 8)" and helps["mode"] == "a mode (default a)"
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

@@ -64,11 +64,45 @@ def test_coco_check_notebook(tmp_path, data_root, mobile_sam_checkpoint):
     assert table.startswith("labels,images,miou") and "CAM labels,2," in table  # one image of each split
 
 
+def test_segmentation_notebook_makes_the_table_from_records(tmp_path):
+    """07 on run records as `train-seg --record` writes them: the table's means, each row's paired gap
+    to the reference and the per-class figure, for any rows given."""
+    import pandas as pd
+
+    from samcam.data.spaces import VOC
+    from samcam.seg.recipe import Recipe
+    from samcam.seg.report import RECORD_FORMAT
+
+    runs = tmp_path / "rows"
+    runs.mkdir()
+    mious = {"gt": [0.56, 0.55, 0.57], "transcam": [0.51, 0.49, 0.52]}
+    for row, values in mious.items():
+        for seed, m in enumerate(values):
+            rec = {"format": RECORD_FORMAT, "recipe": Recipe(seed=seed).to_dict(), "n_train": 558, "labels_fingerprint": "0" * 64, "step": 9,
+                   "total_steps": 9, "history": {"epoch_seconds": [80.0, 90.0], "losses": [1.0, 0.5], "device": "cpu", "threads": 2, "peak_rss_mib": 3000.0},
+                   "eval": {"step": 9, "n_images": 561, "miou": m, "seconds": 60.0, "iou": {c: m for c in VOC.class_names}}}  # fmt: skip
+            (runs / f"{row}_s{seed}.json").write_text(json.dumps(rec))
+    out, bench = tmp_path / "seg", tmp_path / "bench"
+    execute("07_segmentation.ipynb", tmp_path / "07.ipynb", {"runs_dir": str(runs), "results_dir": str(out), "bench_dir": str(bench),
+                                                             "rows": ["gt", "transcam"], "reference": "transcam"})  # fmt: skip
+    table = (out / "table.md").read_text()
+    assert "| ground truth (ceiling) | 56.00 | 55.00 | 57.00 | 56.00 ± 1.00 |" in table and "| TransCAM | 51.00 | 49.00 | 52.00 | 50.67 ± 1.50 |" in table
+    gaps = pd.read_csv(out / "gaps.csv")
+    assert gaps["row"].tolist() == ["gt"] and gaps["seeds"].tolist() == [3] and gaps["mean_gap"].tolist() == pytest.approx([16 / 3], abs=1e-4)
+    assert (out / "per_class.png").stat().st_size > 0 and json.loads((bench / "seg_train_cpu.json").read_text())["s_per_epoch_median"] == 85.0
+
+
+#: the segmentation table's runs: each row × seeds 0, 1, 2 (one `each` entry per row in reproduce.yml)
+SEG_ROWS = [f"seg_row_{row}_s{seed}" for row in ("gt", "transcam", "transcam_rule", "transcam_prompted", "cam", "cam_sam", "cam_affinitynet")
+            for seed in (0, 1, 2)]  # fmt: skip
+
+
 def test_reproduce_config_is_valid():
     steps = load_config()
     assert [s.name for s in steps] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val", "affinity_alpha_val",
                                        "classifier_lite0", "cams_lite0", "labels_lite0",
-                                       "seg_search_base", "seg_search_c320_e20_os16", "seg_search", "seg_row_gt_s0", "seg_row_gt_s1", "seg_row_gt_s2", "seg_row_transcam_s0", "seg_row_transcam_s1", "seg_row_transcam_s2", "voc_transcam",
+                                       "seg_search_base", "seg_search_c320_e20_os16", "seg_search", "seg_labels_transcam_rule", "seg_labels_transcam_prompted",
+                                       *SEG_ROWS, "seg_table", "voc_transcam",
                                        "claims", "voc_samcam_cam", "voc_samcam_cam_lite2", "prompted_transcam", "prompted_transcam_ablation_24", "paper_table", "coco128", "demo",
                                        "bench_eval", "bench_merge", "bench_merge_e2e", "bench_generator_cpu", "bench_modes_cpu"]
     for s in steps:
@@ -82,22 +116,22 @@ def test_reproduce_config_is_valid():
             baseline = s.script is not None and i.startswith("../baselines/")  # the paper's code, checked out beside samcam
             holds = any(o.startswith(i + "/") for o in made)  # seg_search: the folder of the search's runs
             assert i.startswith(str(data_root())) or i in made or holds or baseline or (i.startswith(("results/", "samcam/")) and (REPO / i).exists()), (s.name, i)
-        made.update(s.outputs)
-        if s.command:  # accepted by its parser; every path it names is a declared input or output, or a folder above one
+        made.update(s.outputs + s.scratch)
+        if s.command:  # accepted by its parser; every path it names is a declared input, output or scratch, or a folder above one
             build_parser(s.command).parse_args(s.command)
             for arg in s.command[1:]:
                 if "/" in arg:
-                    assert arg in s.inputs + s.outputs or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
+                    assert arg in s.inputs + s.outputs + s.scratch or any(i.startswith(arg + "/") for i in s.inputs), (s.name, arg)
+    assert all(x.startswith("work/") for s in steps for x in s.scratch)  # what is not kept is never under results/
     assert [s.name for s in steps if s.long] == ["masks_voc12_train", "classifier_lite2", "cams_lite2", "affinity_lite2", "cams_lite2_val",
                                                     "affinity_alpha_val", "classifier_lite0", "cams_lite0",
-                                                    "seg_search_base", "seg_search_c320_e20_os16", "seg_row_gt_s0", "seg_row_gt_s1", "seg_row_gt_s2", "seg_row_transcam_s0", "seg_row_transcam_s1", "seg_row_transcam_s2", "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
+                                                    "seg_search_base", "seg_search_c320_e20_os16", "seg_labels_transcam_prompted", *SEG_ROWS, "claims", "bench_eval", "bench_merge", "bench_merge_e2e",
                                                     "bench_generator_cpu", "bench_modes_cpu"]  # fmt: skip
     assert all(s.script is None or s.long for s in steps)  # a benchmark runs only when named, on an idle machine
 
 
 #: results/ files no reproduce step writes yet, and why (each entry must still be needed)
 NO_STEP_YET = {
-    "results/seg": "issue 23: the segmentation table, made by scripts/seg_table.sh before reproduce had steps for it",
     "results/mutation": "mutmut runs in parts across sessions; results/mutation/README.md gives each part's command and commit",
     "results/claims/lite2/search/cam_search.csv": "the CAM search of scripts/cam_search.sh, run on a lent GPU (results/claims/lite2/README.md)",
     "results/claims/lite2/search/val": "the CAM search's val tables (scripts/cam_search.sh on a lent GPU)",
@@ -105,7 +139,6 @@ NO_STEP_YET = {
     "results/claims/lite2/search/train_sweep_gt_tuned.csv": "the chosen CAM's GT-tuned train sweep (scripts/cam_search.sh on a lent GPU)",
     "results/benchmarks/generator_vit_t_p32_cuda": "made on a lent GPU by benchmarks/gpu_bench.sh (reproduce has no GPU steps)",
     "results/benchmarks/masks_e2e_vit_t_p32_cuda": "made on a lent GPU by benchmarks/gpu_bench.sh (reproduce has no GPU steps)",
-    "results/benchmarks/seg_train_cpu": "issue 23: timings of the segmentation runs of scripts/seg_table.sh",
 }
 
 

@@ -109,10 +109,42 @@ def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, 
     ("{notebook: t.ipynb}", "step 0 lacks name"),
     ("{name: x, notebook: t.ipynb, foo: 1, bar: 2}", "step 0 (x) has unknown keys bar, foo"),
     ("{name: x, command: [rm], outputs: [o]}", "step 0 (x) command 'rm' is not a samcam step"),
+    ("{name: x, command: [train-seg, --out, o, --record, r.json], outputs: [o]}", "step 0 (x) command writes --record r.json, which is not among its outputs"),
 ])  # fmt: skip
 def test_each_malformed_entry_is_named_with_the_config_and_step(checkout, tmp_path, step, message):
     cfg = _config(tmp_path, f"steps:\n  - {step}\n")
     with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: {message}")):
+        load_config(cfg)
+
+
+def test_each_gives_a_step_once_per_combination_of_its_values(checkout, tmp_path):
+    """``each``: one step per combination (in the order of the mapping, the last name fastest), ``${name}``
+    replaced in every string, ``${SAMCAM_DATA}`` still expanded; the expanded step is checked as any other."""
+    cfg = _config(tmp_path, "steps:\n  - name: r_${row}_s${seed}\n    each: {row: [a, b], seed: [0, 2]}\n"
+                            "    command: [eval, --pred, 'p/${row}', --gt, '${SAMCAM_DATA}/g', --csv, 'results/${row}_${seed}.csv']\n"
+                            "    inputs: ['p/${row}']\n    outputs: ['results/${row}_${seed}.csv']\n    long: ${seed} min\n")
+    steps = load_config(cfg)
+    assert [s.name for s in steps] == ["r_a_s0", "r_a_s2", "r_b_s0", "r_b_s2"]
+    assert steps[3] == Step("r_b_s2", None, {}, ["p/b"], ["results/b_2.csv"],
+                            ["eval", "--pred", "p/b", "--gt", f"{tmp_path}/data/g", "--csv", "results/b_2.csv"], "2 min")  # fmt: skip
+    bad = _config(tmp_path, "steps:\n  - {name: 'x_${seed}', each: {seed: [0, 1]}, notebook: t.ipynb, outputs: ['o_${seed}'], foo: 1}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{bad}: step 0[seed=0] (x_0) has unknown keys foo")):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("each, message", [
+    ("[0, 1]", "each must be a mapping of names to lists of values"),
+    ("{}", "each must be a mapping of names to lists of values"),
+    ("{seed: 0}", "each.seed must be a non-empty list of plain values"),
+    ("{seed: []}", "each.seed must be a non-empty list of plain values"),
+    ("{seed: [../x]}", "each.seed must be a non-empty list of plain values"),
+    ("{seed: [true]}", "each.seed must be a non-empty list of plain values"),
+    ("{seed: [1, '1']}", "each.seed repeats a value"),
+    ("{other: [1]}", "name must hold ${other}"),
+])  # fmt: skip
+def test_a_malformed_each_is_named(checkout, tmp_path, each, message):
+    cfg = _config(tmp_path, f"steps:\n  - {{name: 'x_${{seed}}', each: {each}, notebook: t.ipynb, outputs: [o]}}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: step 0 (x_${{seed}}) {message}")):
         load_config(cfg)
 
 
@@ -207,6 +239,39 @@ def test_plan_judges_steps_in_the_runs_folder_given(checkout, tmp_path):
     assert [(s.name, now) for s, _, now in plan(cfg, only=["d"], runs=runs)] == [("d", True)]
     with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: no step named nope, zz; steps: a, b, c, d") + "$"):
         plan(cfg, only=["zz", "b", "nope"], runs=runs)
+
+
+def test_scratch_is_written_but_does_not_decide_whether_a_step_is_current(checkout, tmp_path):
+    """``scratch``: what a step writes and does not keep (a run folder). Its --out may name it; the step is
+    current without it (a checkout that never had it), unlike a missing output; it is never a second
+    step's output; a redo is told to remove it too."""
+    (checkout / "in.txt").write_text("in")
+    cfg = _config(tmp_path, "steps:\n  - name: a\n    command: [eval, --pred, in.txt, --gt, in.txt, --json, out/a.txt, --csv, work/a.csv]\n"
+                            "    inputs: [in.txt]\n    outputs: [out/a.txt]\n    scratch: [work/a.csv]\n")
+    (step,) = load_config(cfg)
+    assert (step.outputs, step.scratch) == (["out/a.txt"], ["work/a.csv"])
+    runs = tmp_path / "runs"
+    (checkout / "out").mkdir()
+    (checkout / "out" / "a.txt").write_text("made a")
+    prints = {"inputs": {"in.txt": _sha(b"in")}, "outputs": {"out/a.txt": _sha(b"made a")}}
+    runs.mkdir()
+    (runs / "a.params.json").write_text(json.dumps({**stamp(step), "fingerprints": prints, "commit": "x"}))
+    assert not (checkout / "work").exists() and step_state(step, runs) == "current"
+    assert fingerprints(step)["outputs"] == {"out/a.txt": _sha(b"made a")}
+    (checkout / "out" / "a.txt").unlink()
+    assert step_state(step, runs) == "stale (output out/a.txt missing)"
+    with pytest.raises(ValueError, match=re.escape("resumes into out/a.txt, work/a.csv and would keep what is there; remove them")):
+        check_redo(step, "stale (command changed)", force=False)
+    without = _config(tmp_path, "steps:\n  - {name: a, command: [eval, --csv, work/a.csv], outputs: [out/a.txt]}\n")
+    with pytest.raises(ValueError, match=re.escape("command writes --csv work/a.csv, which is not among its outputs")):
+        load_config(without)
+    twice = _config(tmp_path, "steps:\n  - {name: a, command: [eval], outputs: [out/a.txt], scratch: [work/a]}\n"
+                              "  - {name: b, command: [eval], outputs: [work/a]}\n")  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape("output 'work/a' of step b is also an output of step a")):
+        load_config(twice)
+    outside = _config(tmp_path, "steps:\n  - {name: a, command: [eval], outputs: [out/a.txt], scratch: [../w]}\n")
+    with pytest.raises(ValueError, match=re.escape("output '../w' must be a relative path inside the checkout")):
+        load_config(outside)
 
 
 # ---------------------------------------------------------------- a run

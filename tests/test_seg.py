@@ -823,6 +823,73 @@ def test_output_stride_16_dilates_the_last_stage_with_the_same_weights():
         Recipe(output_stride=8)
 
 
+def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path):
+    """``--recipe``: a shipped name or a YAML file; its fields over the defaults, options over its fields;
+    a bad file named with what is wrong."""
+    from samcam.cli import build_parser
+    from samcam.seg.commands import recipe_from_args
+    from samcam.seg.recipe import RECIPES, Recipe, read_recipe, recipe_file, recipe_names
+
+    assert "c320_e20_os16" in recipe_names() and recipe_file("c320_e20_os16") == RECIPES / "c320_e20_os16.yaml"
+    assert read_recipe("c320_e20_os16") == {"crop": 320, "epochs": 20, "output_stride": 16}  # the search's choice (results/seg/search)
+
+    def parse(*extra):
+        cmd = ["train-seg", "--images", "i", "--labels", "l", "--ids", "x", "--out", "o", *extra]
+        return recipe_from_args(build_parser(cmd).parse_args(cmd))
+
+    assert parse() == Recipe()
+    assert parse("--recipe", "c320_e20_os16") == Recipe(crop=320, epochs=20, output_stride=16)
+    f = tmp_path / "r.yaml"
+    f.write_text("crop: 64\nflip: false\nseed: 4\n")
+    assert parse("--recipe", str(f), "--seed", "9", "--epochs", "2") == Recipe(crop=64, flip=False, seed=9, epochs=2)
+    assert parse("--recipe", str(f), "--crop", "224") == Recipe(crop=224, flip=False, seed=4)  # an option at its default still wins
+    for text, why in (("- 1\n", "recipe is a list, not a mapping"), ("crop: 8\n", "crop is 8"), ("size: 3\n", "unknown fields ['size']"),
+                      ("crop: [\n", "not a readable YAML file")):  # fmt: skip
+        f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{f}: ") + ".*" + re.escape(why)):
+            read_recipe(f)
+    with pytest.raises(FileNotFoundError, match="no recipe named 'best'; shipped: c320_e20_os16"):
+        read_recipe("best")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.yaml"))):
+        read_recipe(tmp_path / "none.yaml")
+
+
+def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, capsys):
+    """``--record``: once evaluated, the run's record (what the table reads) beside the run folder; the
+    recipe of ``--recipe`` and the options beside it is the one trained; a record needs the evaluation."""
+    import json
+
+    from samcam.cli import main
+    from samcam.outputs import REPO, git_commit
+    from samcam.seg.report import collect, run_record
+
+    ids = ["a", "b", "c", "d"]
+    images, labels = _synthetic_voc(tmp_path, ids)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    (tmp_path / "val.txt").write_text("c\na\n")
+    (tmp_path / "r.yaml").write_text("crop: 32\nbatch_size: 2\nepochs: 1\nhead_channels: 8\n")
+    run, record = tmp_path / "runs" / "gt_s3", tmp_path / "records" / "gt_s3.json"
+    cmd = ["train-seg", "--images", str(images), "--labels", str(labels), "--ids", str(tmp_path / "ids.txt"), "--out", str(run),
+           "--recipe", str(tmp_path / "r.yaml"), "--seed", "3", "--device", "cpu", "--threads", "1",
+           "--eval-gt", str(labels), "--eval-ids", str(tmp_path / "val.txt"), "--record", str(record)]  # fmt: skip
+    assert main(cmd) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"run record -> {record}"
+    ck = read_checkpoint(run / "last.pt")
+    assert ck["recipe"] == Recipe(crop=32, batch_size=2, epochs=1, head_channels=8, seed=3).to_dict() and ck["total_steps"] == 2
+    rec = json.loads(record.read_text())
+    assert {k: v for k, v in rec.items() if k not in ("commit", "machine")} == run_record(run)
+    assert rec["commit"] == git_commit(REPO) and rec["machine"]["cores"] >= 1
+    ev = json.loads((run / "eval.json").read_text())
+    assert rec["eval"]["miou"] == ev["miou"] and rec["eval"]["n_images"] == 2 and rec["history"] == ck["history"]
+    assert collect(record.parent)["miou"].tolist() == [100 * ev["miou"]]
+    assert main([*cmd[:-6], "--record", str(record)]) == 2
+    assert "--record needs --eval-gt and --eval-ids" in capsys.readouterr().err
+    assert main([*cmd[:-1], str(labels / "x.json")]) == 2  # never into the labels
+    assert f"output {labels / 'x.json'} lies inside the input folder {labels}" in capsys.readouterr().err
+    assert main([*cmd[:-1], str(run / "r.json")]) == 2  # nor into the run folder it describes
+    assert "lies inside the output folder" in capsys.readouterr().err
+
+
 def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread, capsys, monkeypatch):
     """``--eval-gt/--eval-ids``: nothing while the run is unfinished; once complete, the run folder
     gets eval.json and pred/ exactly as eval-seg writes them for that checkpoint, in the layout the

@@ -14,7 +14,7 @@ from PIL import Image
 
 from samcam.data.spaces import VOC
 from samcam.seg.recipe import Recipe
-from samcam.seg.report import benchmark, benchmark_markdown, collect, summary, table_markdown, write_results
+from samcam.seg.report import benchmark, benchmark_markdown, collect, gaps_markdown, load_run, paired_gaps, run_record, summary, table_markdown, write_record, write_table
 from samcam.training import save_checkpoint
 
 CLASSES = list(VOC.class_names)
@@ -126,29 +126,10 @@ def test_benchmark_by_hand(runs):
     assert "crop 64, batch 2, 6 train images =\n3 steps per epoch, 3 epochs" in md
 
 
-def _val_images_and_predictions(runs: Path, voc: Path, val: list[str], predicted) -> Path:
-    """A VOC tree of uniform 6 × 8 val images (ground truth: class 1) and, in every run folder
-    (finished or not), ``pred/`` holding class ``predicted(run name)`` for each id; returns ``voc``."""
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "SegmentationClass").mkdir()
-    for i in val:
-        Image.fromarray(np.full((6, 8, 3), 50, np.uint8)).save(voc / "JPEGImages" / f"{i}.jpg")
-        Image.fromarray(np.full((6, 8), 1, np.uint8), mode="L").save(voc / "SegmentationClass" / f"{i}.png")
-    for run in runs.glob("*_s*"):
-        (run / "pred").mkdir()
-        for i in val:
-            Image.fromarray(np.full((6, 8), predicted(run.name), np.uint8), mode="L").save(run / "pred" / f"{i}.png")
-    return voc
-
-
-def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(runs, tmp_path):
-    val = ["v0", "v1", "v2"]
-    voc = _val_images_and_predictions(runs, tmp_path / "voc", val, lambda run: 2 if run == "gt_s1" else 3)
+def test_write_table_writes_the_table_the_gaps_and_the_figure(runs, tmp_path):
     out, bench = tmp_path / "out", tmp_path / "bench"
-    res = write_results(runs, out, bench, ["gt", "cam"], {"gt": "ground truth", "cam": "CAM"}, voc, val, "cmd", n_gallery=2)
-    assert res["best"] == "gt_s1" and res["gallery_ids"] == ["v0", "v1"]
-    for i in val:  # the best run's predictions, copied byte for byte
-        assert (out / "predictions" / f"{i}.png").read_bytes() == (runs / "gt_s1" / "pred" / f"{i}.png").read_bytes()
+    names = {"gt": "ground truth", "cam": "CAM"}
+    res = write_table(runs, out, bench, ["gt", "cam"], names, "gt", "cmd")
     import pandas as pd
 
     table = pd.read_csv(out / "table.csv")
@@ -156,13 +137,65 @@ def test_write_results_writes_the_table_figures_and_the_best_runs_predictions(ru
     assert table["miou_mean_over_seeds"].tolist() == pytest.approx([42.0] * 3 + [31.5] * 2)
     assert table["miou_spread_over_seeds"].tolist() == pytest.approx([2.0] * 3 + [1.5] * 2)
     assert "run" not in table.columns and "device" not in table.columns
-    assert (out / "table.md").read_text() == table_markdown(res["summary"], {"gt": "ground truth", "cam": "CAM"})
-    assert (out / "per_class.png").stat().st_size > 0 and (out / "gallery.png").stat().st_size > 0
+    assert (out / "table.md").read_text() == table_markdown(res["summary"], names)
+    # cam − gt at the common seeds 0 and 2: −10 and −9; mean −9.5, sd √0.5, t = −9.5 / (√0.5 / √2) = −19 on 1 degree
+    # of freedom, where Student's t is Cauchy: p = 1 − (2/π)·atan(19)
+    gaps = pd.read_csv(out / "gaps.csv")
+    assert gaps.to_dict("records") == [{"row": "cam", "reference": "gt", "seeds": 2, "mean_gap": -9.5, "sd_gap": pytest.approx(0.5 ** 0.5, abs=1e-4),
+                                        "t": pytest.approx(-19.0, abs=1e-4), "p": pytest.approx(1 - 2 / np.pi * np.arctan(19), abs=1e-4), "real": True}]  # fmt: skip
+    assert (out / "gaps.md").read_text() == gaps_markdown(res["gaps"], names)
+    assert "| CAM | 2 | -9.50 | 0.71 | -19.00 | 0.033 | yes |" in (out / "gaps.md").read_text()
+    assert "mean gap to ground truth" in (out / "gaps.md").read_text()
+    assert (out / "per_class.png").stat().st_size > 0 and not (out / "gallery.png").exists()
     assert json.loads((bench / "seg_train_cpu.json").read_text())["command"] == "cmd"
     assert (bench / "seg_train_cpu.md").read_text().startswith("# Segmentation training cost on CPU")
-    (runs / "gt_s1" / "pred" / "v2.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"gt_s1/pred: 1 val predictions missing \(e\.g\. v2\.png\)"):
-        write_results(runs, tmp_path / "out2", bench, ["gt", "cam"], {}, voc, val, "cmd")
+    with pytest.raises(ValueError, match="no finished run of the reference row 'transcam'"):
+        write_table(runs, tmp_path / "out2", bench, ["gt", "cam"], names, "transcam", "cmd")
+
+
+def test_gaps_markdown_says_what_one_seed_cannot_test():
+    import pandas as pd
+
+    gaps = pd.DataFrame([{"row": "a", "reference": "r", "seeds": 1, "mean_gap": 1.234, "sd_gap": np.nan, "t": np.nan, "p": np.nan, "real": False},
+                         {"row": "b", "reference": "r", "seeds": 3, "mean_gap": -0.5, "sd_gap": 0.25, "t": -3.4641, "p": 0.0742, "real": False}])  # fmt: skip
+    assert gaps_markdown(gaps, {"r": "Ref", "b": "B"}).splitlines() == [
+        "| labels | seeds paired | mean gap to Ref | sd over seeds | t | p | real (p < 0.05) |", "|---|---|---|---|---|---|---|",
+        "| a | 1 | +1.23 | — | — | — | untested (fewer than 2 seeds) |", "| B | 3 | -0.50 | 0.25 | -3.46 | 0.074 | no |"]
+
+
+def test_a_record_holds_what_the_table_reads_and_reads_back_as_its_run(runs, tmp_path):
+    """write_record keeps the run without weights: the table from records equals the table from run
+    folders; the record adds the commit and the machine; a bad record is named."""
+    from samcam.outputs import REPO, git_commit
+
+    records = tmp_path / "records"
+    for d in sorted(runs.glob("*_s[0-9]")):
+        if (d / "eval.json").exists():
+            rec = write_record(d, records / f"{d.name}.json")
+            assert rec["commit"] == git_commit(REPO) and {"cpu", "cores"} <= set(rec["machine"])
+    rec = json.loads((records / "gt_s1.json").read_text())
+    assert rec["recipe"] == RECIPE.to_dict() and rec["step"] == rec["total_steps"] == 9 and rec["n_train"] == 6
+    assert rec["eval"] == {"miou": 0.44, "n_images": 4, "seconds": 16.0, "iou": _iou("gt", 1)}
+    assert rec["history"]["epoch_seconds"] == [11.0, 11.0, 11.0] and rec["labels_fingerprint"] == "0" * 64
+    assert "model" not in rec and "labels_dir" not in json.dumps(rec)
+    assert load_run(records / "gt_s1.json") == rec and load_run(runs / "gt_s1") == run_record(runs / "gt_s1")
+    by_folder, by_record = collect(runs), collect(records)
+    assert by_folder.drop(columns="run").equals(by_record.drop(columns="run"))
+    assert by_record["run"].tolist()[0] == str(records / "cam_s0.json")
+    (records / "cam_s5.json").write_text("{")
+    with pytest.raises(ValueError, match=re.escape(f"{records / 'cam_s5.json'}: not a JSON run record")):
+        collect(records)
+    for bad, why in (({"format": "x"}, "is not a samcam-seg-run/1 record"), ([rec], "is not a samcam-seg-run/1 record"),
+                     ({k: v for k, v in rec.items() if k != "history"}, "lacks history"),
+                     ({**rec, "step": 6}, "records step 6 of 9, scored at step None; not a finished run")):  # fmt: skip
+        (records / "cam_s5.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=re.escape(f"{records / 'cam_s5.json'}: {why}")):
+            collect(records)
+    (records / "cam_s5.json").unlink()
+    (records / "gt_s1").mkdir()
+    (records / "gt_s1" / "eval.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"gt_s1 is both gt_s1 and gt_s1\.json; keep one"):
+        collect(records)
 
 
 def torch_load(path):
@@ -346,22 +379,18 @@ def test_gallery_shows_image_prediction_and_ground_truth_with_void_white(tmp_pat
     plt.close(fig)
 
 
-def test_write_results_files_and_figures_as_a_reader_sees_them(runs, tmp_path, monkeypatch):
+def test_write_table_files_and_figures_as_a_reader_sees_them(runs, tmp_path, monkeypatch):
     """The table's text cell by cell (4 decimals, no index, labels second, a row without a name by its
-    key), the figures it saves (names, best model's title, six gallery ids by default), nothing left
-    open, the benchmark JSON indented by one, and an existing predictions folder reused."""
+    key), the figure it saves, nothing left open, the benchmark JSON indented by one."""
     import matplotlib.pyplot as plt
 
     import samcam.seg.report as report
 
-    val = [f"v{k}" for k in range(13)]
-    voc = _val_images_and_predictions(runs, tmp_path / "voc", val, lambda run: 2)
     saved = {}
     real_save = report.save
     monkeypatch.setattr(report, "save", lambda fig, path: (saved.__setitem__(Path(path).name, fig), real_save(fig, path)))
     out, bench = tmp_path / "a" / "out", tmp_path / "bench"
-    (out / "predictions").mkdir(parents=True)  # a rerun into the same folder
-    res = write_results(runs, out, bench, ["gt", "cam"], {"gt": "ground truth"}, voc, val, "cmd")
+    res = write_table(runs, out, bench, ["gt", "cam"], {"gt": "ground truth"}, "gt", "cmd")
     lines = (out / "table.csv").read_text().splitlines()
     header = lines[0].split(",")
     assert header[:3] == ["row", "labels", "seed"] and header[-2:] == ["miou_mean_over_seeds", "miou_spread_over_seeds"]
@@ -369,13 +398,12 @@ def test_write_results_files_and_figures_as_a_reader_sees_them(runs, tmp_path, m
     assert (first["row"], first["labels"], first["seed"], first["miou"]) == ("gt", "ground truth", "0", "40.0000")
     assert first["miou_mean_over_seeds"] == "42.0000" and first["iou_aeroplane"] == f"{100 * 2 / 40:.4f}"
     assert dict(zip(header, lines[4].split(",")))["labels"] == "cam"  # no name given: the row's key
-    assert sorted(saved) == ["gallery.png", "per_class.png"]
-    assert saved["gallery.png"]._suptitle.get_text() == "best model: ground truth, seed 1 (val mIoU 44.00)"
-    assert res["gallery_ids"] == ["v0", "v2", "v4", "v6", "v8", "v10"]  # six by default, every 13 // 6 = 2nd
+    assert sorted(saved) == ["per_class.png"]
     assert [t.get_text() for t in saved["per_class.png"].axes[0].get_legend().get_texts()][0].startswith("ground truth (")
     assert plt.get_fignums() == []
     text = (bench / "seg_train_cpu.json").read_text()
-    assert text == json.dumps(res["benchmark"], indent=1) + "\n" and set(res) == {"summary", "runs", "best", "gallery_ids", "benchmark"}
+    assert text == json.dumps(res["benchmark"], indent=1) + "\n" and set(res) == {"summary", "runs", "gaps", "benchmark"}
+    assert (out / "gaps.csv").read_text().splitlines()[1].startswith("cam,gt,2,-9.5000,0.7071,-19.0000,")
 
 
 def test_collect_refuses_an_unfinished_run_or_a_stale_evaluation(runs):

@@ -12,17 +12,21 @@ from collections.abc import Callable
 from samcam.cli import DEVICE, POSITIVE_INT, THREADS, ids_option
 from samcam.config import add_options, from_args
 
-from .recipe import Recipe
+from .recipe import Recipe, read_recipe, recipe_file, recipe_names
 
 Run = Callable[[argparse.Namespace], int]
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
-    add_options(p.add_argument_group("recipe (stored in the checkpoint; a resumed run must use the same)"), Recipe)
+    g = p.add_argument_group("recipe (stored in the checkpoint; a resumed run must use the same)")
+    g.add_argument("--recipe", help=f"a recipe file (YAML mapping of the fields below) or a shipped one: {', '.join(recipe_names())} "
+                                    "(the recipe search's choice, results/seg/search); options given beside it override its fields")  # fmt: skip
+    add_options(g, Recipe, given_only=True)
 
 
 def recipe_from_args(a: argparse.Namespace) -> Recipe:
-    return from_args(Recipe, a)
+    """The recipe of ``--recipe`` (else the defaults) with the fields given as options in its place."""
+    return from_args(Recipe, a, base=read_recipe(a.recipe) if a.recipe else None)
 
 
 def train_seg(p: argparse.ArgumentParser) -> Run:
@@ -39,6 +43,8 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
                               "eval.json and pred/<id>.png, the layout of samcam.seg.report)")  # fmt: skip
     ev.add_argument("--eval-gt", help="ground-truth label folder (<id>.png) of the evaluation images")
     ids_option(ev, "the evaluation images (with --eval-gt)", required=False, flag="--eval-ids")
+    ev.add_argument("--record", help="also write the evaluated run's record here (JSON: recipe, training history, scores, commit, "
+                                     "machine; no weights), what `samcam.seg.report` tables read where the run folder is not kept")  # fmt: skip
     _recipe_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -46,19 +52,24 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
 
         import torch
 
-        from samcam.outputs import check_output
+        from samcam.outputs import check_output, check_outputs
 
         from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, train
 
         if (a.eval_gt is None) != (a.eval_ids is None):
             raise ValueError("--eval-gt and --eval-ids go together")
-        given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids)
+        if a.record is not None and a.eval_gt is None:
+            raise ValueError("--record needs --eval-gt and --eval-ids (a record holds the evaluation)")
+        recipe = recipe_from_args(a)
+        given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids, recipe_file(a.recipe) if a.recipe else None)
         check_output(a.out, *given)
         for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
+        if a.record is not None:
+            check_outputs([a.record, a.out], given)
         if a.threads:
             torch.set_num_threads(a.threads)
-        r = train(a.images, a.labels, a.ids.ids, a.out, recipe_from_args(a), device=a.device,
+        r = train(a.images, a.labels, a.ids.ids, a.out, recipe, device=a.device,
                   max_steps=a.max_steps, progress=a.progress or None)  # fmt: skip
         per_epoch = f", {sum(r.epoch_seconds) / len(r.epoch_seconds):.1f} s/epoch" if r.epoch_seconds else ""
         state = "complete" if r.complete else "stopped early (rerun to resume)"
@@ -73,6 +84,11 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
                                               device=a.device, progress=a.progress or None)  # fmt: skip
             write_results(ev, summary, out / EVAL_JSON)
             print(f"{_val_line(summary, (1.0,), False, out / CHECKPOINT)} -> {out / EVAL_JSON}")
+            if a.record is not None:
+                from .report import write_record
+
+                write_record(out, a.record)
+                print(f"run record -> {a.record}")
         return 0
 
     return run

@@ -8,7 +8,9 @@ them (arrays in, arrays out), so a sample is a function of ``(seed, epoch, posit
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,45 @@ class Recipe:
         """``field: mine ≠ theirs`` for each differing field."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: {a[k]!r} ≠ {b[k]!r}" for k in a if a[k] != b[k]]
+
+
+#: recipes that ship with samcam (``<name>.yaml``), each a mapping of :class:`Recipe` fields
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """The names of the recipes in :data:`RECIPES` (``train-seg --recipe NAME``)."""
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def recipe_file(name: str | os.PathLike) -> Path:
+    """A recipe's file: ``name`` itself when it is a path (it has a folder or a suffix), else the
+    shipped ``RECIPES/<name>.yaml``; ``FileNotFoundError`` naming the known names otherwise."""
+    path = Path(name)
+    if len(path.parts) > 1 or path.suffix:
+        return path
+    if str(name) not in recipe_names():
+        raise FileNotFoundError(f"no recipe named {str(name)!r}; shipped: {', '.join(recipe_names())} (or give a YAML file's path)")
+    return RECIPES / f"{name}.yaml"
+
+
+def read_recipe(name: str | os.PathLike) -> dict[str, Any]:
+    """The fields a recipe file sets (a YAML mapping of :class:`Recipe` fields, checked as a recipe:
+    ``ValueError`` naming the file for anything else)."""
+    import yaml
+
+    from samcam.io import read_input
+
+    path = recipe_file(name)
+    try:
+        values = yaml.safe_load(read_input(path, "recipe file").decode())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    try:
+        Recipe.from_dict(values if values is not None else {})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return dict(values or {})
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""Tables and figures from finished segmentation runs (``<runs>/<row>_s<seed>/{eval.json,last.pt,pred/}``).
+"""Tables and figures from finished segmentation runs: run folders (``<runs>/<row>_s<seed>/{eval.json,last.pt,pred/}``,
+made by ``train-seg --eval-gt``) or their records (``<runs>/<row>_s<seed>.json``, ``train-seg --record``:
+what a table needs, kept where the 45 MB run folder is not).
 
 :func:`collect` reads every run into one DataFrame (mIoU, per-class IoU, training cost);
-:func:`summary` gives one line per row (each seed, mean, spread); the figure functions return
-matplotlib figures; :func:`write_results` writes the results folder and the training benchmark.
+:func:`summary` gives one line per row (each seed, mean, spread); :func:`paired_gaps` tests each
+row's gap to a reference; the figure functions return matplotlib figures; :func:`write_table`
+writes the results folder and the training benchmark.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,37 +25,100 @@ from samcam.outputs import machine_info
 from samcam.report.figures import save
 
 from .recipe import Recipe
-from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, read_checkpoint
+from .train import CHECKPOINT, EVAL_JSON, read_checkpoint
 
 RUN_NAME = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
 
+#: the format of a run record (:func:`run_record`), the file a table is made from
+RECORD_FORMAT = "samcam-seg-run/1"
+
+#: what a run record keeps of the run's ``eval.json`` (paths and the recipe are kept elsewhere or not at all)
+EVAL_KEYS = ("step", "n_images", "scales", "flip", "seconds", "threads", "miou", "pixel_accuracy", "iou")
+
+
+def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A finished, evaluated run (``<run>/last.pt`` complete, ``<run>/eval.json`` scoring its last
+    step) as one JSON-ready mapping without weights or paths: the recipe, the training labels'
+    fingerprint, steps, the training history (seconds and loss per epoch, device, threads, peak
+    memory) and the evaluation. ``ValueError`` naming the run when it is unfinished or scored at an
+    earlier step."""
+    d = Path(run_dir)
+    ev = json.loads(read_input(d / EVAL_JSON, "record"))
+    ck = read_checkpoint(d / CHECKPOINT)
+    if not ck["complete"] or ev.get("step", ck["step"]) != ck["step"]:  # a table holds finished runs, each scored as it ended
+        raise ValueError(f"{d}: {EVAL_JSON} scores step {ev.get('step')} of a run at step {ck['step']} of {ck['total_steps']}; "
+                         "finish the run and evaluate it again")  # fmt: skip
+    return {"format": RECORD_FORMAT, "recipe": Recipe.from_dict(ck["recipe"]).to_dict(), "n_train": ck["n_train"],
+            "labels_fingerprint": ck["labels_fingerprint"], "step": ck["step"], "total_steps": ck["total_steps"],
+            "history": ck["history"], "eval": {k: ev[k] for k in EVAL_KEYS if k in ev}}  # fmt: skip
+
+
+def write_record(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
+    """Write :func:`run_record` of ``run_dir`` to ``path`` (atomically) with its provenance: the
+    checkout's commit and this machine. A record is what a table reads when the run folder (its
+    weights, ~45 MB) is not kept."""
+    from samcam.outputs import REPO, git_commit
+
+    rec = {**run_record(run_dir), "commit": git_commit(REPO), "machine": machine_info()}
+    write_text(path, json.dumps(rec, indent=1, allow_nan=False) + "\n")
+    return rec
+
+
+def load_run(path: str | os.PathLike) -> dict[str, Any]:
+    """A run's record: :func:`run_record` of a run folder, or a record file :func:`write_record` wrote
+    (``ValueError`` naming the file when it is not one)."""
+    path = Path(path)
+    if path.is_dir():
+        return run_record(path)
+    try:
+        rec = json.loads(read_input(path, "run record"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON run record ({e})") from None
+    missing = [k for k in ("recipe", "n_train", "step", "total_steps", "history", "eval") if not isinstance(rec, dict) or k not in rec]
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or missing:
+        why = f"lacks {missing[0]}" if isinstance(rec, dict) and rec.get("format") == RECORD_FORMAT else f"is not a {RECORD_FORMAT} record"
+        raise ValueError(f"{path}: {why}")
+    if rec["step"] != rec["total_steps"] or rec["eval"].get("step", rec["step"]) != rec["step"]:
+        raise ValueError(f"{path}: records step {rec['step']} of {rec['total_steps']}, scored at step {rec['eval'].get('step')}; not a finished run")
+    return rec
+
+
+def _runs(runs_dir: Path) -> list[tuple[str, int, Path]]:
+    """``(row, seed, path)`` of each run in ``runs_dir``: a folder ``<row>_s<seed>/`` holding
+    ``eval.json``, or a record ``<row>_s<seed>.json``."""
+    found = []
+    for p in sorted(runs_dir.iterdir()):
+        m = RUN_NAME.match(p.stem if p.suffix == ".json" else p.name)
+        if m and ((p.is_dir() and (p / EVAL_JSON).is_file()) or (p.is_file() and p.suffix == ".json")):
+            found.append((m["row"], int(m["seed"]), p))
+    return found
+
 
 def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> Any:
-    """One record per finished run (``eval.json`` present): row, seed, miou, IoU per class, cost columns."""
+    """One record per finished run of ``runs_dir`` (run folders or record files, :func:`load_run`):
+    row, seed, miou, IoU per class, cost columns and the recipe's fields (``recipe_*``)."""
     import pandas as pd
 
+    found, seen = [(row, seed, path) for row, seed, path in _runs(Path(runs_dir)) if rows is None or row in rows], {}
+    for row, seed, path in found:
+        if (row, seed) in seen:
+            raise ValueError(f"{runs_dir}: {row}_s{seed} is both {seen[row, seed].name} and {path.name}; keep one")
+        seen[row, seed] = path
     records = []
-    for d in sorted(Path(runs_dir).iterdir()):
-        m = RUN_NAME.match(d.name)
-        if not (m and (d / EVAL_JSON).is_file()) or (rows is not None and m["row"] not in rows):
-            continue
-        ev = json.loads(read_input(d / EVAL_JSON, "record"))
-        ck = read_checkpoint(d / CHECKPOINT)
-        if not ck["complete"] or ev.get("step", ck["step"]) != ck["step"]:  # a table holds finished runs, each scored as it ended
-            raise ValueError(f"{d}: {EVAL_JSON} scores step {ev.get('step')} of a run at step {ck['step']} of {ck['total_steps']}; "
-                             "finish the run and evaluate it again")  # fmt: skip
-        hist = ck["history"]
-        rec = {"row": m["row"], "seed": int(m["seed"]), "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
-               "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": ck["step"],
+    for row, seed, path in found:
+        r = load_run(path)
+        ev, hist = r["eval"], r["history"]
+        rec = {"row": row, "seed": seed, "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
+               "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": r["step"],
                "peak_rss_mib": hist.get("peak_rss_mib", float("nan")), "threads": hist.get("threads"),
                "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
-               "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(d)}  # fmt: skip
+               "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(path)}  # fmt: skip
         rec["eval"] = ",".join(map(str, ev.get("scales", [1.0]))) + (" + flip" if ev.get("flip") else "")
-        rec.update({f"recipe_{k}": v for k, v in Recipe.from_dict(ck["recipe"]).to_dict().items()})  # fields added since: their defaults
+        rec.update({f"recipe_{k}": v for k, v in Recipe.from_dict(r["recipe"]).to_dict().items()})  # fields added since: their defaults
         rec.update({f"iou_{c}": 100 * v if v is not None else float("nan") for c, v in ev["iou"].items()})
         records.append(rec)
     if not records:
-        raise FileNotFoundError(f"no finished runs (<row>_s<seed>/eval.json) in {runs_dir}")
+        raise FileNotFoundError(f"no finished runs (<row>_s<seed>/eval.json or <row>_s<seed>.json) in {runs_dir}")
     df = pd.DataFrame(records)
     order = list(rows) if rows is not None else list(dict.fromkeys(df["row"]))
     df["row"] = pd.Categorical(df["row"], categories=order, ordered=True)
@@ -201,15 +266,15 @@ def _void_white(label: np.ndarray) -> np.ndarray:
 
 def benchmark(df: Any, command: str) -> dict[str, Any]:
     """Training cost over the finished runs: seconds per epoch and peak RSS (``ru_maxrss``), per run and overall."""
-    ck = read_checkpoint(Path(df["run"].iloc[0]) / CHECKPOINT)
-    per_run = [{"run": Path(r.run).name, "s_per_epoch": round(r.s_per_epoch, 1), "epochs": int(r.epochs),
+    ck = load_run(df["run"].iloc[0])
+    per_run = [{"run": Path(r.run).stem, "s_per_epoch": round(r.s_per_epoch, 1), "epochs": int(r.epochs),
                 "peak_rss_mib": round(r.peak_rss_mib), "eval_s_per_image": round(r.eval_seconds / r.n_val, 3),
                 "load_average": round(r.load_average, 2)}
                for r in df.itertuples()]  # fmt: skip
     s = df["s_per_epoch"].to_numpy()
     return {
         "recipe": ck["recipe"], "n_train": ck["n_train"], "steps_per_epoch": ck["total_steps"] // ck["recipe"]["epochs"],
-        "device": str(df["device"].iloc[0]), "torch_threads": int(df["threads"].iloc[0]), "machine": machine_info(),
+        "device": str(df["device"].iloc[0]), "torch_threads": int(df["threads"].iloc[0]), "machine": ck.get("machine") or machine_info(),
         "s_per_epoch_median": round(float(np.median(s)), 1), "s_per_epoch_min": round(float(s.min()), 1),
         "s_per_epoch_max": round(float(s.max()), 1), "peak_rss_mib_max": round(float(df["peak_rss_mib"].max())),
         "eval_s_per_image_median": round(float(np.median(df["eval_seconds"] / df["n_val"])), 3),
@@ -224,8 +289,8 @@ def benchmark_markdown(b: dict[str, Any]) -> str:
     return f"""# Segmentation training cost on CPU (`samcam train-seg`)
 
 Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, torch {m['torch']}; device `{b['device']}`,
-{b['torch_threads']} torch thread(s). The machine was shared with other jobs during these runs: the 1-minute load
-average at the end of each epoch (last column, mean per run; 1.0 = this job alone) shows how busy it was.
+{b['torch_threads']} torch thread(s). The 1-minute load average at the end of each epoch (last column, mean per
+run; about the thread count when the run had the machine to itself) shows whether other jobs shared it.
 Recipe: EfficientNet-{r['backbone']} + LR-ASPP, crop {r['crop']}, batch {r['batch_size']}, {b['n_train']} train images =
 {b['steps_per_epoch']} steps per epoch, {r['epochs']} epochs.
 
@@ -241,14 +306,31 @@ Command (one run): `{b['command']}`
 """
 
 
-def write_results(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_dir: str | os.PathLike,
-                  rows: Sequence[str], names: dict[str, str], voc_root: str | os.PathLike, val_ids: Sequence[str],
-                  command: str, n_gallery: int = 6) -> dict[str, Any]:  # fmt: skip
-    """Write ``table.md``, ``table.csv``, ``per_class.png``, ``gallery.png``, ``predictions/`` (best run) into
-    ``out_dir`` and ``seg_train_cpu.{md,json}`` into ``bench_dir``; returns what it wrote."""
+def gaps_markdown(gaps: Any, names: dict[str, str] | None = None, digits: int = 2) -> str:
+    """A Markdown table of :func:`paired_gaps` (a statistic that needs two paired seeds reads —)."""
+    def num(v: float, d: int = digits) -> str:
+        return f"{v:+.{d}f}" if np.isfinite(v) else "—"
+
+    ref = (names or {}).get(gaps["reference"].iloc[0], gaps["reference"].iloc[0]) if len(gaps) else ""
+    lines = [f"| labels | seeds paired | mean gap to {ref} | sd over seeds | t | p | real (p < 0.05) |", "|---" * 7 + "|"]
+    for _, r in gaps.iterrows():
+        sd = f"{r['sd_gap']:.{digits}f}" if np.isfinite(r["sd_gap"]) else "—"
+        p = f"{r['p']:.3f}" if np.isfinite(r["p"]) else "—"
+        real = ("yes" if r["real"] else "no") if np.isfinite(r["p"]) else "untested (fewer than 2 seeds)"
+        lines.append(f"| {(names or {}).get(r['row'], r['row'])} | {r['seeds']} | {num(r['mean_gap'])} | {sd} | {num(r['t'])} | {p} | {real} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_dir: str | os.PathLike,
+                rows: Sequence[str], names: dict[str, str], reference: str, command: str) -> dict[str, Any]:  # fmt: skip
+    """From the finished runs of ``runs_dir`` (record files or run folders), write into ``out_dir``
+    ``table.md``/``table.csv`` (val mIoU per row and seed, mean ± spread; the CSV per run with per-class
+    IoU and cost), ``gaps.md``/``gaps.csv`` (each row's gap to ``reference`` paired by seed,
+    :func:`paired_gaps`) and ``per_class.png``; and ``seg_train_cpu.{md,json}`` (the training cost)
+    into ``bench_dir``. Returns what it wrote."""
     import matplotlib.pyplot as plt
 
-    out, voc = Path(out_dir), Path(voc_root)
+    out = Path(out_dir)
     df = collect(runs_dir, rows)
     summ = summary(df)
     write_text(out / "table.md", table_markdown(summ, names))
@@ -256,23 +338,12 @@ def write_results(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench
     table = df.drop(columns=["run", "device", "threads", *[c for c in df.columns if c.startswith("recipe_")]]).merge(means, on="row")
     table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
     write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
-    fig = per_class_figure(df, names)
-    save(fig, out / "per_class.png")
-    best = df.loc[df["miou"].idxmax()]
-    pred_src, pred_dst = Path(best["run"]) / PREDICTIONS, out / "predictions"
-    missing = [i for i in val_ids if not (pred_src / f"{i}.png").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{pred_src}: {len(missing)} val predictions missing (e.g. {missing[0]}.png)")
-    pred_dst.mkdir(parents=True, exist_ok=True)
-    for i in val_ids:
-        shutil.copyfile(pred_src / f"{i}.png", pred_dst / f"{i}.png")
-    step = max(1, len(val_ids) // n_gallery)
-    gallery_ids = list(val_ids)[::step][:n_gallery]
-    title = f"best model: {names.get(best['row'], best['row'])}, seed {best['seed']} (val mIoU {best['miou']:.2f})"
-    fig = gallery_figure(gallery_ids, voc / "JPEGImages", pred_dst, voc / "SegmentationClass", title)
-    save(fig, out / "gallery.png")
+    gaps = paired_gaps(df, reference)
+    write_text(out / "gaps.csv", gaps.to_csv(index=False, float_format="%.4f"))
+    write_text(out / "gaps.md", gaps_markdown(gaps, names))
+    save(per_class_figure(df, names), out / "per_class.png")
     plt.close("all")
     b = benchmark(df, command)
     write_text(Path(bench_dir) / "seg_train_cpu.json", json.dumps(b, indent=1) + "\n")
     write_text(Path(bench_dir) / "seg_train_cpu.md", benchmark_markdown(b))
-    return {"summary": summ, "runs": df, "best": f"{best['row']}_s{best['seed']}", "gallery_ids": gallery_ids, "benchmark": b}
+    return {"summary": summ, "runs": df, "gaps": gaps, "benchmark": b}
