@@ -14,6 +14,7 @@ import unicodedata
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -69,7 +70,15 @@ MAX_TEXT_BYTES = 256 << 20
 one larger is no such file, and parsing it would take the memory of the work it lists."""
 
 #: the kinds of input that are text, each held to :data:`MAX_TEXT_BYTES`
-TEXT_INPUTS = ("id list", "mask metadata", "reproduce config", "cam-eval table", "alpha sweep table", "annotation XML", "table", "record")
+TEXT_INPUTS = ("id list", "mask metadata", "reproduce config", "cam-eval table", "alpha sweep table", "annotation XML", "table", "record",
+               "run record", "recipe file")  # fmt: skip
+
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest YAML configuration (a reproduce config, a recipe file: 1 MiB, about a hundred times the
+project's own): YAML parses a few MB per minute, so a larger one is no configuration."""
+
+#: the kinds of input that are YAML configurations, each held to :data:`MAX_CONFIG_BYTES`
+CONFIG_INPUTS = ("reproduce config", "recipe file")
 
 
 def check_input(path: str | os.PathLike, what: str = "input") -> Path:
@@ -84,10 +93,50 @@ def check_input(path: str | os.PathLike, what: str = "input") -> Path:
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
         raise ValueError(f"{path}: is {kind}, not a regular file; a {what} must be a file")
-    limit = MAX_TEXT_BYTES if what in TEXT_INPUTS else MAX_INPUT_BYTES
+    limit = MAX_CONFIG_BYTES if what in CONFIG_INPUTS else MAX_TEXT_BYTES if what in TEXT_INPUTS else MAX_INPUT_BYTES
     if st.st_size > limit:
         raise ValueError(f"{path}: {st.st_size} bytes, over the {limit >> 20} MiB limit for {'an' if what[0] in 'aeiou' else 'a'} {what}")
     return path
+
+
+def _plain_loader():
+    """A safe YAML loader that refuses anchors' aliases (a few hundred bytes of nested aliases expand
+    to millions of nodes, a "billion laughs", and a configuration has no use for them) and a key
+    given twice in one mapping."""
+    import yaml
+
+    class PlainLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in a configuration", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):  # a key given twice: the last would silently win
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # an unhashable key: SafeLoader's own error names it
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return PlainLoader
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """A YAML configuration (``what``: one of :data:`CONFIG_INPUTS`) read after :func:`check_input`
+    with :func:`_plain_loader`: ``FileNotFoundError`` naming ``what`` and the file when absent,
+    ``ValueError`` naming the file for anything unreadable (with the line of the fault)."""
+    import yaml
+
+    try:
+        return yaml.load(read_input(path, what).decode(), Loader=_plain_loader())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
+        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
 
 
 def read_input(path: str | os.PathLike, what: str = "input") -> bytes:

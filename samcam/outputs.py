@@ -79,6 +79,22 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
             raise ValueError(f"output {out} lies inside the input folder {i}; choose another output path")
 
 
+def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike | None) -> None:
+    """:func:`check_output` for an output that is one file (a record, a table), which is refused as well,
+    before any work, where its path names a folder (it ends with a separator) or where something other
+    than a regular file stands (a folder, a link, a pipe: what :func:`samcam.io.atomic_path` would refuse
+    only when the work is done). ``None``: no such output."""
+    if out is None:
+        return
+    text = os.fspath(out)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise ValueError(f"output {text}: ends with a separator, which names a folder; give a file name")
+    path = Path(text)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ValueError(f"output {text}: exists and is {'a link' if path.is_symlink() else 'not a regular file'}; give a file's path")
+    check_output(path, *inputs)
+
+
 def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[str | os.PathLike | None]) -> None:
     """:func:`check_output` for each of a command's outputs, and no two of them the same path or one
     inside another (a table written into the label folder it describes, two tables into one file)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -152,85 +153,78 @@ class Step:
         return sorted(self.code.parent.glob("_*.py")) if self.script is not None else []
 
 
-def _plain_loader():
-    """A safe YAML loader that refuses anchors' aliases (a few hundred bytes of nested aliases expand
-    to millions of nodes, a "billion laughs", and a reproduce config has no use for them) and a key
-    given twice in one mapping."""
-    import yaml
-
-    class PlainLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in a reproduce config", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-
-        def construct_mapping(self, node, deep=False):  # a key given twice: the last would silently win
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)):
-                    continue  # an unhashable key: SafeLoader's own error names it
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark)
-                seen.add(key)
-            return super().construct_mapping(node, deep)
-
-    return PlainLoader
-
-
 #: what a value of a step's ``each`` may hold: it becomes part of a step's name and of its paths
 EACH_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+#: the most steps one ``each`` entry stands for, and the most of a whole config (a config lists work a
+#: person can run, not a search space)
+MAX_EACH, MAX_STEPS = 1000, 10_000
 
-def _each(raw: list, path: Path):
+
+def _each(raw: list, path: Path) -> list[tuple[str, dict]]:
     """``(index, step)`` for each step of a config's list, a step with ``each`` (a mapping of names to
     lists of values, e.g. ``{seed: [0, 1, 2]}``) given once per combination of its values, with
-    ``${name}`` replaced by the value in every string of the step (``index`` as ``3[seed=1]``)."""
+    ``${name}`` replaced by the value in every string of the step (``index`` as ``3[seed=1]``). Every
+    entry is checked, and the steps counted (:data:`MAX_EACH`, :data:`MAX_STEPS`), before any is made."""
     import itertools
 
+    entries, total = [], 0
     for i, s in enumerate(raw):
         if not isinstance(s, dict):
             raise ValueError(f"{path}: step {i} is not a mapping")
         if "name" not in s:
             raise ValueError(f"{path}: step {i} lacks name")
         each = s.get("each")
+        if each is not None:
+            _check_each(each, s["name"], f"{path}: step {i} ({s['name']})")
+        total += math.prod(len(v) for v in each.values()) if each is not None else 1
+        if total > MAX_STEPS:
+            raise ValueError(f"{path}: step {i} ({s['name']}) makes more than {MAX_STEPS} steps in all")
+        entries.append((i, s, each))
+    steps = []
+    for i, s, each in entries:
         if each is None:
-            yield str(i), s
+            steps.append((str(i), s))
             continue
-        if not isinstance(each, dict) or not each:
-            raise ValueError(f"{path}: step {i} ({s['name']}) each must be a mapping of names to lists of values, e.g. {{seed: [0, 1, 2]}}")
-        for k, values in each.items():
-            ok = isinstance(values, list) and values and all(isinstance(v, (str, int)) and not isinstance(v, bool) and EACH_VALUE.match(str(v)) for v in values)
-            if not (isinstance(k, str) and EACH_VALUE.match(k)) or not ok:
-                raise ValueError(f"{path}: step {i} ({s['name']}) each.{k} must be a non-empty list of plain values (letters, digits, _ . -)")
-            if len(set(map(str, values))) != len(values):
-                raise ValueError(f"{path}: step {i} ({s['name']}) each.{k} repeats a value")
-            if "${" + k + "}" not in s["name"]:
-                raise ValueError(f"{path}: step {i} ({s['name']}) name must hold ${{{k}}}, so that each of its steps has its own name")
         body = {key: v for key, v in s.items() if key != "each"}
         for combo in itertools.product(*each.values()):
             env = dict(zip(each, map(str, combo)))
-            yield f"{i}[{','.join(f'{k}={v}' for k, v in env.items())}]", _expand(body, env)
+            steps.append((f"{i}[{','.join(f'{k}={v}' for k, v in env.items())}]", _expand(body, env)))
+    return steps
+
+
+def _check_each(each: object, name: object, where: str) -> None:
+    """An ``each``: a mapping of plain names (none hiding an environment variable, each held in the
+    step's name) to non-empty lists of distinct plain values, standing for at most :data:`MAX_EACH` steps."""
+    if not isinstance(each, dict) or not each:
+        raise ValueError(f"{where} each must be a mapping of names to lists of values, e.g. {{seed: [0, 1, 2]}}")
+    for k, values in each.items():
+        ok = isinstance(values, list) and values and all(isinstance(v, (str, int)) and not isinstance(v, bool) and EACH_VALUE.match(str(v)) for v in values)
+        if not (isinstance(k, str) and EACH_VALUE.match(k)) or not ok:
+            raise ValueError(f"{where} each.{k} must be a non-empty list of plain values (letters, digits, _ . -)")
+        if len(set(map(str, values))) != len(values):
+            raise ValueError(f"{where} each.{k} repeats a value")
+        if not isinstance(name, str) or "${" + k + "}" not in name:
+            raise ValueError(f"{where} name must hold ${{{k}}}, so that each of its steps has its own name")
+        if k == "REPO" or k.startswith("SAMCAM_"):
+            raise ValueError(f"{where} each.{k} would hide the variable ${{{k}}}; give it another name")
+    n = math.prod(len(v) for v in each.values())
+    if n > MAX_EACH:
+        raise ValueError(f"{where} each stands for {n} steps, more than {MAX_EACH}")
 
 
 def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
     """Steps of a reproduce configuration, with ``${VAR}`` expanded and each ``each`` step given once per value (:func:`_each`)."""
-    import yaml
-
-    from samcam.io import read_input
+    from samcam.io import read_yaml
 
     path = Path(path)
-    try:
-        doc = yaml.load(read_input(path, "reproduce config").decode(), Loader=_plain_loader())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"reproduce config not found: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError, RecursionError) as e:  # RecursionError: nested too deeply
-        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    doc = read_yaml(path, "reproduce config")
     if not isinstance(doc, dict) or not isinstance(doc.get("steps", []), list):
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")
     env = {"SAMCAM_DATA": os.path.abspath(data_root()), "REPO": str(REPO)}  # a relative SAMCAM_DATA: from where samcam runs
     env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
-    steps = []
+    steps: list[Step] = []
+    names: set[str] = set()
     for i, s in _each(doc.get("steps", []), path):
         if sum(k in s for k in ("notebook", "command", "script")) != 1:
             raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook, command and script")
@@ -247,11 +241,16 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             bad = [v for v in s.get(key, []) if not (isinstance(v, str) and v)]
             if bad:
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} holds {bad[0]!r}; expected paths (non-empty strings)")
-        if s["name"] in {t.name for t in steps}:
+        if s["name"] in names:
             raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
+        names.add(s["name"])
         where = f"{path}: step {i} ({s['name']})"
+        unset = next((v for key in ("name", "command", "script", "outputs", "scratch") for v in _strings(s.get(key)) if "${" in v), None)
+        if unset is not None:
+            raise ValueError(f"{where}: {unset!r} names a variable that neither the step's each nor the environment (SAMCAM_*, REPO) sets")
         written = s.get("outputs", []) + s.get("scratch", [])
         _check_outputs(written, where)
+        _check_apart(written, s.get("inputs", []), where)
         if "notebook" in s:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
             if not s["notebook"].endswith(".ipynb"):
@@ -270,7 +269,28 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             if key in owner:
                 raise ValueError(f"{path}: output {out!r} of step {step.name} is also an output of step {owner[key]}")
             owner[key] = step.name
+    for key, name in owner.items():  # nor can one write inside what another writes (or inside its own other output)
+        above = next((str(p) for p in Path(key).parents if str(p) in owner), None)
+        if above is not None:
+            raise ValueError(f"{path}: output {key!r} of step {name} lies inside {above!r}, an output of step {owner[above]}")
     return steps
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings of a config value (a string, or a list of them; anything else has none)."""
+    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _check_apart(written: list, inputs: list, where: str) -> None:
+    """A step never writes what it reads: no output or scratch is, holds or lies inside one of its inputs."""
+    def full(p: str) -> Path:
+        return Path(os.path.normpath(p if os.path.isabs(p) else REPO / p))
+
+    for w in written:
+        for i in inputs:
+            fw, fi = full(w), full(i)
+            if fw == fi or fi in fw.parents or fw in fi.parents:
+                raise ValueError(f"{where} writes {w!r}, which {'is' if fw == fi else 'lies inside' if fi in fw.parents else 'holds'} its input {i!r}")
 
 
 def _inside(name: object, folder: Path, what: str) -> None:
@@ -329,6 +349,8 @@ def _check_outputs(outputs: list, where: str) -> None:
     package, the configuration: :func:`samcam.outputs.check_output`)."""
     from samcam.outputs import check_output
 
+    from samcam.outputs import project_paths
+
     for out in outputs:
         if Path(out).is_absolute() or Path(out).anchor or ".." in Path(out).parts:  # anchor: Windows' rooted \x
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
@@ -336,6 +358,11 @@ def _check_outputs(outputs: list, where: str) -> None:
             check_output(REPO / out)
         except ValueError as e:
             raise ValueError(f"{where} output {out!r}: {e}") from None
+        o = Path(os.path.normpath(REPO / out))
+        held = next((p for p in (*project_paths(), RUNS) if o == Path(os.path.normpath(p)) or o in Path(os.path.normpath(p)).parents), None)
+        if held is not None or RUNS in o.parents:
+            what = "the reproduce stamps' folder" if held is None or held == RUNS else f"samcam's own {held.name}"
+            raise ValueError(f"{where} output {out!r} is, holds or lies in {what}; write results elsewhere (results/<...>, work/)")
 
 
 def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
@@ -496,7 +523,8 @@ def plan(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = No
 def describe(step: Step, state: str, runs_now: bool) -> str:
     """A plan's line for one step (``samcam reproduce --list``)."""
     long = f" (long: {step.long})" if step.long else ""
-    return f"{step.name}: {'would run' if runs_now else 'skip'} [{state}]{long} {step.what} -> {', '.join(step.outputs)}"
+    scratch = f" (not kept: {', '.join(step.scratch)})" if step.scratch else ""
+    return f"{step.name}: {'would run' if runs_now else 'skip'} [{state}]{long} {step.what} -> {', '.join(step.outputs)}{scratch}"
 
 
 def skip_reason(step: Step, state: str, force: bool = False) -> str:

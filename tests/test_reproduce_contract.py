@@ -80,12 +80,14 @@ def test_a_notebook_name_that_is_no_string_is_a_value_error():
 def test_a_yaml_alias_is_refused_in_one_line_at_its_place(tmp_path):
     import yaml
 
+    from samcam import io
+
     cfg = _config(tmp_path, "a: &a [1]\nsteps: *a\n")
     with pytest.raises(ValueError) as e:
         load_config(cfg)
-    assert str(e.value) == f"{cfg}: not a readable YAML file (YAML aliases (*name) are not accepted in a reproduce config)"
+    assert str(e.value) == f"{cfg}: not a readable YAML file (YAML aliases (*name) are not accepted in a configuration)"
     with pytest.raises(yaml.composer.ComposerError) as e:
-        yaml.load("a: &a [1]\nsteps: *a\n", Loader=reproduce._plain_loader())
+        yaml.load("a: &a [1]\nsteps: *a\n", Loader=io._plain_loader())
     assert (e.value.problem_mark.line, e.value.problem_mark.column) == (1, 7)  # where the alias stands
 
 
@@ -145,6 +147,37 @@ def test_each_gives_a_step_once_per_combination_of_its_values(checkout, tmp_path
 def test_a_malformed_each_is_named(checkout, tmp_path, each, message):
     cfg = _config(tmp_path, f"steps:\n  - {{name: 'x_${{seed}}', each: {each}, notebook: t.ipynb, outputs: [o]}}\n")
     with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: step 0 (x_${{seed}}) {message}")):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("{name: 'x_${REPO}', each: {REPO: [a]}, notebook: t.ipynb, outputs: [o]}", "step 0 (x_${REPO}) each.REPO would hide the variable ${REPO}"),
+    ("{name: 'x_${a}_${b}', each: {a: %s, b: %s}, notebook: t.ipynb, outputs: [o]}" % (list(range(41)), list(range(25))),
+     "step 0 (x_${a}_${b}) each stands for 1025 steps, more than 1000"),
+    ("{name: 'x_${seed}', notebook: t.ipynb, outputs: [o]}", "step 0 (x_${seed}): 'x_${seed}' names a variable that neither"),
+    ("{name: x, command: [eval, --csv, 'o/${k}.csv'], outputs: ['o/${k}.csv']}", "step 0 (x): 'o/${k}.csv' names a variable"),
+    ("{name: x, notebook: t.ipynb, outputs: ['.']}", "step 0 (x) output '.' is, holds or lies in"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], scratch: [results]}", "step 0 (x) output 'results' is, holds or lies in the reproduce stamps' folder"),
+    ("{name: x, notebook: t.ipynb, outputs: [results/runs/x.csv]}", "step 0 (x) output 'results/runs/x.csv' is, holds or lies in the reproduce stamps' folder"),
+    ("{name: x, notebook: t.ipynb, inputs: [results/seg], outputs: [results/seg/t.md]}", "step 0 (x) writes 'results/seg/t.md', which lies inside its input 'results/seg'"),
+    ("{name: x, notebook: t.ipynb, inputs: [results/seg/rows], outputs: [o], scratch: [results/seg]}", "step 0 (x) writes 'results/seg', which holds its input 'results/seg/rows'"),
+    ("{name: x, notebook: t.ipynb, outputs: [results/a]}\n  - {name: y, notebook: t.ipynb, outputs: [results/a/b]}",
+     "output 'results/a/b' of step y lies inside 'results/a', an output of step x"),
+    ("{name: x, notebook: t.ipynb, outputs: [results/a/b.md], scratch: [results/a]}", "output 'results/a/b.md' of step x lies inside 'results/a', an output of step x"),
+])  # fmt: skip
+def test_what_a_step_writes_stays_apart_from_everything_else(checkout, tmp_path, steps, message):
+    """Names and paths a config cannot mean: a variable nothing sets, an `each` too large or hiding a
+    variable, an output or scratch over the checkout, the stamps, the step's own inputs, or nested in
+    another's."""
+    cfg = _config(tmp_path, f"steps:\n  - {steps}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: {message}")):
+        load_config(cfg)
+
+
+def test_a_config_stands_for_a_bounded_number_of_steps(checkout, tmp_path):
+    entry = "  - {{name: 'x{k}_${{s}}', each: {{s: %s}}, notebook: t.ipynb, outputs: ['o{k}/${{s}}']}}\n" % list(range(1000))
+    cfg = _config(tmp_path, "steps:\n" + "".join(entry.format(k=k) for k in range(10)) + "  - {name: last, notebook: t.ipynb, outputs: [o]}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: step 10 (last) makes more than 10000 steps in all") + "$"):
         load_config(cfg)
 
 
@@ -210,6 +243,8 @@ def test_describe_and_skip_reason_lines():
     assert describe(two, "stale (never run here)", True) == "a: would run [stale (never run here)] t.ipynb -> x, y"
     long = Step("c", None, {}, [], ["out/c.csv"], ["eval"], "an hour")
     assert describe(long, "current", False) == "c: skip [current] (long: an hour) samcam eval -> out/c.csv"
+    run = Step("r", None, {}, [], ["out/r.json"], ["eval"], None, None, ["work/r", "work/r2"])
+    assert describe(run, "current", False) == "r: skip [current] samcam eval -> out/r.json (not kept: work/r, work/r2)"
     assert skip_reason(long, "current") == "current"  # not forced: current is the whole reason
     assert skip_reason(long, "missing input in.txt") == "missing input in.txt"  # naming it would not help
 

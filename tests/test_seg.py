@@ -848,6 +848,17 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path):
         f.write_text(text)
         with pytest.raises(ValueError, match=re.escape(f"{f}: ") + ".*" + re.escape(why)):
             read_recipe(f)
+    for text, why in (("crop: 64\ncrop: 32\n", "the key 'crop' is given twice in one mapping"),
+                      ("a: &a [1, 2]\nbackbone: *a\n", "YAML aliases (*name) are not accepted"),
+                      ("1: 2\na: 3\n", "unknown fields ['1', 'a']")):  # fmt: skip
+        f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{f}: ") + ".*" + re.escape(why)):
+            read_recipe(f)
+    f.write_text("crop: 64\n" + "#" * (1 << 20))
+    with pytest.raises(ValueError, match=re.escape(f"{f}: {f.stat().st_size} bytes, over the 1 MiB limit for a recipe file")):
+        read_recipe(f)
+    with pytest.raises(ValueError, match=re.escape("--recipe is empty; give a recipe file or one of: c320_e20_os16")):
+        parse("--recipe", "")
     with pytest.raises(FileNotFoundError, match="no recipe named 'best'; shipped: c320_e20_os16"):
         read_recipe("best")
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.yaml"))):
@@ -888,6 +899,10 @@ def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, ca
     assert f"output {labels / 'x.json'} lies inside the input folder {labels}" in capsys.readouterr().err
     assert main([*cmd[:-1], str(run / "r.json")]) == 2  # nor into the run folder it describes
     assert "lies inside the output folder" in capsys.readouterr().err
+    fresh = [*cmd[:cmd.index("--out") + 1], str(tmp_path / "runs" / "gt_s4"), *cmd[cmd.index("--out") + 2:]]
+    for bad, why in ((tmp_path / "records", "exists and is not a regular file"), (f"{tmp_path / 'new'}/", "ends with a separator")):
+        assert main([*fresh[:-1], str(bad)]) == 2  # said before the training, not after it
+        assert why in capsys.readouterr().err and not (tmp_path / "runs" / "gt_s4").exists()
 
 
 def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread, capsys, monkeypatch):
@@ -947,3 +962,19 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
         for at in (-3, 4):  # --eval-gt, --labels
             assert main([*cmd[:at], str(run / inside), *cmd[at + 1:]]) == 2
             assert f"output {run / inside}" in capsys.readouterr().err
+
+
+def test_eval_seg_refuses_a_table_path_that_names_a_folder_before_it_evaluates(tmp_path, capsys):
+    """`--json`/`--csv` name files: an existing folder or a path ending with a separator is refused at
+    once (the checkpoint, absent here, is never read)."""
+    from samcam.cli import main
+
+    (tmp_path / "ids.txt").write_text("a\n")
+    (tmp_path / "d").mkdir()
+    base = ["eval-seg", "--checkpoint", str(tmp_path / "none.pt"), "--images", str(tmp_path), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]
+    for option in ("--json", "--csv"):
+        for bad, why in ((tmp_path / "d", f"output {tmp_path / 'd'}: exists and is not a regular file"),
+                         (f"{tmp_path / 'new'}/", f"output {tmp_path / 'new'}/: ends with a separator, which names a folder")):  # fmt: skip
+            assert main([*base, option, str(bad)]) == 2
+            err = capsys.readouterr().err
+            assert why in err and "none.pt" not in err

@@ -43,7 +43,7 @@ def _make_runs(root: Path, n_val: int = 4) -> Path:
             (d / "eval.json").write_text(json.dumps(ev))
             history = {"losses": [1.0] * len(secs), "epoch_seconds": secs, "peak_rss_mib": 1000.0 + 10 * seed,
                        "threads": 2, "device": "cpu", "load_average": [1.0 + seed, 2.0 + seed, 3.0 + seed]}  # fmt: skip
-            save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": RECIPE.to_dict(), "n_classes": 21, "dataset": "voc",
+            save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": {**RECIPE.to_dict(), "seed": seed}, "n_classes": 21, "dataset": "voc",
                                             "labels_dir": "labels", "labels_fingerprint": "0" * 64, "n_train": 6, "step": 9,
                                             "total_steps": 9, "complete": True, "history": history, "model": {}})  # fmt: skip
     (root / "gt_s7").mkdir()  # unfinished: no eval.json
@@ -149,8 +149,12 @@ def test_write_table_writes_the_table_the_gaps_and_the_figure(runs, tmp_path):
     assert (out / "per_class.png").stat().st_size > 0 and not (out / "gallery.png").exists()
     assert json.loads((bench / "seg_train_cpu.json").read_text())["command"] == "cmd"
     assert (bench / "seg_train_cpu.md").read_text().startswith("# Segmentation training cost on CPU")
-    with pytest.raises(ValueError, match="no finished run of the reference row 'transcam'"):
+    with pytest.raises(ValueError, match=re.escape("the reference row 'transcam' is not one of the rows ['gt', 'cam']")):
         write_table(runs, tmp_path / "out2", bench, ["gt", "cam"], names, "transcam", "cmd")
+    res = write_table(runs, tmp_path / "out3", bench, ["gt", "cam", "transcam"], names, "transcam", "cmd")  # a table in progress
+    assert len(res["gaps"]) == 0 and (tmp_path / "out3" / "gaps.csv").read_text() == "row,reference,seeds,mean_gap,sd_gap,t,p,real\n"
+    assert (tmp_path / "out3" / "gaps.md").read_text() == "No finished run of the reference row transcam yet: no gap is tested.\n"
+    assert (tmp_path / "out3" / "table.md").read_text() == (out / "table.md").read_text()
 
 
 def test_gaps_markdown_says_what_one_seed_cannot_test():
@@ -174,7 +178,7 @@ def test_a_record_holds_what_the_table_reads_and_reads_back_as_its_run(runs, tmp
             rec = write_record(d, records / f"{d.name}.json")
             assert rec["commit"] == git_commit(REPO) and {"cpu", "cores"} <= set(rec["machine"])
     rec = json.loads((records / "gt_s1.json").read_text())
-    assert rec["recipe"] == RECIPE.to_dict() and rec["step"] == rec["total_steps"] == 9 and rec["n_train"] == 6
+    assert rec["recipe"] == {**RECIPE.to_dict(), "seed": 1} and rec["step"] == rec["total_steps"] == 9 and rec["n_train"] == 6
     assert rec["eval"] == {"miou": 0.44, "n_images": 4, "seconds": 16.0, "iou": _iou("gt", 1)}
     assert rec["history"]["epoch_seconds"] == [11.0, 11.0, 11.0] and rec["labels_fingerprint"] == "0" * 64
     assert "model" not in rec and "labels_dir" not in json.dumps(rec)
@@ -210,8 +214,8 @@ def test_search_table_cell_by_cell(tmp_path):
 
     from samcam.seg.report import SEARCH_FIELDS, search_markdown, search_table, write_search
 
-    recipes = {"long": Recipe(crop=96, epochs=2, lr=0.01, output_stride=16, freeze_early=False, backbone="lite2"),
-               "base": Recipe(crop=64, batch_size=4, epochs=3)}  # fmt: skip
+    recipes = {"long": Recipe(crop=96, epochs=2, lr=0.01, output_stride=16, freeze_early=False, backbone="lite2", seed=1),
+               "base": Recipe(crop=64, batch_size=4, epochs=3, seed=1)}  # fmt: skip
     secs = {"long": [30.0, 50.0], "base": [10.0, 11.0, 15.0]}
     runs = tmp_path / "runs"
     for name, r in recipes.items():
@@ -418,3 +422,127 @@ def test_collect_refuses_an_unfinished_run_or_a_stale_evaluation(runs):
         collect(runs)
     (runs / "gt_s1" / "eval.json").write_text(json.dumps({**ev, "step": 9}))
     assert len(collect(runs)) == 5
+
+
+def _record(seed: int = 0) -> dict:
+    """A valid record of a finished run (as `train-seg --record` writes it, less its provenance)."""
+    from samcam.seg.report import RECORD_FORMAT
+
+    return {"format": RECORD_FORMAT, "recipe": {**RECIPE.to_dict(), "seed": seed}, "n_train": 6, "labels_fingerprint": "0" * 64, "step": 9,
+            "total_steps": 9, "history": {"epoch_seconds": [1.0, 2.0, 3.0], "losses": [1.0, 1.0, 1.0], "threads": 2, "device": "cpu"},
+            "eval": {"n_images": 4, "miou": 0.4, "seconds": 1.0, "scales": [1.0], "flip": False, "iou": _iou("gt", seed)}}  # fmt: skip
+
+
+def _set(path: str, value):
+    """A change to a record: ``value`` at the dotted ``path`` (``...`` removes the key)."""
+    def change(rec):
+        *keys, last = path.split(".")
+        d = rec
+        for k in keys:
+            d = d[k]
+        if value is ...:
+            del d[last]
+        else:
+            d[last] = value
+        return rec
+
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set("eval.iou", [0.5] * 21), "eval.iou must map the 21 VOC classes, in their order, to an IoU"),
+    (_set("eval.iou.unicorn", 0.5), "eval.iou must map the 21 VOC classes"),
+    (_set("eval.iou.boat", "0.3"), "eval.iou.boat is '0.3', expected a finite number in [0, 1]"),
+    (_set("eval", []), "eval is [], expected a mapping"),
+    (_set("history", []), "history is [], expected a mapping"),
+    (_set("history.epoch_seconds", ["a"]), "history.epoch_seconds[0] is 'a', expected a finite number in [0, inf]"),
+    (_set("history.epoch_seconds", []), "history.epoch_seconds is not a non-empty list"),
+    (_set("history.epoch_seconds", ...), "history.epoch_seconds is not a non-empty list"),
+    (_set("history.threads", "many"), "history.threads is 'many', expected an integer in [1, inf]"),
+    (_set("history.load_average", [float("nan")]), "history.load_average[0] is nan"),
+    (_set("history.device", 3), "history.device is 3, expected a name"),
+    (_set("eval.n_images", 0), "eval.n_images is 0, expected an integer in [1, inf]"),
+    (_set("eval.n_images", ...), "eval.n_images is None"),
+    (_set("eval.miou", 57.3), "eval.miou is 57.3, expected a finite number in [0, 1]"),
+    (_set("eval.miou", "0.5"), "eval.miou is '0.5'"),
+    (_set("eval.seconds", -1.0), "eval.seconds is -1.0"),
+    (_set("eval.scales", []), "eval.scales is not a non-empty list"),
+    (_set("eval.scales", [0]), "eval.scales[0] is 0"),
+    (_set("eval.flip", "yes"), "eval.flip is 'yes', expected true or false"),
+    (_set("step", 1.5), "step is 1.5, expected an integer"),
+    (_set("step", True), "step is True, expected an integer"),
+    (_set("n_train", 0), "n_train is 0, expected an integer in [1, inf]"),
+    (_set("step", 6), "records step 6 of 9, scored at step None; not a finished run"),
+    (_set("recipe.crop", 5), "recipe field crop is 5"),
+    (_set("history", ...), "lacks history"),
+    (_set("format", "x"), "is not a samcam-seg-run/1 record"),
+    (lambda rec: [rec], "is not a samcam-seg-run/1 record"),
+])  # fmt: skip
+def test_a_bad_record_is_named_in_one_line(tmp_path, capsys, change, message):
+    """Every field a table reads is checked for its type and range before it is read: `seg-search` says
+    which file and which field, in one line, exit 2 (a record that passed would put 5730.00 in a table)."""
+    from samcam.cli import main
+
+    runs = tmp_path / "rows"
+    runs.mkdir()
+    (runs / "ref_s0.json").write_text(json.dumps(_record()))
+    (runs / "x_s0.json").write_text(json.dumps(change(_record())))
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("samcam seg-search: error: ") and f"{runs / 'x_s0.json'}: {message}" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_names_files_and_seeds_are_checked(tmp_path):
+    """A run's name is a plain row and a seed a recipe takes; the seed in the name is the one trained; an
+    entry named as a run that cannot be read is named, never dropped; a folder's eval.json is checked too."""
+    import os
+
+    runs = tmp_path / "rows"
+    runs.mkdir()
+    (runs / "ref_s0.json").write_text(json.dumps(_record()))
+    (runs / "README.md").write_text("not a run")  # other files are no runs
+    (runs / "partial_s0").mkdir()  # a run folder without eval.json is unfinished: left out
+    assert collect(runs)["row"].tolist() == ["ref"]
+    for name, why in ((".._s0.json", "not a run's name"), ("x\x1b[31m_s0.json", "not a run's name"), (f"x_s{2**32}.json", "not a run's name")):
+        (runs / name).write_text(json.dumps(_record()))
+        with pytest.raises(ValueError, match=re.escape(f"{runs / name}: {why}")):
+            collect(runs)
+        (runs / name).unlink()
+    (runs / "x_s0.json").write_text(json.dumps(_record(seed=7)))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'x_s0.json'}: named for seed 0, trained with seed 7")):
+        collect(runs)
+    (runs / "x_s0.json").unlink()
+    (runs / "x_s0.json").symlink_to(tmp_path / "gone.json")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"run record not found: {runs / 'x_s0.json'}")):
+        collect(runs)
+    (runs / "x_s0.json").unlink()
+    os.mkfifo(runs / "x_s0.json")
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'x_s0.json'}: is a pipe, not a regular file")):
+        collect(runs)
+    (runs / "x_s0.json").unlink()
+    (runs / "y_s0").mkdir()
+    (runs / "y_s0" / "eval.json").write_text("{")
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'y_s0' / 'eval.json'}: not a JSON record")):
+        collect(runs)
+    (runs / "y_s0" / "eval.json").write_text("[1]")
+    save_checkpoint(runs / "y_s0" / "last.pt", {"format": "samcam-seg/1", "recipe": RECIPE.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
+                                              "labels_fingerprint": "0" * 64, "n_train": 6, "step": 9, "total_steps": 9, "complete": True,
+                                              "history": {"epoch_seconds": [1.0]}, "model": {}})  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'y_s0' / 'eval.json'}: is a list, not an evaluation")):
+        collect(runs)
+    (runs / "y_s0" / "eval.json").write_text(json.dumps({"miou": 5.0, "n_images": 2, "iou": _iou("gt", 0)}))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'y_s0'}: eval.miou is 5.0, expected a finite number in [0, 1]")):
+        collect(runs)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"folder of runs not found: {tmp_path / 'none'}")):
+        collect(tmp_path / "none")
+
+
+def test_seg_search_refuses_a_configuration_named_twice(tmp_path, capsys):
+    from samcam.cli import main
+
+    runs = tmp_path / "rows"
+    runs.mkdir()
+    (runs / "ref_s0.json").write_text(json.dumps(_record()))
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "o"), "--configs", "ref", "ref"]) == 2
+    assert "--configs names 'ref' twice" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(a: argparse.Namespace) -> Recipe:
     """The recipe of ``--recipe`` (else the defaults) with the fields given as options in its place."""
-    return from_args(Recipe, a, base=read_recipe(a.recipe) if a.recipe else None)
+    return from_args(Recipe, a, base=read_recipe(a.recipe) if a.recipe is not None else None)
 
 
 def train_seg(p: argparse.ArgumentParser) -> Run:
@@ -52,7 +52,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
 
         import torch
 
-        from samcam.outputs import check_output, check_outputs
+        from samcam.outputs import check_file_output, check_output, check_outputs
 
         from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, train
 
@@ -61,11 +61,12 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         if a.record is not None and a.eval_gt is None:
             raise ValueError("--record needs --eval-gt and --eval-ids (a record holds the evaluation)")
         recipe = recipe_from_args(a)
-        given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids, recipe_file(a.recipe) if a.recipe else None)
+        given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids, recipe_file(a.recipe) if a.recipe is not None else None)
         check_output(a.out, *given)
         for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.record is not None:
+            check_file_output(a.record, *given)
             check_outputs([a.record, a.out], given)
         if a.threads:
             torch.set_num_threads(a.threads)
@@ -137,11 +138,14 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from samcam.outputs import check_outputs
+        from samcam.outputs import check_file_output, check_outputs
 
         from .evaluate import evaluate_checkpoint, write_results
 
-        check_outputs([a.save_predictions, a.json, a.csv], [a.images, a.gt, a.ids, a.checkpoint])
+        given = [a.images, a.gt, a.ids, a.checkpoint]
+        for f in (a.json, a.csv):
+            check_file_output(f, *given)
+        check_outputs([a.save_predictions, a.json, a.csv], given)
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.multi_scale:
@@ -171,6 +175,8 @@ def seg_search(p: argparse.ArgumentParser) -> Run:
         from .report import write_search
 
         check_output(a.out, a.runs)
+        if a.configs is not None and len(set(a.configs)) != len(a.configs):
+            raise ValueError(f"--configs names {next(c for c in a.configs if a.configs.count(c) > 1)!r} twice")
         t = write_search(a.runs, a.out, a.configs)
         scored = t.dropna(subset=["val_miou"])
         best = f"; best {scored.loc[scored['val_miou'].idxmax(), 'config']}, val mIoU {scored['val_miou'].max():.2f}" if len(scored) else ""

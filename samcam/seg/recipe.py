@@ -66,7 +66,7 @@ class Recipe:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"recipe has unknown fields {sorted(unknown)}")
+            raise ValueError(f"recipe has unknown fields {sorted(map(str, unknown))}")
         return cls(**d)
 
     def diff(self, other: Recipe) -> list[str]:
@@ -88,6 +88,8 @@ def recipe_file(name: str | os.PathLike) -> Path:
     """A recipe's file: ``name`` itself when it is a path (it has a folder or a suffix), else the
     shipped ``RECIPES/<name>.yaml``; ``FileNotFoundError`` naming the known names otherwise."""
     path = Path(name)
+    if not str(name):
+        raise ValueError("--recipe is empty; give a recipe file or one of: " + ", ".join(recipe_names()))
     if len(path.parts) > 1 or path.suffix:
         return path
     if str(name) not in recipe_names():
@@ -98,15 +100,10 @@ def recipe_file(name: str | os.PathLike) -> Path:
 def read_recipe(name: str | os.PathLike) -> dict[str, Any]:
     """The fields a recipe file sets (a YAML mapping of :class:`Recipe` fields, checked as a recipe:
     ``ValueError`` naming the file for anything else)."""
-    import yaml
-
-    from samcam.io import read_input
+    from samcam.io import read_yaml
 
     path = recipe_file(name)
-    try:
-        values = yaml.safe_load(read_input(path, "recipe file").decode())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    values = read_yaml(path, "recipe file")
     try:
         Recipe.from_dict(values if values is not None else {})
     except (TypeError, ValueError) as e:

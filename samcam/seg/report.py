@@ -29,6 +29,9 @@ from .train import CHECKPOINT, EVAL_JSON, read_checkpoint
 
 RUN_NAME = re.compile(r"^(?P<row>.+)_s(?P<seed>\d+)$")
 
+#: what a row's name may be (it becomes a table's row and a column's label)
+ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
+
 #: the format of a run record (:func:`run_record`), the file a table is made from
 RECORD_FORMAT = "samcam-seg-run/1"
 
@@ -36,21 +39,96 @@ RECORD_FORMAT = "samcam-seg-run/1"
 EVAL_KEYS = ("step", "n_images", "scales", "flip", "seconds", "threads", "miou", "pixel_accuracy", "iou")
 
 
+def _number(v: Any, lo: float, hi: float | None, what: str, integer: bool = False) -> None:
+    """``ValueError`` (the caller adds the file) unless ``v`` is a finite number (an int with
+    ``integer``; never a bool) in ``[lo, hi]``."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(v, bool) or not isinstance(v, kinds) or not np.isfinite(v) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{what} is {v!r}, expected a{'n integer' if integer else ' finite number'} in [{lo}, {hi if hi is not None else 'inf'}]")
+
+
+def check_record(rec: Any) -> dict[str, Any]:
+    """``rec`` if it is a finished, evaluated run's record (:func:`run_record`'s fields, each of its type
+    and range: scores in [0, 1] or null, the 21 VOC classes' IoU, positive counts, finite times, a
+    valid recipe); else ``ValueError`` saying which field is wrong (the caller names the file)."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"is a {type(rec).__name__}, not a {RECORD_FORMAT} record")
+    for key, kind in (("recipe", dict), ("n_train", int), ("step", int), ("total_steps", int), ("history", dict), ("eval", dict)):
+        if key not in rec:
+            raise ValueError(f"lacks {key}")
+        if not isinstance(rec[key], kind) or isinstance(rec[key], bool):
+            raise ValueError(f"{key} is {rec[key]!r}, expected {'a mapping' if kind is dict else 'an integer'}")
+    Recipe.from_dict(rec["recipe"])
+    for key in ("n_train", "step", "total_steps"):
+        _number(rec[key], 1, None, key, integer=True)
+    hist, ev = rec["history"], rec["eval"]
+    secs = hist.get("epoch_seconds")
+    if not isinstance(secs, list) or not secs:
+        raise ValueError("history.epoch_seconds is not a non-empty list")
+    for k, v in enumerate(secs):
+        _number(v, 0, None, f"history.epoch_seconds[{k}]")
+    for k, v in enumerate(hist.get("load_average") or []):
+        _number(v, 0, None, f"history.load_average[{k}]")
+    if "peak_rss_mib" in hist:
+        _number(hist["peak_rss_mib"], 0, None, "history.peak_rss_mib")
+    if hist.get("threads") is not None:
+        _number(hist["threads"], 1, None, "history.threads", integer=True)
+    if hist.get("device") is not None and not isinstance(hist["device"], str):
+        raise ValueError(f"history.device is {hist['device']!r}, expected a name")
+    _number(ev.get("n_images"), 1, None, "eval.n_images", integer=True)
+    for key in ("miou", "pixel_accuracy"):
+        if ev.get(key) is not None:
+            _number(ev[key], 0, 1, f"eval.{key}")
+    iou = ev.get("iou")
+    if not isinstance(iou, dict) or list(iou) != list(VOC.class_names):
+        raise ValueError(f"eval.iou must map the {len(VOC.class_names)} VOC classes, in their order, to an IoU")
+    for c, v in iou.items():
+        if v is not None:
+            _number(v, 0, 1, f"eval.iou.{c}")
+    if "seconds" in ev:
+        _number(ev["seconds"], 0, None, "eval.seconds")
+    if "scales" in ev and (not isinstance(ev["scales"], list) or not ev["scales"]):
+        raise ValueError("eval.scales is not a non-empty list")
+    for k, v in enumerate(ev.get("scales") or []):
+        _number(v, 1e-6, None, f"eval.scales[{k}]")
+    if not isinstance(ev.get("flip", False), bool):
+        raise ValueError(f"eval.flip is {ev['flip']!r}, expected true or false")
+    if rec["step"] != rec["total_steps"] or ev.get("step", rec["step"]) != rec["step"]:
+        raise ValueError(f"records step {rec['step']} of {rec['total_steps']}, scored at step {ev.get('step')}; not a finished run")
+    return rec
+
+
 def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A finished, evaluated run (``<run>/last.pt`` complete, ``<run>/eval.json`` scoring its last
     step) as one JSON-ready mapping without weights or paths: the recipe, the training labels'
     fingerprint, steps, the training history (seconds and loss per epoch, device, threads, peak
-    memory) and the evaluation. ``ValueError`` naming the run when it is unfinished or scored at an
-    earlier step."""
+    memory) and the evaluation (:func:`check_record`). ``ValueError`` naming the run when it is
+    unfinished or scored at an earlier step, or naming the file that is not what it should be."""
     d = Path(run_dir)
-    ev = json.loads(read_input(d / EVAL_JSON, "record"))
+    ev = _read_json(d / EVAL_JSON, "record")
     ck = read_checkpoint(d / CHECKPOINT)
+    if not isinstance(ev, dict):
+        raise ValueError(f"{d / EVAL_JSON}: is a {type(ev).__name__}, not an evaluation")
     if not ck["complete"] or ev.get("step", ck["step"]) != ck["step"]:  # a table holds finished runs, each scored as it ended
         raise ValueError(f"{d}: {EVAL_JSON} scores step {ev.get('step')} of a run at step {ck['step']} of {ck['total_steps']}; "
                          "finish the run and evaluate it again")  # fmt: skip
-    return {"format": RECORD_FORMAT, "recipe": Recipe.from_dict(ck["recipe"]).to_dict(), "n_train": ck["n_train"],
-            "labels_fingerprint": ck["labels_fingerprint"], "step": ck["step"], "total_steps": ck["total_steps"],
-            "history": ck["history"], "eval": {k: ev[k] for k in EVAL_KEYS if k in ev}}  # fmt: skip
+    rec = {"format": RECORD_FORMAT, "recipe": ck["recipe"], "n_train": ck["n_train"], "labels_fingerprint": ck["labels_fingerprint"],
+           "step": ck["step"], "total_steps": ck["total_steps"], "history": ck["history"], "eval": {k: ev[k] for k in EVAL_KEYS if k in ev}}  # fmt: skip
+    try:
+        check_record(rec)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{d}: {e}") from None
+    rec["recipe"] = Recipe.from_dict(ck["recipe"]).to_dict()  # fields added since: their defaults
+    return rec
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(read_input(path, what))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON {what} ({e})") from None
 
 
 def write_record(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
@@ -65,32 +143,37 @@ def write_record(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[st
 
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
-    """A run's record: :func:`run_record` of a run folder, or a record file :func:`write_record` wrote
-    (``ValueError`` naming the file when it is not one)."""
+    """A run's record: :func:`run_record` of a run folder, or a record file :func:`write_record` wrote,
+    checked (:func:`check_record`; ``ValueError`` naming the file when it is not one)."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         return run_record(path)
+    rec = _read_json(path, "run record")
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:
+        raise ValueError(f"{path}: is not a {RECORD_FORMAT} record")
     try:
-        rec = json.loads(read_input(path, "run record"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON run record ({e})") from None
-    missing = [k for k in ("recipe", "n_train", "step", "total_steps", "history", "eval") if not isinstance(rec, dict) or k not in rec]
-    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT or missing:
-        why = f"lacks {missing[0]}" if isinstance(rec, dict) and rec.get("format") == RECORD_FORMAT else f"is not a {RECORD_FORMAT} record"
-        raise ValueError(f"{path}: {why}")
-    if rec["step"] != rec["total_steps"] or rec["eval"].get("step", rec["step"]) != rec["step"]:
-        raise ValueError(f"{path}: records step {rec['step']} of {rec['total_steps']}, scored at step {rec['eval'].get('step')}; not a finished run")
-    return rec
+        return check_record(rec)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _runs(runs_dir: Path) -> list[tuple[str, int, Path]]:
     """``(row, seed, path)`` of each run in ``runs_dir``: a folder ``<row>_s<seed>/`` holding
-    ``eval.json``, or a record ``<row>_s<seed>.json``."""
+    ``eval.json`` (one without is unfinished, and left out), or a record ``<row>_s<seed>.json``. A name
+    of that form with a row that is no plain name (:data:`ROW_NAME`) or a seed no recipe takes is refused."""
+    from .recipe import MAX_SEED
+
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"folder of runs not found: {runs_dir}")
     found = []
     for p in sorted(runs_dir.iterdir()):
-        m = RUN_NAME.match(p.stem if p.suffix == ".json" else p.name)
-        if m and ((p.is_dir() and (p / EVAL_JSON).is_file()) or (p.is_file() and p.suffix == ".json")):
-            found.append((m["row"], int(m["seed"]), p))
+        record = p.suffix == ".json"
+        m = RUN_NAME.match(p.stem if record else p.name)
+        if not m or not (record or (p.is_dir() and os.path.lexists(p / EVAL_JSON))):
+            continue
+        if not ROW_NAME.match(m["row"]) or int(m["seed"]) > MAX_SEED:
+            raise ValueError(f"{p}: not a run's name (<row>_s<seed>, the row letters, digits and _+.-, the seed at most {MAX_SEED})")
+        found.append((m["row"], int(m["seed"]), p))
     return found
 
 
@@ -107,6 +190,8 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
     records = []
     for row, seed, path in found:
         r = load_run(path)
+        if r["recipe"].get("seed", 0) != seed:
+            raise ValueError(f"{path}: named for seed {seed}, trained with seed {r['recipe'].get('seed', 0)}")
         ev, hist = r["eval"], r["history"]
         rec = {"row": row, "seed": seed, "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
                "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": r["step"],
@@ -329,6 +414,7 @@ def write_table(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_d
     :func:`paired_gaps`) and ``per_class.png``; and ``seg_train_cpu.{md,json}`` (the training cost)
     into ``bench_dir``. Returns what it wrote."""
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     out = Path(out_dir)
     df = collect(runs_dir, rows)
@@ -338,9 +424,16 @@ def write_table(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_d
     table = df.drop(columns=["run", "device", "threads", *[c for c in df.columns if c.startswith("recipe_")]]).merge(means, on="row")
     table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
     write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
-    gaps = paired_gaps(df, reference)
+    if reference not in rows:
+        raise ValueError(f"the reference row {reference!r} is not one of the rows {list(rows)}")
+    if reference in set(df["row"]):
+        gaps = paired_gaps(df, reference)
+        gaps_md = gaps_markdown(gaps, names)
+    else:  # a table in progress: the reference row has no finished run yet
+        gaps = pd.DataFrame(columns=["row", "reference", "seeds", "mean_gap", "sd_gap", "t", "p", "real"])
+        gaps_md = f"No finished run of the reference row {names.get(reference, reference)} yet: no gap is tested.\n"
     write_text(out / "gaps.csv", gaps.to_csv(index=False, float_format="%.4f"))
-    write_text(out / "gaps.md", gaps_markdown(gaps, names))
+    write_text(out / "gaps.md", gaps_md)
     save(per_class_figure(df, names), out / "per_class.png")
     plt.close("all")
     b = benchmark(df, command)
