@@ -8,7 +8,7 @@
 #    seg_labels_transcam_prompted: prompted SAM, about 15 min on a 2-core CPU);
 # 2. every seg_row_<row>_s<seed> step of those rows that is not current, JOBS at a time: each trains with the
 #    recipe samcam/seg/recipes/c320_e20_os16.yaml into work/seg/rows/<row>_s<seed>, scores the val images and
-#    writes its record results/seg/rows/<row>_s<seed>.json (about 31 min per run on a 2-core CPU);
+#    writes its record results/seg/rows/<row>_s<seed>.json (31-90 min per run on a 2-core CPU, by its kind);
 # 3. seg_table: the table from every record in results/seg/rows, each row's gap to TransCAM paired by seed.
 #
 # Needs a clean checkout (each result names the commit that made it) and the data where SAMCAM_DATA points
