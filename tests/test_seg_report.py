@@ -106,6 +106,8 @@ def test_table_markdown_cell_by_cell(runs):
     assert lines[3] == "| cam | 30.0 | — | 33.0 | 31.5 ± 1.5 |"
     assert md.endswith("\n") and len(lines) == 4
     assert "| gt | 40.00 | 44.00 | 42.00 | 42.00 ± 2.00 |" in table_markdown(summary(collect(runs)))
+    (runs / "cam_s0" / "eval.json").unlink()  # one seed left: a spread of 0 would claim a precision never measured
+    assert table_markdown(summary(collect(runs, ["cam"]))).splitlines()[2] == "| cam | 33.00 | 33.00 (one seed: no spread) |"
 
 
 def test_benchmark_by_hand(runs):
@@ -121,7 +123,8 @@ def test_benchmark_by_hand(runs):
     assert first == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.0, "load_average": 2.0}
     assert b["runs"][3] == {"run": "gt_s1", "s_per_epoch": 11.0, "epochs": 3, "peak_rss_mib": 1010, "eval_s_per_image": 4.0, "load_average": 3.0}
     md = benchmark_markdown(b)
-    assert f"**{b['s_per_epoch_median']} s per epoch** (median over 5 runs" in md
+    assert f"**{b['s_per_epoch_median']} s per epoch** (median over 5 runs;" in md
+    assert "(median over 1 run;" in benchmark_markdown({**b, "runs": b["runs"][:1]})
     assert "| gt_s0 | 12.0 | 3 | 1000 | 2.0 | 2.0 |" in md and "| cam_s2 | 8.0 | 3 | 1020 | 6.0 | 4.0 |" in md and "Command (one run): `samcam train-seg ...`" in md
     assert "crop 64, batch 2, 6 train images =\n3 steps per epoch, 3 epochs" in md
 

@@ -290,14 +290,15 @@ def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, config
 
 
 def table_markdown(summ: Any, names: dict[str, str] | None = None, digits: int = 2) -> str:
-    """A Markdown table of :func:`summary` (row, each seed, mean ± spread)."""
+    """A Markdown table of :func:`summary` (row, each seed, mean ± spread; a row of one seed has no spread)."""
     seeds = [c for c in summ.columns if c.startswith("seed ")]
     head = "| labels the network was trained on | " + " | ".join(f"val mIoU, {s}" for s in seeds) + " | mean ± spread |"
     lines = [head, "|---" * (len(seeds) + 2) + "|"]
     for _, r in summ.iterrows():
         cells = [f"{r[s]:.{digits}f}" if np.isfinite(r[s]) else "—" for s in seeds]
         name = (names or {}).get(r["row"], r["row"])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['mean']:.{digits}f} ± {r['spread']:.{digits}f} |")
+        last = f"{r['mean']:.{digits}f} ± {r['spread']:.{digits}f}" if r["seeds"] >= 2 else f"{r['mean']:.{digits}f} (one seed: no spread)"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {last} |")
     return "\n".join(lines) + "\n"
 
 
@@ -379,7 +380,7 @@ run; about the thread count when the run had the machine to itself) shows whethe
 Recipe: EfficientNet-{r['backbone']} + LR-ASPP, crop {r['crop']}, batch {r['batch_size']}, {b['n_train']} train images =
 {b['steps_per_epoch']} steps per epoch, {r['epochs']} epochs.
 
-**{b['s_per_epoch_median']} s per epoch** (median over {len(b['runs'])} runs; range {b['s_per_epoch_min']}–{b['s_per_epoch_max']}),
+**{b['s_per_epoch_median']} s per epoch** (median over {len(b['runs'])} run{'s' if len(b['runs']) != 1 else ''}; range {b['s_per_epoch_min']}–{b['s_per_epoch_max']}),
 peak resident memory **{b['peak_rss_mib_max']} MiB** (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, largest run);
 evaluation {b['eval_s_per_image_median']} s per val image (single scale, full size, median).
 
