@@ -347,9 +347,7 @@ def _check_script(script: list, parameters: object, inputs: list, outputs: list,
 def _check_outputs(outputs: list, where: str) -> None:
     """Every step writes only inside the checkout, never into samcam's own sources (its notebooks, the
     package, the configuration: :func:`samcam.outputs.check_output`)."""
-    from samcam.outputs import check_output
-
-    from samcam.outputs import project_paths
+    from samcam.outputs import check_output, project_paths
 
     for out in outputs:
         if Path(out).is_absolute() or Path(out).anchor or ".." in Path(out).parts:  # anchor: Windows' rooted \x

@@ -1,4 +1,5 @@
-"""The training recipe (stored in every checkpoint) and its pure augmentations.
+"""The training recipe (stored in every checkpoint), the recipe files that ship with samcam
+(``recipes/<name>.yaml``, :func:`read_recipe`: ``train-seg --recipe``) and the recipe's pure augmentations.
 
 Augmentation of one sample: a random scale, then padding to the crop size (image with the value
 that the backbone's scaling maps to 0, label with 255 = ignored), a random crop, a random horizontal
