@@ -13,20 +13,25 @@
 #
 # Needs a clean checkout (each result names the commit that made it) and the data where SAMCAM_DATA points
 # (default ../shared/data beside the checkout). Environment: SAMCAM (the command, default samcam),
-# JOBS (runs at once; default 4 where torch sees CUDA, else 1: on a CPU a second run only slows the first).
+# JOBS (runs at once; default 4 where nvidia-smi lists a GPU, else 1: on a CPU a second run only slows the first).
 set -euo pipefail
 ROWS=${1:-[a-z_]+}
 cd "$(dirname "$0")/.."
 SAMCAM=${SAMCAM:-samcam}
-JOBS=${JOBS:-$(python3 -c 'import torch; print(4 if torch.cuda.is_available() else 1)')}
-rows_due() {  # the seg_row steps of the selected rows that are not current (stale, or missing their labels)
-  $SAMCAM reproduce --list | grep -oE "^seg_row_(${ROWS})_s[0-9]+: (would run|skip) \[(stale|missing input work/seg/labels)" | cut -d: -f1 || true
+JOBS=${JOBS:-$(if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo 4; else echo 1; fi)}
+rows_due() {  # the seg_row steps of the selected rows never run here (or missing their labels); a changed one is named
+  local plan
+  plan=$($SAMCAM reproduce --list)  # a broken config or data root stops the script here
+  grep -E "^seg_row_(${ROWS})_s[0-9]+: .*\[stale \((input|command|notebook|script|output results).* changed" <<<"$plan" | cut -d: -f1 |
+    sed 's/^/changed since its record was made (remove its record and work\/ run folder to redo it): /' >&2 || true
+  grep -oE "^seg_row_(${ROWS})_s[0-9]+: (would run|skip) \[(stale \(never run here|stale \(output results/seg/rows/[a-z_0-9]+\.json missing|missing input work/seg/labels)" <<<"$plan" |
+    cut -d: -f1 || true
 }
 due=$(rows_due)
 for labels in transcam_rule transcam_prompted; do  # label folders live in work/, so a new checkout makes them again
   if grep -q "^seg_row_${labels}_s" <<<"$due"; then $SAMCAM reproduce --only "seg_labels_$labels"; fi
 done
-steps=$(rows_due)
+steps=$(rows_due 2>/dev/null)
 if [ -z "$steps" ]; then
   echo "no seg_row step of rows '${ROWS}' is due"
 else

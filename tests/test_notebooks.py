@@ -78,8 +78,9 @@ def test_segmentation_notebook_makes_the_table_from_records(tmp_path):
     mious = {"gt": [0.56, 0.55, 0.57], "transcam": [0.51, 0.49, 0.52]}
     for row, values in mious.items():
         for seed, m in enumerate(values):
-            rec = {"format": RECORD_FORMAT, "recipe": Recipe(seed=seed).to_dict(), "n_train": 558, "labels_fingerprint": "0" * 64, "step": 9,
-                   "total_steps": 9, "history": {"epoch_seconds": [80.0, 90.0], "losses": [1.0, 0.5], "device": "cpu", "threads": 2, "peak_rss_mib": 3000.0},
+            rec = {"format": RECORD_FORMAT, "recipe": Recipe(crop=320, epochs=20, output_stride=16, seed=seed).to_dict(), "n_train": 558,
+                   "labels_fingerprint": row * 8, "step": 9, "total_steps": 9, "commit": "abc", "machine": {"cpu": "Some CPU", "cores": 2},
+                   "history": {"epoch_seconds": [80.0, 90.0], "losses": [1.0, 0.5], "device": "cpu", "threads": 2, "peak_rss_mib": 3000.0, "load_average": [2.0, 2.0]},
                    "eval": {"step": 9, "n_images": 561, "miou": m, "seconds": 60.0, "iou": {c: m for c in VOC.class_names}}}  # fmt: skip
             (runs / f"{row}_s{seed}.json").write_text(json.dumps(rec))
     out, bench = tmp_path / "seg", tmp_path / "bench"

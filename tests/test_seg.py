@@ -890,6 +890,7 @@ def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, ca
     rec = json.loads(record.read_text())
     assert {k: v for k, v in rec.items() if k not in ("commit", "machine")} == run_record(run)
     assert rec["commit"] == git_commit(REPO) and rec["machine"]["cores"] >= 1
+    assert ck["history"]["commits"] == [git_commit(REPO)]  # the code that trained it, kept beside the record's own commit
     ev = json.loads((run / "eval.json").read_text())
     assert rec["eval"]["miou"] == ev["miou"] and rec["eval"]["n_images"] == 2 and rec["history"] == ck["history"]
     assert collect(record.parent)["miou"].tolist() == [100 * ev["miou"]]

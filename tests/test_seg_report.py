@@ -120,12 +120,14 @@ def test_benchmark_by_hand(runs):
     assert b["eval_s_per_image_median"] == 4.0  # seeds 0, 2, 0, 1, 2 -> 2, 6, 2, 4, 6 s per image
     assert b["command"] == "samcam train-seg ..." and {"cpu", "cores"} <= set(b["machine"])
     first = b["runs"][0]
-    assert first == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.0, "load_average": 2.0}
-    assert b["runs"][3] == {"run": "gt_s1", "s_per_epoch": 11.0, "epochs": 3, "peak_rss_mib": 1010, "eval_s_per_image": 4.0, "load_average": 3.0}
+    here = "this machine (a run folder)"
+    assert first == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.0, "load_average": 2.0, "cpu": here, "device": "cpu"}
+    assert b["runs"][3] == {"run": "gt_s1", "s_per_epoch": 11.0, "epochs": 3, "peak_rss_mib": 1010, "eval_s_per_image": 4.0, "load_average": 3.0, "cpu": here, "device": "cpu"}
+    assert b["machines"] == [here]
     md = benchmark_markdown(b)
     assert f"**{b['s_per_epoch_median']} s per epoch** (median over 5 runs;" in md
     assert "(median over 1 run;" in benchmark_markdown({**b, "runs": b["runs"][:1]})
-    assert "| gt_s0 | 12.0 | 3 | 1000 | 2.0 | 2.0 |" in md and "| cam_s2 | 8.0 | 3 | 1020 | 6.0 | 4.0 |" in md and "Command (one run): `samcam train-seg ...`" in md
+    assert f"| gt_s0 | 12.0 | 3 | 1000 | 2.0 | 2.0 | {here}, cpu |" in md and f"| cam_s2 | 8.0 | 3 | 1020 | 6.0 | 4.0 | {here}, cpu |" in md and "Command (one run): `samcam train-seg ...`" in md
     assert "crop 64, batch 2, 6 train images =\n3 steps per epoch, 3 epochs" in md
 
 
@@ -187,7 +189,8 @@ def test_a_record_holds_what_the_table_reads_and_reads_back_as_its_run(runs, tmp
     assert "model" not in rec and "labels_dir" not in json.dumps(rec)
     assert load_run(records / "gt_s1.json") == rec and load_run(runs / "gt_s1") == run_record(runs / "gt_s1")
     by_folder, by_record = collect(runs), collect(records)
-    assert by_folder.drop(columns="run").equals(by_record.drop(columns="run"))
+    assert by_folder.drop(columns=["run", "cpu"]).equals(by_record.drop(columns=["run", "cpu"]))
+    assert set(by_record["cpu"]) == {rec["machine"]["cpu"]} and set(by_folder["cpu"]) == {"this machine (a run folder)"}
     assert by_record["run"].tolist()[0] == str(records / "cam_s0.json")
     (records / "cam_s5.json").write_text("{")
     with pytest.raises(ValueError, match=re.escape(f"{records / 'cam_s5.json'}: not a JSON run record")):
@@ -228,7 +231,7 @@ def test_search_table_cell_by_cell(tmp_path):
         ev = {"miou": 0.5123 if flip else 0.25, "n_images": 3, "seconds": 1.0, "scales": [0.75, 1.0] if flip else [1.0], "flip": flip,
               "iou": _iou("gt", 1)}  # fmt: skip
         (d / "eval.json").write_text(json.dumps(ev))
-        history = {"losses": [1.0] * len(secs[name]), "epoch_seconds": secs[name], "threads": 2, "device": "cpu"}
+        history = {"losses": [1.0] * len(secs[name]), "epoch_seconds": secs[name], "threads": 2, "device": "cpu", "peak_rss_mib": 10.0, "load_average": []}
         save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": r.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
                                         "labels_fingerprint": "0" * 64, "n_train": 8, "step": 4 * len(secs[name]), "total_steps": 4 * len(secs[name]),
                                         "complete": True, "history": history, "model": {}})  # fmt: skip
@@ -271,8 +274,11 @@ def test_collect_fills_what_a_record_lacks_with_nan_and_skips_other_folders(runs
     (runs / "a_notes").mkdir()  # sorted before every run: skipped, the listing goes on
     ck_path = runs / "gt_s1" / "last.pt"
     ck = torch_load(ck_path)
-    for key in ("peak_rss_mib", "load_average"):
-        del ck["history"][key]
+    del ck["history"]["peak_rss_mib"]  # what every training records is required
+    save_checkpoint(ck_path, ck)
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'gt_s1'}: history.peak_rss_mib is None")):
+        collect(runs)
+    ck["history"]["peak_rss_mib"] = 5.0
     save_checkpoint(ck_path, ck)
     ev = json.loads((runs / "gt_s1" / "eval.json").read_text())
     del ev["seconds"]
@@ -281,8 +287,7 @@ def test_collect_fills_what_a_record_lacks_with_nan_and_skips_other_folders(runs
     assert len(df) == 5 and list(df.index) == list(range(5)) and "index" not in df.columns
     assert df["row"].cat.ordered and list(df["row"].cat.categories) == ["gt", "cam", "absent"]
     r = df[(df["row"] == "gt") & (df["seed"] == 1)].iloc[0]
-    assert np.isnan(r["peak_rss_mib"]) and np.isnan(r["load_average"]) and np.isnan(r["eval_seconds"])
-    assert isinstance(r["peak_rss_mib"], float) and isinstance(r["eval_seconds"], float)
+    assert np.isnan(r["eval_seconds"]) and isinstance(r["eval_seconds"], float)  # an evaluation's time is optional
     s = summary(df)  # a row asked for without a run gets no line
     assert list(s["row"]) == ["gt", "cam"]
 
@@ -324,10 +329,12 @@ def test_benchmark_rounds_as_its_table_says_and_reads_the_first_run(runs):
     assert b["s_per_epoch_min"] == round(min(per_epoch), 1) and b["s_per_epoch_max"] == round(max(per_epoch), 1)
     per_image = (df["eval_seconds"] / df["n_val"]).to_numpy()
     assert b["eval_s_per_image_median"] == round(float(np.median(per_image)), 3) != round(float(np.median(per_image)), 4)
-    assert b["runs"][0] == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.003, "load_average": 2.0}
+    here = "this machine (a run folder)"
+    assert b["runs"][0] == {"run": "cam_s0", "s_per_epoch": 8.0, "epochs": 3, "peak_rss_mib": 1000, "eval_s_per_image": 2.003, "load_average": 2.0,
+                            "cpu": here, "device": "cpu"}  # fmt: skip
     md = benchmark_markdown(b).splitlines()
     rows = [ln for ln in md if ln.startswith("| cam_s") or ln.startswith("| gt_s")]
-    assert rows[:2] == ["| cam_s0 | 8.0 | 3 | 1000 | 2.003 | 2.0 |", "| cam_s2 | 8.0 | 3 | 1020 | 6.003 | 4.0 |"]
+    assert rows[:2] == [f"| cam_s0 | 8.0 | 3 | 1000 | 2.003 | 2.0 | {here}, cpu |", f"| cam_s2 | 8.0 | 3 | 1020 | 6.003 | 4.0 | {here}, cuda:0 |"]
 
 
 def test_per_class_figure_draws_each_rows_mean_and_spread(runs):
@@ -432,8 +439,10 @@ def _record(seed: int = 0) -> dict:
     from samcam.seg.report import RECORD_FORMAT
 
     return {"format": RECORD_FORMAT, "recipe": {**RECIPE.to_dict(), "seed": seed}, "n_train": 6, "labels_fingerprint": "0" * 64, "step": 9,
-            "total_steps": 9, "history": {"epoch_seconds": [1.0, 2.0, 3.0], "losses": [1.0, 1.0, 1.0], "threads": 2, "device": "cpu"},
-            "eval": {"n_images": 4, "miou": 0.4, "seconds": 1.0, "scales": [1.0], "flip": False, "iou": _iou("gt", seed)}}  # fmt: skip
+            "total_steps": 9, "history": {"epoch_seconds": [1.0, 2.0, 3.0], "losses": [1.0, 1.0, 1.0], "threads": 2, "device": "cpu",
+                                          "peak_rss_mib": 900.0, "load_average": [1.0, 2.0, 2.0]},
+            "eval": {"n_images": 4, "miou": 0.4, "seconds": 1.0, "scales": [1.0], "flip": False, "iou": _iou("gt", seed)},
+            "commit": "abc123", "machine": {"cpu": "Some CPU", "cores": 2}}  # fmt: skip
 
 
 def _set(path: str, value):
@@ -464,6 +473,13 @@ def _set(path: str, value):
     (_set("history.threads", "many"), "history.threads is 'many', expected an integer in [1, inf]"),
     (_set("history.load_average", [float("nan")]), "history.load_average[0] is nan"),
     (_set("history.device", 3), "history.device is 3, expected a name"),
+    (_set("history.load_average", ...), "history.load_average is not a list"),
+    (_set("history.load_average", None), "history.load_average is not a list"),
+    (_set("history.peak_rss_mib", ...), "history.peak_rss_mib is None"),
+    (_set("history.threads", None), "history.threads is None"),
+    (_set("machine", "x"), "machine is not the record of a machine"),
+    (_set("machine", ...), "machine is not the record of a machine"),
+    (_set("commit", 3), "commit is 3, expected a commit name"),
     (_set("eval.n_images", 0), "eval.n_images is 0, expected an integer in [1, inf]"),
     (_set("eval.n_images", ...), "eval.n_images is None"),
     (_set("eval.miou", 57.3), "eval.miou is 57.3, expected a finite number in [0, 1]"),
@@ -531,7 +547,8 @@ def test_run_names_files_and_seeds_are_checked(tmp_path):
     (runs / "y_s0" / "eval.json").write_text("[1]")
     save_checkpoint(runs / "y_s0" / "last.pt", {"format": "samcam-seg/1", "recipe": RECIPE.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
                                               "labels_fingerprint": "0" * 64, "n_train": 6, "step": 9, "total_steps": 9, "complete": True,
-                                              "history": {"epoch_seconds": [1.0]}, "model": {}})  # fmt: skip
+                                              "history": {"epoch_seconds": [1.0], "load_average": [], "peak_rss_mib": 1.0, "threads": 1, "device": "cpu"},
+                                              "model": {}})  # fmt: skip
     with pytest.raises(ValueError, match=re.escape(f"{runs / 'y_s0' / 'eval.json'}: is a list, not an evaluation")):
         collect(runs)
     (runs / "y_s0" / "eval.json").write_text(json.dumps({"miou": 5.0, "n_images": 2, "iou": _iou("gt", 0)}))
@@ -549,3 +566,35 @@ def test_seg_search_refuses_a_configuration_named_twice(tmp_path, capsys):
     (runs / "ref_s0.json").write_text(json.dumps(_record()))
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "o"), "--configs", "ref", "ref"]) == 2
     assert "--configs names 'ref' twice" in capsys.readouterr().err
+
+
+def test_a_table_holds_runs_that_differ_only_in_labels_and_seed(tmp_path):
+    """Records of another recipe, training set, evaluation, or a second label set in one row are refused,
+    naming both files; write_table refuses a run of a row it does not list, and a run of another recipe."""
+    from samcam.seg.report import write_table
+
+    runs = tmp_path / "rows"
+    runs.mkdir()
+    (runs / "ref_s0.json").write_text(json.dumps(_record()))
+    for change, what in ((_set("recipe.crop", 96), "recipe"), (_set("n_train", 7), "training set size"), (_set("eval.n_images", 5), "evaluation images"),
+                         (_set("eval.scales", [0.5, 1.0]), "evaluation scales"), (_set("eval.flip", True), "evaluation flip")):  # fmt: skip
+        (runs / "x_s0.json").write_text(json.dumps(change(_record())))
+        with pytest.raises(ValueError, match=re.escape(f"{runs / 'x_s0.json'}: its {what} differs from {runs / 'ref_s0.json'}'s")):
+            collect(runs, alike=True)
+    (runs / "x_s0.json").unlink()
+    (runs / "ref_s1.json").write_text(json.dumps(_set("labels_fingerprint", "1" * 64)(_record(seed=1))))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'ref_s1.json'}: trained on other labels than {runs / 'ref_s0.json'}")):
+        collect(runs, alike=True)
+    (runs / "ref_s1.json").write_text(json.dumps(_record(seed=1)))
+    assert collect(runs, alike=True)["seed"].tolist() == [0, 1]
+    (runs / "z_s0.json").write_text(json.dumps(_set("recipe.crop", 96)(_record())))
+    assert len(collect(runs)) == 3  # a recipe search compares recipes
+    (runs / "z_s0.json").unlink()
+    (runs / "y_s0.json").write_text(json.dumps(_record()))
+    with pytest.raises(ValueError, match=re.escape(f"{runs}: runs of rows ['y'] that the table does not list (rows: ['ref'])")):
+        write_table(runs, tmp_path / "o", tmp_path / "b", ["ref"], {}, "ref", "cmd")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'ref_s0.json'}: trained with crop 64, the table's recipe has 320")):
+        write_table(runs, tmp_path / "o", tmp_path / "b", ["ref", "y"], {}, "ref", "cmd", Recipe(crop=320, epochs=20, output_stride=16))
+    res = write_table(runs, tmp_path / "o", tmp_path / "b", ["ref", "y"], {}, "ref", "cmd", Recipe(**{**RECIPE.to_dict(), "seed": 5}))
+    assert len(res["runs"]) == 3 and "Some CPU" in (tmp_path / "b" / "seg_train_cpu.md").read_text()

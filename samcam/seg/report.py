@@ -67,14 +67,14 @@ def check_record(rec: Any) -> dict[str, Any]:
         raise ValueError("history.epoch_seconds is not a non-empty list")
     for k, v in enumerate(secs):
         _number(v, 0, None, f"history.epoch_seconds[{k}]")
-    for k, v in enumerate(hist.get("load_average") or []):
+    if not isinstance(hist.get("load_average"), list):
+        raise ValueError("history.load_average is not a list")
+    for k, v in enumerate(hist["load_average"]):
         _number(v, 0, None, f"history.load_average[{k}]")
-    if "peak_rss_mib" in hist:
-        _number(hist["peak_rss_mib"], 0, None, "history.peak_rss_mib")
-    if hist.get("threads") is not None:
-        _number(hist["threads"], 1, None, "history.threads", integer=True)
-    if hist.get("device") is not None and not isinstance(hist["device"], str):
-        raise ValueError(f"history.device is {hist['device']!r}, expected a name")
+    _number(hist.get("peak_rss_mib"), 0, None, "history.peak_rss_mib")
+    _number(hist.get("threads"), 1, None, "history.threads", integer=True)
+    if not isinstance(hist.get("device"), str):
+        raise ValueError(f"history.device is {hist.get('device')!r}, expected a name")
     _number(ev.get("n_images"), 1, None, "eval.n_images", integer=True)
     for key in ("miou", "pixel_accuracy"):
         if ev.get(key) is not None:
@@ -152,9 +152,15 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:
         raise ValueError(f"{path}: is not a {RECORD_FORMAT} record")
     try:
-        return check_record(rec)
+        check_record(rec)
+        m = rec.get("machine")
+        if not isinstance(m, dict) or not isinstance(m.get("cpu"), str) or isinstance(m.get("cores"), bool) or not isinstance(m.get("cores"), int):
+            raise ValueError("machine is not the record of a machine (cpu, cores, ...)")
+        if rec.get("commit") is not None and not isinstance(rec["commit"], str):
+            raise ValueError(f"commit is {rec['commit']!r}, expected a commit name")
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: {e}") from None
+    return rec
 
 
 def _runs(runs_dir: Path) -> list[tuple[str, int, Path]]:
@@ -177,9 +183,31 @@ def _runs(runs_dir: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
-def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> Any:
+def _check_alike(r: dict, path: Path, row: str, first: list, of_row: dict) -> None:
+    """A table compares runs that differ only in their labels and seed: the same recipe (but the seed),
+    training set size and evaluation (images, scales, flip) for all, one label set per row;
+    ``ValueError`` naming the two files that differ."""
+    def key(x: dict) -> tuple:
+        ev = x["eval"]
+        recipe = {k: v for k, v in Recipe.from_dict(x["recipe"]).to_dict().items() if k != "seed"}
+        return recipe, x["n_train"], ev["n_images"], ev.get("scales", [1.0]), ev.get("flip", False)
+
+    if not first:
+        first.append((key(r), path))
+    elif key(r) != first[0][0]:
+        what = ("recipe", "training set size", "evaluation images", "evaluation scales", "evaluation flip")
+        differs = next(w for w, a, b in zip(what, key(r), first[0][0]) if a != b)
+        raise ValueError(f"{path}: its {differs} differs from {first[0][1]}'s; a table compares runs that differ only in labels and seed")
+    labels = r.get("labels_fingerprint")
+    if row in of_row and of_row[row][0] != labels:
+        raise ValueError(f"{path}: trained on other labels than {of_row[row][1]} (fingerprint {str(labels)[:12]}…); one row, one label set")
+    of_row.setdefault(row, (labels, path))
+
+
+def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None, alike: bool = False) -> Any:
     """One record per finished run of ``runs_dir`` (run folders or record files, :func:`load_run`):
-    row, seed, miou, IoU per class, cost columns and the recipe's fields (``recipe_*``)."""
+    row, seed, miou, IoU per class, cost columns and the recipe's fields (``recipe_*``). ``alike``: the
+    runs must differ only in labels and seed (:func:`_check_alike`), as a table of label sets needs."""
     import pandas as pd
 
     found, seen = [(row, seed, path) for row, seed, path in _runs(Path(runs_dir)) if rows is None or row in rows], {}
@@ -187,7 +215,9 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
         if (row, seed) in seen:
             raise ValueError(f"{runs_dir}: {row}_s{seed} is both {seen[row, seed].name} and {path.name}; keep one")
         seen[row, seed] = path
-    records = []
+    records: list[dict] = []
+    first: list = []  # (record, path) of the first run: every run of a table shares its recipe (but the seed) and evaluation
+    of_row: dict[str, tuple] = {}  # row -> (labels fingerprint, path): one label set per row
     for row, seed, path in found:
         r = load_run(path)
         if r["recipe"].get("seed", 0) != seed:
@@ -197,11 +227,14 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None) -> A
                "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": r["step"],
                "peak_rss_mib": hist.get("peak_rss_mib", float("nan")), "threads": hist.get("threads"),
                "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
-               "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(path)}  # fmt: skip
+               "device": hist.get("device"), "eval_seconds": ev.get("seconds", float("nan")), "run": str(path),
+               "cpu": (r.get("machine") or {}).get("cpu", "this machine (a run folder)")}  # fmt: skip
         rec["eval"] = ",".join(map(str, ev.get("scales", [1.0]))) + (" + flip" if ev.get("flip") else "")
         rec.update({f"recipe_{k}": v for k, v in Recipe.from_dict(r["recipe"]).to_dict().items()})  # fields added since: their defaults
         rec.update({f"iou_{c}": 100 * v if v is not None else float("nan") for c, v in ev["iou"].items()})
         records.append(rec)
+        if alike:  # a table of label sets (a recipe search compares recipes)
+            _check_alike(r, path, row, first, of_row)
     if not records:
         raise FileNotFoundError(f"no finished runs (<row>_s<seed>/eval.json or <row>_s<seed>.json) in {runs_dir}")
     df = pd.DataFrame(records)
@@ -355,12 +388,13 @@ def benchmark(df: Any, command: str) -> dict[str, Any]:
     ck = load_run(df["run"].iloc[0])
     per_run = [{"run": Path(r.run).stem, "s_per_epoch": round(r.s_per_epoch, 1), "epochs": int(r.epochs),
                 "peak_rss_mib": round(r.peak_rss_mib), "eval_s_per_image": round(r.eval_seconds / r.n_val, 3),
-                "load_average": round(r.load_average, 2)}
+                "load_average": round(r.load_average, 2), "cpu": r.cpu, "device": r.device}
                for r in df.itertuples()]  # fmt: skip
     s = df["s_per_epoch"].to_numpy()
     return {
         "recipe": ck["recipe"], "n_train": ck["n_train"], "steps_per_epoch": ck["total_steps"] // ck["recipe"]["epochs"],
         "device": str(df["device"].iloc[0]), "torch_threads": int(df["threads"].iloc[0]), "machine": ck.get("machine") or machine_info(),
+        "machines": sorted(set(df["cpu"])),
         "s_per_epoch_median": round(float(np.median(s)), 1), "s_per_epoch_min": round(float(s.min()), 1),
         "s_per_epoch_max": round(float(s.max()), 1), "peak_rss_mib_max": round(float(df["peak_rss_mib"].max())),
         "eval_s_per_image_median": round(float(np.median(df["eval_seconds"] / df["n_val"])), 3),
@@ -370,12 +404,12 @@ def benchmark(df: Any, command: str) -> dict[str, Any]:
 
 def benchmark_markdown(b: dict[str, Any]) -> str:
     m, r = b["machine"], b["recipe"]
-    rows = "\n".join(f"| {x['run']} | {x['s_per_epoch']} | {x['epochs']} | {x['peak_rss_mib']} | {x['eval_s_per_image']} | {x['load_average']} |"
+    rows = "\n".join(f"| {x['run']} | {x['s_per_epoch']} | {x['epochs']} | {x['peak_rss_mib']} | {x['eval_s_per_image']} | {x['load_average']} | {x['cpu']}, {x['device']} |"
                      for x in b["runs"])
     return f"""# Segmentation training cost on CPU (`samcam train-seg`)
 
-Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, torch {m['torch']}; device `{b['device']}`,
-{b['torch_threads']} torch thread(s). The 1-minute load average at the end of each epoch (last column, mean per
+Machine of the first run: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib', '?')} GiB; Python {m.get('python', '?')}, torch {m.get('torch', '?')}; device `{b['device']}`,
+{b['torch_threads']} torch thread(s); the runs ran on: {'; '.join(b['machines'])} (each run's in the last column: times differ by machine). The 1-minute load average at the end of each epoch (last column, mean per
 run; about the thread count when the run had the machine to itself) shows whether other jobs shared it.
 Recipe: EfficientNet-{r['backbone']} + LR-ASPP, crop {r['crop']}, batch {r['batch_size']}, {b['n_train']} train images =
 {b['steps_per_epoch']} steps per epoch, {r['epochs']} epochs.
@@ -384,8 +418,8 @@ Recipe: EfficientNet-{r['backbone']} + LR-ASPP, crop {r['crop']}, batch {r['batc
 peak resident memory **{b['peak_rss_mib_max']} MiB** (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, largest run);
 evaluation {b['eval_s_per_image_median']} s per val image (single scale, full size, median).
 
-| run | s / epoch | epochs | peak RSS (MiB) | eval s / image | load average |
-|---|---|---|---|---|---|
+| run | s / epoch | epochs | peak RSS (MiB) | eval s / image | load average | machine |
+|---|---|---|---|---|---|---|
 {rows}
 
 Command (one run): `{b['command']}`
@@ -408,25 +442,37 @@ def gaps_markdown(gaps: Any, names: dict[str, str] | None = None, digits: int = 
 
 
 def write_table(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_dir: str | os.PathLike,
-                rows: Sequence[str], names: dict[str, str], reference: str, command: str) -> dict[str, Any]:  # fmt: skip
+                rows: Sequence[str], names: dict[str, str], reference: str, command: str, recipe: Recipe | None = None) -> dict[str, Any]:  # fmt: skip
     """From the finished runs of ``runs_dir`` (record files or run folders), write into ``out_dir``
     ``table.md``/``table.csv`` (val mIoU per row and seed, mean ± spread; the CSV per run with per-class
     IoU and cost), ``gaps.md``/``gaps.csv`` (each row's gap to ``reference`` paired by seed,
     :func:`paired_gaps`) and ``per_class.png``; and ``seg_train_cpu.{md,json}`` (the training cost)
-    into ``bench_dir``. Returns what it wrote."""
+    into ``bench_dir``. Returns what it wrote. Every run of ``runs_dir`` belongs to one of ``rows`` (a
+    row missing from the list would silently leave the table), and with ``recipe`` every run was
+    trained with it (but the seed): a table never mixes recipes."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
     out = Path(out_dir)
-    df = collect(runs_dir, rows)
+    if reference not in rows:
+        raise ValueError(f"the reference row {reference!r} is not one of the rows {list(rows)}")
+    unlisted = sorted({row for row, _, _ in _runs(Path(runs_dir))} - set(rows))
+    if unlisted:
+        raise ValueError(f"{runs_dir}: runs of rows {unlisted} that the table does not list (rows: {list(rows)})")
+    df = collect(runs_dir, rows, alike=True)
+    if recipe is not None:
+        want = {k: v for k, v in recipe.to_dict().items() if k != "seed"}
+        for r in df.itertuples():
+            got = {k: getattr(r, f"recipe_{k}") for k in want}
+            if got != want:
+                diff = next(k for k in want if got[k] != want[k])
+                raise ValueError(f"{r.run}: trained with {diff} {got[diff]!r}, the table's recipe has {want[diff]!r}")
     summ = summary(df)
     write_text(out / "table.md", table_markdown(summ, names))
     means = summ[["row", "mean", "spread"]].rename(columns={"mean": "miou_mean_over_seeds", "spread": "miou_spread_over_seeds"})
     table = df.drop(columns=["run", "device", "threads", *[c for c in df.columns if c.startswith("recipe_")]]).merge(means, on="row")
     table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
     write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
-    if reference not in rows:
-        raise ValueError(f"the reference row {reference!r} is not one of the rows {list(rows)}")
     if reference in set(df["row"]):
         gaps = paired_gaps(df, reference)
         gaps_md = gaps_markdown(gaps, names)

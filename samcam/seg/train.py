@@ -204,7 +204,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     from samcam.progress import progress_bar
 
     from samcam.io import load_weights
-    from samcam.outputs import refuse_foreign
+    from samcam.outputs import REPO, git_commit, refuse_foreign
 
     recipe = recipe or Recipe()
     out = Path(out)
@@ -241,6 +241,8 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     def save(complete: bool) -> None:
         history["peak_rss_mib"] = max(float(history.get("peak_rss_mib", 0.0)), peak_rss_mib())
         history["device"], history["threads"] = str(dev), torch.get_num_threads()
+        if commit not in history.setdefault("commits", []):  # the code that trained it, each version a resumed run ran under
+            history["commits"].append(commit)
         ck = {
             "format": FORMAT, "recipe": recipe.to_dict(), "n_classes": spec.n_classes, "dataset": spec.name,
             "labels_dir": str(Path(labels_dir).resolve()), "labels_fingerprint": data.fingerprint,
@@ -250,6 +252,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
         }  # fmt: skip
         save_checkpoint(ck_path, ck)
 
+    commit = git_commit(REPO)
     stop = total if max_steps is None else min(total, max_steps)
     bar = progress_bar(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", progress=progress)
     model.train()
