@@ -409,8 +409,9 @@ def benchmark_markdown(b: dict[str, Any]) -> str:
     return f"""# Segmentation training cost on CPU (`samcam train-seg`)
 
 Machine of the first run: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib', '?')} GiB; Python {m.get('python', '?')}, torch {m.get('torch', '?')}; device `{b['device']}`,
-{b['torch_threads']} torch thread(s); the runs ran on: {'; '.join(b['machines'])} (each run's in the last column: times differ by machine). The 1-minute load average at the end of each epoch (last column, mean per
-run; about the thread count when the run had the machine to itself) shows whether other jobs shared it.
+{b['torch_threads']} torch thread(s); the runs ran on: {'; '.join(b['machines'])} (each run's machine in the last column:
+times differ by machine). The 1-minute load average at the end of each epoch (mean per run; about the thread
+count when the run had the machine to itself) shows whether other jobs shared it.
 Recipe: EfficientNet-{r['backbone']} + LR-ASPP, crop {r['crop']}, batch {r['batch_size']}, {b['n_train']} train images =
 {b['steps_per_epoch']} steps per epoch, {r['epochs']} epochs.
 
