@@ -25,7 +25,7 @@ weights: venv
 test: venv weights
 	$(PY) -m pytest -q --durations=10 $(PYTEST_ARGS)
 
-# The edit loop (under 30 s): no SAM model, notebook, or whole step on real data.
+# The edit loop (1-2 min on 2 cores): no SAM model, notebook, or whole step on real data.
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
 
