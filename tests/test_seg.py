@@ -865,6 +865,31 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path):
         read_recipe(tmp_path / "none.yaml")
 
 
+def test_recipe_names_and_paths_are_told_apart(tmp_path, monkeypatch):
+    """A name with a folder or a suffix is a path (also `sub/r`, two parts, no suffix); a bare name is
+    a shipped recipe, every shipped name listed when it is not one; an empty file is the defaults.
+    (Mutation survivors: `or` → `and`, `> 1` → `> 2`, the names' separator, an empty file.)"""
+    import samcam.seg.recipe as recipe_module
+    from samcam.seg.recipe import Recipe, read_recipe, recipe_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "r").write_text("crop: 96\n")
+    assert recipe_file("sub/r") == Path("sub/r") and read_recipe("sub/r") == {"crop": 96}
+    (tmp_path / "sub" / "empty.yaml").write_text("# nothing set\n")
+    assert read_recipe("sub/empty.yaml") == {} and Recipe(**read_recipe("sub/empty.yaml")) == Recipe()
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("b_two", "a_one"):
+        (shipped / f"{name}.yaml").write_text("epochs: 2\n")
+    monkeypatch.setattr(recipe_module, "RECIPES", shipped)
+    assert recipe_file("a_one") == shipped / "a_one.yaml"
+    with pytest.raises(FileNotFoundError, match=re.escape("no recipe named 'c'; shipped: a_one, b_two (or give a YAML file's path)")):
+        recipe_file("c")
+    with pytest.raises(ValueError, match=re.escape("--recipe is empty; give a recipe file or one of: a_one, b_two")):
+        recipe_file("")
+
+
 def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, capsys):
     """``--record``: once evaluated, the run's record (what the table reads) beside the run folder; the
     recipe of ``--recipe`` and the options beside it is the one trained; a record needs the evaluation."""
