@@ -112,6 +112,32 @@ def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, 
     ("{name: x, notebook: t.ipynb, foo: 1, bar: 2}", "step 0 (x) has unknown keys bar, foo"),
     ("{name: x, command: [rm], outputs: [o]}", "step 0 (x) command 'rm' is not a samcam step"),
     ("{name: x, command: [train-seg, --out, o, --record, r.json], outputs: [o]}", "step 0 (x) command writes --record r.json, which is not among its outputs"),
+    # a malformed each
+    *[("{name: 'x_${seed}', each: %s, notebook: t.ipynb, outputs: [o]}" % each, f"step 0 (x_${{seed}}) {message}") for each, message in [
+        ("[0, 1]", "each must be a mapping of names to lists of values"),
+        ("{}", "each must be a mapping of names to lists of values"),
+        ("{seed: 0}", "each.seed must be a non-empty list of plain values"),
+        ("{seed: []}", "each.seed must be a non-empty list of plain values"),
+        ("{seed: [../x]}", "each.seed must be a non-empty list of plain values"),
+        ("{seed: [true]}", "each.seed must be a non-empty list of plain values"),
+        ("{seed: [1, '1']}", "each.seed repeats a value"),
+        ("{other: [1]}", "name must hold ${other}"),
+    ]],
+    # names and paths a config cannot mean: a variable nothing sets, an each too large or hiding a variable, an output or
+    # scratch over the checkout, the stamps, the step's own inputs, or nested in another's
+    ("{name: 'x_${REPO}', each: {REPO: [a]}, notebook: t.ipynb, outputs: [o]}", "step 0 (x_${REPO}) each.REPO would hide the variable ${REPO}"),
+    ("{name: 'x_${a}_${b}', each: {a: %s, b: %s}, notebook: t.ipynb, outputs: [o]}" % (list(range(41)), list(range(25))),
+     "step 0 (x_${a}_${b}) each stands for 1025 steps, more than 1000"),
+    ("{name: 'x_${seed}', notebook: t.ipynb, outputs: [o]}", "step 0 (x_${seed}): 'x_${seed}' names a variable that neither"),
+    ("{name: x, command: [eval, --csv, 'o/${k}.csv'], outputs: ['o/${k}.csv']}", "step 0 (x): 'o/${k}.csv' names a variable"),
+    ("{name: x, notebook: t.ipynb, outputs: ['.']}", "step 0 (x) output '.' is, holds or lies in"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], scratch: [results]}", "step 0 (x) output 'results' is, holds or lies in the reproduce stamps' folder"),
+    ("{name: x, notebook: t.ipynb, outputs: [results/runs/x.csv]}", "step 0 (x) output 'results/runs/x.csv' is, holds or lies in the reproduce stamps' folder"),
+    ("{name: x, notebook: t.ipynb, inputs: [results/seg], outputs: [results/seg/t.md]}", "step 0 (x) writes 'results/seg/t.md', which lies inside its input 'results/seg'"),
+    ("{name: x, notebook: t.ipynb, inputs: [results/seg/rows], outputs: [o], scratch: [results/seg]}", "step 0 (x) writes 'results/seg', which holds its input 'results/seg/rows'"),
+    ("{name: x, notebook: t.ipynb, outputs: [results/a]}\n  - {name: y, notebook: t.ipynb, outputs: [results/a/b]}",
+     "output 'results/a/b' of step y lies inside 'results/a', an output of step x"),
+    ("{name: x, notebook: t.ipynb, outputs: [results/a/b.md], scratch: [results/a]}", "output 'results/a/b.md' of step x lies inside 'results/a', an output of step x"),
 ])  # fmt: skip
 def test_each_malformed_entry_is_named_with_the_config_and_step(checkout, tmp_path, step, message):
     cfg = _config(tmp_path, f"steps:\n  - {step}\n")
@@ -132,46 +158,6 @@ def test_each_gives_a_step_once_per_combination_of_its_values(checkout, tmp_path
     bad = _config(tmp_path, "steps:\n  - {name: 'x_${seed}', each: {seed: [0, 1]}, notebook: t.ipynb, outputs: ['o_${seed}'], foo: 1}\n")
     with pytest.raises(ValueError, match="^" + re.escape(f"{bad}: step 0[seed=0] (x_0) has unknown keys foo")):
         load_config(bad)
-
-
-@pytest.mark.parametrize("each, message", [
-    ("[0, 1]", "each must be a mapping of names to lists of values"),
-    ("{}", "each must be a mapping of names to lists of values"),
-    ("{seed: 0}", "each.seed must be a non-empty list of plain values"),
-    ("{seed: []}", "each.seed must be a non-empty list of plain values"),
-    ("{seed: [../x]}", "each.seed must be a non-empty list of plain values"),
-    ("{seed: [true]}", "each.seed must be a non-empty list of plain values"),
-    ("{seed: [1, '1']}", "each.seed repeats a value"),
-    ("{other: [1]}", "name must hold ${other}"),
-])  # fmt: skip
-def test_a_malformed_each_is_named(checkout, tmp_path, each, message):
-    cfg = _config(tmp_path, f"steps:\n  - {{name: 'x_${{seed}}', each: {each}, notebook: t.ipynb, outputs: [o]}}\n")
-    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: step 0 (x_${{seed}}) {message}")):
-        load_config(cfg)
-
-
-@pytest.mark.parametrize("steps, message", [
-    ("{name: 'x_${REPO}', each: {REPO: [a]}, notebook: t.ipynb, outputs: [o]}", "step 0 (x_${REPO}) each.REPO would hide the variable ${REPO}"),
-    ("{name: 'x_${a}_${b}', each: {a: %s, b: %s}, notebook: t.ipynb, outputs: [o]}" % (list(range(41)), list(range(25))),
-     "step 0 (x_${a}_${b}) each stands for 1025 steps, more than 1000"),
-    ("{name: 'x_${seed}', notebook: t.ipynb, outputs: [o]}", "step 0 (x_${seed}): 'x_${seed}' names a variable that neither"),
-    ("{name: x, command: [eval, --csv, 'o/${k}.csv'], outputs: ['o/${k}.csv']}", "step 0 (x): 'o/${k}.csv' names a variable"),
-    ("{name: x, notebook: t.ipynb, outputs: ['.']}", "step 0 (x) output '.' is, holds or lies in"),
-    ("{name: x, notebook: t.ipynb, outputs: [o], scratch: [results]}", "step 0 (x) output 'results' is, holds or lies in the reproduce stamps' folder"),
-    ("{name: x, notebook: t.ipynb, outputs: [results/runs/x.csv]}", "step 0 (x) output 'results/runs/x.csv' is, holds or lies in the reproduce stamps' folder"),
-    ("{name: x, notebook: t.ipynb, inputs: [results/seg], outputs: [results/seg/t.md]}", "step 0 (x) writes 'results/seg/t.md', which lies inside its input 'results/seg'"),
-    ("{name: x, notebook: t.ipynb, inputs: [results/seg/rows], outputs: [o], scratch: [results/seg]}", "step 0 (x) writes 'results/seg', which holds its input 'results/seg/rows'"),
-    ("{name: x, notebook: t.ipynb, outputs: [results/a]}\n  - {name: y, notebook: t.ipynb, outputs: [results/a/b]}",
-     "output 'results/a/b' of step y lies inside 'results/a', an output of step x"),
-    ("{name: x, notebook: t.ipynb, outputs: [results/a/b.md], scratch: [results/a]}", "output 'results/a/b.md' of step x lies inside 'results/a', an output of step x"),
-])  # fmt: skip
-def test_what_a_step_writes_stays_apart_from_everything_else(checkout, tmp_path, steps, message):
-    """Names and paths a config cannot mean: a variable nothing sets, an `each` too large or hiding a
-    variable, an output or scratch over the checkout, the stamps, the step's own inputs, or nested in
-    another's."""
-    cfg = _config(tmp_path, f"steps:\n  - {steps}\n")
-    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: {message}")):
-        load_config(cfg)
 
 
 def test_a_config_stands_for_a_bounded_number_of_steps(checkout, tmp_path):
