@@ -632,6 +632,21 @@ def test_training_records_what_it_did(tmp_path, monkeypatch, one_thread, capsys)
     assert sum(p.numel() for p in model.head.high_classifier.parameters()) == 21 * 16 + 21
 
 
+def test_a_run_without_a_bar_logs_one_line_per_epoch(tmp_path, one_thread, capsys):
+    """Where no bar is shown (stderr no terminal: a log file, nohup), each epoch says where the run is,
+    its mean loss and time as the checkpoint records them; a caller that asked for no progress gets none."""
+    ids = ["a", "b", "c", "d"]
+    images, labels = _synthetic_voc(tmp_path, ids)
+    recipe = replace(TINY, crop=32, epochs=2)
+    r = train(images, labels, ids, tmp_path / "run", recipe, pretrained=False)
+    h = read_checkpoint(r.out)["history"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"train-seg {tmp_path / 'run'}: epoch {e + 1}/2 (step {2 * (e + 1)}/4), loss {h['losses'][e]:.4f}, {h['epoch_seconds'][e]:.1f} s, saved last.pt"
+        for e in range(2)]  # fmt: skip
+    train(images, labels, ids, tmp_path / "quiet", recipe, pretrained=False, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_training_names_what_does_not_fit(tmp_path, one_thread):
     import samcam.seg.train as seg_train
     from samcam.training import save_checkpoint

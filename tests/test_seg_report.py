@@ -598,3 +598,138 @@ def test_a_table_holds_runs_that_differ_only_in_labels_and_seed(tmp_path):
         write_table(runs, tmp_path / "o", tmp_path / "b", ["ref", "y"], {}, "ref", "cmd", Recipe(crop=320, epochs=20, output_stride=16))
     res = write_table(runs, tmp_path / "o", tmp_path / "b", ["ref", "y"], {}, "ref", "cmd", Recipe(**{**RECIPE.to_dict(), "seed": 5}))
     assert len(res["runs"]) == 3 and "Some CPU" in (tmp_path / "b" / "seg_train_cpu.md").read_text()
+
+
+def _records(tmp_path: Path, *named: tuple[str, dict]) -> Path:
+    """A folder of run records: each ``(file stem, record)``."""
+    runs = tmp_path / "rows"
+    runs.mkdir(exist_ok=True)
+    for stem, rec in named:
+        (runs / f"{stem}.json").write_text(json.dumps(rec))
+    return runs
+
+
+def test_what_a_record_may_leave_out_reads_as_its_default(tmp_path):
+    """A recipe without a seed is seed 0; an evaluation without scales or flip is single-scale without
+    flip (alike a record that says so); one without seconds has no time; two rows may hold two label sets."""
+    from samcam.seg.report import benchmark
+
+    no_seed = _record()
+    del no_seed["recipe"]["seed"]
+    plain = _record(seed=1)
+    for k in ("scales", "flip", "seconds"):
+        del plain["eval"][k]
+    other = _set("labels_fingerprint", "1" * 64)(_record())
+    del other["eval"]["seconds"]
+    runs = _records(tmp_path, ("ref_s0", no_seed), ("ref_s1", plain), ("other_s0", other))
+    df = collect(runs, ["ref", "other"], alike=True)
+    assert list(zip(df["row"], df["seed"])) == [("ref", 0), ("ref", 1), ("other", 0)]
+    assert df["eval"].tolist() == ["1.0", "1.0", "1.0"]
+    assert df["eval_seconds"].dtype == float and np.isnan(df["eval_seconds"].iloc[1:]).all() and df["eval_seconds"].iloc[0] == 1.0
+    (runs / "ref_s0.json").unlink()
+    df = collect(runs, ["ref", "other"], alike=True)
+    assert df["eval_seconds"].dtype == float and np.isnan(df["eval_seconds"]).all()  # no run timed its evaluation
+    assert np.isnan(benchmark(df, "c")["eval_s_per_image_median"])
+    (runs / "ref_s1.json").write_text(json.dumps(no_seed))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'ref_s1.json'}: named for seed 1, trained with seed 0")):
+        collect(runs)
+
+
+def test_record_checks_at_their_bounds(tmp_path):
+    """A score of exactly 1 and the largest seed are valid; an integer field holding a float, a pixel
+    accuracy out of range, an evaluation of another step, or a record that is no mapping are not."""
+    from samcam.seg.recipe import MAX_SEED
+    from samcam.seg.report import check_record
+
+    top = _set("eval.iou", _iou("gt", 0))(_set("eval.miou", 1.0)(_set("eval.pixel_accuracy", 1.0)(_record(seed=MAX_SEED))))
+    runs = _records(tmp_path, (f"ref_s{MAX_SEED}", top))
+    assert collect(runs)["miou"].tolist() == [100.0]
+    for change, why in ((_set("history.threads", 2.0), "history.threads is 2.0, expected an integer in [1, inf]"),
+                        (_set("eval.n_images", 4.0), "eval.n_images is 4.0, expected an integer in [1, inf]"),
+                        (_set("eval.pixel_accuracy", 1.5), "eval.pixel_accuracy is 1.5, expected a finite number in [0, 1]"),
+                        (_set("eval.step", 6), "records step 9 of 9, scored at step 6; not a finished run"),
+                        (_set("machine.cores", True), "machine is not the record of a machine"),
+                        (_set("machine.cpu", 5), "machine is not the record of a machine")):  # fmt: skip
+        (runs / "x_s0.json").write_text(json.dumps(change(_record())))
+        with pytest.raises(ValueError, match=re.escape(f"{runs / 'x_s0.json'}: {why}")):
+            collect(runs)
+    assert check_record(_set("eval.step", 9)(_record()))["step"] == 9
+    for bad, kind in (([1], "list"), (None, "NoneType"), ("x", "str")):
+        with pytest.raises(ValueError, match=re.escape(f"is a {kind}, not a samcam-seg-run/1 record")):
+            check_record(bad)
+
+
+def test_run_names_are_whole_names(tmp_path):
+    """A folder ``gt_s1.old`` (a copy put aside) is no run of row gt; a record's name is its stem."""
+    runs = _records(tmp_path, ("ref_s0", _record()))
+    (runs / "ref_s1.old").mkdir()
+    (runs / "ref_s1.old" / "eval.json").write_text("{")
+    assert collect(runs)["seed"].tolist() == [0]
+
+
+def test_a_second_label_set_names_its_fingerprint(tmp_path):
+    runs = _records(tmp_path, ("ref_s0", _record()), ("ref_s1", _set("labels_fingerprint", "abcdef0123456789" * 4)(_record(seed=1))))
+    with pytest.raises(ValueError, match=re.escape(f"(fingerprint abcdef012345…); one row, one label set")):
+        collect(runs, alike=True)
+
+
+def test_benchmark_rounds_to_tenths_and_names_the_first_records_machine(tmp_path):
+    from samcam.seg.report import benchmark
+
+    recs = [(f"ref_s{s}", _set("history.epoch_seconds", [10.26 + s, 10.26 + s, 10.26 + s])(_record(seed=s))) for s in range(3)]
+    recs[0][1]["machine"] = {"cpu": "First CPU", "cores": 64, "memory_gib": 3}
+    b = benchmark(collect(_records(tmp_path, *recs)), "c")
+    assert (b["s_per_epoch_min"], b["s_per_epoch_median"], b["s_per_epoch_max"]) == (10.3, 11.3, 12.3)
+    assert b["machine"] == {"cpu": "First CPU", "cores": 64, "memory_gib": 3} and b["machines"] == ["First CPU", "Some CPU"]
+    assert "Machine of the first run: First CPU, 64 cores, 3 GiB;" in benchmark_markdown(b)
+
+
+def test_gaps_markdown_names_the_reference_by_its_key_without_a_name():
+    import pandas as pd
+
+    gaps = pd.DataFrame([{"row": "a", "reference": "r", "seeds": 2, "mean_gap": 1.0, "sd_gap": 0.5, "t": 2.0, "p": 0.01, "real": True}])
+    assert gaps_markdown(gaps, {"a": "A"}).splitlines()[0] == "| labels | seeds paired | mean gap to r | sd over seeds | t | p | real (p < 0.05) |"
+    assert gaps_markdown(gaps).splitlines()[2] == "| a | 2 | +1.00 | 0.50 | +2.00 | 0.010 | yes |"
+    empty = gaps.iloc[:0]
+    assert gaps_markdown(empty).splitlines() == ["| labels | seeds paired | mean gap to  | sd over seeds | t | p | real (p < 0.05) |", "|---" * 7 + "|"]
+
+
+def test_run_record_fills_recipe_fields_added_since(runs):
+    ck = torch_load(runs / "gt_s1" / "last.pt")
+    del ck["recipe"]["output_stride"]
+    save_checkpoint(runs / "gt_s1" / "last.pt", ck)
+    rec = run_record(runs / "gt_s1")
+    assert rec["recipe"] == {**RECIPE.to_dict(), "seed": 1} and "output_stride" not in ck["recipe"]
+
+
+def test_write_record_text_and_the_checkouts_commit(runs, tmp_path, monkeypatch):
+    """The record file is the record, indented by one; its commit is the checkout's, wherever the command runs."""
+    import samcam.outputs as outputs
+
+    monkeypatch.chdir(tmp_path)  # not a checkout
+    rec = write_record(runs / "gt_s1", tmp_path / "r.json")
+    assert (tmp_path / "r.json").read_text() == json.dumps(rec, indent=1) + "\n"
+    assert rec["commit"] == outputs.git_commit(outputs.REPO) and rec["commit"] is not None or outputs.git_commit(outputs.REPO) is None
+
+
+def test_search_markdown_rounds_seconds_to_tenths(tmp_path):
+    from samcam.seg.report import search_markdown, search_table
+
+    runs = _records(tmp_path, ("base_s0", _set("history.epoch_seconds", [10.26, 10.26, 10.26])(_record())))
+    md = search_markdown(search_table(collect(runs))).splitlines()
+    assert md[1] == "|---" * 22 + "|"
+    cells = md[2].split(" | ")
+    assert cells[-6:-4] == ["10.3", "0.5"] and md[2].endswith(" | 40.00 |")  # s per epoch, minutes (30.78 s)
+
+
+def test_write_table_checks_runs_alike_and_names_the_missing_reference(tmp_path):
+    """Without a recipe to check, write_table still refuses runs evaluated otherwise; a table without
+    its reference row says so by the row's name; the CSV holds no recipe columns."""
+    runs = _records(tmp_path, ("a_s0", _record()), ("b_s0", _set("eval.scales", [0.5, 1.0])(_record())))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: its evaluation scales differs")):
+        write_table(runs, tmp_path / "o", tmp_path / "b", ["a", "b", "ref"], {}, "ref", "cmd")
+    (runs / "b_s0.json").unlink()
+    write_table(runs, tmp_path / "o", tmp_path / "b", ["a", "ref"], {"ref": "The Reference"}, "ref", "cmd")
+    assert (tmp_path / "o" / "gaps.md").read_text() == "No finished run of the reference row The Reference yet: no gap is tested.\n"
+    header = (tmp_path / "o" / "table.csv").read_text().splitlines()[0].split(",")
+    assert not [h for h in header if h.startswith("recipe")] and "run" not in header and "device" not in header

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
           recipe: Recipe | None = None, *, spec: DatasetSpec = VOC, device: str | None = None,
           max_steps: int | None = None, progress: bool | None = None, pretrained: bool = True) -> SegTrainResult:  # fmt: skip
     """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given."""
-    from samcam.progress import progress_bar
+    from samcam.progress import progress_bar, show_progress
 
     from samcam.io import load_weights
     from samcam.outputs import REPO, git_commit, refuse_foreign
@@ -255,6 +256,7 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     commit = git_commit(REPO)
     stop = total if max_steps is None else min(total, max_steps)
     bar = progress_bar(total=total, initial=step, desc=f"train-seg {out.name}", unit="step", progress=progress)
+    log_epochs = progress is None and not show_progress(progress)  # no bar (a log file, nohup): one line per epoch instead
     model.train()
     epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
     start_step, began = step, t0
@@ -277,6 +279,10 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
                 history["losses"].append(epoch_loss / epoch_n)
                 history.setdefault("load_average", []).append(os.getloadavg()[0])  # contention from other jobs
                 save(step == total)
+                if log_epochs:
+                    print(f"train-seg {out}: epoch {step // steps_per_epoch}/{recipe.epochs} (step {step}/{total}), "
+                          f"loss {history['losses'][-1]:.4f}, {history['epoch_seconds'][-1]:.1f} s, saved {ck_path.name}",
+                          file=sys.stderr, flush=True)  # fmt: skip
                 epoch_loss, epoch_n, t0 = 0.0, 0, time.perf_counter()
     finally:  # an interrupt loses at most the current epoch: rerunning resumes from the last checkpoint
         bar.close()
