@@ -573,6 +573,10 @@ def test_train_seg_and_eval_seg_commands_say_what_they_did(tmp_path, one_thread,
     assert out.out == f"val mIoU undefined (no pixel to score) over 2 images (scales 1.0) <- {run / 'last.pt'}\n" and "eval-seg" in out.err
     assert main([*common, "--multi-scale", "--flip"]) == 2
     assert "--flip does not apply with --multi-scale" in capsys.readouterr().err
+    from samcam.seg.evaluate import MULTI_SCALES
+
+    assert main([*common, "--multi-scale", "--scales", "0.5"]) == 2
+    assert f"with --multi-scale (it sets --scales {','.join(map(str, MULTI_SCALES))} --flip)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("text", "ok"), [("4", True), ("0.25,4.0", True), ("4.01", False), ("0", False), ("1,1", False), ("x", False), ("nan", False)])
@@ -979,8 +983,10 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
     assert main([*cmd, "--max-steps", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "not evaluated yet: the run is not complete (rerun to resume; it is evaluated once it is)"
     assert sorted(p.name for p in run.iterdir()) == ["last.pt"]
-    assert main(cmd) == 0
-    out = capsys.readouterr().out.splitlines()
+    assert main([*cmd, "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "train-seg gt_s3" in err and "eval-seg" in err  # the bars asked for: the training's and the evaluation's
+    out = out.splitlines()
     assert asked == ["cpu"] * 3  # the two trainings and the evaluation
     secs = read_checkpoint(run / "last.pt")["history"]["epoch_seconds"]
     assert len(secs) == 2 and out[0].startswith(f"step 4/4, complete, {sum(secs) / 2:.1f} s/epoch, peak RSS ")  # two epochs: the mean
@@ -998,7 +1004,7 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
     assert (df["row"].tolist(), df["seed"].tolist(), df["miou"].tolist()) == (["gt"], [3], [100 * s["miou"]])
     for half in (["--eval-gt", str(labels)], ["--eval-ids", str(tmp_path / "val.txt")]):
         assert main([*cmd[:-4], *half]) == 2
-        assert "--eval-gt and --eval-ids go together" in capsys.readouterr().err
+        assert capsys.readouterr().err == "samcam train-seg: error: --eval-gt and --eval-ids go together\n"
     for inside in ("pred", "eval.json"):  # the predictions are never written over the ground truth or the training labels
         for at in (-3, 4):  # --eval-gt, --labels
             assert main([*cmd[:at], str(run / inside), *cmd[at + 1:]]) == 2

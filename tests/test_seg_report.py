@@ -268,6 +268,11 @@ def test_seg_search_command(runs, tmp_path, capsys):
     assert f"output {runs / 't'}" in capsys.readouterr().err
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "u"), "--configs", "none"]) == 2
     assert "no finished runs" in capsys.readouterr().err
+    for d in ("cam_s0", "cam_s2"):  # runs that scored no pixel: no best to name
+        ev = json.loads((runs / d / "eval.json").read_text())
+        (runs / d / "eval.json").write_text(json.dumps({**ev, "miou": None}))
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "v"), "--configs", "cam"]) == 0
+    assert capsys.readouterr().out == f"2 runs -> {tmp_path / 'v'}\n"
 
 
 def test_collect_fills_what_a_record_lacks_with_nan_and_skips_other_folders(runs):
