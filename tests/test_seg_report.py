@@ -266,6 +266,14 @@ def test_seg_search_command(runs, tmp_path, capsys):
     assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4
     assert main(["seg-search", "--runs", str(runs), "--out", str(runs / "t")]) == 2  # never into the runs it reads
     assert f"output {runs / 't'}" in capsys.readouterr().err
+    (tmp_path / "t" / "notes.txt").write_text("mine")  # a folder holding what the table does not write is not the table's
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t")]) == 2
+    assert f"{tmp_path / 't'}: holds files samcam did not write (notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4 and (tmp_path / "t" / "notes.txt").read_text() == "mine"
+    (tmp_path / "t" / "notes.txt").unlink()
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t")]) == 0  # its own table: rewritten
+    assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 6
+    capsys.readouterr()
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "u"), "--configs", "none"]) == 2
     assert "no finished runs" in capsys.readouterr().err
     for d in ("cam_s0", "cam_s2"):  # runs that scored no pixel: no best to name

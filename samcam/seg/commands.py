@@ -166,15 +166,19 @@ def seg_search(p: argparse.ArgumentParser) -> Run:
     """``samcam seg-search``: the recipe-search table of a folder of runs (``<config>_s<seed>/``, each
     made by ``train-seg --eval-gt``) as ``table.csv`` and ``table.md``."""
     p.add_argument("--runs", required=True, help="folder of run folders <config>_s<seed>/ (last.pt, eval.json)")
-    p.add_argument("--out", required=True, help="folder for table.csv and table.md")
+    p.add_argument("--out", required=True, help="folder for table.csv and table.md (new, or holding only these two, which are rewritten)")
     p.add_argument("--configs", nargs="+", help="only these configurations, in this order (default: every finished run)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.outputs import check_output
+        from pathlib import Path
 
-        from .report import write_search
+        from samcam.outputs import check_output, refuse_foreign
+
+        from .report import SEARCH_FILES, write_search
 
         check_output(a.out, a.runs)
+        if Path(a.out).is_dir():  # the table is rewritten in place, but never into a folder holding anything else
+            refuse_foreign(a.out, SEARCH_FILES)
         if a.configs is not None and len(set(a.configs)) != len(a.configs):
             raise ValueError(f"--configs names {next(c for c in a.configs if a.configs.count(c) > 1)!r} twice")
         t = write_search(a.runs, a.out, a.configs)

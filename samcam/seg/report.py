@@ -313,12 +313,17 @@ def search_markdown(t: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: what :func:`write_search` writes into its folder (and all that folder may hold)
+SEARCH_FILES = ("table.csv", "table.md")
+
+
 def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, configs: Sequence[str] | None = None) -> Any:
     """Write ``table.csv`` and ``table.md`` of a recipe search (every finished run in ``runs_dir``,
     or those of ``configs`` in their order) into ``out_dir``; returns the table."""
     t = search_table(collect(runs_dir, configs))
-    write_text(Path(out_dir) / "table.csv", t.to_csv(index=False))
-    write_text(Path(out_dir) / "table.md", search_markdown(t))
+    csv, md = SEARCH_FILES
+    write_text(Path(out_dir) / csv, t.to_csv(index=False))
+    write_text(Path(out_dir) / md, search_markdown(t))
     return t
 
 
