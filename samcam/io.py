@@ -25,12 +25,21 @@ REPO = Path(__file__).resolve().parents[1]
 """The checkout that holds ``samcam/``, ``notebooks/`` and ``results/``."""
 
 
+TMP_MARK = ".samcam-"
+"""What the name of every temporary of :func:`atomic_path` holds between its target's name and 8 random
+characters (``tempfile.mkstemp``'s), so that a user's hidden ``.draft.tmp`` is never taken for one."""
+
+TEMPORARY = re.compile(r"\..+" + re.escape(TMP_MARK) + r"[a-z0-9_]{8}(\.[A-Za-z0-9]+)*")
+"""The name of a temporary :func:`atomic_path` makes (``.<target>.samcam-<random><suffix>``)."""
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; on success it is renamed to ``target``.
 
     A reader never sees a half-written file, and an interrupted run leaves no partial output: at most
-    a hidden ``.*.tmp`` file, which :func:`samcam.outputs.clean_temporaries` removes on a later run.
+    a hidden ``.<target>.samcam-<8 random>[suffix]`` file (:data:`TEMPORARY`), which
+    :func:`samcam.outputs.clean_temporaries` removes on a later run.
     An existing ``target`` that is not a regular file (a FIFO, a device, a link to a file of the
     user's) is refused: it is the user's, not an output to replace.
     """
@@ -39,7 +48,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         raise ValueError(f"{target}: exists and is {'a link' if target.is_symlink() else 'not a regular file'}; an output replaces only a file samcam wrote, choose another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix + ".tmp"
+        dir=target.parent, prefix=f".{target.name}{TMP_MARK}", suffix=suffix or target.suffix + ".tmp"
     )
     os.close(fd)
     tmp_path = Path(tmp)

@@ -113,7 +113,7 @@ def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[
 
 def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> list[str]:
     """What in an output ``folder`` samcam did not write, sorted: anything but its record files, its
-    lock, temporaries of a killed run (``.*.tmp``) and output files ending in one of ``suffixes``
+    lock, temporaries of a killed run (:func:`is_temporary`) and output files ending in one of ``suffixes``
     (default :data:`OUTPUT_SUFFIXES`), plus folders when the step writes one per id (``id_folders``:
     the official mask layout)."""
     suffixes = tuple(suffixes or OUTPUT_SUFFIXES)
@@ -131,9 +131,11 @@ def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = 
 
 
 def is_temporary(name: str) -> bool:
-    """Whether ``name`` is a temporary of :func:`samcam.io.atomic_path` (``.<target>.<random><suffix>.tmp``),
-    being written or left by a killed run."""
-    return name.startswith(".") and name.endswith(".tmp")
+    """Whether ``name`` is a temporary of :func:`samcam.io.atomic_path` (``.<target>.samcam-<random><suffix>.tmp``,
+    :data:`samcam.io.TEMPORARY`), being written or left by a killed run; a user's ``.draft.tmp`` is not."""
+    from samcam.io import TEMPORARY
+
+    return name.endswith(".tmp") and TEMPORARY.fullmatch(name) is not None
 
 
 def refuse_foreign(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> None:
@@ -473,11 +475,14 @@ def _differences(old, new, key: str) -> str:
 
 
 def clean_temporaries(folder: str | os.PathLike, older_than: float = STALE_TMP_SECONDS) -> int:
-    """Remove the ``.*.tmp`` files of :func:`atomic_path` older than ``older_than`` seconds; returns the count."""
+    """Remove the temporaries of :func:`atomic_path` (:func:`is_temporary`: never a user's own ``.*.tmp``)
+    older than ``older_than`` seconds; returns the count."""
     import time
 
     now, n = time.time(), 0
     for p in Path(folder).glob(".*.tmp"):
+        if not is_temporary(p.name) or not p.is_file() or p.is_symlink():
+            continue
         with contextlib.suppress(OSError):
             if now - p.stat().st_mtime > older_than:
                 p.unlink()

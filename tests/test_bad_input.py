@@ -5,6 +5,7 @@ mask set belongs to its image; the official layout is strict; outputs land where
 and checkpoint fields are range-checked; every failure is one line; parallelism is bounded."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -300,11 +301,26 @@ def test_incomplete_outputs_are_redone_and_stale_temporaries_cleaned(tmp_path):
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
     assert is_complete(tmp_path / "ok.png") and not is_complete(tmp_path / "empty.png") and not is_complete(tmp_path / "cut.png")
     assert pending(["ok", "empty", "cut", "absent"], tmp_path) == ["empty", "cut", "absent"]
-    old, fresh = tmp_path / ".x.png.abc.png.tmp", tmp_path / ".y.png.def.png.tmp"
-    old.write_bytes(b"")
-    fresh.write_bytes(b"")
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    old, fresh = tmp_path / ".x.png.samcam-ab_c1234.png.tmp", tmp_path / ".y.png.samcam-def56789.png.tmp"
+    users = [tmp_path / n for n in (".draft.tmp", ".x.png.abc.png.tmp", ".x.png.samcam-abc.png.tmp", ".x.samcam-ABCDEFGH.tmp")]
+    for p in (old, fresh, *users):
+        p.write_bytes(b"")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    os.utime(fresh, None)
     assert clean_temporaries(tmp_path) == 1 and not old.exists() and fresh.exists()  # a live run's file stays
+    assert all(p.exists() for p in users)  # a user's hidden files are not samcam's temporaries, however old
+
+def test_a_users_hidden_tmp_file_makes_the_folder_the_users(tmp_path, capsys):
+    """A folder holding only a user's ``.draft.tmp`` (old enough to pass for a killed run's leftover) is
+    not adopted as an output folder, and the file is neither removed nor written beside."""
+    _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".draft.tmp").write_text("keep")
+    os.utime(out / ".draft.tmp", (time.time() - 7200, time.time() - 7200))
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", out, "--threshold", "0.2"], capsys, str(out), "did not write", ".draft.tmp")
+    assert sorted(p.name for p in out.iterdir()) == [".draft.tmp"] and (out / ".draft.tmp").read_text() == "keep"
+
 
 def test_truncated_label_in_out_is_redone_by_cam2label(tmp_path):
     _cams(tmp_path / "cams", [3], np.linspace(0, 1, 16).reshape(1, 4, 4))
@@ -1234,9 +1250,14 @@ def test_the_demo_folder_accepts_its_own_leftovers(tmp_path):
     from samcam.pipeline.demo import check_demo_folder
 
     (tmp_path / "masks").mkdir()
-    for name in (".demo_gallery.png.ab12.png.tmp", "demo.failed.ipynb", ".demo.ipynb.x1y2.ipynb", "demo_gallery.png"):
+    for name in (".demo_gallery.png.samcam-ab12cd34.png.tmp", "demo.failed.ipynb", ".demo.ipynb.samcam-x1y2z3w4.ipynb", "demo_gallery.png"):
         (tmp_path / name).write_text("x")
     check_demo_folder(tmp_path)
+    for mine in (".draft.tmp", ".demo.ipynb.x1y2.ipynb"):  # a user's hidden files, named like no temporary of samcam's
+        (tmp_path / mine).write_text("mine")
+        with pytest.raises(ValueError, match=rf"holds files the demo did not write \({re.escape(mine)}\)"):
+            check_demo_folder(tmp_path)
+        (tmp_path / mine).unlink()
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"holds files the demo did not write \(notes\.txt\)"):
         check_demo_folder(tmp_path)

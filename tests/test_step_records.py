@@ -64,7 +64,7 @@ def test_mask_step_redoes_a_truncated_file_and_only_it(tmp_path, monkeypatch):
 
     target = tmp_path / "masks" / "im1.json.gz"
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])  # a copy cut short, as by a full disk
-    stale = tmp_path / "masks" / ".im2.json.gz.x.tmp"
+    stale = tmp_path / "masks" / ".im2.json.gz.samcam-x1234567.gz.tmp"
     stale.write_bytes(b"half")  # and a temporary left by a run killed a day ago
     os.utime(stale, (stale.stat().st_atime - 86400, stale.stat().st_mtime - 86400))
     gen.calls.clear()

@@ -77,4 +77,7 @@ def test_save_checkpoint_writes_through_a_hidden_tmp_file(tmp_path, monkeypatch)
     real = torch.save
     monkeypatch.setattr(torch, "save", lambda obj, f: written.append(f.name) or real(obj, f))
     save_checkpoint(tmp_path / "run.pt", {"a": 1})
-    assert len(written) == 1 and written[0].startswith(".run.pt.") and written[0].endswith(".pt.tmp")
+    from samcam.outputs import is_temporary
+
+    name = written[0].rsplit("/", 1)[-1]
+    assert len(written) == 1 and name.startswith(".run.pt.samcam-") and name.endswith(".pt.tmp") and is_temporary(name)
