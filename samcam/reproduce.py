@@ -23,6 +23,7 @@ one checkout stays current in another that never had the run folder. A step with
 from __future__ import annotations
 
 import functools
+import keyword
 import json
 import math
 import os
@@ -371,8 +372,14 @@ def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
     allowed = [REPO, Path(os.path.abspath(data_root())), *(Path(os.path.abspath(resolve(i))) for i in inputs)]
 
     def check(value, key: str) -> None:
+        if value is not None and not isinstance(value, (str, bool, int, float, list, dict)):  # papermill writes these as Python literals, any other
+            raise ValueError(f"{where} parameter {key} is a {type(value).__name__}; a parameter is text, a number, true/false, null, a list or a mapping")  # type as text it does not escape
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} parameter {key} is {value}; a number parameter is finite")
         if isinstance(value, dict):
             for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ValueError(f"{where} parameter {key} has the key {k!r}; keys are text")
                 check(v, f"{key}.{k}")
         elif isinstance(value, list):
             for k, v in enumerate(value):
@@ -386,6 +393,8 @@ def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
                 raise ValueError(f"{where} parameter {key} = {value!r} names a path outside the checkout, the data root and the step's inputs")
 
     for k, v in parameters.items():
+        if not isinstance(k, str) or not k.isidentifier() or keyword.iskeyword(k):  # papermill writes the name as code: `<name> = <value>`
+            raise ValueError(f"{where} parameter name {k!r} is not a Python name (letters, digits and _, not starting with a digit)")
         check(v, str(k))
 
 

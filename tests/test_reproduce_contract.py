@@ -138,6 +138,15 @@ def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, 
     ("{name: x, notebook: t.ipynb, outputs: [results/a]}\n  - {name: y, notebook: t.ipynb, outputs: [results/a/b]}",
      "output 'results/a/b' of step y lies inside 'results/a', an output of step x"),
     ("{name: x, notebook: t.ipynb, outputs: [results/a/b.md], scratch: [results/a]}", "output 'results/a/b.md' of step x lies inside 'results/a', an output of step x"),
+    # notebook parameters papermill would write as code: a name that is no Python name, a value of a type it does not escape
+    ("""{name: x, notebook: t.ipynb, outputs: [o], parameters: {'x=1;open("p","w");y': 1}}""",
+     """step 0 (x) parameter name 'x=1;open("p","w");y' is not a Python name"""),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {class: 1}}", "step 0 (x) parameter name 'class' is not a Python name"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {1: 1}}", "step 0 (x) parameter name 1 is not a Python name"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: !!binary Ijsgb3BlbigicCIsInciKTsgIg==}}", "step 0 (x) parameter x is a bytes; a parameter is text"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: [2026-12-07]}}", "step 0 (x) parameter x[0] is a date; a parameter is text"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: {1: a}}}", "step 0 (x) parameter x has the key 1; keys are text"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: .nan}}", "step 0 (x) parameter x is nan; a number parameter is finite"),
 ])  # fmt: skip
 def test_each_malformed_entry_is_named_with_the_config_and_step(checkout, tmp_path, step, message):
     cfg = _config(tmp_path, f"steps:\n  - {step}\n")
