@@ -514,9 +514,9 @@ def read_ids(path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); an id list is one id per line") from None
     # the first word of each line, split on ASCII whitespace only: a no-break space is part of the
     # word (and refused by check_id), never a silent end of the id
-    # lines end at \n (or \r\n) only: str.splitlines would also break at U+2028, U+0085 or \x1c,
-    # turning one line (an id refused elsewhere) into two ids
-    ids = [_ASCII_SPACE.split(s)[0] for s in (ln.strip(" \t\r\f\v") for ln in text.split("\n")) if s and not s.startswith("#")]
+    # lines end at \n, \r\n or \r (old Mac text: before, its ids after the first were dropped) only:
+    # str.splitlines would also break at U+2028, U+0085 or \x1c, turning one line (an id refused elsewhere) into two ids
+    ids = [_ASCII_SPACE.split(s)[0] for s in (ln.strip(" \t\f\v") for ln in re.split(r"\r\n|\r|\n", text)) if s and not s.startswith("#")]
     if not ids:
         raise ValueError(f"{path}: holds no ids")
     check_ids(ids, path)

@@ -91,6 +91,9 @@ def test_id_list_with_bom_and_folder_as_file(scored, capsys):
     p = scored / "bom.txt"
     p.write_bytes("\ufeffa\r\nb\r\n".encode("utf-8"))
     assert read_ids(p) == ["a", "b"]
+    for text in (b"a\rb\r", b"a\rb", b"a\n\rb\r\n", b"  a \r  b\t\r"):  # old Mac line ends: every id, none dropped
+        p.write_bytes(text)
+        assert read_ids(p) == ["a", "b"], text
     fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "pred"], capsys, "is a folder")
 
 def test_folder_ids_lists_checks_and_names(tmp_path):
@@ -1218,6 +1221,13 @@ def test_c1_control_characters_are_not_in_an_id(tmp_path, capsys):
     fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "pred", "--ids", tmp_path / "ids.txt"], capsys, "ids.txt")
 
 
+def test_ground_truth_for_the_walk_is_checked_as_every_ground_truth(tmp_path, capsys):
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "gt", ["a"], 100, (4, 4))
+    fails(["affinity", "--cams", tmp_path / "cams", "--gt-affinity", tmp_path / "gt", "--out", tmp_path / "o"], capsys,
+          f"{tmp_path / 'gt' / 'a.png'}: label values [100] outside 0..20")
+
+
 def test_a_negative_cam_key_is_refused_not_read_as_background(tmp_path, capsys):
     _cams(tmp_path / "cams", [-1], np.ones((1, 4, 4)))
     _labels(tmp_path / "gt", ["a"], 0, (4, 4))
@@ -1481,6 +1491,20 @@ def test_corrupt_or_overlong_files_are_named(scored, tmp_path, capsys):
     fails(["cam2label", "--cams", tmp_path / "c", "--out", tmp_path / "o3", "--threshold", "0.2"], capsys, RUN_RECORD, "recursion")
     (tmp_path / "deep.yml").write_text("steps: " + "[" * 50000 + "]" * 50000)
     fails(["reproduce", "--config", tmp_path / "deep.yml", "--list"], capsys, "deep.yml", "recursion")
+
+
+def test_l2g_class_maps_of_another_suffix_case_or_size_are_named(tmp_path, capsys):
+    """``a_1.PNG`` is no class map samcam reads: refused by name, never passed over (its class would be
+    missing from the label); class maps of one image in two sizes are named with both sizes."""
+    (tmp_path / "l2g").mkdir()
+    (tmp_path / "ids.txt").write_text("a\n")
+    Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "l2g" / "a_1.PNG", format="PNG")
+    Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "l2g" / "a_2.png")
+    cmd = ["labels", "--method", "L2G", "--input", tmp_path / "l2g", "--ids", tmp_path / "ids.txt", "--threshold", "0.3"]
+    fails([*cmd, "--out", tmp_path / "o1"], capsys, f"{tmp_path / 'l2g' / 'a_1.PNG'}: a class map named with '.PNG'")
+    (tmp_path / "l2g" / "a_1.PNG").unlink()
+    Image.fromarray(np.full((6, 8), 200, np.uint8)).save(tmp_path / "l2g" / "a_1.png")
+    fails([*cmd, "--out", tmp_path / "o2"], capsys, f"{tmp_path / 'l2g' / 'a_2.png'}: a class map of 4 × 6 pixels beside a_1.png of 6 × 8")
 
 
 def test_an_l2g_class_number_outside_the_classes_is_named(tmp_path, capsys):

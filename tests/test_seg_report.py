@@ -192,9 +192,10 @@ def test_a_record_holds_what_the_table_reads_and_reads_back_as_its_run(runs, tmp
     assert by_folder.drop(columns=["run", "cpu"]).equals(by_record.drop(columns=["run", "cpu"]))
     assert set(by_record["cpu"]) == {rec["machine"]["cpu"]} and set(by_folder["cpu"]) == {"this machine (a run folder)"}
     assert by_record["run"].tolist()[0] == str(records / "cam_s0.json")
-    (records / "cam_s5.json").write_text("{")
-    with pytest.raises(ValueError, match=re.escape(f"{records / 'cam_s5.json'}: not a JSON run record")):
-        collect(records)
+    for text in ("{", "[" * 100000 + "]" * 100000):  # broken, or nested past the decoder's recursion limit
+        (records / "cam_s5.json").write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{records / 'cam_s5.json'}: not a JSON run record")):
+            collect(records)
     for bad, why in (({"format": "x"}, "is not a samcam-seg-run/1 record"), ([rec], "is not a samcam-seg-run/1 record"),
                      ({k: v for k, v in rec.items() if k != "history"}, "lacks history"),
                      ({**rec, "step": 6}, "records step 6 of 9, scored at step None; not a finished run")):  # fmt: skip

@@ -172,11 +172,15 @@ def _psa_npy(folder: Path, image_id: str, threshold: float | None, spec: Dataset
 
 def _l2g_png(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
     """``<id>_<class>.png``, one file per class (``_3`` and ``_03`` are the same class)."""
+    import glob
+
     n = spec.n_classes
     maps, names = {}, {}
-    for p in sorted(folder.glob(f"{image_id}_*.png")):
-        m = re.fullmatch(rf"{re.escape(image_id)}_([0-9]+)\.png", p.name)
+    for p in sorted(folder.glob(f"{glob.escape(image_id)}_*")):
+        m = re.fullmatch(rf"{re.escape(image_id)}_([0-9]+)\.(png)", p.name, re.IGNORECASE)
         if m:
+            if m.group(2) != "png":  # a.PNG would be passed over without a word, its class missing from the label
+                raise ValueError(f"{p}: a class map named with '.{m.group(2)}'; samcam reads <id>_<class>.png (rename it)")
             k = int(m.group(1))
             if k > n - 2:  # 0-based foreground classes 0..n-2 (a huge number would overflow later)
                 raise ValueError(f"{p}: class {m.group(1)[:20]} outside the foreground classes 0..{n - 2}")
@@ -184,6 +188,10 @@ def _l2g_png(folder: Path, image_id: str, threshold: float | None, spec: Dataset
                 raise ValueError(f"{source}: two class maps for class {k}, {names[k]} and {p.name}; keep one")
             names[k] = p.name
             maps[k] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
+            first = next(iter(maps))
+            if maps[k].shape != maps[first].shape:
+                (h, w), (h0, w0) = maps[k].shape, maps[first].shape
+                raise ValueError(f"{p}: a class map of {h} × {w} pixels beside {names[first]} of {h0} × {w0}; an image's class maps share its size")
     return maps
 
 

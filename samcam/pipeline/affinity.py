@@ -423,6 +423,7 @@ def ground_truth_walk_labels(
     out: str | os.PathLike,
     config: AffinityConfig = AffinityConfig(),
     progress: bool | None = None,
+    spec: DatasetSpec = VOC,
 ) -> StepResult:
     """``out/<id>.png``: each image's CAMs walked on affinities taken from its ground truth
     (:func:`samcam.refine.affinity.ground_truth_walk`). **Uses ground truth**: an upper bound on
@@ -435,7 +436,7 @@ def ground_truth_walk_labels(
     if config.radius is None:
         config = replace(config, radius=5)
     def walked(image_id: str):
-        label = read_label(gt / f"{image_id}.png")
+        label = read_label(gt / f"{image_id}.png", spec)  # values outside the classes and void are named, as by every reader of ground truth
         d = load_cam(cams / f"{image_id}.npy", label.shape)
         t0 = time.perf_counter()
         try:

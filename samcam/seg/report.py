@@ -129,6 +129,8 @@ def _read_json(path: Path, what: str) -> Any:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a JSON {what} ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a JSON {what} (nested too deeply)") from None
 
 
 def write_record(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
