@@ -130,12 +130,14 @@ def _eval(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from samcam.data.spaces import get_dataset
         from samcam.io import write_text
-        from samcam.outputs import check_outputs
+        from samcam.outputs import check_file_output, check_outputs
         from samcam.metrics import format_table
         from samcam.pipeline.evaluate import evaluate_folders
 
         spec = get_dataset(a.dataset)
         ids = ids_of(a.ids)
+        for f in (a.csv, a.per_image_csv):  # tables are files: a path naming a folder is refused before the work
+            check_file_output(f, a.pred, a.gt, a.ids)
         check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids])
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
@@ -390,12 +392,11 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
         from samcam.io import write_text
-        from samcam.outputs import check_output
+        from samcam.outputs import check_file_output
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
-        if a.csv:
-            check_output(a.csv, a.voc, a.ids, a.checkpoint, a.cls_labels)
+        check_file_output(a.csv, a.voc, a.ids, a.checkpoint, a.cls_labels)
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
@@ -426,11 +427,13 @@ def _cam_select(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import pandas as pd
 
+        from pathlib import Path
+
         from samcam.io import write_text
-        from samcam.outputs import check_output
+        from samcam.outputs import check_file_output
         from samcam.pipeline.cam import best_rows, read_cam_eval, select_classifier
 
-        evals = {}
+        evals, tables = {}, {}
         for item in a.evals:
             name, sep, path = item.partition("=")
             if not sep or not name or not path:
@@ -439,8 +442,11 @@ def _cam_select(p: argparse.ArgumentParser):
                 raise ValueError(f"--evals {item!r}: the candidate name holds control or format characters")
             if name in evals:
                 raise ValueError(f"--evals: candidate {name!r} given twice")
+            same = tables.setdefault(Path(path).resolve(), name)
+            if same != name:  # one table under two names: two candidates that are one
+                raise ValueError(f"--evals: {path} is the table of candidate {same!r} and of {name!r}; give each candidate its own table")
             evals[name] = read_cam_eval(path)
-        check_output(a.out, *[item.partition("=")[2] for item in a.evals])
+        check_file_output(a.out, *[item.partition("=")[2] for item in a.evals])
         chosen, threshold = select_classifier(evals)
         rows = []
         for name, b in best_rows(evals).items():
@@ -478,10 +484,11 @@ def _cam2label(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
 
         from samcam.io import folder_ids, image_index, image_size, write_text
-        from samcam.outputs import check_outputs
+        from samcam.outputs import check_file_output, check_outputs
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
         ids = ids_of(a.ids)
+        check_file_output(a.sweep_csv, a.cams, a.sweep_gt, a.images, a.ids)
         check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids])
         if not a.sweep_gt:
             refuse_unused(p, a, ("thresholds", "sweep_csv"), "without --sweep-gt (the sweep scores against that ground truth)")
@@ -787,11 +794,10 @@ def _affinity_sweep(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.io import folder_ids, write_text
-        from samcam.outputs import check_output
+        from samcam.outputs import check_file_output
         from samcam.pipeline.affinity import alpha_sweep
 
-        if a.csv:
-            check_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids)
+        check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids)
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = _image_index_of(a.images, ids)
         df = alpha_sweep(index, a.cams, a.gt, ids, a.checkpoint, a.alphas, AffinityConfig(radius=None, beta=a.beta, steps=a.steps))

@@ -1221,6 +1221,22 @@ def test_c1_control_characters_are_not_in_an_id(tmp_path, capsys):
     fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "pred", "--ids", tmp_path / "ids.txt"], capsys, "ids.txt")
 
 
+@pytest.mark.parametrize("command", [
+    ["eval", "--pred", "{t}/lab", "--gt", "{t}/lab", "--csv", "{t}/new/"],
+    ["eval", "--pred", "{t}/lab", "--gt", "{t}/lab", "--per-image-csv", "{t}/new/"],
+    ["cam2label", "--cams", "{t}/cams", "--out", "{t}/o", "--threshold", "0.2", "--sweep-gt", "{t}/lab", "--sweep-csv", "{t}/new/"],
+    ["cam-eval", "--checkpoint", "{t}/none.pt", "--voc", "{t}", "--ids", "{t}/ids.txt", "--csv", "{t}/new/"],
+    ["affinity-sweep", "--checkpoint", "{t}/none.pt", "--cams", "{t}/cams", "--images", "{t}/lab", "--gt", "{t}/lab", "--ids", "{t}/ids.txt", "--csv", "{t}/new/"],
+])  # fmt: skip
+def test_a_table_output_naming_a_folder_is_refused_before_the_work(tmp_path, capsys, command):
+    """A table is a file: ``--csv new/`` is refused at once (it was written as a file ``new``)."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "lab", ["a"], 3, (4, 4))
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails([c.replace("{t}", str(tmp_path)) for c in command], capsys, f"output {tmp_path / 'new'}/: ends with a separator")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "o").exists()
+
+
 def test_ground_truth_for_the_walk_is_checked_as_every_ground_truth(tmp_path, capsys):
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
     _labels(tmp_path / "gt", ["a"], 100, (4, 4))

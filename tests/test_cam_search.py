@@ -151,6 +151,7 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=missing.csv"], "cam-eval table not found"),
     (["a=bad.csv"], "not a cam-eval table"),
     (["a=one.csv", "a=one.csv"], "given twice"),
+    (["a=one.csv", "b=./one.csv"], "./one.csv is the table of candidate 'a' and of 'b'; give each candidate its own table"),
     (["a=binary.csv"], "binary.csv: not a readable CSV"),
     (["a=nan.csv"], "nan.csv: a cam-eval table whose threshold, miou, map, partial_pct, false_pct are not all finite"),
     (["a=percent.csv"], "percent.csv: miou values outside 0..1 (found 10 to 40)"),  # mIoU in percent, not a fraction
@@ -174,6 +175,15 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_cam_select_out_names_a_file(tmp_path, capsys):
+    _table([0.1, 0.2, 0.3], 1.0).to_csv(tmp_path / "one.csv", index=False)
+    (tmp_path / "folder").mkdir()
+    for out, why in ((f"{tmp_path / 'new'}/", "ends with a separator, which names a folder"), (tmp_path / "folder", "exists and is not a regular file")):
+        assert cli.main(["cam-select", "--evals", f"a={tmp_path / 'one.csv'}", "--out", str(out)]) == 2
+        assert f"output {out}: {why}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "one.csv"] and not any((tmp_path / "folder").iterdir())
 
 
 def test_device_option():
