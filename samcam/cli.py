@@ -218,12 +218,12 @@ def _masks(p: argparse.ArgumentParser):
     _add_amg_args(p)
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.outputs import check_output
+        from samcam.outputs import check_folder_output
         from samcam.pipeline.masks import parse_shard, run_masks
         from samcam.pipeline.workers import parse_devices
 
         shard, devices = parse_shard(a.shard), parse_devices(a.devices, threads=a.threads)
-        check_output(a.out, a.ids)  # run_masks checks the images and the checkpoint; the id list is the command's
+        check_folder_output(a.out, a.ids)  # run_masks checks the images and the checkpoint; the id list is the command's
         if a.threads:
             import torch
 
@@ -302,11 +302,11 @@ def _train(p: argparse.ArgumentParser):
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels, one_hot
         from samcam.config import from_args
-        from samcam.outputs import check_output
+        from samcam.outputs import check_file_output
         from samcam.metrics import average_precision
         from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
-        check_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
+        check_file_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
         if not a.train_backbone:
             refuse_unused(p, a, ("lr_backbone",), "with --head-only (the backbone stays frozen)")
         tree = VocTree(a.voc)
@@ -348,12 +348,12 @@ def _cam(p: argparse.ArgumentParser):
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree, image_labels
         from samcam.io import image_index
-        from samcam.outputs import check_output
+        from samcam.outputs import check_folder_output
         from samcam.pipeline.cam import extract_cams
         from samcam.pipeline.masks import select_ids
         from samcam.pipeline.workers import parse_devices
 
-        check_output(a.out, a.images, a.voc, a.checkpoint, a.ids)
+        check_folder_output(a.out, a.images, a.voc, a.checkpoint, a.ids)
         devices = parse_devices(a.devices, threads=a.threads)
         if devices and a.device:
             raise ValueError("give --device or --devices, not both")
@@ -550,11 +550,11 @@ def _labels(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.cam.methods import FORMATS, get_method
-        from samcam.outputs import check_output
+        from samcam.outputs import check_folder_output
         from samcam.pipeline.labels import export_labels
 
         m = get_method(a.method)
-        check_output(a.out, a.input, a.ids)
+        check_folder_output(a.out, a.input, a.ids)
         fmt = a.format or m.format
         default = m.threshold if FORMATS[fmt].needs_threshold else None  # the registry's, for a format of score maps only
         s = export_labels(a.input, a.out, ids_of(a.ids), fmt, a.threshold if a.threshold is not None else default)
@@ -700,12 +700,12 @@ def _train_affinity(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from samcam.config import from_args
         from samcam.io import image_index
-        from samcam.outputs import check_output
+        from samcam.outputs import check_file_output
         from samcam.pipeline.affinity import train_affinity
         from samcam.pipeline.masks import select_ids
         from samcam.refine.affinity import alphas_for_threshold
 
-        check_output(a.out, a.images, a.cams, a.ids, a.seed_labels)
+        check_file_output(a.out, a.images, a.cams, a.ids, a.seed_labels)
         if a.threshold is not None and (a.low_alpha is not None or a.high_alpha is not None):
             raise ValueError("--threshold sets --low-alpha and --high-alpha; give either the threshold or the powers")
         if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or not a.crf):
@@ -754,11 +754,11 @@ def _affinity(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.io import folder_ids
-        from samcam.outputs import check_output
+        from samcam.outputs import check_folder_output
         from samcam.pipeline.affinity import affinity_labels, ground_truth_walk_labels
         from samcam.refine.affinity import alphas_for_threshold
 
-        check_output(a.out, a.images, a.cams, a.checkpoint, a.gt_affinity, a.ids)
+        check_folder_output(a.out, a.images, a.cams, a.checkpoint, a.gt_affinity, a.ids)
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         alpha = alphas_for_threshold(a.threshold)[1] if a.threshold is not None else (d.alpha if a.alpha is None else a.alpha)
         cfg = AffinityConfig(alpha=alpha, beta=a.beta, steps=a.steps, radius=a.radius)

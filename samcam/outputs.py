@@ -95,6 +95,15 @@ def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike 
     check_output(path, *inputs)
 
 
+def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """:func:`check_output` for an output folder, which is refused as well, before any work, where a
+    file (or anything but a folder) stands at its path: a user's file is never taken for the folder."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output {out}: exists and is not a folder; give a folder's path")
+    check_output(path, *inputs)
+
+
 def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[str | os.PathLike | None]) -> None:
     """:func:`check_output` for each of a command's outputs, and no two of them the same path or one
     inside another (a table written into the label folder it describes, two tables into one file)."""
@@ -335,7 +344,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     from samcam import __version__
 
     out = Path(out)
-    check_output(out, *inputs.values())
+    check_folder_output(out, *inputs.values())
     if out.is_dir():  # before the lock file is made: nothing is written into a folder that is not samcam's
         refuse_foreign(out)
         _refuse_unrecorded(out)

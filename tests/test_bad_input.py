@@ -1226,7 +1226,8 @@ def test_c1_control_characters_are_not_in_an_id(tmp_path, capsys):
     ["eval", "--pred", "{t}/lab", "--gt", "{t}/lab", "--per-image-csv", "{t}/new/"],
     ["cam2label", "--cams", "{t}/cams", "--out", "{t}/o", "--threshold", "0.2", "--sweep-gt", "{t}/lab", "--sweep-csv", "{t}/new/"],
     ["cam-eval", "--checkpoint", "{t}/none.pt", "--voc", "{t}", "--ids", "{t}/ids.txt", "--csv", "{t}/new/"],
-    ["affinity-sweep", "--checkpoint", "{t}/none.pt", "--cams", "{t}/cams", "--images", "{t}/lab", "--gt", "{t}/lab", "--ids", "{t}/ids.txt", "--csv", "{t}/new/"],
+    ["affinity-sweep", "--checkpoint", "{t}/none.pt", "--cams", "{t}/cams", "--images", "{t}/lab", "--gt", "{t}/lab", "--ids", "{t}/ids.txt", "--alphas", "4",
+     "--csv", "{t}/new/"],
 ])  # fmt: skip
 def test_a_table_output_naming_a_folder_is_refused_before_the_work(tmp_path, capsys, command):
     """A table is a file: ``--csv new/`` is refused at once (it was written as a file ``new``)."""
@@ -1732,3 +1733,33 @@ def test_cam2label_refused_labels_leave_the_sweep_table_alone(tmp_path, capsys):
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "o", "--threshold", "0.2", "--sweep-gt", tmp_path / "gt",
            "--sweep-csv", tmp_path / "s.csv"], capsys, "differs in content")  # fmt: skip
     assert (tmp_path / "s.csv").read_text() == "kept"
+
+
+def test_a_cam_map_larger_than_an_image_may_be_is_refused_before_it_is_read():
+    """Score maps of 13400 × 13400 (a 180 MB file of bytes, 1.3 GiB once converted) are named by their
+    size before any conversion: the same pixel limit as every image (a view: no memory is used here)."""
+    from samcam.cam.files import score_maps
+    from samcam.io import MAX_PIXELS
+
+    huge = np.broadcast_to(np.zeros(1, np.uint8), (1, 13400, 13400))
+    with pytest.raises(ValueError, match=re.escape(f"c/a.npy: high_res: declares 13400×13400 pixels, over the limit of {MAX_PIXELS}")):
+        score_maps(huge, "c/a.npy", "high_res")
+    side = int(MAX_PIXELS**0.5)
+    assert score_maps(np.broadcast_to(np.zeros(1, np.uint8), (1, 1, side)), "c/a.npy").shape == (1, 1, side)
+
+
+@pytest.mark.parametrize("command", [
+    ["cam2label", "--cams", "{t}/cams", "--out", "{t}/notes.txt", "--threshold", "0.2"],
+    ["train-seg", "--images", "{t}/lab", "--labels", "{t}/lab", "--ids", "{t}/ids.txt", "--out", "{t}/notes.txt", "--max-steps", "1"],
+    ["masks", "--images", "{t}/lab", "--out", "{t}/notes.txt"],
+    ["affinity", "--cams", "{t}/cams", "--gt-affinity", "{t}/lab", "--out", "{t}/notes.txt"],
+])  # fmt: skip
+def test_an_output_folder_where_a_file_stands_is_refused_at_once(tmp_path, capsys, command):
+    """A user's file at an output folder's path is named as such before any work (train-seg said
+    `[Errno 17] File exists` once its data were loaded and its model built)."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "lab", ["a"], 3, (4, 4))
+    (tmp_path / "ids.txt").write_text("a\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    fails([c.replace("{t}", str(tmp_path)) for c in command], capsys, f"output {tmp_path / 'notes.txt'}: exists and is not a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -62,3 +62,27 @@ def test_known_table():
 
 def test_cached_mobile_sam_is_the_official_file(mobile_sam_checkpoint):
     assert weights.sha256_file(mobile_sam_checkpoint) == weights.CHECKPOINTS["vit_t"].sha256
+
+
+def test_a_cache_entry_that_is_no_file_is_named_not_read(http_folder, tmp_path, monkeypatch, capsys):
+    """A pipe, a folder or a broken link where the cached checkpoint belongs is refused at once, by name
+    (a pipe had made the fetch block forever; a dangling link would have been written through)."""
+    import os
+
+    from samcam.cli import main
+
+    served, base = http_folder
+    (served / "model.pth").write_bytes(b"x")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SAMCAM_HOME", str(home))
+    ck = weights.Checkpoint("test", "model.pth", 1, hashlib.sha256(b"x").hexdigest(), f"{base}/model.pth")
+    for make, what in ((os.mkfifo, "not a regular file"), (os.mkdir, "not a regular file"), (lambda p: os.symlink(tmp_path / "gone", p), "a broken link")):
+        make(home / "model.pth")
+        with pytest.raises(ValueError, match=f"^{home / 'model.pth'}: the cache's model.pth is {what}; remove it"):
+            weights.fetch(ck, progress=False)
+        assert not (tmp_path / "gone").exists()
+        (os.rmdir if (home / "model.pth").is_dir() and not (home / "model.pth").is_symlink() else os.unlink)(home / "model.pth")
+    os.mkfifo(home / weights.CHECKPOINTS["vit_t"].filename)
+    assert main(["weights", "fetch", "vit_t"]) == 2
+    assert f"{home / weights.CHECKPOINTS['vit_t'].filename}: the cache's" in capsys.readouterr().err

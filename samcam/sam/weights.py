@@ -113,6 +113,8 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
     ck = get_checkpoint(name) if isinstance(name, str) else name
     folder = home()
     target = folder / ck.filename
+    if target.is_symlink() and not target.exists() or target.exists() and not target.is_file():  # a pipe would block the hash, a folder fail it
+        raise ValueError(f"{target}: the cache's {ck.filename} is {'a broken link' if not target.exists() else 'not a regular file'}; remove it (samcam fetches the file again)")
     if target.is_file():
         try:
             verify(target, ck.sha256)

@@ -52,7 +52,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
 
         import torch
 
-        from samcam.outputs import check_file_output, check_output, check_outputs
+        from samcam.outputs import check_file_output, check_folder_output, check_output, check_outputs
 
         from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, train
 
@@ -62,7 +62,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
             raise ValueError("--record needs --eval-gt and --eval-ids (a record holds the evaluation)")
         recipe = recipe_from_args(a)
         given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids, recipe_file(a.recipe) if a.recipe is not None else None)
-        check_output(a.out, *given)
+        check_folder_output(a.out, *given)
         for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.record is not None:
