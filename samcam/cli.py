@@ -346,7 +346,7 @@ def _cam(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.cam.nets import build_camnet
-        from samcam.data.voc import VocTree, image_labels
+        from samcam.data.voc import VocTree, image_labels, label_source_path
         from samcam.io import image_index
         from samcam.outputs import check_folder_output
         from samcam.pipeline.cam import extract_cams
@@ -366,7 +366,8 @@ def _cam(p: argparse.ArgumentParser):
         ids = select_ids(index, ids_of(a.ids), (0, 1), a.images)
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
-        s = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads)
+        s = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads,
+                         label_source=label_source_path(tree, a.labels, a.cls_labels))  # fmt: skip
         print(s.line("CAM files"))
         return 0
 

@@ -291,6 +291,20 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
+def fingerprint_files(files: dict[str, str | os.PathLike]) -> str:
+    """A content fingerprint of the files a step reads, by their names (an id): the SHA-256 over the
+    sorted ``(name, size, SHA-256)``; equal for the same contents wherever the files lie, whatever else
+    their folders hold. For a step that reads a chosen few files of a folder (its ids'), where
+    :func:`fingerprint` of the whole folder would change with files it never read."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(files):
+        q = check_input(files[name])
+        h.update(f"{name}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode("utf-8", "surrogateescape"))
+    return "sha256:" + h.hexdigest()
+
+
 @contextlib.contextmanager
 def lock_output(out: str | os.PathLike) -> Iterator[Path]:
     """Hold ``out/.samcam.lock`` (``fcntl.flock``, released when the block ends or the process dies)

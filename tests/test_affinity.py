@@ -641,6 +641,17 @@ def test_seeds_from_labels_and_an_earlier_head_refused(tmp_path, voc_root, gt_ca
     assert ck["record"]["seed_labels"] == "seeds" and ck["record"]["cams"] is None and ck["head"] == "psa-elu"  # relative to the checkpoint
     with pytest.raises(ValueError, match="another affinity run"):  # the same run from the CAMs is another run
         train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False)
+    import hashlib
+
+    by_hand = hashlib.sha256("".join(f"{i}\0{(seeds / f'{i}.png').stat().st_size}\0{hashlib.sha256((seeds / f'{i}.png').read_bytes()).hexdigest()}\n"
+                                     for i in sorted(ids)).encode()).hexdigest()  # fmt: skip
+    assert ck["record"]["seeds_sha256"] == "sha256:" + by_hand  # the seeds it learnt from, by content
+    first = read_label(seeds / f"{ids[0]}.png")
+    write_label(seeds / f"{ids[0]}.png", np.where(first == 0, 0, 255).astype(np.uint8) if (first == 0).any() else first % 2)  # other seeds, same path
+    with pytest.raises(ValueError, match="another affinity run"):  # a finished run on other seeds is not its resume
+        train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False, seed_labels=seeds)
+    write_label(seeds / f"{ids[0]}.png", first)
+    assert train_affinity(index, cams, ids, tmp_path / "l.pt", cfg, progress=False, seed_labels=seeds).done == 0
     bad = tmp_path / "bad_seeds"
     bad.mkdir()
     for i in ids:

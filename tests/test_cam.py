@@ -150,6 +150,12 @@ def test_training_writes_and_resumes_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="holds a run on other images"):
         train_classifier(images[:3], labels[:3], tmp_path / "clf.pt", cfg, progress=False)  # no ids: the count decides
     assert train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False).losses == res.losses  # same images, ids not given
+    other = labels.copy()
+    other[2, 3] = 1  # the same ids with other image-level labels (another label source): another run
+    with pytest.raises(ValueError, match="holds a run on other image contents or other image-level labels"):
+        train_classifier(images, other, tmp_path / "clf.pt", cfg, progress=False, ids=ids)
+    with pytest.raises(ValueError, match="holds a run on other image contents"):
+        train_classifier([images[0][::-1], *images[1:]], labels, tmp_path / "clf.pt", cfg, progress=False, ids=ids)
     with pytest.raises(ValueError, match="3 ids for 4 images"):
         train_classifier(images, labels, tmp_path / "other.pt", cfg, progress=False, ids=ids[:3])
     # a head-only checkpoint reduces to its head; an existing head is never replaced

@@ -6,6 +6,7 @@ output folder — never with the step's own earlier output."""
 
 import json
 import os
+import re
 
 from pathlib import Path
 
@@ -322,3 +323,60 @@ def test_a_step_result_reports_its_rate_and_resume():
     assert idle.seconds_per_item is None and idle.line() == "0 images done, 5 already there -> out"
     with pytest.raises(AttributeError):
         r.done = 3  # frozen: a result is what happened
+
+
+def test_a_cam_folder_records_its_label_source_by_content(tmp_path, monkeypatch):
+    """The labels a CAM folder's keys come from are part of its record: a rerun whose label source
+    holds other labels (for ids already done or not) is refused, naming it, never mixed in."""
+    import samcam.pipeline.cam
+    from samcam.pipeline.cam import extract_cams
+
+    ids = _images(tmp_path / "images", 3)
+    monkeypatch.setattr(samcam.pipeline.cam, "multiscale_cam", lambda net, image, keys, scales, source=None: np.ones((len(keys), *image.shape[:2]), np.float32))
+    net = type("Net", (), {"name": "fake"})()
+    images = {i: tmp_path / "images" / f"{i}.png" for i in ids}
+    source = tmp_path / "cls_labels.npy"
+    source.write_bytes(b"the labels, first version")
+    labels = {i: np.array([1]) for i in ids}
+    extract_cams(net, images, {i: labels[i] for i in ids[:2]}, tmp_path / "cams", progress=False, label_source=source)
+    assert extract_cams(net, images, labels, tmp_path / "cams", progress=False, label_source=source).done == 1  # same labels: resumed
+    source.write_bytes(b"the labels, edited")
+    with pytest.raises(ValueError, match=rf"the input labels \({re.escape(str(source))}\) differs in content"):
+        extract_cams(net, images, labels, tmp_path / "cams", progress=False, label_source=source)
+
+
+def test_the_label_source_is_the_file_or_folder_the_labels_are_read_from(tmp_path):
+    from samcam.data.voc import VocTree, label_source_path
+
+    tree = VocTree(tmp_path, must_exist=False)
+    assert label_source_path(tree, "gt") == tmp_path / "SegmentationClass" == tree.gt_dir
+    assert label_source_path(tree, "xml") == tmp_path / "Annotations"
+    assert label_source_path(tree, "cls_labels", tmp_path / "c.npy") == tmp_path / "c.npy"
+    with pytest.raises(ValueError, match="label source"):
+        label_source_path(tree, "other")
+
+
+def test_a_refinement_records_its_sam_checkpoint_by_content(tmp_path, monkeypatch):
+    """Prompted refinement with --checkpoint: other weights at the same path are another run, refused."""
+    import samcam.pipeline.workers
+    from samcam.io import write_label
+    from samcam.pipeline.prompted import refine_folder
+
+    ids = _images(tmp_path / "images", 2)
+    (tmp_path / "pseudo").mkdir()
+    for i in ids:
+        write_label(tmp_path / "pseudo" / f"{i}.png", np.zeros((12, 16), np.uint8))
+
+    def fake(work, devices, todo, args, done, threads):  # what refine_into writes, without SAM
+        for i in todo:
+            write_label(args[4][""] / f"{i}.png", np.zeros((12, 16), np.uint8))
+            done(i, (0.0, "cpu"))
+
+    monkeypatch.setattr(samcam.pipeline.workers, "run_on_devices", fake)
+    ck = tmp_path / "sam.pt"
+    ck.write_bytes(b"weights, first version")
+    refine_folder(tmp_path / "images", tmp_path / "pseudo", tmp_path / "out", ids[:1], checkpoint=ck, progress=False)
+    ck.write_bytes(b"weights, fine-tuned since")
+    with pytest.raises(ValueError, match=rf"the input checkpoint \({re.escape(str(ck))}\) differs in content"):
+        refine_folder(tmp_path / "images", tmp_path / "pseudo", tmp_path / "out", ids, checkpoint=ck, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [f"{ids[0]}.png"]

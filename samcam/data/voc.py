@@ -188,6 +188,15 @@ def _labels_cls(tree: VocTree, ids: list[str], cls_labels: str | os.PathLike | N
 LABEL_SOURCES = {"gt": _labels_gt, "cls_labels": _labels_cls, "xml": _labels_xml}
 
 
+def label_source_path(tree: VocTree, source: str = "gt", cls_labels: str | os.PathLike | None = None) -> Path | None:
+    """Where :func:`image_labels` reads ``source``'s labels: the ground-truth folder, the annotation
+    folder or the ``cls_labels.npy`` file (what a step's record fingerprints, so that a rerun on other
+    labels is refused, not mixed in)."""
+    lookup(LABEL_SOURCES, source, "label source")
+    where = {"gt": tree.gt_dir, "xml": tree.root / "Annotations", "cls_labels": cls_labels}[source]
+    return Path(where) if where is not None else None
+
+
 def image_labels(tree: VocTree, ids: list[str], source: str = "gt", cls_labels: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Foreground classes (1-based) of each id from ground-truth masks, IRN's ``cls_labels.npy`` or
     the VOC annotation XMLs. Only which classes occur is used, never where (the WSSS setting).

@@ -139,7 +139,7 @@ def train_affinity(
 
     import hashlib
 
-    from samcam.outputs import record_path
+    from samcam.outputs import fingerprint_files, record_path
 
     out = Path(out)
     cams = Path(cams) if seed_labels is None else None  # seeds from labels read no CAM file
@@ -154,9 +154,12 @@ def train_affinity(
             raise FileNotFoundError(f"{seed_labels}: no seed label for {len(missing)} ids, e.g. {missing[0]}.png")
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
+    seeds_from = {i: cams / f"{i}.npy" for i in ids} if seed_labels is None else {i: seed_labels / f"{i}.png" for i in ids}
     record = {"config": asdict(config), "ids": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
               "cams": None if cams is None else record_path(cams, out.parent),
-              "seed_labels": None if seed_labels is None else record_path(seed_labels, out.parent)}  # fmt: skip
+              "seed_labels": None if seed_labels is None else record_path(seed_labels, out.parent),
+              # what the head learns from, by content: a rerun on other seeds or images is another run, never a resume
+              "seeds_sha256": fingerprint_files(seeds_from), "images_sha256": fingerprint_files({i: images[i] for i in ids})}  # fmt: skip
     start, losses, before, ck = 0, [], 0.0, None
     if out.exists():  # checked before any feature is computed: a finished or foreign run costs nothing
         ck = load_checkpoint(out)

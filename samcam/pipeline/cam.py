@@ -35,12 +35,15 @@ def extract_cams(
     provenance: dict | None = None,
     devices: list[str] | None = None,
     threads: int | None = None,
+    label_source: str | os.PathLike | None = None,
 ) -> StepResult:
     """Write ``out/<id>.npy`` (IRN layout) for every id of ``labels`` not done yet.
 
     The network's own provenance (backbone, checkpoint and its SHA-256, set by
     :func:`samcam.cam.nets.build_camnet`), the scales and ``provenance`` (e.g. the label source) are
-    recorded in ``out/samcam_run.json``; a rerun with other settings is refused. ``devices`` (two or
+    recorded in ``out/samcam_run.json``, with the content of the images and of ``label_source`` (the
+    file or folder ``labels`` were read from, :func:`samcam.data.voc.label_source_path`); a rerun with
+    other settings or other labels is refused. ``devices`` (two or
     more, e.g. ``["cuda:0", "cuda:1"]``) runs one spawned process per device on a disjoint slice of the
     pending ids (:func:`samcam.pipeline.workers.run_on_devices`), one progress bar for all; the files
     are those one process writes.
@@ -48,7 +51,7 @@ def extract_cams(
     from samcam.pipeline.workers import run_on_devices
     from samcam.progress import progress_bar
 
-    with claim_output(out, "cam", {"images": common_folder(images.values())},
+    with claim_output(out, "cam", {"images": common_folder(images.values()), "labels": label_source},
                      {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})}):  # fmt: skip
         out = Path(out)
         todo = pending(list(labels), out, ".npy")

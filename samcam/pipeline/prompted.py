@@ -34,7 +34,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     targets = {name: (out / name if name else out) for name in named}
     with contextlib.ExitStack() as claimed:  # every folder locked and recorded while the step writes
         for name, target in targets.items():
-            claimed.enter_context(claim_output(target, "refine-prompted", {"images": images, "pseudo": pseudo, "cams": cams_dir},
+            claimed.enter_context(claim_output(target, "refine-prompted", {"images": images, "pseudo": pseudo, "cams": cams_dir, "checkpoint": checkpoint},
                                                {"config": vars(named[name]), "model_type": model_type, "checkpoint": checkpoint, "format": fmt, "threshold": threshold}))
         index = image_index(images)
         missing = [i for i in ids if i not in index]

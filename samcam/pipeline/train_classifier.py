@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,22 @@ def _random_window(features: torch.Tensor, cells: int, rng: np.random.Generator)
     return f[:, y0 : y0 + ch, x0 : x0 + cw].mean((1, 2))
 
 
+def _data_sha256(images: Sequence[np.ndarray], labels: np.ndarray) -> str:
+    """The SHA-256 of what a classifier learns from: each image's shape and pixels, in order, and the
+    0/1 image-level labels (so a resume on other labels, read from another source, is refused)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for im in images:
+        a = np.ascontiguousarray(im)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(memoryview(a).cast("B"))
+    lab = np.ascontiguousarray(np.asarray(labels, np.float32))
+    h.update(f"{lab.shape}".encode())
+    h.update(memoryview(lab).cast("B"))
+    return h.hexdigest()
+
+
 def train_classifier(
     images: list[np.ndarray],
     labels: np.ndarray,
@@ -163,7 +180,7 @@ def train_classifier(
     out = Path(out)
     if ids is not None and len(ids) != len(images):
         raise ValueError(f"{len(ids)} ids for {len(images)} images")
-    data_record = {"n_images": len(images), "ids": list(ids) if ids is not None else None}
+    data_record = {"n_images": len(images), "ids": list(ids) if ids is not None else None, "data_sha256": _data_sha256(images, labels)}
     torch.manual_seed(config.seed)
     dev = torch.device(device or "cpu")
     net = build_camnet(config.backbone, config.n_classes, output_stride=config.output_stride)
@@ -186,6 +203,8 @@ def train_classifier(
         other_ids = ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids)
         if "n_images" in ck and (ck["n_images"] != len(images) or other_ids):
             raise ValueError(f"{out} holds a run on other images ({ck['n_images']} images, ids {'recorded' if ck.get('ids') else 'not recorded'}); choose another path")
+        if "data_sha256" in ck and ck["data_sha256"] != data_record["data_sha256"]:  # same ids, other pixels or other image-level labels
+            raise ValueError(f"{out} holds a run on other image contents or other image-level labels (another label source); choose another path")
         load_weights(net, ck.get("state_dict"), out, "classifier weights")
         start_epoch = ck.get("epoch")
         if not (isinstance(start_epoch, int) and not isinstance(start_epoch, bool) and 0 <= start_epoch <= config.epochs):
