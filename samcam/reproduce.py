@@ -305,8 +305,9 @@ def _inside(name: object, folder: Path, what: str) -> None:
 #: commands that are no step: they run steps themselves, or write outside the checkout (the weights cache)
 NOT_STEPS = ("reproduce", "demo", "weights")
 
-#: the options by which a samcam command names what it writes
-OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions", "--record")
+#: the options by which a samcam command, or a script of benchmarks/, names what it writes (the scripts'
+#: --workdir and --official-masks too: a folder they write in, or write once when it is absent)
+OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions", "--record", "--workdir", "--official-masks")
 
 
 def _check_command(command: list, parameters: object, outputs: list, where: str) -> None:

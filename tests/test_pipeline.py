@@ -296,6 +296,11 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
      "script argument '/elsewhere/x' names a path that is not among the step's inputs or outputs"),
     ("{name: x, script: [benchmarks/bench_merge_e2e.py, --official-masks=../elsewhere], inputs: [../baselines]}",
      "script argument '--official-masks=../elsewhere' names a path that is not among the step's inputs or outputs"),
+    # a script's option that writes, given a declared input (outside the checkout) instead of an output
+    ("{name: x, script: [benchmarks/bench_merge_e2e.py, --workdir, ../v], inputs: [../v], outputs: [results/benchmarks/merge_e2e.json]}",
+     "script writes --workdir ../v, which is not among its outputs"),
+    ("{name: x, script: [benchmarks/bench_merge_e2e.py, --official-masks, ../v], inputs: [../v], outputs: [results/benchmarks/merge_e2e.json]}",
+     "script writes --official-masks ../v, which is not among its outputs"),
     ("{name: x, script: [benchmarks/bench_eval.py], parameters: {a: 1}}", "parameters are a notebook's; a script step's settings are its arguments"),
     ("{name: x, script: [benchmarks/bench_generator.py, --out, elsewhere], outputs: [results/benchmarks]}", "script writes --out elsewhere, which is not among its outputs"),
     ("{name: x, script: [benchmarks/bench_generator.py, --out=results/benchmarks], outputs: [results/benchmarks]}", "script argument '--out=results/benchmarks': give an option and its value as two items"),
