@@ -402,8 +402,11 @@ def _cam_eval(p: argparse.ArgumentParser):
         tree = VocTree(a.voc)
         ids = a.ids.ids
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
-        net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
+        if not y.any():  # no positive of any class: neither an average precision nor a CAM error rate exists
+            raise ValueError(f"{a.ids}: none of its {len(ids)} held-out images has an object class in its labels ({a.labels}); "
+                             "a classifier is scored on images with objects")  # fmt: skip
+        net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids], [tree.image_path(i) for i in ids]), y)))
         images = {i: tree.image_path(i) for i in ids}
         df = score_cams(net, images, tree.root / "SegmentationClass", labels, ts, spec=tree.spec)

@@ -257,3 +257,20 @@ def test_head_only_refuses_backbone_options():
         TrainConfig(train_backbone=False, rescale=(0.5, 1.0))
     with pytest.raises(ValueError, match="head only"):
         TrainConfig(train_backbone=False, freeze_blocks=3)
+
+
+def test_cam_eval_refuses_held_out_images_without_an_object(tmp_path, capsys):
+    """Held-out images whose ground truth is background only give no average precision and no CAM error
+    rate (0 object pixels): one line naming the id list, not a table of NaN under a NumPy warning."""
+    from PIL import Image
+
+    voc = tmp_path / "voc"
+    for d in ("JPEGImages", "SegmentationClass"):
+        (voc / d).mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(voc / "JPEGImages" / "a.jpg")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(voc / "SegmentationClass" / "a.png")
+    (tmp_path / "ids.txt").write_text("a\n")
+    assert cli.main(["cam-eval", "--checkpoint", str(tmp_path / "none.pt"), "--voc", str(voc), "--ids", str(tmp_path / "ids.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"samcam cam-eval: error: {tmp_path / 'ids.txt'}: none of its 1 held-out images has an object class in its labels (gt); "
+                   "a classifier is scored on images with objects"]  # fmt: skip

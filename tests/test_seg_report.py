@@ -747,3 +747,16 @@ def test_write_table_checks_runs_alike_and_names_the_missing_reference(tmp_path)
     assert (tmp_path / "o" / "gaps.md").read_text() == "No finished run of the reference row The Reference yet: no gap is tested.\n"
     header = (tmp_path / "o" / "table.csv").read_text().splitlines()[0].split(",")
     assert not [h for h in header if h.startswith("recipe")] and "run" not in header and "device" not in header
+
+
+def test_a_search_ranks_recipes_on_one_set_of_images(tmp_path):
+    """Runs scored on another number of val images are not ranked together: named, with both counts
+    (other scales or flip are how a run was evaluated, the table's eval column)."""
+    from samcam.seg.report import write_search
+
+    runs = _records(tmp_path, ("a_s0", _record()), ("b_s0", _set("eval.flip", True)(_set("recipe.crop", 96)(_record()))))
+    assert write_search(runs, tmp_path / "ok")["eval"].tolist() == ["1.0", "1.0 + flip"]
+    (runs / "b_s0.json").write_text(json.dumps(_set("eval.n_images", 5)(_record())))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: evaluated on 5 images, {runs / 'a_s0.json'} on 4; a search compares recipes on one set of images")):
+        write_search(runs, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -321,8 +321,14 @@ SEARCH_FILES = ("table.csv", "table.md")
 
 def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, configs: Sequence[str] | None = None) -> Any:
     """Write ``table.csv`` and ``table.md`` of a recipe search (every finished run in ``runs_dir``,
-    or those of ``configs`` in their order) into ``out_dir``; returns the table."""
-    t = search_table(collect(runs_dir, configs))
+    or those of ``configs`` in their order) into ``out_dir``; returns the table. Runs evaluated on
+    other numbers of val images are refused: their scores do not compare."""
+    df = collect(runs_dir, configs)
+    first = df.iloc[0]
+    for r in df.itertuples():  # recipes are ranked on one set of val images (how each was evaluated is the table's eval column)
+        if r.n_val != first["n_val"]:
+            raise ValueError(f"{r.run}: evaluated on {r.n_val} images, {first['run']} on {first['n_val']}; a search compares recipes on one set of images")
+    t = search_table(df)
     csv, md = SEARCH_FILES
     write_text(Path(out_dir) / csv, t.to_csv(index=False))
     write_text(Path(out_dir) / md, search_markdown(t))
