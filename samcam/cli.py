@@ -401,6 +401,11 @@ def _cam_eval(p: argparse.ArgumentParser):
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
+        trained = _trained_ids(a.checkpoint)
+        seen = [i for i in ids if i in trained]
+        if seen:
+            raise ValueError(f"{a.ids}: {len(seen)} of its {len(ids)} ids are images the classifier {a.checkpoint} was trained on "
+                             f"(e.g. {seen[0]}); cam-eval scores held-out images")  # fmt: skip
         labels = image_labels(tree, ids, a.labels, a.cls_labels)
         y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
         if not y.any():  # no positive of any class: neither an average precision nor a CAM error rate exists
@@ -421,6 +426,18 @@ def _cam_eval(p: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+def _trained_ids(checkpoint: str) -> set[str]:
+    """The ids a samcam classifier checkpoint records it was trained on (none for IRN's ``res50_cam.pth``,
+    or a checkpoint that does not exist: building the network names that)."""
+    from samcam.io import load_checkpoint
+
+    if not Path(checkpoint).is_file():
+        return set()
+    ck = load_checkpoint(checkpoint)
+    ids = ck.get("ids") if isinstance(ck, dict) else None
+    return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
 
 
 @command("cam-select", "choose a classifier among candidates by their held-out cam-eval tables (the CAM search protocol)")

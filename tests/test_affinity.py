@@ -732,6 +732,10 @@ def test_alpha_sweep_scores_each_power_as_its_labels(tmp_path, voc_root, gt_cams
     train_affinity(index, cams, ids, ck, AffinityTrainConfig(epochs=1, batch_size=2, crop=16, crf=False), progress=False)
     alphas = [1.0, 6.0, 40.0]
     walk = AffinityConfig(radius=None, steps=24)
+    with pytest.raises(ValueError, match=f"{ck}: its head was trained on exactly these 3 ids; a background power is chosen on held-out images"):
+        alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, alphas, walk, progress=False)
+    ids = ids[1:]  # held out (here: not exactly the training list)
+    (tmp_path / "held.txt").write_text("".join(f"{i}\n" for i in ids))
     df = alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, alphas, walk, progress=False)
     assert list(df["alpha"]) == alphas and list(df.columns[:2]) == ["alpha", "miou"]
     for a, row in zip(alphas, df.itertuples()):
@@ -743,7 +747,7 @@ def test_alpha_sweep_scores_each_power_as_its_labels(tmp_path, voc_root, gt_cams
     assert df["miou"].nunique() > 1 and df["best"].sum() >= 1 and df.loc[df["best"], "miou"].min() == df["miou"].max()
     csv = tmp_path / "sweep.csv"
     assert cli.main(["affinity-sweep", "--images", str(voc_root / "JPEGImages"), "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
-                     "--checkpoint", str(ck), "--alphas", "1", "6", "40", "--steps", "24", "--csv", str(csv)]) == 0  # fmt: skip
+                     "--checkpoint", str(ck), "--alphas", "1", "6", "40", "--steps", "24", "--csv", str(csv), "--ids", str(tmp_path / "held.txt")]) == 0  # fmt: skip
     written = pd.read_csv(csv)
     assert np.allclose(written["miou"], df["miou"]) and read_alpha_sweep(csv) == alphas[int(df["miou"].to_numpy().argmax())]
     with pytest.raises(ValueError, match="listed twice"):

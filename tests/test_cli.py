@@ -127,7 +127,11 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
 
     run(["cam2label", "--cams", tmp_path / "cams", "--sweep-gt", root / "SegmentationClass", "--thresholds", "0.1:0.3:0.1",
          "--sweep-csv", tmp_path / "sweep.csv"])
-    run(["cam-eval", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.3:0.1", "--csv", tmp_path / "ev.csv"])
+    run(["cam-eval", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.3:0.1", "--csv", tmp_path / "ev.csv"], code=2)
+    assert f"{root / 'ids.txt'}: 4 of its 4 ids are images the classifier {ck} was trained on" in capsys.readouterr().err  # held-out only
+    state = torch.load(ck, weights_only=False)
+    torch.save({**state, "ids": None}, tmp_path / "anon.pt")  # the same weights, no training ids recorded (as IRN's checkpoints)
+    run(["cam-eval", "--checkpoint", tmp_path / "anon.pt", "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.3:0.1", "--csv", tmp_path / "ev.csv"])
     ev, sweep = pd.read_csv(tmp_path / "ev.csv"), pd.read_csv(tmp_path / "sweep.csv")
     assert ev["miou"].tolist() == pytest.approx(sweep["miou"].tolist(), abs=1e-12)
     m_ap = trained_out.split("held-out classification mAP over 4 images: ")[1].split()[0]

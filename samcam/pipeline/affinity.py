@@ -299,7 +299,7 @@ def affinity_labels(
     from samcam.outputs import claim_output
 
     cams = Path(cams)
-    config, walk = _walker(checkpoint, config)
+    config, walk, ck = _walker(checkpoint, config)
 
     def walked(image_id: str):
         image = read_image(images[image_id])
@@ -314,7 +314,7 @@ def affinity_labels(
 
 
 def _walker(checkpoint: str | os.PathLike, config: AffinityConfig):
-    """``(config, walk)`` for a finished affinity checkpoint: the config with the head's training
+    """``(config, walk, checkpoint dict)`` for a finished affinity checkpoint: the config with the head's training
     radius (a different radius is refused), and ``walk(image, cam, cam_path, alphas, source)``, the labels
     of one image's CAM file contents at each background power (errors name ``cam_path``, or the image
     file ``source`` where it is too small for the backbone)."""
@@ -333,7 +333,7 @@ def _walker(checkpoint: str | os.PathLike, config: AffinityConfig):
         except ValueError as e:
             raise ValueError(f"{cam_path}: {e}") from None
 
-    return config, walk
+    return config, walk, ck
 
 
 def alpha_sweep(
@@ -365,7 +365,11 @@ def alpha_sweep(
         raise ValueError(f"a background power is listed twice in {alphas}")
     cams, gt = Path(cams), Path(gt)
     folder_ids(gt, ".png", "ground-truth", ids)  # every file there before any walk
-    config, walk = _walker(checkpoint, config)
+    config, walk, ck = _walker(checkpoint, config)
+    import hashlib
+
+    if ck["record"].get("ids_sha256") == hashlib.sha256("\n".join(ids).encode()).hexdigest():  # the record keeps a hash, not the list
+        raise ValueError(f"{checkpoint}: its head was trained on exactly these {len(ids)} ids; a background power is chosen on held-out images")
     evs = [Evaluator(spec, keep_per_image=False) for _ in alphas]
     for image_id in progress_bar(ids, desc="walk at each alpha", unit="img", progress=progress):
         image = read_image(images[image_id])
