@@ -32,6 +32,10 @@ characters (``tempfile.mkstemp``'s), so that a user's hidden ``.draft.tmp`` is n
 TEMPORARY = re.compile(r"\..+" + re.escape(TMP_MARK) + r"[a-z0-9_]{8}(\.[A-Za-z0-9]+)*")
 """The name of a temporary :func:`atomic_path` makes (``.<target>.samcam-<random><suffix>``)."""
 
+LEGACY_TEMPORARY = re.compile(r"\.(.+)(\.[A-Za-z0-9]+)\.[a-z0-9_]{8}\2(\.tmp)?")
+"""The name samcam 0.2's :func:`atomic_path` gave a temporary before :data:`TMP_MARK` (``.<target>.<random><suffix>``,
+the suffix repeating the target's: ``.a.png.k2j3h4g5.png.tmp``), left by a run killed then: still cleaned."""
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:

@@ -142,9 +142,9 @@ def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = 
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is a temporary of :func:`samcam.io.atomic_path` (``.<target>.samcam-<random><suffix>.tmp``,
     :data:`samcam.io.TEMPORARY`), being written or left by a killed run; a user's ``.draft.tmp`` is not."""
-    from samcam.io import TEMPORARY
+    from samcam.io import LEGACY_TEMPORARY, TEMPORARY
 
-    return name.endswith(".tmp") and TEMPORARY.fullmatch(name) is not None
+    return name.endswith(".tmp") and (TEMPORARY.fullmatch(name) is not None or LEGACY_TEMPORARY.fullmatch(name) is not None)
 
 
 def refuse_foreign(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> None:
@@ -352,8 +352,10 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     (wherever the checkout or the inputs now lie); any other is refused (``ValueError`` naming the
     record and what differs: a changed input by name and path), so one folder never mixes outputs of
     two settings or holds outputs of stale inputs. A folder that holds no output yet (a first run that
-    failed early) takes the new record. ``notes`` are stored, not compared. Temporary files left by a
-    killed run are removed. ``out`` may not be or lie in an input.
+    failed early) takes the new record. An input the folder's record does not name (one a later
+    samcam records, e.g. a step's label source) is added to it as given now, and compared from then on.
+    ``notes`` are stored, not compared. Temporary files left by a killed run are removed. ``out`` may
+    not be or lie in an input.
     """
     from samcam import __version__
 
@@ -374,7 +376,8 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             old = read_record(path, "provenance record", "remove it or choose another output folder")
             if "fingerprints" not in old:
                 raise ValueError(f"{path}: a record without input fingerprints (made before samcam recorded them; scripts/relocate_records.py adds them); choose another output folder")
-            changed = [k for k in record["fingerprints"] if old["fingerprints"].get(k) != record["fingerprints"][k]]
+            added = [k for k in record["fingerprints"] if k not in old["fingerprints"]]  # inputs a later samcam records
+            changed = [k for k in record["fingerprints"] if k not in added and old["fingerprints"][k] != record["fingerprints"][k]]
             if changed:
                 what = ", ".join(f"{k} ({inputs[k]})" for k in changed)
                 raise ValueError(f"{path}: the input {what} differs in content from the one this folder's outputs were made from; choose another output folder")
@@ -382,6 +385,10 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             if diff:
                 what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
                 raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
+            if added:  # a folder made before samcam recorded these inputs resumes, and records them from now on, as given now
+                old = {**old, "inputs": {**old.get("inputs", {}), **{k: record["inputs"][k] for k in added}},
+                       "fingerprints": {**old["fingerprints"], **{k: record["fingerprints"][k] for k in added}}}  # fmt: skip
+                write_text(path, json.dumps(old, indent=1, sort_keys=True) + "\n")
         elif has_outputs:
             _refuse_unrecorded(out)
         else:

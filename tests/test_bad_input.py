@@ -305,12 +305,13 @@ def test_incomplete_outputs_are_redone_and_stale_temporaries_cleaned(tmp_path):
     assert is_complete(tmp_path / "ok.png") and not is_complete(tmp_path / "empty.png") and not is_complete(tmp_path / "cut.png")
     assert pending(["ok", "empty", "cut", "absent"], tmp_path) == ["empty", "cut", "absent"]
     old, fresh = tmp_path / ".x.png.samcam-ab_c1234.png.tmp", tmp_path / ".y.png.samcam-def56789.png.tmp"
-    users = [tmp_path / n for n in (".draft.tmp", ".x.png.abc.png.tmp", ".x.png.samcam-abc.png.tmp", ".x.samcam-ABCDEFGH.tmp")]
-    for p in (old, fresh, *users):
+    legacy = tmp_path / ".z.json.gz.k2j3h4g5.gz.tmp"  # named as samcam named temporaries before .samcam- (a run killed then)
+    users = [tmp_path / n for n in (".draft.tmp", ".x.png.abc.png.tmp", ".x.png.samcam-abc.png.tmp", ".x.samcam-ABCDEFGH.tmp", ".x.png.k2j3h4g5.gz.tmp")]
+    for p in (old, fresh, legacy, *users):
         p.write_bytes(b"")
         os.utime(p, (time.time() - 3600, time.time() - 3600))
     os.utime(fresh, None)
-    assert clean_temporaries(tmp_path) == 1 and not old.exists() and fresh.exists()  # a live run's file stays
+    assert clean_temporaries(tmp_path) == 2 and not old.exists() and not legacy.exists() and fresh.exists()  # a live run's file stays
     assert all(p.exists() for p in users)  # a user's hidden files are not samcam's temporaries, however old
 
 def test_a_users_hidden_tmp_file_makes_the_folder_the_users(tmp_path, capsys):

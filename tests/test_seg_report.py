@@ -267,11 +267,15 @@ def test_seg_search_command(runs, tmp_path, capsys):
     assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4
     assert main(["seg-search", "--runs", str(runs), "--out", str(runs / "t")]) == 2  # never into the runs it reads
     assert f"output {runs / 't'}" in capsys.readouterr().err
-    (tmp_path / "t" / "notes.txt").write_text("mine")  # a folder holding what the table does not write is not the table's
-    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t")]) == 2
-    assert f"{tmp_path / 't'}: holds files samcam did not write (notes.txt)" in capsys.readouterr().err
-    assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4 and (tmp_path / "t" / "notes.txt").read_text() == "mine"
-    (tmp_path / "t" / "notes.txt").unlink()
+    for mine in ("notes.txt", "my_table.csv", "old_table.md"):  # a folder holding what the table does not write is not the table's
+        (tmp_path / "t" / mine).write_text("mine")
+        assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t")]) == 2
+        assert f"{tmp_path / 't'}: holds files seg-search did not write ({mine})" in capsys.readouterr().err
+        assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4 and (tmp_path / "t" / mine).read_text() == "mine"
+        (tmp_path / "t" / mine).unlink()
+    (tmp_path / "file").write_text("mine")
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "file")]) == 2
+    assert f"output {tmp_path / 'file'}: exists and is not a folder" in capsys.readouterr().err
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t")]) == 0  # its own table: rewritten
     assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 6
     capsys.readouterr()
@@ -757,6 +761,6 @@ def test_a_search_ranks_recipes_on_one_set_of_images(tmp_path):
     runs = _records(tmp_path, ("a_s0", _record()), ("b_s0", _set("eval.flip", True)(_set("recipe.crop", 96)(_record()))))
     assert write_search(runs, tmp_path / "ok")["eval"].tolist() == ["1.0", "1.0 + flip"]
     (runs / "b_s0.json").write_text(json.dumps(_set("eval.n_images", 5)(_record())))
-    with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: evaluated on 5 images, {runs / 'a_s0.json'} on 4; a search compares recipes on one set of images")):
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: evaluated on 5 images, {runs / 'a_s0.json'} on 4; a search compares recipes on the same val images")):
         write_search(runs, tmp_path / "out")
     assert not (tmp_path / "out").exists()

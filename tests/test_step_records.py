@@ -343,6 +343,16 @@ def test_a_cam_folder_records_its_label_source_by_content(tmp_path, monkeypatch)
     source.write_bytes(b"the labels, edited")
     with pytest.raises(ValueError, match=rf"the input labels \({re.escape(str(source))}\) differs in content"):
         extract_cams(net, images, labels, tmp_path / "cams", progress=False, label_source=source)
+    record = json.loads((tmp_path / "cams" / "samcam_run.json").read_text())  # as a samcam that did not record the label source wrote it
+    for k in ("inputs", "fingerprints"):
+        del record[k]["labels"]
+    (tmp_path / "cams" / "samcam_run.json").write_text(json.dumps(record))
+    (tmp_path / "cams" / f"{ids[2]}.npy").unlink()
+    assert extract_cams(net, images, labels, tmp_path / "cams", progress=False, label_source=source).done == 1  # resumed, as before
+    assert json.loads((tmp_path / "cams" / "samcam_run.json").read_text())["fingerprints"]["labels"].startswith("sha256:")  # recorded from now on
+    source.write_bytes(b"the labels, edited again")
+    with pytest.raises(ValueError, match="the input labels .* differs in content"):
+        extract_cams(net, images, labels, tmp_path / "cams", progress=False, label_source=source)
 
 
 def test_the_label_source_is_the_file_or_folder_the_labels_are_read_from(tmp_path):

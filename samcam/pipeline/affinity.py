@@ -116,6 +116,17 @@ def _window(levels: list[torch.Tensor], seeds: np.ndarray, crop: int, rng: np.ra
     return out, np.ascontiguousarray(s)
 
 
+#: what a train-affinity record holds by content since samcam recorded it (a checkpoint made before has neither)
+CONTENT_KEYS = ("seeds_sha256", "images_sha256")
+
+
+def ids_sha256(ids: list[str]) -> str:
+    """The hash of an ordered id list, as an affinity checkpoint's record keeps it (``ids_sha256``)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
 def train_affinity(
     images: dict[str, Path],
     cams: str | os.PathLike | None,
@@ -137,8 +148,6 @@ def train_affinity(
     from samcam.io import load_checkpoint, load_weights, read_image, read_label
     from samcam.training import descend, save_epoch, set_poly_lr
 
-    import hashlib
-
     from samcam.outputs import fingerprint_files, record_path
 
     out = Path(out)
@@ -155,16 +164,17 @@ def train_affinity(
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
     seeds_from = {i: cams / f"{i}.npy" for i in ids} if seed_labels is None else {i: seed_labels / f"{i}.png" for i in ids}
-    record = {"config": asdict(config), "ids": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+    record = {"config": asdict(config), "ids": len(ids), "ids_sha256": ids_sha256(ids),
               "cams": None if cams is None else record_path(cams, out.parent),
               "seed_labels": None if seed_labels is None else record_path(seed_labels, out.parent),
               # what the head learns from, by content: a rerun on other seeds or images is another run, never a resume
               "seeds_sha256": fingerprint_files(seeds_from), "images_sha256": fingerprint_files({i: images[i] for i in ids})}  # fmt: skip
     start, losses, before, ck = 0, [], 0.0, None
-    if out.exists():  # checked before any feature is computed: a finished or foreign run costs nothing
+    if out.exists():  # checked before any feature is computed: a finished or foreign run costs only the hashing of its inputs
         ck = load_checkpoint(out)
-        if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or ck.get("record") != record or ck.get("head") != AffinityHead.version:
-            old = ck.get("record") if isinstance(ck, dict) else None
+        old = ck.get("record") if isinstance(ck, dict) else None
+        same = isinstance(old, dict) and old == {k: v for k, v in record.items() if k in old or k not in CONTENT_KEYS}  # made before: paths compared
+        if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or not same or ck.get("head") != AffinityHead.version:
             raise ValueError(f"{out} holds another affinity run ({old}); choose another path")
         start, _ = _epochs_of(ck, out)
         load_weights(_head_of(ck, out), ck.get("state_dict"), out, "affinity head weights")  # finite and fitting, before any feature
@@ -225,8 +235,9 @@ def train_affinity(
             epoch_loss.append(descend(opt, loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])))
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
-        state = {"kind": "samcam-affinity", "head": AffinityHead.version, "backbone": config.backbone, "record": record, "epoch": epoch + 1,
-                 "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict()}  # fmt: skip
+        state = {"kind": "samcam-affinity", "head": AffinityHead.version, "backbone": config.backbone, "record": ck["record"] if ck else record,
+                 "epoch": epoch + 1, "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
+                 "trained_ids": sorted(ids)}  # which images it learnt from: a background power is chosen on others  # fmt: skip
         save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
     return AffinityTrainResult(out, config.epochs - start, start, time.perf_counter() - t0, tuple(losses), feature_seconds)
 
@@ -366,10 +377,11 @@ def alpha_sweep(
     cams, gt = Path(cams), Path(gt)
     folder_ids(gt, ".png", "ground-truth", ids)  # every file there before any walk
     config, walk, ck = _walker(checkpoint, config)
-    import hashlib
-
-    if ck["record"].get("ids_sha256") == hashlib.sha256("\n".join(ids).encode()).hexdigest():  # the record keeps a hash, not the list
-        raise ValueError(f"{checkpoint}: its head was trained on exactly these {len(ids)} ids; a background power is chosen on held-out images")
+    trained = set(ck.get("trained_ids") or [])  # a checkpoint made before samcam kept the list has only its hash
+    seen = [i for i in ids if i in trained]
+    if seen or ck["record"].get("ids_sha256") == ids_sha256(ids):
+        raise ValueError(f"{checkpoint}: its head was trained on {len(seen) or len(ids)} of these {len(ids)} ids (e.g. {(seen or ids)[0]}); "
+                         "a background power is chosen on held-out images")  # fmt: skip
     evs = [Evaluator(spec, keep_per_image=False) for _ in alphas]
     for image_id in progress_bar(ids, desc="walk at each alpha", unit="img", progress=progress):
         image = read_image(images[image_id])

@@ -22,7 +22,7 @@ from samcam.cam.infer import multiscale_cam
 from samcam.cam.nets import shipped_camnet, shipped_threshold
 from samcam.cam.label import cam_to_label
 from samcam.data.spaces import VOC
-from samcam.io import TEMPORARY, read_label, write_image, write_label
+from samcam.io import LEGACY_TEMPORARY, TEMPORARY, read_label, write_image, write_label
 from samcam.outputs import COST_RECORD, LOCK_FILE, RUN_RECORD, is_temporary
 from samcam.pipeline.masks import run_masks
 from samcam.pipeline.merge import merge_folders
@@ -77,7 +77,8 @@ def check_demo_folder(out_dir: str | os.PathLike) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: is a file; --out names the demo's output folder")
     def own(name: str) -> bool:  # an entry, a temporary of a killed run, or papermill's executed notebook being written
-        return name in DEMO_ENTRIES or is_temporary(name) or (TEMPORARY.fullmatch(name) is not None and name.startswith(".demo.ipynb."))
+        executed = name.startswith(".demo.ipynb.") and (TEMPORARY.fullmatch(name) or LEGACY_TEMPORARY.fullmatch(name))
+        return name in DEMO_ENTRIES or is_temporary(name) or bool(executed)
 
     foreign = sorted(p.name for p in out.iterdir() if not own(p.name)) if out.is_dir() else []
     if foreign:

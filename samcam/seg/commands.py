@@ -172,13 +172,15 @@ def seg_search(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from samcam.outputs import check_output, refuse_foreign
+        from samcam.outputs import check_folder_output, is_temporary
 
         from .report import SEARCH_FILES, write_search
 
-        check_output(a.out, a.runs)
+        check_folder_output(a.out, a.runs)
         if Path(a.out).is_dir():  # the table is rewritten in place, but never into a folder holding anything else
-            refuse_foreign(a.out, SEARCH_FILES)
+            other = sorted(p.name for p in Path(a.out).iterdir() if p.name not in SEARCH_FILES and not is_temporary(p.name))
+            if other:
+                raise ValueError(f"{a.out}: holds files seg-search did not write ({', '.join(other[:3])}); choose another output folder")
         if a.configs is not None and len(set(a.configs)) != len(a.configs):
             raise ValueError(f"--configs names {next(c for c in a.configs if a.configs.count(c) > 1)!r} twice")
         t = write_search(a.runs, a.out, a.configs)

@@ -327,7 +327,7 @@ def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, config
     first = df.iloc[0]
     for r in df.itertuples():  # recipes are ranked on one set of val images (how each was evaluated is the table's eval column)
         if r.n_val != first["n_val"]:
-            raise ValueError(f"{r.run}: evaluated on {r.n_val} images, {first['run']} on {first['n_val']}; a search compares recipes on one set of images")
+            raise ValueError(f"{r.run}: evaluated on {r.n_val} images, {first['run']} on {first['n_val']}; a search compares recipes on the same val images")
     t = search_table(df)
     csv, md = SEARCH_FILES
     write_text(Path(out_dir) / csv, t.to_csv(index=False))
