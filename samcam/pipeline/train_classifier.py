@@ -172,7 +172,8 @@ def train_classifier(
     step averages a random ``crop / output_stride``-cell window of them — the same augmentation as a
     random crop and flip, without a backbone pass per step. Resumes from ``out`` if it holds an
     unfinished run with the same configuration. ``ids`` (one per image) are recorded in the
-    checkpoint, and a resume on another id list or image count is refused. ``device``: where to
+    checkpoint, with a hash of the images' pixels and the labels (``data_sha256``), and a resume on
+    another id list, image count, image contents or labels is refused. ``device``: where to
     compute (default CPU); images and the network move there, the checkpoint holds CPU tensors.
     """
     from samcam.progress import progress_bar
