@@ -448,8 +448,6 @@ def _cam_select(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import pandas as pd
 
-        from pathlib import Path
-
         from samcam.io import write_text
         from samcam.outputs import check_file_output
         from samcam.pipeline.cam import best_rows, read_cam_eval, select_classifier

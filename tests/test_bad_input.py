@@ -1747,6 +1747,9 @@ def test_a_cam_map_larger_than_an_image_may_be_is_refused_before_it_is_read():
         score_maps(huge, "c/a.npy", "high_res")
     side = int(MAX_PIXELS**0.5)
     assert score_maps(np.broadcast_to(np.zeros(1, np.uint8), (1, 1, side)), "c/a.npy").shape == (1, 1, side)
+    many = np.broadcast_to(np.zeros(1, np.uint8), (100, 6000, 6000))  # each map an allowed size, 14 GB of float32 together
+    with pytest.raises(ValueError, match=re.escape("c/a.npy: high_res holds 3600000000 scores, over the 4 GiB an input may take as float32")):
+        score_maps(many, "c/a.npy", "high_res")
 
 
 @pytest.mark.parametrize("command", [

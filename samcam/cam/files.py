@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from samcam.data.safe_pickle import load_object_npy
-from samcam.io import atomic_path, check_pixels
+from samcam.io import MAX_INPUT_BYTES, atomic_path, check_pixels
 
 
 def save_cam(path: str | os.PathLike, keys: np.ndarray, high_res: np.ndarray, cam: np.ndarray | None = None) -> None:
@@ -54,6 +54,8 @@ def score_maps(value: object, source: str | os.PathLike, what: str = "CAM") -> n
         raise ValueError(f"{source}: {what} holds {value.dtype} values, expected real numbers")
     if value.ndim >= 2:  # a map is as large as an image may be: checked before the scores are converted or scanned
         check_pixels(value.shape[-2], value.shape[-1], f"{source}: {what}")
+    if value.size * 4 > MAX_INPUT_BYTES:  # and all maps together as large as an input file may be, as float32
+        raise ValueError(f"{source}: {what} holds {value.size} scores, over the {MAX_INPUT_BYTES >> 30} GiB an input may take as float32")
     if value.dtype.kind == "f" and value.dtype.itemsize > 4 and value.size:
         with np.errstate(invalid="ignore"):
             big = np.nanmax(np.abs(np.where(np.isinf(value), 0, value)))
