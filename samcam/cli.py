@@ -130,15 +130,13 @@ def _eval(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from samcam.data.spaces import get_dataset
         from samcam.io import write_text
-        from samcam.outputs import check_file_output, check_outputs
+        from samcam.outputs import check_outputs
         from samcam.metrics import format_table
         from samcam.pipeline.evaluate import evaluate_folders
 
         spec = get_dataset(a.dataset)
         ids = ids_of(a.ids)
-        for f in (a.csv, a.per_image_csv):  # tables are files: a path naming a folder is refused before the work
-            check_file_output(f, a.pred, a.gt, a.ids)
-        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids])
+        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv])  # tables: a folder's path is refused
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
@@ -503,12 +501,11 @@ def _cam2label(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
 
         from samcam.io import folder_ids, image_index, image_size, write_text
-        from samcam.outputs import check_file_output, check_outputs
+        from samcam.outputs import check_outputs
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
         ids = ids_of(a.ids)
-        check_file_output(a.sweep_csv, a.cams, a.sweep_gt, a.images, a.ids)
-        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids])
+        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids], files=[a.sweep_csv])
         if not a.sweep_gt:
             refuse_unused(p, a, ("thresholds", "sweep_csv"), "without --sweep-gt (the sweep scores against that ground truth)")
         if a.out and a.threshold is None:

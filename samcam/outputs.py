@@ -104,12 +104,17 @@ def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | Non
     check_output(path, *inputs)
 
 
-def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[str | os.PathLike | None]) -> None:
-    """:func:`check_output` for each of a command's outputs, and no two of them the same path or one
-    inside another (a table written into the label folder it describes, two tables into one file)."""
+def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[str | os.PathLike | None],
+                  files: Sequence[str | os.PathLike | None] = ()) -> None:  # fmt: skip
+    """:func:`check_output` for each of a command's outputs (:func:`check_file_output`, first, for those
+    of them that are ``files``: tables, records), and no two of them the same path or one inside
+    another (a table written into the label folder it describes, two tables into one file)."""
     given = [o for o in outputs if o is not None]
+    for f in files:
+        check_file_output(f, *inputs)
     for o in given:
-        check_output(o, *inputs)
+        if o not in files:
+            check_output(o, *inputs)
     resolved = [(o, Path(o).resolve()) for o in given]
     for k, (a, ra) in enumerate(resolved):
         for b, rb in resolved[k + 1 :]:

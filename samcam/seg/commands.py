@@ -52,7 +52,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
 
         import torch
 
-        from samcam.outputs import check_file_output, check_folder_output, check_output, check_outputs
+        from samcam.outputs import check_folder_output, check_output, check_outputs
 
         from .train import CHECKPOINT, EVAL_JSON, PREDICTIONS, train
 
@@ -66,8 +66,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.record is not None:
-            check_file_output(a.record, *given)
-            check_outputs([a.record, a.out], given)
+            check_outputs([a.record, a.out], given, files=[a.record])
         if a.threads:
             torch.set_num_threads(a.threads)
         r = train(a.images, a.labels, a.ids.ids, a.out, recipe, device=a.device,
@@ -138,14 +137,12 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from samcam.outputs import check_file_output, check_outputs
+        from samcam.outputs import check_outputs
 
         from .evaluate import evaluate_checkpoint, write_results
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
-        for f in (a.json, a.csv):
-            check_file_output(f, *given)
-        check_outputs([a.save_predictions, a.json, a.csv], given)
+        check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv])
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.multi_scale:
