@@ -944,6 +944,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from samcam.progress import reset_notes
 
     reset_notes()  # each note once per command
+    # a command's --threads is that command's: torch's thread count is process state, and a caller that runs
+    # several commands in one process (a notebook, the tests) gets its own back (torch's CPU sums depend on it)
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -963,6 +966,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"samcam {args.command}: error: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
                   file=sys.stderr)  # fmt: skip
         return 2
+    finally:
+        if threads is not None and sys.modules["torch"].get_num_threads() != threads:
+            sys.modules["torch"].set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,25 @@ def test_masks_refine_prompted_and_demo(tmp_path, small_voc, mobile_sam_checkpoi
     assert len(list((tmp_path / "demo" / "enhanced").glob("*.png"))) == 4
 
 
+def test_a_commands_threads_are_its_own(tmp_path, capsys):
+    """`--threads` sets torch's thread count for that command only: a caller running several commands in one
+    process (a notebook, this suite) keeps its own, since torch's CPU sums depend on it (a CAM file made at
+    2 threads and the same CAM in memory at 1 can differ in the last bit)."""
+    import torch
+
+    before = torch.get_num_threads()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\n")
+    try:
+        torch.set_num_threads(2)
+        argv = ["cam", "--images", tmp_path / "im", "--out", tmp_path / "out", "--checkpoint", tmp_path / "ck.pt", "--voc", tmp_path / "voc",
+                "--ids", ids, "--threads", "1"]  # fails after setting the threads
+        assert cli.main([str(a) for a in argv]) == 2 and torch.get_num_threads() == 2
+        assert "VOC root is not a folder" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_every_subcommand_is_exercised():
     """Every registered subcommand is called through the CLI (``run([...])`` here, ``main([...])`` in
     another test file) somewhere in the tests."""
