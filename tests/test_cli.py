@@ -3,6 +3,8 @@
 ``test_every_subcommand_is_exercised`` fails when a subcommand is added without a test here.
 """
 
+import argparse
+import os
 import shutil
 
 import numpy as np
@@ -224,6 +226,38 @@ def test_every_id_list_is_declared_once_and_read_once(tmp_path, monkeypatch):
     f = cli.IdFile(str(tmp_path / "ids.txt"))
     assert f.ids == ["a", "b"] and f.ids == ["a", "b"] and len(calls) == 1 and f == str(tmp_path / "ids.txt")
     assert cli.ids_of(None) is None and cli.ids_of(f) == ["a", "b"]
+
+
+# What a user must give each command (its usage, as the README and the reproduce steps call it): a
+# command run without them stops before any work, naming every one that is missing.
+REQUIRED = {
+    "affinity": ["--cams", "--out"], "affinity-sweep": ["--images", "--cams", "--gt", "--checkpoint", "--alphas"],
+    "cam": ["--images", "--out", "--checkpoint"], "cam-eval": ["--checkpoint", "--ids"], "cam-select": ["--evals", "--out"],
+    "cam2label": ["--cams"], "demo": [], "eval": ["--pred", "--gt"], "eval-seg": ["--checkpoint", "--images", "--gt", "--ids"],
+    "labels": ["--method", "--input", "--out", "--ids"], "masks": ["--images", "--out"], "merge": ["--pseudo", "--masks", "--out"],
+    "refine": ["--pseudo", "--out", "--ids"], "reproduce": [], "seg-search": ["--runs", "--out"],
+    "train-affinity": ["--images", "--ids", "--out"], "train-classifier": ["--ids", "--out"],
+    "train-seg": ["--images", "--labels", "--ids", "--out"], "weights": [],
+}  # fmt: skip
+ONE_OF = {"affinity": (["--cams", "c", "--out", "o"], "--checkpoint --gt-affinity"),
+          "train-affinity": (["--images", "i", "--ids", "i", "--out", "o"], "--cams --seed-labels")}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(REQUIRED))
+def test_every_command_names_what_it_requires(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file here: nothing a command could read or write
+    (tmp_path / "i").write_text("a\n")
+    if REQUIRED[command]:
+        assert cli.main([command]) == 2
+        err = capsys.readouterr().err
+        assert f"the following arguments are required: {', '.join(REQUIRED[command])}" in err and len(err.strip().splitlines()) == 1, err
+    if command in ONE_OF:
+        given, options = ONE_OF[command]
+        assert cli.main([command, *given]) == 2
+        assert f"one of the arguments {options} is required" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["i"]
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert [a.option_strings[0] for a in sub.choices[command]._actions if a.required and a.option_strings] == REQUIRED[command]  # no other
 
 
 def test_every_option_of_every_command_says_what_it_does():

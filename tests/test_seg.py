@@ -948,6 +948,10 @@ def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, ca
     for bad, why in ((tmp_path / "records", "exists and is not a regular file"), (f"{tmp_path / 'new'}/", "ends with a separator")):
         assert main([*fresh[:-1], str(bad)]) == 2  # said before the training, not after it
         assert why in capsys.readouterr().err and not (tmp_path / "runs" / "gt_s4").exists()
+    recipe_text = (tmp_path / "r.yaml").read_text()
+    assert main([*fresh[:-1], str(tmp_path / "r.yaml")]) == 2  # the record is never written over the recipe it ran
+    assert f"output {tmp_path / 'r.yaml'} is the input {tmp_path / 'r.yaml'}" in capsys.readouterr().err
+    assert (tmp_path / "r.yaml").read_text() == recipe_text and not (tmp_path / "runs" / "gt_s4").exists()
 
 
 def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread, capsys, monkeypatch):
@@ -1025,3 +1029,10 @@ def test_eval_seg_refuses_a_table_path_that_names_a_folder_before_it_evaluates(t
             assert main([*base, option, str(bad)]) == 2
             err = capsys.readouterr().err
             assert why in err and "none.pt" not in err
+    (tmp_path / "ck.pt").write_bytes(b"weights")  # a table is never written over an input: the checkpoint, the ids
+    given = ["eval-seg", "--checkpoint", str(tmp_path / "ck.pt"), "--images", str(tmp_path / "d"), "--gt", str(tmp_path / "d"),
+             "--ids", str(tmp_path / "ids.txt")]  # fmt: skip
+    for option, target in (("--json", tmp_path / "ck.pt"), ("--csv", tmp_path / "ids.txt")):
+        assert main([*given, option, str(target)]) == 2
+        assert f"output {target} is the input {target}; choose another output path" in capsys.readouterr().err
+    assert (tmp_path / "ck.pt").read_bytes() == b"weights" and (tmp_path / "ids.txt").read_text() == "a\n"

@@ -273,6 +273,12 @@ def test_seg_search_command(runs, tmp_path, capsys):
         assert f"{tmp_path / 't'}: holds files seg-search did not write ({mine})" in capsys.readouterr().err
         assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 4 and (tmp_path / "t" / mine).read_text() == "mine"
         (tmp_path / "t" / mine).unlink()
+    for k in range(5):  # the message names three of them, sorted
+        (tmp_path / "t" / f"mine{k}.txt").write_text("mine")
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "t")]) == 2
+    assert f"{tmp_path / 't'}: holds files seg-search did not write (mine0.txt, mine1.txt, mine2.txt); choose" in capsys.readouterr().err
+    for k in range(5):
+        (tmp_path / "t" / f"mine{k}.txt").unlink()
     (tmp_path / "file").write_text("mine")
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "file")]) == 2
     assert f"output {tmp_path / 'file'}: exists and is not a folder" in capsys.readouterr().err
@@ -584,6 +590,9 @@ def test_seg_search_refuses_a_configuration_named_twice(tmp_path, capsys):
     (runs / "ref_s0.json").write_text(json.dumps(_record()))
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "o"), "--configs", "ref", "ref"]) == 2
     assert "--configs names 'ref' twice" in capsys.readouterr().err
+    assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "o"), "--configs", "ref", "b", "b"]) == 2
+    assert "--configs names 'b' twice" in capsys.readouterr().err  # the one named twice, not the first
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_table_holds_runs_that_differ_only_in_labels_and_seed(tmp_path):
