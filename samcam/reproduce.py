@@ -365,6 +365,13 @@ def _check_outputs(outputs: list, where: str) -> None:
             raise ValueError(f"{where} output {out!r} is, holds or lies in {what}; write results elsewhere (results/<...>, work/)")
 
 
+#: the parameters by which samcam's notebooks name where they write (a test keeps this list whole: every
+#: notebook parameter is either here or among those that only read); given in a config, each must be a
+#: path a step may write (:func:`_check_outputs`) apart from the step's inputs, as a declared output
+WRITING_PARAMETERS = frozenset({"out_dir", "results_dir", "work_dir", "refined_dir", "labels_dir", "bench_dir",
+                                "affinity_checkpoint", "affinity_sam_checkpoint"})  # fmt: skip
+
+
 def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
     """A notebook's parameters name paths inside the checkout, under the data root (what
     ``${SAMCAM_DATA}`` expands to) or in one of the step's declared ``inputs``, never elsewhere: a
@@ -397,6 +404,12 @@ def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
         if not isinstance(k, str) or not k.isidentifier() or keyword.iskeyword(k):  # papermill writes the name as code: `<name> = <value>`
             raise ValueError(f"{where} parameter name {k!r} is not a Python name (letters, digits and _, not starting with a digit)")
         check(v, str(k))
+        if k in WRITING_PARAMETERS and v is not None:  # where the notebook writes: bounded as a declared output
+            if not isinstance(v, str) or not v or "$" in v or v.startswith("~"):
+                raise ValueError(f"{where} parameter {k} is {v!r}; it names where the notebook writes: a relative path inside the checkout "
+                                 "(no variables)")  # fmt: skip
+            _check_outputs([v], f"{where} parameter {k} (where the notebook writes):")
+            _check_apart([v], inputs, f"{where} parameter {k}")
 
 
 def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:
@@ -632,6 +645,9 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
         before = taken_before(step)
         if step.notebook is not None:
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
+            missing = [k for k, v in fingerprints(step, kinds=("outputs",))["outputs"].items() if v is None]
+            if missing:  # a notebook that ran and wrote elsewhere (or nothing): no stamp says it made them
+                raise RuntimeError(f"step {step.name}: {step.notebook} did not write {', '.join(missing)}; nothing is stamped")
         else:
             runs.mkdir(parents=True, exist_ok=True)
             run_command(step) if step.command is not None else run_script(step)

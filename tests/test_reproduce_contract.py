@@ -5,6 +5,7 @@ own (``checkout``); papermill and a command step are replaced by fakes, so no ke
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -147,8 +148,18 @@ def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, 
     ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: [2026-12-07]}}", "step 0 (x) parameter x[0] is a date; a parameter is text"),
     ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: {1: a}}}", "step 0 (x) parameter x has the key 1; keys are text"),
     ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {x: .nan}}", "step 0 (x) parameter x is nan; a number parameter is finite"),
+    # a parameter naming where the notebook writes is bounded as an output: never the data root, samcam's sources or an input
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {results_dir: '${SAMCAM_DATA}/mine'}}",
+     "step 0 (x) parameter results_dir (where the notebook writes): output '%s' must be a relative path inside the checkout"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {results_dir: '$SAMCAM_NOPE/r'}}", "step 0 (x) parameter results_dir is '$SAMCAM_NOPE/r'; it names where"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {work_dir: 3}}", "step 0 (x) parameter work_dir is 3; it names where"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: {bench_dir: results/runs}}",
+     "step 0 (x) parameter bench_dir (where the notebook writes): output 'results/runs' is, holds or lies in the reproduce stamps' folder"),
+    ("{name: x, notebook: t.ipynb, inputs: [results/voc], outputs: [o], parameters: {labels_dir: results/voc/x}}",
+     "step 0 (x) parameter labels_dir writes 'results/voc/x', which lies inside its input 'results/voc'"),
 ])  # fmt: skip
 def test_each_malformed_entry_is_named_with_the_config_and_step(checkout, tmp_path, step, message):
+    message = message.replace("%s", str(tmp_path / "data" / "mine"))  # ${SAMCAM_DATA} as the config expands it
     cfg = _config(tmp_path, f"steps:\n  - {step}\n")
     with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: {message}")):
         load_config(cfg)
@@ -343,6 +354,50 @@ def test_a_run_reports_each_step_and_writes_its_stamp(checkout, tmp_path, monkey
     (checkout / "in.txt").write_text("in, edited")
     ran.clear()
     assert [r[1] for r in reproduce.reproduce(cfg, runs=runs, long=True)] == ["ran in 0 s"] * 4 and ran == ["a", "b", "c", "d"]
+
+
+def test_a_notebook_never_writes_into_samcams_own_sources(checkout, tmp_path):
+    (checkout / "pyproject.toml").write_text("")  # a checkout: its notebooks/ are samcam's own
+    for value in ("notebooks", "notebooks/x"):
+        cfg = _config(tmp_path, "steps:\n  - {name: x, notebook: t.ipynb, outputs: [o], parameters: {results_dir: %s}}\n" % value)
+        with pytest.raises(ValueError, match=re.escape(f"step 0 (x) parameter results_dir (where the notebook writes): output '{value}': output ")):
+            load_config(cfg)
+    cfg = _config(tmp_path, "steps:\n  - {name: x, notebook: t.ipynb, outputs: [o], parameters: {results_dir: results/x, data: notebooks}}\n")
+    assert load_config(cfg)[0].parameters == {"results_dir": "results/x", "data": "notebooks"}  # one it only reads may name them
+
+
+def test_a_notebook_step_that_did_not_write_its_outputs_is_not_stamped(checkout, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(reproduce, "execute", lambda *a, **k: None)  # ran, and wrote nothing it declared
+    cfg = _config(tmp_path, "steps:\n  - {name: b, notebook: t.ipynb, outputs: [out/b.txt, out/c.txt]}\n")
+    (checkout / "out").mkdir(exist_ok=True)
+    (checkout / "out" / "c.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="^" + re.escape("step b: t.ipynb did not write out/b.txt; nothing is stamped") + "$"):
+        reproduce.reproduce(cfg, runs=runs)
+    assert not (runs / "b.params.json").exists()
+
+
+def test_every_notebook_parameter_either_names_where_it_writes_or_only_reads():
+    """reproduce.WRITING_PARAMETERS is whole: each parameter of each notebook's parameters cell is either
+    one of them (a config's value is then bounded as an output) or one of these, which never name a
+    place the notebook writes (inputs, settings, texts)."""
+    import nbformat
+
+    reads = {"image_id", "data", "pseudo_subdir", "masks_dir", "rule", "images_dir", "ids_file", "limit", "model_type", "checkpoint",
+             "points_per_side", "generator", "device", "shard", "fmt", "n_show", "method", "dataset", "pseudo_dir", "threshold", "gt_dir",
+             "majority", "coverage", "measured_on", "gallery_n", "class_name", "n_worst", "source", "configs", "coco_root", "splits",
+             "classifier", "prompts", "runs_dir", "rows", "names", "reference", "recipe", "command", "gallery_run", "cams_dir",
+             "walk_alpha_table", "affinity_backbone", "affinity_epochs", "affinity_crop", "affinity_crf", "walk_steps",
+             "ground_truth_walk", "prompt", "classifier_cost", "mask_cost_cpu_benchmark"}  # fmt: skip
+    assert not reads & reproduce.WRITING_PARAMETERS
+    seen = set()
+    for path in sorted(reproduce.NOTEBOOKS.glob("*.ipynb")):
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        names = {t.targets[0].id for t in ast.parse(cell.source).body if isinstance(t, ast.Assign)}
+        unknown = names - reads - reproduce.WRITING_PARAMETERS
+        assert not unknown, f"{path.name}: parameters {sorted(unknown)}: say whether each names where the notebook writes"
+        seen |= names
+    assert reproduce.WRITING_PARAMETERS <= seen  # no name listed that no notebook has
 
 
 def test_a_dirty_checkout_is_refused_or_noted_with_its_commit(checkout, tmp_path, monkeypatch):
