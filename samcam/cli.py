@@ -304,7 +304,7 @@ def _train(p: argparse.ArgumentParser):
         from samcam.metrics import average_precision
         from samcam.pipeline.train_classifier import TrainConfig, train_classifier
 
-        check_file_output(a.out, a.voc, a.ids, a.eval_ids, a.cls_labels)
+        check_file_output(a.out, VocTree.given_root(a.voc), a.ids, a.eval_ids, a.cls_labels)
         if not a.train_backbone:
             refuse_unused(p, a, ("lr_backbone",), "with --head-only (the backbone stays frozen)")
         tree = VocTree(a.voc)
@@ -351,7 +351,7 @@ def _cam(p: argparse.ArgumentParser):
         from samcam.pipeline.masks import select_ids
         from samcam.pipeline.workers import parse_devices
 
-        check_folder_output(a.out, a.images, a.voc, a.checkpoint, a.ids)
+        check_folder_output(a.out, a.images, VocTree.given_root(a.voc), a.checkpoint, a.ids)
         devices = parse_devices(a.devices, threads=a.threads)
         if devices and a.device:
             raise ValueError("give --device or --devices, not both")
@@ -395,7 +395,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
-        check_file_output(a.csv, a.voc, a.ids, a.checkpoint, a.cls_labels)
+        check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels)
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids

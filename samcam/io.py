@@ -626,5 +626,6 @@ def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def data_root() -> Path:
-    """``$SAMCAM_DATA`` or ``../shared/data`` beside the checkout."""
-    return Path(os.environ.get("SAMCAM_DATA", REPO.parent / "shared" / "data"))
+    """``$SAMCAM_DATA`` or ``../shared/data`` beside the checkout (an empty ``SAMCAM_DATA`` is unset, as
+    ``SAMCAM_HOME`` and ``SAMCAM_VOC_ROOT`` are: never the current folder)."""
+    return Path(os.environ.get("SAMCAM_DATA") or REPO.parent / "shared" / "data")

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,41 @@ def test_voc_tree_errors(tmp_path, monkeypatch):
         tree.read_pair("b")
     with pytest.raises(FileNotFoundError, match=r"c\.jpg"):
         tree.read_image("c")
+
+
+def test_a_voc_root_from_the_environment_is_an_input_as_one_given(tmp_path, monkeypatch, capsys):
+    """``VocTree.given_root``: ``--voc``, else ``$SAMCAM_VOC_ROOT`` (empty: unset); the commands that read
+    a VOC root check their outputs against it whichever way it came (train-classifier had written its
+    checkpoint into the environment's VOC folder)."""
+    from samcam.cli import main
+
+    monkeypatch.delenv("SAMCAM_VOC_ROOT", raising=False)
+    assert ds.VocTree.given_root(None) is None and ds.VocTree.given_root("v") == Path("v")
+    monkeypatch.setenv("SAMCAM_VOC_ROOT", "")
+    assert ds.VocTree.given_root(None) is None
+    with pytest.raises(ValueError, match=r"no VOC root given and \$SAMCAM_VOC_ROOT is not set"):
+        ds.VocTree()
+    voc = tmp_path / "voc"
+    (voc / "JPEGImages").mkdir(parents=True)
+    monkeypatch.setenv("SAMCAM_VOC_ROOT", str(voc))
+    assert ds.VocTree.given_root(None) == voc and ds.VocTree.given_root("other") == Path("other")
+    (tmp_path / "ids.txt").write_text("a\n")
+    ids = str(tmp_path / "ids.txt")
+    for argv, out in ((["train-classifier", "--ids", ids, "--out"], voc / "JPEGImages" / "clf.pt"),
+                      (["cam", "--images", str(tmp_path / "im"), "--checkpoint", str(tmp_path / "c.pt"), "--ids", ids, "--out"], voc / "cams"),
+                      (["cam-eval", "--checkpoint", str(tmp_path / "c.pt"), "--ids", ids, "--csv"], voc / "e.csv")):  # fmt: skip
+        assert main([*argv, str(out)]) == 2
+        assert f"output {out} lies inside the input folder {voc}; choose another output path" in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_an_empty_data_variable_is_unset_never_the_current_folder(monkeypatch):
+    from samcam import io
+
+    monkeypatch.setenv("SAMCAM_DATA", "")
+    assert io.data_root() == io.REPO.parent / "shared" / "data"
+    monkeypatch.setenv("SAMCAM_DATA", "elsewhere")
+    assert io.data_root() == Path("elsewhere")
 
 
 def test_the_shared_voc_tree_is_the_data_roots_voc2012_and_its_folders_are_defaults(tmp_path, monkeypatch):

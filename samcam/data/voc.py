@@ -28,14 +28,21 @@ class VocTree:
     ENV = "SAMCAM_VOC_ROOT"
 
     def __init__(self, root: str | os.PathLike | None = None, spec: DatasetSpec = VOC, must_exist: bool = True) -> None:
-        if root is None:
-            root = os.environ.get(self.ENV)
-            if not root:
-                raise ValueError(f"no VOC root given and ${self.ENV} is not set")
-        self.root = Path(root)
+        given = self.given_root(root)
+        if given is None:
+            raise ValueError(f"no VOC root given and ${self.ENV} is not set")
+        self.root = given
         if must_exist and not self.root.is_dir():
             raise FileNotFoundError(f"VOC root is not a folder: {self.root}")
         self.spec = spec
+
+    @classmethod
+    def given_root(cls, root: str | os.PathLike | None = None) -> Path | None:
+        """The root ``VocTree(root)`` reads: ``root``, else ``$SAMCAM_VOC_ROOT`` (an empty value is
+        unset); ``None`` when neither names one. What a command checks its outputs against."""
+        if root is None:
+            root = os.environ.get(cls.ENV) or None
+        return Path(root) if root is not None else None
 
     @classmethod
     def shared(cls, data: str | os.PathLike | None = None) -> VocTree:
