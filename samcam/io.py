@@ -479,14 +479,16 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         Image.fromarray(np.asarray(image, np.uint8)).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
 
 
-_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
-_ASCII_SPACE = re.compile(r"[ \t\r\f\v]+")
+# besides separators and control characters: a leading "." (a hidden file, which no folder listing and no
+# fingerprint counts, so its changes would go unnoticed)
+_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]|^\.")
 
 
 def check_id(image_id: object, source: str | os.PathLike) -> str:
     """``image_id`` if it is a name (what ``<folder>/<id><suffix>`` may be built from): a non-empty
     string without ``/``, ``\\``, NUL, control characters, Unicode format characters, Unicode
-    spaces (which look like nothing or like a space) or undecodable bytes, neither ``.`` nor ``..``. Anything else
+    spaces (which look like nothing or like a space) or undecodable bytes, not starting with ``.`` (so
+    neither ``.`` nor ``..``, nor a hidden file). Anything else
     would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
     CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
     if (not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id)
@@ -494,7 +496,7 @@ def check_id(image_id: object, source: str | os.PathLike) -> str:
         # format characters (U+202E turns a message around) and Unicode spaces (U+00A0) look like
         # nothing or a space, so an id holding one cannot be told from another; surrogates are the
         # bytes of a file name that is not UTF-8 (Python's surrogateescape), which no text can hold
-        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, .., control, format or space characters, bytes that are not UTF-8, or empty ids); ids name files inside a folder")
+        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, control, format or Unicode space characters, bytes that are not UTF-8, no leading dot, or empty ids); ids name files inside a folder")
     return image_id
 
 
@@ -504,7 +506,8 @@ def check_ids(ids: Sequence[str], source: str | os.PathLike) -> list[str]:
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:
-    """Read an id list: one id per line (first word), blank lines and ``#`` comments skipped, a UTF-8
+    """Read an id list: one id per line (the whole line but the spaces around it: an id may hold a space,
+    as ``IMG 001`` from a folder does), blank lines and ``#`` comments skipped, a UTF-8
     byte-order mark ignored. ``ValueError`` naming the file when it is a folder, not UTF-8 text,
     holds no id, or lists an id twice (it would be scored twice)."""
     path = Path(path)
@@ -516,11 +519,11 @@ def read_ids(path: str | os.PathLike) -> list[str]:
         raise FileNotFoundError(f"id list not found: {path}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); an id list is one id per line") from None
-    # the first word of each line, split on ASCII whitespace only: a no-break space is part of the
-    # word (and refused by check_id), never a silent end of the id
+    # the whole line: its first word alone would make `a b` (a valid id, listed from a folder) score `a`;
+    # a no-break space or a tab inside stays in the id, and check_id refuses it
     # lines end at \n, \r\n or \r (old Mac text: before, its ids after the first were dropped) only:
     # str.splitlines would also break at U+2028, U+0085 or \x1c, turning one line (an id refused elsewhere) into two ids
-    ids = [_ASCII_SPACE.split(s)[0] for s in (ln.strip(" \t\f\v") for ln in re.split(r"\r\n|\r|\n", text)) if s and not s.startswith("#")]
+    ids = [s for s in (ln.strip(" \t\f\v") for ln in re.split(r"\r\n|\r|\n", text)) if s and not s.startswith("#")]
     if not ids:
         raise ValueError(f"{path}: holds no ids")
     check_ids(ids, path)
@@ -561,7 +564,8 @@ def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str]
         raise FileNotFoundError(f"{what} folder not found: {folder}")
     refuse_suffix_variants(folder, suffix, what, ids)
     if ids is None:
-        ids = check_ids(sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}")), folder)
+        # hidden files are no inputs (samcam's own temporaries among them): never listed, never fingerprinted
+        ids = check_ids(sorted(p.name.removesuffix(suffix) for p in folder.glob(f"*{suffix}") if not p.name.startswith(".")), folder)
         if not ids:
             raise FileNotFoundError(f"{folder}: holds no <id>{suffix} {what} files")
     else:

@@ -111,7 +111,26 @@ def test_folder_ids_lists_checks_and_names(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"f: holds no <id>\.gz mask files$"):
         folder_ids(tmp_path / "f", ".gz", "mask")
 
-NOT_NAMES = ["../../v/evil", "/etc/evil", "a\\b", "..", "a\x00b", "a\x1bb"]
+def test_an_id_may_hold_a_space_and_is_listed_whole_but_a_hidden_file_is_no_id(scored, capsys):
+    """An id list's line is one id (`a b`, as a folder lists `a b.png`; its first word would score `a`
+    in its place); a leading dot is refused (a hidden file: no listing or fingerprint counts it, so its
+    changes would pass unnoticed), and a folder's hidden files are never listed."""
+    from samcam.io import folder_ids
+
+    for folder, value in (("pred", 3), ("gt", 3)):
+        _labels(scored / folder, ["a b"], value)
+    (scored / "sp.txt").write_text("  a b \n")
+    assert read_ids(scored / "sp.txt") == ["a b"]
+    assert cli.main(["eval", "--pred", str(scored / "pred"), "--gt", str(scored / "gt"), "--ids", str(scored / "sp.txt"),
+                     "--per-image-csv", str(scored / "per.csv")]) == 0  # fmt: skip
+    assert (scored / "per.csv").read_text().splitlines()[1].startswith("a b,")
+    (scored / "hid.txt").write_text("a\n.b\n")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "hid.txt"], capsys, "hid.txt: id '.b' is not a name", "no leading dot")
+    _labels(scored / "pred", [".h"])
+    assert ".h" not in folder_ids(scored / "pred", ".png", "prediction") and "a b" in folder_ids(scored / "pred", ".png", "prediction")
+
+
+NOT_NAMES = ["../../v/evil", "/etc/evil", "a\\b", "..", "a\x00b", "a\x1bb", ".b"]
 
 @pytest.fixture()
 def escape(tmp_path):

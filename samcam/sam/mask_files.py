@@ -525,7 +525,7 @@ class MaskStore:
         """Every image id with a mask set in this folder."""
         if not self.root.is_dir():
             return []
-        out = {p.name[: -len(COMPACT_SUFFIX)] for p in self.root.glob(f"*{COMPACT_SUFFIX}")}
+        out = {p.name[: -len(COMPACT_SUFFIX)] for p in self.root.glob(f"*{COMPACT_SUFFIX}") if not p.name.startswith(".")}
         out |= {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         return check_ids(sorted(out), self.root)
 
