@@ -298,7 +298,7 @@ def _train(p: argparse.ArgumentParser):
 
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
-        from samcam.data.voc import VocTree, image_labels, one_hot
+        from samcam.data.voc import VocTree
         from samcam.config import from_args
         from samcam.outputs import check_file_output
         from samcam.metrics import average_precision
@@ -310,16 +310,15 @@ def _train(p: argparse.ArgumentParser):
         tree = VocTree(a.voc)
         cfg = from_args(TrainConfig, a, rescale=tuple(a.rescale) if a.rescale else None)
         ids = a.ids.ids
-        labels = image_labels(tree, ids, a.labels, a.cls_labels)
-        y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
+        labels, y = _image_classes(tree, a.ids, a, "images", "a classifier learns from images with objects")
+        if a.eval_ids:  # said before the training, not after it
+            _, yv = _image_classes(tree, a.eval_ids, a, "held-out images", "a classifier is scored on images with objects")
         res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids, device=_device(a.device))
         shown = [round(x, 4) for x in res.losses]
         shown = shown if len(shown) <= 8 else [*shown[:3], "...", *shown[-3:]]
         print(f"trained {a.backbone} on {len(ids)} images in {res.seconds:.0f} s; loss per epoch {shown} -> {res.out}")
         if a.eval_ids:
             ev_ids = a.eval_ids.ids
-            ev_labels = image_labels(tree, ev_ids, a.labels, a.cls_labels)
-            yv = np.stack([one_hot(ev_labels[i], tree.spec) for i in ev_ids])
             net = build_camnet(a.backbone, checkpoint=a.out).to(_device(a.device))
             ap = average_precision(predict_scores(net, [tree.read_image(i) for i in ev_ids], [tree.image_path(i) for i in ev_ids]), yv)
             print(f"held-out classification mAP over {len(ev_ids)} images: {100 * np.nanmean(ap):.2f}")
@@ -389,7 +388,7 @@ def _cam_eval(p: argparse.ArgumentParser):
 
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
-        from samcam.data.voc import VocTree, image_labels, one_hot
+        from samcam.data.voc import VocTree
         from samcam.io import write_text
         from samcam.outputs import check_file_output
         from samcam.metrics import average_precision
@@ -404,11 +403,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         if seen:
             raise ValueError(f"{a.ids}: {len(seen)} of its {len(ids)} ids are images the classifier {a.checkpoint} was trained on "
                              f"(e.g. {seen[0]}); cam-eval scores held-out images")  # fmt: skip
-        labels = image_labels(tree, ids, a.labels, a.cls_labels)
-        y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
-        if not y.any():  # no positive of any class: neither an average precision nor a CAM error rate exists
-            raise ValueError(f"{a.ids}: none of its {len(ids)} held-out images has an object class in its labels ({a.labels}); "
-                             "a classifier is scored on images with objects")  # fmt: skip
+        labels, y = _image_classes(tree, a.ids, a, "held-out images", "a classifier is scored on images with objects")
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids], [tree.image_path(i) for i in ids]), y)))
         images = {i: tree.image_path(i) for i in ids}
@@ -424,6 +419,22 @@ def _cam_eval(p: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+def _image_classes(tree, id_file: IdFile, a: argparse.Namespace, what: str, why: str):
+    """The image-level labels of ``id_file``'s ids (``--labels``/``--cls-labels`` of ``a``) and their
+    one-hot matrix; ``ValueError`` naming the list when no image has an object class (no positive of
+    any class: nothing to learn, and neither an average precision nor a CAM error rate exists)."""
+    import numpy as np
+
+    from samcam.data.voc import image_labels, one_hot
+
+    ids = id_file.ids
+    labels = image_labels(tree, ids, a.labels, a.cls_labels)
+    y = np.stack([one_hot(labels[i], tree.spec) for i in ids])
+    if not y.any():
+        raise ValueError(f"{id_file}: none of its {len(ids)} {what} has an object class in its labels ({a.labels}); {why}")
+    return labels, y
 
 
 def _trained_ids(checkpoint: str) -> set[str]:

@@ -130,6 +130,16 @@ def test_an_id_may_hold_a_space_and_is_listed_whole_but_a_hidden_file_is_no_id(s
     assert ".h" not in folder_ids(scored / "pred", ".png", "prediction") and "a b" in folder_ids(scored / "pred", ".png", "prediction")
 
 
+def test_eval_of_ground_truth_that_is_all_void_is_refused_not_a_nan_score(tmp_path, capsys):
+    _labels(tmp_path / "pred", ["a", "b"], 255)
+    _labels(tmp_path / "gt", ["a", "b"], 255)
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--csv", tmp_path / "e.csv"], capsys,
+          f"{tmp_path / 'gt'}: every pixel of the 2 ground-truth labels scored is void (255); the mIoU is undefined")
+    assert not (tmp_path / "e.csv").exists()
+    _labels(tmp_path / "gt", ["b"], 0)  # one pixel scored is a score
+    assert cli.main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 0
+
+
 NOT_NAMES = ["../../v/evil", "/etc/evil", "a\\b", "..", "a\x00b", "a\x1bb", ".b"]
 
 @pytest.fixture()

@@ -274,3 +274,15 @@ def test_cam_eval_refuses_held_out_images_without_an_object(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"samcam cam-eval: error: {tmp_path / 'ids.txt'}: none of its 1 held-out images has an object class in its labels (gt); "
                    "a classifier is scored on images with objects"]  # fmt: skip
+    # nor is a classifier trained on such images (it had trained, exit 0), nor scored on them after training
+    assert cli.main(["train-classifier", "--voc", str(voc), "--ids", str(tmp_path / "ids.txt"), "--out", str(tmp_path / "c.pt"), "--head-only"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"samcam train-classifier: error: {tmp_path / 'ids.txt'}: none of its 1 images has an object class in its labels (gt); "
+        "a classifier learns from images with objects"]  # fmt: skip
+    assert not (tmp_path / "c.pt").exists()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(voc / "JPEGImages" / "b.jpg")
+    Image.fromarray(np.full((8, 8), 3, np.uint8)).save(voc / "SegmentationClass" / "b.png")
+    (tmp_path / "b.txt").write_text("b\n")
+    assert cli.main(["train-classifier", "--voc", str(voc), "--ids", str(tmp_path / "b.txt"), "--eval-ids", str(tmp_path / "ids.txt"),
+                     "--out", str(tmp_path / "c.pt"), "--head-only"]) == 2  # fmt: skip
+    assert "none of its 1 held-out images has an object class" in capsys.readouterr().err and not (tmp_path / "c.pt").exists()

@@ -33,7 +33,7 @@ def evaluate_folders(
 
     With ``ids=None`` every ``.png`` in ``pred_dir`` is evaluated. A missing file for a listed id is a
     ``FileNotFoundError`` naming it; files are decoded by a small thread pool (PNG decoding releases
-    the GIL), each file read once.
+    the GIL), each file read once. ``ValueError`` when no pixel is scored (all ground truth void).
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -62,4 +62,7 @@ def evaluate_folders(
             drain(window)
         drain(0)
     bar.close()
+    if not ev.conf.any():  # every ground-truth pixel void: no score exists (a NaN printed as one would pass for a result)
+        raise ValueError(f"{gt_dir}: every pixel of the {len(ids)} ground-truth labels scored is void ({spec.ignore_index}); "
+                         "the mIoU is undefined")  # fmt: skip
     return ev

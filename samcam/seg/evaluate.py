@@ -121,8 +121,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
                         ids: Sequence[str], scales: Sequence[float] = (1.0,), flip: bool = False,
                         save_dir: str | os.PathLike | None = None, device: str | None = None,
                         progress: bool | None = None) -> tuple[Evaluator, dict[str, Any]]:  # fmt: skip
-    """Load a checkpoint and :func:`evaluate` it; returns the evaluator and a JSON-ready summary."""
+    """Load a checkpoint and :func:`evaluate` it; returns the evaluator and a JSON-ready summary. An
+    unfinished run is refused (as a classifier's or an affinity head's is): its score is no row's."""
     model, recipe, meta = load_model(checkpoint)
+    if not meta["complete"]:
+        raise ValueError(f"{checkpoint}: an unfinished training run (step {meta['step']} of {meta.get('total_steps')}); "
+                         "rerun train-seg to finish it")  # fmt: skip
     model.to(pick_device(device))
     t0 = time.perf_counter()
     ev = evaluate(model, images_dir, gt_dir, ids, VOC, scales, flip, save_dir, progress)
