@@ -130,6 +130,27 @@ def test_an_id_may_hold_a_space_and_is_listed_whole_but_a_hidden_file_is_no_id(s
     assert ".h" not in folder_ids(scored / "pred", ".png", "prediction") and "a b" in folder_ids(scored / "pred", ".png", "prediction")
 
 
+def test_an_image_too_thin_for_sam_is_named(tmp_path, capsys, mobile_sam_checkpoint):
+    """SAM resizes an image to a 1024-pixel long side (rounding as ResizeLongestSide does): a 1 × 2049
+    image would be 0 pixels high, and SAM's own error ("height and width must be > 0") named no image."""
+    from samcam.sam.model import check_sam_size
+
+    check_sam_size((1, 2048, 3), "ok")  # 0.5 + 0.5 rounds to 1 pixel
+    for shape in ((1, 2049), (3000, 1)):
+        with pytest.raises(ValueError, match=re.escape(f"thin.png: {shape[0]}×{shape[1]} pixels is too thin for SAM (resized to its 1024-pixel long side: ")):
+            check_sam_size(shape, "thin.png")
+    (tmp_path / "im").mkdir()
+    Image.fromarray(np.zeros((1, 3000, 3), np.uint8)).save(tmp_path / "im" / "th.png")
+    Image.fromarray(np.zeros((1, 3000), np.uint8)).save(tmp_path / "th_label.png")
+    (tmp_path / "pl").mkdir()
+    Image.fromarray(np.zeros((1, 3000), np.uint8)).save(tmp_path / "pl" / "th.png")
+    (tmp_path / "ids.txt").write_text("th\n")
+    fails(["masks", "--images", tmp_path / "im", "--out", tmp_path / "m", "--checkpoint", mobile_sam_checkpoint, "--points-per-side", "1",
+           "--device", "cpu"], capsys, f"{tmp_path / 'im' / 'th.png'}: 1×3000 pixels is too thin for SAM")
+    fails(["refine", "--mode", "prompted", "--pseudo", tmp_path / "pl", "--images", tmp_path / "im", "--out", tmp_path / "r", "--ids",
+           tmp_path / "ids.txt", "--checkpoint", mobile_sam_checkpoint, "--device", "cpu"], capsys, f"{tmp_path / 'im' / 'th.png'}: 1×3000 pixels")
+
+
 def test_eval_of_ground_truth_that_is_all_void_is_refused_not_a_nan_score(tmp_path, capsys):
     _labels(tmp_path / "pred", ["a", "b"], 255)
     _labels(tmp_path / "gt", ["a", "b"], 255)

@@ -215,12 +215,13 @@ def generate_into(device: str | None, ids: list[str], report, paths: dict[str, P
     """Build the generator on ``device`` and write the mask set of each of ``ids`` into ``out``,
     calling ``report(image_id, (number of masks, device))`` after each: the loop of one process, or of one
     device's worker (:func:`samcam.pipeline.workers.run_on_devices`)."""
-    from samcam.sam.model import build_generator
+    from samcam.sam.model import build_generator, check_sam_size
 
     gen = build_generator(model_type, checkpoint, device, generator, **settings)
     store = MaskStore(out, fmt)
     for image_id in ids:
         image = read_image(paths[image_id])
+        check_sam_size(image.shape, paths[image_id])
         t0 = time.perf_counter()
         ms = gen.generate(image)
         ms.meta = {**meta, "image_id": image_id, "seconds": round(time.perf_counter() - t0, 3), "device": gen.device}

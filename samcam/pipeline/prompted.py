@@ -78,11 +78,12 @@ def refine_into(device: str | None, ids: list[str], report, paths: dict, pseudo,
     from samcam.cam.methods import load_pseudo_label
     from samcam.data.spaces import VOC
     from samcam.io import read_image, write_label
-    from samcam.sam.model import build_sam
+    from samcam.sam.model import build_sam, check_sam_size
 
     predictor = SamPredictor(build_sam(model_type, checkpoint, device))
     for image_id in ids:
         image = read_image(paths[image_id])
+        check_sam_size(image.shape, paths[image_id])
         label = load_pseudo_label(pseudo, image_id, fmt, threshold, VOC, shape=image.shape[:2])
         cams = None
         if cams_dir is not None:

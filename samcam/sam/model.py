@@ -102,6 +102,21 @@ def _fast_generator(model, settings: dict[str, Any]):
 GENERATORS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {"fast": _fast_generator, "official": _official_generator}
 
 
+#: the long side SAM's image encoder resizes every image to (segment-anything's ResizeLongestSide)
+SAM_SIDE = 1024
+
+
+def check_sam_size(shape: tuple[int, ...], source: object) -> None:
+    """``ValueError`` naming ``source`` when an image of ``shape`` (H, W, ...) is too thin for SAM: resized
+    to a :data:`SAM_SIDE` long side as SAM resizes it (rounded), its short side would be 0 pixels, and
+    SAM's own error would name no image."""
+    h, w = int(shape[0]), int(shape[1])
+    scale = SAM_SIDE / max(h, w, 1)
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    if min(nh, nw) < 1:
+        raise ValueError(f"{source}: {h}×{w} pixels is too thin for SAM (resized to its {SAM_SIDE}-pixel long side: {nh}×{nw})")
+
+
 class MaskGenerator:
     """``generate(image) -> MaskSet`` with either the official or samcam's fast generator."""
 
