@@ -546,6 +546,13 @@ def test_train_seg_and_eval_seg_commands_say_what_they_did(tmp_path, one_thread,
     assert ck["step"] == 1 and ck["history"]["device"] == "cpu" and ck["history"]["threads"] == 1 and torch.get_num_threads() == 1
     assert out.out.startswith("step 1/2, stopped early (rerun to resume), peak RSS ") and out.out.endswith(f" MiB -> {run / 'last.pt'}\n")
     assert "train-seg run" in out.err  # the bar, asked for
+    from samcam.outputs import lock_output
+
+    with lock_output(run):  # another process training this run folder: refused at once, its checkpoint untouched
+        before = (run / "last.pt").read_bytes()
+        assert main(train_args) == 2
+        assert f"{run}: another samcam process is writing this folder" in capsys.readouterr().err
+        assert (run / "last.pt").read_bytes() == before
     assert main(["eval-seg", "--checkpoint", str(run / "last.pt"), "--images", str(images), "--gt", str(labels), "--ids",
                  str(tmp_path / "val.txt"), "--device", "cpu", "--json", str(tmp_path / "early.json")]) == 2  # fmt: skip
     assert capsys.readouterr().err == (f"samcam eval-seg: error: {run / 'last.pt'}: an unfinished training run (step 1 of 2); "

@@ -201,17 +201,27 @@ def peak_rss_mib() -> float:
 def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], out: str | os.PathLike,
           recipe: Recipe | None = None, *, spec: DatasetSpec = VOC, device: str | None = None,
           max_steps: int | None = None, progress: bool | None = None, pretrained: bool = True) -> SegTrainResult:  # fmt: skip
-    """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given."""
+    """Train (or continue training) into ``out/last.pt``; stop after ``max_steps`` global steps if given.
+    The run folder is locked while it trains (:func:`samcam.outputs.lock_output`): a second run into it
+    is refused at once, never resumed from the first one's checkpoint beside it."""
+    from samcam.outputs import lock_output, refuse_foreign
+
+    # a new run starts in a new or empty folder, never beside a user's files (said before the lock file is
+    # made); a run's folder, with its last.pt, also holds what eval-seg wrote there
+    if Path(out).is_dir() and not (Path(out) / CHECKPOINT).exists():
+        refuse_foreign(out, (CHECKPOINT,))
+    with lock_output(out):
+        return _train(images_dir, labels_dir, ids, Path(out), recipe or Recipe(), spec, device, max_steps, progress, pretrained)
+
+
+def _train(images_dir, labels_dir, ids: list[str], out: Path, recipe: Recipe, spec: DatasetSpec, device: str | None,
+           max_steps: int | None, progress: bool | None, pretrained: bool) -> SegTrainResult:  # fmt: skip
     from samcam.progress import progress_bar, show_progress
 
     from samcam.io import load_weights
-    from samcam.outputs import REPO, git_commit, refuse_foreign
+    from samcam.outputs import REPO, git_commit
 
-    recipe = recipe or Recipe()
-    out = Path(out)
     ck_path = out / CHECKPOINT
-    if out.is_dir() and not ck_path.exists():  # a new run starts in a new or empty folder, never beside a user's files
-        refuse_foreign(out, (CHECKPOINT,))        # (a run's folder, with its last.pt, also holds what eval-seg wrote there)
     data = load_data(images_dir, labels_dir, ids, spec)
     steps_per_epoch = len(data.ids) // recipe.batch_size
     if steps_per_epoch < 1:
