@@ -997,7 +997,7 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
            "--eval-gt", str(labels), "--eval-ids", str(tmp_path / "val.txt")]  # fmt: skip
     assert main([*cmd, "--max-steps", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "not evaluated yet: the run is not complete (rerun to resume; it is evaluated once it is)"
-    assert sorted(p.name for p in run.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in run.iterdir()) == [".samcam.lock", "last.pt"]  # the lock every written folder holds, no evaluation
     assert main([*cmd, "--progress"]) == 0
     out, err = capsys.readouterr()
     assert "train-seg gt_s3" in err and "eval-seg" in err  # the bars asked for: the training's and the evaluation's
