@@ -931,16 +931,25 @@ def _terminate(signum, frame) -> None:
 
 
 def _stdout_closed() -> bool:
-    """Whether stdout's reader has gone (a flush fails with a broken pipe); if so, stdout is pointed
-    at the null device so that nothing more is written to it, at exit either."""
+    """Whether stdout's reader has gone (a flush fails with a broken pipe, or, where stdout is unbuffered
+    (``PYTHONUNBUFFERED``) and nothing is left to flush, its pipe reports an error); if so, stdout is
+    pointed at the null device so that nothing more is written to it, at exit either."""
     import os
+    import select
 
     try:
         sys.stdout.flush()
-        return False
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        closed = any(event & select.POLLERR for _, event in poll.poll(0))  # a pipe's write end without a reader
     except BrokenPipeError:
+        closed = True
+    except (OSError, ValueError, AttributeError):  # no file behind stdout (a capture in tests or a notebook)
+        return False
+    if closed:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return True
+    return closed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -959,7 +968,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # several commands in one process (a notebook, the tests) gets its own back (torch's CPU sums depend on it)
     threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # what is still buffered goes now: a reader that left is said here, not as an "Exception ignored" at exit
+        return code
     except KeyboardInterrupt:
         print(f"samcam {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
         return 130

@@ -101,6 +101,8 @@ def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | Non
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {out}: exists and is not a folder; give a folder's path")
+    if path.is_symlink() and not path.exists():  # a folder cannot be made where a broken link stands
+        raise ValueError(f"output {out}: is a link to {os.readlink(path)}, which does not exist; give a folder's path")
     check_output(path, *inputs)
 
 

@@ -1713,6 +1713,24 @@ def test_a_closed_output_pipe_ends_quietly_and_another_broken_pipe_is_an_error(t
     fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "Broken pipe to a worker")
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_left_ends_the_command_quietly_buffered_or_not(unbuffered):
+    """`samcam weights list | head -0` for real: the pipe's reader is gone before the command writes.
+    Under PYTHONUNBUFFERED=1 (common in containers and CI) nothing is left to flush, and the command had
+    printed `error: [Errno 32] Broken pipe` with status 2."""
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered} if unbuffered else {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        p = subprocess.run([sys.executable, "-m", "samcam.cli", "weights", "list"], stdout=w, stderr=subprocess.PIPE, env=env, timeout=120)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (141, b"")
+
+
 def test_a_text_input_is_held_to_its_own_size_limit(scored, capsys):
     from samcam.io import MAX_TEXT_BYTES
 
@@ -1817,3 +1835,8 @@ def test_an_output_folder_where_a_file_stands_is_refused_at_once(tmp_path, capsy
     (tmp_path / "notes.txt").write_text("mine")
     fails([c.replace("{t}", str(tmp_path)) for c in command], capsys, f"output {tmp_path / 'notes.txt'}: exists and is not a folder")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "gone")  # a broken link: named, not `[Errno 17] File exists`
+    fails([c.replace("{t}", str(tmp_path)) for c in command], capsys,
+          f"output {tmp_path / 'notes.txt'}: is a link to {tmp_path / 'gone'}, which does not exist; give a folder's path")
+    assert not (tmp_path / "gone").exists()
