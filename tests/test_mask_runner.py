@@ -176,3 +176,33 @@ def test_a_mask_sets_seconds_time_the_generator_only(tmp_path, monkeypatch):
     masks_step.generate_into(None, ["a"], lambda i, n: None, {"a": tmp_path / "a.png"}, out, "compact", {"m": 1}, "vit_t", None, "fast", {})
     meta = MaskStore(out).read("a").meta
     assert meta["image_id"] == "a" and meta["m"] == 1 and 0 <= meta["seconds"] < 0.1
+
+
+def test_a_mask_folder_takes_masks_of_one_image_folder(tmp_path, monkeypatch, mobile_sam_checkpoint):
+    """A resumed run from another existing image folder is refused (the record names the first one, and
+    would describe masks of images it never held); the same folder by another path, or a recorded
+    folder that was moved away, is the same folder."""
+    import numpy as np
+
+    import samcam.sam.model
+    from samcam.sam.masks import MaskSet
+
+    class Instant:
+        device = "cpu"
+
+        def generate(self, image):
+            return MaskSet(np.zeros((1, *image.shape[:2]), bool))
+
+    monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: Instant())
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(data.astronaut()[:16, :24]).save(tmp_path / name / f"x{name}.png")
+    out = tmp_path / "m"
+    assert run_masks(tmp_path / "a", out, checkpoint=mobile_sam_checkpoint, progress=False).done == 1
+    with pytest.raises(ValueError, match=f"samcam_run.json: this folder holds masks of the images in {out / '..' / 'a'}, not of --images {tmp_path / 'b'}; use another --out"):
+        run_masks(tmp_path / "b", out, checkpoint=mobile_sam_checkpoint, progress=False)
+    assert MaskStore(out).ids() == ["xa"]
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert run_masks(tmp_path / "link", out, checkpoint=mobile_sam_checkpoint, progress=False).skipped == 1
+    (tmp_path / "a").rename(tmp_path / "moved")
+    assert run_masks(tmp_path / "moved", out, checkpoint=mobile_sam_checkpoint, progress=False).skipped == 1

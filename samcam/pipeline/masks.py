@@ -21,7 +21,7 @@ from typing import Any
 
 from samcam.io import image_index, read_image, write_text
 from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_output, clean_temporaries, lock_output,
-                            read_record, record_path, refuse_foreign)  # fmt: skip
+                            read_record, record_path, refuse_foreign, resolve_recorded)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import FORMATS, MaskStore
 
@@ -138,11 +138,25 @@ def check_run_meta(out: Path, meta: dict[str, Any], images: str | os.PathLike | 
                 f"({ {k: old.get(k) for k in diff} }); use another --out folder"
             )
         if path.exists():
+            _check_same_images(path, images, out)
             legacy.unlink(missing_ok=True)  # left by a run stopped between writing the record and removing the old one
             return
         meta = {**meta, **{k: old[k] for k in ("checkpoint", "samcam_version") if k in old}}  # who made the masks
     write_text(path, json.dumps(mask_record(meta, images, out), indent=1, sort_keys=True) + "\n")
     legacy.unlink(missing_ok=True)
+
+
+def _check_same_images(path: Path, images: str | os.PathLike | None, out: Path) -> None:
+    """``ValueError`` when the record at ``path`` names an image folder that exists and is another folder
+    than ``images``: a folder's mask sets come from one image folder, the one its record names (a moved
+    folder, whose recorded path is gone, is taken as the same)."""
+    recorded = (read_record(path, "run record", "use another --out folder").get("inputs") or {}).get("images")
+    if images is None or not isinstance(recorded, str):
+        return
+    there = resolve_recorded(recorded, out)
+    if there.is_dir() and not os.path.samefile(there, images):
+        raise ValueError(f"{path}: this folder holds masks of the images in {there}, not of --images {images}; "
+                         "use another --out folder (one folder's masks come from one image folder)")  # fmt: skip
 
 
 def run_masks(
