@@ -327,7 +327,7 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     assert cli.main(["reproduce", "--config", str(cfg)]) == 2  # every step lacks its inputs: nothing reproduced
     assert "every selected step lacks an input" in capsys.readouterr().err
     ran = []
-    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append((nb, out)) or out.parent.mkdir(parents=True, exist_ok=True))
+    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append((nb, out)) or (tmp_path / "out").write_text("o"))  # its output
     (tmp_path / "in").write_text("x")
     cfg.write_text(f"steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n"
                    f"  - name: b\n    notebook: demo.ipynb\n    inputs: [{tmp_path / 'in'}]\n    outputs: [out]\n")
@@ -413,10 +413,11 @@ def test_reproduce_refuses_a_data_root_that_does_not_exist(tmp_path, capsys, mon
     from samcam import cli, outputs, reproduce
 
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)  # the checkout: where the steps' outputs x and y land
     monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # whatever state this checkout is in
     monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "nowhere"))
     ran = []
-    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append(nb))
+    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append(nb) or (tmp_path / {"data": "x", "plain": "y"}[out.stem]).write_text("o"))
     cfg = tmp_path / "r.yml"
     cfg.write_text("steps:\n  - name: data\n    notebook: demo.ipynb\n    inputs: ['${SAMCAM_DATA}/voc2012']\n    outputs: [x]\n"
                    "  - name: plain\n    notebook: demo.ipynb\n    outputs: [y]\n")

@@ -210,11 +210,15 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     # made); a run's folder, with its last.pt, also holds what eval-seg wrote there
     if Path(out).is_dir() and not (Path(out) / CHECKPOINT).exists():
         refuse_foreign(out, (CHECKPOINT,))
+    recipe = recipe or Recipe()
+    data = load_data(images_dir, labels_dir, ids, spec)  # bad data is said before the run folder (and its lock) is made
+    if len(data.ids) < recipe.batch_size:
+        raise ValueError(f"{len(data.ids)} training images are fewer than one batch of {recipe.batch_size}")
     with lock_output(out):
-        return _train(images_dir, labels_dir, ids, Path(out), recipe or Recipe(), spec, device, max_steps, progress, pretrained)
+        return _train(data, labels_dir, Path(out), recipe, spec, device, max_steps, progress, pretrained)
 
 
-def _train(images_dir, labels_dir, ids: list[str], out: Path, recipe: Recipe, spec: DatasetSpec, device: str | None,
+def _train(data: TrainData, labels_dir: str | os.PathLike, out: Path, recipe: Recipe, spec: DatasetSpec, device: str | None,
            max_steps: int | None, progress: bool | None, pretrained: bool) -> SegTrainResult:  # fmt: skip
     from samcam.progress import progress_bar, show_progress
 
@@ -222,10 +226,7 @@ def _train(images_dir, labels_dir, ids: list[str], out: Path, recipe: Recipe, sp
     from samcam.outputs import REPO, git_commit
 
     ck_path = out / CHECKPOINT
-    data = load_data(images_dir, labels_dir, ids, spec)
     steps_per_epoch = len(data.ids) // recipe.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(data.ids)} training images are fewer than one batch of {recipe.batch_size}")
     total = steps_per_epoch * recipe.epochs
     dev = pick_device(device)
     torch.manual_seed(recipe.seed)
