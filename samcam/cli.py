@@ -901,11 +901,26 @@ def _one_line(e: BaseException) -> str:
     return " ".join(ln.strip() for ln in text.splitlines() if ln.strip())[:2000]
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's ``store``, refusing an option given twice: the first value would be dropped without a
+    word (``--threshold 0.2 --threshold 0.9`` ran at 0.9; a config's command list, too)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = parser.__dict__.setdefault("_given", {}).setdefault(id(namespace), set())
+        if self.dest in seen:
+            parser.error(f"argument {'/'.join(self.option_strings)}: given twice; give it once")
+        seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``samcam <command>: error: <what>`` and exit code 2."""
+    """argparse with one-line errors: ``samcam <command>: error: <what>`` and exit code 2, and every
+    option taken once (:class:`_StoreOnce`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # --ou is not --out: a config names options in full
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

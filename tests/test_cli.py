@@ -243,6 +243,18 @@ ONE_OF = {"affinity": (["--cams", "c", "--out", "o"], "--checkpoint --gt-affinit
           "train-affinity": (["--images", "i", "--ids", "i", "--out", "o"], "--cams --seed-labels")}  # fmt: skip
 
 
+def test_an_option_given_twice_is_refused_not_the_first_value_dropped(tmp_path, capsys):
+    (tmp_path / "ids.txt").write_text("a\n")
+    for argv, option in ((["cam2label", "--cams", "c", "--threshold", "0.2", "--threshold", "0.9"], "--threshold"),
+                         (["eval", "--pred", "p", "--gt", "g", "--ids", str(tmp_path / "ids.txt"), "--ids", str(tmp_path / "ids.txt")], "--ids"),
+                         (["train-seg", "--images", "i", "--labels", "l", "--ids", str(tmp_path / "ids.txt"), "--out", "o", "--lr", "0.1",
+                           "--lr", "0.2"], "--lr")):  # fmt: skip
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == f"samcam {argv[0]}: error: argument {option}: given twice; give it once (see --help)\n"
+    assert cli.main(["eval", "--pred", str(tmp_path / "nope"), "--gt", "g", "--dataset", "voc"]) == 2  # once: parsed, then the folder named
+    assert "prediction folder not found" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", sorted(REQUIRED))
 def test_every_command_names_what_it_requires(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no file here: nothing a command could read or write
