@@ -535,12 +535,17 @@ def read_ids(path: str | os.PathLike) -> list[str]:
 
 
 def require_files(paths: Sequence[Path], what: str) -> None:
-    """Raise ``FileNotFoundError`` listing the first missing paths (``what`` names their kind)."""
+    """Raise ``FileNotFoundError`` listing the first missing paths (``what`` names their kind), and
+    saying where a missing file's name exists in another Unicode normal form (``café`` written as
+    ``e`` + accent by macOS, listed as one character): the user sees the file, samcam cannot open it."""
     missing = [p for p in paths if not p.exists()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}")
+        other = next((q for p in missing[:5] for form in ("NFC", "NFD") if (q := p.with_name(unicodedata.normalize(form, p.name))) != p
+                      and q.exists()), None)  # fmt: skip
+        hint = f" ({other.name!r} exists: the same name in another Unicode normal form; rename the file or the id)" if other else ""
+        raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}{hint}")
 
 
 def refuse_suffix_variants(folder: Path, suffix: str, what: str, ids: list[str] | None = None) -> None:

@@ -151,6 +151,17 @@ def test_an_image_too_thin_for_sam_is_named(tmp_path, capsys, mobile_sam_checkpo
            tmp_path / "ids.txt", "--checkpoint", mobile_sam_checkpoint, "--device", "cpu"], capsys, f"{tmp_path / 'im' / 'th.png'}: 1×3000 pixels")
 
 
+def test_a_file_named_in_another_unicode_form_is_pointed_at(tmp_path, capsys):
+    import unicodedata
+
+    nfd, nfc = unicodedata.normalize("NFD", "caf\u00e9"), unicodedata.normalize("NFC", "caf\u00e9")
+    for folder in ("pred", "gt"):
+        _labels(tmp_path / folder, [nfd])
+    (tmp_path / "ids.txt").write_text(nfc + "\n")
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"], capsys,
+          f"1 prediction files missing: {tmp_path / 'pred' / nfc}.png ({nfd + '.png'!r} exists: the same name in another Unicode normal form")
+
+
 def test_eval_of_ground_truth_that_is_all_void_is_refused_not_a_nan_score(tmp_path, capsys):
     _labels(tmp_path / "pred", ["a", "b"], 255)
     _labels(tmp_path / "gt", ["a", "b"], 255)
