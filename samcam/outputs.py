@@ -298,6 +298,25 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
+def _stat_signature(path: str | os.PathLike | None) -> tuple | None:
+    """What :func:`fingerprint` reads, by name, size and modification time only (a stat per file: cheap
+    enough to take before and after a step), to notice an input replaced while the step ran."""
+    if path is None or not Path(path).exists():
+        return None
+    p = Path(path)
+    if not p.is_dir():
+        st = p.stat()
+        return (st.st_size, st.st_mtime_ns)
+    out = []
+    for q in sorted(p.rglob("*")):
+        rel = q.relative_to(p)
+        if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
+            continue
+        st = q.stat()
+        out.append((rel.as_posix(), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def fingerprint_files(files: dict[str, str | os.PathLike]) -> str:
     """A content fingerprint of the files a step reads, by their names (an id): the SHA-256 over the
     sorted ``(name, size, SHA-256)``; equal for the same contents wherever the files lie, whatever else
@@ -372,6 +391,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         refuse_foreign(out)
         _refuse_unrecorded(out)
     with lock_output(out):
+        stats = {k: _stat_signature(v) for k, v in inputs.items()}  # before the fingerprints: a change during them counts too
         record = {"step": step, "samcam_version": __version__,
                   "inputs": {k: (record_path(v, out) if v is not None else None) for k, v in inputs.items()},
                   "fingerprints": {k: fingerprint(v) for k, v in inputs.items()},
@@ -402,6 +422,11 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
         clean_temporaries(out)
         yield out
+        moved = [k for k, v in inputs.items() if _stat_signature(v) != stats[k]]
+        if moved:  # the record fingerprints what the inputs were when the run began
+            what = ", ".join(f"{k} ({inputs[k]})" for k in moved)
+            raise ValueError(f"{out}: the input {what} changed while this run read it, so its outputs may mix both versions; "
+                             "remove the folder and rerun")  # fmt: skip
 
 
 def git_commit(path: str | os.PathLike = ".") -> str | None:

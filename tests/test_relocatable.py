@@ -212,3 +212,25 @@ def test_one_machine_description(monkeypatch):
     assert {"cpu", "cores", "torch", "git_commit"} <= set(bench.machine())
     monkeypatch.delitem(sys.modules, "torch")  # as in a process that never loaded it (restored after the test)
     assert "torch" not in machine_info() and "torch" not in sys.modules
+
+
+def test_an_input_replaced_while_a_step_ran_is_named_after_it(tmp_path):
+    """The record fingerprints the inputs as the run began; one replaced while the step read it (a
+    label copied over mid-run) would leave outputs of two versions under a record naming one."""
+    import os
+
+    src = tmp_path / "labels"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"one")
+    (src / ".samcam.lock").write_bytes(b"")  # hidden files are no input: they may change
+    with claim_output(tmp_path / "out", "s", {"labels": src}, {}):
+        (src / ".samcam.lock").write_bytes(b"held")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'out'}: the input labels ({src}) changed while this run read it, "
+                                                   "so its outputs may mix both versions; remove the folder and rerun")):  # fmt: skip
+        with claim_output(tmp_path / "out", "s", {"labels": src}, {}) as out:
+            (out / "a.png").write_bytes(b"made from one")
+            (src / "a.png").write_bytes(b"two")
+            os.utime(src / "a.png", ns=(1, 1))  # whatever the clock's resolution
+    with pytest.raises(ValueError, match="differs in content"):  # and a rerun is refused, as for any changed input
+        with claim_output(tmp_path / "out", "s", {"labels": src}, {}):
+            pass
