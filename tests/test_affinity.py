@@ -826,3 +826,23 @@ def test_the_heads_rate_follows_one_poly_schedule_over_all_epochs(tmp_path, voc_
     train_affinity(image_index(voc_root / "JPEGImages"), cams, ids, tmp_path / "a.pt", cfg, progress=False)
     assert [(s, t) for s, t, _ in seen] == [(0, 4), (1, 4), (2, 4), (3, 4)]
     assert all(lr == pytest.approx(poly_lr(0.2, s, 4), rel=1e-12) for s, _, lr in seen)
+
+
+def test_each_batch_loss_is_the_mean_over_its_own_images_the_last_partial_one_too(tmp_path, voc_root, gt_cams, monkeypatch):
+    """3 images: in one batch of 3 the loss is (l1 + l2 + l3) / 3; in batches of 2 it is (l1 + l2) / 2,
+    then l3 / 1 (the last batch holds one image, not two). The head is never stepped here (descend only
+    records), and the sample order and windows draw alike, so 2·La + 1·Lb = 3·L3."""
+    import samcam.training
+    from samcam.io import image_index
+    from samcam.pipeline.affinity import AffinityTrainConfig, train_affinity
+
+    cams, ids = gt_cams
+    assert len(ids) == 3
+    losses = {}
+    for batch in (3, 2):
+        seen = losses.setdefault(batch, [])
+        monkeypatch.setattr(samcam.training, "descend", lambda opt, loss: seen.append(loss.item()) or loss.item())
+        cfg = AffinityTrainConfig(epochs=1, batch_size=batch, crop=16, crf=False)
+        train_affinity(image_index(voc_root / "JPEGImages"), cams, ids, tmp_path / f"a{batch}.pt", cfg, progress=False)
+    assert len(losses[3]) == 1 and len(losses[2]) == 2
+    assert 2 * losses[2][0] + losses[2][1] == pytest.approx(3 * losses[3][0], rel=1e-5)

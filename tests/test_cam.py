@@ -257,3 +257,30 @@ def test_an_image_too_small_for_a_cam_network_is_named():
         predict_scores(net, [np.zeros((64, 64, 3), np.uint8), np.zeros((4, 4, 3), np.uint8)], ["ok.jpg", "c.jpg"])
     with pytest.raises(RuntimeError, match="channels"):  # another fault of the network is not blamed on the image
         multiscale_cam(CamNet(nn.Conv2d(4, 8, 1), 8, 20).eval(), np.zeros((16, 16, 3), np.uint8), [0], scales=(1.0,))
+
+
+@pytest.mark.parametrize("stride", [16, 32])
+def test_head_only_training_follows_one_poly_schedule_over_batches_and_windows_of_crop_over_stride_cells(tmp_path, monkeypatch, stride):
+    """5 images in batches of 2 are ceil(5/2) = 3 steps per epoch, 6 in 2 epochs: the head's learning
+    rate at step k is IRN's poly 0.3·(1 − k/6)^0.9, counted in batches, not images. A frozen backbone's
+    window is a crop of 64 pixels, 64/stride feature cells on a side (4 at stride 16, 2 at 32)."""
+    import samcam.pipeline.train_classifier as tc
+
+    seen, cells = [], []
+    real_set, real_window = tc.set_poly_lr, tc._random_window
+
+    def spy_set(opt, base, step, total, *a, **k):
+        real_set(opt, base, step, total, *a, **k)
+        seen.append((step, total, opt.param_groups[0]["lr"]))
+
+    monkeypatch.setattr(tc, "set_poly_lr", spy_set)
+    monkeypatch.setattr(tc, "_random_window", lambda f, n, rng: cells.append(n) or real_window(f, n, rng))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40 + 3 * i, 48, 3), np.uint8) for i in range(5)]
+    labels = np.zeros((5, 20), np.float32)
+    labels[:, 3] = 1
+    cfg = TrainConfig(epochs=2, batch_size=2, crop=64, train_backbone=False, lr_head=0.3, output_stride=stride)
+    train_classifier(images, labels, tmp_path / "clf.pt", cfg, progress=False)
+    assert [(s, t) for s, t, _ in seen] == [(k, 6) for k in range(6)]
+    assert [lr for _, _, lr in seen] == pytest.approx([0.3 * (1 - k / 6) ** 0.9 for k in range(6)], rel=1e-12)
+    assert set(cells) == {64 // stride} and len(cells) == 10  # one window per image and epoch

@@ -129,6 +129,10 @@ def test_selection_takes_the_best_held_out_miou_then_map_then_order():
     assert select_classifier(evals) == ("b", 0.1)
     tie = {"a": _table([0.30, 0.36, 0.31], 80.0), "b": _table([0.36, 0.20, 0.10], 81.0)}
     assert select_classifier(tie) == ("b", 0.1)  # same mIoU: the higher mAP
+    close = {"a": _table([0.352, 0.1, 0.1], 70.0), "b": _table([0.348, 0.1, 0.1], 90.0)}
+    assert select_classifier(close) == ("a", 0.1)  # 0.4 points apart is no tie, whatever the mAP
+    noise = {"a": _table([0.35 + 1e-9, 0.1, 0.1], 70.0), "b": _table([0.35, 0.1, 0.1], 90.0)}
+    assert select_classifier(noise) == ("b", 0.1)  # a float's last digits are a tie: the higher mAP
     same = {"x": _table([0.2, 0.3, 0.1], 5.0), "y": _table([0.3, 0.2, 0.1], 5.0)}
     assert select_classifier(same) == ("x", 0.2)  # all equal: the first listed
     with pytest.raises(ValueError):

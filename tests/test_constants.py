@@ -76,3 +76,20 @@ def test_voc_palette_equals_the_palette_of_the_dataset_pngs(voc_root, train_with
         published = np.array(im.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
     np.testing.assert_array_equal(VOC.palette[:21], published[:21])
     np.testing.assert_array_equal(VOC.palette[255], published[255])
+
+
+# IRN's CAM scales (jiwoon-ahn/irn, run_sample.py: --cam_scales (1.0, 0.5, 1.5, 2.0)), each with its flip.
+IRN_CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
+
+
+def test_cams_are_made_at_irns_scales_by_default():
+    """The fast suite passes its scales explicitly, so only this says which scales a user's `samcam cam`
+    and `cam-eval` run at (dropping 2.0 changed every committed CAM label, caught only by a slow test)."""
+    import inspect
+
+    from samcam.cam.infer import SCALES
+    from samcam.pipeline.cam import extract_cams, score_cams
+
+    assert SCALES == IRN_CAM_SCALES
+    for f in (extract_cams, score_cams):
+        assert inspect.signature(f).parameters["scales"].default == IRN_CAM_SCALES, f.__name__

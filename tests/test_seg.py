@@ -1047,3 +1047,64 @@ def test_eval_seg_refuses_a_table_path_that_names_a_folder_before_it_evaluates(t
         assert main([*given, option, str(target)]) == 2
         assert f"output {target} is the input {target}; choose another output path" in capsys.readouterr().err
     assert (tmp_path / "ck.pt").read_bytes() == b"weights" and (tmp_path / "ids.txt").read_text() == "a\n"
+
+
+def test_a_training_batch_pairs_each_pixel_with_its_own_label():
+    """make_batch's image pixel (i, j) is its label's pixel (i, j), whatever the scale, crop and flip: the
+    image's red channel is built as 40 × its label (blocks of 8 × 16 on a 80 × 96 image, so a transposed
+    or mirrored image would not match), and pixels well inside a block (away from resize blur) agree."""
+    from samcam.seg.train import TrainData, make_batch
+
+    yy, xx = np.mgrid[0:80, 0:96]
+    label = ((yy // 8 + 2 * (xx // 16)) % 4).astype(np.uint8)
+    image = np.stack([40 * label, np.zeros_like(label), np.full_like(label, 9)], -1).astype(np.uint8)
+    data = TrainData(["a", "b"], [image, image], [label, label], "x")
+    for seed in range(4):
+        recipe = Recipe(crop=64, batch_size=2, scale_min=0.9, scale_max=1.6, seed=seed)
+        x, y = make_batch(data, recipe, 0, range(2))
+        assert x.shape == (2, 3, 64, 64) and y.shape == (2, 64, 64)
+        for b in range(2):
+            lab = y[b].numpy()
+            inner = np.ones_like(lab, bool)  # pixels whose 3 × 3 neighbourhood holds one label
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    inner[1:-1, 1:-1] &= lab[1 + di:63 + di, 1 + dj:63 + dj] == lab[1:-1, 1:-1]
+            inner[[0, -1], :] = inner[:, [0, -1]] = False
+            inner &= lab != 255
+            assert inner.sum() > 500
+            np.testing.assert_allclose(x[b, 0].numpy()[inner], 40.0 * lab[inner], atol=1.0)
+
+
+class _PerPixel(torch.nn.Module):
+    """A network whose class scores at a pixel depend on that pixel only (a 1 × 1 convolution): padding
+    to the stride and cropping back change nothing, so a hand computation needs neither."""
+
+    n_classes = 3
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[0.02, -0.01, 0.0], [0.0, 0.03, -0.02], [-0.01, 0.0, 0.02]]).view(3, 3, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.1, -0.2, 0.0]))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_multi_scale_prediction_resizes_height_and_width_each_to_its_own():
+    """A 6 × 14 image at scale 0.5 is predicted at 3 × 7 (height, width), its scores resized back to
+    6 × 14; scales together are the mean of their softmaxes (by hand, on a per-pixel network)."""
+    from torch.nn import functional as F
+
+    from samcam.seg.evaluate import predict_probs
+
+    model = _PerPixel().eval()
+    image = np.random.default_rng(0).integers(0, 255, (6, 14, 3), np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        half = F.interpolate(x, size=(3, 7), mode="bilinear", align_corners=False)
+        p_half = F.interpolate(model(half), size=(6, 14), mode="bilinear", align_corners=False).softmax(1)[0]
+        p_one = model(x).softmax(1)[0]
+        torch.testing.assert_close(predict_probs(model, image, (0.5,)), p_half, atol=1e-6, rtol=0)
+        torch.testing.assert_close(predict_probs(model, image, (0.5, 1.0)), (p_half + p_one) / 2, atol=1e-6, rtol=0)
