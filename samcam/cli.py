@@ -906,10 +906,9 @@ class _StoreOnce(argparse._StoreAction):
     word (``--threshold 0.2 --threshold 0.9`` ran at 0.9; a config's command list, too)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        seen = parser.__dict__.setdefault("_given", {}).setdefault(id(namespace), set())
-        if self.dest in seen:
+        if self.dest in parser.given:
             parser.error(f"argument {'/'.join(self.option_strings)}: given twice; give it once")
-        seen.add(self.dest)
+        parser.given.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -921,6 +920,11 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # --ou is not --out: a config names options in full
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+        self.given: set[str] = set()  # the options this parse has taken (a subcommand's parser parses its part anew)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = set()
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -968,6 +972,7 @@ def _stdout_closed() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import importlib
     import signal
 
     try:
@@ -981,10 +986,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     reset_notes()  # each note once per command
     # a command's --threads is that command's: torch's thread count is process state, and a caller that runs
     # several commands in one process (a notebook, the tests) gets its own back (torch's CPU sums depend on it)
+    if getattr(args, "threads", None):  # the command sets torch's thread count: torch's own, read before it does
+        importlib.import_module("torch")  # (the command imports it anyway)
     threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     try:
         code = int(args._run(args) or 0)
-        sys.stdout.flush()  # what is still buffered goes now: a reader that left is said here, not as an "Exception ignored" at exit
+        if sys.stdout is not None:  # None where stdout was closed (`>&-`): print writes nowhere, and nothing is buffered
+            sys.stdout.flush()  # what is still buffered goes now: a reader that left is said here, not as an "Exception ignored" at exit
         return code
     except KeyboardInterrupt:
         print(f"samcam {args.command}: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)

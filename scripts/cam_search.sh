@@ -12,8 +12,8 @@
 # written as a leak (`train_sweep_gt_tuned.csv`).
 #
 # Environment: SAMCAM_PYTHON (default python3), SAMCAM (the command, default `$SAMCAM_PYTHON -m samcam.cli`), DEVICE (default cuda if present),
-# JOBS (candidates run at once, default 4), EXTRA (flags appended to every training, e.g. a smoke test's
-# "--epochs 1 --crop 64"), ONLY (space-separated candidate names, default all).
+# JOBS (candidates run at once, default 4), EXTRA (flags for every training, each replacing a candidate's own, e.g. a
+# smoke test's "--epochs 1 --crop 64"), ONLY (space-separated candidate names, default all).
 set -euo pipefail
 phase=${1:?usage: cam_search.sh train|select VOC WORK}
 VOC=${2:?VOC root}
@@ -47,12 +47,25 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 selected() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
+with_extra() {  # a candidate's flags with EXTRA's: an option EXTRA gives replaces the candidate's own (samcam takes each option once)
+  local -a own=($1) extra=(${EXTRA:-}) out=()
+  local i=0
+  while [ $i -lt ${#own[@]} ]; do
+    if [[ ${own[$i]} == --* && " ${extra[*]} " == *" ${own[$i]} "* ]]; then  # skip the option and its values
+      i=$((i + 1)); while [ $i -lt ${#own[@]} ] && [[ ${own[$i]} != --* ]]; do i=$((i + 1)); done
+    else
+      out+=("${own[$i]}"); i=$((i + 1))
+    fi
+  done
+  echo "${out[*]} ${extra[*]}"
+}
+
 run_train() {  # name backbone flags...
   local name=$1 backbone=$2; shift 2
   local t0=$SECONDS
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2046
   $SAMCAM train-classifier --voc "$VOC" --ids "$TRAIN" --out "$WORK/$name.pt" --backbone "$backbone" \
-    --output-stride 16 --batch-size 16 --device "$DEVICE" "$@" ${EXTRA:-} >"$WORK/$name.train.log" 2>&1 \
+    --output-stride 16 --batch-size 16 --device "$DEVICE" $(with_extra "$*") >"$WORK/$name.train.log" 2>&1 \
     && echo "trained $name in $((SECONDS - t0)) s on $DEVICE" || { echo "FAILED $name"; tail -3 "$WORK/$name.train.log"; return 1; }
 }
 

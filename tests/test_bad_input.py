@@ -1742,6 +1742,16 @@ def test_a_reader_that_left_ends_the_command_quietly_buffered_or_not(unbuffered)
     assert (p.returncode, p.stderr) == (141, b"")
 
 
+def test_a_command_with_stdout_closed_runs_and_says_nothing():
+    """`samcam weights list >&-` (a daemon, cron): Python's stdout is None, print writes nowhere, and the
+    command ends as it would have, not in an internal error of the final flush."""
+    import subprocess
+    import sys
+
+    p = subprocess.run(f"{sys.executable} -m samcam.cli weights list >&-", shell=True, stderr=subprocess.PIPE, timeout=120)
+    assert (p.returncode, p.stderr) == (0, b"")
+
+
 def test_a_text_input_is_held_to_its_own_size_limit(scored, capsys):
     from samcam.io import MAX_TEXT_BYTES
 

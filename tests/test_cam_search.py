@@ -290,3 +290,21 @@ def test_cam_eval_refuses_held_out_images_without_an_object(tmp_path, capsys):
     assert cli.main(["train-classifier", "--voc", str(voc), "--ids", str(tmp_path / "b.txt"), "--eval-ids", str(tmp_path / "ids.txt"),
                      "--out", str(tmp_path / "c.pt"), "--head-only"]) == 2  # fmt: skip
     assert "none of its 1 held-out images has an object class" in capsys.readouterr().err and not (tmp_path / "c.pt").exists()
+
+
+def test_the_search_scripts_extra_options_replace_a_candidates_own():
+    """scripts/cam_search.sh's EXTRA (a smoke test's "--epochs 1 --crop 64") replaces each candidate's
+    own --epochs and --crop, values and all (samcam refuses an option given twice)."""
+    import subprocess
+
+    from samcam.io import REPO
+
+    script = (REPO / "scripts" / "cam_search.sh").read_text()
+    func = script[script.index("with_extra() {"):script.index("\n}\n", script.index("with_extra() {")) + 3]
+    own = "--freeze-blocks 5 --epochs 10 --rescale 0.64 1.28 --crop 512 --head-only"
+    for extra, expected in (("--epochs 1 --crop 64", "--freeze-blocks 5 --rescale 0.64 1.28 --head-only --epochs 1 --crop 64"),
+                            ("--rescale 0.5 1.0", "--freeze-blocks 5 --epochs 10 --crop 512 --head-only --rescale 0.5 1.0"),
+                            ("", own)):  # fmt: skip
+        out = subprocess.run(["bash", "-c", f'{func}\nwith_extra "{own}"'], env={"EXTRA": extra, "PATH": "/usr/bin:/bin"},
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert out.split() == expected.split()

@@ -193,6 +193,15 @@ def test_a_commands_threads_are_its_own(tmp_path, capsys):
         assert "VOC root is not a folder" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+    # the first command of a fresh process, before anything imported torch (masks imports it only as it runs)
+    code = ("import sys\nfrom samcam.cli import main\nassert 'torch' not in sys.modules\n"
+            f"main(['masks', '--images', {str(tmp_path / 'none')!r}, '--out', {str(tmp_path / 'm')!r}, '--threads', '1'])\n"
+            "import torch; print(2, torch.get_num_threads())")  # torch's own count is OMP_NUM_THREADS's  # fmt: skip
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=120)
+    assert out.stdout.split() == ["2", "2"], out
 
 
 def test_every_subcommand_is_exercised():
@@ -252,6 +261,8 @@ def test_an_option_given_twice_is_refused_not_the_first_value_dropped(tmp_path, 
         assert cli.main(argv) == 2
         assert capsys.readouterr().err == f"samcam {argv[0]}: error: argument {option}: given twice; give it once (see --help)\n"
     assert cli.main(["eval", "--pred", str(tmp_path / "nope"), "--gt", "g", "--dataset", "voc"]) == 2  # once: parsed, then the folder named
+    parser = cli.build_parser(["eval"])  # one parser, many parses: each counts its own options
+    assert all(parser.parse_args(["eval", "--pred", "p", "--gt", "g"]).pred == "p" for _ in range(50))
     assert "prediction folder not found" in capsys.readouterr().err
 
 
