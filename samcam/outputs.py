@@ -298,22 +298,23 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
-def _stat_signature(path: str | os.PathLike | None) -> tuple | None:
-    """What :func:`fingerprint` reads, by name, size and modification time only (a stat per file: cheap
-    enough to take before and after a step), to notice an input replaced while the step ran."""
+def stat_signature(path: str | os.PathLike | None) -> tuple | None:
+    """What :func:`fingerprint` reads, by name, size, modification time and inode only (a stat per file:
+    cheap enough to take before and after a step), to notice a file replaced or rewritten meanwhile (an
+    input while a step read it, an output a notebook step should have written)."""
     if path is None or not Path(path).exists():
         return None
     p = Path(path)
     if not p.is_dir():
         st = p.stat()
-        return (st.st_size, st.st_mtime_ns)
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
     out = []
     for q in sorted(p.rglob("*")):
         rel = q.relative_to(p)
         if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
             continue
         st = q.stat()
-        out.append((rel.as_posix(), st.st_size, st.st_mtime_ns))
+        out.append((rel.as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(out)
 
 
@@ -391,7 +392,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         refuse_foreign(out)
         _refuse_unrecorded(out)
     with lock_output(out):
-        stats = {k: _stat_signature(v) for k, v in inputs.items()}  # before the fingerprints: a change during them counts too
+        stats = {k: stat_signature(v) for k, v in inputs.items()}  # before the fingerprints: a change during them counts too
         record = {"step": step, "samcam_version": __version__,
                   "inputs": {k: (record_path(v, out) if v is not None else None) for k, v in inputs.items()},
                   "fingerprints": {k: fingerprint(v) for k, v in inputs.items()},
@@ -422,8 +423,9 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
         clean_temporaries(out)
         yield out
-        moved = [k for k, v in inputs.items() if _stat_signature(v) != stats[k]]
-        if moved:  # the record fingerprints what the inputs were when the run began
+        moved = [k for k, v in inputs.items() if stat_signature(v) != stats[k] and fingerprint(v) != record["fingerprints"][k]]
+        if moved:  # the record fingerprints what the inputs were when the run began (a file only touched, or
+            # copied over with the same bytes, is the same input: its content is hashed again to tell)
             what = ", ".join(f"{k} ({inputs[k]})" for k in moved)
             raise ValueError(f"{out}: the input {what} changed while this run read it, so its outputs may mix both versions; "
                              "remove the folder and rerun")  # fmt: skip

@@ -256,7 +256,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
             if not s["notebook"].endswith(".ipynb"):
                 raise ValueError(f"{where} notebook {s['notebook']!r} is not a notebook (.ipynb) of {NOTEBOOKS.name}/")
-            _check_parameters(s.get("parameters", {}), s.get("inputs", []), where)
+            _check_parameters(s.get("parameters", {}), s.get("inputs", []), where, s["notebook"])
         elif "command" in s:
             _check_command(s["command"], s.get("parameters"), written, where)
         else:
@@ -365,14 +365,43 @@ def _check_outputs(outputs: list, where: str) -> None:
             raise ValueError(f"{where} output {out!r} is, holds or lies in {what}; write results elsewhere (results/<...>, work/)")
 
 
-#: the parameters by which samcam's notebooks name where they write (a test keeps this list whole: every
-#: notebook parameter is either here or among those that only read); given in a config, each must be a
-#: path a step may write (:func:`_check_outputs`) apart from the step's inputs, as a declared output
-WRITING_PARAMETERS = frozenset({"out_dir", "results_dir", "work_dir", "refined_dir", "labels_dir", "bench_dir",
-                                "affinity_checkpoint", "affinity_sam_checkpoint"})  # fmt: skip
+#: the parameters by which each of samcam's notebooks names where it writes (a test keeps this whole: every
+#: parameter of every notebook is either here or among those that only read). A root the notebook also reads
+#: under (03's results_dir), or a checkpoint it resumes (08's), is one of them: bounded as a place to write.
+WRITING_PARAMETERS: dict[str, frozenset[str]] = {
+    "01_sam_masks.ipynb": frozenset({"out_dir"}),
+    "02_enhance_method.ipynb": frozenset({"results_dir", "work_dir"}),
+    "03_paper_table.ipynb": frozenset({"results_dir"}),
+    "05_prompted_ablation.ipynb": frozenset({"refined_dir", "results_dir"}),
+    "06_coco_check.ipynb": frozenset({"work_dir", "results_dir"}),
+    "07_segmentation.ipynb": frozenset({"results_dir", "bench_dir"}),
+    "08_claims_affinity.ipynb": frozenset({"labels_dir", "affinity_checkpoint", "affinity_sam_checkpoint", "results_dir"}),
+    "demo.ipynb": frozenset({"out_dir"}),
+}
 
 
-def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
+def _check_writing_parameter(key: str, value: object, where: str) -> None:
+    """A notebook parameter naming where it writes: a relative path inside the checkout (no variables),
+    never samcam's own sources (its notebooks, the package, the configuration) nor in the reproduce
+    stamps' folder. It may hold what the step reads (a results root): the notebook reads there too."""
+    from samcam.outputs import check_output
+
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or "$" in value or value.startswith("~") or Path(value).is_absolute() \
+            or Path(value).anchor or ".." in Path(value).parts:  # fmt: skip
+        raise ValueError(f"{where} parameter {key} is {value!r}; it names where the notebook writes: a relative path inside the checkout "
+                         "(no variables)")  # fmt: skip
+    try:
+        check_output(REPO / value)
+    except ValueError as e:
+        raise ValueError(f"{where} parameter {key} (where the notebook writes): {e}") from None
+    o = Path(os.path.normpath(REPO / value))
+    if o == Path(os.path.normpath(RUNS)) or Path(os.path.normpath(RUNS)) in o.parents:
+        raise ValueError(f"{where} parameter {key} (where the notebook writes): {value!r} lies in the reproduce stamps' folder")
+
+
+def _check_parameters(parameters: dict, inputs: list, where: str, notebook: str = "") -> None:
     """A notebook's parameters name paths inside the checkout, under the data root (what
     ``${SAMCAM_DATA}`` expands to) or in one of the step's declared ``inputs``, never elsewhere: a
     string that is an absolute path, or a relative one leaving the checkout, read as :func:`resolve`
@@ -404,12 +433,8 @@ def _check_parameters(parameters: dict, inputs: list, where: str) -> None:
         if not isinstance(k, str) or not k.isidentifier() or keyword.iskeyword(k):  # papermill writes the name as code: `<name> = <value>`
             raise ValueError(f"{where} parameter name {k!r} is not a Python name (letters, digits and _, not starting with a digit)")
         check(v, str(k))
-        if k in WRITING_PARAMETERS and v is not None:  # where the notebook writes: bounded as a declared output
-            if not isinstance(v, str) or not v or "$" in v or v.startswith("~"):
-                raise ValueError(f"{where} parameter {k} is {v!r}; it names where the notebook writes: a relative path inside the checkout "
-                                 "(no variables)")  # fmt: skip
-            _check_outputs([v], f"{where} parameter {k} (where the notebook writes):")
-            _check_apart([v], inputs, f"{where} parameter {k}")
+        if k in WRITING_PARAMETERS.get(notebook, ()):
+            _check_writing_parameter(k, v, where)
 
 
 def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:
@@ -609,6 +634,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     import time
 
     from samcam.io import write_text
+    from samcam.outputs import stat_signature
     from samcam.outputs import git_commit
 
     runs = RUNS if runs is None else runs
@@ -644,10 +670,11 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
         t0 = time.perf_counter()
         before = taken_before(step)
         if step.notebook is not None:
+            outputs_before = [stat_signature(REPO / o) for o in step.outputs]
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
-            missing = [k for k, v in fingerprints(step, kinds=("outputs",))["outputs"].items() if v is None]
-            if missing:  # a notebook that ran and wrote elsewhere (or nothing): no stamp says it made them
-                raise RuntimeError(f"step {step.name}: {step.notebook} did not write {', '.join(missing)}; nothing is stamped")
+            kept = [o for o, was in zip(step.outputs, outputs_before) if not (REPO / o).exists() or stat_signature(REPO / o) == was]
+            if kept:  # a notebook that wrote elsewhere (or nothing): no stamp says it made what its step declares
+                raise RuntimeError(f"step {step.name}: {step.notebook} did not write {', '.join(kept)}; nothing is stamped")
         else:
             runs.mkdir(parents=True, exist_ok=True)
             run_command(step) if step.command is not None else run_script(step)

@@ -225,6 +225,8 @@ def test_an_input_replaced_while_a_step_ran_is_named_after_it(tmp_path):
     (src / ".samcam.lock").write_bytes(b"")  # hidden files are no input: they may change
     with claim_output(tmp_path / "out", "s", {"labels": src}, {}):
         (src / ".samcam.lock").write_bytes(b"held")
+        (src / "a.png").write_bytes(b"one")  # rewritten with the same bytes (a sync, a cp over it): the same input
+        os.utime(src / "a.png", ns=(5, 5))
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'out'}: the input labels ({src}) changed while this run read it, "
                                                    "so its outputs may mix both versions; remove the folder and rerun")):  # fmt: skip
         with claim_output(tmp_path / "out", "s", {"labels": src}, {}) as out:
