@@ -44,4 +44,8 @@ def relocated(text: str, checkouts=()) -> str:
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("SAMCAM_DATA", REPO.parent / "shared" / "data"))
+    """samcam's data root (``$SAMCAM_DATA``, empty meaning unset, or ``../shared/data``): one rule for the
+    package and its benchmarks."""
+    from samcam.io import data_root as root
+
+    return root()

@@ -535,17 +535,32 @@ def read_ids(path: str | os.PathLike) -> list[str]:
 
 
 def require_files(paths: Sequence[Path], what: str) -> None:
-    """Raise ``FileNotFoundError`` listing the first missing paths (``what`` names their kind), and
-    saying where a missing file's name exists in another Unicode normal form (``café`` written as
-    ``e`` + accent by macOS, listed as one character): the user sees the file, samcam cannot open it."""
+    """Raise ``FileNotFoundError`` listing the first missing paths (``what`` names their kind), with a
+    :func:`near_miss` hint where one of them exists under a near name."""
     missing = [p for p in paths if not p.exists()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        other = next((q for p in missing[:5] for form in ("NFC", "NFD") if (q := p.with_name(unicodedata.normalize(form, p.name))) != p
-                      and q.exists()), None)  # fmt: skip
-        hint = f" ({other.name!r} exists: the same name in another Unicode normal form; rename the file or the id)" if other else ""
+        ends = {p.name: "".join(Path(p.name).suffixes[-2:]) for p in missing[:5]}  # .png, .json.gz
+        hint = near_miss([n[: len(n) - len(e)] if e else n for n, e in ends.items()],
+                         lambda i, e=next(iter(ends.values())), d=missing[0].parent: (d / f"{i}{e}").exists())  # fmt: skip
         raise FileNotFoundError(f"{len(missing)} {what} missing: {shown}{more}{hint}")
+
+
+def near_miss(ids: Sequence[str], present) -> str:
+    """A hint (`` (…)``, or ``""``) for ids that have no file, where ``present(name)`` says whether one of
+    another name does: the same name in another Unicode normal form (``café`` written as ``e`` + accent by
+    macOS: the user sees the file, samcam cannot open it), or the line's first word (an id list's line is
+    one whole id, so a list with a second column, VOC's ``2008_000008  1``, names ids that do not exist)."""
+    for i in list(ids)[:5]:
+        for form in ("NFC", "NFD"):
+            j = unicodedata.normalize(form, i)
+            if j != i and present(j):
+                return f" ({j!r} exists: the same name in another Unicode normal form; rename the file or the id)"
+        words = i.split()
+        if len(words) > 1 and present(words[0]):
+            return f" ({words[0]!r} exists: an id list's line is one whole id, here {i!r}; does the list have a second column?)"
+    return ""
 
 
 def refuse_suffix_variants(folder: Path, suffix: str, what: str, ids: list[str] | None = None) -> None:
@@ -603,7 +618,8 @@ def find_image(images_dir: str | os.PathLike, image_id: str) -> Path:
     if len(found) > 1:
         raise ValueError(f"{images_dir}: two images for {image_id}, {found[0].name} and {found[1].name}; keep one")
     if not found:
-        raise FileNotFoundError(f"image file not found: {images_dir / image_id}.jpg")
+        hint = near_miss([image_id], lambda i: any((images_dir / f"{i}{s}").is_file() for s in IMAGE_SUFFIXES))
+        raise FileNotFoundError(f"image file not found: {images_dir / image_id}.jpg{hint}")
     return found[0]
 
 

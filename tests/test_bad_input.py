@@ -159,7 +159,34 @@ def test_a_file_named_in_another_unicode_form_is_pointed_at(tmp_path, capsys):
         _labels(tmp_path / folder, [nfd])
     (tmp_path / "ids.txt").write_text(nfc + "\n")
     fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"], capsys,
-          f"1 prediction files missing: {tmp_path / 'pred' / nfc}.png ({nfd + '.png'!r} exists: the same name in another Unicode normal form")
+          f"1 prediction files missing: {tmp_path / 'pred' / nfc}.png ({nfd!r} exists: the same name in another Unicode normal form")
+    from samcam.io import find_image
+    from samcam.pipeline.masks import select_ids
+
+    with pytest.raises(FileNotFoundError, match=re.escape(f"({nfd!r} exists: the same name in another Unicode normal form")):
+        select_ids({nfd: tmp_path / "x.png"}, [nfc], (0, 1), "im")  # masks, refine: an image folder's index
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / f"{nfd}.jpg")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"({nfd!r} exists: the same name in another Unicode normal form")):
+        find_image(tmp_path, nfc)
+
+
+def test_a_list_with_a_second_column_is_pointed_at(scored, capsys):
+    """A line is one whole id (an id may hold a space), so VOC's `ImageSets/Main` lists (`a  1`) name ids
+    that do not exist: the message says the line's first word does."""
+    (scored / "main.txt").write_text("a  1\nb -1\n")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "main.txt"], capsys,
+          "2 prediction files missing", "('a' exists: an id list's line is one whole id, here 'a  1'; does the list have a second column?)")
+
+
+def test_the_demo_and_the_mask_step_name_an_output_at_a_broken_link(tmp_path, capsys):
+    from samcam.pipeline.masks import run_masks
+
+    (tmp_path / "dl").symlink_to(tmp_path / "gone")
+    fails(["demo", "--out", tmp_path / "dl"], capsys, f"output {tmp_path / 'dl'}: is a link to {tmp_path / 'gone'}, which does not exist")
+    (tmp_path / "im").mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"output {tmp_path / 'dl'}: is a link to {tmp_path / 'gone'}, which does not exist")):
+        run_masks(tmp_path / "im", tmp_path / "dl")  # as notebook 01 calls it
+    assert not (tmp_path / "gone").exists()
 
 
 def test_eval_of_ground_truth_that_is_all_void_is_refused_not_a_nan_score(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The batch runner: formats, resume, shards, provenance, and bad input."""
 
 import json
+import re
 
 import pytest
 from conftest import mask_files
@@ -194,14 +195,20 @@ def test_a_mask_folder_takes_masks_of_one_image_folder(tmp_path, monkeypatch, mo
             return MaskSet(np.zeros((1, *image.shape[:2]), bool))
 
     monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: Instant())
-    for name in ("a", "b"):
+    import shutil
+
+    for name, crop in (("a", data.astronaut()[:16, :24]), ("b", data.astronaut()[16:32, :24])):
         (tmp_path / name).mkdir()
-        Image.fromarray(data.astronaut()[:16, :24]).save(tmp_path / name / f"x{name}.png")
+        Image.fromarray(crop).save(tmp_path / name / "x.png")
     out = tmp_path / "m"
     assert run_masks(tmp_path / "a", out, checkpoint=mobile_sam_checkpoint, progress=False).done == 1
-    with pytest.raises(ValueError, match=f"samcam_run.json: this folder holds masks of the images in {out / '..' / 'a'}, not of --images {tmp_path / 'b'}; use another --out"):
+    with pytest.raises(ValueError, match=re.escape(f"samcam_run.json: this folder holds masks of the images in {out / '..' / 'a'}, "
+                                                   f"not of --images {tmp_path / 'b'} (whose images of those ids differ")):  # fmt: skip
         run_masks(tmp_path / "b", out, checkpoint=mobile_sam_checkpoint, progress=False)
-    assert MaskStore(out).ids() == ["xa"]
+    assert MaskStore(out).ids() == ["x"]
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")  # a copy (node-local scratch) holds the same images: the same folder
+    Image.fromarray(data.astronaut()[:8, :8]).save(tmp_path / "copy" / "y.png")
+    assert run_masks(tmp_path / "copy", out, checkpoint=mobile_sam_checkpoint, progress=False).done == 1
     (tmp_path / "link").symlink_to(tmp_path / "a")
     assert run_masks(tmp_path / "link", out, checkpoint=mobile_sam_checkpoint, progress=False).skipped == 1
     (tmp_path / "a").rename(tmp_path / "moved")

@@ -201,6 +201,7 @@ def test_cost_table_sums_the_recorded_costs(tmp_path):
     masks.mkdir()
     for i, s in enumerate([1.0, 3.0]):
         (masks / f"m{i}.json.gz").write_bytes(gzip.compress(json.dumps({"format": "samcam-masks/1", "meta": {"seconds": s, "device": "cuda:0"}}).encode()))
+    (masks / "._m0.json.gz").write_bytes(b"\x00\x05\x16\x07")  # a macOS AppleDouble file: hidden, no mask set
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"rows": [{"fast_s": 60.0}, {"fast_s": 80.0}]}))
     aff, aff_sam = tmp_path / "aff.pt", tmp_path / "aff_sam.pt"

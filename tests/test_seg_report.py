@@ -296,6 +296,7 @@ def test_seg_search_command(runs, tmp_path, capsys):
 
 def test_collect_fills_what_a_record_lacks_with_nan_and_skips_other_folders(runs):
     (runs / "a_notes").mkdir()  # sorted before every run: skipped, the listing goes on
+    (runs / "._gt_s0.json").write_bytes(b"\x00\x05\x16\x07")  # a macOS AppleDouble file: hidden, no run
     ck_path = runs / "gt_s1" / "last.pt"
     ck = torch_load(ck_path)
     del ck["history"]["peak_rss_mib"]  # what every training records is required

@@ -73,9 +73,13 @@ DEMO_ENTRIES = ("masks", "cam_labels", "enhanced", "demo_gallery.png", "demo.ipy
 def check_demo_folder(out_dir: str | os.PathLike) -> None:
     """``ValueError`` naming ``out_dir`` when it holds anything but :data:`DEMO_ENTRIES`: the demo
     never writes beside a user's files (nor into the checkout, ``results/`` or any folder in use)."""
+    from samcam.outputs import check_folder_output
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: is a file; --out names the demo's output folder")
+    check_folder_output(out)  # a broken link, samcam's own sources
+
     def own(name: str) -> bool:  # an entry, a temporary of a killed run, or papermill's executed notebook being written
         executed = name.startswith(".demo.ipynb.") and (TEMPORARY.fullmatch(name) or LEGACY_TEMPORARY.fullmatch(name))
         return name in DEMO_ENTRIES or is_temporary(name) or bool(executed)

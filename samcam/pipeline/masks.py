@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from samcam.io import image_index, read_image, write_text
-from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_output, clean_temporaries, lock_output,
-                            read_record, record_path, refuse_foreign, resolve_recorded)  # fmt: skip
+from samcam.io import image_index, near_miss, read_image, write_text
+from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_folder_output, clean_temporaries, lock_output,
+                            fingerprint_files, read_record, record_path, refuse_foreign, resolve_recorded)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import FORMATS, MaskStore
 
@@ -79,7 +79,8 @@ def select_ids(index: dict[str, Path], ids: list[str] | None, shard: tuple[int, 
     else:
         missing = [i for i in ids if i not in index]
         if missing:
-            raise FileNotFoundError(f"{images}: no image for {len(missing)} of the ids given, e.g. {', '.join(missing[:5])}")
+            raise FileNotFoundError(f"{images}: no image for {len(missing)} of the ids given, e.g. {', '.join(missing[:5])}"
+                                    f"{near_miss(missing, index.__contains__)}")  # fmt: skip
     i, n = shard
     return ids[i::n]
 
@@ -147,16 +148,21 @@ def check_run_meta(out: Path, meta: dict[str, Any], images: str | os.PathLike | 
 
 
 def _check_same_images(path: Path, images: str | os.PathLike | None, out: Path) -> None:
-    """``ValueError`` when the record at ``path`` names an image folder that exists and is another folder
-    than ``images``: a folder's mask sets come from one image folder, the one its record names (a moved
-    folder, whose recorded path is gone, is taken as the same)."""
+    """``ValueError`` when the record at ``path`` names an image folder that exists, is another folder
+    than ``images``, and holds other images of the ids the folder has masks of: a folder's mask sets come
+    from one image folder, the one its record names (a copy of it, or a moved folder whose recorded path
+    is gone, is the same)."""
     recorded = (read_record(path, "run record", "use another --out folder").get("inputs") or {}).get("images")
     if images is None or not isinstance(recorded, str):
         return
     there = resolve_recorded(recorded, out)
-    if there.is_dir() and not os.path.samefile(there, images):
-        raise ValueError(f"{path}: this folder holds masks of the images in {there}, not of --images {images}; "
-                         "use another --out folder (one folder's masks come from one image folder)")  # fmt: skip
+    if not there.is_dir() or os.path.samefile(there, images):
+        return
+    old, new, done = image_index(there), image_index(images), MaskStore(out).ids()
+    same = [i for i in done if i in old]  # a copy of the folder (node-local scratch) is the same images
+    if any(i not in new for i in same) or fingerprint_files({i: old[i] for i in same}) != fingerprint_files({i: new[i] for i in same}):
+        raise ValueError(f"{path}: this folder holds masks of the images in {there}, not of --images {images} (whose images of those "
+                         "ids differ or are missing); use another --out folder (one folder's masks come from one image folder)")  # fmt: skip
 
 
 def run_masks(
@@ -190,7 +196,7 @@ def run_masks(
     if devices and device:
         raise ValueError("give --device or --devices, not both")
     devices = list(devices) if devices else [device]
-    check_output(out, images, checkpoint)
+    check_folder_output(out, images, checkpoint)
     index = image_index(images)
     todo_all = select_ids(index, ids, shard, images)
     info = checkpoint_info(model_type, checkpoint)

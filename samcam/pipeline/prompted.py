@@ -22,7 +22,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
     import time
     from pathlib import Path
 
-    from samcam.io import image_index
+    from samcam.io import image_index, near_miss
     from samcam.outputs import add_cost, claim_output, pending
     from samcam.pipeline.workers import run_on_devices
     from samcam.progress import progress_bar
@@ -39,7 +39,7 @@ def refine_folder(images, pseudo, out, ids: list[str], configs: PromptConfig | d
         index = image_index(images)
         missing = [i for i in ids if i not in index]
         if missing:
-            raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}")
+            raise FileNotFoundError(f"{images}: no image for {len(missing)} ids, e.g. {missing[0]}{near_miss(missing, index.__contains__)}")
         undone = set().union(*(pending(ids, t) for t in targets.values()))
         todo = [i for i in ids if i in undone]
         if not todo:

@@ -37,7 +37,7 @@ CLAIMS_ROWS = {
 def collect(results_dir: str | os.PathLike, dataset: str = "voc") -> list[dict]:
     """Every ``results/<dataset>/<method>/summary.json``."""
     root = Path(results_dir) / dataset
-    return [json.loads(read_input(p, "record")) for p in sorted(root.glob("*/summary.json"))]
+    return [json.loads(read_input(p, "record")) for p in sorted(root.glob("*/summary.json")) if not p.parent.name.startswith(".")]
 
 
 def prompted_miou(results_dir: str | os.PathLike, method: str, config: str = "box") -> float | None:
@@ -171,7 +171,7 @@ def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=Non
     if set(rows) - set(recipes):
         raise ValueError(f"rows without a cost recipe: {sorted(set(rows) - set(recipes))}")
     clf = ck_seconds(classifier_checkpoint)
-    metas = [read_meta(p) for p in sorted(Path(masks).glob("*.json.gz"))]
+    metas = [read_meta(p) for p in sorted(Path(masks).glob("*.json.gz")) if not p.name.startswith(".")]  # hidden files are no mask sets
     made = np.mean([m["seconds"] for m in metas if "seconds" in m]) if metas else np.nan
     devices = ", ".join(sorted({str(m.get("device", "?")) for m in metas}))
     sam_cpu = np.nan

@@ -175,6 +175,8 @@ def _runs(runs_dir: Path) -> list[tuple[str, int, Path]]:
         raise FileNotFoundError(f"folder of runs not found: {runs_dir}")
     found = []
     for p in sorted(runs_dir.iterdir()):
+        if p.name.startswith("."):  # hidden files are no runs (a macOS ._gt_s0.json, a temporary)
+            continue
         record = p.suffix == ".json"
         m = RUN_NAME.match(p.stem if record else p.name)
         if not m or not (record or (p.is_dir() and os.path.lexists(p / EVAL_JSON))):
