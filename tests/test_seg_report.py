@@ -548,7 +548,10 @@ def test_run_names_files_and_seeds_are_checked(tmp_path):
     (runs / "README.md").write_text("not a run")  # other files are no runs
     (runs / "partial_s0").mkdir()  # a run folder without eval.json is unfinished: left out
     assert collect(runs)["row"].tolist() == ["ref"]
-    for name, why in ((".._s0.json", "not a run's name"), ("x\x1b[31m_s0.json", "not a run's name"), (f"x_s{2**32}.json", "not a run's name")):
+    (runs / ".._s0.json").write_text(json.dumps(_record()))  # a hidden file is no run (a macOS ._ref_s0.json)
+    assert collect(runs)["row"].tolist() == ["ref"]
+    (runs / ".._s0.json").unlink()
+    for name, why in (("x\x1b[31m_s0.json", "not a run's name"), (f"x_s{2**32}.json", "not a run's name")):
         (runs / name).write_text(json.dumps(_record()))
         with pytest.raises(ValueError, match=re.escape(f"{runs / name}: {why}")):
             collect(runs)
