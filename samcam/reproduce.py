@@ -634,8 +634,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     import time
 
     from samcam.io import write_text
-    from samcam.outputs import stat_signature
-    from samcam.outputs import git_commit
+    from samcam.outputs import git_commit, stat_signature
 
     runs = RUNS if runs is None else runs
     rows = plan(config, only, force, runs, long)
