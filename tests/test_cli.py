@@ -196,12 +196,14 @@ def test_a_commands_threads_are_its_own(tmp_path, capsys):
     # the first command of a fresh process, before anything imported torch (masks imports it only as it runs)
     code = ("import sys\nfrom samcam.cli import main\nassert 'torch' not in sys.modules\n"
             f"main(['masks', '--images', {str(tmp_path / 'none')!r}, '--out', {str(tmp_path / 'm')!r}, '--threads', '1'])\n"
-            "import torch; print(2, torch.get_num_threads())")  # torch's own count is OMP_NUM_THREADS's  # fmt: skip
+            "import torch; print(torch.get_num_threads())")  # fmt: skip
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=120)
-    assert out.stdout.split() == ["2", "2"], out
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    own = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert own.stdout.split() == ["2"] and out.stdout.split() == ["2"], (own, out)  # torch's own count, after a command set 1
 
 
 def test_every_subcommand_is_exercised():
