@@ -289,13 +289,20 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
         check_input(p)  # a pipe or a device is refused, not read without end
         return "sha256:" + sha256_file(p)
     h = hashlib.sha256()
-    for q in sorted(p.rglob("*")):
-        rel = q.relative_to(p)
-        if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
-            continue
+    for rel, q in _input_files(p):
         check_input(q)
-        h.update(f"{rel.as_posix()}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode("utf-8", "surrogateescape"))  # a name need not be UTF-8
+        h.update(f"{rel}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode("utf-8", "surrogateescape"))  # a name need not be UTF-8
     return "sha256:" + h.hexdigest()
+
+
+def _input_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(relative name, path) of the files of an input folder, all levels down, sorted, leaving out hidden
+    files (locks, temporaries) and :data:`RECORD_FILES`: what :func:`fingerprint` and
+    :func:`stat_signature` read."""
+    for q in sorted(folder.rglob("*")):
+        rel = q.relative_to(folder)
+        if not (q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES):
+            yield rel.as_posix(), q
 
 
 def stat_signature(path: str | os.PathLike | None) -> tuple | None:
@@ -308,14 +315,7 @@ def stat_signature(path: str | os.PathLike | None) -> tuple | None:
     if not p.is_dir():
         st = p.stat()
         return (st.st_size, st.st_mtime_ns, st.st_ino)
-    out = []
-    for q in sorted(p.rglob("*")):
-        rel = q.relative_to(p)
-        if q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES:
-            continue
-        st = q.stat()
-        out.append((rel.as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
-    return tuple(out)
+    return tuple((rel, st.st_size, st.st_mtime_ns, st.st_ino) for rel, q in _input_files(p) for st in (q.stat(),))
 
 
 def fingerprint_files(files: dict[str, str | os.PathLike]) -> str:
