@@ -945,6 +945,45 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def reference() -> str:
+    """The command reference (``docs/cli.md``) as Markdown, read off the parser itself: each command's
+    purpose and, per option group, each option with what it takes (required, its default, its range or
+    choices) and its help. ``scripts/cli_reference.py`` writes it; a test keeps the committed file equal."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = ["# samcam command reference", "",
+           "Generated from the parser by `python scripts/cli_reference.py` (a test keeps it current); "
+           "`samcam <command> --help` prints the same per command.", ""]  # fmt: skip
+    out += [f"- [`samcam {name}`](#samcam-{name}): {sp.description}" for name, sp in sub.choices.items()]
+    for name, sp in sub.choices.items():
+        out += ["", f"## samcam {name}", "", f"{sp.description}."]
+        for group in sp._action_groups:
+            actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
+            if not actions:
+                continue
+            out += ["", f"**{group.title}**", "", "| option | takes | help |", "|---|---|---|"]
+            for a in actions:
+                takes = []
+                if a.nargs == 0:
+                    takes.append("a switch")
+                else:
+                    mv = a.metavar or a.dest.upper()
+                    takes.append(" ".join(mv) if isinstance(mv, tuple) else mv)
+                    if a.nargs in ("+", "*"):
+                        takes[-1] += " …"
+                    if a.choices is not None:
+                        takes.append("one of " + ", ".join(map(str, a.choices)))
+                    elif getattr(a.type, "interval", None):
+                        takes.append(f"in {a.type.interval}")
+                    if a.required:
+                        takes.append("required")
+                    elif a.default not in (None, argparse.SUPPRESS):
+                        takes.append(f"default {a.default!r}")
+                out.append(f"| `{', '.join(a.option_strings) or a.dest}` | {cell('; '.join(takes))} | {cell(a.help or '')} |")
+    return "\n".join(out) + "\n"
+
+
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C: worker pools shut down, atomic outputs stay whole
 

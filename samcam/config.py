@@ -39,6 +39,7 @@ def number(kind: type, lo: float | None = None, hi: float | None = None, open_lo
         return v
 
     parse.__name__ = kind.__name__
+    parse.interval = _interval(lo, hi, open_lo)  # the range, for the command reference (samcam.cli.reference)
     return parse
 
 

@@ -1,0 +1,26 @@
+"""Write the command reference, docs/cli.md, from samcam's parser (samcam.cli.reference).
+
+    python scripts/cli_reference.py            # rewrite docs/cli.md
+    python scripts/cli_reference.py --check    # exit 1 if docs/cli.md is not current
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from samcam.cli import reference
+from samcam.io import atomic_path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only check that docs/cli.md is current")
+    text = reference()
+    if p.parse_args().check:
+        current = DOC.is_file() and DOC.read_text(encoding="utf-8") == text
+        print(f"{DOC.name}: {'current' if current else 'out of date; run python scripts/cli_reference.py'}")
+        sys.exit(0 if current else 1)
+    with atomic_path(DOC) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    print(f"wrote {DOC}")
