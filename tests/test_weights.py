@@ -1,4 +1,6 @@
 import hashlib
+import subprocess
+import sys
 import http.server
 import threading
 from functools import partial
@@ -86,3 +88,24 @@ def test_a_cache_entry_that_is_no_file_is_named_not_read(http_folder, tmp_path, 
     os.mkfifo(home / weights.CHECKPOINTS["vit_t"].filename)
     assert main(["weights", "fetch", "vit_t"]) == 2
     assert f"{home / weights.CHECKPOINTS['vit_t'].filename}: the cache's" in capsys.readouterr().err
+
+
+_KERNEL = """
+import os, sys, types, warnings
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")  # what tqdm.autonotebook takes for a notebook kernel
+sys.modules["ipywidgets"] = None  # not installed
+import IPython
+IPython.get_ipython = lambda: object()
+os.environ.pop("SAMCAM_HOME", None)
+warnings.simplefilter("always")
+"""
+
+
+@pytest.mark.parametrize("code, warns", [("import pooch", True), ("from samcam.sam.weights import home; home()", False)])
+def test_no_site_packages_warning_inside_a_notebook_kernel(code, warns):
+    """In a kernel without ipywidgets, importing pooch makes tqdm.auto warn, naming the site-packages path,
+    into the executed notebook (results/runs/*.ipynb); samcam imports pooch without it. The plain import is
+    the control that the kernel is imitated well enough to warn."""
+    r = subprocess.run([sys.executable, "-c", _KERNEL + code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ("IProgress not found" in r.stderr) is warns, r.stderr

@@ -58,14 +58,25 @@ class HashMismatchError(ValueError):
     """A checkpoint file's SHA-256 is not the expected one."""
 
 
+def _pooch():
+    """:mod:`pooch`, imported without ``tqdm.auto``'s "IProgress not found" warning: pooch imports
+    ``tqdm.auto`` for its download bar, which inside a notebook kernel without ipywidgets warns (printing
+    the path of the user's site-packages into an executed notebook) and falls back to the text bar that
+    samcam's own progress uses anyway (:mod:`samcam.progress`)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import pooch
+    return pooch
+
+
 def home() -> Path:
     """The cache folder: ``$SAMCAM_HOME`` or the user's cache directory."""
     env = os.environ.get("SAMCAM_HOME")
     if env:
         return Path(env)
-    import pooch
-
-    return Path(pooch.os_cache("samcam"))
+    return Path(_pooch().os_cache("samcam"))
 
 
 def get_checkpoint(name: str) -> Checkpoint:
@@ -134,8 +145,7 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
 
 
 def _download(ck: Checkpoint, folder: Path, progress: bool | None) -> Path:
-    import pooch
-
+    pooch = _pooch()
     from samcam.progress import show_progress
 
     try:
