@@ -114,6 +114,47 @@ def ids_of(path: IdFile | None) -> list[str] | None:
     """The ids of an optional id-list option; ``None`` when it was not given."""
     return path.ids if path is not None else None
 
+def device_option(p: argparse.ArgumentParser) -> None:
+    """``--device``: the one device a command computes on (declared here for every command)."""
+    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
+
+
+def devices_options(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--devices`` (one worker process per device) and ``--threads`` (per worker), for the commands
+    that split their ids over devices; ``what``: the mode they apply to, where a command has several."""
+    p.add_argument("--devices", help=f"{what}one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
+    threads_option(p, "torch CPU threads (per worker with --devices)")
+
+
+def threads_option(p: argparse.ArgumentParser, help: str = "torch CPU threads") -> None:
+    """``--threads`` (:data:`THREADS`: restored when the command ends, see :func:`main`)."""
+    p.add_argument("--threads", type=THREADS, help=help)
+
+
+def dataset_option(p: argparse.ArgumentParser) -> None:
+    """``--dataset``: the label space (:data:`samcam.data.spaces.DATASETS`, any case)."""
+    p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
+
+
+def sam_options(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--checkpoint`` of SAM (:data:`samcam.sam.model.MODEL_TYPES`, :mod:`samcam.sam.weights`)."""
+    from samcam.sam.model import MODEL_TYPES
+
+    p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
+    p.add_argument("--checkpoint", help="SAM checkpoint file; default: the verified official one, fetched into the cache")
+
+
+def classifier_options(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` and ``--model`` of a CAM classifier (:data:`samcam.cam.nets.BACKBONES`)."""
+    from samcam.cam.nets import BACKBONES
+
+    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
+    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES, help="classifier backbone of the checkpoint (default efficientnet-lite0)")
+
+
+#: ``--thresholds``' default: the background thresholds of a sweep (IRN's range, in steps of 0.05)
+THRESHOLDS = "0.05:0.60:0.05"
+
 
 # ----------------------------------------------------------------------------- eval
 
@@ -123,7 +164,7 @@ def _eval(p: argparse.ArgumentParser):
     p.add_argument("--pred", required=True, help="folder of predicted label PNGs (<id>.png)")
     p.add_argument("--gt", required=True, help="folder of ground-truth label PNGs")
     ids_option(p, "the ids to score; default: every .png in --pred", required=False)
-    p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
+    dataset_option(p)
     p.add_argument("--csv", help="write the per-class table to this CSV file")
     p.add_argument("--per-image-csv", help="write per-image rows (id, mIoU, per-class IoU) to this CSV")
 
@@ -185,12 +226,11 @@ def _weights(p: argparse.ArgumentParser):
 
 
 def _add_amg_args(p: argparse.ArgumentParser) -> None:
-    from samcam.sam.model import AMG_DEFAULTS, GENERATORS, MODEL_TYPES
+    from samcam.sam.model import AMG_DEFAULTS, GENERATORS
 
-    p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
-    p.add_argument("--checkpoint", help="checkpoint file; default: the verified official one, fetched into the cache")
+    sam_options(p)
     p.add_argument("--generator", default="fast", choices=GENERATORS, help="samcam's fast generator or the official one")
-    p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
+    device_option(p)
     for key, value in AMG_DEFAULTS.items():
         lo, hi = AMG_RANGES[key]
         p.add_argument(f"--{key.replace('_', '-')}", type=_number(type(value), lo, hi), default=value, help=f"default {value}")
@@ -211,8 +251,7 @@ def _masks(p: argparse.ArgumentParser):
     ids_option(p, "the images to process; default: every image in --images", required=False)
     p.add_argument("--format", default="compact", choices=MASK_FORMATS, help="compact (<id>.json.gz, RLE) or official (amg.py folders)")
     p.add_argument("--shard", help="I/N: process every N-th id starting at I (0-based); auto: this task's part of a SLURM job array")
-    p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
+    devices_options(p)
     _add_amg_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -240,18 +279,18 @@ def _masks(p: argparse.ArgumentParser):
 @command("merge", "label SAM masks with pseudo labels (the paper's rules); writes palette PNGs")
 def _merge(p: argparse.ArgumentParser):
     from samcam.pipeline.workers import DEFAULT_WORKERS_CAP, MAX_WORKERS_PER_CORE
-    from samcam.refine.merge import DEFAULT_RULE, RULES
+    from samcam.refine.merge import COVERAGE, DEFAULT_RULE, MAJORITY, RULES
 
     p.add_argument("--pseudo", required=True, help="folder of pseudo-label PNGs (<id>.png)")
     p.add_argument("--masks", required=True, help="folder of mask sets (compact or official layout, auto-detected)")
     p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
     p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES, help=f"merge rule (default {DEFAULT_RULE})")
-    p.add_argument("--majority", type=FRACTION, default=0.5, help="take S if |S∩C| > majority·|S| (default 0.5)")
-    p.add_argument("--coverage", type=FRACTION, default=0.85, help="max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default 0.85)")
+    p.add_argument("--majority", type=FRACTION, default=MAJORITY, help=f"take S if |S∩C| > majority·|S| (default {MAJORITY})")
+    p.add_argument("--coverage", type=FRACTION, default=COVERAGE, help=f"max_iou_imp2: also take S if |S∩C|/|C| ≥ coverage (default {COVERAGE})")
     ids_option(p, "the labels to merge; default: every .png in --pseudo", required=False)
     p.add_argument("--workers", type=POSITIVE_INT, help=f"processes (default: the cores available to this process, at most {DEFAULT_WORKERS_CAP}; at most {MAX_WORKERS_PER_CORE} per core)")
     p.add_argument("--missing-masks", default="error", choices=["error", "keep-cam"], help="an id without masks: error (default) or keep its CAM label")
-    p.add_argument("--dataset", default="voc", help="label space: voc (default) or coco")
+    dataset_option(p)
 
     def run(a: argparse.Namespace) -> int:
         from samcam.data.spaces import get_dataset
@@ -290,7 +329,7 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--rescale", nargs=2, type=_number(float, 0.05, 4.0), metavar=("MIN", "MAX"),
                    help="draw each sample's scale (of the original image) from [MIN, MAX], as IRN's long-side rescaling "
                         "(default: one fixed scale, short side 1.15 x crop)")  # fmt: skip
-    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
+    device_option(p)
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -329,16 +368,12 @@ def _train(p: argparse.ArgumentParser):
 
 @command("cam", "compute multi-scale CAMs (IRN .npy layout) for the image classes")
 def _cam(p: argparse.ArgumentParser):
-    from samcam.cam.nets import BACKBONES
-
     p.add_argument("--images", required=True, help="folder of images (<id>.jpg)")
     p.add_argument("--out", required=True, help="folder for <id>.npy CAM files (ids already there are skipped)")
-    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES, help="classifier backbone of the checkpoint (default efficientnet-lite0)")
-    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
+    classifier_options(p)
     ids_option(p, "the images; default: every image that has labels", required=False)
-    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
-    p.add_argument("--devices", help="one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads per worker with --devices")
+    device_option(p)
+    devices_options(p)
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -373,14 +408,11 @@ def _cam(p: argparse.ArgumentParser):
 
 @command("cam-eval", "score a classifier on held-out images: classification mAP and its CAMs' mIoU and error pixels per threshold")
 def _cam_eval(p: argparse.ArgumentParser):
-    from samcam.cam.nets import BACKBONES
-
-    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (samcam train-classifier, or IRN res50_cam.pth for resnet50-irn)")
-    p.add_argument("--model", default="efficientnet-lite0", choices=BACKBONES, help="classifier backbone of the checkpoint (default efficientnet-lite0)")
+    classifier_options(p)
     ids_option(p, "held-out images with ground truth (never the ids whose labels you score)")
-    p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP background thresholds (default 0.05:0.60:0.05)")
+    p.add_argument("--thresholds", default=THRESHOLDS, help=f"START:STOP:STEP background thresholds (default {THRESHOLDS})")
     p.add_argument("--csv", help="write the table here (one row per threshold; mAP in every row)")
-    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
+    device_option(p)
     _labels_args(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -504,7 +536,7 @@ def _cam2label(p: argparse.ArgumentParser):
     p.add_argument("--threshold", type=FRACTION, help="background score (IRN's cam_eval_thres; 0.15 is IRN's default for its ResNet-50)")
     ids_option(p, "the CAMs to use; default: every CAM file", required=False)
     p.add_argument("--sweep-gt", help="ground-truth folder: report mIoU over --thresholds (the best is GT-tuned: a leak, marked so)")
-    p.add_argument("--thresholds", default="0.05:0.60:0.05", help="START:STOP:STEP for --sweep-gt (default 0.05:0.60:0.05)")
+    p.add_argument("--thresholds", default=THRESHOLDS, help=f"START:STOP:STEP for --sweep-gt (default {THRESHOLDS})")
     p.add_argument("--sweep-csv", help="write the sweep table here")
     p.add_argument("--note", help="a note stored with the labels (e.g. 'threshold tuned on ground truth')")
     p.add_argument("--images", help="image folder: check that every CAM has its image's size")
@@ -553,7 +585,7 @@ def _threshold_range(text: str) -> list[float]:
     try:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
-        raise ValueError(f"--thresholds must look like START:STOP:STEP (e.g. 0.05:0.60:0.05), got {text!r}") from None
+        raise ValueError(f"--thresholds must look like START:STOP:STEP (e.g. {THRESHOLDS}), got {text!r}") from None
     if not (0 <= start <= stop <= 1) or not step > 0:
         raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and STEP > 0")
     if (stop - start) / step > MAX_THRESHOLDS - 1:
@@ -653,7 +685,6 @@ def refuse_unused(p: argparse.ArgumentParser, a: argparse.Namespace, dests: Sequ
 def _refine(p: argparse.ArgumentParser):
     from samcam.config import add_options, from_args
     from samcam.refine.prompted import PromptConfig
-    from samcam.sam.model import MODEL_TYPES
 
     p.add_argument("--mode", default="prompted", choices=["prompted", "everything"],
                    help="prompted: SAM prompted by each label's own regions (default); everything: SAM's masks + the paper's rule")
@@ -664,11 +695,9 @@ def _refine(p: argparse.ArgumentParser):
     p.add_argument("--masks", help="mask-set folder (everything mode)")
     p.add_argument("--cams", help="CAM .npy folder (IRN layout): peaks for point prompts, and overlap decisions")
     add_options(p.add_argument_group("prompts (prompted mode)"), PromptConfig)
-    p.add_argument("--devices", help="prompted mode: one worker process per device, e.g. cuda:0,cuda:1 (each takes a disjoint part of the ids)")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads (per worker with --devices)")
-    p.add_argument("--model", default="vit_t", choices=MODEL_TYPES, help="SAM model type (default vit_t = MobileSAM)")
-    p.add_argument("--checkpoint", help="SAM checkpoint file; default: the verified official one, fetched into the cache")
-    p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
+    devices_options(p, "prompted mode: ")
+    sam_options(p)
+    device_option(p)
 
     def run(a: argparse.Namespace) -> int:
         from dataclasses import fields

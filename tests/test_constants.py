@@ -93,3 +93,18 @@ def test_cams_are_made_at_irns_scales_by_default():
     assert SCALES == IRN_CAM_SCALES
     for f in (extract_cams, score_cams):
         assert inspect.signature(f).parameters["scales"].default == IRN_CAM_SCALES, f.__name__
+
+
+# The paper's rule (Chen et al. 2023, Sec. 3, and its code's max_iou_imp2): a mask S is taken for class
+# region C if 2|S∩C| − |S| > 0, i.e. |S∩C| > 0.5·|S|, or if |S∩C| / |C| ≥ 0.85.
+PAPER_MAJORITY, PAPER_COVERAGE = 0.5, 0.85
+
+
+def test_the_merge_rule_defaults_are_the_papers_thresholds():
+    from samcam.cli import build_parser
+    from samcam.refine.merge import MergeRule
+
+    assert (MergeRule().majority, MergeRule().coverage) == (PAPER_MAJORITY, PAPER_COVERAGE)
+    assert (MergeRule.named("max_iou_imp2").majority, MergeRule.named("max_iou_imp2").coverage) == (PAPER_MAJORITY, PAPER_COVERAGE)
+    a = build_parser(["merge"]).parse_args(["merge", "--pseudo", "p", "--masks", "m", "--out", "o"])
+    assert (a.rule, a.majority, a.coverage) == ("max_iou_imp2", PAPER_MAJORITY, PAPER_COVERAGE)

@@ -41,6 +41,10 @@ from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, pack_masks
 #: The paper repository's rules: (whether the coverage test is on, whether uncovered CAM pixels keep their class).
 RULES: dict[str, tuple[bool, bool]] = {"max_iou": (False, False), "max_iou_imp": (False, True), "max_iou_imp2": (True, True)}
 DEFAULT_RULE = "max_iou_imp2"
+#: the paper's thresholds: a mask is taken when |S∩C| > MAJORITY·|S| (2|S∩C| − |S| > 0), or, by the
+#: coverage test, when |S∩C| / |C| ≥ COVERAGE
+MAJORITY = 0.5
+COVERAGE = 0.85
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,8 @@ class MergeRule:
     """A merge rule: which tests take a mask, and whether uncovered CAM pixels are kept."""
 
     name: str = DEFAULT_RULE
-    majority: float = 0.5  # take S if |S∩C| > majority·|S|  (0.5: 2|S∩C| − |S| > 0)
-    coverage: float | None = 0.85  # also take S if |S∩C| / |C| ≥ coverage (None: test off)
+    majority: float = MAJORITY  # take S if |S∩C| > majority·|S|  (0.5: 2|S∩C| − |S| > 0)
+    coverage: float | None = COVERAGE  # also take S if |S∩C| / |C| ≥ coverage (None: test off)
     keep_uncovered: bool = True  # C \ U keeps label c
 
     def __post_init__(self) -> None:
@@ -60,7 +64,7 @@ class MergeRule:
             raise ValueError(f"coverage {self.coverage} outside [0, 1]")
 
     @classmethod
-    def named(cls, name: str, majority: float = 0.5, coverage: float = 0.85) -> MergeRule:
+    def named(cls, name: str, majority: float = MAJORITY, coverage: float = COVERAGE) -> MergeRule:
         """The repository's rule ``name`` with the given thresholds."""
         coverage_test, keep_uncovered = lookup(RULES, name, "merge rule")
         return cls(name, majority, coverage if coverage_test else None, keep_uncovered)

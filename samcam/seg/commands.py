@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import DEVICE, POSITIVE_INT, THREADS, ids_option
+from samcam.cli import POSITIVE_INT, device_option, ids_option, threads_option
 from samcam.config import add_options, from_args
 
 from .recipe import Recipe, read_recipe, recipe_file, recipe_names
@@ -35,9 +35,9 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--labels", required=True, help="pseudo-label folder (<id>.png, values 0..20, 255 ignored)")
     ids_option(p, "the training images")
     p.add_argument("--out", required=True, help="run folder; its last.pt is resumed when present")
-    p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
+    device_option(p)
     p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (the run can be resumed)")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads")
+    threads_option(p)
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     ev = p.add_argument_group("evaluation once the run is complete (as eval-seg, single scale, into the run folder: "
                               "eval.json and pred/<id>.png, the layout of samcam.seg.report)")  # fmt: skip
@@ -130,8 +130,8 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--save-predictions", help="write palette PNG predictions (<id>.png) into this folder")
     p.add_argument("--json", help="write a summary (mIoU, per-class IoU, recipe) to this JSON file")
     p.add_argument("--csv", help="write the per-class table to this CSV file")
-    p.add_argument("--device", type=DEVICE, help="cuda or cpu (default: cuda if present)")
-    p.add_argument("--threads", type=THREADS, help="torch CPU threads")
+    device_option(p)
+    threads_option(p)
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
 
     def run(a: argparse.Namespace) -> int:
