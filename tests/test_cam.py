@@ -46,6 +46,63 @@ def test_irn_resnet50_layout_loads_strictly(tmp_path):
         resnet50_irn(checkpoint=tmp_path / "broken.pth")
 
 
+def test_irn_backbone_by_name_is_irns_layout_at_stride_16(tmp_path):
+    """``build_camnet("resnet50-irn")``: IRN's 20-class classifier, its checkpoint loaded, stride 16 only."""
+    from samcam.cam.nets import IRNResNet50, build_camnet
+
+    assert IRNResNet50().classifier.out_channels == 20  # IRN's classifier: the 20 VOC object classes
+    sd = _irn_layout_state_dict()
+    torch.save(sd, tmp_path / "res50_cam.pth")
+    net = build_camnet("resnet50-irn", checkpoint=tmp_path / "res50_cam.pth")
+    assert net.name == "resnet50-irn" and net.provenance["output_stride"] == 16
+    assert torch.equal(net.classifier.weight, sd["classifier.weight"])
+    assert build_camnet("resnet50-irn", output_stride=16).provenance["output_stride"] == 16
+    with pytest.raises(ValueError, match=r"^resnet50-irn has output stride 16 \(IRN's layout\)$"):
+        build_camnet("resnet50-irn", output_stride=32)
+
+
+def test_shipped_threshold_is_the_heads_record_else_irns():
+    from types import SimpleNamespace
+
+    from samcam.cam.nets import shipped_threshold
+
+    assert shipped_threshold(SimpleNamespace()) == 0.15  # IRN's cam_eval_thres
+    assert shipped_threshold(SimpleNamespace(record={})) == 0.15
+    assert shipped_threshold(SimpleNamespace(record={"threshold": 0.25})) == 0.25
+
+
+def test_export_head_writes_the_classifier_and_its_record(tmp_path):
+    """A head-only checkpoint made by hand: the head file holds its weights and a record of the
+    checkpoint (config, SHA-256 computed here with hashlib, training time) and the caller's fields."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from samcam.cam.nets import export_head
+
+    w = torch.randn(20, 1280, 1, 1)
+    config = asdict(TrainConfig(epochs=2, train_backbone=False))
+    torch.save({"state_dict": {"classifier.weight": w}, "config": config, "epoch": 2, "seconds": 12.5}, tmp_path / "clf.pt")
+    export_head(tmp_path / "clf.pt", tmp_path / "head.npz", {"val_map": 83.43, "threshold": 0.25})
+    with np.load(tmp_path / "head.npz") as z:
+        assert z["weight"].dtype == np.float32 and np.array_equal(z["weight"], w.numpy())
+        record = json.loads(str(z["record"]))
+    sha = hashlib.sha256((tmp_path / "clf.pt").read_bytes()).hexdigest()
+    assert record == {"val_map": 83.43, "threshold": 0.25, "config": json.loads(json.dumps(config)),
+                      "checkpoint_sha256": sha, "training_seconds": 12.5}  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.pt", "head.npz"]  # no temporary file left
+    with pytest.raises(FileExistsError, match="head.npz: a shipped head of that name exists"):
+        export_head(tmp_path / "clf.pt", tmp_path / "head.npz", {})
+    torch.save({"state_dict": {"classifier.weight": w}, "config": config, "epoch": 1}, tmp_path / "half.pt")
+    torch.save({"config": config, "epoch": 2}, tmp_path / "nostate.pt")
+    torch.save({"state_dict": {"classifier.weight": w}, "config": {**config, "train_backbone": True}, "epoch": 2}, tmp_path / "full.pt")
+    for name, message in [("half", "not a finished samcam train-classifier checkpoint"), ("nostate", "not a finished"),
+                          ("full", "the backbone was trained too")]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"{name}.pt: {message}"):
+            export_head(tmp_path / f"{name}.pt", tmp_path / f"{name}.npz", {})
+        assert not (tmp_path / f"{name}.npz").exists()
+
+
 def test_cam_to_label_follows_irn():
     high = np.array([[[0.1, 0.5, 0.9]], [[0.2, 0.05, 0.95]]], np.float32)  # classes (0-based) 2 and 14
     label = cam_to_label(high, np.array([2, 14]), 0.15)

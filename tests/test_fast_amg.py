@@ -144,3 +144,16 @@ def test_batching_never_changes_the_masks(sam, points_per_batch, prompt_chunk, u
 def test_a_threshold_no_mask_passes_gives_no_masks(sam):
     settings = {**BASE, "pred_iou_thresh": 1.5}
     assert len(_masks(sam, "official", **settings)) == len(_masks(sam, "fast", **settings)) == 0
+
+
+def test_mask_logits_refuses_an_upscaling_other_than_exact_gelu():
+    """The fused upscaling computes SAM's exact GELU; any other activation is refused by name, not run."""
+    from torch import nn
+
+    from samcam.sam.fast_amg import mask_logits
+
+    keys, hyper = torch.zeros(1, 4, 8), torch.zeros(1, 3, 2)
+    for act1, act2 in [(nn.GELU(approximate="tanh"), nn.GELU()), (nn.GELU(), nn.ReLU()), (nn.ReLU(), nn.GELU())]:
+        seq = nn.Sequential(nn.ConvTranspose2d(8, 4, 2, 2), nn.LayerNorm(4), act1, nn.ConvTranspose2d(4, 2, 2, 2), act2)
+        with pytest.raises(NotImplementedError, match=r"^output upscaling with activations other than exact GELU$"):
+            mask_logits(seq, keys, hyper, (2, 2))
