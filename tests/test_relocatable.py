@@ -184,6 +184,43 @@ def test_committed_files_hold_no_machine_paths():
     assert not found, f"{len(found)} lines name machine paths:\n" + "\n".join(found[:40])
 
 
+#: a path into a Python installation (``…/site-packages/tqdm/auto.py``): it tells where the maker's packages
+#: live, relative or not (a kernel warning once printed ``../main/.venv/lib/python3.11/site-packages/…``)
+INSTALL_PATH = re.compile(r"[\w.~/-]*(?:site|dist)-packages/")
+#: executed notebooks made before the warning's source was fixed (samcam.sam.weights._pooch), each with
+#: the step that remakes it; an entry leaves the list when its step is rerun (the test then says so)
+AWAITING_RERUN = {"results/runs/claims.ipynb": "claims", "results/runs/prompted_transcam.ipynb": "prompted_transcam",
+                  "results/runs/prompted_transcam_ablation_24.ipynb": "prompted_transcam_ablation_24",
+                  "results/runs/demo.ipynb": "demo"}  # fmt: skip
+
+
+def test_committed_results_name_no_installation_path():
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "results"], cwd=REPO, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    found, clean = [], []
+    for name in listed.decode().split("\0"):
+        path = REPO / name
+        if not name or not path.is_file() or b"\0" in path.read_bytes()[:8192]:
+            continue
+        hit = INSTALL_PATH.search(path.read_text("utf-8", errors="replace"))
+        if hit and name not in AWAITING_RERUN:
+            found.append(f"{name}: {hit.group(0)}")
+        elif not hit and name in AWAITING_RERUN:
+            clean.append(f"{name} (step {AWAITING_RERUN[name]} was rerun: take it out of AWAITING_RERUN)")
+    assert not found, "installation paths in committed results:\n" + "\n".join(found)
+    assert not clean, "\n".join(clean)
+
+
+@pytest.mark.parametrize("text, hit", [
+    ("../main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning", True), ("/usr/lib/python3/dist-packages/x.py", True),
+    ("C:/Python311/Lib/site-packages/pooch/core.py", True), ("site packages", False), ("results/runs/demo.ipynb", False),
+])  # fmt: skip
+def test_the_installation_path_pattern(text, hit):
+    assert bool(INSTALL_PATH.search(text)) == hit
+
+
 @pytest.mark.parametrize("line, hit", [
     ("cams: /work/main/work/claims/cams", True), ('"/home/me/x"', True), ("C:\\Users\\me", True), ("--out /tmp/x", True),
     ("/work/", False), ("results/work/x", False), ("../work/seg", False), ("${SAMCAM_DATA}/voc", False), ("$TMPDIR/x", False),
