@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -178,6 +179,8 @@ def _eval(p: argparse.ArgumentParser):
         spec = get_dataset(a.dataset)
         ids = ids_of(a.ids)
         check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv])  # tables: a folder's path is refused
+        if os.path.exists(a.pred) and os.path.exists(a.gt) and os.path.samefile(a.pred, a.gt):
+            raise ValueError(f"--pred {a.pred} and --gt {a.gt} are one folder: the labels would be scored against themselves (100)")
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
@@ -202,6 +205,8 @@ def _weights(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from samcam.sam import weights
 
+        if a.action == "list" and a.name:
+            raise ValueError(f"weights list takes no checkpoint name (given {a.name!r}); it lists every checkpoint")
         if a.action == "list":
             print(f"cache: {weights.home()}")
             for ck in weights.CHECKPOINTS.values():
@@ -547,6 +552,8 @@ def _cam2label(p: argparse.ArgumentParser):
         from samcam.outputs import check_outputs
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
+        if not a.out and not a.sweep_gt:
+            raise ValueError("give --out (labels at --threshold), --sweep-gt (a threshold sweep), or both")
         ids = ids_of(a.ids)
         check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids], files=[a.sweep_csv])
         if not a.sweep_gt:
@@ -586,8 +593,8 @@ def _threshold_range(text: str) -> list[float]:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
         raise ValueError(f"--thresholds must look like START:STOP:STEP (e.g. {THRESHOLDS}), got {text!r}") from None
-    if not (0 <= start <= stop <= 1) or not step > 0:
-        raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and STEP > 0")
+    if not (0 <= start <= stop <= 1) or not step >= 1e-6:  # thresholds are kept to 6 decimals: a finer STEP repeats them
+        raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and STEP >= 0.000001")
     if (stop - start) / step > MAX_THRESHOLDS - 1:
         raise ValueError(f"--thresholds {text}: more than {MAX_THRESHOLDS} thresholds; use a STEP of at least {(stop - start) / (MAX_THRESHOLDS - 1):.3g}")
     return [round(start + k * step, 6) for k in range(int((stop - start) / step + 1e-9) + 1)]
@@ -936,7 +943,10 @@ class _StoreOnce(argparse._StoreAction):
 
     def __call__(self, parser, namespace, values, option_string=None):
         if self.dest in parser.given:
-            parser.error(f"argument {'/'.join(self.option_strings)}: given twice; give it once")
+            parser.error(f"argument {'/'.join(self.option_strings) or self.dest}: given twice; give it once")
+        if any(isinstance(v, str) and not v.strip() for v in (values if isinstance(values, list) else [values])):
+            # an unset shell variable ($OUT) would otherwise mean "nothing" or the current folder
+            parser.error(f"argument {'/'.join(self.option_strings) or self.dest}: empty; give a value")
         parser.given.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
 

@@ -157,6 +157,23 @@ def read_input(path: str | os.PathLike, what: str = "input") -> bytes:
     return check_input(path, what).read_bytes()
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the key {twice[:80]!r} is given twice in one object")
+    return d
+
+
+def json_loads(text: str | bytes):
+    """``json.loads`` that refuses an object naming a key twice (``ValueError``), where the standard
+    reader silently keeps the last value: a record or mask file saying two things is not read as one."""
+    import json
+
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def read_csv(path: str | os.PathLike, what: str = "table"):
     """A CSV table (pandas) after :func:`check_input`: ``FileNotFoundError`` ("<what> not found:
     <path>") or ``ValueError`` naming the file when it is not readable as CSV."""
@@ -165,11 +182,16 @@ def read_csv(path: str | os.PathLike, what: str = "table"):
     import pandas as pd
 
     try:
-        return pd.read_csv(_io.BytesIO(read_input(path, what)))
+        data = read_input(path, what)
+        table = pd.read_csv(_io.BytesIO(data))
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+    names = [str(c) for c in pd.read_csv(_io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
+        raise ValueError(f"{path}: the column {twice[:80]!r} appears twice (pandas would rename one and read the other)")
+    return table
 
 
 def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
@@ -267,6 +289,8 @@ def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
         elif kind == b"IEND":
             end = pos + 12
             break
+        elif kind == b"acTL":  # an animated PNG: its first frame would be read as the image, its others dropped
+            raise ValueError("an animated PNG (acTL chunk); give one still image per file")
         pos += 12 + length
     if end is None or end > len(data):
         raise ValueError("no IEND chunk: the PNG is cut short")
@@ -310,6 +334,13 @@ def decode_png(parts: tuple[str, int, int, bytes], out: np.ndarray | None = None
     return out
 
 
+def _still(im: Image.Image) -> np.ndarray:
+    """The pixels of a still image; an animated one (APNG, GIF) is refused, not read as its first frame."""
+    if getattr(im, "n_frames", 1) > 1:
+        raise ValueError(f"an animated image of {im.n_frames} frames; give one still image per file")
+    return np.asarray(im)
+
+
 def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
     """A PNG's pixel values as an array: quickly for 8-bit grayscale or palette PNGs (the masks
     ``amg.py`` writes, label maps), whose values (gray levels, palette indices) come back as ``uint8``.
@@ -325,7 +356,7 @@ def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
     except ValueError as e:
         raise ValueError(f"{path}: unreadable PNG ({e})") from None
     if parts is None:
-        return open_image(_io.BytesIO(data), path, np.asarray, "PNG")
+        return open_image(_io.BytesIO(data), path, _still, "PNG")
     try:
         check_pixels(parts[2], parts[1], path)
         return decode_png(parts)
@@ -349,6 +380,9 @@ def read_label(path: str | os.PathLike, spec: DatasetSpec | None = None) -> np.n
     except ValueError as e:
         raise ValueError(f"{path}: unreadable label image ({str(e).removeprefix(f'{path}: ')})") from None
     if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
+        if arr.shape[2] == 4 and (arr[..., 3] != 255).any():  # many tools mark "not annotated" so: no class, and not void either
+            raise ValueError(f"{path}: a colour label with transparent pixels (alpha below 255); transparency is no class: "
+                             "give those pixels void (255) or a class")  # fmt: skip
         arr = _rgb_to_index(arr[..., :3], (spec or VOC).palette, path)
     elif arr.ndim != 2 or arr.dtype != np.uint8:
         raise ValueError(f"{path}: label image of {arr.dtype} values with shape {arr.shape}; expected a palette (P) or grayscale (L) PNG")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import REPO, check_ids, check_input, data_root, read_input, sha256_file, write_text
+from samcam.io import REPO, check_ids, check_input, data_root, json_loads, read_input, sha256_file, write_text
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def read_record(path: str | os.PathLike, kind: str, remedy: str) -> dict:
     """A JSON object a step wrote beside its outputs (a run record); ``ValueError`` naming ``path``,
     the ``kind`` of record and the ``remedy`` when it is unreadable or not an object."""
     try:
-        record = json.loads(read_input(path, "record"))
+        record = json_loads(read_input(path, "record"))
         if not isinstance(record, dict):
             raise ValueError(f"a JSON {type(record).__name__}, not an object")
     except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
@@ -510,7 +510,7 @@ def _cost_runs(path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        runs = json.loads(read_input(path, "record"))["runs"]
+        runs = json_loads(read_input(path, "record"))["runs"]
         if not all(isinstance(r, dict) and {"seconds", "images", "machine"} <= set(r) for r in runs):
             raise ValueError("a run lacks seconds, images or machine")
         return runs

@@ -220,13 +220,15 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
 
     path = Path(path)
     doc = read_yaml(path, "reproduce config")
-    if not isinstance(doc, dict) or not isinstance(doc.get("steps", []), list):
+    if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list):  # a misspelt 'step:' is no config of nothing
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")
+    if unknown := sorted(map(str, set(doc) - {"steps"})):
+        raise ValueError(f"{path}: unknown top-level keys {', '.join(unknown)} (a config holds 'steps')")
     env = {"SAMCAM_DATA": os.path.abspath(data_root()), "REPO": str(REPO)}  # a relative SAMCAM_DATA: from where samcam runs
     env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
     steps: list[Step] = []
     names: set[str] = set()
-    for i, s in _each(doc.get("steps", []), path):
+    for i, s in _each(doc["steps"], path):
         if sum(k in s for k in ("notebook", "command", "script")) != 1:
             raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook, command and script")
         unknown = sorted(set(s) - {"name", "notebook", "command", "script", "parameters", "inputs", "outputs", "scratch", "long"})
@@ -401,6 +403,32 @@ def _check_writing_parameter(key: str, value: object, where: str) -> None:
         raise ValueError(f"{where} parameter {key} (where the notebook writes): {value!r} lies in the reproduce stamps' folder")
 
 
+def notebook_parameters(notebook: str | os.PathLike) -> frozenset[str] | None:
+    """The names its parameters cell (the cell tagged ``parameters``) assigns; ``None`` when the
+    notebook cannot be read or has no such cell (papermill then puts the values at the top)."""
+    import ast
+
+    import nbformat
+
+    try:
+        cells = nbformat.read(Path(notebook), as_version=4).cells
+    except (OSError, ValueError):
+        return None
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return None
+    try:
+        body = ast.parse(cell.source).body
+    except SyntaxError:
+        return None  # papermill's run names the fault
+    names = set()
+    for t in body:
+        for target in t.targets if isinstance(t, ast.Assign) else [getattr(t, "target", None)]:
+            if isinstance(target, ast.Name):
+                names.add(target.id)
+    return frozenset(names)
+
+
 def _check_parameters(parameters: dict, inputs: list, where: str, notebook: str = "") -> None:
     """A notebook's parameters name paths inside the checkout, under the data root (what
     ``${SAMCAM_DATA}`` expands to) or in one of the step's declared ``inputs``, never elsewhere: a
@@ -435,6 +463,10 @@ def _check_parameters(parameters: dict, inputs: list, where: str, notebook: str 
         check(v, str(k))
         if k in WRITING_PARAMETERS.get(notebook, ()):
             _check_writing_parameter(k, v, where)
+    known = notebook_parameters(NOTEBOOKS / notebook) if notebook else None
+    if known is not None and (unknown := sorted(map(str, set(parameters) - known))):  # papermill would pass it on unused, the
+        raise ValueError(f"{where} parameter {unknown[0]!r} is not one of {notebook}'s parameters "  # notebook writing where its default says
+                         f"({', '.join(sorted(known))})")  # fmt: skip
 
 
 def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:

@@ -17,10 +17,18 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only check that docs/cli.md is current")
     text = reference()
-    if p.parse_args().check:
+    check = p.parse_args().check
+    if (DOC.exists() or DOC.is_symlink()) and (DOC.is_symlink() or not DOC.is_file()):
+        print(f"cli_reference: error: {DOC}: not a regular file (a link or a folder); move it away", file=sys.stderr)
+        sys.exit(2)
+    if check:
         current = DOC.is_file() and DOC.read_text(encoding="utf-8") == text
         print(f"{DOC.name}: {'current' if current else 'out of date; run python scripts/cli_reference.py'}")
         sys.exit(0 if current else 1)
-    with atomic_path(DOC) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    try:
+        with atomic_path(DOC) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    except (OSError, ValueError) as e:
+        print(f"cli_reference: error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {DOC}")

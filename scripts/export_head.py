@@ -15,20 +15,27 @@ import argparse
 import sys
 
 from samcam.cam.nets import SHIPPED_HEADS, export_head
+from samcam.config import number
+from samcam.io import check_id
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a samcam train-classifier --head-only checkpoint")
     p.add_argument("name", help="the shipped head's name (samcam/cam/heads/<name>.npz)")
-    p.add_argument("--val-map", type=float, required=True, help="its held-out classification mAP (%%), as train-classifier printed it")
+    p.add_argument("--val-map", type=number(float, 0, 100), required=True, help="its held-out classification mAP (%%), as train-classifier printed it")
     p.add_argument("--trained-on", required=True, help="which images and labels it was trained on")
     p.add_argument("--command", required=True, help="the command that trained it")
-    p.add_argument("--threshold", type=float, help="its background threshold, chosen without the scored images' ground truth (the demo uses it)")
+    p.add_argument("--threshold", type=number(float, 0, 1), help="its background threshold, chosen without the scored images' ground truth (the demo uses it)")
     p.add_argument("--threshold-from", help="how the threshold was chosen (required with --threshold)")
     a = p.parse_args(argv)
-    if (a.threshold is None) != (a.threshold_from is None) or (a.threshold is not None and not 0 <= a.threshold <= 1):
-        print("export_head: error: --threshold (in [0, 1]) and --threshold-from go together", file=sys.stderr)
+    if (a.threshold is None) != (a.threshold_from is None):
+        print("export_head: error: --threshold and --threshold-from go together", file=sys.stderr)
+        return 2
+    try:
+        check_id(a.name, "the head's name")  # a name inside samcam/cam/heads/, never a path out of it
+    except ValueError as e:
+        print(f"export_head: error: {e}", file=sys.stderr)
         return 2
     record = {"val_map_561": a.val_map, "trained_on": a.trained_on, "command": a.command}
     if a.threshold is not None:

@@ -317,8 +317,8 @@ def test_a_reproduce_config_never_names_a_place_outside_the_checkout(tmp_path, c
 
 def test_a_notebook_parameter_may_name_the_data_root_and_plain_text(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
-    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    parameters: {a: '${SAMCAM_DATA}/voc', b: results/x, "
-                                    "c: 'a / b text', d: [1, 2]}\n")  # fmt: skip
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: 00_tutorial.ipynb\n    parameters: {data: '${SAMCAM_DATA}/voc', "
+                                    "masks_dir: results/x, rule: 'a / b text', image_id: [1, 2]}\n")  # fmt: skip
     assert cli.main(["reproduce", "--config", str(tmp_path / "r.yml"), "--list"]) == 0
 
 
@@ -1122,8 +1122,9 @@ def test_a_programming_error_says_internal_error_and_how_to_see_it(tmp_path, cap
     import samcam.pipeline.evaluate as ev
 
     _labels(tmp_path / "pred", ["a"])
+    _labels(tmp_path / "gt", ["a"])
     monkeypatch.setattr(ev, "evaluate_folders", lambda *a, **k: None.nothing)
-    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "pred"], capsys, "internal error: AttributeError", "--debug")
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "internal error: AttributeError", "--debug")
 
 def test_a_compact_mask_file_without_height_is_named(tmp_path, capsys):
     fails(_mask_folder(tmp_path, lambda d: d.pop("height")), capsys, "a.json.gz", "height")
@@ -1392,7 +1393,7 @@ def test_scores_out_of_float32_range_and_keys_that_are_not_indices(tmp_path):
 
     with pytest.raises(ValueError, match=r"f\.npy: CAM holds 1e\+300, out of the float32 range"):
         score_maps(np.array([[1e300, 0.0]]), "f.npy")
-    assert score_maps(np.array([[0.5, 2.0]]), "f.npy").dtype == np.float32
+    assert score_maps(np.array([[0.5, 1.0]]), "f.npy").dtype == np.float32
     for bad in (np.array([True, False]), np.array(["3", "5"]), [True]):
         with pytest.raises(ValueError, match=r"f\.npy: CAM keys .* not class indices"):
             class_keys(bad, "f.npy")
@@ -1864,12 +1865,12 @@ def test_a_cam_map_larger_than_an_image_may_be_is_refused_before_it_is_read():
     from samcam.cam.files import score_maps
     from samcam.io import MAX_PIXELS
 
-    huge = np.broadcast_to(np.zeros(1, np.uint8), (1, 13400, 13400))
+    huge = np.broadcast_to(np.zeros(1, np.float32), (1, 13400, 13400))
     with pytest.raises(ValueError, match=re.escape(f"c/a.npy: high_res: declares 13400×13400 pixels, over the limit of {MAX_PIXELS}")):
         score_maps(huge, "c/a.npy", "high_res")
     side = int(MAX_PIXELS**0.5)
-    assert score_maps(np.broadcast_to(np.zeros(1, np.uint8), (1, 1, side)), "c/a.npy").shape == (1, 1, side)
-    many = np.broadcast_to(np.zeros(1, np.uint8), (100, 6000, 6000))  # each map an allowed size, 14 GB of float32 together
+    assert score_maps(np.broadcast_to(np.zeros(1, np.float32), (1, 1, side)), "c/a.npy").shape == (1, 1, side)
+    many = np.broadcast_to(np.zeros(1, np.float32), (100, 6000, 6000))  # each map an allowed size, 14 GB of float32 together
     with pytest.raises(ValueError, match=re.escape("c/a.npy: high_res holds 3600000000 scores, over the 4 GiB an input may take as float32")):
         score_maps(many, "c/a.npy", "high_res")
 
@@ -1894,3 +1895,199 @@ def test_an_output_folder_where_a_file_stands_is_refused_at_once(tmp_path, capsy
     fails([c.replace("{t}", str(tmp_path)) for c in command], capsys,
           f"output {tmp_path / 'notes.txt'}: is a link to {tmp_path / 'gone'}, which does not exist; give a folder's path")
     assert not (tmp_path / "gone").exists()
+
+
+# ----------------------------------------------------------------------------- audit 8
+
+
+def test_score_maps_are_floats_in_0_1(tmp_path, capsys):
+    """A CAM of 0..255 bytes or of scores outside [0, 1] is refused, not compared with a threshold as it stands."""
+    from samcam.cam.files import score_maps
+
+    with pytest.raises(ValueError, match=re.escape("c/a.npy: high_res holds uint8 values, expected scores in [0, 1] as floating-point")):
+        score_maps(np.full((1, 4, 4), 30, np.uint8), "c/a.npy", "high_res")
+    for lo, hi in ((-0.5, 1.0), (0.0, 30.0)):
+        with pytest.raises(ValueError, match=re.escape(f"c/a.npy: high_res holds scores from {lo:.4g} to {hi:.4g}, expected [0, 1]")):
+            score_maps(np.array([[[lo, hi]]], np.float32), "c/a.npy", "high_res")
+    assert score_maps(np.array([[[0.0, 1.0005]]]), "c/a.npy").max() == np.float32(1.0005)  # float rounding of a normalised map
+    _cams(tmp_path / "cams", [6], np.full((1, 6, 8), 30.0))
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "o", "--threshold", "0.2"], capsys, "a.npy", "expected [0, 1]")
+    assert not (tmp_path / "o" / "a.png").exists()
+
+
+def test_l2g_class_maps_are_read_by_their_bit_depth(tmp_path, capsys):
+    """A 16-bit class map of 10000 scores 10000/65535 = 0.153 (Pillow's convert("L") clipped it to 1.0);
+    a colour map is refused, naming the file."""
+    (tmp_path / "ids.txt").write_text("a\n")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((6, 8), 10000, np.uint16)).save(tmp_path / "in" / "a_3.png")
+    assert cli.main(["labels", "--method", "L2G", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "lo"),
+                     "--ids", str(tmp_path / "ids.txt"), "--threshold", "0.3"]) == 0  # fmt: skip
+    assert np.unique(np.array(Image.open(tmp_path / "lo" / "a.png"))).tolist() == [0]  # 0.153 < 0.3: background
+    assert cli.main(["labels", "--method", "L2G", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "hi"),
+                     "--ids", str(tmp_path / "ids.txt"), "--threshold", "0.1"]) == 0  # fmt: skip
+    assert np.unique(np.array(Image.open(tmp_path / "hi" / "a.png"))).tolist() == [4]  # 0.153 > 0.1: class 3 (0-based), label 4
+    capsys.readouterr()
+    (tmp_path / "in" / "a_3.png").unlink()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "in" / "a_3.png")
+    fails(["labels", "--method", "L2G", "--input", tmp_path / "in", "--out", tmp_path / "rgb", "--ids", tmp_path / "ids.txt",
+           "--threshold", "0.3"], capsys, "a_3.png: unreadable class map (a class map in mode RGB; expected an 8- or 16-bit grayscale PNG)")  # fmt: skip
+
+
+def test_a_key_given_twice_is_refused(tmp_path, capsys):
+    """JSON keeps the last of two equal keys without a word: a mask file saying it is of two images,
+    or a record with two scores, is refused instead."""
+    import gzip
+
+    from samcam.io import json_loads
+
+    assert json_loads('{"a": 1, "b": {"c": 2}}') == {"a": 1, "b": {"c": 2}}
+    with pytest.raises(ValueError, match=re.escape("the key 'image_id' is given twice in one object")):
+        json_loads('{"x": [{"image_id": "a", "h": 1, "image_id": "b"}]}')
+    command = _mask_folder(tmp_path)
+    path = tmp_path / "m" / "a.json.gz"
+    text = gzip.decompress(path.read_bytes()).decode()
+    assert text.startswith("{")
+    path.write_bytes(gzip.compress(('{"image_id": "b", "image_id": "a", ' + text[1:]).encode()))
+    fails(command, capsys, "a.json.gz", "the key 'image_id' is given twice")
+    assert not (tmp_path / "o" / "a.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cam2label", "--cams", "{t}/cams"], "give --out (labels at --threshold), --sweep-gt (a threshold sweep), or both"),
+    (["cam2label", "--cams", "{t}/cams", "--out", "", "--threshold", "0.2"], "argument --out: empty; give a value"),
+    (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", " "], "argument --out: empty"),
+    (["seg-search", "--runs", "{t}", "--out", "{t}/o", "--configs", "a", ""], "argument --configs: empty"),
+    (["cam2label", "--cams", "{t}/cams", "--sweep-gt", "{t}/gt", "--thresholds", "0:0.000001:0.0000001"], "STEP >= 0.000001"),
+    (["weights", "list", "vit_t"], "weights list takes no checkpoint name (given 'vit_t')"),
+])  # fmt: skip
+def test_an_empty_or_idle_command_is_refused(tmp_path, capsys, monkeypatch, args, message):
+    """An empty value (an unset $OUT) is no folder, not "nothing" or the current folder; a command told
+    to do nothing says so; thresholds finer than the 6 decimals they are kept to would repeat."""
+    monkeypatch.chdir(tmp_path)
+    _cams(tmp_path / "cams", [6], np.full((1, 6, 8), 0.5))
+    _labels(tmp_path / "gt", ["a"], 7)
+    (tmp_path / "ids.txt").write_text("a\n")
+    fails([a.replace("{t}", str(tmp_path)) for a in args], capsys, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams", "gt", "ids.txt"]
+
+
+def test_seg_search_names_a_configuration_without_a_run(tmp_path, capsys):
+    (tmp_path / "runs" / "a_s0").mkdir(parents=True)
+    fails(["seg-search", "--runs", tmp_path / "runs", "--out", tmp_path / "o", "--configs", "zz"], capsys,
+          "no finished run of configuration 'zz'")  # fmt: skip
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_reproduce_config_is_a_mapping_of_steps_and_notebook_parameters_are_the_notebooks(tmp_path, capsys):
+    """A misspelt `step:` (or a notebook given as a config) is no empty config; an unknown top-level key
+    is refused; a parameter the notebook does not have would be passed on unused by papermill while the
+    notebook wrote where its own default says, so it is refused before anything runs."""
+    from samcam import reproduce
+
+    (tmp_path / "typo.yml").write_text("step:\n  - name: a\n    command: [eval, --pred, x, --gt, y]\n")
+    (tmp_path / "extra.yml").write_text("steps: []\nnote: x\n")
+    (tmp_path / "param.yml").write_text("steps:\n  - {name: t, notebook: 03_paper_table.ipynb, parameters: {result_dir: results/x}, outputs: [results/x/t.md]}\n")
+    for name, message in (("typo", "expected a mapping with a 'steps' list"), ("extra", "unknown top-level keys note"),
+                          ("param", "parameter 'result_dir' is not one of 03_paper_table.ipynb's parameters (dataset, results_dir)")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            reproduce.load_config(tmp_path / f"{name}.yml")
+    (tmp_path / "empty.yml").write_text("steps: []\n")
+    assert reproduce.load_config(tmp_path / "empty.yml") == []
+    fails(["reproduce", "--config", reproduce.NOTEBOOKS / "demo.ipynb", "--list"], capsys, "demo.ipynb", "'steps' list")
+
+
+def test_export_head_names_a_head_never_a_path(tmp_path, capsys):
+    """The head's name is a name inside samcam/cam/heads/ (an absolute path or ../ wrote elsewhere);
+    the held-out mAP is a finite percentage (NaN was recorded, which is not JSON)."""
+    import importlib.util
+
+    from samcam.cam.nets import SHIPPED_HEADS
+    from samcam.io import REPO
+
+    spec = importlib.util.spec_from_file_location("export_head_script", REPO / "scripts" / "export_head.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    before = sorted(SHIPPED_HEADS.iterdir())
+    common = ["--val-map", "50", "--trained-on", "x", "--command", "y"]
+    for name in (str(tmp_path / "abs"), "../../../notebooks/evil", "a\nb", ".hidden"):
+        assert script.main([str(tmp_path / "clf.pt"), name, *common]) == 2
+        assert "export_head: error: the head's name: id" in capsys.readouterr().err
+    for value in ("nan", "inf", "101"):
+        with pytest.raises(SystemExit) as e:
+            script.main([str(tmp_path / "clf.pt"), "h", "--val-map", value, "--trained-on", "x", "--command", "y"])
+        assert e.value.code == 2
+    assert sorted(SHIPPED_HEADS.iterdir()) == before and not list(tmp_path.iterdir())
+
+
+def test_cli_reference_says_when_its_file_is_not_a_file(tmp_path):
+    import shutil
+
+    from samcam.io import REPO
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "cli_reference.py", tmp_path / "scripts")
+    (tmp_path / "docs" / "cli.md").mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for extra in ([], ["--check"]):
+        r = subprocess.run([sys.executable, str(tmp_path / "scripts" / "cli_reference.py"), *extra], capture_output=True, text=True, env=env)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip() == f"cli_reference: error: {tmp_path / 'docs' / 'cli.md'}: not a regular file (a link or a folder); move it away"
+
+
+def test_a_cached_checkpoint_of_the_wrong_size_is_never_read(tmp_path, monkeypatch):
+    """fetch compares the size before the hash: a 1 GiB file at the checkpoint's name is refetched unread."""
+    from samcam.sam import weights
+
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path))
+    ck = weights.get_checkpoint("vit_t")
+    with open(tmp_path / ck.filename, "wb") as f:
+        f.truncate(ck.size + 1)
+    read = []
+    monkeypatch.setattr(weights, "verify", lambda path, sha: read.append(path))
+    monkeypatch.setattr(weights, "_download", lambda ck, folder, progress: folder / "fetched")
+    assert weights.fetch("vit_t", use_fallback=False) == weights.home() / "fetched" and read == []
+
+
+def test_train_seg_checks_its_evaluation_files_before_training(tmp_path, capsys):
+    """An evaluation id without its ground truth fails at once, not after the whole training."""
+    (tmp_path / "img").mkdir()
+    for i in ("a", "b"):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    _labels(tmp_path / "lab", ["a", "b"], 3, (32, 32))
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    (tmp_path / "eval.txt").write_text("a\nnope\n")
+    fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run",
+           "--eval-gt", tmp_path / "lab", "--eval-ids", tmp_path / "eval.txt", "--crop", "32", "--batch-size", "2", "--epochs", "1",
+           "--device", "cpu"], capsys, f"1 ground-truth label file missing: {tmp_path / 'lab' / 'nope.png'}")  # fmt: skip
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_eval_refuses_a_folder_scored_against_itself(scored, capsys):
+    fails(["eval", "--pred", scored / "gt", "--gt", scored / "gt"], capsys, "are one folder")
+    (scored / "link").symlink_to(scored / "gt")
+    fails(["eval", "--pred", scored / "link", "--gt", scored / "gt"], capsys, "are one folder")
+
+
+def test_a_label_with_transparency_or_frames_is_refused(scored, capsys):
+    """A colour label's transparent pixels ("not annotated") are no class; an animated PNG is no one label.
+    Both were read without a word (transparent as the RGB beneath, an animation as its first frame)."""
+    from samcam.data.spaces import VOC
+
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[..., :3] = VOC.palette[7]
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(scored / "pred" / "a.png")
+    assert cli.main(["eval", "--pred", str(scored / "pred"), "--gt", str(scored / "gt")]) == 0  # opaque: read as its colours
+    capsys.readouterr()
+    rgba[:, :4, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(scored / "pred" / "a.png")
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.png: a colour label with transparent pixels")
+    frames = [Image.fromarray(np.full((6, 8), v, np.uint8), "P") for v in (0, 7)]
+    for f in frames:
+        f.putpalette(VOC.palette.reshape(-1).tolist())
+    frames[0].save(scored / "pred" / "a.png", save_all=True, append_images=frames[1:])
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.png", "an animated PNG (acTL chunk)")
+    frames = [Image.fromarray(rgba), Image.fromarray(np.zeros_like(rgba))]
+    frames[0].save(scored / "pred" / "a.png", save_all=True, append_images=frames[1:])
+    fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.png", "an animated image of 2 frames")

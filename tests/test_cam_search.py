@@ -163,6 +163,9 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=twice.csv"], "twice.csv: threshold 0.2 is listed twice"),
     (["a=false.csv"], "false.csv: false_pct values outside 0..inf"),
     (["a=twomaps.csv"], "twomaps.csv: map differs between rows (1 to 2)"),
+    (["a=bools.csv"], "bools.csv: miou (bool) not numbers"),  # True/False were read as 1/0, and chosen
+    (["a=tuned.csv"], "tuned.csv: a sweep tuned on the scored images' ground truth (its gt_tuned column)"),
+    (["a=dup.csv"], "dup.csv: the column 'miou' appears twice"),  # pandas read the first and renamed the second
 ])  # fmt: skip
 def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
     monkeypatch.chdir(tmp_path)
@@ -175,6 +178,10 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     _table([0.1, 0.2, 0.3], 1.0, (0.1, 0.2, 0.2)).to_csv("twice.csv", index=False)
     _table([0.1, 0.2, 0.3], 1.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
     _table([0.1, 0.2, 0.3], [1.0, 1.0, 2.0]).to_csv("twomaps.csv", index=False)
+    _table([0.1, 0.2, 0.3], 1.0).assign(miou=[True, False, False]).to_csv("bools.csv", index=False)
+    _table([0.1, 0.2, 0.3], 1.0).assign(gt_tuned=["", "best", ""]).to_csv("tuned.csv", index=False)
+    lines = (tmp_path / "one.csv").read_text().splitlines()
+    (tmp_path / "dup.csv").write_text("\n".join([lines[0] + ",miou", *(ln + ",0.9" for ln in lines[1:])]) + "\n")
     assert cli.main(["cam-select", "--evals", *evals, "--out", str(tmp_path / "s.csv")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

@@ -185,9 +185,11 @@ def test_command_steps_and_long_steps(tmp_path, capsys, monkeypatch):
     label = np.zeros((4, 5), np.uint8)
     label[1:3, 1:4] = 1
     write_label(tmp_path / "gt" / "a.png", label)
+    (tmp_path / "pred").mkdir()
+    write_label(tmp_path / "pred" / "a.png", label)
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: score\n    command: [eval, --pred, gt, --gt, gt, --ids, ids.txt, --csv, out/scores.csv]\n"
-                   "    long: about a second\n    inputs: [gt, ids.txt]\n    outputs: [out/scores.csv]\n")
+    cfg.write_text("steps:\n  - name: score\n    command: [eval, --pred, pred, --gt, gt, --ids, ids.txt, --csv, out/scores.csv]\n"
+                   "    long: about a second\n    inputs: [pred, gt, ids.txt]\n    outputs: [out/scores.csv]\n")
     csv = tmp_path / "out" / "scores.csv"
     assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
     assert capsys.readouterr().out == "score: skip [stale (never run here)] (long: about a second) samcam eval -> out/scores.csv\n"
@@ -253,7 +255,7 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     (tmp_path / "data" / "labels" / "a.png").write_bytes(b"x")
     (tmp_path / "runs").mkdir()
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: s\n    notebook: demo.ipynb\n    parameters: {labels: '${SAMCAM_DATA}/labels'}\n"
+    cfg.write_text("steps:\n  - name: s\n    notebook: 02_enhance_method.ipynb\n    parameters: {pseudo_dir: '${SAMCAM_DATA}/labels'}\n"
                    "    inputs: ['${SAMCAM_DATA}/labels']\n    outputs: [out]\n")
     (tmp_path / "out").write_text("y")
     monkeypatch.setattr(reproduce, "REPO", tmp_path)
@@ -339,11 +341,11 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     # a step whose input an earlier step of the same run writes is judged after it, not before
     def make(nb, out, params):
         out.parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / params["writes"]).write_text("z")
+        (tmp_path / params["device"]).write_text("z")  # a stand-in: the notebook is not run
 
     monkeypatch.setattr(reproduce, "execute", make)
-    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{writes: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [mid]\n"
-                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{writes: end}}\n    inputs: [mid]\n    outputs: [end]\n")
+    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{device: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [mid]\n"
+                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{device: end}}\n    inputs: [mid]\n    outputs: [end]\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "d: done in" in out and (tmp_path / "end").exists() and "note:" not in out

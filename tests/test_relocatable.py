@@ -187,7 +187,7 @@ def test_committed_files_hold_no_machine_paths():
 #: a path into a Python installation (``…/site-packages/tqdm/auto.py``): it tells where the maker's packages
 #: live, relative or not (a kernel warning once printed ``../main/.venv/lib/python3.11/site-packages/…``)
 INSTALL_PATH = re.compile(r"[\w.~/-]*(?:site|dist)-packages/")
-#: executed notebooks made before the warning's source was fixed (samcam.sam.weights._pooch), each with
+#: executed notebooks made before the warning's source was fixed (samcam.sam.weights.import_pooch), each with
 #: the step that remakes it; an entry leaves the list when its step is rerun (the test then says so)
 AWAITING_RERUN = {"results/runs/claims.ipynb": "claims", "results/runs/prompted_transcam.ipynb": "prompted_transcam",
                   "results/runs/prompted_transcam_ablation_24.ipynb": "prompted_transcam_ablation_24",

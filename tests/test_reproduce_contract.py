@@ -102,7 +102,12 @@ def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, 
         Step("a", "t.ipynb", {}, [], [], None, None),
         Step("b", "t.ipynb", {}, [f"{checkout}/in", f"{tmp_path}/data/voc", "/srv/extra/x", "${OTHER_VAR}/y"], ["o"], None, "an hour"),
     ]
-    assert load_config(_config(tmp_path, "other: 1\n")) == []  # no steps key: no steps
+    assert load_config(_config(tmp_path, "steps: []\n")) == []
+    for text in ("other: 1\n", "step: []\n"):  # no steps key (a misspelt one): not read as a config of nothing
+        with pytest.raises(ValueError, match="expected a mapping with a 'steps' list"):
+            load_config(_config(tmp_path, text))
+    with pytest.raises(ValueError, match="unknown top-level keys other"):
+        load_config(_config(tmp_path, "steps: []\nother: 1\n"))
 
 
 @pytest.mark.parametrize("step, message", [

@@ -887,8 +887,9 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path):
     f.write_text("crop: 64\n" + "#" * (1 << 20))
     with pytest.raises(ValueError, match=re.escape(f"{f}: {f.stat().st_size} bytes, over the 1 MiB limit for a recipe file")):
         read_recipe(f)
-    with pytest.raises(ValueError, match=re.escape("--recipe is empty; give a recipe file or one of: c320_e20_os16")):
+    with pytest.raises(SystemExit) as e:  # an empty value is refused by the parser, as for every option ("argument --recipe: empty")
         parse("--recipe", "")
+    assert e.value.code == 2
     with pytest.raises(FileNotFoundError, match="no recipe named 'best'; shipped: c320_e20_os16"):
         read_recipe("best")
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.yaml"))):
@@ -1108,3 +1109,18 @@ def test_multi_scale_prediction_resizes_height_and_width_each_to_its_own():
         p_one = model(x).softmax(1)[0]
         torch.testing.assert_close(predict_probs(model, image, (0.5,)), p_half, atol=1e-6, rtol=0)
         torch.testing.assert_close(predict_probs(model, image, (0.5, 1.0)), (p_half + p_one) / 2, atol=1e-6, rtol=0)
+
+
+def test_eval_refuses_a_scale_that_shrinks_an_image_below_the_stride(tmp_path):
+    """eval-seg --scales 0.01 scored every image from a 1 × 1 rescale; now the image is named."""
+    from PIL import Image
+
+    from samcam.data.spaces import VOC
+    from samcam.seg.evaluate import MIN_SIDE, STRIDE, _score
+
+    assert (STRIDE, MIN_SIDE) == (32, 16)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "gt" / "a.png")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a.png'}: at scale 0.25 its 40 × 60 pixels become 10 × 15, a side below 16 pixels (half the network's stride)")):
+        _score(None, tmp_path, tmp_path / "gt", ["a"], VOC, (1.0, 0.25), False, None, False, None)

@@ -286,7 +286,7 @@ def test_seg_search_command(runs, tmp_path, capsys):
     assert (tmp_path / "t" / "table.csv").read_text().count("\n") == 6
     capsys.readouterr()
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "u"), "--configs", "none"]) == 2
-    assert "no finished runs" in capsys.readouterr().err
+    assert "no finished run of configuration 'none'" in capsys.readouterr().err
     for d in ("cam_s0", "cam_s2"):  # runs that scored no pixel: no best to name
         ev = json.loads((runs / d / "eval.json").read_text())
         (runs / d / "eval.json").write_text(json.dumps({**ev, "miou": None}))

@@ -101,7 +101,9 @@ warnings.simplefilter("always")
 """
 
 
-@pytest.mark.parametrize("code, warns", [("import pooch", True), ("from samcam.sam.weights import home; home()", False)])
+@pytest.mark.parametrize("code, warns", [("import pooch", True), ("from skimage import data; data.chelsea()", True),
+                                         ("from samcam.sam.weights import home; home()", False),
+                                         ("from samcam.pipeline.demo import demo_images; demo_images()", False)])  # skimage.data imports pooch
 def test_no_site_packages_warning_inside_a_notebook_kernel(code, warns):
     """In a kernel without ipywidgets, importing pooch makes tqdm.auto warn, naming the site-packages path,
     into the executed notebook (results/runs/*.ipynb); samcam imports pooch without it. The plain import is

@@ -44,14 +44,18 @@ def load_cam(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> d
 MAX_KEYS = 1000
 
 
+#: how far a score may stray outside [0, 1] (float rounding of a normalised map)
+SCORE_SLACK = 1e-3
+
+
 def score_maps(value: object, source: str | os.PathLike, what: str = "CAM") -> np.ndarray:
     """``value`` (score maps read from a file) as float32; ``ValueError`` naming ``source`` unless it
-    is a NumPy array of real numbers, all finite. Nested lists are refused, not converted: a pickle
+    is a NumPy array of floating-point scores, all finite and in [0, 1] (give or take :data:`SCORE_SLACK`). Nested lists are refused, not converted: a pickle
     of a few MB can repeat one list object into tens of GB of numbers."""
     if not isinstance(value, np.ndarray):
         raise ValueError(f"{source}: {what} is a {type(value).__name__}, expected a NumPy array of scores")
-    if value.dtype.kind not in "fiub":
-        raise ValueError(f"{source}: {what} holds {value.dtype} values, expected real numbers")
+    if value.dtype.kind != "f":  # 0..255 bytes or counts would be compared with a threshold in [0, 1] as they stand
+        raise ValueError(f"{source}: {what} holds {value.dtype} values, expected scores in [0, 1] as floating-point numbers")
     if value.ndim >= 2:  # a map is as large as an image may be: checked before the scores are converted or scanned
         check_pixels(value.shape[-2], value.shape[-1], f"{source}: {what}")
     if value.size * 4 > MAX_INPUT_BYTES:  # and all maps together as large as an input file may be, as float32
@@ -64,6 +68,9 @@ def score_maps(value: object, source: str | os.PathLike, what: str = "CAM") -> n
     out = value.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise ValueError(f"{source}: {what} holds values that are not finite numbers (NaN or ±inf)")
+    if out.size and not (out.min() >= -SCORE_SLACK and out.max() <= 1 + SCORE_SLACK):
+        raise ValueError(f"{source}: {what} holds scores from {out.min():.4g} to {out.max():.4g}, expected [0, 1] "
+                         "(scores normalised per class, as IRN's high_res; a threshold compares with them)")  # fmt: skip
     return out
 
 

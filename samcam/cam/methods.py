@@ -170,6 +170,15 @@ def _psa_npy(folder: Path, image_id: str, threshold: float | None, spec: Dataset
     return {int(k): score_maps(v, source, f"the map of class {k}") for k, v in zip(keys, d.values())}
 
 
+def _class_map(im) -> np.ndarray:
+    """A grayscale class map's scores in [0, 1], by its bit depth (8 or 16 bits); any other mode is
+    refused (Pillow's ``convert("L")`` would clip 16-bit values at 255 and turn colour into luminance)."""
+    depth = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0}.get(im.mode)
+    if depth is None:
+        raise ValueError(f"a class map in mode {im.mode}; expected an 8- or 16-bit grayscale PNG")
+    return np.asarray(im, np.float32) / depth
+
+
 def _l2g_png(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
     """``<id>_<class>.png``, one file per class (``_3`` and ``_03`` are the same class)."""
     import glob
@@ -187,7 +196,7 @@ def _l2g_png(folder: Path, image_id: str, threshold: float | None, spec: Dataset
             if k in names:
                 raise ValueError(f"{source}: two class maps for class {k}, {names[k]} and {p.name}; keep one")
             names[k] = p.name
-            maps[k] = open_image(p, p, lambda im: np.asarray(im.convert("L"), np.float32) / 255.0, "class map")
+            maps[k] = open_image(p, p, _class_map, "class map")
             first = next(iter(maps))
             if maps[k].shape != maps[first].shape:
                 (h, w), (h0, w0) = maps[k].shape, maps[first].shape

@@ -42,6 +42,9 @@ DEMO_PHOTOS: dict[str, tuple[str, list[str]]] = {
 
 def demo_images() -> dict[str, tuple[np.ndarray, list[int]]]:
     """id → (RGB uint8 image, VOC class indices) for the photos scikit-image ships."""
+    from samcam.sam.weights import import_pooch
+
+    import_pooch()  # skimage.data imports pooch: first without tqdm.auto's kernel warning (see import_pooch)
     from skimage import data
     from skimage.color import gray2rgb
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from samcam.cam.methods import METHODS
-from samcam.io import read_csv, read_input
+from samcam.io import json_loads, read_csv, read_input
 
 NOT_RUN_REASON = {
     "CLIMS": "its pseudo labels / CAMs are not available here (run its code, then 02_enhance_method)",
@@ -37,7 +36,7 @@ CLAIMS_ROWS = {
 def collect(results_dir: str | os.PathLike, dataset: str = "voc") -> list[dict]:
     """Every ``results/<dataset>/<method>/summary.json``."""
     root = Path(results_dir) / dataset
-    return [json.loads(read_input(p, "record")) for p in sorted(root.glob("*/summary.json")) if not p.parent.name.startswith(".")]
+    return [json_loads(read_input(p, "record")) for p in sorted(root.glob("*/summary.json")) if not p.parent.name.startswith(".")]
 
 
 def prompted_miou(results_dir: str | os.PathLike, method: str, config: str = "box") -> float | None:
@@ -176,7 +175,7 @@ def cost_table(rows: dict, recipes: dict, cams, masks, classifier_checkpoint=Non
     devices = ", ".join(sorted({str(m.get("device", "?")) for m in metas}))
     sam_cpu = np.nan
     if mask_benchmark is not None and Path(mask_benchmark).exists():
-        b = json.loads(read_input(mask_benchmark, "record"))
+        b = json_loads(read_input(mask_benchmark, "record"))
         sam_cpu = float(np.mean([r["fast_s"] for r in b["rows"]]))
     cam = spi(cams)
     out = []

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, open_image, png_parts, read_gzip, read_input
+from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, json_loads, open_image, png_parts, read_gzip, read_input
 
 COMPACT_SUFFIX = ".json.gz"
 COMPACT_FORMAT = "samcam-masks/1"
@@ -97,7 +97,7 @@ def _load_compact(path: str | os.PathLike) -> dict:
     path = Path(path)
     text = _compact_bytes(path)
     try:
-        doc = json.loads(text)
+        doc = json_loads(text)
     except ValueError as e:
         raise ValueError(f"{path}: not a samcam compact mask file ({e})") from None
     except RecursionError:
@@ -176,7 +176,7 @@ def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes], dict] | No
     if len(found) != body.count(b'"segmentation":') or any(int(a) != h or int(b) != w for a, b, _ in found):
         return None
     try:
-        meta = json.loads(text[head.end() : at])
+        meta = json_loads(text[head.end() : at])
     except (ValueError, RecursionError):  # the full reader names what is wrong
         return None
     return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found], meta
@@ -388,7 +388,7 @@ def _side_meta(folder: Path, mask_shape: tuple[int, ...] | None = None) -> dict:
     if not path.exists():
         return {}
     try:
-        side = json.loads(read_input(path, "mask metadata"))
+        side = json_loads(read_input(path, "mask metadata"))
         if not isinstance(side, dict):
             raise ValueError(f"a JSON {type(side).__name__}, not an object")
         shape = side.get("image_shape", [0, 0])

@@ -58,7 +58,7 @@ class HashMismatchError(ValueError):
     """A checkpoint file's SHA-256 is not the expected one."""
 
 
-def _pooch():
+def import_pooch():
     """:mod:`pooch`, imported without ``tqdm.auto``'s "IProgress not found" warning: pooch imports
     ``tqdm.auto`` for its download bar, which inside a notebook kernel without ipywidgets warns (printing
     the path of the user's site-packages into an executed notebook) and falls back to the text bar that
@@ -76,7 +76,7 @@ def home() -> Path:
     env = os.environ.get("SAMCAM_HOME")
     if env:
         return Path(env)
-    return Path(_pooch().os_cache("samcam"))
+    return Path(import_pooch().os_cache("samcam"))
 
 
 def get_checkpoint(name: str) -> Checkpoint:
@@ -128,10 +128,12 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
         raise ValueError(f"{target}: the cache's {ck.filename} is {'a broken link' if not target.exists() else 'not a regular file'}; remove it (samcam fetches the file again)")
     if target.is_file():
         try:
+            if target.stat().st_size != ck.size:  # the size first: a wrong file of any size is never read through
+                raise HashMismatchError(f"{target} has {target.stat().st_size} bytes, not {ck.size}")
             verify(target, ck.sha256)
             return target
         except HashMismatchError:
-            print(f"samcam: cached {target} has the wrong hash; fetching it again", file=sys.stderr)
+            print(f"samcam: cached {target} has the wrong size or hash; fetching it again", file=sys.stderr)
     check_cache_folder(folder)
     try:
         return _download(ck, folder, progress)
@@ -145,7 +147,7 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
 
 
 def _download(ck: Checkpoint, folder: Path, progress: bool | None) -> Path:
-    pooch = _pooch()
+    pooch = import_pooch()
     from samcam.progress import show_progress
 
     try:

@@ -67,6 +67,12 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.record is not None:
             check_outputs([a.record, a.out], given, files=[a.record])
+        if a.eval_gt is not None:  # the evaluation's files are there before hours of training, not found missing after them
+            from samcam.io import find_image, require_files
+
+            require_files([Path(a.eval_gt) / f"{i}.png" for i in a.eval_ids.ids], "ground-truth label file")
+            for i in a.eval_ids.ids:
+                find_image(a.images, i)
         if a.threads:
             torch.set_num_threads(a.threads)
         r = train(a.images, a.labels, a.ids.ids, a.out, recipe, device=a.device,

@@ -27,6 +27,8 @@ from .train import load_model, pick_device
 
 MULTI_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 STRIDE = 32  # the backbone's output stride
+#: the shortest side a scale may shrink an image to: half an output cell (eval-seg --scales 1e-300 scored 1 × 1 rescales)
+MIN_SIDE = STRIDE // 2
 
 
 @torch.inference_mode()
@@ -106,6 +108,11 @@ def _score(model, images_dir, gt_dir, ids, spec, scales, flip, save_dir, progres
         image = read_image(img_path)
         if image.shape[:2] != gt.shape:
             raise ValueError(f"{gt_path}: ground-truth size {gt.shape} differs from image {img_path} size {image.shape[:2]}")
+        for s in scales:  # a scale that shrinks an image below half an output cell scores a few pixels' guess, stretched
+            if s < 1 and min(scaled_shape(image.shape[:2], s)) < MIN_SIDE:
+                raise ValueError(f"{img_path}: at scale {s:g} its {image.shape[0]} × {image.shape[1]} pixels become "
+                                 f"{' × '.join(map(str, scaled_shape(image.shape[:2], s)))}, a side below {MIN_SIDE} pixels "
+                                 f"(half the network's stride); use a larger scale")  # fmt: skip
         pred = predict(model, image, scales, flip)
         ev.add(i, gt, pred)
         if save_dir is not None:

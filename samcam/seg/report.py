@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from samcam.data.spaces import VOC, colorize
-from samcam.io import find_image, read_image, read_input, read_label, write_text
+from samcam.io import find_image, json_loads, read_image, read_input, read_label, write_text
 from samcam.outputs import machine_info
 from samcam.report.figures import save
 
@@ -124,10 +124,10 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(read_input(path, what))
+        return json_loads(read_input(path, what))
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # a JSON error, or a key given twice
         raise ValueError(f"{path}: not a JSON {what} ({e})") from None
     except RecursionError:
         raise ValueError(f"{path}: not a JSON {what} (nested too deeply)") from None
@@ -325,6 +325,8 @@ def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, config
     """Write ``table.csv`` and ``table.md`` of a recipe search (every finished run in ``runs_dir``,
     or those of ``configs`` in their order) into ``out_dir``; returns the table. Runs evaluated on
     other numbers of val images are refused: their scores do not compare."""
+    if configs is not None and (missing := [c for c in configs if c not in {row for row, _, _ in _runs(Path(runs_dir))}]):
+        raise ValueError(f"{runs_dir}: no finished run of configuration {missing[0]!r} (<name>_s<seed>); --configs names runs there")
     df = collect(runs_dir, configs)
     first = df.iloc[0]
     for r in df.itertuples():  # recipes are ranked on one set of val images (how each was evaluated is the table's eval column)
