@@ -176,7 +176,8 @@ def json_loads(text: str | bytes):
 
 def read_csv(path: str | os.PathLike, what: str = "table"):
     """A CSV table (pandas) after :func:`check_input`: ``FileNotFoundError`` ("<what> not found:
-    <path>") or ``ValueError`` naming the file when it is not readable as CSV."""
+    <path>") or ``ValueError`` naming the file when it is not readable as CSV or its header (one row:
+    the tables samcam reads have one) names a column twice, which pandas would rename and read apart."""
     import io as _io
 
     import pandas as pd
@@ -334,7 +335,7 @@ def decode_png(parts: tuple[str, int, int, bytes], out: np.ndarray | None = None
     return out
 
 
-def _still(im: Image.Image) -> np.ndarray:
+def still_pixels(im: Image.Image) -> np.ndarray:
     """The pixels of a still image; an animated one (APNG, GIF) is refused, not read as its first frame."""
     if getattr(im, "n_frames", 1) > 1:
         raise ValueError(f"an animated image of {im.n_frames} frames; give one still image per file")
@@ -356,7 +357,7 @@ def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
     except ValueError as e:
         raise ValueError(f"{path}: unreadable PNG ({e})") from None
     if parts is None:
-        return open_image(_io.BytesIO(data), path, _still, "PNG")
+        return open_image(_io.BytesIO(data), path, still_pixels, "PNG")
     try:
         check_pixels(parts[2], parts[1], path)
         return decode_png(parts)

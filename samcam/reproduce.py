@@ -422,10 +422,10 @@ def notebook_parameters(notebook: str | os.PathLike) -> frozenset[str] | None:
     except SyntaxError:
         return None  # papermill's run names the fault
     names = set()
-    for t in body:
-        for target in t.targets if isinstance(t, ast.Assign) else [getattr(t, "target", None)]:
-            if isinstance(target, ast.Name):
-                names.add(target.id)
+    for t in body:  # assignments only (a loop's target is no parameter); a, b = 1, 2 assigns both
+        targets = t.targets if isinstance(t, ast.Assign) else [t.target] if isinstance(t, ast.AnnAssign) else []
+        for target in targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
     return frozenset(names)
 
 

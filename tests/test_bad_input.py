@@ -2059,7 +2059,7 @@ def test_train_seg_checks_its_evaluation_files_before_training(tmp_path, capsys)
     (tmp_path / "eval.txt").write_text("a\nnope\n")
     fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run",
            "--eval-gt", tmp_path / "lab", "--eval-ids", tmp_path / "eval.txt", "--crop", "32", "--batch-size", "2", "--epochs", "1",
-           "--device", "cpu"], capsys, f"1 ground-truth label file missing: {tmp_path / 'lab' / 'nope.png'}")  # fmt: skip
+           "--device", "cpu"], capsys, f"1 ground-truth label files missing: {tmp_path / 'lab' / 'nope.png'}")  # fmt: skip
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -2091,3 +2091,41 @@ def test_a_label_with_transparency_or_frames_is_refused(scored, capsys):
     frames = [Image.fromarray(rgba), Image.fromarray(np.zeros_like(rgba))]
     frames[0].save(scored / "pred" / "a.png", save_all=True, append_images=frames[1:])
     fails(["eval", "--pred", scored / "pred", "--gt", scored / "gt"], capsys, "a.png", "an animated image of 2 frames")
+
+
+def test_an_l2g_class_map_with_a_grey_palette_is_read_as_its_grey_levels(tmp_path, capsys):
+    """A PNG optimiser may store a grey map as a palette of greys: read as the greys; a colour palette is refused."""
+    (tmp_path / "ids.txt").write_text("a\n")
+    (tmp_path / "in").mkdir()
+    grey = np.zeros((6, 8), np.uint8)
+    grey[:, 4:] = 204  # 0.8
+    Image.fromarray(grey, "L").convert("P").save(tmp_path / "in" / "a_3.png")
+    assert Image.open(tmp_path / "in" / "a_3.png").mode == "P"
+    assert cli.main(["labels", "--method", "L2G", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+                     "--ids", str(tmp_path / "ids.txt"), "--threshold", "0.5"]) == 0  # fmt: skip
+    label = np.array(Image.open(tmp_path / "o" / "a.png"))
+    assert (label[:, :4] == 0).all() and (label[:, 4:] == 4).all()
+    capsys.readouterr()
+    im = Image.fromarray(grey, "P")
+    im.putpalette([255, 0, 0] * 256)
+    im.save(tmp_path / "in" / "a_3.png")
+    fails(["labels", "--method", "L2G", "--input", tmp_path / "in", "--out", tmp_path / "c", "--ids", tmp_path / "ids.txt",
+           "--threshold", "0.5"], capsys, "a_3.png", "a class map with a colour palette")  # fmt: skip
+
+
+def test_a_mask_record_naming_its_segmentation_twice_is_refused_by_the_fast_reader(tmp_path, capsys):
+    """merge reads compact files by pattern (sam.mask_files._scan_compact); a record naming its segmentation
+    twice, in a file otherwise laid out as samcam writes it, goes to the full reader, which refuses it."""
+    import gzip
+
+    from samcam.sam.mask_files import read_compact_runs
+
+    command = _mask_folder(tmp_path)
+    path = tmp_path / "m" / "a.json.gz"
+    assert len(read_compact_runs(path).offsets) == 3  # two masks
+    text = gzip.decompress(path.read_bytes()).decode()
+    seg = re.search(r'"segmentation":\{[^}]*\}', text)
+    path.write_bytes(gzip.compress((text[: seg.end()] + "," + seg.group(0) + text[seg.end() :]).encode()))
+    with pytest.raises(ValueError, match="the key 'segmentation' is given twice"):
+        read_compact_runs(path)
+    fails(command, capsys, "a.json.gz", "the key 'segmentation' is given twice")

@@ -179,7 +179,19 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     _table([0.1, 0.2, 0.3], 1.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
     _table([0.1, 0.2, 0.3], [1.0, 1.0, 2.0]).to_csv("twomaps.csv", index=False)
     _table([0.1, 0.2, 0.3], 1.0).assign(miou=[True, False, False]).to_csv("bools.csv", index=False)
-    _table([0.1, 0.2, 0.3], 1.0).assign(gt_tuned=["", "best", ""]).to_csv("tuned.csv", index=False)
+    from samcam.cam.files import save_cam
+    from samcam.io import write_label
+    from samcam.pipeline.cam import threshold_sweep
+
+    (tmp_path / "cams").mkdir()
+    (tmp_path / "gt").mkdir()
+    gt = np.zeros((4, 4), np.uint8)
+    gt[1:3, 1:3] = 3
+    write_label(tmp_path / "gt" / "a.png", gt)
+    cam = np.zeros((1, 4, 4), np.float32)
+    cam[0, 1:3, 1:3] = 0.8
+    save_cam(tmp_path / "cams" / "a.npy", np.array([2]), cam)
+    threshold_sweep(tmp_path / "cams", tmp_path / "gt", ["a"], [0.1, 0.5, 0.9]).to_csv("tuned.csv", index=False)  # cam2label --sweep-csv's table
     lines = (tmp_path / "one.csv").read_text().splitlines()
     (tmp_path / "dup.csv").write_text("\n".join([lines[0] + ",miou", *(ln + ",0.9" for ln in lines[1:])]) + "\n")
     assert cli.main(["cam-select", "--evals", *evals, "--out", str(tmp_path / "s.csv")]) == 2

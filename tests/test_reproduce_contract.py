@@ -409,7 +409,8 @@ def test_every_notebook_parameter_either_names_where_it_writes_or_only_reads():
         cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
         body = ast.parse(cell.source).body
         assert all(isinstance(t, (ast.Assign, ast.AnnAssign)) for t in body), path.name  # a parameters cell assigns, nothing else
-        names = {(t.targets[0] if isinstance(t, ast.Assign) else t.target).id for t in body}
+        names = reproduce.notebook_parameters(path)  # what a config's parameters are checked against
+        assert names == {(t.targets[0] if isinstance(t, ast.Assign) else t.target).id for t in body}, path.name
         writes = reproduce.WRITING_PARAMETERS.get(path.name, frozenset())
         assert writes <= names, f"{path.name}: {sorted(writes - names)} listed, not parameters"
         unknown = names - writes - reads - ({"results_dir"} if path.name == "04_per_class_explorer.ipynb" else set())  # 04 only reads there
@@ -543,3 +544,17 @@ def test_relocate_notebook_names_the_real_paths_and_no_machine_path(checkout, tm
     assert done.metadata.papermill == {"input_path": "notebooks/t.ipynb", "output_path": "results/runs/s.ipynb", "parameters": {"masks": "results/masks"}}
     assert done.cells[0].source == "voc = '${SAMCAM_DATA}/voc'"
     assert done.cells[0].outputs[0].text == "read results/m.csv\n"  # a path of the checkout that made it, taken as this one's
+
+
+def test_notebook_parameters_are_the_names_its_parameters_cell_assigns(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("a = 1\nb, (c, d) = 2, (3, 4)\ne: int = 5\nfor i in range(2):\n    pass\n", metadata={"tags": ["parameters"]})]  # fmt: skip
+    nbformat.write(nb, tmp_path / "p.ipynb")
+    assert reproduce.notebook_parameters(tmp_path / "p.ipynb") == {"a", "b", "c", "d", "e"}
+    nb.cells[1].metadata = {}
+    nbformat.write(nb, tmp_path / "none.ipynb")
+    assert reproduce.notebook_parameters(tmp_path / "none.ipynb") is None  # no parameters cell: papermill puts them first
+    assert reproduce.notebook_parameters(tmp_path / "missing.ipynb") is None

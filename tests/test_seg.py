@@ -853,7 +853,7 @@ def test_output_stride_16_dilates_the_last_stage_with_the_same_weights():
         Recipe(output_stride=8)
 
 
-def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path):
+def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path, capsys):
     """``--recipe``: a shipped name or a YAML file; its fields over the defaults, options over its fields;
     a bad file named with what is wrong."""
     from samcam.cli import build_parser
@@ -887,9 +887,9 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path):
     f.write_text("crop: 64\n" + "#" * (1 << 20))
     with pytest.raises(ValueError, match=re.escape(f"{f}: {f.stat().st_size} bytes, over the 1 MiB limit for a recipe file")):
         read_recipe(f)
-    with pytest.raises(SystemExit) as e:  # an empty value is refused by the parser, as for every option ("argument --recipe: empty")
+    with pytest.raises(SystemExit) as e:  # an empty value is refused by the parser, as for every option
         parse("--recipe", "")
-    assert e.value.code == 2
+    assert e.value.code == 2 and "argument --recipe: empty; give a value" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no recipe named 'best'; shipped: c320_e20_os16"):
         read_recipe("best")
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.yaml"))):

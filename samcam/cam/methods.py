@@ -171,8 +171,13 @@ def _psa_npy(folder: Path, image_id: str, threshold: float | None, spec: Dataset
 
 
 def _class_map(im) -> np.ndarray:
-    """A grayscale class map's scores in [0, 1], by its bit depth (8 or 16 bits); any other mode is
+    """A grayscale class map's scores in [0, 1], by its bit depth (8 or 16 bits, or a grey palette); any other mode is
     refused (Pillow's ``convert("L")`` would clip 16-bit values at 255 and turn colour into luminance)."""
+    if im.mode == "P":  # a grey map stored with a grey palette (a PNG optimiser's choice): its grey levels
+        pal = np.asarray(im.getpalette() or [], np.float32).reshape(-1, 3)
+        if len(pal) and (pal[:, 0] == pal[:, 1]).all() and (pal[:, 1] == pal[:, 2]).all():
+            return np.pad(pal[:, 0], (0, 256 - len(pal)))[np.asarray(im)] / 255.0
+        raise ValueError("a class map with a colour palette; expected an 8- or 16-bit grayscale PNG")
     depth = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0}.get(im.mode)
     if depth is None:
         raise ValueError(f"a class map in mode {im.mode}; expected an 8- or 16-bit grayscale PNG")

@@ -198,11 +198,11 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     from samcam.io import read_csv
 
     df = read_csv(path, "cam-eval table")
+    if "gt_tuned" in df.columns:  # cam2label --sweep-csv marks its sweep so: chosen on the scored ids' ground truth
+        raise ValueError(f"{path}: a sweep tuned on the scored images' ground truth (its gt_tuned column), not a held-out cam-eval table")
     missing = sorted(set(CAM_EVAL_COLUMNS) - set(df.columns))
     if missing or df.empty:
         raise ValueError(f"{path}: not a cam-eval table (missing {missing or 'rows'})")
-    if "gt_tuned" in df.columns:  # cam2label --sweep-csv marks its sweep so: chosen on the scored ids' ground truth
-        raise ValueError(f"{path}: a sweep tuned on the scored images' ground truth (its gt_tuned column), not a held-out cam-eval table")
     if kinds := [f"{c} ({df[c].dtype})" for c in CAM_EVAL_COLUMNS if df[c].dtype.kind not in "iuf" and df[c].dtype != object]:
         raise ValueError(f"{path}: {', '.join(kinds)} not numbers; not a cam-eval table")  # True/False would be read as 1/0
     values = df[list(CAM_EVAL_COLUMNS)].apply(pd.to_numeric, errors="coerce")

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, json_loads, open_image, png_parts, read_gzip, read_input
+from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, json_loads, open_image, png_parts, read_gzip, read_input, still_pixels
 
 COMPACT_SUFFIX = ".json.gz"
 COMPACT_FORMAT = "samcam-masks/1"
@@ -174,6 +174,8 @@ def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes], dict] | No
     found = _COMPACT_RLE.findall(body)
     h, w = int(head[1]), int(head[2])
     if len(found) != body.count(b'"segmentation":') or any(int(a) != h or int(b) != w for a, b, _ in found):
+        return None
+    if len(found) != body.count(b'{"segmentation":'):  # each record opens with its one segmentation: one named twice goes to the full reader
         return None
     try:
         meta = json_loads(text[head.end() : at])
@@ -356,7 +358,7 @@ def _official_pngs(folder: Path, names: list[str]):
                     buf = np.empty(got, dtype=np.uint8)
                 a = decode_png(parts, buf)
             else:
-                a = open_image(io.BytesIO(data), p, np.asarray, "mask PNG")
+                a = open_image(io.BytesIO(data), p, still_pixels, "mask PNG")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"{p}: unreadable mask PNG ({str(e).removeprefix(f'{p}: ')})") from None
         if shape is None:

@@ -68,9 +68,9 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         if a.record is not None:
             check_outputs([a.record, a.out], given, files=[a.record])
         if a.eval_gt is not None:  # the evaluation's files are there before hours of training, not found missing after them
-            from samcam.io import find_image, require_files
+            from samcam.io import find_image, folder_ids
 
-            require_files([Path(a.eval_gt) / f"{i}.png" for i in a.eval_ids.ids], "ground-truth label file")
+            folder_ids(a.eval_gt, ".png", "ground-truth label", a.eval_ids.ids)
             for i in a.eval_ids.ids:
                 find_image(a.images, i)
         if a.threads:

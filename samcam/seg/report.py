@@ -124,9 +124,11 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json_loads(read_input(path, what))
+        data = read_input(path, what)  # its own refusals (a folder, a link, a size) name the file already
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
+    try:
+        return json_loads(data)
     except (ValueError, UnicodeDecodeError) as e:  # a JSON error, or a key given twice
         raise ValueError(f"{path}: not a JSON {what} ({e})") from None
     except RecursionError:
@@ -325,7 +327,8 @@ def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, config
     """Write ``table.csv`` and ``table.md`` of a recipe search (every finished run in ``runs_dir``,
     or those of ``configs`` in their order) into ``out_dir``; returns the table. Runs evaluated on
     other numbers of val images are refused: their scores do not compare."""
-    if configs is not None and (missing := [c for c in configs if c not in {row for row, _, _ in _runs(Path(runs_dir))}]):
+    have = {row for row, _, _ in _runs(Path(runs_dir))} if configs is not None else set()
+    if configs is not None and (missing := [c for c in configs if c not in have]):
         raise ValueError(f"{runs_dir}: no finished run of configuration {missing[0]!r} (<name>_s<seed>); --configs names runs there")
     df = collect(runs_dir, configs)
     first = df.iloc[0]
