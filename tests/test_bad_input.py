@@ -2044,9 +2044,12 @@ def test_a_cached_checkpoint_of_the_wrong_size_is_never_read(tmp_path, monkeypat
     with open(tmp_path / ck.filename, "wb") as f:
         f.truncate(ck.size + 1)
     read = []
-    monkeypatch.setattr(weights, "verify", lambda path, sha: read.append(path))
+    monkeypatch.setattr(weights, "sha256_file", lambda path: read.append(path) or "0" * 64)
     monkeypatch.setattr(weights, "_download", lambda ck, folder, progress: folder / "fetched")
     assert weights.fetch("vit_t", use_fallback=False) == weights.home() / "fetched" and read == []
+    with open(tmp_path / ck.filename, "wb") as f:  # the right size: hashed (once), found wrong, fetched again
+        f.truncate(ck.size)
+    assert weights.fetch("vit_t", use_fallback=False) == weights.home() / "fetched" and read == [tmp_path / ck.filename]
 
 
 def test_train_seg_checks_its_evaluation_files_before_training(tmp_path, capsys):

@@ -164,20 +164,27 @@ MACHINE_PATH = re.compile(r"(?<![\w.~$}-])(?:/(?:work|root|home|tmp|Users)/(?=[\
 SELF = Path(__file__).resolve().relative_to(REPO).as_posix()
 
 
-def test_committed_files_hold_no_machine_paths():
+def _committed_texts(*under: str):
+    """``(name, text)`` of each committed text file (binary ones left out), all or those ``under`` the
+    given folders; the test is skipped outside a git checkout."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+        listed = subprocess.run(["git", "ls-files", "-z", *under], cwd=REPO, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    found = []
     for name in listed.decode().split("\0"):
         path = REPO / name
-        if not name or name == SELF or not path.is_file():
+        if not name or not path.is_file():
             continue
         data = path.read_bytes()
-        if b"\0" in data[:8192]:
-            continue  # binary
-        text = data.decode("utf-8", errors="replace")
+        if b"\0" not in data[:8192]:
+            yield name, data.decode("utf-8", errors="replace")
+
+
+def test_committed_files_hold_no_machine_paths():
+    found = []
+    for name, text in _committed_texts():
+        if name == SELF:
+            continue
         for n, line in enumerate(text.splitlines(), 1):
             if m := MACHINE_PATH.search(line):
                 found.append(f"{name}:{n}: {line[max(0, m.start() - 40): m.end() + 60].strip()}")
@@ -194,16 +201,9 @@ AWAITING_RERUN = {"results/runs/claims.ipynb": "claims", "results/runs/prompted_
 
 
 def test_committed_results_name_no_installation_path():
-    try:
-        listed = subprocess.run(["git", "ls-files", "-z", "results"], cwd=REPO, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
     found, clean = [], []
-    for name in listed.decode().split("\0"):
-        path = REPO / name
-        if not name or not path.is_file() or b"\0" in path.read_bytes()[:8192]:
-            continue
-        hit = INSTALL_PATH.search(path.read_text("utf-8", errors="replace"))
+    for name, text in _committed_texts("results"):
+        hit = INSTALL_PATH.search(text)
         if hit and name not in AWAITING_RERUN:
             found.append(f"{name}: {hit.group(0)}")
         elif not hit and name in AWAITING_RERUN:

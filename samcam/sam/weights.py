@@ -87,9 +87,13 @@ def cached_path(name: str) -> Path | None:
     """The verified cached file of checkpoint ``name``, or ``None`` if it is not cached (or corrupt)."""
     ck = get_checkpoint(name)
     p = home() / ck.filename
-    if p.is_file() and p.stat().st_size == ck.size and sha256_file(p) == ck.sha256:
-        return p
-    return None
+    return p if is_checkpoint(p, ck) else None
+
+
+def is_checkpoint(path: Path, ck: Checkpoint) -> bool:
+    """Whether ``path`` is the file of ``ck``: its size first (a wrong file of any size is never read
+    through), then its SHA-256."""
+    return path.is_file() and path.stat().st_size == ck.size and sha256_file(path) == ck.sha256
 
 
 def verify(path: str | os.PathLike, expected_sha256: str) -> str:
@@ -127,13 +131,9 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
     if target.is_symlink() and not target.exists() or target.exists() and not target.is_file():  # a pipe would block the hash, a folder fail it
         raise ValueError(f"{target}: the cache's {ck.filename} is {'a broken link' if not target.exists() else 'not a regular file'}; remove it (samcam fetches the file again)")
     if target.is_file():
-        try:
-            if target.stat().st_size != ck.size:  # the size first: a wrong file of any size is never read through
-                raise HashMismatchError(f"{target} has {target.stat().st_size} bytes, not {ck.size}")
-            verify(target, ck.sha256)
+        if is_checkpoint(target, ck):
             return target
-        except HashMismatchError:
-            print(f"samcam: cached {target} has the wrong size or hash; fetching it again", file=sys.stderr)
+        print(f"samcam: cached {target} has the wrong size or hash; fetching it again", file=sys.stderr)
     check_cache_folder(folder)
     try:
         return _download(ck, folder, progress)
