@@ -36,7 +36,7 @@ reproduce: venv weights
 	$(VENV)/bin/samcam reproduce
 
 # The CPU benchmarks, each a reproduce step (notebooks/reproduce.yml), on a clean commit and an idle machine;
-# bench_merge_e2e needs the paper's code checked out in ../baselines/SAM_WSSS and pip install -e .[bench].
+# bench_merge_e2e needs the paper's code checked out in ../baselines/SAM_WSSS.
 bench: venv weights
 	$(VENV)/bin/samcam reproduce --only bench_eval bench_merge bench_merge_e2e bench_generator_cpu bench_modes_cpu
 

@@ -174,7 +174,7 @@ def busy_processes(limit: int = 6) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, default=REPO.parent / "baselines" / "SAM_WSSS", help="checkout of cskyl/SAM_WSSS (its util/vis.py imports cv2: pip install -e .[bench])")
+    ap.add_argument("--official", type=Path, default=REPO.parent / "baselines" / "SAM_WSSS", help="checkout of cskyl/SAM_WSSS (its util/vis.py imports cv2, a samcam dependency)")
     ap.add_argument("--official-masks", type=Path, default=REPO.parent / "baselines" / "masks_official" / "voc12_train_vit_t_p32", help="amg.py PNG folders (written once if absent)")
     ap.add_argument("--compact-masks", type=Path, default=REPO / "results" / "masks" / "voc12_train_vit_t_p32")
     ap.add_argument("--workers", type=int, help="samcam merge --workers for (b) and (c) (default: none given, samcam's own default: the cores available)")

@@ -61,6 +61,19 @@ def test_irn_backbone_by_name_is_irns_layout_at_stride_16(tmp_path):
         build_camnet("resnet50-irn", output_stride=32)
 
 
+def test_irn_resnet50_trains_with_frozen_batch_norm():
+    """``train()`` (no argument) puts the network in training mode except its batch norm, as IRN's
+    FixedBatchNorm; ``train(False)`` is eval mode throughout."""
+    from samcam.cam.nets import IRNResNet50
+
+    net = IRNResNet50().train()
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert bns and convs and net.training
+    assert all(m.training for m in convs) and not any(m.training for m in bns)
+    assert not any(m.training for m in net.train(False).modules())
+
+
 def test_shipped_threshold_is_the_heads_record_else_irns():
     from types import SimpleNamespace
 
@@ -101,6 +114,76 @@ def test_export_head_writes_the_classifier_and_its_record(tmp_path):
         with pytest.raises(ValueError, match=f"{name}.pt: {message}"):
             export_head(tmp_path / f"{name}.pt", tmp_path / f"{name}.npz", {})
         assert not (tmp_path / f"{name}.npz").exists()
+
+
+def test_export_head_writes_its_record_in_key_order_and_refuses_what_it_cannot_reduce(tmp_path):
+    """The record's JSON has sorted keys (two exports of one checkpoint give the same bytes, whatever
+    order the caller's fields came in). A config that predates ``train_backbone`` means a trained
+    backbone (the field's default), so it is refused; a config field samcam never wrote is named with
+    the checkpoint."""
+    import json
+    from dataclasses import asdict
+
+    from samcam.cam.nets import export_head
+
+    w = torch.randn(20, 8, 1, 1)
+    config = asdict(TrainConfig(epochs=1, train_backbone=False))
+    torch.save({"state_dict": {"classifier.weight": w}, "config": config, "epoch": 1}, tmp_path / "clf.pt")
+    export_head(tmp_path / "clf.pt", tmp_path / "head.npz", {"zeta": 1, "alpha": 2})
+    with np.load(tmp_path / "head.npz") as z:
+        text = str(z["record"])
+    assert text == json.dumps(json.loads(text), sort_keys=True) and list(json.loads(text))[0] == "alpha"
+    old = {k: v for k, v in config.items() if k != "train_backbone"}
+    torch.save({"state_dict": {"classifier.weight": w}, "config": old, "epoch": 1}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old\.pt: the backbone was trained too"):
+        export_head(tmp_path / "old.pt", tmp_path / "old.npz", {})
+    torch.save({"state_dict": {"classifier.weight": w}, "config": {**config, "zzz": 1}, "epoch": 1}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=r"^" + str(tmp_path / "odd.pt").replace(".", r"\.") + r": its recorded config holds 'zzz'"):
+        export_head(tmp_path / "odd.pt", tmp_path / "odd.npz", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.pt", "head.npz", "odd.pt", "old.pt"]
+
+
+def test_load_classifier_uses_the_contents_it_is_given(tmp_path):
+    """With ``ck`` given (already read by the caller) the file is not read again: its path only names it."""
+    from samcam.cam.nets import load_classifier
+
+    net, source = _tiny_net(), _tiny_net()
+    with torch.no_grad():
+        source.classifier.weight.normal_()
+    ck = {"backbone": net.name, "state_dict": source.state_dict()}
+    assert load_classifier(net, tmp_path / "never-written.pt", ck) is ck
+    assert torch.equal(net.classifier.weight, source.classifier.weight)
+    torch.save(ck, tmp_path / "clf.pt")
+    assert load_classifier(_tiny_net(), tmp_path / "clf.pt")["backbone"] == net.name
+
+
+def test_shipped_heads_load_as_recorded(tmp_path, monkeypatch):
+    """Each head that ships: its weights in the classifier, the network at the head's recorded
+    stride (a 64-pixel input gives 64 / stride cells), its provenance naming the head and its
+    checkpoint; an unknown name lists the heads that ship, or says none do."""
+    import json
+
+    from samcam.cam import nets
+
+    names = sorted(p.name[: -len(".npz")] for p in nets.SHIPPED_HEADS.iterdir() if p.name.endswith(".npz"))
+    assert nets.DEFAULT_HEAD in names
+    for name in names:
+        with np.load(nets.SHIPPED_HEADS / f"{name}.npz") as z:
+            weight, record = z["weight"], json.loads(str(z["record"]))
+        net = nets.shipped_camnet(name)
+        assert np.array_equal(net.classifier.weight.detach().numpy().reshape(weight.shape), weight)
+        stride = record["config"]["output_stride"]
+        with torch.no_grad():
+            assert net.features(torch.zeros(1, 3, 64, 64)).shape[-2:] == (64 // stride, 64 // stride)
+        assert net.provenance == {"backbone": record["config"]["backbone"], "output_stride": stride, "shipped_head": name,
+                                  "checkpoint_sha256": record["checkpoint_sha256"]}  # fmt: skip
+        assert net.record == record and not net.training
+    with pytest.raises(FileNotFoundError) as e:
+        nets.shipped_camnet("nope")
+    assert str(e.value) == f"no shipped head 'nope' ({nets.SHIPPED_HEADS / 'nope.npz'}); known: {', '.join(names)}"
+    monkeypatch.setattr(nets, "SHIPPED_HEADS", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"; known: none$"):
+        nets.shipped_camnet("nope")
 
 
 def test_cam_to_label_follows_irn():
@@ -164,6 +247,7 @@ def test_logits_are_the_classifier_on_globally_averaged_features(bias):
             pre_relu = torch.einsum("kc,bchw->bkhw", w, f)
             torch.testing.assert_close(net(x), pre_relu.mean(dim=(2, 3)), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(net.cams(x, [3, 19]), pre_relu[:, [3, 19]].clamp(min=0), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(net.cams(x), pre_relu.clamp(min=0), rtol=1e-5, atol=1e-5)  # no classes: all 20
 
 
 def test_grad_cam_equals_cam_for_a_gap_linear_net():

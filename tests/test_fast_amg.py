@@ -104,6 +104,10 @@ SETTINGS = [
     ({"box_nms_thresh": 0.3}, {}),
     ({"points_per_side": 3}, {}),
     ({"crop_n_layers": 1, "points_per_side": 2}, {"points_per_side": 2}),  # the crops' boxes, edges and uncropping are fast_amg's own code
+    ({"crop_n_layers": 1, "points_per_side": 2, "crop_nms_thresh": 0.2}, {"crop_n_layers": 1, "points_per_side": 2}),
+    ({"crop_n_layers": 1, "points_per_side": 2, "crop_overlap_ratio": 0.8}, {"crop_n_layers": 1, "points_per_side": 2}),
+    ({"crop_n_layers": 1, "points_per_side": 4, "crop_n_points_downscale_factor": 2}, {"crop_n_layers": 1}),
+    ({"min_mask_region_area": 40}, {}),  # segment-anything's own post-processing (cv2), on the fast generator's masks
 ]
 
 
@@ -157,3 +161,60 @@ def test_mask_logits_refuses_an_upscaling_other_than_exact_gelu():
         seq = nn.Sequential(nn.ConvTranspose2d(8, 4, 2, 2), nn.LayerNorm(4), act1, nn.ConvTranspose2d(4, 2, 2, 2), act2)
         with pytest.raises(NotImplementedError, match=r"^output upscaling with activations other than exact GELU$"):
             mask_logits(seq, keys, hyper, (2, 2))
+
+
+def _records(sam, generator, **settings):
+    """The raw records of ``generate`` (``bbox`` included, which :class:`MaskSet` recomputes from the masks)."""
+    from samcam.sam.model import GENERATORS, amg_settings
+
+    with torch.inference_mode():
+        return GENERATORS[generator](sam, amg_settings(**settings)).generate(_image())
+
+
+def test_crops_give_the_official_boxes(sam):
+    """With crops each mask's box is uncropped into image coordinates before the crops' NMS, as the
+    official generator does: the records' boxes agree (up to a rounding pixel)."""
+    settings = {**BASE, "crop_n_layers": 1, "points_per_side": 2}
+    official, fast = _records(sam, "official", **settings), _records(sam, "fast", **settings)
+    assert len(fast) == len(official) > 0 and any(r["crop_box"] != official[0]["crop_box"] for r in official)
+    boxes = np.array([r["bbox"] for r in fast]), np.array([r["bbox"] for r in official])
+    assert np.abs(boxes[0] - boxes[1]).max() <= 1
+
+
+def test_a_mask_whose_predicted_iou_equals_the_threshold_is_dropped(sam):
+    """The official rule keeps a mask whose predicted IoU is strictly above ``pred_iou_thresh``."""
+    masks = _masks(sam, "fast", **BASE)
+    at = float(np.sort(masks.predicted_iou)[len(masks) // 2])  # a float32 value: exactly the mask's score
+    kept = _masks(sam, "fast", **{**BASE, "pred_iou_thresh": at})
+    assert len(kept) > 0 and (kept.predicted_iou > at).all() and at not in kept.predicted_iou
+
+
+@pytest.mark.parametrize("shape", [(130, 90), (90, 130), (64, 64)], ids=["portrait", "landscape", "square"])
+def test_resize_logits_is_the_official_postprocessing(sam, shape):
+    """``resize_logits`` against ``Sam.postprocess_masks`` (two interpolations and the crop of the
+    padding), for a portrait image too, whose padding lies to the right of the low-res logits."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from samcam.sam.fast_amg import resize_logits
+
+    low = torch.randn(3, SIZE // 4, SIZE // 4, generator=torch.Generator().manual_seed(0))
+    input_size = ResizeLongestSide(SIZE).get_preprocess_shape(*shape, SIZE)
+    with torch.no_grad():
+        official = sam.postprocess_masks(low[:, None], input_size, shape)[:, 0]
+    torch.testing.assert_close(resize_logits(low, SIZE, input_size, shape), official, rtol=1e-4, atol=1e-4)
+
+
+def test_concat_is_maskdata_cat():
+    """``concat`` of tensors, arrays and lists gives what ``MaskData.cat`` gives, part after part."""
+    from segment_anything.utils.amg import MaskData
+
+    from samcam.sam.fast_amg import concat
+
+    rng = np.random.default_rng(0)
+    parts = [MaskData(t=torch.rand(n, 2), a=rng.random((n, 3)), rles=[{"n": i} for i in range(n)]) for n in (2, 0, 3)]
+    expected = MaskData(**{k: (v.clone() if isinstance(v, torch.Tensor) else v.copy()) for k, v in parts[0].items()})
+    for p in parts[1:]:
+        expected.cat(p)
+    got = concat(parts)
+    assert sorted(k for k, _ in got.items()) == sorted(k for k, _ in expected.items()) == ["a", "rles", "t"]
+    assert torch.equal(got["t"], expected["t"]) and np.array_equal(got["a"], expected["a"]) and got["rles"] == expected["rles"]
