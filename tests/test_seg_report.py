@@ -27,11 +27,15 @@ RUNS = {
 }
 
 
-def _iou(row: str, seed: int) -> dict[str, float | None]:
-    """Per-class IoU of a run: class k gets (k + 1 + seed) / 40 in row gt and half that in row cam;
-    class 'cow' is absent (null) from every cam run."""
-    scale = 1.0 if row == "gt" else 0.5
-    return {c: (None if (row == "cam" and c == "cow") else scale * (k + 1 + seed) / 40) for k, c in enumerate(CLASSES)}
+def _iou(row: str, seed: int, miou: float | None = None) -> dict[str, float | None]:
+    """Per-class IoU of a run whose mIoU (the mean of the classes that occur) is ``miou``, by default
+    the run's in RUNS: class k gets miou + (k − 10)·d, with d = min(miou, 1 − miou)·(1 + seed mod 3)/31
+    in row gt and −d in row cam, so every IoU lies in [0, 1] and their mean is miou; class 10, 'cow',
+    is absent (null) from every cam run, which leaves the mean as it is."""
+    miou = RUNS[row][seed][0] if miou is None else miou
+    d = min(miou, 1 - miou) * (1 + seed % 3) / 31 * (1 if row == "gt" else -1)
+    assert CLASSES[10] == "cow"
+    return {c: (None if (row == "cam" and c == "cow") else miou + (k - 10) * d) for k, c in enumerate(CLASSES)}
 
 
 def _make_runs(root: Path, n_val: int = 4) -> Path:
@@ -83,10 +87,21 @@ def test_collect_keeps_the_rows_asked_for_in_their_order(runs, tmp_path):
 
 
 def test_a_run_with_an_undefined_miou_reads_as_nan(runs):
+    """A run that scored no pixel of any class (every IoU null) has no mIoU: NaN in the table. A
+    record whose mIoU is not the mean of its per-class IoUs contradicts itself and is refused."""
     ev = json.loads((runs / "cam_s0" / "eval.json").read_text())
-    (runs / "cam_s0" / "eval.json").write_text(json.dumps({**ev, "miou": None}))
+    (runs / "cam_s0" / "eval.json").write_text(json.dumps({**ev, "miou": None, "iou": dict.fromkeys(ev["iou"])}))
     df = collect(runs)
     assert np.isnan(df.loc[(df["row"] == "cam") & (df["seed"] == 0), "miou"]).all()
+    assert df.loc[(df["row"] == "cam") & (df["seed"] == 0), [f"iou_{c}" for c in CLASSES]].isna().all(axis=None)
+    mean = np.mean([v for v in ev["iou"].values() if v is not None])
+    for miou, iou in [(None, ev["iou"]), (0.9, {c: 0.0 if v is not None else None for c, v in ev["iou"].items()}),
+                      (mean + 1e-6, ev["iou"]), (0.5, dict.fromkeys(ev["iou"]))]:  # fmt: skip
+        (runs / "cam_s0" / "eval.json").write_text(json.dumps({**ev, "miou": miou, "iou": iou}))
+        with pytest.raises(ValueError, match=r"cam_s0: eval\.miou is .*, but the mean of its per-class IoUs is "):
+            collect(runs)
+    (runs / "cam_s0" / "eval.json").write_text(json.dumps({**ev, "miou": mean + 1e-12}))  # the sum in another order
+    assert collect(runs).loc[lambda d: (d["row"] == "cam") & (d["seed"] == 0), "miou"].tolist() == pytest.approx([100 * mean])
 
 
 def test_summary_by_hand(runs):
@@ -230,7 +245,7 @@ def test_search_table_cell_by_cell(tmp_path):
         d.mkdir(parents=True)
         flip = name == "long"
         ev = {"miou": 0.5123 if flip else 0.25, "n_images": 3, "seconds": 1.0, "scales": [0.75, 1.0] if flip else [1.0], "flip": flip,
-              "iou": _iou("gt", 1)}  # fmt: skip
+              "iou": _iou("gt", 1, 0.5123 if flip else 0.25)}  # fmt: skip
         (d / "eval.json").write_text(json.dumps(ev))
         history = {"losses": [1.0] * len(secs[name]), "epoch_seconds": secs[name], "threads": 2, "device": "cpu", "peak_rss_mib": 10.0, "load_average": []}
         save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": r.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
@@ -289,7 +304,7 @@ def test_seg_search_command(runs, tmp_path, capsys):
     assert "no finished run of configuration 'none'" in capsys.readouterr().err
     for d in ("cam_s0", "cam_s2"):  # runs that scored no pixel: no best to name
         ev = json.loads((runs / d / "eval.json").read_text())
-        (runs / d / "eval.json").write_text(json.dumps({**ev, "miou": None}))
+        (runs / d / "eval.json").write_text(json.dumps({**ev, "miou": None, "iou": dict.fromkeys(ev["iou"])}))
     assert main(["seg-search", "--runs", str(runs), "--out", str(tmp_path / "v"), "--configs", "cam"]) == 0
     assert capsys.readouterr().out == f"2 runs -> {tmp_path / 'v'}\n"
 
@@ -318,8 +333,6 @@ def test_collect_fills_what_a_record_lacks_with_nan_and_skips_other_folders(runs
 
 
 def test_paired_gaps_with_the_reference_first_and_two_common_seeds(runs):
-    from samcam.seg.report import paired_gaps
-
     df = collect(runs, ["gt", "cam", "absent"])
     g = paired_gaps(df, "gt").set_index("row")
     assert list(g.index) == ["cam"] and list(g.columns) == ["reference", "seeds", "mean_gap", "sd_gap", "t", "p", "real"]
@@ -435,7 +448,7 @@ def test_write_table_files_and_figures_as_a_reader_sees_them(runs, tmp_path, mon
     assert header[:3] == ["row", "labels", "seed"] and header[-2:] == ["miou_mean_over_seeds", "miou_spread_over_seeds"]
     first = dict(zip(header, lines[1].split(",")))
     assert (first["row"], first["labels"], first["seed"], first["miou"]) == ("gt", "ground truth", "0", "40.0000")
-    assert first["miou_mean_over_seeds"] == "42.0000" and first["iou_aeroplane"] == f"{100 * 2 / 40:.4f}"
+    assert first["miou_mean_over_seeds"] == "42.0000" and first["iou_aeroplane"] == f"{100 * _iou('gt', 0)['aeroplane']:.4f}"
     assert dict(zip(header, lines[4].split(",")))["labels"] == "cam"  # no name given: the row's key
     assert sorted(saved) == ["per_class.png"]
     assert [t.get_text() for t in saved["per_class.png"].axes[0].get_legend().get_texts()][0].startswith("ground truth (")
@@ -466,7 +479,7 @@ def _record(seed: int = 0) -> dict:
     return {"format": RECORD_FORMAT, "recipe": {**RECIPE.to_dict(), "seed": seed}, "n_train": 6, "labels_fingerprint": "0" * 64, "step": 9,
             "total_steps": 9, "history": {"epoch_seconds": [1.0, 2.0, 3.0], "losses": [1.0, 1.0, 1.0], "threads": 2, "device": "cpu",
                                           "peak_rss_mib": 900.0, "load_average": [1.0, 2.0, 2.0]},
-            "eval": {"n_images": 4, "miou": 0.4, "seconds": 1.0, "scales": [1.0], "flip": False, "iou": _iou("gt", seed)},
+            "eval": {"n_images": 4, "miou": 0.4, "seconds": 1.0, "scales": [1.0], "flip": False, "iou": _iou("gt", seed, 0.4)},
             "commit": "abc123", "machine": {"cpu": "Some CPU", "cores": 2}}  # fmt: skip
 
 
@@ -672,7 +685,7 @@ def test_record_checks_at_their_bounds(tmp_path):
     from samcam.seg.recipe import MAX_SEED
     from samcam.seg.report import check_record
 
-    top = _set("eval.iou", _iou("gt", 0))(_set("eval.miou", 1.0)(_set("eval.pixel_accuracy", 1.0)(_record(seed=MAX_SEED))))
+    top = _set("eval.iou", _iou("gt", 0, 1.0))(_set("eval.miou", 1.0)(_set("eval.pixel_accuracy", 1.0)(_record(seed=MAX_SEED))))
     runs = _records(tmp_path, (f"ref_s{MAX_SEED}", top))
     assert collect(runs)["miou"].tolist() == [100.0]
     for change, why in ((_set("history.threads", 2.0), "history.threads is 2.0, expected an integer in [1, inf]"),
@@ -700,7 +713,7 @@ def test_run_names_are_whole_names(tmp_path):
 
 def test_a_second_label_set_names_its_fingerprint(tmp_path):
     runs = _records(tmp_path, ("ref_s0", _record()), ("ref_s1", _set("labels_fingerprint", "abcdef0123456789" * 4)(_record(seed=1))))
-    with pytest.raises(ValueError, match=re.escape(f"(fingerprint abcdef012345…); one row, one label set")):
+    with pytest.raises(ValueError, match=re.escape("(fingerprint abcdef012345…); one row, one label set")):
         collect(runs, alike=True)
 
 

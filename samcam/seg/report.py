@@ -11,6 +11,7 @@ writes the results folder and the training benchmark.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
 #: the format of a run record (:func:`run_record`), the file a table is made from
 RECORD_FORMAT = "samcam-seg-run/1"
 
+#: how far a record's ``eval.miou`` may lie from the mean of its per-class IoUs (float summation order)
+MIOU_SLACK = 1e-9
 #: what a run record keeps of the run's ``eval.json`` (paths and the recipe are kept elsewhere or not at all)
 EVAL_KEYS = ("step", "n_images", "scales", "flip", "seconds", "threads", "miou", "pixel_accuracy", "iou")
 
@@ -85,6 +88,10 @@ def check_record(rec: Any) -> dict[str, Any]:
     for c, v in iou.items():
         if v is not None:
             _number(v, 0, 1, f"eval.iou.{c}")
+    present = [v for v in iou.values() if v is not None]
+    mean = math.fsum(present) / len(present) if present else None  # the mIoU: the mean over the classes that occur
+    if (ev.get("miou") is None) != (mean is None) or mean is not None and abs(mean - ev["miou"]) > MIOU_SLACK:
+        raise ValueError(f"eval.miou is {ev.get('miou')!r}, but the mean of its per-class IoUs is {mean!r}")
     if "seconds" in ev:
         _number(ev["seconds"], 0, None, "eval.seconds")
     if "scales" in ev and (not isinstance(ev["scales"], list) or not ev["scales"]):
