@@ -21,14 +21,21 @@ def machine() -> dict:
     return {**machine_info(), "git_commit": git_commit(REPO)}
 
 
+def results(name: str, out: str | os.PathLike = OUT) -> list[Path]:
+    """The files :func:`write` makes for benchmark ``name``: ``<out>/<name>.json`` and ``.md``. Each
+    script's ``writes(argv)`` names them (and whatever else it writes), so that ``samcam reproduce``
+    can check a step writes only what it declares before the script runs."""
+    return [Path(out) / f"{name}.json", Path(out) / f"{name}.md"]
+
+
 def write(name: str, result: dict, markdown: str, out: str | os.PathLike = OUT) -> None:
-    """``<out>/<name>.json`` and ``.md`` (default ``results/benchmarks/``), with the command and machine."""
+    """:func:`results` (default in ``results/benchmarks/``), with the command and machine."""
     from samcam.io import write_text
 
-    out = Path(out)
+    json_file, md_file = results(name, out)
     result = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), **result}
-    write_text(out / f"{name}.json", relocated(json.dumps(result, indent=1)) + "\n")
-    write_text(out / f"{name}.md", relocated(markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cores']} cores: {result['machine']['cpu']})") + "\n")
+    write_text(json_file, relocated(json.dumps(result, indent=1)) + "\n")
+    write_text(md_file, relocated(markdown.rstrip() + f"\n\nCommand: `{result['command']}` ({result['when']}, {result['machine']['cores']} cores: {result['machine']['cpu']})") + "\n")
     print(markdown)
 
 

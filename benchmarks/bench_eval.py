@@ -9,6 +9,7 @@ Writes results/benchmarks/eval.{json,md}.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_root, write  # noqa: E402
+from _common import data_root, results, write  # noqa: E402
 
 
 def naive_miou(pairs, n_classes: int = 21) -> float:
@@ -34,7 +35,18 @@ def naive_miou(pairs, n_classes: int = 21) -> float:
     return float(np.nanmean(tp / (tp + fp + fn)))
 
 
+def parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=__doc__.splitlines()[0])
+
+
+def writes(argv: list[str]) -> list[Path]:
+    """What a run with ``argv`` writes (``samcam reproduce`` checks it against the step's outputs)."""
+    parser().parse_args(argv)
+    return results("eval")
+
+
 def main() -> None:
+    parser().parse_args()
     from samcam.data.spaces import VOC
     from samcam.io import read_ids, read_label
     from samcam.metrics import Evaluator

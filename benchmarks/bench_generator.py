@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, REPO, data_root, write  # noqa: E402
+from _common import OUT, REPO, data_root, results, write  # noqa: E402
 
 
 def best_iou(a, b) -> np.ndarray:
@@ -48,7 +48,7 @@ def identical(a, b) -> int:
     return sum((Counter(m.tobytes() for m in a.masks) & Counter(m.tobytes() for m in b.masks)).values())
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4, help="number of VOC train images (the first of train_with_images.txt)")
     ap.add_argument("--points-per-side", type=int, default=32)
@@ -57,7 +57,21 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="checkpoint file (default: the verified one in samcam's cache)")
     ap.add_argument("--data", type=Path, help="data root holding voc2012/ (default $SAMCAM_DATA or ../shared/data)")
     ap.add_argument("--out", type=Path, default=OUT, help="folder for the .json/.md results (default results/benchmarks)")
-    a = ap.parse_args()
+    return ap
+
+
+def _name(a: argparse.Namespace) -> str:
+    return f"generator_{a.model}_p{a.points_per_side}_{a.device}"
+
+
+def writes(argv: list[str]) -> list[Path]:
+    """What a run with ``argv`` writes (``samcam reproduce`` checks it against the step's outputs)."""
+    a = parser().parse_args(argv)
+    return results(_name(a), a.out)
+
+
+def main() -> None:
+    a = parser().parse_args()
 
     import torch
 
@@ -124,7 +138,7 @@ def main() -> None:
            f"The whole command `samcam masks --images … --ids <{n} ids> --out … --device {a.device}` (start-up, model load, JPEGs in, compact files out): "
            f"**{command_s:.1f} s**, {command_s / n:.1f} s per image, against {off:.1f} s for the official generator's `generate` calls alone ({off / command_s:.2f}×); "
            f"its files hold {'the same' if same_as_part1 else 'DIFFERENT'} masks as the fast generator above."]  # fmt: skip
-    write(f"generator_{a.model}_p{a.points_per_side}_{a.device}",
+    write(_name(a),
           {"rows": rows, "ratio": off / fast, "command_s": command_s, "command_same_masks": same_as_part1,
            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, "\n".join(md), a.out)  # fmt: skip
 

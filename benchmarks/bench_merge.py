@@ -19,7 +19,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import REPO, data_root, write  # noqa: E402
+from _common import REPO, data_root, results, write  # noqa: E402
 from merge_reference import merge_loop  # noqa: E402
 
 
@@ -53,11 +53,21 @@ def time_both(cases):
     return t_fast, t_slow
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synthetic", type=int, default=20)
     ap.add_argument("--real-limit", type=int, default=558)
-    a = ap.parse_args()
+    return ap
+
+
+def writes(argv: list[str]) -> list[Path]:
+    """What a run with ``argv`` writes (``samcam reproduce`` checks it against the step's outputs)."""
+    parser().parse_args(argv)
+    return results("merge")
+
+
+def main() -> None:
+    a = parser().parse_args()
     from samcam.data.spaces import VOC
     from samcam.io import read_ids, read_label
     from samcam.sam.mask_files import MaskStore

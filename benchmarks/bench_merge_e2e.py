@@ -17,8 +17,8 @@ grayscale PNGs of class indices, samcam palette PNGs: the index arrays are compa
 ``samcam eval`` over the 1464 VOC train ids (TransCAM vs ground truth), which must stay under 5 s,
 and the start-up of ``samcam merge --help`` / ``samcam eval --help``.
 
-The PNG folders are written once (``--official-masks``, default ``../baselines/masks_official/
-voc12_train_vit_t_p32``, beside the checkout) from the compact files with
+The PNG folders are written once (``--official-masks``, default ``work/bench/masks_official/
+voc12_train_vit_t_p32`` in the checkout, a folder git ignores) from the compact files with
 ``samcam.sam.mask_files.write_official``. Without the official checkout the benchmark says so and stops
 without writing results. Reported per command: wall seconds, CPU seconds (user + system, the
 command and the processes it waited for), the peak RSS of its largest process (``wait4``'s
@@ -40,7 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import REPO, data_root, write  # noqa: E402
+from _common import REPO, data_root, results, write  # noqa: E402
 
 EVAL_LIMIT_S = 5.0
 
@@ -172,15 +172,26 @@ def busy_processes(limit: int = 6) -> list[str]:
     return [ln[:160] for ln in out.splitlines()[1 : limit + 1]]
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official", type=Path, default=REPO.parent / "baselines" / "SAM_WSSS", help="checkout of cskyl/SAM_WSSS (its util/vis.py imports cv2, a samcam dependency)")
-    ap.add_argument("--official-masks", type=Path, default=REPO.parent / "baselines" / "masks_official" / "voc12_train_vit_t_p32", help="amg.py PNG folders (written once if absent)")
+    ap.add_argument("--official-masks", type=Path, default=REPO / "work" / "bench" / "masks_official" / "voc12_train_vit_t_p32", help="amg.py PNG folders (written once if absent)")
     ap.add_argument("--compact-masks", type=Path, default=REPO / "results" / "masks" / "voc12_train_vit_t_p32")
     ap.add_argument("--workers", type=int, help="samcam merge --workers for (b) and (c) (default: none given, samcam's own default: the cores available)")
     ap.add_argument("--workdir", type=Path, help="where outputs go (default: a temporary folder, removed)")
     ap.add_argument("--limit", type=int, help="only the first N images (a quick check; the results say so)")
-    a = ap.parse_args()
+    return ap
+
+
+def writes(argv: list[str]) -> list[Path]:
+    """What a run with ``argv`` writes (``samcam reproduce`` checks it against the step's outputs):
+    the results, the official-format mask folders (when absent) and, if given, the work folder."""
+    a = parser().parse_args(argv)
+    return [*results("merge_e2e"), a.official_masks, *([a.workdir] if a.workdir else [])]
+
+
+def main() -> int:
+    a = parser().parse_args()
 
     main_py = a.official / "main.py"
     if not main_py.is_file() or not (a.official / "merge" / "max_iou_imp2.py").is_file():
@@ -198,9 +209,6 @@ def main() -> int:
     from samcam.io import read_ids
 
     ids = read_ids(ids_file)[: a.limit]
-    if a.limit:  # the official code and samcam both take their ids from this file
-        ids_file = Path(tempfile.mkdtemp(prefix="bench_ids_")) / "ids.txt"
-        ids_file.write_text("\n".join(ids) + "\n")
     ensure_official_masks(a.compact_masks, a.official_masks, ids)
     samcam = [str(Path(sys.executable).with_name("samcam"))]
     if not Path(samcam[0]).is_file():
@@ -208,6 +216,9 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench_e2e_", dir=a.workdir)) if a.workdir else Path(tempfile.mkdtemp(prefix="bench_e2e_"))
     try:
+        if a.limit:  # the official code and samcam both take their ids from this file
+            ids_file = work / "ids.txt"
+            ids_file.write_text("\n".join(ids) + "\n")
         # the official code merges every file in --pseudo_path: a folder holding just these ids
         pseudo = work / "pseudo_labels" / "transcam"
         pseudo.mkdir(parents=True)

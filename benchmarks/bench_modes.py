@@ -15,13 +15,26 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_root, write  # noqa: E402
+from _common import data_root, results, write  # noqa: E402
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2)
+    return ap
+
+
+def writes(argv: list[str]) -> list[Path]:
+    """What a run with ``argv`` writes (``samcam reproduce`` checks it against the step's outputs)."""
+    parser().parse_args(argv)
+    return results(NAME)
+
+
+NAME = "modes_vit_t_cpu"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2)
-    a = ap.parse_args()
+    a = parser().parse_args()
     from segment_anything import SamPredictor
 
     from samcam.data.spaces import VOC
@@ -53,7 +66,7 @@ def main() -> None:
           "| image | everything (fast generator 32×32 + merge) s | prompted (box) s |", "|---|---|---|"]  # fmt: skip
     md += [f"| {r['id']} | {r['everything_s']:.1f} | {r['prompted_s']:.1f} |" for r in rows]
     md += ["", f"Mean: everything {ev:.1f} s, prompted {pr:.1f} s per image: prompted is **{ev / pr:.0f}×** cheaper."]
-    write("modes_vit_t_cpu", {"rows": rows, "everything_s": ev, "prompted_s": pr, "ratio": ev / pr}, "\n".join(md))
+    write(NAME, {"rows": rows, "everything_s": ev, "prompted_s": pr, "ratio": ev / pr}, "\n".join(md))
 
 
 if __name__ == "__main__":

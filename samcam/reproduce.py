@@ -3,7 +3,9 @@
 A reproduce configuration (YAML) lists steps. Each runs one of: a notebook with its parameters, a
 ``samcam`` command (``command: [masks, --images, ...]``, run from the checkout), or one of the
 checkout's benchmark scripts (``script: [benchmarks/bench_eval.py, ...]``, run with samcam's
-interpreter from the checkout); and it names the inputs it reads and the outputs it writes. After a
+interpreter from the checkout; each script's ``writes(argv)`` names what a run with those arguments
+writes, its defaults included, and a step whose script writes anything it does not declare is
+refused before it runs); and it names the inputs it reads and the outputs it writes. After a
 run, a stamp beside the executed notebook (``<runs>/<name>.params.json``) records the step's
 definition and the content fingerprints (:func:`samcam.outputs.fingerprint`) of its inputs, its
 notebook or script (with the helpers beside it) and its outputs. A step is *current*, and skipped,
@@ -28,6 +30,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +349,43 @@ def _check_script(script: list, parameters: object, inputs: list, outputs: list,
                 os.path.normpath(value) == d or os.path.normpath(value).startswith(d + os.sep) for d in declared):  # fmt: skip
             raise ValueError(f"{where} script argument {arg!r} names a path that is not among the step's inputs or outputs")
     _check_arguments(script, parameters, outputs, where, "script")
+    written = [os.path.normpath(p) for p in outputs]
+    for path in script_writes(script, where):
+        rel = os.path.relpath(os.path.abspath(REPO / path), REPO)
+        if not any(rel == d or rel.startswith(d + os.sep) for d in written):
+            raise ValueError(f"{where} script {script[0]} writes {rel} (with these arguments, its defaults included), "
+                             "which is not among the step's outputs or scratch")  # fmt: skip
+
+
+def script_writes(script: list[str], where: str) -> list[Path]:
+    """What a script of benchmarks/ writes when run with ``script[1:]``, its defaults included: its own
+    ``writes(argv)``, which each of them defines beside its argument parser, called without running
+    the script (relative paths are taken from the checkout, where steps run). ``ValueError`` naming
+    the step when the script says nothing of what it writes or refuses the arguments."""
+    import contextlib
+    import importlib.util
+    import io
+
+    path = REPO / script[0]
+    spec = importlib.util.spec_from_file_location(f"_samcam_step_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(module)  # the scripts' top level defines functions (and puts their folder on sys.path)
+    except (Exception, SystemExit) as e:
+        raise ValueError(f"{where} script {script[0]} fails as it is imported ({type(e).__name__}: {e}); "
+                         "a script runs only under `if __name__ == \"__main__\"`") from None  # fmt: skip
+    finally:
+        sys.path[:] = saved
+    if not callable(getattr(module, "writes", None)):
+        raise ValueError(f"{where} script {script[0]} does not say what it writes (it defines no writes(argv))")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return [Path(p) for p in module.writes(list(script[1:]))]
+    except SystemExit:  # its parser refused the arguments
+        said = err.getvalue().strip().splitlines()  # argparse's usage, then "prog: error: what"
+        raise ValueError(f"{where} script {script[0]} refuses its arguments: {said[-1].split('error: ', 1)[-1] if said else script[1:]}") from None
 
 
 def _check_outputs(outputs: list, where: str) -> None:

@@ -31,3 +31,22 @@ def test_a_benchmark_record_names_its_command_machine_and_commit_without_machine
     assert md.startswith("# X\n\n| a |\n\nCommand: `")
     assert md.endswith(f"({record['when']}, {machine['cores']} cores: {machine['cpu']})\n")
     assert str(REPO) not in md + (tmp_path / "x.json").read_text()
+    assert sorted(tmp_path.iterdir()) == sorted(common.results("x", tmp_path))  # what the scripts' writes() name
+
+
+def test_each_benchmark_script_names_what_it_writes():
+    """Every script of benchmarks/ says what a run with given arguments writes, its defaults included
+    (``samcam reproduce`` checks it against a step's outputs before running the script)."""
+    from samcam.reproduce import script_writes
+
+    out = REPO / "results" / "benchmarks"
+    expected = {
+        "bench_eval.py": ([], [out / "eval.json", out / "eval.md"]),
+        "bench_merge.py": (["--real-limit", "3"], [out / "merge.json", out / "merge.md"]),
+        "bench_modes.py": (["--n", "1"], [out / "modes_vit_t_cpu.json", out / "modes_vit_t_cpu.md"]),
+        "bench_generator.py": (["--out", "g", "--device", "cuda", "--points-per-side", "16"], [Path("g/generator_vit_t_p16_cuda.json"), Path("g/generator_vit_t_p16_cuda.md")]),
+        "bench_merge_e2e.py": (["--workdir", "w"], [out / "merge_e2e.json", out / "merge_e2e.md", REPO / "work/bench/masks_official/voc12_train_vit_t_p32", Path("w")]),
+    }
+    assert sorted(expected) == sorted(p.name for p in (REPO / "benchmarks").glob("bench_*.py"))
+    for name, (argv, files) in expected.items():
+        assert script_writes([f"benchmarks/{name}", *argv], "step") == files, name

@@ -5,6 +5,7 @@ default-folder rule that notebook 02 once got wrong."""
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -306,6 +307,15 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     ("{name: x, script: [benchmarks/bench_eval.py], parameters: {a: 1}}", "parameters are a notebook's; a script step's settings are its arguments"),
     ("{name: x, script: [benchmarks/bench_generator.py, --out, elsewhere], outputs: [results/benchmarks]}", "script writes --out elsewhere, which is not among its outputs"),
     ("{name: x, script: [benchmarks/bench_generator.py, --out=results/benchmarks], outputs: [results/benchmarks]}", "script argument '--out=results/benchmarks': give an option and its value as two items"),
+    # what a script writes through its defaults (audit 8, F1: the committed results were overwritten)
+    ("{name: x, script: [benchmarks/bench_eval.py], outputs: [results/a8bench]}",
+     "script benchmarks/bench_eval.py writes results/benchmarks/eval.json (with these arguments, its defaults included), which is not among the step's outputs or scratch"),
+    ("{name: x, script: [benchmarks/bench_merge_e2e.py, --limit, '1'], outputs: [results/benchmarks/merge_e2e.json, results/benchmarks/merge_e2e.md]}",
+     "script benchmarks/bench_merge_e2e.py writes work/bench/masks_official/voc12_train_vit_t_p32 (with these arguments"),
+    ("{name: x, script: [benchmarks/bench_eval.py, --bogus], outputs: [results/benchmarks]}",
+     "script benchmarks/bench_eval.py refuses its arguments: unrecognized arguments: --bogus"),
+    ("{name: x, script: [benchmarks/bench_modes.py, --n, two], outputs: [results/benchmarks]}",
+     "script benchmarks/bench_modes.py refuses its arguments: argument --n: invalid int value: 'two'"),
 ])
 def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     from samcam.reproduce import load_config
@@ -314,6 +324,31 @@ def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     cfg.write_text(f"steps:\n  - {step}\n")
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(cfg)
+
+
+def test_a_script_step_writing_only_what_it_declares_loads(tmp_path):
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - {name: g, script: [benchmarks/bench_generator.py, --out, results/g], outputs: [results/g]}\n"
+                   "  - {name: e, script: [benchmarks/bench_merge_e2e.py], outputs: [results/benchmarks/merge_e2e.json, "
+                   "results/benchmarks/merge_e2e.md], scratch: [work/bench]}\n")
+    assert [s.name for s in load_config(cfg)] == ["g", "e"]
+
+
+def test_a_script_that_does_not_say_what_it_writes_is_refused(tmp_path, monkeypatch):
+    from samcam import reproduce
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench_x.py").write_text("import sys\nsys.path.insert(0, 'nowhere')\n")
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    monkeypatch.setattr(reproduce, "SCRIPTS", tmp_path / "benchmarks")
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - {name: x, script: [benchmarks/bench_x.py], outputs: [results/x]}\n")
+    path = list(sys.path)
+    with pytest.raises(ValueError, match=re.escape("step 0 (x) script benchmarks/bench_x.py does not say what it writes (it defines no writes(argv))")):
+        reproduce.load_config(cfg)
+    assert sys.path == path  # the script's own sys.path change is undone
 
 
 def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, capsys, monkeypatch):
@@ -447,8 +482,9 @@ def test_a_script_step_runs_the_checkouts_script_and_is_stale_when_the_script_ch
     helper = tmp_path / "benchmarks" / "_common.py"
     helper.write_text("STAMP = 1\n")
     script = tmp_path / "benchmarks" / "b.py"
-    script.write_text("import os, pathlib, sys, time\npathlib.Path('results').mkdir(exist_ok=True)\n"
-                      "pathlib.Path('results/b.txt').write_text(' '.join(sys.argv[1:]) + ' ' + str(pathlib.Path.cwd()) + ' '"
+    script.write_text("import os, pathlib, sys, time\ndef writes(argv):\n    return ['results/b.txt']\nif __name__ == '__main__':\n"
+                      "    pathlib.Path('results').mkdir(exist_ok=True)\n"
+                      "    pathlib.Path('results/b.txt').write_text(' '.join(sys.argv[1:]) + ' ' + str(pathlib.Path.cwd()) + ' '"
                       " + os.environ['PYTHONDONTWRITEBYTECODE'] + ' ' + str(time.time()))\n")
     (tmp_path / "in.txt").write_text("x")
     cfg = tmp_path / "r.yml"
@@ -471,10 +507,13 @@ def test_a_script_step_runs_the_checkouts_script_and_is_stale_when_the_script_ch
     script.write_text(script.read_text() + "# edited\n")
     assert reproduce.step_state(step, runs, tmp_path) == "stale (script benchmarks/b.py changed since the last run)"
     stamped = (runs / "b.params.json").read_text()
-    script.write_text("print('SKIPPED: no baseline here. Nothing written.')\n")
+    script.write_text("def writes(argv):\n    return ['results/b.txt']\nprint('SKIPPED: no baseline here. Nothing written.') if __name__ == '__main__' else None\n")
     with pytest.raises(RuntimeError, match=r"^step b: python benchmarks/b.py did not write results/b.txt; nothing is stamped$"):
         reproduce.reproduce(cfg, runs=runs)
     assert (runs / "b.params.json").read_text() == stamped
-    script.write_text("raise SystemExit(3)\n")
+    script.write_text("def writes(argv):\n    return ['results/b.txt']\nif __name__ == '__main__':\n    raise SystemExit(3)\n")
     with pytest.raises(RuntimeError, match=r"^step b: python benchmarks/b.py exited with status 3$"):
+        reproduce.reproduce(cfg, runs=runs)
+    script.write_text("raise SystemExit(3)\n")  # on import, too: refused before it runs
+    with pytest.raises(ValueError, match=r"script benchmarks/b.py fails as it is imported \(SystemExit: 3\)"):
         reproduce.reproduce(cfg, runs=runs)
