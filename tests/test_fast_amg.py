@@ -163,6 +163,30 @@ def test_mask_logits_refuses_an_upscaling_other_than_exact_gelu():
             mask_logits(seq, keys, hyper, (2, 2))
 
 
+def test_what_the_fused_decoder_does_not_compute_is_refused_by_name():
+    """A hypernetwork MLP with a sigmoid output, or a decoder whose first block adds the positional
+    encoding to self-attention (no SAM decoder does either), is refused, not run through the fused
+    path; equally shaped MLPs, stacked, give each mask token its own MLP's output."""
+    from types import SimpleNamespace
+
+    from segment_anything.modeling.mask_decoder import MLP
+
+    from samcam.sam.fast_amg import _hypernetworks, _stack_mlps, decode_prompts
+
+    torch.manual_seed(0)
+    mlps = [MLP(8, 6, 4, 3) for _ in range(2)]
+    tokens = torch.randn(5, 2, 8)  # B × K × C
+    with torch.no_grad():
+        expected = torch.stack([mlps[k](tokens[:, k]) for k in range(2)], dim=1)
+        torch.testing.assert_close(_hypernetworks(_stack_mlps(mlps), tokens), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match=r"^hypernetwork MLP with a sigmoid output$"):
+        _stack_mlps([mlps[0], MLP(8, 6, 4, 3, sigmoid_output=True)])
+    first = SimpleNamespace(skip_first_layer_pe=False)
+    model = SimpleNamespace(mask_decoder=SimpleNamespace(transformer=SimpleNamespace(layers=[first])))
+    with pytest.raises(NotImplementedError, match=r"^decoder whose first block adds PE to self-attention$"):
+        decode_prompts(model, None, torch.zeros(1, 2, 256))
+
+
 def _records(sam, generator, **settings):
     """The raw records of ``generate`` (``bbox`` included, which :class:`MaskSet` recomputes from the masks)."""
     from samcam.sam.model import GENERATORS, amg_settings
