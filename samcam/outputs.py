@@ -238,6 +238,10 @@ def relocate_text(text: str, base: str | os.PathLike, checkouts: Sequence[str | 
     ``../shared/data`` lies) rewritten by :func:`record_path` against ``base``; other text (system
     paths) is unchanged; a shared environment's paths are this checkout's ``.venv``
     (:func:`_shared_venv`). For printed output, parameters and summaries."""
+    for c in checkouts:  # "/" (or /x, whose folder beside it is /) would take every absolute path for the checkout's
+        a = Path(os.path.abspath(c))
+        if len(a.parts) < 3 or a == REPO or a in REPO.parents:
+            raise ValueError(f"{c}: not another checkout (a root, a folder right below one, this checkout or a folder above it)")
     roots = [(r, r) for r in (*_roots(data_root()), *_roots(REPO))]
     roots += [(Path(os.path.abspath(c)), REPO) for c in checkouts] + _shared_venv()
     roots += [(r, r) for r in _roots(REPO.parent)] + [(Path(os.path.abspath(c)).parent, REPO.parent) for c in checkouts]

@@ -42,6 +42,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--made-in", required=True, help="the checkout whose absolute paths the committed files hold")
     made_in = ap.parse_args().made_in
+    try:
+        relocate_text("", REPO, [made_in])  # the checkout is checked where every path is rewritten
+    except ValueError as e:
+        print(f"relocate_records: error: --made-in {e}", file=sys.stderr)
+        return 2
     files = subprocess.run(["git", "ls-files", "results", "benchmarks"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         path = REPO / name
