@@ -15,13 +15,17 @@ Every survivor is listed with its diff so a reader can judge it.
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+
+from samcam.io import write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "mutation"
@@ -43,7 +47,10 @@ def module_rows(metas: list[Path], root: Path) -> tuple[list[dict], dict[str, li
     rows, survivors = [], {}
     for meta in metas:
         module = meta.relative_to(root / "mutants").as_posix().removesuffix(".meta")
-        status = {k: status_by_exit_code[v] for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()}
+        try:
+            status = {k: status_by_exit_code[v] for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # truncated, not JSON, or not mutmut's layout
+            raise ValueError(f"{meta}: not a mutmut result file ({type(e).__name__}: {e})") from None
         scored = {k: s for k, s in status.items() if s in (*KILLED, "survived", "no tests")}
         if not scored:
             continue
@@ -78,13 +85,33 @@ def survivors_file(module: str) -> Path:
     return OUT / "survivors" / (module.removesuffix(".py").replace("/", ".") + ".md")
 
 
-def main() -> int:
-    metas = sorted((REPO / "mutants").rglob("*.py.meta"))
-    rows, survivors = module_rows(metas, REPO)
-    if not rows:
-        print("no mutmut results in mutants/; run `make mutation`", file=sys.stderr)
+#: a mutmut selection: mutant-name patterns (``samcam.io*``, ``samcam.sam.masks.x_*compact*``)
+PATTERN = re.compile(r"^[A-Za-z_*][\w.*ǁ]*$")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mutation_report", description=__doc__.splitlines()[0])
+    ap.add_argument("selection", nargs="*", metavar="PATTERN",
+                    help="the mutmut selection the run used (mutant-name patterns, e.g. 'samcam.io*'), recorded with its rows; none: all")  # fmt: skip
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    bad = next((p for p in a.selection if not PATTERN.match(p)), None)
+    if bad is not None:
+        print(f"mutation_report: error: {bad!r} is not a mutant-name pattern (e.g. 'samcam.io*')", file=sys.stderr)
         return 2
-    stamp = {"selection": " ".join(sys.argv[1:]) or "all", "commit": _commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "mutmut": _version()}
+    metas = sorted((REPO / "mutants").rglob("*.py.meta"))
+    try:
+        rows, survivors = module_rows(metas, REPO)
+    except ValueError as e:
+        print(f"mutation_report: error: {e}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("mutation_report: error: no mutmut results in mutants/; run `make mutation`", file=sys.stderr)
+        return 2
+    stamp = {"selection": " ".join(a.selection) or "all", "commit": _commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "mutmut": _version()}
     new = pd.DataFrame([{**r, **stamp} for r in rows])
     old = pd.read_csv(OUT / "scores.csv") if (OUT / "scores.csv").is_file() else pd.DataFrame(columns=COLUMNS)
     scores = merge_scores(old, new)
@@ -96,9 +123,9 @@ def main() -> int:
             diff = subprocess.run([str(REPO / ".venv" / "bin" / "mutmut"), "show", key], cwd=REPO, capture_output=True, text=True).stdout
             changed = [ln for ln in diff.splitlines() if ln[:2] in ("- ", "+ ")]
             lines += [f"- `{key}`", "  ```diff", *[f"  {ln}" for ln in changed], "  ```"]
-        survivors_file(module).write_text("\n".join(lines) + "\n")
+        write_text(survivors_file(module), "\n".join(lines) + "\n")
     table = with_total(scores)
-    (OUT / "scores.csv").write_text(table.to_csv(index=False))
+    write_text(OUT / "scores.csv", table.to_csv(index=False))
     write_readme(table)
     print(table.to_string(index=False))
     return 0
@@ -121,7 +148,7 @@ def write_readme(table: pd.DataFrame) -> None:
              "Surviving mutants, each with its diff, are listed per module in `survivors/`. Each is a change no test "
              "notices: a missing test, or an equivalent mutant (same behaviour: a dtype numpy infers anyway, a "
              "warning filter whose effect no result shows).", ""]  # fmt: skip
-    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+    write_text(OUT / "README.md", "\n".join(lines) + "\n")
 
 
 def _commit() -> str:

@@ -43,3 +43,30 @@ def test_a_part_replaces_its_modules_and_keeps_the_others():
 def test_targets_follow_purity():
     assert report.target_of("samcam/metrics.py") == 90 and report.target_of("samcam/refine/merge.py") == 90
     assert report.target_of("samcam/pipeline/merge.py") == 85 and report.target_of("samcam/io.py") == 85
+
+
+def test_help_and_bad_input_write_nothing(tmp_path, monkeypatch, capsys):
+    """``--help`` prints the usage (it had been recorded as a selection, replacing a module's committed
+    row); an option or a pattern that is no mutant name, and a truncated or foreign ``.meta`` file, are
+    refused in one line naming the file, exit 2; nothing is written."""
+    import pytest
+
+    monkeypatch.setattr(report, "REPO", tmp_path)
+    monkeypatch.setattr(report, "OUT", tmp_path / "results" / "mutation")
+    meta = tmp_path / "mutants" / "samcam" / "io.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": {"samcam.io.x_f__mutmut_1": 1}}))
+    with pytest.raises(SystemExit) as e:
+        report.main(["--help"])
+    assert e.value.code == 0 and "PATTERN" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        report.main(["--bogus"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert report.main(["samcam.io* ; rm"]) == 2
+    assert capsys.readouterr().err == "mutation_report: error: 'samcam.io* ; rm' is not a mutant-name pattern (e.g. 'samcam.io*')\n"
+    for text, what in [('{"exit_code_by_key": {', "JSONDecodeError"), ("[]", "TypeError"), ('{"other": {}}', "KeyError")]:
+        meta.write_text(text)
+        assert report.main(["samcam.io*"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mutation_report: error: {meta}: not a mutmut result file ({what}") and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()
