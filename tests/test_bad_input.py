@@ -1802,12 +1802,13 @@ def test_eval_seg_json_is_strict_json_with_null_for_an_absent_class(tmp_path):
     from samcam.seg.evaluate import _finite_or_none, write_results
 
     assert _finite_or_none(float("nan")) is None and _finite_or_none(0.5) == 0.5 and _finite_or_none(np.float32(1.0)) == 1.0
-    summary = {"miou": _finite_or_none(0.25), "iou": {"cat": _finite_or_none(float("nan")), "dog": _finite_or_none(0.5)}}
+    who = {"checkpoint": "c.pt", "checkpoint_sha256": "0" * 64}
+    summary = {**who, "miou": _finite_or_none(0.25), "iou": {"cat": _finite_or_none(float("nan")), "dog": _finite_or_none(0.5)}}
     write_results(None, summary, tmp_path / "e.json")
     text = (tmp_path / "e.json").read_text()
-    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in eval-seg's JSON")) == {"miou": 0.25, "iou": {"cat": None, "dog": 0.5}}
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in eval-seg's JSON")) == {**who, "miou": 0.25, "iou": {"cat": None, "dog": 0.5}}
     with pytest.raises(ValueError):
-        write_results(None, {"miou": float("nan")}, tmp_path / "f.json")
+        write_results(None, {**who, "miou": float("nan")}, tmp_path / "f.json")
     assert not (tmp_path / "f.json").exists()
 
 

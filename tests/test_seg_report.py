@@ -790,3 +790,64 @@ def test_a_search_ranks_recipes_on_one_set_of_images(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: evaluated on 5 images, {runs / 'a_s0.json'} on 4; a search compares recipes on the same val images")):
         write_search(runs, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_evaluation_replaces_only_one_of_the_same_checkpoint(tmp_path):
+    """eval-seg --json over another run's eval.json had replaced it, and seg-search then ranked that run
+    by this score: the file is replaced only by an evaluation of the same checkpoint (its SHA-256, or
+    the path in a summary that predates it); a run folder whose eval.json scores another checkpoint is refused."""
+    import hashlib
+
+    from samcam.seg.evaluate import check_evaluation_target
+
+    ck = tmp_path / "a" / "last.pt"
+    ck.parent.mkdir()
+    ck.write_bytes(b"weights a")
+    sha = hashlib.sha256(b"weights a").hexdigest()
+    target = tmp_path / "eval.json"
+    check_evaluation_target(target, ck, sha)  # absent: fine
+    for old, ok in [({"checkpoint": str(ck), "checkpoint_sha256": sha, "iou": {}}, True),
+                    ({"checkpoint": str(ck), "checkpoint_sha256": "0" * 64, "iou": {}}, False),
+                    ({"checkpoint": str(ck), "iou": {}}, True),  # written before the SHA-256 was: its path
+                    ({"checkpoint": str(tmp_path / "b" / "last.pt"), "iou": {}}, False)]:  # fmt: skip
+        target.write_text(json.dumps(old))
+        if ok:
+            check_evaluation_target(target, ck)
+        else:
+            with pytest.raises(ValueError, match=re.escape(f"{target}: holds the evaluation of another checkpoint ({old['checkpoint']}); choose another file")):
+                check_evaluation_target(target, ck, sha)
+    for text in ("notes of mine\n", json.dumps({"miou": 0.5})):
+        target.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{target}: exists and is not an evaluation samcam wrote; choose another file")):
+            check_evaluation_target(target, ck, sha)
+
+
+def test_a_run_folder_whose_evaluation_scores_another_checkpoint_is_refused(runs):
+    import hashlib
+
+    ev = json.loads((runs / "gt_s0" / "eval.json").read_text())
+    right = hashlib.sha256((runs / "gt_s0" / "last.pt").read_bytes()).hexdigest()
+    (runs / "gt_s0" / "eval.json").write_text(json.dumps({**ev, "checkpoint_sha256": right}))
+    assert collect(runs).loc[lambda d: (d["row"] == "gt") & (d["seed"] == 0), "miou"].tolist() == pytest.approx([40.0])
+    (runs / "gt_s0" / "eval.json").write_text(json.dumps({**ev, "checkpoint_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'gt_s0' / 'eval.json'}: scores another checkpoint than {runs / 'gt_s0' / 'last.pt'}")):
+        collect(runs)
+
+
+def test_a_record_replaces_only_a_record_of_the_same_run(tmp_path):
+    """train-seg --record over another run's record had replaced it: only a record of the same recipe
+    (seed included) and training labels is replaced; a file that is no record is named."""
+    from samcam.seg.report import check_record_target
+
+    target = tmp_path / "a_s0.json"
+    rec = _record(seed=0)
+    check_record_target(target, rec["recipe"], rec["labels_fingerprint"])  # absent
+    target.write_text(json.dumps(rec))
+    check_record_target(target, rec["recipe"], rec["labels_fingerprint"])
+    check_record_target(target, rec["recipe"])  # before training: the labels are not fingerprinted yet
+    for recipe, labels in [({**rec["recipe"], "seed": 1}, None), ({**rec["recipe"], "lr": 0.5}, None), (rec["recipe"], "f" * 64)]:
+        with pytest.raises(ValueError, match=re.escape(f"{target}: holds the record of another run (another recipe, seed or training labels); choose another file")):
+            check_record_target(target, recipe, labels)
+    target.write_text("my notes\n")
+    with pytest.raises(ValueError, match=re.escape(str(target))):
+        check_record_target(target, rec["recipe"])

@@ -66,7 +66,10 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.record is not None:
+            from .report import check_record_target
+
             check_outputs([a.record, a.out], given, files=[a.record])
+            check_record_target(a.record, recipe.to_dict())  # before hours of training, not after them
         if a.eval_gt is not None:  # the evaluation's files are there before hours of training, not found missing after them
             from samcam.io import find_image, folder_ids
 
@@ -145,10 +148,11 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
 
         from samcam.outputs import check_outputs
 
-        from .evaluate import evaluate_checkpoint, write_results
+        from .evaluate import check_evaluation_target, evaluate_checkpoint, write_results
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
         check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv])
+        check_evaluation_target(a.json, a.checkpoint)  # before the evaluation, not after it
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.multi_scale:

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import find_image, read_image, read_label, write_label, write_text
+from samcam.io import find_image, json_loads, read_image, read_input, read_label, sha256_file, write_label, write_text
 from samcam.metrics import Evaluator
 
 from .model import SegNet
@@ -139,7 +139,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
     ev = evaluate(model, images_dir, gt_dir, ids, VOC, scales, flip, save_dir, progress)
     s = ev.scores()
     summary = {
-        "checkpoint": str(Path(checkpoint).resolve()), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
+        "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": sha256_file(checkpoint), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
         "step": meta["step"], "complete": meta["complete"], "n_images": len(ev.image_ids), "scales": list(scales),
         "flip": flip, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "miou": _finite_or_none(s.miou), "pixel_accuracy": _finite_or_none(s.pixel_accuracy),
         "iou": {name: _finite_or_none(v) for name, v in zip(VOC.class_names, s.iou)},  # None: a class absent from GT and predictions
@@ -147,10 +147,33 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
     return ev, summary
 
 
+def check_evaluation_target(path: str | os.PathLike | None, checkpoint: str | os.PathLike, checkpoint_sha256: str | None = None) -> None:
+    """An evaluation file is replaced only by an evaluation of the same checkpoint: ``path`` absent, or
+    a summary :func:`evaluate_checkpoint` wrote for ``checkpoint`` (its SHA-256, or, in a summary that
+    predates it, its path); else ``ValueError`` naming it (another run's ``eval.json`` was replaced, and
+    its run then ranked by this score)."""
+    if path is None or not os.path.lexists(path):
+        return
+    try:
+        old = json_loads(read_input(path, "evaluation"))
+    except ValueError:
+        old = None
+    if not isinstance(old, dict) or "iou" not in old or "checkpoint" not in old:
+        raise ValueError(f"{path}: exists and is not an evaluation samcam wrote; choose another file")
+    if "checkpoint_sha256" in old:
+        same = old["checkpoint_sha256"] == (checkpoint_sha256 or sha256_file(checkpoint))
+    else:
+        same = isinstance(old["checkpoint"], str) and Path(old["checkpoint"]).resolve() == Path(checkpoint).resolve()
+    if not same:
+        raise ValueError(f"{path}: holds the evaluation of another checkpoint ({old['checkpoint']}); choose another file")
+
+
 def write_results(ev: Evaluator, summary: dict[str, Any], json_path: str | os.PathLike | None = None,
                   csv_path: str | os.PathLike | None = None) -> None:  # fmt: skip
-    """Write the summary JSON and the per-class CSV (atomically)."""
+    """Write the summary JSON and the per-class CSV (atomically); the JSON replaces only an evaluation
+    of the same checkpoint (:func:`check_evaluation_target`)."""
     if json_path:
+        check_evaluation_target(json_path, summary["checkpoint"], summary["checkpoint_sha256"])
         write_text(json_path, json.dumps(summary, indent=1, allow_nan=False) + "\n")  # strict JSON: a NaN would be written bare
     if csv_path:
         write_text(csv_path, ev.per_class_table().to_csv(index=False))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from samcam.data.spaces import VOC, colorize
-from samcam.io import find_image, json_loads, read_image, read_input, read_label, write_text
+from samcam.io import find_image, json_loads, read_image, read_input, read_label, sha256_file, write_text
 from samcam.outputs import machine_info
 from samcam.report.figures import save
 
@@ -116,6 +116,8 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     ck = read_checkpoint(d / CHECKPOINT)
     if not isinstance(ev, dict):
         raise ValueError(f"{d / EVAL_JSON}: is a {type(ev).__name__}, not an evaluation")
+    if "checkpoint_sha256" in ev and ev["checkpoint_sha256"] != sha256_file(d / CHECKPOINT):  # another run's evaluation
+        raise ValueError(f"{d / EVAL_JSON}: scores another checkpoint than {d / CHECKPOINT}; evaluate this run again")
     if not ck["complete"] or ev.get("step", ck["step"]) != ck["step"]:  # a table holds finished runs, each scored as it ended
         raise ValueError(f"{d}: {EVAL_JSON} scores step {ev.get('step')} of a run at step {ck['step']} of {ck['total_steps']}; "
                          "finish the run and evaluate it again")  # fmt: skip
@@ -142,6 +144,18 @@ def _read_json(path: Path, what: str) -> Any:
         raise ValueError(f"{path}: not a JSON {what} (nested too deeply)") from None
 
 
+def check_record_target(path: str | os.PathLike, recipe: dict[str, Any], labels_fingerprint: str | None = None) -> None:
+    """A record is replaced only by a record of the same run: ``path`` absent, or a record
+    (:func:`load_run`) of the same recipe, seed included (and training labels, when given); else
+    ``ValueError`` naming it (another run's record was replaced, and its row then showed this run)."""
+    if not os.path.lexists(path):
+        return
+    old = load_run(path)  # a file that is no record: its own message names it
+    if Recipe.from_dict(old["recipe"]).to_dict() != Recipe.from_dict(recipe).to_dict() or \
+            labels_fingerprint is not None and old.get("labels_fingerprint") != labels_fingerprint:  # fmt: skip
+        raise ValueError(f"{path}: holds the record of another run (another recipe, seed or training labels); choose another file")
+
+
 def write_record(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
     """Write :func:`run_record` of ``run_dir`` to ``path`` (atomically) with its provenance: the
     checkout's commit and this machine. A record is what a table reads when the run folder (its
@@ -149,6 +163,7 @@ def write_record(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[st
     from samcam.outputs import REPO, git_commit
 
     rec = {**run_record(run_dir), "commit": git_commit(REPO), "machine": machine_info()}
+    check_record_target(path, rec["recipe"], rec["labels_fingerprint"])
     write_text(path, json.dumps(rec, indent=1, allow_nan=False) + "\n")
     return rec
 
