@@ -105,7 +105,7 @@ def check_input(path: str | os.PathLike, what: str = "input") -> Path:
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
-        raise ValueError(f"{path}: is {kind}, not a regular file; a {what} must be a file")
+        raise ValueError(f"{path}: is {kind}, not a regular file; {'an' if what[:1] in 'aeiou' else 'a'} {what} must be a file")
     limit = MAX_CONFIG_BYTES if what in CONFIG_INPUTS else MAX_TEXT_BYTES if what in TEXT_INPUTS else MAX_INPUT_BYTES
     if st.st_size > limit:
         raise ValueError(f"{path}: {st.st_size} bytes, over the {limit >> 20} MiB limit for {'an' if what[0] in 'aeiou' else 'a'} {what}")

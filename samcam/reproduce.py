@@ -243,6 +243,8 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
                           ("scratch", list), ("long", str)):  # fmt: skip
             if key in s and not isinstance(s[key], kind):
                 raise ValueError(f"{path}: step {i} ({s['name']}) {key} is a {type(s[key]).__name__}, expected a {kind.__name__}")
+        if "long" in s and not s["long"].strip():  # an empty one read as "not long", so the step ran without --long
+            raise ValueError(f"{path}: step {i} ({s['name']}) long is empty; it says how long the step takes (e.g. \"about 10 min on a 2-core CPU\")")
         for key in ("inputs", "outputs", "scratch"):
             bad = [v for v in s.get(key, []) if not (isinstance(v, str) and v)]
             if bad:
@@ -443,9 +445,20 @@ def _check_writing_parameter(key: str, value: object, where: str) -> None:
         raise ValueError(f"{where} parameter {key} (where the notebook writes): {value!r} lies in the reproduce stamps' folder")
 
 
+#: a notebook parameter whose default is no literal (an expression): any value is taken
+NOT_A_LITERAL = object()
+
+
 def notebook_parameters(notebook: str | os.PathLike) -> frozenset[str] | None:
     """The names its parameters cell (the cell tagged ``parameters``) assigns; ``None`` when the
     notebook cannot be read or has no such cell (papermill then puts the values at the top)."""
+    defaults = notebook_defaults(notebook)
+    return None if defaults is None else frozenset(defaults)
+
+
+def notebook_defaults(notebook: str | os.PathLike) -> dict[str, Any] | None:
+    """Each name its parameters cell assigns, with its default: the literal assigned, else
+    :data:`NOT_A_LITERAL`; ``None`` as :func:`notebook_parameters`."""
     import ast
 
     import nbformat
@@ -461,12 +474,45 @@ def notebook_parameters(notebook: str | os.PathLike) -> frozenset[str] | None:
         body = ast.parse(cell.source).body
     except SyntaxError:
         return None  # papermill's run names the fault
-    names = set()
-    for t in body:  # assignments only (a loop's target is no parameter); a, b = 1, 2 assigns both
+    def literal(node) -> Any:
+        try:
+            return ast.literal_eval(node) if node is not None else NOT_A_LITERAL
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return NOT_A_LITERAL
+
+    defaults: dict[str, Any] = {}
+
+    def bind(target, value) -> None:  # a, (b, c) = 1, (2, 3) binds each name to its own literal
+        if isinstance(target, ast.Name):
+            defaults[target.id] = literal(value)
+        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts):
+            for t, v in zip(target.elts, value.elts):
+                bind(t, v)
+        else:
+            defaults.update((n.id, NOT_A_LITERAL) for n in ast.walk(target) if isinstance(n, ast.Name))
+
+    for t in body:  # assignments only (a loop's target is no parameter)
         targets = t.targets if isinstance(t, ast.Assign) else [t.target] if isinstance(t, ast.AnnAssign) else []
         for target in targets:
-            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-    return frozenset(names)
+            bind(target, t.value)
+    return defaults
+
+
+def _check_parameter_type(key: str, value: object, default: object, where: str, notebook: str) -> None:
+    """A given parameter takes its default's kind (text, a whole number, a number, true/false, a list,
+    a mapping); a default that is ``None`` or no literal takes anything, and ``null`` is taken for any."""
+    if value is None or default is None or default is NOT_A_LITERAL:
+        return
+    kinds = [(bool, "true or false"), (int, "a whole number"), (float, "a number"), (str, "text"), ((list, tuple), "a list"), (dict, "a mapping")]
+    want, said = next((k, w) for k, w in kinds if isinstance(default, k))
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+    if not ok:
+        raise ValueError(f"{where} parameter {key} is {value!r}; {notebook} takes {said} there (its default: {default!r})")
 
 
 def _check_parameters(parameters: dict, inputs: list, where: str, notebook: str = "") -> None:
@@ -503,10 +549,12 @@ def _check_parameters(parameters: dict, inputs: list, where: str, notebook: str 
         check(v, str(k))
         if k in WRITING_PARAMETERS.get(notebook, ()):
             _check_writing_parameter(k, v, where)
-    known = notebook_parameters(NOTEBOOKS / notebook) if notebook else None
-    if known is not None and (unknown := sorted(map(str, set(parameters) - known))):  # papermill would pass it on unused, the
+    known = notebook_defaults(NOTEBOOKS / notebook) if notebook else None
+    if known is not None and (unknown := sorted(map(str, set(parameters) - set(known)))):  # papermill would pass it on unused, the
         raise ValueError(f"{where} parameter {unknown[0]!r} is not one of {notebook}'s parameters "  # notebook writing where its default says
                          f"({', '.join(sorted(known))})")  # fmt: skip
+    for k, v in (parameters.items() if known is not None else ()):
+        _check_parameter_type(k, v, known[k], where, notebook)
 
 
 def _check_arguments(argv: list, parameters: object, outputs: list, where: str, kind: str) -> None:

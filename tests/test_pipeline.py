@@ -280,6 +280,14 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     ("{name: x, command: [reproduce]}", "command 'reproduce' is not a samcam step"),
     ("{name: x, command: [eval], parameters: {a: 1}}", "parameters are a notebook's"),
     ("{name: x, notebook: demo.ipynb, long: 3}", "long is a int, expected a str"),
+    # a parameter of another kind than its default's (audit 9, F8: it failed inside the notebook)
+    ("{name: x, notebook: demo.ipynb, parameters: {points_per_side: two}, outputs: [results/d]}",
+     "parameter points_per_side is 'two'; demo.ipynb takes a whole number there (its default: 32)"),
+    ("{name: x, notebook: demo.ipynb, parameters: {points_per_side: 7.5}, outputs: [results/d]}", "parameter points_per_side is 7.5; demo.ipynb takes a whole number"),
+    ("{name: x, notebook: demo.ipynb, parameters: {points_per_side: true}, outputs: [results/d]}", "parameter points_per_side is True; demo.ipynb takes a whole number"),
+    ("{name: x, notebook: 03_paper_table.ipynb, parameters: {dataset: 5}, outputs: [results/t]}",
+     "parameter dataset is 5; 03_paper_table.ipynb takes text there (its default: 'voc')"),
+    ("{name: x, notebook: demo.ipynb, long: ''}", "long is empty"),
     ("{name: x, notebook: demo.ipynb, output: [a]}", "unknown keys output"),
     ("{name: x, command: [eval, --pred, p, --gt, g, --csv, /elsewhere/x.csv], outputs: [/elsewhere/x.csv]}", "output '/elsewhere/x.csv' must be a relative path inside the checkout"),
     ("{name: x, command: [eval, --pred, p, --gt, g, --csv, ../x.csv], outputs: [../x.csv]}", "output '../x.csv' must be a relative path inside the checkout"),
@@ -324,6 +332,26 @@ def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     cfg.write_text(f"steps:\n  - {step}\n")
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(cfg)
+
+
+def test_notebook_defaults_are_its_parameters_cells_literals(tmp_path):
+    """What a parameter takes is read off its default: a number takes an int or a float, a None or an
+    expression takes anything, null is taken for any; a, b = 1, 2 assigns both."""
+    import nbformat
+
+    from samcam.reproduce import NOT_A_LITERAL, _check_parameter_type, notebook_defaults
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("a = 1\nb: float = 0.5\nc, d = 'x', [1]\ne = None\nf = str(3)\nfor g in range(2):\n    pass\nh = {'k': True}")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    assert notebook_defaults(tmp_path / "n.ipynb") == {"a": 1, "b": 0.5, "c": "x", "d": [1], "e": None, "f": NOT_A_LITERAL, "h": {"k": True}}
+    for key, value, default in [("b", 2, 0.5), ("b", 0.25, 0.5), ("e", "anything", None), ("f", 7, NOT_A_LITERAL), ("a", None, 1), ("d", [], [1])]:
+        _check_parameter_type(key, value, default, "step", "n.ipynb")
+    for key, value, default in [("b", True, 0.5), ("a", 1.0, 1), ("c", 3, "x"), ("d", {}, [1]), ("h", [], {"k": True}), ("t", 1, False)]:
+        with pytest.raises(ValueError, match=rf"^step parameter {key} is "):
+            _check_parameter_type(key, value, default, "step", "n.ipynb")
 
 
 def test_a_script_step_writing_only_what_it_declares_loads(tmp_path):
