@@ -257,7 +257,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if unset is not None:
             raise ValueError(f"{where}: {unset!r} names a variable that neither the step's each nor the environment (SAMCAM_*, REPO) sets")
         written = s.get("outputs", []) + s.get("scratch", [])
-        _check_outputs(written, where)
+        _check_outputs(written, where, kept=s.get("outputs", []))
         _check_apart(written, s.get("inputs", []), where)
         if "notebook" in s:
             _inside(s["notebook"], NOTEBOOKS, f"{where} notebook")
@@ -390,14 +390,19 @@ def script_writes(script: list[str], where: str) -> list[Path]:
         raise ValueError(f"{where} script {script[0]} refuses its arguments: {said[-1].split('error: ', 1)[-1] if said else script[1:]}") from None
 
 
-def _check_outputs(outputs: list, where: str) -> None:
+def _check_outputs(outputs: list, where: str, kept: list = ()) -> None:
     """Every step writes only inside the checkout, never into samcam's own sources (its notebooks, the
-    package, the configuration: :func:`samcam.outputs.check_output`)."""
+    package, the configuration: :func:`samcam.outputs.check_output`); what it keeps (``kept``, its
+    outputs) stays inside the checkout through links too (scratch may lie on another disk, work/ a link)."""
     from samcam.outputs import check_output, project_paths
 
+    home = Path(os.path.realpath(REPO))
     for out in outputs:
         if Path(out).is_absolute() or Path(out).anchor or ".." in Path(out).parts:  # anchor: Windows' rooted \x
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
+        real = Path(os.path.realpath(REPO / out))  # the links along it followed (a missing tail as written)
+        if out in kept and real != home and home not in real.parents:
+            raise ValueError(f"{where} output {out!r} leads outside the checkout through a link (to {real}); outputs are kept in the checkout")
         try:
             check_output(REPO / out)
         except ValueError as e:

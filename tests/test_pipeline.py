@@ -354,6 +354,25 @@ def test_notebook_defaults_are_its_parameters_cells_literals(tmp_path):
             _check_parameter_type(key, value, default, "step", "n.ipynb")
 
 
+def test_an_output_leading_out_of_the_checkout_through_a_link_is_refused(tmp_path, monkeypatch):
+    """A kept output reached through a link inside the checkout would be written (and stamped) outside
+    it (audit 9, F6); scratch may go through a link (work/ on another disk)."""
+    from samcam import reproduce
+
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    (repo / "results").mkdir(parents=True)
+    outside.mkdir()
+    (repo / "results" / "away").symlink_to(outside)
+    (repo / "work").symlink_to(outside)
+    monkeypatch.setattr(reproduce, "REPO", repo)
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - {name: k, command: [eval, --pred, p, --gt, g, --csv, results/away/x.csv], outputs: [results/away/x.csv]}\n")
+    with pytest.raises(ValueError, match=re.escape(f"step 0 (k) output 'results/away/x.csv' leads outside the checkout through a link (to {outside / 'x.csv'})")):
+        reproduce.load_config(cfg)
+    cfg.write_text("steps:\n  - {name: k, command: [eval, --pred, p, --gt, g, --csv, results/x.csv], outputs: [results/x.csv], scratch: [work/k]}\n")
+    assert [s.name for s in reproduce.load_config(cfg)] == ["k"]
+
+
 def test_a_script_step_writing_only_what_it_declares_loads(tmp_path):
     from samcam.reproduce import load_config
 
