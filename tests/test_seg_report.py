@@ -249,7 +249,7 @@ def test_search_table_cell_by_cell(tmp_path):
         (d / "eval.json").write_text(json.dumps(ev))
         history = {"losses": [1.0] * len(secs[name]), "epoch_seconds": secs[name], "threads": 2, "device": "cpu", "peak_rss_mib": 10.0, "load_average": []}
         save_checkpoint(d / "last.pt", {"format": "samcam-seg/1", "recipe": r.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
-                                        "labels_fingerprint": "0" * 64, "n_train": 8, "step": 4 * len(secs[name]), "total_steps": 4 * len(secs[name]),
+                                        "labels_fingerprint": "0" * 64, "n_train": 4 * r.batch_size, "step": 4 * len(secs[name]), "total_steps": 4 * len(secs[name]),
                                         "complete": True, "history": history, "model": {}})  # fmt: skip
     ck = torch_load(runs / "base_s1" / "last.pt")
     del ck["recipe"]["output_stride"]  # a checkpoint made before the field existed: its default
@@ -354,7 +354,7 @@ def test_benchmark_rounds_as_its_table_says_and_reads_the_first_run(runs):
             ck["history"]["load_average"] = [a + 0.00432 for a in ck["history"]["load_average"]]
             ck["history"]["threads"] = 2 if d.name == "cam_s0" else 5
             ck["history"]["device"] = "cpu" if d.name == "cam_s0" else "cuda:0"
-            ck["n_train"] = 6 if d.name == "cam_s0" else 99
+            ck["n_train"] = 6 if d.name == "cam_s0" else 7  # 7 // 2 * 3 epochs: the same 9 steps
             save_checkpoint(d / "last.pt", ck)
         if (d / "eval.json").exists():
             ev = json.loads((d / "eval.json").read_text())
@@ -505,9 +505,15 @@ def _set(path: str, value):
     (_set("eval.iou.boat", "0.3"), "eval.iou.boat is '0.3', expected a finite number in [0, 1]"),
     (_set("eval", []), "eval is [], expected a mapping"),
     (_set("history", []), "history is [], expected a mapping"),
-    (_set("history.epoch_seconds", ["a"]), "history.epoch_seconds[0] is 'a', expected a finite number in [0, inf]"),
-    (_set("history.epoch_seconds", []), "history.epoch_seconds is not a non-empty list"),
-    (_set("history.epoch_seconds", ...), "history.epoch_seconds is not a non-empty list"),
+    (_set("history.epoch_seconds", ["a", 1.0, 1.0]), "history.epoch_seconds[0] is 'a', expected a finite number in [0, 32000000.0]"),
+    (_set("history.epoch_seconds", []), "history.epoch_seconds is not a list of one number per epoch (3)"),
+    (_set("history.epoch_seconds", ...), "history.epoch_seconds is not a list of one number per epoch (3)"),
+    # the record against itself (audit 9, F9): steps, epochs, sizes that overflow a sum
+    (_set("history.epoch_seconds", [1.0] * 5), "history.epoch_seconds is not a list of one number per epoch (3)"),
+    (_set("history.epoch_seconds", [1.7e308] * 3), "history.epoch_seconds[0] is 1.7e+308, expected a finite number in [0, 32000000.0]"),
+    (_set("history.losses", ["abc", 1.0, 1.0]), "history.losses[0] is 'abc', expected a finite number in [0, inf]"),
+    (_set("history.losses", [1.0]), "history.losses is not a list of one number per epoch (3)"),
+    (_set("total_steps", 1000), "total_steps is 1000, but 6 images in batches of 2 for 3 epochs make 9"),
     (_set("history.threads", "many"), "history.threads is 'many', expected an integer in [1, inf]"),
     (_set("history.load_average", [float("nan")]), "history.load_average[0] is nan"),
     (_set("history.device", 3), "history.device is 3, expected a name"),
@@ -588,7 +594,7 @@ def test_run_names_files_and_seeds_are_checked(tmp_path):
     (runs / "y_s0" / "eval.json").write_text("[1]")
     save_checkpoint(runs / "y_s0" / "last.pt", {"format": "samcam-seg/1", "recipe": RECIPE.to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l",
                                               "labels_fingerprint": "0" * 64, "n_train": 6, "step": 9, "total_steps": 9, "complete": True,
-                                              "history": {"epoch_seconds": [1.0], "load_average": [], "peak_rss_mib": 1.0, "threads": 1, "device": "cpu"},
+                                              "history": {"epoch_seconds": [1.0] * 3, "losses": [1.0] * 3, "load_average": [], "peak_rss_mib": 1.0, "threads": 1, "device": "cpu"},
                                               "model": {}})  # fmt: skip
     with pytest.raises(ValueError, match=re.escape(f"{runs / 'y_s0' / 'eval.json'}: is a list, not an evaluation")):
         collect(runs)

@@ -36,6 +36,8 @@ ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]*$")
 #: the format of a run record (:func:`run_record`), the file a table is made from
 RECORD_FORMAT = "samcam-seg-run/1"
 
+#: the longest epoch a record may hold (a year): larger is no measurement, and sums of such overflow
+MAX_EPOCH_SECONDS = 3.2e7
 #: how far a record's ``eval.miou`` may lie from the mean of its per-class IoUs (float summation order)
 MIOU_SLACK = 1e-9
 #: what a run record keeps of the run's ``eval.json`` (paths and the recipe are kept elsewhere or not at all)
@@ -61,15 +63,18 @@ def check_record(rec: Any) -> dict[str, Any]:
             raise ValueError(f"lacks {key}")
         if not isinstance(rec[key], kind) or isinstance(rec[key], bool):
             raise ValueError(f"{key} is {rec[key]!r}, expected {'a mapping' if kind is dict else 'an integer'}")
-    Recipe.from_dict(rec["recipe"])
+    recipe = Recipe.from_dict(rec["recipe"])
     for key in ("n_train", "step", "total_steps"):
         _number(rec[key], 1, None, key, integer=True)
+    if rec["total_steps"] != rec["n_train"] // recipe.batch_size * recipe.epochs:  # what train-seg runs
+        raise ValueError(f"total_steps is {rec['total_steps']}, but {rec['n_train']} images in batches of {recipe.batch_size} for "
+                         f"{recipe.epochs} epochs make {rec['n_train'] // recipe.batch_size * recipe.epochs}")  # fmt: skip
     hist, ev = rec["history"], rec["eval"]
-    secs = hist.get("epoch_seconds")
-    if not isinstance(secs, list) or not secs:
-        raise ValueError("history.epoch_seconds is not a non-empty list")
-    for k, v in enumerate(secs):
-        _number(v, 0, None, f"history.epoch_seconds[{k}]")
+    for key in ("epoch_seconds", "losses"):  # one finite number per epoch
+        if not isinstance(hist.get(key), list) or len(hist[key]) != recipe.epochs:
+            raise ValueError(f"history.{key} is not a list of one number per epoch ({recipe.epochs})")
+        for k, v in enumerate(hist[key]):
+            _number(v, 0, MAX_EPOCH_SECONDS if key == "epoch_seconds" else None, f"history.{key}[{k}]")
     if not isinstance(hist.get("load_average"), list):
         raise ValueError("history.load_average is not a list")
     for k, v in enumerate(hist["load_average"]):
