@@ -392,8 +392,9 @@ def script_writes(script: list[str], where: str) -> list[Path]:
 
 def _check_outputs(outputs: list, where: str, kept: list = ()) -> None:
     """Every step writes only inside the checkout, never into samcam's own sources (its notebooks, the
-    package, the configuration: :func:`samcam.outputs.check_output`); what it keeps (``kept``, its
-    outputs) stays inside the checkout through links too (scratch may lie on another disk, work/ a link)."""
+    package, the configuration: :func:`samcam.outputs.check_output`); its committed results (``kept``
+    outputs under results/) stay inside the checkout through links too, while work/ (intermediate files
+    and scratch) may be a link to another disk."""
     from samcam.outputs import check_output, project_paths
 
     home = Path(os.path.realpath(REPO))
@@ -401,8 +402,8 @@ def _check_outputs(outputs: list, where: str, kept: list = ()) -> None:
         if Path(out).is_absolute() or Path(out).anchor or ".." in Path(out).parts:  # anchor: Windows' rooted \x
             raise ValueError(f"{where} output {out!r} must be a relative path inside the checkout")
         real = Path(os.path.realpath(REPO / out))  # the links along it followed (a missing tail as written)
-        if out in kept and real != home and home not in real.parents:
-            raise ValueError(f"{where} output {out!r} leads outside the checkout through a link (to {real}); outputs are kept in the checkout")
+        if out in kept and Path(out).parts[:1] == ("results",) and real != home and home not in real.parents:
+            raise ValueError(f"{where} output {out!r} leads outside the checkout through a link (to {real}); results are kept in the checkout")
         try:
             check_output(REPO / out)
         except ValueError as e:
@@ -509,7 +510,9 @@ def _check_parameter_type(key: str, value: object, default: object, where: str, 
     if value is None or default is None or default is NOT_A_LITERAL:
         return
     kinds = [(bool, "true or false"), (int, "a whole number"), (float, "a number"), (str, "text"), ((list, tuple), "a list"), (dict, "a mapping")]
-    want, said = next((k, w) for k, w in kinds if isinstance(default, k))
+    want, said = next(((k, w) for k, w in kinds if isinstance(default, k)), (None, None))
+    if want is None:  # a literal of another kind (a set, bytes, ...): papermill's own run says what it takes
+        return
     if want is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif want is int:

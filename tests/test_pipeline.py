@@ -347,7 +347,7 @@ def test_notebook_defaults_are_its_parameters_cells_literals(tmp_path):
     nb.cells = [cell]
     nbformat.write(nb, tmp_path / "n.ipynb")
     assert notebook_defaults(tmp_path / "n.ipynb") == {"a": 1, "b": 0.5, "c": "x", "d": [1], "e": None, "f": NOT_A_LITERAL, "h": {"k": True}}
-    for key, value, default in [("b", 2, 0.5), ("b", 0.25, 0.5), ("e", "anything", None), ("f", 7, NOT_A_LITERAL), ("a", None, 1), ("d", [], [1])]:
+    for key, value, default in [("b", 2, 0.5), ("b", 0.25, 0.5), ("e", "anything", None), ("f", 7, NOT_A_LITERAL), ("a", None, 1), ("d", [], [1]), ("s", 1, {1})]:
         _check_parameter_type(key, value, default, "step", "n.ipynb")
     for key, value, default in [("b", True, 0.5), ("a", 1.0, 1), ("c", 3, "x"), ("d", {}, [1]), ("h", [], {"k": True}), ("t", 1, False)]:
         with pytest.raises(ValueError, match=rf"^step parameter {key} is "):
@@ -355,8 +355,8 @@ def test_notebook_defaults_are_its_parameters_cells_literals(tmp_path):
 
 
 def test_an_output_leading_out_of_the_checkout_through_a_link_is_refused(tmp_path, monkeypatch):
-    """A kept output reached through a link inside the checkout would be written (and stamped) outside
-    it (audit 9, F6); scratch may go through a link (work/ on another disk)."""
+    """A result (under results/) reached through a link inside the checkout would be written (and
+    stamped) outside it (audit 9, F6); work/ may be a link (another disk), outputs and scratch alike."""
     from samcam import reproduce
 
     repo, outside = tmp_path / "repo", tmp_path / "outside"
@@ -369,8 +369,8 @@ def test_an_output_leading_out_of_the_checkout_through_a_link_is_refused(tmp_pat
     cfg.write_text("steps:\n  - {name: k, command: [eval, --pred, p, --gt, g, --csv, results/away/x.csv], outputs: [results/away/x.csv]}\n")
     with pytest.raises(ValueError, match=re.escape(f"step 0 (k) output 'results/away/x.csv' leads outside the checkout through a link (to {outside / 'x.csv'})")):
         reproduce.load_config(cfg)
-    cfg.write_text("steps:\n  - {name: k, command: [eval, --pred, p, --gt, g, --csv, results/x.csv], outputs: [results/x.csv], scratch: [work/k]}\n")
-    assert [s.name for s in reproduce.load_config(cfg)] == ["k"]
+    cfg.write_text("steps:\n  - {name: k, command: [eval, --pred, p, --gt, g, --csv, work/x.csv], outputs: [work/x.csv], scratch: [work/k]}\n")
+    assert [s.name for s in reproduce.load_config(cfg)] == ["k"]  # work/ (intermediate files) may be a link to another disk
 
 
 def test_a_script_step_writing_only_what_it_declares_loads(tmp_path):

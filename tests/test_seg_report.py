@@ -814,13 +814,12 @@ def test_an_evaluation_replaces_only_one_of_the_same_checkpoint(tmp_path):
     check_evaluation_target(target, ck, sha)  # absent: fine
     for old, ok in [({"checkpoint": str(ck), "checkpoint_sha256": sha, "iou": {}}, True),
                     ({"checkpoint": str(ck), "checkpoint_sha256": "0" * 64, "iou": {}}, False),
-                    ({"checkpoint": str(ck), "iou": {}}, True),  # written before the SHA-256 was: its path
-                    ({"checkpoint": str(tmp_path / "b" / "last.pt"), "iou": {}}, False)]:  # fmt: skip
+                    ({"checkpoint": str(tmp_path / "moved" / "last.pt"), "iou": {}}, True)]:  # written before the SHA-256 was: replaced  # fmt: skip
         target.write_text(json.dumps(old))
         if ok:
             check_evaluation_target(target, ck)
         else:
-            with pytest.raises(ValueError, match=re.escape(f"{target}: holds the evaluation of another checkpoint ({old['checkpoint']}); choose another file")):
+            with pytest.raises(ValueError, match=re.escape(f"{target}: holds the evaluation of another checkpoint ({old['checkpoint']}); choose another file, or remove it")):
                 check_evaluation_target(target, ck, sha)
     for text in ("notes of mine\n", json.dumps({"miou": 0.5})):
         target.write_text(text)

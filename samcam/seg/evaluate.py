@@ -149,9 +149,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
 
 def check_evaluation_target(path: str | os.PathLike | None, checkpoint: str | os.PathLike, checkpoint_sha256: str | None = None) -> None:
     """An evaluation file is replaced only by an evaluation of the same checkpoint: ``path`` absent, or
-    a summary :func:`evaluate_checkpoint` wrote for ``checkpoint`` (its SHA-256, or, in a summary that
-    predates it, its path); else ``ValueError`` naming it (another run's ``eval.json`` was replaced, and
-    its run then ranked by this score)."""
+    a summary :func:`evaluate_checkpoint` wrote for ``checkpoint`` (by its SHA-256; a summary that
+    predates it is replaced: a moved run folder leaves no other sign); else ``ValueError`` naming it
+    (another run's ``eval.json`` was replaced, and its run then ranked by this score)."""
     if path is None or not os.path.lexists(path):
         return
     try:
@@ -160,12 +160,8 @@ def check_evaluation_target(path: str | os.PathLike | None, checkpoint: str | os
         old = None
     if not isinstance(old, dict) or "iou" not in old or "checkpoint" not in old:
         raise ValueError(f"{path}: exists and is not an evaluation samcam wrote; choose another file")
-    if "checkpoint_sha256" in old:
-        same = old["checkpoint_sha256"] == (checkpoint_sha256 or sha256_file(checkpoint))
-    else:
-        same = isinstance(old["checkpoint"], str) and Path(old["checkpoint"]).resolve() == Path(checkpoint).resolve()
-    if not same:
-        raise ValueError(f"{path}: holds the evaluation of another checkpoint ({old['checkpoint']}); choose another file")
+    if "checkpoint_sha256" in old and old["checkpoint_sha256"] != (checkpoint_sha256 or sha256_file(checkpoint)):
+        raise ValueError(f"{path}: holds the evaluation of another checkpoint ({old['checkpoint']}); choose another file, or remove it")
 
 
 def write_results(ev: Evaluator, summary: dict[str, Any], json_path: str | os.PathLike | None = None,

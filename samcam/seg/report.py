@@ -122,7 +122,7 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ev, dict):
         raise ValueError(f"{d / EVAL_JSON}: is a {type(ev).__name__}, not an evaluation")
     if "checkpoint_sha256" in ev and ev["checkpoint_sha256"] != sha256_file(d / CHECKPOINT):  # another run's evaluation
-        raise ValueError(f"{d / EVAL_JSON}: scores another checkpoint than {d / CHECKPOINT}; evaluate this run again")
+        raise ValueError(f"{d / EVAL_JSON}: scores another checkpoint than {d / CHECKPOINT}; remove it and evaluate this run again")
     if not ck["complete"] or ev.get("step", ck["step"]) != ck["step"]:  # a table holds finished runs, each scored as it ended
         raise ValueError(f"{d}: {EVAL_JSON} scores step {ev.get('step')} of a run at step {ck['step']} of {ck['total_steps']}; "
                          "finish the run and evaluate it again")  # fmt: skip
