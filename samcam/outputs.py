@@ -385,7 +385,8 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     two settings or holds outputs of stale inputs. A folder that holds no output yet (a first run that
     failed early) takes the new record. An input the folder's record does not name (one a later
     samcam records, e.g. a step's label source) is added to it as given now, and compared from then on.
-    ``notes`` are stored, not compared. Temporary files left by a killed run are removed. ``out`` may
+    ``notes`` are stored, not compared (what changes an output is a parameter; a parameter an earlier
+    record holds as a note is compared as one). Temporary files left by a killed run are removed. ``out`` may
     not be or lie in an input.
     """
     from samcam import __version__
@@ -413,6 +414,10 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             if changed:
                 what = ", ".join(f"{k} ({inputs[k]})" for k in changed)
                 raise ValueError(f"{path}: the input {what} differs in content from the one this folder's outputs were made from; choose another output folder")
+            then = old.get("notes") if isinstance(old.get("notes"), dict) else {}
+            if isinstance(old.get("parameters"), dict):  # a setting an earlier samcam stored as a note is compared as one
+                old = {**old, "parameters": {**{k: v for k, v in then.items() if k in record["parameters"] and k not in old["parameters"]},
+                                             **old["parameters"]}}  # fmt: skip
             diff = [k for k in COMPARED if k != "fingerprints" and old.get(k) != record[k]]
             if diff:
                 what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)

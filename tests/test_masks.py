@@ -124,6 +124,9 @@ def test_cli_merge_both_formats_resume_and_errors(tmp_path, capsys):
     args = args[:-1] + [str(tmp_path / "o2")]
     assert cli.main(args) == 2
     assert "no mask set for c" in capsys.readouterr().err
+    assert cli.main(args + ["--missing-masks", "keep-cam"]) == 2  # the policy is a setting: not mixed into that folder
+    assert "parameters.missing_masks: 'error' -> 'keep-cam'" in capsys.readouterr().err
+    args = args[:-1] + [str(tmp_path / "o2b")]
     assert cli.main(args + ["--missing-masks", "keep-cam"]) == 0
     # never into an input folder; masks of the wrong size are named
     assert cli.main(args[:-1] + [str(tmp_path / "p" / "out")]) == 2

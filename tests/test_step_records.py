@@ -220,8 +220,19 @@ def test_merge_step_applies_its_rule_and_dataset_and_records_them(tmp_path):
     record = json.loads((tmp_path / "o" / "samcam_run.json").read_text())
     assert record["step"] == "merge" and sorted(record["inputs"]) == ["masks", "pseudo"]
     assert record["inputs"] == {"pseudo": "../p", "masks": "../m"}
-    assert record["parameters"] == {"rule": {"name": strict.name, "majority": 0.9, "coverage": None, "keep_uncovered": True}, "dataset": "coco"}
-    assert record["notes"] == {"missing_masks": "keep-cam"}
+    assert record["parameters"] == {"rule": {"name": strict.name, "majority": 0.9, "coverage": None, "keep_uncovered": True}, "dataset": "coco",
+                                    "missing_masks": "keep-cam"}  # fmt: skip
+    assert record["notes"] == {}
+    # the policy decides what a label holds: a rerun with the other one is refused, not mixed in (audit 9, F5)
+    with pytest.raises(ValueError, match=r"this folder holds outputs made with other settings \(parameters.missing_masks: 'keep-cam' -> 'error'\)"):
+        merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", COCO, strict, ids, workers=1, missing="error", progress=False)
+    # a record of an earlier samcam, which kept the policy as a note: compared as the parameter it is
+    old = {**record, "parameters": {k: v for k, v in record["parameters"].items() if k != "missing_masks"}, "notes": {"missing_masks": "keep-cam"}}
+    (tmp_path / "o" / "samcam_run.json").write_text(json.dumps(old))
+    s = merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", COCO, strict, ids, workers=1, missing="keep-cam", progress=False)
+    assert (s.merged, s.kept_cam, s.skipped) == (0, 0, 3)
+    with pytest.raises(ValueError, match=r"parameters.missing_masks: 'keep-cam' -> 'error'"):
+        merge_folders(tmp_path / "p", tmp_path / "m", tmp_path / "o", COCO, strict, ids, workers=1, missing="error", progress=False)
 
 
 def test_merge_step_names_what_is_wrong(tmp_path):

@@ -73,7 +73,7 @@ def merge_folders(
     ids = folder_ids(pseudo, ".png", "pseudo-label", ids)
     refuse_suffix_variants(masks, COMPACT_SUFFIX, "compact mask", ids)
     with claim_output(out, "merge", {"pseudo": pseudo, "masks": masks},
-                      {"rule": vars(rule), "dataset": spec.name}, notes={"missing_masks": missing}):  # fmt: skip
+                      {"rule": vars(rule), "dataset": spec.name, "missing_masks": missing}):  # it decides what a label holds: compared
         todo = pending(ids, out)
         t0 = time.perf_counter()
         tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
