@@ -220,7 +220,7 @@ def _weights(p: argparse.ArgumentParser):
             file = weights.home() / weights.get_checkpoint(a.name).filename
             if file.exists():  # there, but not the file it should be
                 raise ValueError(f"{file}: not the verified {a.name} checkpoint (size or SHA-256 differs); remove it and run: samcam weights fetch {a.name}")
-            raise FileNotFoundError(f"{a.name} is not cached; run: samcam weights fetch {a.name}")
+            raise FileNotFoundError(f"{a.name} is not cached (no {file}); run: samcam weights fetch {a.name}")
         print(path)
         return 0
 

@@ -685,7 +685,21 @@ def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
     return index
 
 
+def env_folder(name: str) -> Path | None:
+    """The folder environment variable ``name`` names, ``None`` when it is unset or empty (never the
+    current folder); a leading ``~`` is the home folder (a value from an env file is not expanded by a
+    shell). ``ValueError`` naming the variable when its value is blank or names a file."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    if not value.strip():
+        raise ValueError(f"{name}={value!r} is blank; unset it or name a folder")
+    path = Path(os.path.expanduser(value))
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}={value}: names a file, not a folder")
+    return path
+
+
 def data_root() -> Path:
-    """``$SAMCAM_DATA`` or ``../shared/data`` beside the checkout (an empty ``SAMCAM_DATA`` is unset, as
-    ``SAMCAM_HOME`` and ``SAMCAM_VOC_ROOT`` are: never the current folder)."""
-    return Path(os.environ.get("SAMCAM_DATA") or REPO.parent / "shared" / "data")
+    """``$SAMCAM_DATA`` (:func:`env_folder`) or ``../shared/data`` beside the checkout."""
+    return env_folder("SAMCAM_DATA") or REPO.parent / "shared" / "data"

@@ -2133,3 +2133,25 @@ def test_a_mask_record_naming_its_segmentation_twice_is_refused_by_the_fast_read
     with pytest.raises(ValueError, match="the key 'segmentation' is given twice"):
         read_compact_runs(path)
     fails(command, capsys, "a.json.gz", "the key 'segmentation' is given twice")
+
+
+def test_folder_variables_are_read_as_folders(tmp_path, monkeypatch):
+    """SAMCAM_DATA, SAMCAM_HOME and SAMCAM_VOC_ROOT (audit 9, F13): empty is unset, a leading ~ is the
+    home folder (an env file's value reaches samcam unexpanded), blank or a file is refused by name."""
+    from samcam.data.voc import VocTree
+    from samcam.io import data_root, env_folder
+    from samcam.sam import weights
+
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, read in (("SAMCAM_DATA", data_root), ("SAMCAM_HOME", weights.home), ("SAMCAM_VOC_ROOT", VocTree.given_root)):
+        monkeypatch.setenv(name, "~/cache")
+        assert read() == tmp_path / "cache" == env_folder(name)
+        monkeypatch.setenv(name, "   ")
+        with pytest.raises(ValueError, match=rf"^{name}='   ' is blank; unset it or name a folder$"):
+            read()
+        monkeypatch.setenv(name, str(tmp_path / "f"))
+        with pytest.raises(ValueError, match=rf"^{name}={re.escape(str(tmp_path / 'f'))}: names a file, not a folder$"):
+            read()
+        monkeypatch.setenv(name, "")
+        assert env_folder(name) is None and read() != Path("")

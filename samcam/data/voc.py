@@ -41,8 +41,10 @@ class VocTree:
         """The root ``VocTree(root)`` reads: ``root``, else ``$SAMCAM_VOC_ROOT`` (an empty value is
         unset); ``None`` when neither names one. What a command checks its outputs against."""
         if root is None:
-            root = os.environ.get(cls.ENV) or None
-        return Path(root) if root is not None else None
+            from samcam.io import env_folder
+
+            return env_folder(cls.ENV)
+        return Path(root)
 
     @classmethod
     def shared(cls, data: str | os.PathLike | None = None) -> VocTree:

@@ -72,11 +72,10 @@ def import_pooch():
 
 
 def home() -> Path:
-    """The cache folder: ``$SAMCAM_HOME`` or the user's cache directory."""
-    env = os.environ.get("SAMCAM_HOME")
-    if env:
-        return Path(env)
-    return Path(import_pooch().os_cache("samcam"))
+    """The cache folder: ``$SAMCAM_HOME`` (:func:`samcam.io.env_folder`) or the user's cache directory."""
+    from samcam.io import env_folder
+
+    return env_folder("SAMCAM_HOME") or Path(import_pooch().os_cache("samcam"))
 
 
 def get_checkpoint(name: str) -> Checkpoint:
