@@ -467,10 +467,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     check_input(path, "checkpoint")
+    import warnings
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it: one line, the refusal
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({(str(e).splitlines() or [type(e).__name__])[0][:200]})") from None
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        if why.startswith("Weights only load failed"):  # torch's advice (weights_only=False) would run the file's code
+            why = "it holds objects other than tensors and plain values; samcam never runs code from a checkpoint"
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint should hold a dict, found {type(state).__name__}")
     return state

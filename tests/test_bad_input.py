@@ -2155,3 +2155,19 @@ def test_folder_variables_are_read_as_folders(tmp_path, monkeypatch):
             read()
         monkeypatch.setenv(name, "")
         assert env_folder(name) is None and read() != Path("")
+
+
+def test_a_plain_pickle_checkpoint_is_refused_in_one_line_without_torchs_advice(tmp_path, capsys):
+    """torch warned (two lines) about a plain pickle's protocol before refusing it, and its refusal
+    advised weights_only=False, which would run the file's code (audit 9, F11)."""
+    import pickle
+
+    from samcam.cli import main
+
+    with open(tmp_path / "plain.pt", "wb") as f:
+        pickle.dump({"a": {1, 2}}, f, protocol=4)  # a set: no tensor, no plain value torch takes
+    (tmp_path / "ids.txt").write_text("a\n")
+    assert main(["eval-seg", "--checkpoint", str(tmp_path / "plain.pt"), "--images", str(tmp_path), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"samcam eval-seg: error: {tmp_path / 'plain.pt'}: not a readable PyTorch checkpoint (it holds objects other than tensors "
+                   "and plain values; samcam never runs code from a checkpoint)\n")
