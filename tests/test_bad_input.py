@@ -318,8 +318,11 @@ def test_a_reproduce_config_never_names_a_place_outside_the_checkout(tmp_path, c
 def test_a_notebook_parameter_may_name_the_data_root_and_plain_text(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
     (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: 00_tutorial.ipynb\n    parameters: {data: '${SAMCAM_DATA}/voc', "
-                                    "masks_dir: results/x, rule: 'a / b text', image_id: [1, 2]}\n")  # fmt: skip
+                                    "masks_dir: results/x, rule: 'a / b text', image_id: '2007_000032'}\n")  # fmt: skip
     assert cli.main(["reproduce", "--config", str(tmp_path / "r.yml"), "--list"]) == 0
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: 00_tutorial.ipynb\n    parameters: {image_id: [1, 2]}\n")
+    assert cli.main(["reproduce", "--config", str(tmp_path / "r.yml"), "--list"]) == 2  # its default is text: a list is refused
+    assert "parameter image_id is [1, 2]; 00_tutorial.ipynb takes text there (its default: '2007_007908')" in capsys.readouterr().err
 
 
 # ============================================================================ 2. every input is checked before it is decoded (regular file, size, intact, what its name says)
@@ -1175,7 +1178,7 @@ def test_cache_path_that_is_a_file_is_named_and_nothing_downloaded(tmp_path, cap
     import samcam.sam.weights as w
 
     monkeypatch.setattr(w, "_download", lambda *a: pytest.fail("no download may be tried"))
-    fails(["weights", "fetch", "vit_t"], capsys, "file", "not writable")
+    fails(["weights", "fetch", "vit_t"], capsys, "SAMCAM_HOME=", "file", "names a file, not a folder")
 
 
 # ============================================================================ 8. parallelism (workers die with their parent)
