@@ -79,9 +79,9 @@ def test_segmentation_notebook_makes_the_table_from_records(tmp_path):
     for row, values in mious.items():
         for seed, m in enumerate(values):
             rec = {"format": RECORD_FORMAT, "recipe": Recipe(crop=320, epochs=20, output_stride=16, seed=seed).to_dict(), "n_train": 558,
-                   "labels_fingerprint": row * 8, "step": 9, "total_steps": 9, "commit": "abc", "machine": {"cpu": "Some CPU", "cores": 2},
-                   "history": {"epoch_seconds": [80.0, 90.0], "losses": [1.0, 0.5], "device": "cpu", "threads": 2, "peak_rss_mib": 3000.0, "load_average": [2.0, 2.0]},
-                   "eval": {"step": 9, "n_images": 561, "miou": m, "seconds": 60.0, "iou": {c: m for c in VOC.class_names}}}  # fmt: skip
+                   "labels_fingerprint": row * 8, "step": 1380, "total_steps": 1380, "commit": "abc", "machine": {"cpu": "Some CPU", "cores": 2},
+                   "history": {"epoch_seconds": [80.0, 90.0] * 10, "losses": [1.0, 0.5] * 10, "device": "cpu", "threads": 2, "peak_rss_mib": 3000.0, "load_average": [2.0, 2.0]},
+                   "eval": {"step": 1380, "n_images": 561, "miou": m, "seconds": 60.0, "iou": {c: m for c in VOC.class_names}}}  # fmt: skip
             (runs / f"{row}_s{seed}.json").write_text(json.dumps(rec))
     out, bench = tmp_path / "seg", tmp_path / "bench"
     execute("07_segmentation.ipynb", tmp_path / "07.ipynb", {"runs_dir": str(runs), "results_dir": str(out), "bench_dir": str(bench),
