@@ -39,9 +39,7 @@ def _alpha_threshold(uses: tuple[int, ...]):
     def parse(text: str) -> float:
         from samcam.refine.affinity import MAX_POWER, alphas_for_threshold
 
-        v = _number(float, 0.0, 1.0)(text)
-        if not 1e-6 <= v <= 1 - 1e-6:
-            raise argparse.ArgumentTypeError(f"{text} is not inside [1e-06, 0.999999] (the background powers need 0 < t < 1)")
+        v = _number(float, 1e-6, 1 - 1e-6)(text)  # NaN and 1 alike: outside the one range said (the powers need 0 < t < 1)
         used = max(alphas_for_threshold(v)[i] for i in uses)
         if used > MAX_POWER:
             raise argparse.ArgumentTypeError(f"{text} gives a background power of {used:.4g}, above {MAX_POWER:g}; use a larger threshold")
@@ -178,7 +176,7 @@ def _eval(p: argparse.ArgumentParser):
 
         spec = get_dataset(a.dataset)
         ids = ids_of(a.ids)
-        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv])  # tables: a folder's path is refused
+        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv], tables={a.csv: "class", a.per_image_csv: "id"})  # tables: a folder's path is refused
         if os.path.exists(a.pred) and os.path.exists(a.gt) and os.path.samefile(a.pred, a.gt):
             raise ValueError(f"--pred {a.pred} and --gt {a.gt} are one folder: the labels would be scored against themselves (100)")
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
@@ -431,7 +429,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
-        check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels)
+        check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels, table="map")
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
@@ -511,7 +509,7 @@ def _cam_select(p: argparse.ArgumentParser):
             if same != name:  # one table under two names: two candidates that are one
                 raise ValueError(f"--evals: {path} is the table of candidate {same!r} and of {name!r}; give each candidate its own table")
             evals[name] = read_cam_eval(path)
-        check_file_output(a.out, *[item.partition("=")[2] for item in a.evals])
+        check_file_output(a.out, *[item.partition("=")[2] for item in a.evals], table="candidate")
         chosen, threshold = select_classifier(evals)
         rows = []
         for name, b in best_rows(evals).items():
@@ -555,7 +553,7 @@ def _cam2label(p: argparse.ArgumentParser):
         if not a.out and not a.sweep_gt:
             raise ValueError("give --out (labels at --threshold), --sweep-gt (a threshold sweep), or both")
         ids = ids_of(a.ids)
-        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids], files=[a.sweep_csv])
+        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids], files=[a.sweep_csv], tables={a.sweep_csv: "threshold"})
         if not a.sweep_gt:
             refuse_unused(p, a, ("thresholds", "sweep_csv"), "without --sweep-gt (the sweep scores against that ground truth)")
         if a.out and a.threshold is None:
@@ -634,7 +632,7 @@ def _labels(p: argparse.ArgumentParser):
 def _demo(p: argparse.ArgumentParser):
     p.add_argument("--points-per-side", type=_number(int, *AMG_RANGES["points_per_side"]), default=32,
                    help="SAM's point grid per image side in everything mode (default 32, the official setting)")
-    p.add_argument("--out", default="results/demo", help="output folder (relative to the checkout)")
+    p.add_argument("--out", default="results/demo", help="output folder (a relative path is taken from the checkout; not results/runs/)")
 
     def run(a: argparse.Namespace) -> int:
         from samcam.outputs import check_output
@@ -860,7 +858,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
         from samcam.outputs import check_file_output
         from samcam.pipeline.affinity import alpha_sweep
 
-        check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids)
+        check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids, table="alpha")
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = _image_index_of(a.images, ids)
         df = alpha_sweep(index, a.cams, a.gt, ids, a.checkpoint, a.alphas, AffinityConfig(radius=None, beta=a.beta, steps=a.steps))
@@ -951,9 +949,17 @@ class _StoreOnce(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-class _Parser(argparse.ArgumentParser):
+def one_line(text: str) -> str:
+    """An argparse type for text a record keeps (a provenance note, a command): one printable line,
+    not blank (a multi-line value would be a record's two lines)."""
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not one line of printable text")
+    return text
+
+
+class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``samcam <command>: error: <what>`` and exit code 2, and every
-    option taken once (:class:`_StoreOnce`)."""
+    option taken once (:class:`_StoreOnce`). The scripts of scripts/ parse with it too."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # --ou is not --out: a config names options in full
@@ -972,10 +978,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; with ``argv``, only the subcommand that ``argv`` names gets its arguments
     (adding some imports heavy modules, e.g. torch), so that ``samcam merge``/``eval`` start fast."""
-    parser = _Parser(prog="samcam", description=__doc__.splitlines()[0])
+    parser = Parser(prog="samcam", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"samcam {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
     for name, (help, fn) in COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)

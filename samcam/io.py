@@ -195,18 +195,20 @@ def read_csv(path: str | os.PathLike, what: str = "table"):
     return table
 
 
-def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
-    """The inflated content of a gzip file, complete and at most :data:`MAX_INPUT_BYTES`:
-    ``ValueError`` naming the file for a truncated or corrupt stream, bytes after its end, or one that
-    inflates beyond the limit (a gzip bomb), checked while inflating, never after."""
+def read_gzip(path: str | os.PathLike, what: str = "gzip file", limit: int | None = None) -> bytes:
+    """The inflated content of a gzip file, complete and at most ``limit`` bytes (the kind of file's
+    own, e.g. a mask file's; :data:`MAX_INPUT_BYTES` when ``None``): ``ValueError`` naming the file
+    for a truncated or corrupt stream, bytes after its end, or one that inflates beyond the limit (a
+    gzip bomb), checked while inflating, never after: no more than ``limit`` bytes are ever held."""
     import zlib
 
     data = read_input(path, what)
+    limit = MAX_INPUT_BYTES if limit is None else limit
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer (CRC, length) checked
     try:
-        out = d.decompress(data, MAX_INPUT_BYTES)
-        if d.unconsumed_tail:
-            raise ValueError(f"inflates beyond the {MAX_INPUT_BYTES >> 30} GiB limit")
+        out = d.decompress(data, limit)
+        if d.unconsumed_tail or (not d.eof and d.decompress(b"", 1)):  # more to come past the limit
+            raise ValueError(f"inflates beyond the {_size_text(limit)} limit of a {what}")
         if not d.eof:
             raise ValueError("truncated gzip stream")
         if d.unused_data:  # a second member or trailing bytes: not the file its writer closed
@@ -216,6 +218,14 @@ def read_gzip(path: str | os.PathLike, what: str = "gzip file") -> bytes:
     except ValueError as e:
         raise ValueError(f"{path}: not a readable gzip stream ({e})") from None
     return out
+
+
+def _size_text(n: int) -> str:
+    """``n`` bytes as the largest whole unit that divides it (4 GiB, 256 MiB, 1000 bytes)."""
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
 
 
 def check_pixels(height: int, width: int, source: str | os.PathLike) -> None:

@@ -47,6 +47,10 @@ PROJECT_FOLDERS = ("samcam", "notebooks", "tests", "scripts", "benchmarks", ".ci
 PROJECT_FILES = ("pyproject.toml", "Makefile", "README.md", "ARCHITECTURE.md", "environment.yml", ".gitignore")
 
 
+#: the folder of ``samcam reproduce``'s stamps and executed notebooks, in a checkout; no command writes there
+STAMPS = REPO / "results" / "runs"
+
+
 def project_paths() -> list[Path]:
     """Where samcam's own sources lie: the package it runs from and, in a checkout (a ``pyproject.toml``
     beside the package), :data:`PROJECT_FOLDERS` and :data:`PROJECT_FILES` of that checkout."""
@@ -59,7 +63,8 @@ def project_paths() -> list[Path]:
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse an output (file or folder) that is an input or lies inside an input folder (nothing a
     user gave is ever written into or over), that is or lies in samcam's own sources
-    (:func:`project_paths`: a notebook, the package, the configuration), or whose path runs through a file."""
+    (:func:`project_paths`: a notebook, the package, the configuration) or, in a checkout, in the
+    reproduce stamps' folder (:data:`STAMPS`), or whose path runs through a file."""
     o = Path(out).resolve()
     above = next((p for p in o.parents if p.exists() and not p.is_dir()), None)
     if above is not None:  # said now, not after the work whose result could not be written
@@ -69,6 +74,10 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
         if o == r or r in o.parents:
             what = own.name + ("" if own.name in PROJECT_FILES else "/")
             raise ValueError(f"output {out} is or lies in {what}, part of samcam itself; write results elsewhere (results/, work/ or outside the checkout)")
+    stamps = STAMPS.resolve()
+    if (REPO / "pyproject.toml").is_file() and (o == stamps or stamps in o.parents):
+        raise ValueError(f"output {out} is or lies in results/runs/, the reproduce stamps' folder (samcam reproduce writes there alone); "
+                         "write results elsewhere (results/<...>, work/ or outside the checkout)")  # fmt: skip
     for i in inputs:
         if i is None:
             continue
@@ -79,11 +88,15 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
             raise ValueError(f"output {out} lies inside the input folder {i}; choose another output path")
 
 
-def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike | None) -> None:
+def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike | None, table: str | None = None) -> None:
     """:func:`check_output` for an output that is one file (a record, a table), which is refused as well,
     before any work, where its path names a folder (it ends with a separator) or where something other
     than a regular file stands (a folder, a link, a pipe: what :func:`samcam.io.atomic_path` would refuse
-    only when the work is done). ``None``: no such output."""
+    only when the work is done). ``None``: no such output.
+
+    ``table``: the output is a CSV table whose header starts with this column. Its path ends with
+    ``.csv``, and a file already there is replaced only when it is such a table (:func:`is_table`, one
+    samcam wrote for the same command), never a user's notes, an id list or another kind of table."""
     if out is None:
         return
     text = os.fspath(out)
@@ -93,6 +106,34 @@ def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike 
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ValueError(f"output {text}: exists and is {'a link' if path.is_symlink() else 'not a regular file'}; give a file's path")
     check_output(path, *inputs)
+    _check_table(text, table)
+
+
+def _check_table(out: str | os.PathLike | None, table: str | None) -> None:
+    """:func:`check_file_output`'s rule for a table output (``table``: its first column)."""
+    if out is None or table is None:
+        return
+    path = Path(out)
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"output {out}: a table is written as CSV; give a path ending with .csv")
+    if path.exists() and not is_table(path, table):
+        raise ValueError(f"output {out}: exists and is not a table of this kind (a CSV whose header starts with {table!r}), so samcam "
+                         "did not write it here; remove it to replace it, or give another path")  # fmt: skip
+
+
+def is_table(path: str | os.PathLike, first_column: str) -> bool:
+    """Whether ``path`` holds a CSV table whose header's first column is ``first_column`` (what a
+    command's table output starts with): its first line, read within 64 KiB, as UTF-8."""
+    import csv
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+        line = head.splitlines()[0].decode("utf-8-sig") if head else ""
+    except (OSError, UnicodeDecodeError):
+        return False
+    fields = next(csv.reader([line]), [])
+    return bool(fields) and fields[0] == first_column
 
 
 def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
@@ -107,10 +148,11 @@ def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | Non
 
 
 def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[str | os.PathLike | None],
-                  files: Sequence[str | os.PathLike | None] = ()) -> None:  # fmt: skip
+                  files: Sequence[str | os.PathLike | None] = (), tables: dict | None = None) -> None:  # fmt: skip
     """:func:`check_output` for each of a command's outputs (:func:`check_file_output`, first, for those
-    of them that are ``files``: tables, records), and no two of them the same path or one inside
-    another (a table written into the label folder it describes, two tables into one file)."""
+    of them that are ``files``: tables, records; ``tables``: a file's table column, for those that are
+    tables), and no two of them the same path or one inside another (a table written into the label
+    folder it describes, two tables into one file)."""
     given = [o for o in outputs if o is not None]
     for f in files:
         check_file_output(f, *inputs)
@@ -125,6 +167,8 @@ def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[
             if ra in rb.parents or rb in ra.parents:
                 inner, outer = (b, a) if ra in rb.parents else (a, b)
                 raise ValueError(f"output {inner} lies inside the output folder {outer}; write it elsewhere")
+    for f in files:  # last: a table's path that is also wrong in those ways is named for them
+        _check_table(f, (tables or {}).get(f))
 
 
 def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = None, id_folders: bool = False) -> list[str]:
@@ -238,13 +282,15 @@ def relocate_text(text: str, base: str | os.PathLike, checkouts: Sequence[str | 
     ``../shared/data`` lies) rewritten by :func:`record_path` against ``base``; other text (system
     paths) is unchanged; a shared environment's paths are this checkout's ``.venv``
     (:func:`_shared_venv`). For printed output, parameters and summaries."""
-    for c in checkouts:  # "/" (or /x, whose folder beside it is /) would take every absolute path for the checkout's
+    for c in checkouts:  # "/" would take every absolute path for the checkout's
         a = Path(os.path.abspath(c))
-        if len(a.parts) < 3 or a == REPO or a in REPO.parents:
-            raise ValueError(f"{c}: not another checkout (a root, a folder right below one, this checkout or a folder above it)")
+        if len(a.parts) < 2 or a == REPO or a in REPO.parents:
+            raise ValueError(f"{c}: not another checkout (a root, this checkout or a folder above it)")
     roots = [(r, r) for r in (*_roots(data_root()), *_roots(REPO))]
     roots += [(Path(os.path.abspath(c)), REPO) for c in checkouts] + _shared_venv()
-    roots += [(r, r) for r in _roots(REPO.parent)] + [(Path(os.path.abspath(c)).parent, REPO.parent) for c in checkouts]
+    roots += [(r, r) for r in _roots(REPO.parent)]
+    # the folder beside another checkout is this one's, unless it is a root (a checkout at /app: then every path would be)
+    roots += [(a.parent, REPO.parent) for a in map(Path, map(os.path.abspath, checkouts)) if len(a.parent.parts) > 1]
 
     def one(m: re.Match) -> str:
         p = Path(m.group(0))
@@ -302,10 +348,12 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
 def _input_files(folder: Path) -> Iterator[tuple[str, Path]]:
     """(relative name, path) of the files of an input folder, all levels down, sorted, leaving out hidden
     files (locks, temporaries) and :data:`RECORD_FILES`: what :func:`fingerprint` and
-    :func:`stat_signature` read."""
+    :func:`stat_signature` read. ``ValueError`` naming a broken link among them."""
     for q in sorted(folder.rglob("*")):
         rel = q.relative_to(folder)
         if not (q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES):
+            if q.is_symlink() and not q.exists():  # its content cannot be read, so neither can the folder's
+                raise ValueError(f"{q}: a broken link (to {os.readlink(q)}) inside the input folder {folder}; remove it or point it at a file")
             yield rel.as_posix(), q
 
 
@@ -386,8 +434,8 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     failed early) takes the new record. An input the folder's record does not name (one a later
     samcam records, e.g. a step's label source) is added to it as given now, and compared from then on.
     ``notes`` are stored, not compared (what changes an output is a parameter; a parameter an earlier
-    record holds as a note is compared as one). Temporary files left by a killed run are removed. ``out`` may
-    not be or lie in an input.
+    record holds as a note is compared as one); a resume adds the notes it is given to the record's.
+    Temporary files left by a killed run are removed. ``out`` may not be or lie in an input.
     """
     from samcam import __version__
 
@@ -406,7 +454,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         refuse_foreign(out)
         has_outputs = any(p.suffix in OUTPUT_SUFFIXES for p in out.iterdir())
         if path.exists() and has_outputs:
-            old = read_record(path, "provenance record", "remove it or choose another output folder")
+            old = stored = read_record(path, "provenance record", "remove it or choose another output folder")
             if "fingerprints" not in old:
                 raise ValueError(f"{path}: a record without input fingerprints (made before samcam recorded them; scripts/relocate_records.py adds them); choose another output folder")
             added = [k for k in record["fingerprints"] if k not in old["fingerprints"]]  # inputs a later samcam records
@@ -420,12 +468,16 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
                                              **old["parameters"]}}  # fmt: skip
             diff = [k for k in COMPARED if k != "fingerprints" and old.get(k) != record[k]]
             if diff:
-                what = "; ".join(_differences(old.get(k), record[k], k) for k in diff)
+                what = "; ".join(differences(old.get(k), record[k], k) for k in diff)
                 raise ValueError(f"{path}: this folder holds outputs made with other settings ({what}); choose another output folder")
+            kept = stored
             if added:  # a folder made before samcam recorded these inputs resumes, and records them from now on, as given now
-                old = {**old, "inputs": {**old.get("inputs", {}), **{k: record["inputs"][k] for k in added}},
-                       "fingerprints": {**old["fingerprints"], **{k: record["fingerprints"][k] for k in added}}}  # fmt: skip
-                write_text(path, json.dumps(old, indent=1, sort_keys=True) + "\n")
+                kept = {**kept, "inputs": {**kept.get("inputs", {}), **{k: record["inputs"][k] for k in added}},
+                        "fingerprints": {**kept["fingerprints"], **{k: record["fingerprints"][k] for k in added}}}  # fmt: skip
+            if notes and {**then, **notes} != then:  # a note given on a resume is kept (a later one of the same name replaces it)
+                kept = {**kept, "notes": {**then, **notes}}
+            if kept is not stored:
+                write_text(path, json.dumps(kept, indent=1, sort_keys=True) + "\n")
         elif has_outputs:
             _refuse_unrecorded(out)
         else:
@@ -540,11 +592,17 @@ def read_cost(folder: str | os.PathLike) -> dict:
 OUTPUT_SUFFIXES = (".png", ".npy", ".gz", ".pt")
 
 
-def _differences(old, new, key: str) -> str:
+_ABSENT = object()
+
+
+def differences(old, new, key: str) -> str:
+    """Where two records differ, down to each field (``parameters.settings.points_per_side: 32 -> 16``),
+    never a whole mapping; a field one side lacks is shown as ``(absent)``."""
     if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        return ", ".join(f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
-    return f"{key}: {old!r} -> {new!r}"
+        keys = sorted((k for k in set(old) | set(new) if old.get(k, _ABSENT) != new.get(k, _ABSENT)), key=str)
+        return ", ".join(differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}") for k in keys)
+    shown = ["(absent)" if v is _ABSENT else repr(v) for v in (old, new)]
+    return f"{key}: {shown[0]} -> {shown[1]}"
 
 
 def clean_temporaries(folder: str | os.PathLike, older_than: float = STALE_TMP_SECONDS) -> int:

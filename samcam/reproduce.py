@@ -24,23 +24,26 @@ one checkout stays current in another that never had the run folder. A step with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import keyword
 import json
 import math
 import os
 import re
+import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from samcam.io import REPO, check_id, data_root
+from samcam.outputs import STAMPS
 
 NOTEBOOKS = REPO / "notebooks"
 #: the checkout's folder whose Python files a ``script`` step may run (the benchmarks)
 SCRIPTS = REPO / "benchmarks"
-RUNS = REPO / "results" / "runs"
+RUNS = STAMPS  # the stamps and executed notebooks (samcam.outputs.STAMPS: no command writes there)
 DEFAULT_CONFIG = NOTEBOOKS / "reproduce.yml"
 
 
@@ -264,6 +267,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             if not s["notebook"].endswith(".ipynb"):
                 raise ValueError(f"{where} notebook {s['notebook']!r} is not a notebook (.ipynb) of {NOTEBOOKS.name}/")
             _check_parameters(s.get("parameters", {}), s.get("inputs", []), where, s["notebook"])
+            _check_notebook_writes(s["notebook"], s.get("parameters", {}), s, where)
         elif "command" in s:
             _check_command(s["command"], s.get("parameters"), written, where)
         else:
@@ -381,13 +385,14 @@ def script_writes(script: list[str], where: str) -> list[Path]:
         sys.path[:] = saved
     if not callable(getattr(module, "writes", None)):
         raise ValueError(f"{where} script {script[0]} does not say what it writes (it defines no writes(argv))")
-    err = io.StringIO()
+    err, out = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):  # a --help among the arguments prints, then exits
             return [Path(p) for p in module.writes(list(script[1:]))]
-    except SystemExit:  # its parser refused the arguments
+    except SystemExit:  # its parser refused the arguments, or showed its help
         said = err.getvalue().strip().splitlines()  # argparse's usage, then "prog: error: what"
-        raise ValueError(f"{where} script {script[0]} refuses its arguments: {said[-1].split('error: ', 1)[-1] if said else script[1:]}") from None
+        why = said[-1].split("error: ", 1)[-1] if said else "it exits at once (e.g. on --help)" if out.getvalue() else script[1:]
+        raise ValueError(f"{where} script {script[0]} refuses its arguments: {why}") from None
 
 
 def _check_outputs(outputs: list, where: str, kept: list = ()) -> None:
@@ -415,19 +420,88 @@ def _check_outputs(outputs: list, where: str, kept: list = ()) -> None:
             raise ValueError(f"{where} output {out!r} is, holds or lies in {what}; write results elsewhere (results/<...>, work/)")
 
 
-#: the parameters by which each of samcam's notebooks names where it writes (a test keeps this whole: every
-#: parameter of every notebook is either here or among those that only read). A root the notebook also reads
-#: under (03's results_dir), or a checkpoint it resumes (08's), is one of them: bounded as a place to write.
-WRITING_PARAMETERS: dict[str, frozenset[str]] = {
-    "01_sam_masks.ipynb": frozenset({"out_dir"}),
-    "02_enhance_method.ipynb": frozenset({"results_dir", "work_dir"}),
-    "03_paper_table.ipynb": frozenset({"results_dir"}),
-    "05_prompted_ablation.ipynb": frozenset({"refined_dir", "results_dir"}),
-    "06_coco_check.ipynb": frozenset({"work_dir", "results_dir"}),
-    "07_segmentation.ipynb": frozenset({"results_dir", "bench_dir"}),
-    "08_claims_affinity.ipynb": frozenset({"labels_dir", "affinity_checkpoint", "affinity_sam_checkpoint", "results_dir"}),
-    "demo.ipynb": frozenset({"out_dir"}),
+#: what each of samcam's notebooks writes, as paths made of its parameters: ``{name}`` is the parameter's
+#: value, the one a step gives or else its default, and a path whose first parameter is ``None`` is not
+#: written. A file or a folder the notebook writes as a whole (a folder whose files vary). A step declares
+#: each among its outputs or scratch, or a folder above it (:func:`notebook_writes`, checked at load).
+NOTEBOOK_WRITES: dict[str, tuple[str, ...]] = {
+    "01_sam_masks.ipynb": ("{out_dir}",),
+    "02_enhance_method.ipynb": ("{results_dir}/{dataset}/{method}", "{work_dir}/{dataset}/{method}"),
+    "03_paper_table.ipynb": tuple(f"{{results_dir}}/table_pseudo_label_miou.{x}" for x in ("csv", "md", "png")),
+    "05_prompted_ablation.ipynb": ("{refined_dir}", "{results_dir}/{source}"),
+    "06_coco_check.ipynb": ("{work_dir}", "{results_dir}/cam_vs_prompted.csv", "{results_dir}/per_class_iou.csv"),
+    "07_segmentation.ipynb": (*(f"{{results_dir}}/{n}" for n in ("table.md", "table.csv", "gaps.md", "gaps.csv", "per_class.png")),
+                              "{bench_dir}/seg_train_cpu.md", "{bench_dir}/seg_train_cpu.json"),
+    "08_claims_affinity.ipynb": ("{labels_dir}", "{affinity_checkpoint}", "{affinity_sam_checkpoint}",
+                                 *(f"{{results_dir}}/{n}" for n in ("table.csv", "per_class_iou.csv", "per_class_errors.csv", "claims.png",
+                                                                   "per_class_iou.png"))),
+    "demo.ipynb": ("{out_dir}",),
 }
+
+#: the parameters by which each notebook names where it writes: the first of each path of
+#: :data:`NOTEBOOK_WRITES` (a test keeps this whole: every parameter of every notebook is either here or
+#: among those that only read). A root the notebook also reads under (03's results_dir), or a checkpoint
+#: it resumes (08's), is one of them: bounded as a place to write.
+WRITING_PARAMETERS: dict[str, frozenset[str]] = {
+    nb: frozenset(next(string.Formatter().parse(t))[1] for t in paths) for nb, paths in NOTEBOOK_WRITES.items()}
+
+#: writing parameters naming a file the notebook reads when it is there and writes when it is not (08's
+#: affinity checkpoints, trained once and then resumed): a step may declare one among its inputs
+RESUMED: dict[str, frozenset[str]] = {"08_claims_affinity.ipynb": frozenset({"affinity_checkpoint", "affinity_sam_checkpoint"})}
+
+
+def notebook_writes(notebook: str, parameters: dict, where: str) -> list[tuple[str, str]]:
+    """What a notebook step writes: each path of :data:`NOTEBOOK_WRITES` with the step's parameters
+    over the notebook's defaults, as ``(path, the parameter it starts with)``. A name inside a path
+    (02's method) is a name (:func:`samcam.io.check_id`), so it cannot lead elsewhere; a default that
+    is no literal must be given (``ValueError`` naming ``where``)."""
+    paths = NOTEBOOK_WRITES.get(notebook, ())
+    if not paths:
+        return []
+    values = {**(notebook_defaults(NOTEBOOKS / notebook) or {}), **parameters}
+    written = []
+    for template in paths:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        unset = [f for f in fields if values.get(f, NOT_A_LITERAL) is NOT_A_LITERAL]
+        if unset:
+            raise ValueError(f"{where} parameter {unset[0]} is not given and its default in {notebook} is no literal; give it "
+                             "(it names where the notebook writes)")  # fmt: skip
+        if values[fields[0]] is None:
+            continue  # not written (08's affinity_sam_checkpoint = None: no such row)
+        bad = next((f for f in fields[1:] if not isinstance(values[f], str) or not values[f] or not _is_name(values[f])), None)
+        if bad is not None:
+            raise ValueError(f"{where} parameter {bad} is {values[bad]!r}; {notebook} writes into a folder of that name, so it is a name "
+                             "(no /, \\, .., control characters)")  # fmt: skip
+        path = template.format(**{f: values[f] for f in fields})
+        written.append((os.path.normpath(path), fields[0]))
+    return written
+
+
+def _is_name(text: str) -> bool:
+    """Text usable as one folder name: :func:`samcam.io.check_id`'s rule (an id is a name, never a path)."""
+    try:
+        check_id(text, "name")
+    except ValueError:
+        return False
+    return True
+
+
+def _check_notebook_writes(notebook: str, parameters: dict, step: dict, where: str) -> None:
+    """Each path :func:`notebook_writes` gives is declared: one of the step's outputs or scratch, or
+    below one; a resumed checkpoint (:data:`RESUMED`) may be one of its inputs instead. Checked at
+    load, before anything runs, so a step never writes where its config does not say (a default of a
+    parameter it leaves out included)."""
+    declared = [os.path.normpath(p) for p in step.get("outputs", []) + step.get("scratch", [])]
+    inputs = [os.path.normpath(p) for p in step.get("inputs", [])]
+    for path, parameter in notebook_writes(notebook, parameters, where):
+        _check_writing_parameter(parameter, {**(notebook_defaults(NOTEBOOKS / notebook) or {}), **parameters}[parameter], where)
+        if any(path == d or Path(d) in Path(path).parents for d in declared):
+            continue
+        if parameter in RESUMED.get(notebook, ()) and path in inputs:
+            continue
+        given = "its" if parameter in parameters else "its default"
+        raise ValueError(f"{where}: {notebook} writes {path} ({given} {parameter}), which the step declares neither among its outputs "
+                         "nor its scratch; declare it, or give the parameter a place the step declares")  # fmt: skip
 
 
 def _check_writing_parameter(key: str, value: object, where: str) -> None:
@@ -759,10 +833,7 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     data steps would all be skipped, and the run would seem to succeed), or when a step would run on a
     checkout with uncommitted changes outside ``results/`` (its stamp could name no code that exists)
     unless ``allow_dirty``: then the stamps name the ``-dirty`` commit and ``log`` hears a note."""
-    import time
-
-    from samcam.io import write_text
-    from samcam.outputs import git_commit, stat_signature
+    from samcam.outputs import git_commit
 
     runs = RUNS if runs is None else runs
     rows = plan(config, only, force, runs, long)
@@ -773,7 +844,6 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
     if rows and all(state.startswith("missing") for _, state, _ in rows):
         raise ValueError(f"{config}: every selected step lacks an input (e.g. {rows[0][0].name}: {rows[0][1]}); "
                          f"is the data where SAMCAM_DATA points ({data_root()})?")  # fmt: skip
-    report, ran = [], False
     commit = git_commit(REPO)
     if commit and commit.endswith("-dirty") and any(r[2] for r in rows):
         if not allow_dirty:
@@ -781,6 +851,37 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
                              "or stash them first (or give --allow-dirty for a trial run whose stamps name the -dirty commit)")  # fmt: skip
         if log:
             log(f"note: this checkout has uncommitted changes outside results/ ({commit}); commit results only from a run on a clean commit")
+    with _weights_cache_read_only():
+        return _run_steps(rows, runs, only, force, long, log)
+
+
+@contextlib.contextmanager
+def _weights_cache_read_only():
+    """While steps run, the weights cache (outside the checkout, like the data root) is read, never
+    filled (:data:`samcam.sam.weights.NO_FETCH`, which the steps' processes and kernels inherit): a
+    step whose checkpoint is not cached fails naming ``samcam weights fetch``, the one command that
+    writes there (``make reproduce`` runs it first)."""
+    from samcam.sam.weights import NO_FETCH
+
+    old = os.environ.get(NO_FETCH)
+    os.environ[NO_FETCH] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(NO_FETCH, None)
+        else:
+            os.environ[NO_FETCH] = old
+
+
+def _run_steps(rows: list, runs: Path, only, force: bool, long: bool, log) -> list[tuple[str, str]]:
+    """The loop of :func:`reproduce`: each planned step run, or skipped with its reason."""
+    import time
+
+    from samcam.io import write_text
+    from samcam.outputs import stat_signature
+
+    report, ran = [], False
     for step, state, runs_now in rows:
         if ran:  # an earlier step of this run may have written this one's inputs: judge it now
             state = step_state(step, runs)
@@ -795,7 +896,10 @@ def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None
         if log:
             log(f"{step.name}: running ({'forced' if state == 'current' else state}) — {step.what}" + (f" (long: {step.long})" if step.long else ""))
         t0 = time.perf_counter()
-        before = taken_before(step)
+        try:
+            before = taken_before(step)
+        except (OSError, ValueError) as e:  # a broken link or a pipe inside an input folder
+            raise ValueError(f"step {step.name}: cannot fingerprint its inputs: {e}") from None
         if step.notebook is not None:
             outputs_before = [stat_signature(REPO / o) for o in step.outputs]
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)

@@ -11,23 +11,23 @@ record of the checkpoint's configuration, SHA-256, training seconds and what is 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from samcam.cam.nets import SHIPPED_HEADS, export_head
 from samcam.config import number
 from samcam.io import check_id
+from samcam.cli import Parser, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog="export_head", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a samcam train-classifier --head-only checkpoint")
     p.add_argument("name", help="the shipped head's name (samcam/cam/heads/<name>.npz)")
     p.add_argument("--val-map", type=number(float, 0, 100), required=True, help="its held-out classification mAP (%%), as train-classifier printed it")
-    p.add_argument("--trained-on", required=True, help="which images and labels it was trained on")
-    p.add_argument("--command", required=True, help="the command that trained it")
+    p.add_argument("--trained-on", required=True, type=one_line, help="which images and labels it was trained on")
+    p.add_argument("--command", required=True, type=one_line, help="the command that trained it")
     p.add_argument("--threshold", type=number(float, 0, 1), help="its background threshold, chosen without the scored images' ground truth (the demo uses it)")
-    p.add_argument("--threshold-from", help="how the threshold was chosen (required with --threshold)")
+    p.add_argument("--threshold-from", type=one_line, help="how the threshold was chosen (required with --threshold)")
     a = p.parse_args(argv)
     if (a.threshold is None) != (a.threshold_from is None):
         print("export_head: error: --threshold and --threshold-from go together", file=sys.stderr)

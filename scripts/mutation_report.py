@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from samcam.io import write_text
+from samcam.cli import Parser
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "mutation"
@@ -90,7 +91,7 @@ PATTERN = re.compile(r"^[A-Za-z_*][\w.*ǁ]*$")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mutation_report", description=__doc__.splitlines()[0])
+    ap = Parser(prog="mutation_report", description=__doc__.splitlines()[0])
     ap.add_argument("selection", nargs="*", metavar="PATTERN",
                     help="the mutmut selection the run used (mutant-name patterns, e.g. 'samcam.io*'), recorded with its rows; none: all")  # fmt: skip
     return ap

@@ -11,7 +11,6 @@ of each input that exists here (``null`` for one that does not: a rerun then cou
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from samcam.io import REPO, write_text
 from samcam.outputs import RUN_RECORD, fingerprint, record_path, relocate, relocate_text, resolve_recorded
 from samcam.reproduce import relocate_notebook
+from samcam.cli import Parser
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _common import relocated  # noqa: E402
@@ -39,7 +39,7 @@ def migrate_record(path: Path, made_in: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--made-in", required=True, help="the checkout whose absolute paths the committed files hold")
     made_in = ap.parse_args().made_in
     try:

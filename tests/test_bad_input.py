@@ -18,7 +18,7 @@ from PIL import Image
 
 from samcam import cli
 from samcam.cam.files import save_cam
-from samcam.io import read_ids
+from samcam.io import REPO, read_ids
 from samcam.outputs import RUN_RECORD, clean_temporaries, is_complete, pending
 
 
@@ -135,10 +135,14 @@ def test_an_image_too_thin_for_sam_is_named(tmp_path, capsys, mobile_sam_checkpo
     image would be 0 pixels high, and SAM's own error ("height and width must be > 0") named no image."""
     from samcam.sam.model import check_sam_size
 
-    check_sam_size((1, 2048, 3), "ok")  # 0.5 + 0.5 rounds to 1 pixel
-    for shape in ((1, 2049), (3000, 1)):
+    check_sam_size((16, 32768, 3), "ok")  # 0.5 + 0.5 rounds to 1 pixel
+    check_sam_size((16, 16), "ok")
+    for shape in ((1, 2049), (3000, 1), (16, 32769)):
         with pytest.raises(ValueError, match=re.escape(f"thin.png: {shape[0]}×{shape[1]} pixels is too thin for SAM (resized to its 1024-pixel long side: ")):
             check_sam_size(shape, "thin.png")
+    for shape in ((1, 1), (1, 2048), (15, 15), (15, 400)):  # audit 9's F19: a 1 × 1 image gave 8 masks
+        with pytest.raises(ValueError, match=re.escape(f"small.png: {shape[0]}×{shape[1]} pixels is too small for SAM (each side at least 16 pixels")):
+            check_sam_size(shape, "small.png")
     (tmp_path / "im").mkdir()
     Image.fromarray(np.zeros((1, 3000, 3), np.uint8)).save(tmp_path / "im" / "th.png")
     Image.fromarray(np.zeros((1, 3000), np.uint8)).save(tmp_path / "th_label.png")
@@ -149,6 +153,11 @@ def test_an_image_too_thin_for_sam_is_named(tmp_path, capsys, mobile_sam_checkpo
            "--device", "cpu"], capsys, f"{tmp_path / 'im' / 'th.png'}: 1×3000 pixels is too thin for SAM")
     fails(["refine", "--mode", "prompted", "--pseudo", tmp_path / "pl", "--images", tmp_path / "im", "--out", tmp_path / "r", "--ids",
            tmp_path / "ids.txt", "--checkpoint", mobile_sam_checkpoint, "--device", "cpu"], capsys, f"{tmp_path / 'im' / 'th.png'}: 1×3000 pixels")
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "one" / "dot.png")
+    fails(["masks", "--images", tmp_path / "one", "--out", tmp_path / "m1", "--checkpoint", mobile_sam_checkpoint, "--points-per-side", "1",
+           "--device", "cpu"], capsys, f"{tmp_path / 'one' / 'dot.png'}: 1×1 pixels is too small for SAM")
+    assert not list((tmp_path / "m1").glob("*.json.gz"))
 
 
 def test_a_file_named_in_another_unicode_form_is_pointed_at(tmp_path, capsys):
@@ -275,7 +284,7 @@ def test_a_reproduce_step_name_that_is_a_path_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("steps,needle", [
-    ("  - name: x\n    notebook: demo.ipynb\n  - name: x\n    notebook: demo.ipynb\n", "step 1 repeats the name 'x'"),  # one executed notebook for two steps
+    ("  - name: x\n    notebook: demo.ipynb\n    outputs: [results/demo]\n    parameters: {out_dir: results/demo}\n  - name: x\n    notebook: demo.ipynb\n", "step 1 repeats the name 'x'"),  # one executed notebook for two steps
     ("  - name: x\n    notebook: ../../etc/evil.ipynb\n", "step 0 (x) notebook '../../etc/evil.ipynb' must be a relative path inside notebooks/"),
     ("  - name: x\n    notebook: /srv/evil.ipynb\n", "must be a relative path inside notebooks/"),
 ])
@@ -377,9 +386,20 @@ def test_a_gzip_bomb_and_a_truncated_mask_file_are_refused(tmp_path, capsys, mon
     whole = (tmp_path / "m" / "a.json.gz").read_bytes()
     (tmp_path / "m" / "a.json.gz").write_bytes(whole[:-9])
     fails(args, capsys, "a.json.gz", "truncated")
-    monkeypatch.setattr(samcam.io, "MAX_INPUT_BYTES", 1 << 20)
     (tmp_path / "m" / "a.json.gz").write_bytes(gzip.compress(b" " * (2 << 20)))
-    fails(args, capsys, "a.json.gz", "inflates beyond")
+    # audit 9's F10: a mask file has its own limit, far below samcam's 4 GiB for any input
+    from samcam.sam import mask_files
+
+    assert mask_files.MAX_MASK_FILE_BYTES == 256 << 20
+    monkeypatch.setattr(mask_files, "MAX_MASK_FILE_BYTES", 1 << 20)
+    fails(args, capsys, "a.json.gz", "inflates beyond the 1 MiB limit of a mask file")
+    for n, ok in ((1 << 20, True), ((1 << 20) + 1, False)):  # exactly the limit is read whole; one byte more is refused
+        (tmp_path / "g.gz").write_bytes(gzip.compress(b"x" * n))
+        if ok:
+            assert samcam.io.read_gzip(tmp_path / "g.gz", "g", 1 << 20) == b"x" * n
+        else:
+            with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'g.gz'}: not a readable gzip stream (inflates beyond the 1 MiB limit of a g)")):
+                samcam.io.read_gzip(tmp_path / "g.gz", "g", 1 << 20)
 
 def test_an_npy_header_declaring_more_than_the_file_holds_is_refused(tmp_path, capsys):
     (tmp_path / "cams").mkdir()
@@ -1093,6 +1113,7 @@ def test_a_bad_device_is_named_before_any_output_is_made(tmp_path, capsys, args)
     (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--alpha", "1e300"], "--alpha"),
     (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--beta", "1e300"], "--beta"),
     (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--threshold", "0.001"], "--threshold"),
+    (["affinity", "--cams", "{t}", "--out", "{t}/a", "--gt-affinity", "{t}", "--threshold", "nan"], "nan is outside [1e-06, 0.999999]"),  # N6: the range it has
     (["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--epochs", "1000000000"], "--epochs"),  # third audit: no upper bound
     (["train-affinity", "--images", "{t}", "--cams", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/a.pt", "--epochs", "1000000000"], "--epochs"),
     (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--epochs", "1000000000"], "--epochs"),
@@ -1232,7 +1253,7 @@ def test_a_failed_notebook_is_one_line_and_kept(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pm, "execute_notebook", boom)
     monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # whatever state this checkout is in
-    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [nothing/here]\n")
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [nothing/here]\n    parameters: {out_dir: nothing/here}\n")
     with pytest.raises(pm.PapermillExecutionError):
         reproduce.execute("demo.ipynb", tmp_path / "o.ipynb")
     err = fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "demo.ipynb", "cell 3", "ZeroDivisionError", "x.failed.ipynb")
@@ -1507,8 +1528,8 @@ def test_an_existing_output_that_is_a_fifo_or_a_link_is_not_replaced(scored, cap
     assert (scored / "link.csv").is_symlink() and (scored / "mine.csv").read_text() == "keep"
 
 def test_a_reproduce_output_belongs_to_one_step(tmp_path, capsys):
-    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [o.txt]\n"
-                                    "  - name: y\n    notebook: demo.ipynb\n    outputs: [./o.txt]\n")
+    (tmp_path / "r.yml").write_text("steps:\n  - name: x\n    notebook: demo.ipynb\n    outputs: [o.txt]\n    parameters: {out_dir: o.txt}\n"
+                                    "  - name: y\n    notebook: demo.ipynb\n    outputs: [./o.txt]\n    parameters: {out_dir: ./o.txt}\n")
     fails(["reproduce", "--config", tmp_path / "r.yml", "--list"], capsys, "r.yml", "output './o.txt' of step y is also an output of step x")
 
 @pytest.mark.parametrize("args", [["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--lr-head", "1e308"],
@@ -1857,10 +1878,10 @@ def test_cam2label_refused_labels_leave_the_sweep_table_alone(tmp_path, capsys):
     _labels(tmp_path / "gt", ["a"])
     assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "o"), "--threshold", "0.2"]) == 0
     _cams(tmp_path / "cams", [7], np.ones((1, 6, 8)))  # other CAMs
-    (tmp_path / "s.csv").write_text("kept")
+    (tmp_path / "s.csv").write_text("threshold,miou\n0.1,0.5\n")  # an earlier sweep's table, which this one would replace
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "o", "--threshold", "0.2", "--sweep-gt", tmp_path / "gt",
            "--sweep-csv", tmp_path / "s.csv"], capsys, "differs in content")  # fmt: skip
-    assert (tmp_path / "s.csv").read_text() == "kept"
+    assert (tmp_path / "s.csv").read_text() == "threshold,miou\n0.1,0.5\n"
 
 
 def test_a_cam_map_larger_than_an_image_may_be_is_refused_before_it_is_read():
@@ -2021,6 +2042,16 @@ def test_export_head_names_a_head_never_a_path(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             script.main([str(tmp_path / "clf.pt"), "h", "--val-map", value, "--trained-on", "x", "--command", "y"])
         assert e.value.code == 2
+    # audit 9's F15: text that becomes the head's provenance is one line, not blank; an option is given once
+    capsys.readouterr()
+    for extra, said in ((["--threshold", "0.2", "--threshold-from", ""], "export_head: error: argument --threshold-from: '' is not one line"),
+                        (["--trained-on", "a\nb"], "argument --trained-on: 'a\\nb' is not one line of printable text"),
+                        (["--command", " "], "argument --command: ' ' is not one line"),
+                        (["--val-map", "60"], "argument --val-map: given twice")):  # fmt: skip
+        args = [*common, *extra] if extra[0] != "--trained-on" else ["--val-map", "50", *extra, "--command", "y"]
+        with pytest.raises(SystemExit) as e:
+            script.main([str(tmp_path / "clf.pt"), "h", *args])
+        assert e.value.code == 2 and said in capsys.readouterr().err, extra
     assert sorted(SHIPPED_HEADS.iterdir()) == before and not list(tmp_path.iterdir())
 
 
@@ -2031,12 +2062,20 @@ def test_cli_reference_says_when_its_file_is_not_a_file(tmp_path):
 
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "cli_reference.py", tmp_path / "scripts")
-    (tmp_path / "docs" / "cli.md").mkdir(parents=True)
+    doc = tmp_path / "docs" / "cli.md"
+    doc.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for extra in ([], ["--check"]):
-        r = subprocess.run([sys.executable, str(tmp_path / "scripts" / "cli_reference.py"), *extra], capture_output=True, text=True, env=env)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.strip() == f"cli_reference: error: {tmp_path / 'docs' / 'cli.md'}: not a regular file (a link or a folder); move it away"
+    for make, kind in ((None, "a folder"), (lambda: os.mkfifo(doc), "not a regular file (a pipe or a device)"),  # SC_cli1: a FIFO was "a link or a folder"
+                       (lambda: doc.symlink_to(tmp_path / "elsewhere.md"), "a link")):  # fmt: skip
+        if make is not None:
+            shutil.rmtree(doc) if doc.is_dir() and not doc.is_symlink() else doc.unlink()
+            make()
+        for extra in ([], ["--check"]):
+            r = subprocess.run([sys.executable, str(tmp_path / "scripts" / "cli_reference.py"), *extra], capture_output=True, text=True, env=env,
+                               timeout=60)  # fmt: skip
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+            assert r.stderr.strip() == f"cli_reference: error: {doc}: {kind}, not the reference's file; move it away"
+    assert not (tmp_path / "elsewhere.md").exists()
 
 
 def test_a_cached_checkpoint_of_the_wrong_size_is_never_read(tmp_path, monkeypatch):
@@ -2174,3 +2213,75 @@ def test_a_plain_pickle_checkpoint_is_refused_in_one_line_without_torchs_advice(
     err = capsys.readouterr().err
     assert err == (f"samcam eval-seg: error: {tmp_path / 'plain.pt'}: not a readable PyTorch checkpoint (it holds objects other than tensors "
                    "and plain values; samcam never runs code from a checkpoint)\n")
+
+
+def test_a_table_output_replaces_only_a_table_of_its_kind(scored, capsys):
+    """Audit 9's F7: `eval --csv notes.txt` replaced a user's text and `--csv ids2.txt` an id list, exit 0.
+    A table's path ends with .csv, and a file there is replaced only when it is a table of the same
+    kind (its header's first column); the command's own table is replaced on a rerun."""
+    args = ["eval", "--pred", scored / "pred", "--gt", scored / "gt", "--ids", scored / "ids.txt"]
+    (scored / "notes.txt").write_text("my notes\n")
+    fails([*args, "--csv", scored / "notes.txt"], capsys, "notes.txt", "a table is written as CSV; give a path ending with .csv")
+    (scored / "notes.csv").write_text("my notes, kept\n1,2\n")
+    fails([*args, "--csv", scored / "notes.csv"], capsys, "notes.csv", "exists and is not a table of this kind (a CSV whose header starts with "
+          "'class')", "remove it to replace it")
+    assert (scored / "notes.txt").read_text() == "my notes\n" and (scored / "notes.csv").read_text() == "my notes, kept\n1,2\n"
+    assert cli.main([str(a) for a in [*args, "--csv", scored / "t.csv", "--per-image-csv", scored / "p.csv"]]) == 0
+    first = (scored / "t.csv").read_text()
+    assert first.startswith("class,") and (scored / "p.csv").read_text().startswith("id,miou,")
+    (scored / "t.csv").write_text(first.replace("0.", "0.9", 1))  # the same kind of table, edited: a rerun replaces it
+    assert cli.main([str(a) for a in [*args, "--csv", scored / "t.csv"]]) == 0 and (scored / "t.csv").read_text() == first
+    fails([*args, "--csv", scored / "p.csv"], capsys, "p.csv", "header starts with 'class'")  # a per-image table is another kind
+    fails([*args, "--per-image-csv", scored / "t.csv"], capsys, "t.csv", "header starts with 'id'")
+
+
+def test_is_table_reads_the_first_field_of_the_header(tmp_path):
+    from samcam.outputs import is_table
+
+    for text, expected in ((b"class,iou\n", True), (b"\xef\xbb\xbfclass,iou\r\n", True), (b'"class","iou"\n', True), (b"class\n", True),
+                           (b"classes,iou\n", False), (b" class,iou\n", False), (b"iou,class\n", False), (b"", False),
+                           (b"\xff\xfeclass\n", False), (b"class" + b"x" * 70000, False)):  # fmt: skip
+        (tmp_path / "t.csv").write_bytes(text)
+        assert is_table(tmp_path / "t.csv", "class") is expected, text[:20]
+    assert is_table(tmp_path / "missing.csv", "class") is False
+
+
+def test_a_note_given_on_a_resume_is_kept(tmp_path):
+    """A note is stored, not compared: a resume given a note (cam2label --note on a second run, to say
+    how the threshold was chosen) records it beside the earlier ones instead of dropping it."""
+    import json
+
+    from samcam.outputs import RUN_RECORD, claim_output
+
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first", "other": "kept"}):
+        (tmp_path / "o" / "x.png").write_bytes(b"x")
+    record = tmp_path / "o" / RUN_RECORD
+    before = record.read_text()
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}):
+        pass
+    assert record.read_text() == before  # no note given: the record is left as it was
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "second"}):
+        pass
+    rec = json.loads(record.read_text())
+    assert rec["notes"] == {"note": "second", "other": "kept"} and rec["parameters"] == {"a": 1}
+    assert {k: v for k, v in rec.items() if k != "notes"} == {k: v for k, v in json.loads(before).items() if k != "notes"}
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    args = ["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "lab"), "--threshold", "0.3"]
+    assert cli.main(args) == 0 and cli.main([*args, "--note", "threshold chosen on val"]) == 0
+    assert json.loads((tmp_path / "lab" / RUN_RECORD).read_text())["notes"] == {"note": "threshold chosen on val"}
+
+
+def test_no_command_writes_into_the_reproduce_stamps_folder(capsys):
+    """Audit 9's F18: `demo --out results/runs/x` wrote into the folder of reproduce's stamps, which
+    reproduce refused for its steps only. check_output, which every command's outputs go through,
+    refuses it (in a checkout), and reproduce names it for a step's output as before."""
+    from samcam.outputs import STAMPS, check_output
+    from samcam.reproduce import RUNS
+
+    assert RUNS == STAMPS == REPO / "results" / "runs"
+    for out in (STAMPS, STAMPS / "x", STAMPS / "x" / "y.csv"):
+        with pytest.raises(ValueError, match=re.escape(f"output {out} is or lies in results/runs/, the reproduce stamps' folder")):
+            check_output(out)
+    check_output(REPO / "results" / "runsx")  # a sibling whose name starts the same is no part of it
+    fails(["demo", "--out", "results/runs/x"], capsys, "results/runs/x", "the reproduce stamps' folder")
+    assert not (STAMPS / "x").exists()

@@ -162,23 +162,25 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=map.csv"], "map.csv: map values outside 0..100"),
     (["a=twice.csv"], "twice.csv: threshold 0.2 is listed twice"),
     (["a=false.csv"], "false.csv: false_pct values outside 0..inf"),
-    (["a=twomaps.csv"], "twomaps.csv: map differs between rows (1 to 2)"),
+    (["a=twomaps.csv"], "twomaps.csv: map differs between rows (50 to 60)"),
+    (["a=fraction.csv"], "fraction.csv: map 0.8 looks like a fraction; cam-eval tables give the mAP in percent"),  # beside another's 80
     (["a=bools.csv"], "bools.csv: miou (bool) not numbers"),  # True/False were read as 1/0, and chosen
     (["a=tuned.csv"], "tuned.csv: a sweep tuned on the scored images' ground truth (its gt_tuned column)"),
     (["a=dup.csv"], "dup.csv: the column 'miou' appears twice"),  # pandas read the first and renamed the second
 ])  # fmt: skip
 def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
     monkeypatch.chdir(tmp_path)
-    _table([0.1, 0.2, 0.3], 1.0).to_csv("one.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).to_csv("one.csv", index=False)
     (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
     (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00" * 8)
-    _table([0.1, float("nan"), 0.3], 1.0).to_csv("nan.csv", index=False)
-    _table([10.0, 20.0, 40.0], 1.0).to_csv("percent.csv", index=False)
+    _table([0.1, float("nan"), 0.3], 50.0).to_csv("nan.csv", index=False)
+    _table([10.0, 20.0, 40.0], 50.0).to_csv("percent.csv", index=False)
     _table([0.1, 0.2, 0.3], 101.0).to_csv("map.csv", index=False)
-    _table([0.1, 0.2, 0.3], 1.0, (0.1, 0.2, 0.2)).to_csv("twice.csv", index=False)
-    _table([0.1, 0.2, 0.3], 1.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
-    _table([0.1, 0.2, 0.3], [1.0, 1.0, 2.0]).to_csv("twomaps.csv", index=False)
-    _table([0.1, 0.2, 0.3], 1.0).assign(miou=[True, False, False]).to_csv("bools.csv", index=False)
+    _table([0.1, 0.2, 0.3], 0.8).to_csv("fraction.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0, (0.1, 0.2, 0.2)).to_csv("twice.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
+    _table([0.1, 0.2, 0.3], [50.0, 50.0, 60.0]).to_csv("twomaps.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).assign(miou=[True, False, False]).to_csv("bools.csv", index=False)
     from samcam.cam.files import save_cam
     from samcam.io import write_label
     from samcam.pipeline.cam import threshold_sweep
@@ -201,9 +203,10 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
 
 
 def test_cam_select_out_names_a_file(tmp_path, capsys):
-    _table([0.1, 0.2, 0.3], 1.0).to_csv(tmp_path / "one.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).to_csv(tmp_path / "one.csv", index=False)
     (tmp_path / "folder").mkdir()
-    for out, why in ((f"{tmp_path / 'new'}/", "ends with a separator, which names a folder"), (tmp_path / "folder", "exists and is not a regular file")):
+    for out, why in ((f"{tmp_path / 'new'}/", "ends with a separator, which names a folder"), (tmp_path / "folder", "exists and is not a regular file"),
+                     (tmp_path / "sel.md", "a table is written as CSV; give a path ending with .csv")):  # audit 9's OP3: CSV text in a .md file
         assert cli.main(["cam-select", "--evals", f"a={tmp_path / 'one.csv'}", "--out", str(out)]) == 2
         assert f"output {out}: {why}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "one.csv"] and not any((tmp_path / "folder").iterdir())

@@ -142,7 +142,7 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
 
 def test_reproduce_rejects_unknown_steps_and_skips_missing_inputs(tmp_path, capsys):
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n")
+    cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n    parameters: {out_dir: x}\n")
     run(["reproduce", "--config", cfg, "--only", "nope"], code=2)
     assert "no step named nope" in capsys.readouterr().err
     run(["reproduce", "--config", cfg], code=2)  # its only step lacks its input: nothing could be reproduced

@@ -80,6 +80,8 @@ def test_maps_to_label_by_hand():
     assert maps_to_label({4: np.ones((1, 1))}, 0.5, (1, 1), n_classes=6).tolist() == [[5]]
     with pytest.raises(ValueError, match="outside the foreground classes 0..4"):
         maps_to_label({5: np.ones((1, 1))}, 0.5, (1, 1), n_classes=6)
+    with pytest.raises(ValueError, match=r"^the map of class 7 is 2 × 3 beside class 2's 4 × 5; an image's class maps share its size$"):
+        maps_to_label({2: np.ones((4, 5)), 7: np.ones((2, 3)), 9: np.ones((4, 5))}, 0.5, (4, 5))  # numpy's wording said no sizes
 
 
 def test_comparisons_are_in_float32_as_irn_stores_cams():

@@ -63,7 +63,7 @@ def test_a_samcam_0_1_mask_folder_is_resumed_and_its_record_moved(images, tmp_pa
     legacy = {**record["parameters"], "checkpoint": "old_sam.pt", "samcam_version": "0.1.0"}  # names the new run does not write
     (out / "samcam_run.json").unlink()
     (out / "samcam_masks.json").write_text(json.dumps(legacy))
-    with pytest.raises(ValueError, match=r"samcam_masks\.json: this folder holds masks made with other settings"):
+    with pytest.raises(ValueError, match=r"samcam_masks\.json: this folder holds masks made with other settings \(settings\.points_per_side: 2 -> 3\); "):
         run_masks(images, out, points_per_side=3, progress=False, device="cpu")
     assert (out / "samcam_masks.json").exists() and not (out / "samcam_run.json").exists()
     assert run_masks(images, out, ids=["cat"], points_per_side=2, progress=False, device="cpu").done == 0

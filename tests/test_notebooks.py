@@ -7,9 +7,25 @@ import nbformat
 import pytest
 
 from samcam.io import REPO, data_root
-from samcam.reproduce import NOTEBOOKS, execute, load_config, step_state
+from samcam.reproduce import NOTEBOOKS, load_config, notebook_writes, step_state
+from samcam.reproduce import execute as _run
 
 pytestmark = pytest.mark.slow
+
+
+def execute(name, out, params=None):
+    """Run a notebook as reproduce does, and check that every file it wrote or changed under the test's
+    folder lies in a path reproduce.notebook_writes names for it (what a reproduce step must declare,
+    checked before the step runs): the paths are what the notebook really writes."""
+    from pathlib import Path
+
+    root = Path(out).parent
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    _run(name, out, params)
+    paths = [Path(p) for p, _ in notebook_writes(Path(name).name, params or {}, name)]
+    for p in root.rglob("*"):
+        if p.is_file() and p != Path(out) and before.get(p) != p.stat().st_mtime_ns:
+            assert any(p == w or w in p.parents for w in paths), f"{name} wrote {p}, outside {[str(w) for w in paths]}"
 
 
 def _params(name):

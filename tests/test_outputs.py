@@ -146,6 +146,12 @@ def test_recorded_paths_are_read_back_against_the_record_folder_or_the_data_root
 
 
 def test_differences_name_each_changed_key():
-    assert outputs._differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}, "parameters") == "parameters.b: 2 -> 3, parameters.c: None -> 4"
-    assert outputs._differences("0.1", "0.2", "samcam_version") == "samcam_version: '0.1' -> '0.2'"
-    assert outputs._differences({"a": 1}, "x", "p") == "p: {'a': 1} -> 'x'"
+    assert outputs.differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}, "parameters") == "parameters.b: 2 -> 3, parameters.c: (absent) -> 4"
+    assert outputs.differences({"c": None}, {}, "p") == "p.c: None -> (absent)"  # a null is not a field left out
+    # nested settings (masks' eleven generator fields): the field that differs, not the whole mapping
+    old = {"settings": {"points_per_side": 32, "pred_iou_thresh": 0.88, "crop": {"n_layers": 0}}, "model": "vit_t"}
+    new = {"settings": {"points_per_side": 16, "pred_iou_thresh": 0.88, "crop": {"n_layers": 1}}, "model": "vit_t"}
+    assert outputs.differences(old, new, "parameters") == ("parameters.settings.crop.n_layers: 0 -> 1, "
+                                                            "parameters.settings.points_per_side: 32 -> 16")
+    assert outputs.differences("0.1", "0.2", "samcam_version") == "samcam_version: '0.1' -> '0.2'"
+    assert outputs.differences({"a": 1}, "x", "p") == "p: {'a': 1} -> 'x'"

@@ -5,6 +5,7 @@ default-folder rule that notebook 02 once got wrong."""
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -239,7 +240,7 @@ def test_a_stamp_records_the_inputs_a_step_read(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reproduce, "execute", run)
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: s\n    notebook: demo.ipynb\n    inputs: [in]\n    outputs: [out]\n")
+    cfg.write_text("steps:\n  - name: s\n    notebook: demo.ipynb\n    inputs: [in]\n    outputs: [out]\n    parameters: {out_dir: out}\n")
     reproduce.reproduce(cfg)
     step = reproduce.load_config(cfg)[0]
     assert reproduce.step_state(step, tmp_path / "runs") == "stale (input in changed since the last run)"
@@ -256,7 +257,7 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     (tmp_path / "data" / "labels" / "a.png").write_bytes(b"x")
     (tmp_path / "runs").mkdir()
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: s\n    notebook: 02_enhance_method.ipynb\n    parameters: {pseudo_dir: '${SAMCAM_DATA}/labels'}\n"
+    cfg.write_text("steps:\n  - name: s\n    notebook: 02_enhance_method.ipynb\n    parameters: {pseudo_dir: '${SAMCAM_DATA}/labels', results_dir: out, work_dir: out}\n"
                    "    inputs: ['${SAMCAM_DATA}/labels']\n    outputs: [out]\n")
     (tmp_path / "out").write_text("y")
     monkeypatch.setattr(reproduce, "REPO", tmp_path)
@@ -267,7 +268,15 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMCAM_DATA", "data")
     assert reproduce.step_state(reproduce.load_config(cfg)[0], tmp_path / "runs") == "current"
     (tmp_path / "data" / "labels" / "gone.png").symlink_to(tmp_path / "nowhere.png")
-    assert reproduce.step_state(step, tmp_path / "runs").startswith("stale (cannot read an input or output: ")
+    gone = tmp_path / "data" / "labels" / "gone.png"
+    assert reproduce.step_state(step, tmp_path / "runs") == (f"stale (cannot read an input or output: {gone}: a broken link (to "
+                                                             f"{tmp_path / 'nowhere.png'}) inside the input folder {gone.parent}; remove it "
+                                                             "or point it at a file)")  # fmt: skip
+    from samcam import outputs
+
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc")
+    with pytest.raises(ValueError, match="^" + re.escape(f"step s: cannot fingerprint its inputs: {gone}: a broken link")):  # audit 9's R30
+        reproduce.reproduce(cfg, runs=tmp_path / "runs", force=True)
 
 
 @pytest.mark.parametrize("step, message", [
@@ -405,7 +414,7 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     monkeypatch.setattr(reproduce, "REPO", tmp_path)  # the checkout: where relative outputs land
     monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")  # a clean checkout: no note
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n")
+    cfg.write_text("steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n    parameters: {out_dir: x}\n")
     assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
     assert capsys.readouterr().out == "a: skip [missing input does/not/exist] demo.ipynb -> x\n"
     assert cli.main(["reproduce", "--config", str(cfg)]) == 2  # every step lacks its inputs: nothing reproduced
@@ -413,8 +422,8 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
     ran = []
     monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append((nb, out)) or (tmp_path / "out").write_text("o"))  # its output
     (tmp_path / "in").write_text("x")
-    cfg.write_text(f"steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n"
-                   f"  - name: b\n    notebook: demo.ipynb\n    inputs: [{tmp_path / 'in'}]\n    outputs: [out]\n")
+    cfg.write_text(f"steps:\n  - name: a\n    notebook: demo.ipynb\n    inputs: [does/not/exist]\n    outputs: [x]\n    parameters: {{out_dir: x}}\n"
+                   f"  - name: b\n    notebook: demo.ipynb\n    inputs: [{tmp_path / 'in'}]\n    outputs: [out]\n    parameters: {{out_dir: out}}\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "a: skipped (missing input does/not/exist)" and lines[1].startswith("b: running (stale (never run here))")
@@ -426,8 +435,8 @@ def test_reproduce_plans_reports_and_refuses_when_nothing_can_run(tmp_path, caps
         (tmp_path / params["device"]).write_text("z")  # a stand-in: the notebook is not run
 
     monkeypatch.setattr(reproduce, "execute", make)
-    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{device: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [mid]\n"
-                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{device: end}}\n    inputs: [mid]\n    outputs: [end]\n")
+    cfg.write_text(f"steps:\n  - name: c\n    notebook: demo.ipynb\n    parameters: {{device: mid, out_dir: mid}}\n    inputs: [{tmp_path / 'in'}]\n    outputs: [mid]\n"
+                   f"  - name: d\n    notebook: demo.ipynb\n    parameters: {{device: end, out_dir: end}}\n    inputs: [mid]\n    outputs: [end]\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "d: done in" in out and (tmp_path / "end").exists() and "note:" not in out
@@ -503,8 +512,8 @@ def test_reproduce_refuses_a_data_root_that_does_not_exist(tmp_path, capsys, mon
     ran = []
     monkeypatch.setattr(reproduce, "execute", lambda nb, out, params: ran.append(nb) or (tmp_path / {"data": "x", "plain": "y"}[out.stem]).write_text("o"))
     cfg = tmp_path / "r.yml"
-    cfg.write_text("steps:\n  - name: data\n    notebook: demo.ipynb\n    inputs: ['${SAMCAM_DATA}/voc2012']\n    outputs: [x]\n"
-                   "  - name: plain\n    notebook: demo.ipynb\n    outputs: [y]\n")
+    cfg.write_text("steps:\n  - name: data\n    notebook: demo.ipynb\n    inputs: ['${SAMCAM_DATA}/voc2012']\n    outputs: [x]\n    parameters: {out_dir: x}\n"
+                   "  - name: plain\n    notebook: demo.ipynb\n    outputs: [y]\n    parameters: {out_dir: y}\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert f"the data root {tmp_path / 'nowhere'} does not exist (SAMCAM_DATA={tmp_path / 'nowhere'})" in err and ran == []
@@ -564,3 +573,126 @@ def test_a_script_step_runs_the_checkouts_script_and_is_stale_when_the_script_ch
     script.write_text("raise SystemExit(3)\n")  # on import, too: refused before it runs
     with pytest.raises(ValueError, match=r"script benchmarks/b.py fails as it is imported \(SystemExit: 3\)"):
         reproduce.reproduce(cfg, runs=runs)
+
+
+def test_a_notebook_step_writing_where_a_default_points_is_refused_before_it_runs(tmp_path):
+    """Audit 9's F1: a notebook step writes through the writing parameters it leaves out too. 03 with
+    no results_dir writes the committed paper table under results/, and 02 given only results_dir writes
+    its labels under its default work_dir: both are refused at load, naming the path and the default."""
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - {name: t, notebook: 03_paper_table.ipynb, outputs: [results/a9t]}\n")
+    with pytest.raises(ValueError, match=re.escape("step 0 (t): 03_paper_table.ipynb writes results/table_pseudo_label_miou.csv (its default "
+                                                   "results_dir), which the step declares neither among its outputs nor its scratch")):
+        load_config(cfg)
+    cfg.write_text("steps:\n  - {name: t, notebook: 03_paper_table.ipynb, parameters: {results_dir: results/a9t}, outputs: [results/a9t]}\n")
+    assert [s.name for s in load_config(cfg)] == ["t"]  # its table, below the folder declared
+    enh = ("steps:\n  - {name: e, notebook: 02_enhance_method.ipynb, parameters: {results_dir: results/a9enh, limit: 2%s}, "
+           "outputs: [results/a9enh]%s}\n")
+    cfg.write_text(enh % ("", ""))
+    with pytest.raises(ValueError, match=re.escape("step 0 (e): 02_enhance_method.ipynb writes work/voc/TransCAM (its default work_dir)")):
+        load_config(cfg)
+    cfg.write_text(enh % (", method: Other", ", scratch: [work/voc/TransCAM]"))  # the method names the folders: TransCAM's is not Other's
+    with pytest.raises(ValueError, match=re.escape("writes work/voc/Other (its default work_dir)")):
+        load_config(cfg)
+    cfg.write_text(enh % (", method: Other", ", scratch: [work/voc]"))
+    assert [s.name for s in load_config(cfg)] == ["e"]
+    cfg.write_text(enh % (", work_dir: work/e", ", scratch: [work/e/voc/TransCAM]"))
+    assert [s.name for s in load_config(cfg)] == ["e"]
+    cfg.write_text(enh % (", work_dir: work/e", ", scratch: [work/e/voc/TransCAM/x]"))  # a folder below what it writes is not all of it
+    with pytest.raises(ValueError, match=re.escape("writes work/e/voc/TransCAM (its work_dir)")):
+        load_config(cfg)
+    for method in ("a/../b", "a/b", ".hidden"):  # a name inside a written path is a name: it cannot lead elsewhere
+        cfg.write_text(enh % (f", method: '{method}'", ", scratch: [work]"))
+        with pytest.raises(ValueError, match=re.escape(f"parameter method is {method!r}; 02_enhance_method.ipynb writes into a folder of that name")):
+            load_config(cfg)
+
+
+def test_a_resumed_checkpoint_may_be_an_input_and_an_unwritten_one_needs_no_place(tmp_path):
+    """08 reads its affinity checkpoints when they are there and trains them when not: a step may declare
+    one among its inputs (the committed claims step does); another writing path may not be an input.
+    A checkpoint given as null is not written at all."""
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    outs = ("results/c/labels, results/c/table.csv, results/c/per_class_iou.csv, results/c/per_class_errors.csv, results/c/claims.png, "
+            "results/c/per_class_iou.png")
+    step = ("steps:\n  - {name: c, notebook: 08_claims_affinity.ipynb, parameters: {labels_dir: results/c/labels, results_dir: results/c%s}, "
+            "inputs: [work/a.pt%s], outputs: [" + outs + "]%s}\n")
+    cfg.write_text(step % (", affinity_checkpoint: work/a.pt", "", ", scratch: [work/claims/affinity_lite2_samseeds.pt]"))
+    assert [s.name for s in load_config(cfg)] == ["c"]
+    cfg.write_text(step % (", affinity_checkpoint: work/a.pt, affinity_sam_checkpoint: null", "", ""))
+    assert [s.name for s in load_config(cfg)] == ["c"]
+    cfg.write_text(step % (", affinity_checkpoint: work/a.pt", "", ""))
+    with pytest.raises(ValueError, match=re.escape("08_claims_affinity.ipynb writes work/claims/affinity_lite2_samseeds.pt (its default "
+                                                   "affinity_sam_checkpoint)")):
+        load_config(cfg)
+    cfg.write_text(step.replace("labels_dir: results/c/labels", "labels_dir: work/lab").replace("results/c/labels, ", "")
+                   % (", affinity_checkpoint: work/a.pt, affinity_sam_checkpoint: null", ", work/lab", ""))
+    with pytest.raises(ValueError, match=re.escape("08_claims_affinity.ipynb writes work/lab (its labels_dir)")):
+        load_config(cfg)  # labels are no checkpoint it resumes: an input there is not a place to write
+
+
+def test_notebook_writes_covers_every_notebook_that_writes():
+    """NOTEBOOK_WRITES names a path for each writing parameter of each notebook, each path starts with
+    one (so WRITING_PARAMETERS, derived from it, is each notebook's writing parameters), and the other
+    fields of a path are parameters of the notebook too."""
+    import string
+
+    from samcam.reproduce import NOTEBOOK_WRITES, NOTEBOOKS, RESUMED, WRITING_PARAMETERS, notebook_parameters
+
+    assert set(WRITING_PARAMETERS) == set(NOTEBOOK_WRITES) and set(RESUMED) <= set(NOTEBOOK_WRITES)
+    for nb, paths in NOTEBOOK_WRITES.items():
+        names = notebook_parameters(NOTEBOOKS / nb)
+        fields = [[f for _, f, _, _ in string.Formatter().parse(p) if f] for p in paths]
+        assert all(f and p.startswith("{" + f[0] + "}") for f, p in zip(fields, paths)), nb
+        assert {f for fs in fields for f in fs} <= names, nb
+        assert WRITING_PARAMETERS[nb] == {f[0] for f in fields} and RESUMED.get(nb, frozenset()) <= WRITING_PARAMETERS[nb], nb
+
+
+def test_reproduce_steps_read_the_weights_cache_but_never_fill_it(tmp_path, monkeypatch, capsys):
+    """Audit 9's F14: a masks step without --checkpoint fetched into $SAMCAM_HOME, outside the checkout,
+    undeclared. While reproduce runs its steps, fetch only finds a cached checkpoint: an absent one is
+    refused in one line naming the command that fetches it, and nothing is downloaded."""
+    from samcam import outputs, reproduce
+    from samcam.sam import weights
+
+    monkeypatch.setenv("SAMCAM_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(weights.NO_FETCH, raising=False)
+    monkeypatch.setattr(weights, "_download", lambda *a, **k: (_ for _ in ()).throw(AssertionError("downloaded")))
+    seen = []
+
+    def step(nb, out, params):  # a notebook step that needs the SAM weights
+        seen.append(os.environ.get(weights.NO_FETCH))
+        (tmp_path / "o").mkdir()
+        weights.fetch("vit_t")
+
+    monkeypatch.setattr(reproduce, "execute", step)
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - {name: m, notebook: demo.ipynb, parameters: {out_dir: o}, outputs: [o]}\n")
+    with pytest.raises(FileNotFoundError, match="^" + re.escape(f"{tmp_path / 'cache' / 'mobile_sam.pt'}: the verified vit_t checkpoint is not in "
+                                                                "the weights cache, and a reproduce step reads the cache without filling it")):
+        reproduce.reproduce(cfg)
+    assert seen == ["1"] and weights.NO_FETCH not in os.environ and not (tmp_path / "cache").exists()  # restored after the run
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "mobile_sam.pt").write_bytes(b"not the checkpoint")  # a wrong cached file is not replaced either
+    shutil.rmtree(tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="run: samcam weights fetch vit_t$"):
+        reproduce.reproduce(cfg)
+    assert (tmp_path / "cache" / "mobile_sam.pt").read_bytes() == b"not the checkpoint" and "fetching it again" not in capsys.readouterr().err
+
+
+def test_a_script_argument_asking_for_help_is_refused_without_printing_it(tmp_path, capsys):
+    """Audit 9's R2list: `--help` among a script step's arguments printed the script's usage on stdout
+    during `reproduce --list`, then the refusal. The refusal alone is said."""
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps:\n  - {name: x, script: [benchmarks/bench_eval.py, --help], outputs: [results/benchmarks]}\n")
+    with pytest.raises(ValueError, match=re.escape("script benchmarks/bench_eval.py refuses its arguments: it exits at once (e.g. on --help)")):
+        load_config(cfg)
+    assert capsys.readouterr() == ("", "")

@@ -56,9 +56,11 @@ def test_record_paths_are_relative_or_under_the_data_root(tmp_path, monkeypatch)
     text = f"wrote {tmp_path}/data/a.png and {REPO}/results/b.png, not /usr/lib/c"
     assert relocate_text(text, REPO) == "wrote ${SAMCAM_DATA}/a.png and results/b.png, not /usr/lib/c"
     assert relocate_text("--out /elsewhere/runs/seg/<row>", REPO, ["/elsewhere/checkout"]) == "--out ../runs/seg/<row>"
-    for bad in ("/", "/elsewhere", str(REPO), str(REPO.parent), "//"):  # "/" took every absolute path for the checkout's
-        with pytest.raises(ValueError, match=r": not another checkout \(a root, a folder right below one, this checkout or a folder above it\)$"):
+    for bad in ("/", str(REPO), str(REPO.parent), "//"):  # "/" took every absolute path for the checkout's
+        with pytest.raises(ValueError, match=r": not another checkout \(a root, this checkout or a folder above it\)$"):
             relocate_text("${SAMCAM_DATA}/pseudo_labels and /usr/lib", REPO, [bad])
+    # a checkout right below the root (a container's /app) is one: its paths are taken, the root's others are not
+    assert relocate_text("--out /app/results/x, /usr/lib/y and /shared/z", REPO, ["/app"]) == "--out results/x, /usr/lib/y and /shared/z"
 
 
 def test_relocate_records_refuses_a_root_as_the_old_checkout(tmp_path):
@@ -67,7 +69,7 @@ def test_relocate_records_refuses_a_root_as_the_old_checkout(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "relocate_records.py"), "--made-in", "/"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr == "relocate_records: error: --made-in /: not another checkout (a root, a folder right below one, this checkout or a folder above it)\n"
+    assert r.stderr == "relocate_records: error: --made-in /: not another checkout (a root, this checkout or a folder above it)\n"
 
 
 def test_a_shared_environment_is_written_as_this_checkouts_venv(tmp_path, monkeypatch):

@@ -369,11 +369,14 @@ def test_a_notebook_never_writes_into_samcams_own_sources(checkout, tmp_path):
         with pytest.raises(ValueError, match=re.escape("step 0 (x) parameter results_dir (where the notebook writes): output ")):
             load_config(cfg)
     # a root it also reads under, its own default written out, a checkpoint it resumes; a parameter another notebook only reads
-    for nb, params, inputs in (("03_paper_table.ipynb", "{results_dir: results}", "[results/voc]"),
-                               ("03_paper_table.ipynb", "{results_dir: results/paper}", "[results/paper/voc]"),
-                               ("08_claims_affinity.ipynb", "{affinity_checkpoint: work/claims/a.pt}", "[work/claims/a.pt]"),
-                               ("04_per_class_explorer.ipynb", "{results_dir: notebooks}", "[]")):  # fmt: skip
-        cfg = _config(tmp_path, f"steps:\n  - {{name: x, notebook: {nb}, inputs: {inputs}, outputs: [o], parameters: {params}}}\n")
+    # (each with what it then writes declared: reproduce.notebook_writes)
+    table = "[{0}/table_pseudo_label_miou.csv, {0}/table_pseudo_label_miou.md, {0}/table_pseudo_label_miou.png]"
+    for nb, params, inputs, outputs in (("03_paper_table.ipynb", "{results_dir: results}", "[results/voc]", table.format("results")),
+                                        ("03_paper_table.ipynb", "{results_dir: results/paper}", "[results/paper/voc]", table.format("results/paper")),
+                                        ("08_claims_affinity.ipynb", "{affinity_checkpoint: work/claims/a.pt, affinity_sam_checkpoint: null, "
+                                         "labels_dir: o/l, results_dir: o/r}", "[work/claims/a.pt]", "[o]"),
+                                        ("04_per_class_explorer.ipynb", "{results_dir: notebooks}", "[]", "[o]")):  # fmt: skip
+        cfg = _config(tmp_path, f"steps:\n  - {{name: x, notebook: {nb}, inputs: {inputs}, outputs: {outputs}, parameters: {params}}}\n")
         assert len(load_config(cfg)) == 1, (nb, params)
 
 

@@ -856,3 +856,30 @@ def test_a_record_replaces_only_a_record_of_the_same_run(tmp_path):
     target.write_text("my notes\n")
     with pytest.raises(ValueError, match=re.escape(str(target))):
         check_record_target(target, rec["recipe"])
+
+
+def test_train_seg_refuses_a_record_of_other_labels_before_it_trains(tmp_path, capsys):
+    """Review 9: `train-seg --record` compared the training labels with the record's only after the
+    training. They are fingerprinted as the labels are (samcam.seg.train.labels_fingerprint, what the
+    run records) and compared before anything is trained or written."""
+    import hashlib
+
+    from samcam import cli
+    from samcam.seg.train import labels_fingerprint
+
+    for d in ("img", "lab"):
+        (tmp_path / d).mkdir()
+    for i in ("a", "b"):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        Image.fromarray(np.full((40, 40), 3, np.uint8)).save(tmp_path / "lab" / f"{i}.png")
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    want = hashlib.sha256(b"".join(i.encode() + b"\0" + hashlib.sha256((tmp_path / "lab" / f"{i}.png").read_bytes()).digest() for i in "ab"))
+    assert labels_fingerprint(tmp_path / "lab", ["a", "b"]) == want.hexdigest()  # by hand: each id and its file's bytes, in order
+    rec = _record()
+    (tmp_path / "r.json").write_text(json.dumps(rec))  # the same recipe (RECIPE, seed 0), other labels ("0" * 64)
+    args = ["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run",
+            "--crop", "64", "--batch-size", "2", "--epochs", "3", "--eval-gt", tmp_path / "lab", "--eval-ids", tmp_path / "ids.txt",
+            "--record", tmp_path / "r.json"]  # fmt: skip
+    assert cli.main([str(a) for a in args]) == 2
+    assert f"{tmp_path / 'r.json'}: holds the record of another run (another recipe, seed or training labels)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and json.loads((tmp_path / "r.json").read_text()) == rec

@@ -86,7 +86,7 @@ def test_finished_array_with_a_failed_and_rerun_shard_equals_one_process(fake_sa
         ids = []
         rng = np.random.default_rng(n_images)
         for k in range(n_images):
-            image = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+            image = rng.integers(0, 256, (16, 17, 3), dtype=np.uint8)
             image[0, 0, :2] = k, 7  # the fake's id of the image, in its first pixel
             ids.append(f"{k}_7")
             Image.fromarray(image).save(tmp / "images" / f"{k}_7.png")

@@ -18,7 +18,7 @@ from samcam.io import read_image
 from samcam.outputs import COST_RECORD
 
 
-def _images(folder, n=3, shape=(12, 16)):
+def _images(folder, n=3, shape=(16, 20)):  # SAM takes sides of 16 pixels or more
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for k in range(n):
@@ -386,11 +386,11 @@ def test_a_refinement_records_its_sam_checkpoint_by_content(tmp_path, monkeypatc
     ids = _images(tmp_path / "images", 2)
     (tmp_path / "pseudo").mkdir()
     for i in ids:
-        write_label(tmp_path / "pseudo" / f"{i}.png", np.zeros((12, 16), np.uint8))
+        write_label(tmp_path / "pseudo" / f"{i}.png", np.zeros((16, 20), np.uint8))
 
     def fake(work, devices, todo, args, done, threads):  # what refine_into writes, without SAM
         for i in todo:
-            write_label(args[4][""] / f"{i}.png", np.zeros((12, 16), np.uint8))
+            write_label(args[4][""] / f"{i}.png", np.zeros((16, 20), np.uint8))
             done(i, (0.0, "cpu"))
 
     monkeypatch.setattr(samcam.pipeline.workers, "run_on_devices", fake)

@@ -50,10 +50,16 @@ def cam_to_label(high_res: np.ndarray, keys: np.ndarray, threshold: float, n_cla
 
 
 def maps_to_label(maps: dict[int, np.ndarray], threshold: float, shape: tuple[int, int], n_classes: int = 21) -> np.ndarray:
-    """:func:`cam_to_label` for ``{0-based class: map}``; no maps at all gives an all-background ``shape``."""
+    """:func:`cam_to_label` for ``{0-based class: map}``; no maps at all gives an all-background ``shape``.
+    ``ValueError`` for maps of two sizes."""
     if not maps:
         return np.zeros(shape, np.uint8)
     keys = sorted(maps)
+    sizes = {k: np.shape(maps[k]) for k in keys}
+    odd = next((k for k in keys if sizes[k] != sizes[keys[0]]), None)
+    if odd is not None:
+        raise ValueError(f"the map of class {odd} is {' × '.join(map(str, sizes[odd]))} beside class {keys[0]}'s "
+                         f"{' × '.join(map(str, sizes[keys[0]]))}; an image's class maps share its size")  # fmt: skip
     return cam_to_label(np.stack([maps[k] for k in keys]), np.array(keys), threshold, n_classes)
 
 

@@ -191,7 +191,8 @@ CAM_EVAL_COLUMNS = ("threshold", "miou", "map", "partial_pct", "false_pct")
 def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     """A ``samcam cam-eval --csv`` table, checked: ``ValueError`` naming the file when it is not a
     CSV with those columns and rows, a value is not a finite number, a threshold or mIoU lies outside
-    0..1, the mAP (percent) or the partial share outside 0..100, the false share is negative, or a
+    0..1, the mAP (percent) or the partial share outside 0..100, the mAP is a fraction (0 < map ≤ 1,
+    which would be compared with other tables' percents), the false share is negative, or a
     threshold is listed twice."""
     import pandas as pd
 
@@ -211,6 +212,9 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     for col, hi in (("threshold", 1.0), ("miou", 1.0), ("map", 100.0), ("partial_pct", 100.0), ("false_pct", np.inf)):
         if not values[col].between(0.0, hi).all():
             raise ValueError(f"{path}: {col} values outside 0..{hi:g} (found {values[col].min():g} to {values[col].max():g}); not a cam-eval table")
+    if values["map"].between(0.0, 1.0, inclusive="right").any():  # cam-eval writes mAP in percent: 0.8 beside another table's 80
+        raise ValueError(f"{path}: map {values['map'].iloc[0]:g} looks like a fraction; cam-eval tables give the mAP in percent "
+                         "(0..100), and candidates are compared by it")  # fmt: skip
     if values["map"].nunique() > 1:  # one classifier per table: its mAP is one number, repeated on every row
         raise ValueError(f"{path}: map differs between rows ({values['map'].min():g} to {values['map'].max():g}); one table is one classifier")
     if values["threshold"].duplicated().any():

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from samcam.io import image_index, near_miss, read_image, write_text
-from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_folder_output, clean_temporaries, lock_output,
+from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_folder_output, clean_temporaries, differences, lock_output,
                             fingerprint_files, read_record, record_path, refuse_foreign, resolve_recorded)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import FORMATS, MaskStore
@@ -134,10 +134,8 @@ def check_run_meta(out: Path, meta: dict[str, Any], images: str | os.PathLike | 
         diff = [k for k in MASK_SETTINGS if old.get(k, meta.get(k)) != meta.get(k)]
         if diff:
             where = path if path.exists() else legacy
-            raise ValueError(
-                f"{where}: this folder holds masks made with other {', '.join(diff)} "
-                f"({ {k: old.get(k) for k in diff} }); use another --out folder"
-            )
+            what = "; ".join(differences(old.get(k), meta.get(k), k) for k in diff)  # the field that differs, as every step's record says it
+            raise ValueError(f"{where}: this folder holds masks made with other {', '.join(diff)} ({what}); use another --out folder")
         if path.exists():
             _check_same_images(path, images, out)
             legacy.unlink(missing_ok=True)  # left by a run stopped between writing the record and removing the old one

@@ -83,10 +83,19 @@ def _json_float(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
 
 
+#: the most a compact mask file may inflate to. SAM's masks are smooth regions, a few runs per image
+#: column each, so a set grows with the image's width: the 558 committed VOC train sets (images about
+#: 500 pixels wide) inflate to 2-46 KB, and a 4,000-pixel-wide image's to a few MB. A file past this is
+#: no mask set (a gzip bomb would otherwise take up to samcam's 4 GiB input limit in every merge worker
+#: before the JSON is refused).
+MAX_MASK_FILE_BYTES = 256 << 20
+
+
 def _compact_bytes(path: Path) -> bytes:
-    """The inflated content of a compact mask file (:func:`samcam.io.read_gzip`), errors naming it."""
+    """The inflated content of a compact mask file (:func:`samcam.io.read_gzip`, at most
+    :data:`MAX_MASK_FILE_BYTES`), errors naming it."""
     try:
-        return read_gzip(path, "mask file")
+        return read_gzip(path, "mask file", MAX_MASK_FILE_BYTES)
     except FileNotFoundError:
         raise FileNotFoundError(f"mask file not found: {path}") from None
     except ValueError as e:

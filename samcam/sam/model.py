@@ -106,15 +106,23 @@ GENERATORS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {"fast": _fast_gen
 SAM_SIDE = 1024
 
 
+#: the smallest image side SAM is run on: one of its image encoder's patches (16 pixels of the resized
+#: image). A smaller image is enlarged more than 64 times, so its every mask is a blur of a few pixels
+#: (a 1 × 1 image gave 8 masks of its one pixel).
+MIN_SAM_SIDE = 16
+
+
 def check_sam_size(shape: tuple[int, ...], source: object) -> None:
-    """``ValueError`` naming ``source`` when an image of ``shape`` (H, W, ...) is too thin for SAM: resized
-    to a :data:`SAM_SIDE` long side as SAM resizes it (rounded), its short side would be 0 pixels, and
-    SAM's own error would name no image."""
+    """``ValueError`` naming ``source`` when an image of ``shape`` (H, W, ...) is too thin for SAM (resized
+    to a :data:`SAM_SIDE` long side as SAM resizes it, rounded, its short side would be 0 pixels, and
+    SAM's own error would name no image) or too small (a side below :data:`MIN_SAM_SIDE` pixels)."""
     h, w = int(shape[0]), int(shape[1])
     scale = SAM_SIDE / max(h, w, 1)
     nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
     if min(nh, nw) < 1:
         raise ValueError(f"{source}: {h}×{w} pixels is too thin for SAM (resized to its {SAM_SIDE}-pixel long side: {nh}×{nw})")
+    if min(h, w) < MIN_SAM_SIDE:
+        raise ValueError(f"{source}: {h}×{w} pixels is too small for SAM (each side at least {MIN_SAM_SIDE} pixels, one patch of its encoder)")
 
 
 class MaskGenerator:

@@ -118,6 +118,11 @@ def check_cache_folder(folder: Path) -> None:
         raise OSError(f"cache folder {folder} is not writable ({e.strerror or e}); set SAMCAM_HOME to a writable folder") from None
 
 
+#: set (to anything) while ``samcam reproduce`` runs its steps: :func:`fetch` then only finds a checkpoint in
+#: the cache, never downloads one (a step writes only what it declares, and the cache is outside the checkout)
+NO_FETCH = "SAMCAM_NO_FETCH"
+
+
 def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bool = True) -> Path:
     """Download (or find in the cache) checkpoint ``name`` and return its verified path.
 
@@ -132,7 +137,11 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
     if target.is_file():
         if is_checkpoint(target, ck):
             return target
-        print(f"samcam: cached {target} has the wrong size or hash; fetching it again", file=sys.stderr)
+        if not os.environ.get(NO_FETCH):
+            print(f"samcam: cached {target} has the wrong size or hash; fetching it again", file=sys.stderr)
+    if os.environ.get(NO_FETCH):
+        raise FileNotFoundError(f"{target}: the verified {ck.name} checkpoint is not in the weights cache, and a reproduce step reads the "
+                                f"cache without filling it (it lies outside the checkout); run: samcam weights fetch {ck.name}")  # fmt: skip
     check_cache_folder(folder)
     try:
         return _download(ck, folder, progress)

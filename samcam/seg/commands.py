@@ -68,8 +68,10 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         if a.record is not None:
             from .report import check_record_target
 
+            from .train import labels_fingerprint
+
             check_outputs([a.record, a.out], given, files=[a.record])
-            check_record_target(a.record, recipe.to_dict())  # before hours of training, not after them
+            check_record_target(a.record, recipe.to_dict(), labels_fingerprint(a.labels, a.ids.ids))  # before hours of training, not after them
         if a.eval_gt is not None:  # the evaluation's files are there before hours of training, not found missing after them
             from samcam.io import find_image, folder_ids
 
@@ -151,7 +153,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         from .evaluate import check_evaluation_target, evaluate_checkpoint, write_results
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
-        check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv])
+        check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv], tables={a.csv: "class"})
         check_evaluation_target(a.json, a.checkpoint)  # before the evaluation, not after it
         if a.threads:
             torch.set_num_threads(a.threads)

@@ -62,13 +62,10 @@ def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids:
     for d in (images_dir, labels_dir):
         if not d.is_dir():
             raise FileNotFoundError(f"folder not found: {d}")
-    h = hashlib.sha256()
+    fingerprint = labels_fingerprint(labels_dir, ids)
     images, labels = [], []
     for i in ids:
         path = labels_dir / f"{i}.png"
-        if not path.is_file():
-            raise FileNotFoundError(f"label file not found: {path}")
-        h.update(i.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
         lab = read_label(path, spec)
         img_path = find_image(images_dir, i)
         img = read_image(img_path)
@@ -78,7 +75,19 @@ def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids:
         labels.append(lab)
     if all((lab == IGNORE).all() for lab in labels):
         raise ValueError(f"{labels_dir}: every label pixel of the {len(ids)} training images is void ({IGNORE}); there is nothing to learn from")
-    return TrainData(list(ids), images, labels, h.hexdigest())
+    return TrainData(list(ids), images, labels, fingerprint)
+
+
+def labels_fingerprint(labels_dir: str | os.PathLike, ids: list[str]) -> str:
+    """What a run records of its training labels (``TrainData.fingerprint``): the SHA-256 over each id
+    and its label file's bytes, in order. ``FileNotFoundError`` naming a missing label file."""
+    h = hashlib.sha256()
+    for i in ids:
+        path = Path(labels_dir) / f"{i}.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"label file not found: {path}")
+        h.update(i.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def make_batch(data: TrainData, recipe: Recipe, epoch: int, positions: range) -> tuple[torch.Tensor, torch.Tensor]:
