@@ -176,7 +176,7 @@ def _eval(p: argparse.ArgumentParser):
 
         spec = get_dataset(a.dataset)
         ids = ids_of(a.ids)
-        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv], tables={a.csv: "class", a.per_image_csv: "id"})  # tables: a folder's path is refused
+        check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv], tables={a.csv: ("class", "iou"), a.per_image_csv: ("id", "miou")})  # tables: a folder's path is refused
         if os.path.exists(a.pred) and os.path.exists(a.gt) and os.path.samefile(a.pred, a.gt):
             raise ValueError(f"--pred {a.pred} and --gt {a.gt} are one folder: the labels would be scored against themselves (100)")
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
@@ -429,7 +429,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
-        check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels, table="map")
+        check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels, table=("map", "threshold"))
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
@@ -509,7 +509,7 @@ def _cam_select(p: argparse.ArgumentParser):
             if same != name:  # one table under two names: two candidates that are one
                 raise ValueError(f"--evals: {path} is the table of candidate {same!r} and of {name!r}; give each candidate its own table")
             evals[name] = read_cam_eval(path)
-        check_file_output(a.out, *[item.partition("=")[2] for item in a.evals], table="candidate")
+        check_file_output(a.out, *[item.partition("=")[2] for item in a.evals], table=("candidate", "map"))
         chosen, threshold = select_classifier(evals)
         rows = []
         for name, b in best_rows(evals).items():
@@ -553,7 +553,7 @@ def _cam2label(p: argparse.ArgumentParser):
         if not a.out and not a.sweep_gt:
             raise ValueError("give --out (labels at --threshold), --sweep-gt (a threshold sweep), or both")
         ids = ids_of(a.ids)
-        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids], files=[a.sweep_csv], tables={a.sweep_csv: "threshold"})
+        check_outputs([a.out, a.sweep_csv], [a.cams, a.sweep_gt, a.images, a.ids], files=[a.sweep_csv], tables={a.sweep_csv: ("threshold", "miou")})
         if not a.sweep_gt:
             refuse_unused(p, a, ("thresholds", "sweep_csv"), "without --sweep-gt (the sweep scores against that ground truth)")
         if a.out and a.threshold is None:
@@ -858,7 +858,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
         from samcam.outputs import check_file_output
         from samcam.pipeline.affinity import alpha_sweep
 
-        check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids, table="alpha")
+        check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids, table=("alpha", "miou"))
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = _image_index_of(a.images, ids)
         df = alpha_sweep(index, a.cams, a.gt, ids, a.checkpoint, a.alphas, AffinityConfig(radius=None, beta=a.beta, steps=a.steps))

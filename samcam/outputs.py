@@ -47,7 +47,8 @@ PROJECT_FOLDERS = ("samcam", "notebooks", "tests", "scripts", "benchmarks", ".ci
 PROJECT_FILES = ("pyproject.toml", "Makefile", "README.md", "ARCHITECTURE.md", "environment.yml", ".gitignore")
 
 
-#: the folder of ``samcam reproduce``'s stamps and executed notebooks, in a checkout; no command writes there
+#: the folder of ``samcam reproduce``'s stamps and executed notebooks, in a checkout (``samcam demo`` at its
+#: default output puts its executed notebook there too): no command's output may lie there
 STAMPS = REPO / "results" / "runs"
 
 
@@ -76,7 +77,7 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
             raise ValueError(f"output {out} is or lies in {what}, part of samcam itself; write results elsewhere (results/, work/ or outside the checkout)")
     stamps = STAMPS.resolve()
     if (REPO / "pyproject.toml").is_file() and (o == stamps or stamps in o.parents):
-        raise ValueError(f"output {out} is or lies in results/runs/, the reproduce stamps' folder (samcam reproduce writes there alone); "
+        raise ValueError(f"output {out} is or lies in results/runs/, the reproduce stamps' folder (samcam's own record of its steps); "
                          "write results elsewhere (results/<...>, work/ or outside the checkout)")  # fmt: skip
     for i in inputs:
         if i is None:
@@ -88,15 +89,16 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
             raise ValueError(f"output {out} lies inside the input folder {i}; choose another output path")
 
 
-def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike | None, table: str | None = None) -> None:
+def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike | None, table: tuple[str, ...] | None = None) -> None:
     """:func:`check_output` for an output that is one file (a record, a table), which is refused as well,
     before any work, where its path names a folder (it ends with a separator) or where something other
     than a regular file stands (a folder, a link, a pipe: what :func:`samcam.io.atomic_path` would refuse
     only when the work is done). ``None``: no such output.
 
-    ``table``: the output is a CSV table whose header starts with this column. Its path ends with
-    ``.csv``, and a file already there is replaced only when it is such a table (:func:`is_table`, one
-    samcam wrote for the same command), never a user's notes, an id list or another kind of table."""
+    ``table``: the output is a CSV table whose header starts with these columns (enough of them to tell
+    it from every other table samcam writes). Its path ends with ``.csv``, and a file already there is
+    replaced only when it is such a table (:func:`is_table`, one samcam wrote for the same command) or
+    empty, never a user's notes, an id list or another kind of table."""
     if out is None:
         return
     text = os.fspath(out)
@@ -109,21 +111,21 @@ def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike 
     _check_table(text, table)
 
 
-def _check_table(out: str | os.PathLike | None, table: str | None) -> None:
-    """:func:`check_file_output`'s rule for a table output (``table``: its first column)."""
+def _check_table(out: str | os.PathLike | None, table: tuple[str, ...] | None) -> None:
+    """:func:`check_file_output`'s rule for a table output (``table``: its header's first columns)."""
     if out is None or table is None:
         return
     path = Path(out)
     if path.suffix.lower() != ".csv":
         raise ValueError(f"output {out}: a table is written as CSV; give a path ending with .csv")
-    if path.exists() and not is_table(path, table):
-        raise ValueError(f"output {out}: exists and is not a table of this kind (a CSV whose header starts with {table!r}), so samcam "
-                         "did not write it here; remove it to replace it, or give another path")  # fmt: skip
+    if path.exists() and path.stat().st_size and not is_table(path, table):
+        raise ValueError(f"output {out}: exists and is not a table of this kind (a CSV whose header starts {','.join(table)}), so "
+                         "samcam did not write it here; remove it to replace it, or give another path")  # fmt: skip
 
 
-def is_table(path: str | os.PathLike, first_column: str) -> bool:
-    """Whether ``path`` holds a CSV table whose header's first column is ``first_column`` (what a
-    command's table output starts with): its first line, read within 64 KiB, as UTF-8."""
+def is_table(path: str | os.PathLike, columns: Sequence[str]) -> bool:
+    """Whether ``path`` holds a CSV table whose header starts with ``columns`` (what a command's
+    table output starts with): its first line, read within 64 KiB, as UTF-8."""
     import csv
 
     try:
@@ -133,7 +135,7 @@ def is_table(path: str | os.PathLike, first_column: str) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     fields = next(csv.reader([line]), [])
-    return bool(fields) and fields[0] == first_column
+    return len(columns) > 0 and fields[: len(columns)] == list(columns)
 
 
 def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
@@ -434,7 +436,8 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     failed early) takes the new record. An input the folder's record does not name (one a later
     samcam records, e.g. a step's label source) is added to it as given now, and compared from then on.
     ``notes`` are stored, not compared (what changes an output is a parameter; a parameter an earlier
-    record holds as a note is compared as one); a resume adds the notes it is given to the record's.
+    record holds as a note is compared as one); a resume adds a note it is given to the record's, and
+    refuses one that says otherwise than the record (its outputs were made under the recorded one).
     Temporary files left by a killed run are removed. ``out`` may not be or lie in an input.
     """
     from samcam import __version__
@@ -474,7 +477,11 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             if added:  # a folder made before samcam recorded these inputs resumes, and records them from now on, as given now
                 kept = {**kept, "inputs": {**kept.get("inputs", {}), **{k: record["inputs"][k] for k in added}},
                         "fingerprints": {**kept["fingerprints"], **{k: record["fingerprints"][k] for k in added}}}  # fmt: skip
-            if notes and {**then, **notes} != then:  # a note given on a resume is kept (a later one of the same name replaces it)
+            clash = next((k for k in (notes or {}) if k in then and then[k] != notes[k]), None)
+            if clash is not None:  # the outputs already there were made under the recorded note: a resume does not rewrite their story
+                raise ValueError(f"{path}: this folder's outputs are recorded with {clash} {then[clash]!r}, not {notes[clash]!r}; "
+                                 "resume with the same note (or none), or choose another output folder")  # fmt: skip
+            if notes and {**then, **notes} != then:  # a note given on a resume is kept beside the earlier ones
                 kept = {**kept, "notes": {**then, **notes}}
             if kept is not stored:
                 write_text(path, json.dumps(kept, indent=1, sort_keys=True) + "\n")

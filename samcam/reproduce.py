@@ -43,7 +43,7 @@ from samcam.outputs import STAMPS
 NOTEBOOKS = REPO / "notebooks"
 #: the checkout's folder whose Python files a ``script`` step may run (the benchmarks)
 SCRIPTS = REPO / "benchmarks"
-RUNS = STAMPS  # the stamps and executed notebooks (samcam.outputs.STAMPS: no command writes there)
+RUNS = STAMPS  # the stamps and executed notebooks (samcam.outputs.STAMPS: no command's output may lie there)
 DEFAULT_CONFIG = NOTEBOOKS / "reproduce.yml"
 
 
@@ -445,6 +445,10 @@ NOTEBOOK_WRITES: dict[str, tuple[str, ...]] = {
 WRITING_PARAMETERS: dict[str, frozenset[str]] = {
     nb: frozenset(next(string.Formatter().parse(t))[1] for t in paths) for nb, paths in NOTEBOOK_WRITES.items()}
 
+#: writing parameters a notebook takes as ``None`` (nothing written there: 08 without its CAM + SAM-seeded row);
+#: any other is a path
+OPTIONAL_WRITES: dict[str, frozenset[str]] = {"08_claims_affinity.ipynb": frozenset({"affinity_sam_checkpoint"})}
+
 #: writing parameters naming a file the notebook reads when it is there and writes when it is not (08's
 #: affinity checkpoints, trained once and then resumed): a step may declare one among its inputs
 RESUMED: dict[str, frozenset[str]] = {"08_claims_affinity.ipynb": frozenset({"affinity_checkpoint", "affinity_sam_checkpoint"})}
@@ -467,7 +471,9 @@ def notebook_writes(notebook: str, parameters: dict, where: str) -> list[tuple[s
             raise ValueError(f"{where} parameter {unset[0]} is not given and its default in {notebook} is no literal; give it "
                              "(it names where the notebook writes)")  # fmt: skip
         if values[fields[0]] is None:
-            continue  # not written (08's affinity_sam_checkpoint = None: no such row)
+            if fields[0] in OPTIONAL_WRITES.get(notebook, ()):
+                continue  # not written (08's affinity_sam_checkpoint = None: no such row)
+            raise ValueError(f"{where} parameter {fields[0]} is null; {notebook} writes there, so it takes a path")
         bad = next((f for f in fields[1:] if not isinstance(values[f], str) or not values[f] or not _is_name(values[f])), None)
         if bad is not None:
             raise ValueError(f"{where} parameter {bad} is {values[bad]!r}; {notebook} writes into a folder of that name, so it is a name "
@@ -499,8 +505,10 @@ def _check_notebook_writes(notebook: str, parameters: dict, step: dict, where: s
             continue
         if parameter in RESUMED.get(notebook, ()) and path in inputs:
             continue
-        given = "its" if parameter in parameters else "its default"
-        raise ValueError(f"{where}: {notebook} writes {path} ({given} {parameter}), which the step declares neither among its outputs "
+        template = next(t for t in NOTEBOOK_WRITES[notebook] if t.startswith("{" + parameter + "}"))
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        made = ", ".join(f"{'its' if f in parameters else 'its default'} {f}" for f in fields)  # what the path is made of, and from where
+        raise ValueError(f"{where}: {notebook} writes {path} ({made}), which the step declares neither among its outputs "
                          "nor its scratch; declare it, or give the parameter a place the step declares")  # fmt: skip
 
 
@@ -650,6 +658,12 @@ def _check_arguments(argv: list, parameters: object, outputs: list, where: str, 
     for option, value in zip(argv, argv[1:]):
         if option in OUTPUT_OPTIONS and os.path.normpath(value) not in {os.path.normpath(o) for o in outputs}:
             raise ValueError(f"{where} {kind} writes {option} {value}, which is not among its outputs")
+        if kind == "command" and option in TABLE_OPTIONS and not value.lower().endswith(".csv"):  # the command would refuse it as it runs
+            raise ValueError(f"{where} {kind} writes the table {option} {value}; a table is written as CSV: give a path ending with .csv")
+
+
+#: the options by which a samcam command names a table it writes (a CSV: samcam.outputs.check_file_output)
+TABLE_OPTIONS = ("--csv", "--per-image-csv", "--sweep-csv")
 
 
 def stamp(step: Step) -> dict:
@@ -736,6 +750,9 @@ def step_state(step: Step, runs: Path | None = None, root: Path | None = None) -
     for kind, label in (("inputs", "input"), ("notebook", "notebook"), ("script", "script"), ("outputs", "output")):
         was, is_ = recorded.get(kind), now.get(kind)
         if isinstance(is_, dict):
+            new = [k for k in is_ if isinstance(was, dict) and k not in was]
+            if new:  # declared since: the last run's stamp cannot say whether it made it
+                return f"stale ({label} {new[0]} is not in the last run's stamp)"
             changed = [k for k in is_ if not isinstance(was, dict) or was.get(k) != is_[k]]
             if changed:
                 return f"stale ({label} {changed[0]} changed since the last run)"
@@ -903,8 +920,11 @@ def _run_steps(rows: list, runs: Path, only, force: bool, long: bool, log) -> li
         if step.notebook is not None:
             outputs_before = [stat_signature(REPO / o) for o in step.outputs]
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
-            kept = [o for o, was in zip(step.outputs, outputs_before) if not (REPO / o).exists() or stat_signature(REPO / o) == was]
-            if kept:  # a notebook that wrote elsewhere (or nothing): no stamp says it made what its step declares
+            # a declared output the notebook did not write (it wrote elsewhere, or nothing): missing, or a file left as it was; a
+            # folder that was there and is unchanged was resumed whole (08's label folders), which is written by its step
+            kept = [o for o, was in zip(step.outputs, outputs_before)
+                    if not (REPO / o).exists() or (stat_signature(REPO / o) == was and not (was is not None and (REPO / o).is_dir()))]
+            if kept:  # no stamp says it made what its step declares
                 raise RuntimeError(f"step {step.name}: {step.notebook} did not write {', '.join(kept)}; nothing is stamped")
         else:
             runs.mkdir(parents=True, exist_ok=True)

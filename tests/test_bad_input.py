@@ -829,11 +829,11 @@ def test_a_failed_first_run_does_not_lock_its_folder(tmp_path, capsys):
     fails(["cam2label", "--cams", tmp_path / "cams", "--out", tmp_path / "out", "--threshold", "0.2"], capsys, "a.npy")
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
     assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "out"), "--threshold", "0.3"]) == 0
-    # notes are kept but not compared; parameters are
+    # a note is kept, not compared as a parameter is (one that contradicts the record: test_a_note_given_on_a_resume_is_kept)
     with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"}):
         pass
     (tmp_path / "o" / "x.png").write_bytes(b"x")
-    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "other"}):
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first"}):
         pass
     with pytest.raises(ValueError, match=r"parameters\.a: 1 -> 2"):
         claim_output(tmp_path / "o", "s", {}, {"a": 2}).__enter__()
@@ -2223,32 +2223,41 @@ def test_a_table_output_replaces_only_a_table_of_its_kind(scored, capsys):
     (scored / "notes.txt").write_text("my notes\n")
     fails([*args, "--csv", scored / "notes.txt"], capsys, "notes.txt", "a table is written as CSV; give a path ending with .csv")
     (scored / "notes.csv").write_text("my notes, kept\n1,2\n")
-    fails([*args, "--csv", scored / "notes.csv"], capsys, "notes.csv", "exists and is not a table of this kind (a CSV whose header starts with "
-          "'class')", "remove it to replace it")
+    fails([*args, "--csv", scored / "notes.csv"], capsys, "notes.csv", "exists and is not a table of this kind (a CSV whose header starts "
+          "class,iou)", "remove it to replace it")
     assert (scored / "notes.txt").read_text() == "my notes\n" and (scored / "notes.csv").read_text() == "my notes, kept\n1,2\n"
     assert cli.main([str(a) for a in [*args, "--csv", scored / "t.csv", "--per-image-csv", scored / "p.csv"]]) == 0
     first = (scored / "t.csv").read_text()
     assert first.startswith("class,") and (scored / "p.csv").read_text().startswith("id,miou,")
     (scored / "t.csv").write_text(first.replace("0.", "0.9", 1))  # the same kind of table, edited: a rerun replaces it
     assert cli.main([str(a) for a in [*args, "--csv", scored / "t.csv"]]) == 0 and (scored / "t.csv").read_text() == first
-    fails([*args, "--csv", scored / "p.csv"], capsys, "p.csv", "header starts with 'class'")  # a per-image table is another kind
-    fails([*args, "--per-image-csv", scored / "t.csv"], capsys, "t.csv", "header starts with 'id'")
+    fails([*args, "--csv", scored / "p.csv"], capsys, "p.csv", "header starts class,iou)")  # a per-image table is another kind
+    fails([*args, "--per-image-csv", scored / "t.csv"], capsys, "t.csv", "header starts id,miou)")
+    # review 10: a notebook's table of the same first column (02's per-class and per-image tables) is another kind too
+    for name, header in (("nb_class.csv", "class,iou_before,iou_after\n"), ("nb_image.csv", "id,miou_before,miou_after\n")):
+        (scored / name).write_text(header)
+        flag = "--csv" if name == "nb_class.csv" else "--per-image-csv"
+        fails([*args, flag, scored / name], capsys, name, "is not a table of this kind")
+        assert (scored / name).read_text() == header
+    (scored / "empty.csv").write_bytes(b"")  # an empty file (mktemp's) holds nothing to lose
+    assert cli.main([str(a) for a in [*args, "--csv", scored / "empty.csv"]]) == 0 and (scored / "empty.csv").read_text() == first
 
 
-def test_is_table_reads_the_first_field_of_the_header(tmp_path):
+def test_is_table_reads_the_first_fields_of_the_header(tmp_path):
     from samcam.outputs import is_table
 
-    for text, expected in ((b"class,iou\n", True), (b"\xef\xbb\xbfclass,iou\r\n", True), (b'"class","iou"\n', True), (b"class\n", True),
-                           (b"classes,iou\n", False), (b" class,iou\n", False), (b"iou,class\n", False), (b"", False),
-                           (b"\xff\xfeclass\n", False), (b"class" + b"x" * 70000, False)):  # fmt: skip
+    for text, expected in ((b"class,iou\n", True), (b"\xef\xbb\xbfclass,iou\r\n", True), (b'"class","iou"\n', True), (b"class,iou,x\n", True),
+                           (b"class\n", False), (b"class,iou_before\n", False), (b"classes,iou\n", False), (b" class,iou\n", False),
+                           (b"iou,class\n", False), (b"", False), (b"\xff\xfeclass,iou\n", False), (b"class,iou" + b"x" * 70000, False)):  # fmt: skip
         (tmp_path / "t.csv").write_bytes(text)
-        assert is_table(tmp_path / "t.csv", "class") is expected, text[:20]
-    assert is_table(tmp_path / "missing.csv", "class") is False
+        assert is_table(tmp_path / "t.csv", ("class", "iou")) is expected, text[:20]
+    assert is_table(tmp_path / "missing.csv", ("class", "iou")) is False and is_table(tmp_path / "t.csv", ()) is False
 
 
 def test_a_note_given_on_a_resume_is_kept(tmp_path):
-    """A note is stored, not compared: a resume given a note (cam2label --note on a second run, to say
-    how the threshold was chosen) records it beside the earlier ones instead of dropping it."""
+    """A note is stored, not compared as a parameter: a resume given a note (cam2label --note on a second
+    run, to say how the threshold was chosen) records it beside the earlier ones instead of dropping it;
+    one that contradicts a recorded note is refused."""
     import json
 
     from samcam.outputs import RUN_RECORD, claim_output
@@ -2260,11 +2269,16 @@ def test_a_note_given_on_a_resume_is_kept(tmp_path):
     with claim_output(tmp_path / "o", "s", {}, {"a": 1}):
         pass
     assert record.read_text() == before  # no note given: the record is left as it was
-    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "second"}):
+    with claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "first", "added": "later"}):
         pass
     rec = json.loads(record.read_text())
-    assert rec["notes"] == {"note": "second", "other": "kept"} and rec["parameters"] == {"a": 1}
+    assert rec["notes"] == {"note": "first", "other": "kept", "added": "later"} and rec["parameters"] == {"a": 1}
     assert {k: v for k, v in rec.items() if k != "notes"} == {k: v for k, v in json.loads(before).items() if k != "notes"}
+    # review 10: a note saying otherwise would rewrite how the outputs already there were made
+    with pytest.raises(ValueError, match=re.escape(f"{record}: this folder's outputs are recorded with note 'first', not 'second'; resume with "
+                                                   "the same note (or none)")):
+        claim_output(tmp_path / "o", "s", {}, {"a": 1}, notes={"note": "second"}).__enter__()
+    assert json.loads(record.read_text()) == rec
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
     args = ["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(tmp_path / "lab"), "--threshold", "0.3"]
     assert cli.main(args) == 0 and cli.main([*args, "--note", "threshold chosen on val"]) == 0

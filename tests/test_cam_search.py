@@ -164,6 +164,7 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=false.csv"], "false.csv: false_pct values outside 0..inf"),
     (["a=twomaps.csv"], "twomaps.csv: map differs between rows (50 to 60)"),
     (["a=fraction.csv"], "fraction.csv: map 0.8 looks like a fraction; cam-eval tables give the mAP in percent"),  # beside another's 80
+    (["a=mixed.csv"], "mixed.csv: map 0.5 looks like a fraction"),  # the row that is one is named, not the first
     (["a=bools.csv"], "bools.csv: miou (bool) not numbers"),  # True/False were read as 1/0, and chosen
     (["a=tuned.csv"], "tuned.csv: a sweep tuned on the scored images' ground truth (its gt_tuned column)"),
     (["a=dup.csv"], "dup.csv: the column 'miou' appears twice"),  # pandas read the first and renamed the second
@@ -177,6 +178,7 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     _table([10.0, 20.0, 40.0], 50.0).to_csv("percent.csv", index=False)
     _table([0.1, 0.2, 0.3], 101.0).to_csv("map.csv", index=False)
     _table([0.1, 0.2, 0.3], 0.8).to_csv("fraction.csv", index=False)
+    _table([0.1, 0.2, 0.3], [80.0, 0.5, 80.0]).to_csv("mixed.csv", index=False)
     _table([0.1, 0.2, 0.3], 50.0, (0.1, 0.2, 0.2)).to_csv("twice.csv", index=False)
     _table([0.1, 0.2, 0.3], 50.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
     _table([0.1, 0.2, 0.3], [50.0, 50.0, 60.0]).to_csv("twomaps.csv", index=False)

@@ -103,7 +103,7 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
          "--out", tmp_path / "aff4.pt", "--epochs", "1", "--batch-size", "2", "--crop", "16"])
     assert "trained the affinity head on 4 images" in capsys.readouterr().out
     base = ["train-affinity", "--images", root / "JPEGImages", "--ids", root / "ids.txt", "--out", tmp_path / "aff3.pt"]
-    for extra, needle in ((["--cams", tmp_path / "cams", "--threshold", "1"], "argument --threshold: 1 is not inside"),
+    for extra, needle in ((["--cams", tmp_path / "cams", "--threshold", "1"], "argument --threshold: 1 is outside [1e-06, 0.999999]"),
                           (["--cams", tmp_path / "cams", "--threshold", "0.2", "--low-alpha", "2"], "give either the threshold or the powers"),
                           (["--seed-labels", root / "SegmentationClass", "--no-crf"], "apply to CAM seeds only"),
                           (["--cams", tmp_path / "cams", "--seed-labels", root / "SegmentationClass"], "not allowed with argument")):  # fmt: skip

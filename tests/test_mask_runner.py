@@ -207,7 +207,7 @@ def test_a_mask_folder_takes_masks_of_one_image_folder(tmp_path, monkeypatch, mo
         run_masks(tmp_path / "b", out, checkpoint=mobile_sam_checkpoint, progress=False)
     assert MaskStore(out).ids() == ["x"]
     shutil.copytree(tmp_path / "a", tmp_path / "copy")  # a copy (node-local scratch) holds the same images: the same folder
-    Image.fromarray(data.astronaut()[:8, :8]).save(tmp_path / "copy" / "y.png")
+    Image.fromarray(data.astronaut()[:16, :16]).save(tmp_path / "copy" / "y.png")
     assert run_masks(tmp_path / "copy", out, checkpoint=mobile_sam_checkpoint, progress=False).done == 1
     (tmp_path / "link").symlink_to(tmp_path / "a")
     assert run_masks(tmp_path / "link", out, checkpoint=mobile_sam_checkpoint, progress=False).skipped == 1

@@ -329,6 +329,8 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
      "script benchmarks/bench_eval.py writes results/benchmarks/eval.json (with these arguments, its defaults included), which is not among the step's outputs or scratch"),
     ("{name: x, script: [benchmarks/bench_merge_e2e.py, --limit, '1'], outputs: [results/benchmarks/merge_e2e.json, results/benchmarks/merge_e2e.md]}",
      "script benchmarks/bench_merge_e2e.py writes work/bench/masks_official/voc12_train_vit_t_p32 (with these arguments"),
+    ("{name: x, command: [eval, --pred, p, --gt, g, --csv, results/x/table.md], outputs: [results/x/table.md]}",
+     "command writes the table --csv results/x/table.md; a table is written as CSV: give a path ending with .csv"),  # review 10: at load
     ("{name: x, script: [benchmarks/bench_eval.py, --bogus], outputs: [results/benchmarks]}",
      "script benchmarks/bench_eval.py refuses its arguments: unrecognized arguments: --bogus"),
     ("{name: x, script: [benchmarks/bench_modes.py, --n, two], outputs: [results/benchmarks]}",
@@ -591,18 +593,22 @@ def test_a_notebook_step_writing_where_a_default_points_is_refused_before_it_run
     enh = ("steps:\n  - {name: e, notebook: 02_enhance_method.ipynb, parameters: {results_dir: results/a9enh, limit: 2%s}, "
            "outputs: [results/a9enh]%s}\n")
     cfg.write_text(enh % ("", ""))
-    with pytest.raises(ValueError, match=re.escape("step 0 (e): 02_enhance_method.ipynb writes work/voc/TransCAM (its default work_dir)")):
+    with pytest.raises(ValueError, match=re.escape("step 0 (e): 02_enhance_method.ipynb writes work/voc/TransCAM (its default work_dir, its default dataset, its default method)")):
         load_config(cfg)
     cfg.write_text(enh % (", method: Other", ", scratch: [work/voc/TransCAM]"))  # the method names the folders: TransCAM's is not Other's
-    with pytest.raises(ValueError, match=re.escape("writes work/voc/Other (its default work_dir)")):
+    with pytest.raises(ValueError, match=re.escape("writes work/voc/Other (its default work_dir, its default dataset, its method)")):
         load_config(cfg)
     cfg.write_text(enh % (", method: Other", ", scratch: [work/voc]"))
     assert [s.name for s in load_config(cfg)] == ["e"]
     cfg.write_text(enh % (", work_dir: work/e", ", scratch: [work/e/voc/TransCAM]"))
     assert [s.name for s in load_config(cfg)] == ["e"]
     cfg.write_text(enh % (", work_dir: work/e", ", scratch: [work/e/voc/TransCAM/x]"))  # a folder below what it writes is not all of it
-    with pytest.raises(ValueError, match=re.escape("writes work/e/voc/TransCAM (its work_dir)")):
+    with pytest.raises(ValueError, match=re.escape("writes work/e/voc/TransCAM (its work_dir, its default dataset, its default method)")):
         load_config(cfg)
+    for key, nb in (("work_dir", "02_enhance_method.ipynb"), ("out_dir", "demo.ipynb")):  # review 10: null for a place it writes: no path
+        cfg.write_text(f"steps:\n  - {{name: e, notebook: {nb}, parameters: {{{key}: null}}, outputs: [results/x], scratch: [work]}}\n")
+        with pytest.raises(ValueError, match=re.escape(f"step 0 (e) parameter {key} is null; {nb} writes there, so it takes a path")):
+            load_config(cfg)
     for method in ("a/../b", "a/b", ".hidden"):  # a name inside a written path is a name: it cannot lead elsewhere
         cfg.write_text(enh % (f", method: '{method}'", ", scratch: [work]"))
         with pytest.raises(ValueError, match=re.escape(f"parameter method is {method!r}; 02_enhance_method.ipynb writes into a folder of that name")):

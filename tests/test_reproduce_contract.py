@@ -9,6 +9,7 @@ import ast
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -392,6 +393,27 @@ def test_a_notebook_step_that_did_not_write_its_outputs_is_not_stamped(checkout,
     monkeypatch.setattr(reproduce, "execute", lambda *a, **k: [(checkout / "out" / n).write_text("old") for n in ("b.txt", "c.txt")])
     reproduce.reproduce(cfg, runs=runs)  # both rewritten, c.txt with the same text: made by this run, stamped
     assert (runs / "b.params.json").exists()
+
+
+def test_a_resumed_output_folder_left_whole_is_written_and_a_newly_declared_output_is_named(checkout, tmp_path, monkeypatch):
+    """Review 10: 08 resumes its label folders, so a rerun over complete labels leaves them as they were;
+    such a folder, there before the run, counts as written by its step (a missing folder, or a file
+    left as it was, still does not). A stamp made before an output was declared says so, rather than
+    that the output changed."""
+    runs = tmp_path / "runs"
+    (checkout / "labels" / "cam").mkdir(parents=True)
+    (checkout / "labels" / "cam" / "a.png").write_bytes(b"label")
+    monkeypatch.setattr(reproduce, "execute", lambda *a, **k: (checkout / "table.csv").write_text("t"))  # rewrites its table only
+    cfg = _config(tmp_path, "steps:\n  - {name: c, notebook: t.ipynb, outputs: [labels, table.csv]}\n")
+    reproduce.reproduce(cfg, runs=runs)
+    assert reproduce.step_state(load_config(cfg)[0], runs) == "current"
+    shutil.rmtree(checkout / "labels")
+    with pytest.raises(RuntimeError, match=re.escape("step c: t.ipynb did not write labels; nothing is stamped")):
+        reproduce.reproduce(cfg, runs=runs, force=True)  # absent after the run: not written
+    (checkout / "labels").mkdir()
+    (checkout / "more.csv").write_text("m")
+    cfg = _config(tmp_path, "steps:\n  - {name: c, notebook: t.ipynb, outputs: [labels, table.csv, more.csv]}\n")
+    assert reproduce.step_state(load_config(cfg)[0], runs) == "stale (output more.csv is not in the last run's stamp)"
 
 
 def test_every_notebook_parameter_either_names_where_it_writes_or_only_reads():

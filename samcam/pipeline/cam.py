@@ -212,8 +212,9 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     for col, hi in (("threshold", 1.0), ("miou", 1.0), ("map", 100.0), ("partial_pct", 100.0), ("false_pct", np.inf)):
         if not values[col].between(0.0, hi).all():
             raise ValueError(f"{path}: {col} values outside 0..{hi:g} (found {values[col].min():g} to {values[col].max():g}); not a cam-eval table")
-    if values["map"].between(0.0, 1.0, inclusive="right").any():  # cam-eval writes mAP in percent: 0.8 beside another table's 80
-        raise ValueError(f"{path}: map {values['map'].iloc[0]:g} looks like a fraction; cam-eval tables give the mAP in percent "
+    fraction = values["map"].between(0.0, 1.0, inclusive="right")
+    if fraction.any():  # cam-eval writes mAP in percent: 0.8 beside another table's 80
+        raise ValueError(f"{path}: map {values['map'][fraction].iloc[0]:g} looks like a fraction; cam-eval tables give the mAP in percent "
                          "(0..100), and candidates are compared by it")  # fmt: skip
     if values["map"].nunique() > 1:  # one classifier per table: its mAP is one number, repeated on every row
         raise ValueError(f"{path}: map differs between rows ({values['map'].min():g} to {values['map'].max():g}); one table is one classifier")

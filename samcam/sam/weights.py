@@ -118,7 +118,7 @@ def check_cache_folder(folder: Path) -> None:
         raise OSError(f"cache folder {folder} is not writable ({e.strerror or e}); set SAMCAM_HOME to a writable folder") from None
 
 
-#: set (to anything) while ``samcam reproduce`` runs its steps: :func:`fetch` then only finds a checkpoint in
+#: ``1`` while ``samcam reproduce`` runs its steps: :func:`fetch` then only finds a checkpoint in
 #: the cache, never downloads one (a step writes only what it declares, and the cache is outside the checkout)
 NO_FETCH = "SAMCAM_NO_FETCH"
 
@@ -137,11 +137,12 @@ def fetch(name: str | Checkpoint, progress: bool | None = None, use_fallback: bo
     if target.is_file():
         if is_checkpoint(target, ck):
             return target
-        if not os.environ.get(NO_FETCH):
+        if os.environ.get(NO_FETCH) != "1":
             print(f"samcam: cached {target} has the wrong size or hash; fetching it again", file=sys.stderr)
-    if os.environ.get(NO_FETCH):
+    if os.environ.get(NO_FETCH) == "1":
         raise FileNotFoundError(f"{target}: the verified {ck.name} checkpoint is not in the weights cache, and a reproduce step reads the "
-                                f"cache without filling it (it lies outside the checkout); run: samcam weights fetch {ck.name}")  # fmt: skip
+                                f"cache without filling it ({NO_FETCH}=1: the cache lies outside the checkout); "
+                                f"run: samcam weights fetch {ck.name}")  # fmt: skip
     check_cache_folder(folder)
     try:
         return _download(ck, folder, progress)

@@ -153,7 +153,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         from .evaluate import check_evaluation_target, evaluate_checkpoint, write_results
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
-        check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv], tables={a.csv: "class"})
+        check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv], tables={a.csv: ("class", "iou")})
         check_evaluation_target(a.json, a.checkpoint)  # before the evaluation, not after it
         if a.threads:
             torch.set_num_threads(a.threads)
