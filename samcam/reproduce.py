@@ -499,8 +499,9 @@ def _check_notebook_writes(notebook: str, parameters: dict, step: dict, where: s
     parameter it leaves out included)."""
     declared = [os.path.normpath(p) for p in step.get("outputs", []) + step.get("scratch", [])]
     inputs = [os.path.normpath(p) for p in step.get("inputs", [])]
+    values = {**(notebook_defaults(NOTEBOOKS / notebook) or {}), **parameters}  # the notebook read once, not once per path
     for path, parameter in notebook_writes(notebook, parameters, where):
-        _check_writing_parameter(parameter, {**(notebook_defaults(NOTEBOOKS / notebook) or {}), **parameters}[parameter], where)
+        _check_writing_parameter(parameter, values[parameter], where)
         if any(path == d or Path(d) in Path(path).parents for d in declared):
             continue
         if parameter in RESUMED.get(notebook, ()) and path in inputs:
