@@ -457,10 +457,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {path}") from None
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22, what: str | None = None) -> str:
+    """Hex SHA-256 of a file, read in chunks; with ``what`` (a user's input of that kind), checked
+    first by :func:`check_input`, and ``FileNotFoundError`` naming ``what`` and the file when absent."""
     import hashlib
 
+    if what is not None:
+        try:
+            check_input(path, what)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what} not found: {path}") from None
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -628,10 +628,11 @@ def clean_temporaries(folder: str | os.PathLike, older_than: float = STALE_TMP_S
     return n
 
 
-def is_complete(path: str | os.PathLike) -> bool:
-    """Whether an output file exists whole: a PNG that passes its checksums, a ``.gz`` that
-    decompresses to its end, an ``.npy`` whose data are all there, any other file non-empty. A
-    truncated or empty file counts as not done."""
+def is_complete(path: str | os.PathLike, gzip_limit: int | None = None) -> bool:
+    """Whether an output file exists whole: a PNG that passes its checksums, a ``.gz`` that its
+    reader takes (:func:`samcam.io.read_gzip`: the stream to its end, nothing after it, inflating to
+    at most ``gzip_limit`` bytes, the kind of file's own limit), an ``.npy`` whose data are all
+    there, any other file non-empty. A truncated or empty file counts as not done."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -649,15 +650,12 @@ def is_complete(path: str | os.PathLike) -> bool:
         except (OSError, SyntaxError, UnidentifiedImageError, ValueError):
             return False
     if path.suffix == ".gz":
-        import gzip
-        import zlib
+        from samcam.io import read_gzip
 
         try:
-            with gzip.open(path, "rb") as f:
-                while f.read(1 << 20):
-                    pass
+            read_gzip(path, limit=gzip_limit)
             return True
-        except (OSError, EOFError, zlib.error):
+        except (OSError, ValueError):
             return False
     if path.suffix == ".npy":  # read as samcam reads it: all its data there, nothing after
         from samcam.data.safe_pickle import load_object_npy

@@ -454,6 +454,25 @@ def test_truncated_mask_files_count_as_not_done(tmp_path):
     (tmp_path / "b.json.gz").write_bytes(whole[: len(whole) // 2])
     assert is_complete(tmp_path / "a.json.gz") and not is_complete(tmp_path / "b.json.gz")
 
+
+def test_a_mask_file_its_reader_refuses_counts_as_not_done(tmp_path, monkeypatch):
+    """A resume redoes what a merge would refuse: a second gzip member after the stream, and a
+    stream that inflates past the mask file's limit (shrunk here so the test stays small)."""
+    import gzip
+
+    from samcam.sam import mask_files
+
+    whole = gzip.compress(b"{}" * 1000)
+    (tmp_path / "a.json.gz").write_bytes(whole)
+    (tmp_path / "two.json.gz").write_bytes(whole + gzip.compress(b"{}"))
+    done = mask_files.FORMATS["compact"].complete
+    assert done(tmp_path / "a.json.gz") and not done(tmp_path / "two.json.gz")
+    assert not is_complete(tmp_path / "two.json.gz")
+    monkeypatch.setattr(mask_files, "MAX_MASK_FILE_BYTES", 1999)  # a.json.gz inflates to 2000 bytes
+    assert not done(tmp_path / "a.json.gz") and is_complete(tmp_path / "a.json.gz")
+    monkeypatch.setattr(mask_files, "MAX_MASK_FILE_BYTES", 2000)
+    assert done(tmp_path / "a.json.gz")
+
 @pytest.mark.parametrize("edit,needle", [
     (lambda d: d["masks"][1]["segmentation"].update(counts="6p"), "a.json.gz"),      # a corrupt RLE string
     (lambda d: d["masks"][0].pop("segmentation"), "a.json.gz"),                     # a mask entry without its key
@@ -2213,6 +2232,21 @@ def test_a_plain_pickle_checkpoint_is_refused_in_one_line_without_torchs_advice(
     err = capsys.readouterr().err
     assert err == (f"samcam eval-seg: error: {tmp_path / 'plain.pt'}: not a readable PyTorch checkpoint (it holds objects other than tensors "
                    "and plain values; samcam never runs code from a checkpoint)\n")
+
+
+@pytest.mark.parametrize("kind", ["absent", "folder"])
+def test_eval_seg_names_a_checkpoint_that_is_no_file(tmp_path, capsys, kind):
+    """eval-seg hashes its checkpoint before it evaluates (the summary's target is checked first):
+    an absent checkpoint or a folder is named in one line, as the loader names them."""
+    from samcam.cli import main
+
+    ck = tmp_path / "c.pt"
+    if kind == "folder":
+        ck.mkdir()
+    (tmp_path / "ids.txt").write_text("a\n")
+    assert main(["eval-seg", "--checkpoint", str(ck), "--images", str(tmp_path), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]) == 2
+    expected = f"checkpoint not found: {ck}" if kind == "absent" else f"{ck}: is a folder, not a regular file; a checkpoint must be a file"
+    assert capsys.readouterr().err == f"samcam eval-seg: error: {expected}\n"
 
 
 def test_a_table_output_replaces_only_a_table_of_its_kind(scored, capsys):

@@ -473,9 +473,12 @@ def _official_lean(folder: Path) -> tuple[PackedMasks, object]:
 
 
 def _compact_complete(path: Path) -> bool:
+    """Whether a compact mask file is whole as its reader takes it (:func:`_compact_bytes`): a
+    complete gzip stream, nothing after it, within :data:`MAX_MASK_FILE_BYTES`; a file that a merge
+    would refuse is redone on resume."""
     from samcam.outputs import is_complete
 
-    return is_complete(path)
+    return is_complete(path, MAX_MASK_FILE_BYTES)
 
 
 def _folder_complete(path: Path) -> bool:

@@ -148,13 +148,13 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
     def run(a: argparse.Namespace) -> int:
         import torch
 
+        from samcam.io import sha256_file
         from samcam.outputs import check_outputs
 
         from .evaluate import check_evaluation_target, evaluate_checkpoint, write_results
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
         check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv], tables={a.csv: ("class", "iou")})
-        check_evaluation_target(a.json, a.checkpoint)  # before the evaluation, not after it
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.multi_scale:
@@ -162,8 +162,11 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
 
             refuse_unused(p, a, ("scales", "flip"), f"with --multi-scale (it sets --scales {','.join(map(str, MULTI_SCALES))} --flip)")
         scales, flip = (MULTI_SCALES, True) if a.multi_scale else (a.scales, a.flip)
-        ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, a.ids.ids, scales, flip,
-                                          a.save_predictions, a.device, progress=a.progress or None)  # fmt: skip
+        ids = a.ids.ids  # the id list is checked before the checkpoint, as every command checks it
+        sha = sha256_file(a.checkpoint, what="checkpoint")  # once: the target's check and the summary
+        check_evaluation_target(a.json, a.checkpoint, sha)  # before the evaluation, not after it
+        ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, ids, scales, flip,
+                                          a.save_predictions, a.device, progress=a.progress or None, checkpoint_sha256=sha)  # fmt: skip
         write_results(ev, summary, a.json, a.csv)
         print(_val_line(summary, scales, flip, a.checkpoint))
         return 0

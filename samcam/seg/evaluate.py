@@ -127,9 +127,10 @@ def _finite_or_none(v: float) -> float | None:
 def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.PathLike, gt_dir: str | os.PathLike,
                         ids: Sequence[str], scales: Sequence[float] = (1.0,), flip: bool = False,
                         save_dir: str | os.PathLike | None = None, device: str | None = None,
-                        progress: bool | None = None) -> tuple[Evaluator, dict[str, Any]]:  # fmt: skip
-    """Load a checkpoint and :func:`evaluate` it; returns the evaluator and a JSON-ready summary. An
-    unfinished run is refused (as a classifier's or an affinity head's is): its score is no row's."""
+                        progress: bool | None = None, checkpoint_sha256: str | None = None) -> tuple[Evaluator, dict[str, Any]]:  # fmt: skip
+    """Load a checkpoint and :func:`evaluate` it; returns the evaluator and a JSON-ready summary
+    (``checkpoint_sha256``: the file's SHA-256 where the caller already has it). An unfinished run is
+    refused (as a classifier's or an affinity head's is): its score is no row's."""
     model, recipe, meta = load_model(checkpoint)
     if not meta["complete"]:
         raise ValueError(f"{checkpoint}: an unfinished training run (step {meta['step']} of {meta.get('total_steps')}); "
@@ -139,7 +140,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
     ev = evaluate(model, images_dir, gt_dir, ids, VOC, scales, flip, save_dir, progress)
     s = ev.scores()
     summary = {
-        "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": sha256_file(checkpoint), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
+        "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": checkpoint_sha256 or sha256_file(checkpoint), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
         "step": meta["step"], "complete": meta["complete"], "n_images": len(ev.image_ids), "scales": list(scales),
         "flip": flip, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "miou": _finite_or_none(s.miou), "pixel_accuracy": _finite_or_none(s.pixel_accuracy),
         "iou": {name: _finite_or_none(v) for name, v in zip(VOC.class_names, s.iou)},  # None: a class absent from GT and predictions
