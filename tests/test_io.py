@@ -4,6 +4,7 @@ and zlib, independently of the code under test), and each refusal's message nami
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import zlib
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samcam import io
+from samcam import io, outputs
 from samcam.data.spaces import VOC
 
 
@@ -39,6 +40,47 @@ def test_write_label_refuses_values_outside_0_255_naming_the_file(tmp_path, valu
 def test_write_label_refuses_a_map_that_is_not_2d(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a.png'}: a label map must be 2-D, got shape (2, 2, 3)")):
         io.write_label(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_write_label_refuses_values_outside_the_label_space_naming_the_file(tmp_path, dtype):
+    """21..254 fit in a byte but are no VOC class (0..20) and not void (255): refused, the file named."""
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a.png'}: label values [21, 254] outside 0..20 (and 255 = void) for dataset voc")):
+        io.write_label(tmp_path / "a.png", np.array([[0, 21], [254, 255]], dtype=dtype))
+    assert not any(tmp_path.iterdir())
+
+
+def test_write_label_writes_through_a_temporary_samcam_recognises(tmp_path, monkeypatch):
+    """While the PNG is being written, the folder holds one hidden file that samcam takes for its own
+    temporary (so a killed run's leftover is cleaned, not taken for a user's file); then only the label."""
+    seen = []
+    save = Image.Image.save
+
+    def spy(im, fp, *args, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return save(im, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", spy)
+    io.write_label(tmp_path / "a.png", np.zeros((2, 3), np.uint8))
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert seen[0][0].startswith(".a.png.") and outputs.is_temporary(seen[0][0])
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_write_label_compresses_with_zlibs_run_length_strategy(tmp_path):
+    """Z_RLE matches only runs of one value (distance 1): a row that repeats a 64-pixel pattern with no two
+    neighbours equal is stored as literals, at least its entropy in bytes, where deflate's ordinary
+    matching would store the repeats as back-references in under a hundred bytes."""
+    period = [i % 21 for i in range(63)] + [255]  # no value next to itself, across the period's end too
+    label = np.array([period * 32], np.uint8)  # 1 × 2048: no row above (the Up filter cannot make runs)
+    io.write_label(tmp_path / "a.png", label)
+    mode, w, h, stream = io.png_parts((tmp_path / "a.png").read_bytes())
+    assert (mode, w, h) == ("P", 2048, 1)
+    raw = zlib.decompress(stream)
+    assert raw == b"\x00" + label.tobytes()  # filter type 0 (none): the bytes coded are the pixels themselves
+    counts = np.unique(label, return_counts=True)[1]
+    entropy_bits = -sum(c * math.log2(c / label.size) for c in counts)  # the least any literal-only code takes
+    assert len(stream) >= entropy_bits / 8
 
 
 def test_an_rgb_label_is_read_through_the_palette(tmp_path):
@@ -81,6 +123,21 @@ def test_write_image_writes_uint8_rgb_in_the_suffixs_format(tmp_path):
     io.write_image(tmp_path / "b.JPG", img)
     assert Image.open(tmp_path / "b.JPG").format == "JPEG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.JPG"]
+
+
+def test_read_gzip_names_a_gzip_file_by_default(tmp_path):
+    (tmp_path / "d.gz").mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'd.gz'}: is a folder, not a regular file; a gzip file must be a file")):
+        io.read_gzip(tmp_path / "d.gz")
+
+
+def test_write_bytes_writes_the_bytes_atomically(tmp_path):
+    data = bytes(range(256)) + b"\x00\r\n"
+    io.write_bytes(tmp_path / "sub" / "a.bin", data)  # the folder is made
+    assert (tmp_path / "sub" / "a.bin").read_bytes() == data
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.bin"]
+    io.write_bytes(tmp_path / "sub" / "a.bin", b"second")  # replaces the file
+    assert (tmp_path / "sub" / "a.bin").read_bytes() == b"second"
 
 
 def test_common_folder():
