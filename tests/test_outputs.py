@@ -1,6 +1,7 @@
 """The bookkeeping of samcam.outputs against independent computations: the machine description, the
-cost record a step appends to and its sum, what counts as a finished output, recorded paths read
-back, and how a refused rerun names what differs."""
+cost record a step appends to and its sum, what counts as a finished output (and which ids are left),
+recorded paths written and read back, the commit a record names, and how a refused rerun or an
+unreadable record names what is wrong."""
 
 from __future__ import annotations
 
@@ -155,3 +156,132 @@ def test_differences_name_each_changed_key():
                                                             "parameters.settings.points_per_side: 32 -> 16")
     assert outputs.differences("0.1", "0.2", "samcam_version") == "samcam_version: '0.1' -> '0.2'"
     assert outputs.differences({"a": 1}, "x", "p") == "p: {'a': 1} -> 'x'"
+
+
+def test_machine_info_counts_the_cores_this_process_may_use_not_the_machines(proc, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)  # a job pinned to 2 of 64 cores
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert machine_info()["cores"] == 2
+    assert machine() == "AMD EPYC: 7B13 64-Core, 2 cores"
+
+
+def test_git_commit_gives_up_on_a_git_that_hangs(tmp_path, monkeypatch):
+    import subprocess
+
+    limits = []
+
+    def hanging_git(cmd, **kw):
+        limits.append(kw.get("timeout"))
+        if kw.get("timeout") is None:
+            pytest.fail(f"git_commit waits on {cmd} without a time limit")
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hanging_git)
+    assert outputs.git_commit(tmp_path) is None  # a stalled git (a network file system) does not stall the run
+    assert len(limits) == 1 and 0 < limits[0] <= 60
+
+
+def _png(path, size=(8, 6), cut: int = 0):
+    from PIL import Image
+
+    Image.new("L", size, 7).save(path)
+    if cut:
+        path.write_bytes(path.read_bytes()[:-cut])
+    return path
+
+
+def test_is_complete_takes_a_png_only_whole(tmp_path):
+    assert is_complete(_png(tmp_path / "whole.png"))
+    assert not is_complete(_png(tmp_path / "no_iend.png", cut=12))  # the 12-byte IEND chunk lost: a killed write
+    bad = bytearray(_png(tmp_path / "bad_crc.png").read_bytes())
+    bad[-5] ^= 0xFF  # a byte of IEND's CRC
+    (tmp_path / "bad_crc.png").write_bytes(bytes(bad))
+    assert not is_complete(tmp_path / "bad_crc.png")
+    (tmp_path / "text.png").write_text("not an image")
+    assert not is_complete(tmp_path / "text.png")
+
+
+def test_pending_lists_the_ids_without_a_whole_output_in_order(tmp_path):
+    _png(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")  # made, never written: not done
+    _png(tmp_path / "d.png", cut=12)
+    (tmp_path / "e.npy").write_bytes(b"")
+    assert outputs.pending(["d", "c", "b", "a"], tmp_path) == ["d", "c", "b"]
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    assert outputs.pending(["a", "e"], tmp_path, suffix=".npy") == ["e"]
+
+
+def test_pending_refuses_an_id_that_is_not_a_name_naming_the_folder(tmp_path):
+    out = tmp_path / "masks"
+    with pytest.raises(ValueError, match=rf"^the ids given for {out}: id '\.\./x' is not a name") as e:
+        outputs.pending(["a", "../x"], out)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("value", "kind"), [([1, 2], "list"), ("x", "str"), (3, "int"), (None, "NoneType")])
+def test_a_record_that_is_not_an_object_is_named_with_what_it_is(tmp_path, value, kind):
+    path = tmp_path / "samcam_run.json"
+    path.write_text(json.dumps(value))
+    with pytest.raises(ValueError) as e:
+        outputs.read_record(path, "provenance record", "remove it or choose another output folder")
+    assert str(e.value) == f"{path}: unreadable provenance record (a JSON {kind}, not an object); remove it or choose another output folder"
+
+
+def test_record_path_of_the_data_root_itself_is_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    assert outputs.record_path(tmp_path / "data", tmp_path / "r") == "${SAMCAM_DATA}"
+    assert outputs.record_path(tmp_path / "data" / "voc", tmp_path / "r") == "${SAMCAM_DATA}/voc"
+    assert outputs.record_path(tmp_path / "masks" / "x", tmp_path / "r" / "s") == "../../masks/x"
+
+
+def test_record_path_on_another_drive_is_the_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+
+    def other_drive(path, start=None):  # what ntpath.relpath says for D:\x from C:\r
+        raise ValueError("path is on mount 'D:', start on mount 'C:'")
+
+    monkeypatch.setattr(os.path, "relpath", other_drive)
+    assert outputs.record_path(tmp_path / "elsewhere" / "x.png", tmp_path / "r") == str(tmp_path / "elsewhere" / "x.png")
+
+
+def test_relocate_text_writes_checkout_paths_relative_to_the_record_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
+    repo = outputs.REPO
+    base = repo / "results" / "seg"
+    text = f"read {repo}/samcam/outputs.py and {repo}/notebooks/ then {tmp_path}/data/voc/a.png"
+    assert outputs.relocate_text(text, base) == "read ../../samcam/outputs.py and ../../notebooks/ then ${SAMCAM_DATA}/voc/a.png"
+
+
+def test_git_commit_is_dirty_for_changed_or_new_code_never_for_results(tmp_path, monkeypatch):
+    import subprocess
+
+    for var, value in {"HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CEILING_DIRECTORIES": str(tmp_path),
+                       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}.items():  # fmt: skip
+        monkeypatch.setenv(var, value)
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "results" / "table.csv").write_text("a\n1\n")
+    (repo / ".gitignore").write_text("work/\n")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")[:12]
+    assert outputs.git_commit(repo) == head
+    (repo / "results" / "table.csv").write_text("a\n2\n")  # a reproduce run rewriting its results
+    (repo / "results" / "new.csv").write_text("a\n")
+    (repo / "work").mkdir()
+    (repo / "work" / "x.png").write_bytes(b"x")  # ignored
+    assert outputs.git_commit(repo) == head and outputs.git_commit(repo / "results") == head
+    (repo / "notes.py").write_text("")  # new code, not yet added
+    assert outputs.git_commit(repo) == head + "-dirty" and outputs.git_commit(repo / "results") == head + "-dirty"
+    (repo / "notes.py").unlink()
+    (repo / "code.py").write_text("x = 2\n")
+    assert outputs.git_commit(repo) == head + "-dirty"
+    (tmp_path / "plain").mkdir()
+    assert outputs.git_commit(tmp_path / "plain") is None
