@@ -238,7 +238,7 @@ def test_record_path_of_the_data_root_itself_is_the_variable(tmp_path, monkeypat
 def test_record_path_on_another_drive_is_the_absolute_path(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMCAM_DATA", str(tmp_path / "data"))
 
-    def other_drive(path, start=None):  # what ntpath.relpath says for D:\x from C:\r
+    def other_drive(path, start=None):  # what ntpath.relpath raises for a path on another drive than its start
         raise ValueError("path is on mount 'D:', start on mount 'C:'")
 
     monkeypatch.setattr(os.path, "relpath", other_drive)
