@@ -74,6 +74,32 @@ def test_a_notebook_name_that_is_empty_or_holds_a_nul_is_refused(checkout, tmp_p
         load_config(cfg)
 
 
+def test_the_weights_command_is_no_step(checkout, tmp_path):
+    """``samcam weights`` writes the weights cache, outside the checkout: no step may run it, and the
+    commands a config may run, as the refusal lists them, leave it out."""
+    cfg = _config(tmp_path, "steps:\n  - {name: x, command: [weights, fetch], outputs: [o]}\n")
+    with pytest.raises(ValueError) as e:
+        load_config(cfg)
+    head, known = str(e.value).split("; known: ")
+    assert head == f"{cfg}: step 0 (x) command 'weights' is not a samcam step"
+    assert "weights" not in known.split(", ") and "eval" in known.split(", ")
+
+
+@pytest.mark.parametrize("step, message", [
+    ("{name: x, command: eval, outputs: [o]}", "command is a str, expected a list"),
+    ("{name: x, script: benchmarks/bench_eval.py, outputs: [o]}", "script is a str, expected a list"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], parameters: [1]}", "parameters is a list, expected a dict"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], scratch: work/a}", "scratch is a str, expected a list"),
+    ("{name: x, notebook: t.ipynb, outputs: [o], long: 3}", "long is a int, expected a str"),
+])  # fmt: skip
+def test_each_key_of_a_step_is_checked_for_its_kind_before_it_is_read(checkout, tmp_path, step, message):
+    """A key of the wrong kind is named as such, not read as what it is not (a command ``eval`` taken
+    letter by letter, a ``long`` of 3 or ``parameters`` as a list failing in Python)."""
+    cfg = _config(tmp_path, f"steps:\n  - {step}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: step 0 (x) {message}") + "$"):
+        load_config(cfg)
+
+
 def test_a_notebook_name_that_is_no_string_is_a_value_error():
     with pytest.raises(ValueError, match=r"^the notebook 3 must be a relative path inside notebooks/$"):
         reproduce._inside(3, Path("notebooks"), "the notebook")
@@ -237,6 +263,34 @@ def test_fingerprints_are_keyed_by_configured_path_and_the_commit_is_the_checkou
     assert step_state(Step("s", "t.ipynb", {}, ["in.txt"], [])) == "stale (no outputs declared)"
 
 
+def test_a_script_step_fingerprints_its_script_and_the_helpers_beside_it(checkout, tmp_path):
+    """A script step's stamp holds the script and the ``_*.py`` beside it (not its other neighbours); an
+    edit of a helper, or other arguments, make the step stale, naming what changed."""
+    bench = checkout / "benchmarks"
+    bench.mkdir()
+    (bench / "b.py").write_text("print(1)\n")
+    (bench / "_common.py").write_text("X = 1\n")
+    (bench / "other.py").write_text("Y = 1\n")  # another script: no helper of this one
+    (checkout / "out.txt").write_text("out")
+    step = Step("s", None, {}, [], ["out.txt"], None, None, ["benchmarks/b.py"])
+    script = {"benchmarks/b.py": _sha(b"print(1)\n"), "benchmarks/_common.py": _sha(b"X = 1\n")}
+    outputs = {"out.txt": _sha(b"out")}
+    assert fingerprints(step) == {"inputs": {}, "outputs": outputs, "script": script}
+    assert fingerprints(step, kinds=("outputs",)) == {"outputs": outputs}  # what run_script compares before and after
+    assert taken_before(step) == {"inputs": {}, "script": script, "commit": f"commit of {checkout}"}
+    assert describe(step, "stale (never run here)", True) == "s: would run [stale (never run here)] python benchmarks/b.py -> out.txt"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "s.params.json").write_text(json.dumps({"script": ["benchmarks/b.py"], "fingerprints": {"inputs": {}, "outputs": outputs, "script": script},
+                                                    "commit": "x"}))  # fmt: skip
+    assert step_state(step, runs) == "current"
+    assert step_state(Step("s", None, {}, [], ["out.txt"], None, None, ["benchmarks/b.py", "--n", "2"]), runs) == "stale (script or its arguments changed)"
+    (bench / "other.py").write_text("Y = 2\n")
+    assert step_state(step, runs) == "current"
+    (bench / "_common.py").write_text("X = 2\n")
+    assert step_state(step, runs) == "stale (script benchmarks/_common.py changed since the last run)"
+
+
 # ---------------------------------------------------------------- the plan and its lines
 
 
@@ -249,6 +303,17 @@ def test_check_redo_refuses_only_a_resume_over_outputs_it_would_keep():
         check_redo(cmd, "stale (command changed)", force=False)
     assert str(e.value) == ("step s (stale (command changed)): samcam eval resumes into out/a.csv, out/b.csv and would keep what is there; "
                             "remove them to redo the step")  # fmt: skip
+
+
+def test_check_redo_names_a_forced_rerun_and_a_single_output():
+    one = Step("s", None, {}, [], ["out/a.csv"], ["eval"])
+    tail = "samcam eval resumes into out/a.csv and would keep what is there; remove it to redo the step"
+    with pytest.raises(ValueError) as e:
+        check_redo(one, "current", force=True)
+    assert str(e.value) == f"step s (--force): {tail}"
+    with pytest.raises(ValueError) as e:
+        check_redo(one, "stale (output out/a.csv changed since the last run)", force=False)
+    assert str(e.value) == f"step s (stale (output out/a.csv changed since the last run)): {tail}"
 
 
 def test_describe_and_skip_reason_lines():
