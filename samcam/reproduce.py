@@ -269,7 +269,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             _check_parameters(s.get("parameters", {}), s.get("inputs", []), where, s["notebook"])
             _check_notebook_writes(s["notebook"], s.get("parameters", {}), s, where)
         elif "command" in s:
-            _check_command(s["command"], s.get("parameters"), written, where)
+            _check_command(s["command"], s.get("parameters"), s.get("inputs", []), written, where)
         else:
             _check_script(s["script"], s.get("parameters"), s.get("inputs", []), written, where)
         steps.append(Step(s["name"], s.get("notebook"), s.get("parameters", {}), s.get("inputs", []), s.get("outputs", []),
@@ -321,18 +321,51 @@ NOT_STEPS = ("reproduce", "demo", "weights")
 OUTPUT_OPTIONS = ("--out", "--csv", "--per-image-csv", "--json", "--sweep-csv", "--save-predictions", "--record", "--workdir", "--official-masks")
 
 
-def _check_command(command: list, parameters: object, outputs: list, where: str) -> None:
+def _check_command(command: list, parameters: object, inputs: list, outputs: list, where: str) -> None:
     """A command step's arguments: non-empty strings, the first a samcam command other than the
-    ones that run steps themselves; a command step takes no notebook parameters; it writes only
-    inside the checkout, and only what it declares (every output option's value is one of its
-    ``outputs``, each a relative path below the checkout)."""
+    ones that run steps themselves; a command step takes no notebook parameters; it reads only what
+    it declares (:func:`_check_paths_declared`); it writes only inside the checkout, and only what it
+    declares (every output option's value is one of its ``outputs``, each a relative path below the
+    checkout)."""
     from samcam.cli import COMMANDS  # the commands register as samcam.cli is imported
 
     if not command or not all(isinstance(a, str) and a and "\x00" not in a for a in command):
         raise ValueError(f"{where} command must be a non-empty list of non-empty strings, e.g. [masks, --images, ...]")
     if command[0] not in COMMANDS or command[0] in NOT_STEPS:
         raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - set(NOT_STEPS)))}")
+    _check_paths_declared(command, inputs, outputs, where, "command")
     _check_arguments(command, parameters, outputs, where, "command")
+
+
+def _check_paths_declared(argv: list, inputs: list, outputs: list, where: str, kind: str) -> None:
+    """Every argument of a command or script step that names a path is one of the step's inputs or
+    outputs, or lies inside one: what it reads is fingerprinted in its stamp, so a changed input
+    makes it stale (a path is an argument with a ``/``, one starting with ``.`` that is no number,
+    or a file or folder of the checkout). A folder above declared inputs is a dataset's root (``--voc``
+    with its ``JPEGImages`` and ``SegmentationClass`` declared): the inputs name the parts it reads."""
+    declared = [os.path.normpath(p) for p in inputs + outputs]
+    below = [os.path.normpath(p) for p in inputs]
+    for before, arg in zip(argv, argv[1:]):
+        value = arg.split("=", 1)[-1]
+        if arg.startswith("-") and "=" not in arg or before in OUTPUT_OPTIONS:
+            continue  # an option's name, or what it writes (:func:`_check_arguments` checks that)
+        v = os.path.normpath(value)
+        if _names_path(value) and not any(v == d or v.startswith(d + os.sep) for d in declared) and not any(
+                d.startswith(v.rstrip(os.sep) + os.sep) for d in below):  # fmt: skip
+            raise ValueError(f"{where} {kind} argument {arg!r} names a path that is not among the step's inputs or outputs; "
+                             "declare it, so that a change to it makes the step stale")  # fmt: skip
+
+
+def _names_path(value: str) -> bool:
+    if "/" in value or os.sep in value:
+        return True
+    if value.startswith("."):
+        try:
+            float(value)
+            return False
+        except ValueError:
+            return True
+    return os.path.lexists(REPO / value)
 
 
 def _check_script(script: list, parameters: object, inputs: list, outputs: list, where: str) -> None:
@@ -348,12 +381,7 @@ def _check_script(script: list, parameters: object, inputs: list, outputs: list,
     path = REPO / script[0]
     if not path.is_file() or path.resolve().parent != SCRIPTS.resolve():
         raise ValueError(f"{where} script {script[0]!r} is not a file of this checkout's {folder}/")
-    declared = [os.path.normpath(p) for p in inputs + outputs]
-    for arg in script[1:]:
-        value = arg.split("=", 1)[-1]
-        if ("/" in value or os.sep in value or value.startswith(".")) and not any(
-                os.path.normpath(value) == d or os.path.normpath(value).startswith(d + os.sep) for d in declared):  # fmt: skip
-            raise ValueError(f"{where} script argument {arg!r} names a path that is not among the step's inputs or outputs")
+    _check_paths_declared(script, inputs, outputs, where, "script")
     _check_arguments(script, parameters, outputs, where, "script")
     written = [os.path.normpath(p) for p in outputs]
     for path in script_writes(script, where):

@@ -313,7 +313,7 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
     ("{name: x, script: [benchmarks/gpu_bench.sh]}", "script 'benchmarks/gpu_bench.sh' must be a Python file"),
     ("{name: x, script: [benchmarks/no_such_bench.py]}", "script 'benchmarks/no_such_bench.py' is not a file of this checkout's benchmarks/"),
     ("{name: x, script: [benchmarks/bench_merge_e2e.py, --workdir, /elsewhere/x], outputs: [results/benchmarks/merge_e2e.json]}",
-     "script argument '/elsewhere/x' names a path that is not among the step's inputs or outputs"),
+     "script writes --workdir /elsewhere/x, which is not among its outputs"),
     ("{name: x, script: [benchmarks/bench_merge_e2e.py, --official-masks=../elsewhere], inputs: [../baselines]}",
      "script argument '--official-masks=../elsewhere' names a path that is not among the step's inputs or outputs"),
     # a script's option that writes, given a declared input (outside the checkout) instead of an output
@@ -335,6 +335,15 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
      "script benchmarks/bench_eval.py refuses its arguments: unrecognized arguments: --bogus"),
     ("{name: x, script: [benchmarks/bench_modes.py, --n, two], outputs: [results/benchmarks]}",
      "script benchmarks/bench_modes.py refuses its arguments: argument --n: invalid int value: 'two'"),
+    # a command's input it does not declare is not fingerprinted: the step stayed current after it changed (audit 10, F1)
+    ("{name: x, command: [eval, --pred, data/p, --gt, data/g, --csv, results/x.csv], inputs: [data/p], outputs: [results/x.csv]}",
+     "command argument 'data/g' names a path that is not among the step's inputs or outputs; declare it"),
+    ("{name: x, command: [eval, --pred, data/p, --gt, data/p/../g, --csv, results/x.csv], inputs: [data/p], outputs: [results/x.csv]}",
+     "command argument 'data/p/../g' names a path"),
+    ("{name: x, command: [eval, --pred, ./p, --gt, data/p, --csv, results/x.csv], inputs: [data/p], outputs: [results/x.csv]}",
+     "command argument './p' names a path"),
+    ("{name: x, command: [eval, --pred, notebooks, --gt, data/p, --csv, results/x.csv], inputs: [data/p], outputs: [results/x.csv]}",
+     "command argument 'notebooks' names a path"),  # a folder of the checkout, named without a slash
 ])
 def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     from samcam.reproduce import load_config
@@ -343,6 +352,20 @@ def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     cfg.write_text(f"steps:\n  - {step}\n")
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(cfg)
+
+
+@pytest.mark.parametrize("command, inputs", [
+    ("[eval, --pred, data/p, --gt, data/g, --csv, results/x.csv]", "[data/p, data/g]"),
+    ("[eval, --pred, data/p/a, --gt, data/g, --csv, results/x.csv]", "[data/p, data/g]"),  # inside a declared input
+    ("[train-classifier, --voc, data, --ids, data/ids.txt, --out, work/c.pt, --lr-head, '.5']", "[data/JPEGImages, data/ids.txt]"),  # a root above its parts; a number
+])
+def test_a_command_step_reading_only_what_it_declares_is_accepted(tmp_path, command, inputs):
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    outputs = "[results/x.csv]" if "results/x.csv" in command else "[work/c.pt]"
+    cfg.write_text(f"steps:\n  - {{name: x, command: {command}, inputs: {inputs}, outputs: {outputs}}}\n")
+    assert [s.name for s in load_config(cfg)] == ["x"]
 
 
 def test_notebook_defaults_are_its_parameters_cells_literals(tmp_path):

@@ -203,10 +203,10 @@ def test_each_gives_a_step_once_per_combination_of_its_values(checkout, tmp_path
     replaced in every string, ``${SAMCAM_DATA}`` still expanded; the expanded step is checked as any other."""
     cfg = _config(tmp_path, "steps:\n  - name: r_${row}_s${seed}\n    each: {row: [a, b], seed: [0, 2]}\n"
                             "    command: [eval, --pred, 'p/${row}', --gt, '${SAMCAM_DATA}/g', --csv, 'results/${row}_${seed}.csv']\n"
-                            "    inputs: ['p/${row}']\n    outputs: ['results/${row}_${seed}.csv']\n    long: ${seed} min\n")
+                            "    inputs: ['p/${row}', '${SAMCAM_DATA}/g']\n    outputs: ['results/${row}_${seed}.csv']\n    long: ${seed} min\n")
     steps = load_config(cfg)
     assert [s.name for s in steps] == ["r_a_s0", "r_a_s2", "r_b_s0", "r_b_s2"]
-    assert steps[3] == Step("r_b_s2", None, {}, ["p/b"], ["results/b_2.csv"],
+    assert steps[3] == Step("r_b_s2", None, {}, ["p/b", f"{tmp_path}/data/g"], ["results/b_2.csv"],
                             ["eval", "--pred", "p/b", "--gt", f"{tmp_path}/data/g", "--csv", "results/b_2.csv"], "2 min")  # fmt: skip
     bad = _config(tmp_path, "steps:\n  - {name: 'x_${seed}', each: {seed: [0, 1]}, notebook: t.ipynb, outputs: ['o_${seed}'], foo: 1}\n")
     with pytest.raises(ValueError, match="^" + re.escape(f"{bad}: step 0[seed=0] (x_0) has unknown keys foo")):
