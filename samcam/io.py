@@ -145,10 +145,13 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
     import yaml
 
     try:
-        return yaml.load(read_input(path, what).decode(), Loader=_plain_loader())
+        data = read_input(path, what)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
+    try:
+        return yaml.load(data.decode(), Loader=_plain_loader())
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        # RecursionError: nested too deeply; ValueError: a number past Python's 4,300-digit limit
         raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
 
 
@@ -555,7 +558,15 @@ def check_id(image_id: object, source: str | os.PathLike) -> str:
         # nothing or a space, so an id holding one cannot be told from another; surrogates are the
         # bytes of a file name that is not UTF-8 (Python's surrogateescape), which no text can hold
         raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, control, format or Unicode space characters, bytes that are not UTF-8, no leading dot, or empty ids); ids name files inside a folder")
+    if len(image_id.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"{source}: id {image_id[:40]!r}... is {len(image_id.encode())} bytes long; a name is at most {MAX_NAME_BYTES} bytes "
+                         "(a file name holds 255, and samcam adds suffixes and temporaries to it)")  # fmt: skip
     return image_id
+
+
+#: The longest name (an id, a step's name) in UTF-8 bytes: a file system's 255-byte file name, less the
+#: suffixes and temporary endings samcam adds to it (``.params.json``, ``.samcam-<8>.json.tmp``).
+MAX_NAME_BYTES = 200
 
 
 def check_ids(ids: Sequence[str], source: str | os.PathLike) -> list[str]:

@@ -245,6 +245,21 @@ def test_an_id_list_naming_a_path_is_refused_by_every_command(escape, capsys, cm
     assert _digest(root) == before
     assert not (w / "out").exists()
 
+@pytest.mark.parametrize("cmd", sorted(COMMANDS_WITH_IDS))
+def test_an_id_too_long_for_a_file_name_is_refused_by_every_command(escape, capsys, cmd):
+    """A 300-byte id failed as its file was written, after the work (audit 10, F6): a name is at most
+    200 bytes of UTF-8, counted in bytes (an e-acute is two)."""
+    from samcam.io import check_id
+
+    root, w = escape
+    long_id = "\u00e9" * 100 + "a"  # 201 bytes, 101 characters
+    ids = _write_ids(w / "ids.txt", long_id)
+    before = _digest(root)
+    fails(COMMANDS_WITH_IDS[cmd](w, ids), capsys, "ids.txt", "is 201 bytes long; a name is at most 200 bytes")
+    assert _digest(root) == before and not (w / "out").exists()
+    assert check_id("\u00e9" * 100, "x") == "\u00e9" * 100  # 200 bytes: a name
+
+
 def test_an_official_metadata_row_naming_a_path_is_refused(escape, capsys):
     root, w = escape
     official = w / "masks" / "a"
@@ -729,6 +744,20 @@ def test_an_official_folder_without_metadata_holding_another_png_is_named(tmp_pa
     fails(args, capsys, "notes.png", "not a mask PNG name")
 
 
+@pytest.mark.parametrize("name", ["\u00b2", "\u0663", "\uff11"])  # a superscript 2, an Arabic-Indic 3, a full-width 1
+def test_an_official_mask_named_by_digits_that_are_not_ascii_is_named(tmp_path, capsys, name):
+    """str.isdigit takes these, and amg.py writes none of them: "2.png" (superscript) ended in a bare
+    int() error naming no file, and "3.png" (Arabic-Indic) was read as mask 3 (audit 10, F8)."""
+    folder, args = _official(tmp_path, [_half(255)], csv=False)
+    Image.fromarray(_half(255)).save(folder / f"{name}.png")
+    fails(args, capsys, f"{name}.png", "not a mask PNG name")
+    folder, args = _official(tmp_path / "listed", [_half(255)])
+    (folder / "metadata.csv").write_text((folder / "metadata.csv").read_text().replace("\n0,", f"\n{name},", 1))
+    Image.fromarray(_half(255)).save(folder / f"{name}.png")
+    (folder / "0.png").unlink()
+    fails(args, capsys, "metadata.csv", f"id {name!r} is not a mask's number")
+
+
 @pytest.mark.parametrize("csv", [True, False])
 def test_an_official_mask_png_with_an_upper_case_suffix_is_named(tmp_path, capsys, csv):
     """``1.PNG`` beside ``0.png`` was passed over without a word (the glob is case-sensitive), its
@@ -1195,7 +1224,9 @@ def test_a_full_disk_names_the_output(tmp_path, capsys, monkeypatch):
     fails(args, capsys, "a.png", "No space left on device")
 
 @pytest.mark.parametrize("text,needle", [("steps: [\n", "not a readable YAML"), ("- a\n- b\n", "a 'steps' list"),
-                                         ("steps:\n  - 3\n", "step 0 is not a mapping"), ("steps:\n  - name: x\n", "needs exactly one of notebook, command and script")])
+                                         ("steps:\n  - 3\n", "step 0 is not a mapping"), ("steps:\n  - name: x\n", "needs exactly one of notebook, command and script"),
+                                         # a number past Python's 4,300-digit limit (audit 10, F5: the message named no file)
+                                         ("steps:\n  - name: a\n    long: " + "9" * 5000 + "\n", "not a readable YAML file (Exceeds the limit (4300 digits)")])
 def test_malformed_reproduce_config(tmp_path, capsys, text, needle):
     (tmp_path / "r.yml").write_text(text)
     fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", needle)

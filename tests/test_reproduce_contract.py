@@ -213,6 +213,16 @@ def test_each_gives_a_step_once_per_combination_of_its_values(checkout, tmp_path
         load_config(bad)
 
 
+def test_a_step_name_too_long_for_its_stamp_is_refused_at_load(checkout, tmp_path):
+    """A 238-character step name ran its step, then failed writing results/runs/<name>.params.json
+    (audit 10, F6): the name is refused before anything runs, naming the config and the step."""
+    cfg = _config(tmp_path, f"steps:\n  - {{name: {'s' * 201}, notebook: t.ipynb, outputs: [o]}}\n")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{cfg}: step 0 name: id '{'s' * 40}'... is 201 bytes long; a name is at most 200 bytes")):
+        load_config(cfg)
+    ok = _config(tmp_path, f"steps:\n  - {{name: {'s' * 200}, notebook: t.ipynb, outputs: [o]}}\n")
+    assert [s.name for s in load_config(ok)] == ["s" * 200]
+
+
 def test_a_config_stands_for_a_bounded_number_of_steps(checkout, tmp_path):
     entry = "  - {{name: 'x{k}_${{s}}', each: {{s: %s}}, notebook: t.ipynb, outputs: ['o{k}/${{s}}']}}\n" % list(range(1000))
     cfg = _config(tmp_path, "steps:\n" + "".join(entry.format(k=k) for k in range(10)) + "  - {name: last, notebook: t.ipynb, outputs: [o]}\n")

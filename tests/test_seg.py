@@ -874,7 +874,7 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path, capsys):
     assert parse("--recipe", str(f), "--seed", "9", "--epochs", "2") == Recipe(crop=64, flip=False, seed=9, epochs=2)
     assert parse("--recipe", str(f), "--crop", "224") == Recipe(crop=224, flip=False, seed=4)  # an option at its default still wins
     for text, why in (("- 1\n", "recipe is a list, not a mapping"), ("crop: 8\n", "crop is 8"), ("size: 3\n", "unknown fields ['size']"),
-                      ("crop: [\n", "not a readable YAML file")):  # fmt: skip
+                      ("crop: [\n", "not a readable YAML file"), ("crop: " + "9" * 5000 + "\n", "not a readable YAML file (Exceeds the limit")):  # fmt: skip
         f.write_text(text)
         with pytest.raises(ValueError, match=re.escape(f"{f}: ") + ".*" + re.escape(why)):
             read_recipe(f)

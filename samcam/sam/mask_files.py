@@ -270,6 +270,12 @@ def _score(text: object) -> bool:
         return False
 
 
+def _is_mask_number(stem: str) -> bool:
+    """Whether a name is a mask's number as amg.py writes it: ASCII digits only (``str.isdigit`` also
+    takes "²", which ``int`` refuses, and "٣", an Arabic-Indic 3)."""
+    return re.fullmatch(r"[0-9]+", stem) is not None
+
+
 def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
     """The mask PNG names of an ``amg.py`` folder, in order, and ``metadata.csv``'s rows (none with
     ``ids_only``, which reads just the ``id`` column of a plain, unquoted CSV)."""
@@ -303,7 +309,11 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
             for k, v in enumerate(columns.get(c, [])):
                 if not _score(v):
                     raise ValueError(f"{meta_csv}: row {k + 1}'s {c} is {v!r}, not a number")
-        names, seen = [f"{i}.png" for i in check_ids(columns.get("id", []), meta_csv)], set()
+        listed = check_ids(columns.get("id", []), meta_csv)
+        other = next((i for i in listed if not _is_mask_number(i)), None)
+        if other is not None:  # amg.py numbers its masks 0, 1, ...: a "٣" (an Arabic-Indic 3) is no mask's number
+            raise ValueError(f"{meta_csv}: id {other!r} is not a mask's number (ASCII digits, as amg.py writes them)")
+        names, seen = [f"{i}.png" for i in listed], set()
         for n in names:
             if n in seen:
                 raise ValueError(f"{meta_csv}: lists id {n[:-4]} twice; each mask PNG once")
@@ -312,9 +322,9 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
     shouting = next((n for n in entries if n.lower().endswith(".png") and not n.endswith(".png")), None)
     if shouting is not None:  # "3.PNG" would otherwise be passed over without a word, and its mask lost
         raise ValueError(f"{folder / shouting}: a mask PNG of the official layout is named <i>.png, in lower case; rename it")
-    pngs = sorted((n for n in entries if n.endswith(".png")), key=lambda n: (not n[:-4].isdigit(), int(n[:-4]) if n[:-4].isdigit() else 0, n))
+    pngs = sorted((n for n in entries if n.endswith(".png")), key=lambda n: (not _is_mask_number(n[:-4]), int(n[:-4]) if _is_mask_number(n[:-4]) else 0, n))
     if text is None:
-        other = next((n for n in pngs if not n[:-4].isdigit()), None)
+        other = next((n for n in pngs if not _is_mask_number(n[:-4])), None)
         if other:
             raise ValueError(f"{folder / other}: not a mask PNG name (<i>.png) of the official layout, and no metadata.csv lists the masks")
         names = pngs
