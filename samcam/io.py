@@ -504,7 +504,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def check_state(state: object, path: str | os.PathLike, what: str = "weights", why: str = "the training run diverged") -> None:
     """``ValueError`` naming ``path`` unless ``state`` is a state dict of tensors whose floating-point
-    values are all finite numbers."""
+    values are all finite numbers, and whose batch-norm statistics (``running_var``,
+    ``num_batches_tracked``) are not negative."""
     import torch
 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -512,6 +513,10 @@ def check_state(state: object, path: str | os.PathLike, what: str = "weights", w
     bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
         raise ValueError(f"{path}: its {what} hold values that are not finite numbers ({bad}); {why}")
+    # batch-norm statistics no training writes: a variance below 0 makes every later activation NaN
+    bad = next((k for k, v in state.items() if k.rsplit(".", 1)[-1] in ("running_var", "num_batches_tracked") and bool((v < 0).any())), None)
+    if bad is not None:
+        raise ValueError(f"{path}: its {what} hold a negative batch-norm statistic ({bad}); no training run writes one")
 
 
 def load_weights(module, state: object, path: str | os.PathLike, what: str = "weights") -> None:

@@ -333,8 +333,8 @@ def _check_command(command: list, parameters: object, inputs: list, outputs: lis
         raise ValueError(f"{where} command must be a non-empty list of non-empty strings, e.g. [masks, --images, ...]")
     if command[0] not in COMMANDS or command[0] in NOT_STEPS:
         raise ValueError(f"{where} command {command[0]!r} is not a samcam step; known: {', '.join(sorted(set(COMMANDS) - set(NOT_STEPS)))}")
-    _check_paths_declared(command, inputs, outputs, where, "command")
     _check_arguments(command, parameters, outputs, where, "command")
+    _check_paths_declared(command, inputs, outputs, where, "command")
 
 
 def _check_paths_declared(argv: list, inputs: list, outputs: list, where: str, kind: str) -> None:

@@ -1086,6 +1086,76 @@ def test_weights_that_are_not_finite_or_do_not_fit_are_named():
         with pytest.raises(ValueError, match=r"w\.pt: its weights are not a state dict of tensors"):
             load_weights(net, state, "w.pt")
 
+def test_a_negative_batch_norm_statistic_is_refused_as_weights_load():
+    """A running_var below 0 is finite, so it passed; the network then computed NaN, and eval-seg
+    scored the argmax of NaN as a prediction (audit 10, F3)."""
+    import torch
+
+    from samcam.io import load_weights
+
+    net = torch.nn.BatchNorm2d(2)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    load_weights(net, {**good, "running_var": torch.tensor([0.0, 2.0])}, "w.pt")  # 0 is a variance
+    for key, value in (("running_var", torch.tensor([1.0, -5.0])), ("num_batches_tracked", torch.tensor(-1))):
+        with pytest.raises(ValueError, match=re.escape(f"w.pt: its weights hold a negative batch-norm statistic ({key}); no training run writes one")):
+            load_weights(net, {**good, key: value}, "w.pt")
+
+
+def test_a_network_whose_output_is_not_finite_is_not_scored(tmp_path):
+    """Weights that pass every check may still compute NaN (or overflow): eval-seg stops, naming the
+    checkpoint and the image, instead of scoring the argmax of NaN."""
+    import torch
+
+    from samcam.seg import evaluate as seg_eval
+
+    class Broken(torch.nn.Module):
+        n_classes = 2
+
+        def __init__(self, value):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.value = value
+
+        def forward(self, x):
+            out = torch.zeros((x.shape[0], 2, *x.shape[-2:]))
+            out[:, 1, 0, 0] = self.value
+            return out
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    assert seg_eval.predict(Broken(1.0), image)[0, 0] == 1  # a finite output is predicted
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(seg_eval.NonFiniteOutput, match="the network's output is not finite"):
+            seg_eval.predict_probs(Broken(value), image)
+    _labels(tmp_path / "gt", ["a"], 1, (4, 4))
+    (tmp_path / "img").mkdir()
+    Image.fromarray(image).save(tmp_path / "img" / "a.jpg")
+    with pytest.raises(seg_eval.NonFiniteOutput, match=re.escape(f"not finite (NaN or infinite): its weights are not usable (on {tmp_path / 'img' / 'a.jpg'})")):
+        seg_eval.evaluate(Broken(float("nan")), tmp_path / "img", tmp_path / "gt", ["a"])
+
+
+def test_eval_seg_names_the_checkpoint_whose_output_is_not_finite(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from samcam.seg import evaluate as seg_eval
+    from samcam.seg.model import SegNet
+    from samcam.seg.recipe import Recipe
+    from samcam.seg.train import FORMAT
+
+    r = Recipe()
+    torch.save({"format": FORMAT, "recipe": r.to_dict(), "n_classes": 21, "model": SegNet.from_recipe(r, 21, pretrained=False).state_dict(),
+                **_SEG_FIELDS}, tmp_path / "c.pt")  # fmt: skip
+    _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    (tmp_path / "ids.txt").write_text("a\n")
+
+    def nan(*a, **k):
+        raise seg_eval.NonFiniteOutput("the network's output is not finite (NaN or infinite): its weights are not usable")
+
+    monkeypatch.setattr(seg_eval, "predict_probs", nan)
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt",
+           "--json", tmp_path / "e.json"], capsys, f"{tmp_path / 'c.pt'}: the network's output is not finite", "(on ")  # fmt: skip
+    assert not (tmp_path / "e.json").exists()
+
+
 def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys):
     """A run that diverged (NaN weights) saved its checkpoint; eval-seg must not score it."""
     import torch

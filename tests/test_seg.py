@@ -717,13 +717,13 @@ def _checkpoint(**changes) -> dict:
     from samcam.seg.train import FORMAT
 
     ck = {"format": FORMAT, "recipe": Recipe().to_dict(), "n_classes": 21, "dataset": "voc", "labels_dir": "l", "labels_fingerprint": "a" * 64,
-          "n_train": 1, "step": 0, "total_steps": 0, "complete": False, "history": {"losses": [0.0], "epoch_seconds": [0]}, "model": {}}  # fmt: skip
+          "n_train": 1, "step": 0, "total_steps": 1, "complete": False, "history": {"losses": [0.0], "epoch_seconds": [0]}, "model": {}}  # fmt: skip
     ck.update(changes)
     return ck
 
 
 def test_read_checkpoint_accepts_each_fields_smallest_value_and_names_the_first_it_refuses(tmp_path):
-    """The smallest legal values (1 class without a dataset, 1 training image, step 0 of 0, losses and
+    """The smallest legal values (1 class without a dataset, 1 training image, step 0, losses and
     times of 0) load; one below each is named with the bound it broke."""
     from samcam.training import save_checkpoint
 
@@ -739,7 +739,10 @@ def test_read_checkpoint_accepts_each_fields_smallest_value_and_names_the_first_
                              ({"total_steps": -1}, "total_steps is -1, expected a whole number ≥ 0"), ({"n_classes": 0}, "n_classes is 0, expected a whole number ≥ 1"),
                              ({"history": []}, "history is a list, expected a mapping"), ({"complete": 1}, "complete is a int, expected a bool"),
                              ({"labels_fingerprint": "g" * 100}, f"labels_fingerprint {'g' * 80!r} is not the SHA-256"),
-                             ({"history": {"losses": list(range(-1, 40))}}, f"history.losses {str(list(range(-1, 40)))[:80]} is not a list of finite numbers ≥ 0")]:  # fmt: skip
+                             ({"history": {"losses": list(range(-1, 40))}}, f"history.losses {str(list(range(-1, 40)))[:80]} is not a list of finite numbers ≥ 0"),
+                             # complete exactly at the last step, as train() saves it (audit 10, F7: a "complete" step-0 run was scored)
+                             ({"complete": True}, "complete is True at step 0 of 1"), ({"step": 1}, "complete is False at step 1 of 1"),
+                             ({"labels_dir": "/l\x1b[31mRED"}, "labels_dir '/l\\x1b[31mRED' is not one line of printable text")]:  # fmt: skip
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'c.pt'}: bad field in a samcam segmentation checkpoint ({message}")):
             read(_checkpoint(**changes))
 

@@ -514,9 +514,12 @@ def _set(path: str, value):
     (_set("history.losses", ["abc", 1.0, 1.0]), "history.losses[0] is 'abc', expected a finite number in [0, inf]"),
     (_set("history.losses", [1.0]), "history.losses is not a list of one number per epoch (3)"),
     (_set("total_steps", 1000), "total_steps is 1000, but 6 images in batches of 2 for 3 epochs make 9"),
-    (_set("history.threads", "many"), "history.threads is 'many', expected an integer in [1, inf]"),
+    (_set("history.threads", "many"), "history.threads is 'many', expected an integer in [1, 4096]"),
+    (_set("history.threads", 10 ** 9), "history.threads is 1000000000, expected an integer in [1, 4096]"),  # audit 10, F7
+    (_set("history.device", "\x1b[31m"), "history.device is '\\x1b[31m', expected a device's name (one line of printable text)"),
+    (_set("history.commits", [123, None]), "history.commits is [123, None], expected a list of the commits that trained the run"),
     (_set("history.load_average", [float("nan")]), "history.load_average[0] is nan"),
-    (_set("history.device", 3), "history.device is 3, expected a name"),
+    (_set("history.device", 3), "history.device is '3', expected a device's name"),
     (_set("history.load_average", ...), "history.load_average is not a list"),
     (_set("history.load_average", None), "history.load_average is not a list"),
     (_set("history.peak_rss_mib", ...), "history.peak_rss_mib is None"),
@@ -694,7 +697,7 @@ def test_record_checks_at_their_bounds(tmp_path):
     top = _set("eval.iou", _iou("gt", 0, 1.0))(_set("eval.miou", 1.0)(_set("eval.pixel_accuracy", 1.0)(_record(seed=MAX_SEED))))
     runs = _records(tmp_path, (f"ref_s{MAX_SEED}", top))
     assert collect(runs)["miou"].tolist() == [100.0]
-    for change, why in ((_set("history.threads", 2.0), "history.threads is 2.0, expected an integer in [1, inf]"),
+    for change, why in ((_set("history.threads", 2.0), "history.threads is 2.0, expected an integer in [1, 4096]"),
                         (_set("eval.n_images", 4.0), "eval.n_images is 4.0, expected an integer in [1, inf]"),
                         (_set("eval.pixel_accuracy", 1.5), "eval.pixel_accuracy is 1.5, expected a finite number in [0, 1]"),
                         (_set("eval.step", 6), "records step 9 of 9, scored at step 6; not a finished run"),

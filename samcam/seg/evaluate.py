@@ -51,9 +51,16 @@ def predict_probs(model: SegNet, image: np.ndarray, scales: Sequence[float] = (1
             logits = torch.stack([logits[0], logits[1].flip(-1)])
         if s != 1.0:
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        if not bool(torch.isfinite(logits).all()):  # weights that pass every check can still compute NaN
+            raise NonFiniteOutput("the network's output is not finite (NaN or infinite): its weights are not usable")
         total += logits.softmax(1).sum(0)
         n += logits.shape[0]
     return total / n
+
+
+class NonFiniteOutput(ValueError):
+    """A network whose output holds NaN or an infinity (a batch-norm variance below 0, weights that
+    overflow): its argmax would be scored as if it were a prediction."""
 
 
 def predict(model: SegNet, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False) -> np.ndarray:
@@ -113,7 +120,10 @@ def _score(model, images_dir, gt_dir, ids, spec, scales, flip, save_dir, progres
                 raise ValueError(f"{img_path}: at scale {s:g} its {image.shape[0]} × {image.shape[1]} pixels become "
                                  f"{' × '.join(map(str, scaled_shape(image.shape[:2], s)))}, a side below {MIN_SIDE} pixels "
                                  f"(half the network's stride); use a larger scale")  # fmt: skip
-        pred = predict(model, image, scales, flip)
+        try:
+            pred = predict(model, image, scales, flip)
+        except NonFiniteOutput as e:
+            raise NonFiniteOutput(f"{e} (on {img_path})") from None
         ev.add(i, gt, pred)
         if save_dir is not None:
             write_label(Path(save_dir) / f"{i}.png", pred, spec)
@@ -137,7 +147,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
                          "rerun train-seg to finish it")  # fmt: skip
     model.to(pick_device(device))
     t0 = time.perf_counter()
-    ev = evaluate(model, images_dir, gt_dir, ids, VOC, scales, flip, save_dir, progress)
+    try:
+        ev = evaluate(model, images_dir, gt_dir, ids, VOC, scales, flip, save_dir, progress)
+    except NonFiniteOutput as e:
+        raise ValueError(f"{checkpoint}: {e}") from None
     s = ev.scores()
     summary = {
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": checkpoint_sha256 or sha256_file(checkpoint), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),

@@ -52,6 +52,10 @@ def _number(v: Any, lo: float, hi: float | None, what: str, integer: bool = Fals
         raise ValueError(f"{what} is {v!r}, expected a{'n integer' if integer else ' finite number'} in [{lo}, {hi if hi is not None else 'inf'}]")
 
 
+#: The most torch threads a run's record may say it trained with (a record may come from a larger machine than this one).
+MAX_RECORD_THREADS = 4096
+
+
 def check_record(rec: Any) -> dict[str, Any]:
     """``rec`` if it is a finished, evaluated run's record (:func:`run_record`'s fields, each of its type
     and range: scores in [0, 1] or null, the 21 VOC classes' IoU, positive counts, finite times, a
@@ -80,9 +84,12 @@ def check_record(rec: Any) -> dict[str, Any]:
     for k, v in enumerate(hist["load_average"]):
         _number(v, 0, None, f"history.load_average[{k}]")
     _number(hist.get("peak_rss_mib"), 0, None, "history.peak_rss_mib")
-    _number(hist.get("threads"), 1, None, "history.threads", integer=True)
-    if not isinstance(hist.get("device"), str):
-        raise ValueError(f"history.device is {hist.get('device')!r}, expected a name")
+    _number(hist.get("threads"), 1, MAX_RECORD_THREADS, "history.threads", integer=True)
+    if not isinstance(hist.get("device"), str) or not hist["device"] or not hist["device"].isprintable() or len(hist["device"]) > 100:
+        raise ValueError(f"history.device is {str(hist.get('device'))[:100]!r}, expected a device's name (one line of printable text)")
+    commits = hist.get("commits", [])
+    if not isinstance(commits, list) or not all(c is None or isinstance(c, str) and re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", c) for c in commits):
+        raise ValueError(f"history.commits is {str(commits)[:100]}, expected a list of the commits that trained the run")
     _number(ev.get("n_images"), 1, None, "eval.n_images", integer=True)
     for key in ("miou", "pixel_accuracy"):
         if ev.get(key) is not None:

@@ -149,6 +149,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         for key, kind in (("history", dict), ("complete", bool), ("labels_dir", str), ("labels_fingerprint", str)):
             if not isinstance(ck[key], kind):
                 raise ValueError(f"{key} is a {type(ck[key]).__name__}, expected a {'mapping' if kind is dict else kind.__name__}")
+        if ck["complete"] != (ck["step"] == ck["total_steps"]):  # what train() saves: complete exactly at its last step
+            raise ValueError(f"complete is {ck['complete']} at step {ck['step']} of {ck['total_steps']}")
+        if not ck["labels_dir"].isprintable():  # it is printed in messages: a terminal escape would act on the terminal
+            raise ValueError(f"labels_dir {ck['labels_dir'][:80]!r} is not one line of printable text")
         if not re.fullmatch(r"[0-9a-f]{64}", ck["labels_fingerprint"]):
             raise ValueError(f"labels_fingerprint {ck['labels_fingerprint'][:80]!r} is not the SHA-256 train-seg writes")
         for key in ("losses", "epoch_seconds"):  # one finite number ≥ 0 per finished epoch
