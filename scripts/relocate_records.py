@@ -25,6 +25,23 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _common import relocated  # noqa: E402
 
 
+#: committed text that quotes source code, not records: its paths are code's (``/proc/cpuinfo``), never a checkout's
+QUOTED = ("results/mutation/",)
+
+
+def check_made_in(made_in: str) -> None:
+    """``--made-in``: one printable line, an absolute path, and, where a folder of that name exists on
+    this machine, a samcam checkout (``pyproject.toml`` and ``samcam/``): ``/proc`` or ``/usr`` would
+    rewrite every path below them in the committed files. ``ValueError`` saying which."""
+    if not made_in.isprintable() or not made_in.strip():
+        raise ValueError(f"{made_in!r} is not one line of printable text")
+    if not Path(made_in).is_absolute():
+        raise ValueError(f"{made_in}: is not an absolute path; give the folder of the checkout that wrote the records")
+    folder = Path(made_in)
+    if folder.exists() and not ((folder / "pyproject.toml").is_file() and (folder / "samcam").is_dir()):
+        raise ValueError(f"{made_in}: exists here and is not a samcam checkout (no pyproject.toml and samcam/ in it)")
+
+
 def migrate_record(path: Path, made_in: str) -> None:
     doc = json.loads(path.read_text())
     if "fingerprints" in doc:
@@ -44,6 +61,7 @@ def main() -> int:
     made_in = ap.parse_args().made_in
     try:
         relocate_text("", REPO, [made_in])  # the checkout is checked where every path is rewritten
+        check_made_in(made_in)
     except ValueError as e:
         print(f"relocate_records: error: --made-in {e}", file=sys.stderr)
         return 2
@@ -56,7 +74,7 @@ def main() -> int:
             meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
             notebook = REPO / "notebooks" / Path(meta.get("input_path", path.name)).name
             relocate_notebook(path, notebook, path, REPO, [made_in])
-        elif path.suffix in (".json", ".md") and name.startswith(("results/", "benchmarks/")):
+        elif path.suffix in (".json", ".md") and name.startswith(("results/", "benchmarks/")) and not name.startswith(QUOTED):
             text = path.read_text()
             base = path.parent if path.name == "summary.json" else REPO  # as write_results writes it
             new = relocated(text, [made_in]) if base == REPO else relocate_text(text, base, [made_in])

@@ -63,13 +63,57 @@ def test_record_paths_are_relative_or_under_the_data_root(tmp_path, monkeypatch)
     assert relocate_text("--out /app/results/x, /usr/lib/y and /shared/z", REPO, ["/app"]) == "--out results/x, /usr/lib/y and /shared/z"
 
 
-def test_relocate_records_refuses_a_root_as_the_old_checkout(tmp_path):
+def test_relocate_records_refuses_a_root_as_the_old_checkout(clone):
     """``--made-in /`` had rewritten 43 committed files (every slash taken for the old checkout's); now
     refused in one line, before any file is read."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "relocate_records.py"), "--made-in", "/"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = _relocate_records(clone, "/")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == "relocate_records: error: --made-in /: not another checkout (a root, this checkout or a folder above it)\n"
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A clone of this checkout's last commit, for relocate_records to rewrite (never this checkout)."""
+    path = tmp_path_factory.mktemp("relocate") / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-local", str(REPO), str(path)], check=True, capture_output=True)
+    return path
+
+
+def _relocate_records(clone, made_in):
+    """This checkout's script (the clone holds the last commit's) rewriting the clone (its package's REPO)."""
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "relocate_records.py"), "--made-in", made_in],
+                          capture_output=True, text=True, env=env, cwd=clone)  # fmt: skip
+
+
+@pytest.mark.parametrize("made_in, why", [
+    ("/proc", "/proc: exists here and is not a samcam checkout (no pyproject.toml and samcam/ in it)"),  # audit 10, F2: 26 lines rewritten
+    ("elsewhere/repo", "elsewhere/repo: is not an absolute path; give the folder of the checkout that wrote the records"),
+    ("/tmp/a\nb", "'/tmp/a\\nb' is not one line of printable text"),
+])
+def test_relocate_records_refuses_what_is_no_other_checkout(clone, made_in, why):
+    def state():
+        return subprocess.run(["git", "-C", str(clone), "diff", "HEAD"], capture_output=True, text=True, check=True).stdout
+
+    before = state()
+    r = _relocate_records(clone, made_in)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"relocate_records: error: --made-in {why}\n")
+    assert state() == before
+
+
+def test_relocate_records_rewrites_records_but_not_quoted_source(clone):
+    """A benchmark's text naming the old checkout is relocated; the mutation survivors, which quote
+    source code, are left as they are (audit 10, F2: their /proc/cpuinfo was rewritten)."""
+    old = "/gone/checkout"
+    (clone / "results" / "mutation" / "survivors" / "quoted.md").write_text(f"- `open('{old}/x')`\n")
+    (clone / "results" / "benchmarks" / "moved.md").write_text(f"python {old}/benchmarks/bench_eval.py\n")
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "t"], check=True, capture_output=True)
+    r = _relocate_records(clone, old)
+    assert r.returncode == 0, r.stderr
+    assert (clone / "results" / "mutation" / "survivors" / "quoted.md").read_text() == f"- `open('{old}/x')`\n"
+    assert (clone / "results" / "benchmarks" / "moved.md").read_text() == "python benchmarks/bench_eval.py\n"
 
 
 def test_a_shared_environment_is_written_as_this_checkouts_venv(tmp_path, monkeypatch):
