@@ -22,6 +22,8 @@ SAMCAM_PYTHON=${SAMCAM_PYTHON:-python3}
 SAMCAM=${SAMCAM:-$SAMCAM_PYTHON -m samcam.cli}
 DEVICE=${DEVICE:-$($SAMCAM_PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 JOBS=${JOBS:-4}
+. "$(dirname "$0")/_jobs.sh"
+check_jobs "$JOBS"
 TRAIN=$VOC/ImageSets/Segmentation/train_with_images.txt
 VAL=$VOC/ImageSets/Segmentation/val_with_images.txt
 IRN_RESCALE="--rescale 0.64 1.28 --crop 512"   # IRN: long side 320-640 of a ~500 px VOC image, 512 crops
@@ -46,6 +48,11 @@ mkdir -p "$WORK"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 selected() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+names=" "
+for c in "${CANDIDATES[@]}"; do names+="${c%%|*} "; done
+for n in ${ONLY:-}; do  # a misspelt name would select nothing, and the script end as if it had trained
+  if [[ $names != *" $n "* ]]; then echo "cam_search.sh: error: ONLY names $n, which is no candidate;$names" >&2; exit 2; fi
+done
 
 with_extra() {  # a candidate's flags with EXTRA's: an option EXTRA gives replaces the candidate's own (samcam takes each option once)
   local -a own=($1) extra=(${EXTRA:-}) out=()

@@ -19,6 +19,10 @@ ROWS=${1:-[a-z_]+}
 cd "$(dirname "$0")/.."
 SAMCAM=${SAMCAM:-samcam}
 JOBS=${JOBS:-$(if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo 4; else echo 1; fi)}
+. scripts/_jobs.sh
+check_jobs "$JOBS"
+rc=0; grep -E "$ROWS" <<<"" >/dev/null 2>&1 || rc=$?
+if [ "$rc" -gt 1 ]; then echo "seg_table.sh: error: ROWS '$ROWS' is not a regular expression (grep -E)" >&2; exit 2; fi
 rows_due() {  # the seg_row steps of the selected rows never run here (or missing their labels); a changed one is named
   local plan
   plan=$($SAMCAM reproduce --list)  # a broken config or data root stops the script here
@@ -27,6 +31,11 @@ rows_due() {  # the seg_row steps of the selected rows never run here (or missin
   grep -oE "^seg_row_(${ROWS})_s[0-9]+: (would run|skip) \[(stale \(never run here|stale \(output results/seg/rows/[a-z_0-9]+\.json missing|missing input work/seg/labels)" <<<"$plan" |
     cut -d: -f1 || true
 }
+plan=$($SAMCAM reproduce --list)
+if ! grep -qE "^seg_row_(${ROWS})_s[0-9]+:" <<<"$plan"; then  # a misspelt row would train nothing, and say nothing was due
+  echo "seg_table.sh: error: ROWS '$ROWS' matches no row of the config; rows: $(grep -oE '^seg_row_[a-z_]+_s[0-9]+' <<<"$plan" | sed -E 's/^seg_row_//; s/_s[0-9]+$//' | sort -u | tr '\n' ' ')" >&2
+  exit 2
+fi
 due=$(rows_due)
 for labels in transcam_rule transcam_prompted; do  # label folders live in work/, so a new checkout makes them again
   if grep -q "^seg_row_${labels}_s" <<<"$due"; then $SAMCAM reproduce --only "seg_labels_$labels"; fi

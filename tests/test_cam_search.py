@@ -332,3 +332,49 @@ def test_the_search_scripts_extra_options_replace_a_candidates_own():
         out = subprocess.run(["bash", "-c", f'{func}\nwith_extra "{own}"'], env={"EXTRA": extra, "PATH": "/usr/bin:/bin"},
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert out.split() == expected.split()
+
+
+def _script(name, args, env, cwd):
+    import os
+    import subprocess
+
+    from samcam.io import REPO
+
+    return subprocess.run(["bash", str(REPO / "scripts" / name), *args], env={"PATH": os.environ["PATH"], **env},
+                          capture_output=True, text=True, cwd=cwd, timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize("jobs", ["0", "abc", "-1", "100000"])
+def test_the_gpu_scripts_bound_jobs_by_the_machine(tmp_path, jobs):
+    """JOBS=0 made cam_search.sh wait for ever, JOBS=abc skipped the bound, and seg_table.sh gave 0
+    to xargs -P (no bound) (audit 10, F4): both refuse it before any work, as --workers is refused."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    why = f"JOBS {jobs}: must be a whole number from 1 to the {cores} cores available\n"
+    r = _script("cam_search.sh", ["train", str(tmp_path / "voc"), str(tmp_path / "w")], {"JOBS": jobs, "DEVICE": "cpu"}, tmp_path)
+    assert (r.returncode, r.stderr) == (2, f"cam_search.sh: error: {why}")
+    r = _script("seg_table.sh", [], {"JOBS": jobs, "SAMCAM": "false"}, tmp_path)
+    assert (r.returncode, r.stderr) == (2, f"seg_table.sh: error: {why}")
+    assert not (tmp_path / "w").exists()
+
+
+def test_cam_search_refuses_a_candidate_name_it_does_not_have(tmp_path):
+    r = _script("cam_search.sh", ["train", str(tmp_path / "voc"), str(tmp_path / "w")], {"JOBS": "1", "DEVICE": "cpu", "ONLY": "l2_head l2_haed"}, tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("cam_search.sh: error: ONLY names l2_haed, which is no candidate; l0_head ")
+    assert not list(tmp_path.rglob("*.log"))  # no candidate started
+
+
+@pytest.mark.parametrize("rows, why", [("(", "ROWS '(' is not a regular expression (grep -E)"),
+                                       ("gtt", "ROWS 'gtt' matches no row of the config; rows: gt transcam_rule ")])
+def test_seg_table_refuses_rows_that_select_nothing(tmp_path, rows, why):
+    """A broken or misspelt ROWS said "no seg_row step ... is due", made the table and exited 0 (audit 10, F4)."""
+    fake = tmp_path / "samcam.sh"  # the plan reproduce --list prints; any other call would be recorded
+    fake.write_text('if [ "$*" = "reproduce --list" ]; then printf "%s\\n" "seg_row_gt_s0: skip [current]" "seg_row_transcam_rule_s1: would run [stale]"; '
+                    f'else echo "$*" >> {tmp_path}/calls; fi\n')  # fmt: skip
+    r = _script("seg_table.sh", [rows], {"JOBS": "1", "SAMCAM": f"bash {fake}"}, tmp_path)
+    assert (r.returncode, r.stderr) == (2, f"seg_table.sh: error: {why}\n")
+    assert not (tmp_path / "calls").exists()
+    r = _script("seg_table.sh", ["gt"], {"JOBS": "1", "SAMCAM": f"bash {fake}"}, tmp_path)  # a row it has: nothing due, the table made
+    assert r.returncode == 0 and "no seg_row step of rows 'gt' is due" in r.stdout
+    assert (tmp_path / "calls").read_text() == "reproduce --only seg_table\n"
