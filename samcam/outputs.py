@@ -327,11 +327,13 @@ LEGACY_MASK_RECORD = "samcam_masks.json"
 RECORD_FILES = frozenset({RUN_RECORD, COST_RECORD, LEGACY_MASK_RECORD})
 
 
-def fingerprint(path: str | os.PathLike | None) -> str | None:
+def fingerprint(path: str | os.PathLike | None, leave_out: Sequence[str] = ()) -> str | None:
     """A content fingerprint of an input: the SHA-256 of a file; for a folder, the SHA-256 over the
     sorted ``(relative name, size, SHA-256)`` of its files, all levels down, leaving out hidden files
-    (locks, temporaries) and :data:`RECORD_FILES`. ``None`` for no input or a missing one. Equal
-    contents give equal fingerprints wherever they lie; 10 MB of labels or masks take about 0.1 s."""
+    (locks, temporaries), :data:`RECORD_FILES` and what lies in ``leave_out`` (relative paths: a
+    step's scratch inside its output, such as a cache no clone holds). ``None`` for no input or a
+    missing one. Equal contents give equal fingerprints wherever they lie; 10 MB of labels or masks
+    take about 0.1 s."""
     import hashlib
 
     if path is None or not Path(path).exists():
@@ -341,18 +343,21 @@ def fingerprint(path: str | os.PathLike | None) -> str | None:
         check_input(p)  # a pipe or a device is refused, not read without end
         return "sha256:" + sha256_file(p)
     h = hashlib.sha256()
-    for rel, q in _input_files(p):
+    for rel, q in _input_files(p, leave_out):
         check_input(q)
         h.update(f"{rel}\0{q.stat().st_size}\0{sha256_file(q)}\n".encode("utf-8", "surrogateescape"))  # a name need not be UTF-8
     return "sha256:" + h.hexdigest()
 
 
-def _input_files(folder: Path) -> Iterator[tuple[str, Path]]:
+def _input_files(folder: Path, leave_out: Sequence[str] = ()) -> Iterator[tuple[str, Path]]:
     """(relative name, path) of the files of an input folder, all levels down, sorted, leaving out hidden
-    files (locks, temporaries) and :data:`RECORD_FILES`: what :func:`fingerprint` and
-    :func:`stat_signature` read. ``ValueError`` naming a broken link among them."""
+    files (locks, temporaries), :data:`RECORD_FILES` and what lies in ``leave_out``: what
+    :func:`fingerprint` and :func:`stat_signature` read. ``ValueError`` naming a broken link among them."""
+    skip = [Path(os.path.normpath(x)).parts for x in leave_out]
     for q in sorted(folder.rglob("*")):
         rel = q.relative_to(folder)
+        if any(rel.parts[: len(x)] == x for x in skip):
+            continue
         if not (q.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in RECORD_FILES):
             if q.is_symlink() and not q.exists():  # its content cannot be read, so neither can the folder's
                 raise ValueError(f"{q}: a broken link (to {os.readlink(q)}) inside the input folder {folder}; remove it or point it at a file")

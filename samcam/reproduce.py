@@ -281,9 +281,10 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             if key in owner:
                 raise ValueError(f"{path}: output {out!r} of step {step.name} is also an output of step {owner[key]}")
             owner[key] = step.name
+    scratch = {(step.name, os.path.normpath(x)) for step in steps for x in step.scratch}
     for key, name in owner.items():  # nor can one write inside what another writes (or inside its own other output)
         above = next((str(p) for p in Path(key).parents if str(p) in owner), None)
-        if above is not None:
+        if above is not None and not (owner[above] == name and (name, key) in scratch):  # its own scratch inside its output: a cache
             raise ValueError(f"{path}: output {key!r} of step {name} lies inside {above!r}, an output of step {owner[above]}")
     return steps
 
@@ -708,6 +709,13 @@ def stamp(step: Step) -> dict:
     return {"notebook": step.notebook, "parameters": relocate(step.parameters, REPO)}
 
 
+def _scratch_inside(step: Step, output: str) -> list[str]:
+    """The step's scratch that lies inside its output folder ``output``, relative to it (demo's mask
+    cache inside results/demo): left out of the output's fingerprint, as no clone holds it."""
+    out = os.path.normpath(output)
+    return [os.path.relpath(os.path.normpath(x), out) for x in step.scratch if os.path.normpath(x).startswith(out + os.sep)]
+
+
 def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = ("inputs", "notebook", "outputs")) -> dict:
     """The content fingerprints a stamp records: every input, the notebook (of a notebook step) or the
     script and its helpers (of a script step), and every output (``None`` for one that is absent),
@@ -716,7 +724,7 @@ def fingerprints(step: Step, root: Path | None = None, kinds: tuple[str, ...] = 
     from samcam.outputs import fingerprint, relocate_text
 
     root = REPO if root is None else root
-    prints = {kind: {relocate_text(p, REPO): fingerprint(root / p) for p in paths}
+    prints = {kind: {relocate_text(p, REPO): fingerprint(root / p, _scratch_inside(step, p) if kind == "outputs" else ()) for p in paths}
               for kind, paths in (("inputs", step.inputs), ("outputs", step.outputs)) if kind in kinds}  # fmt: skip
     if step.script is not None and "notebook" in kinds:
         prints["script"] = {relocate_text(str(p.relative_to(REPO)), REPO): fingerprint(p) for p in [step.code, *step.helpers]}

@@ -364,6 +364,26 @@ def test_plan_judges_steps_in_the_runs_folder_given(checkout, tmp_path):
         plan(cfg, only=["zz", "b", "nope"], runs=runs)
 
 
+def test_a_cache_inside_a_steps_output_is_its_scratch_and_left_out_of_its_fingerprint(checkout, tmp_path):
+    """demo's mask cache lies in results/demo and no clone holds it: its content made the committed
+    stamp stale in every other checkout. A step's own scratch may lie inside its output, and is left
+    out of that output's fingerprint; another step's output there is still refused."""
+    cfg = _config(tmp_path, "steps:\n  - {name: d, notebook: t.ipynb, outputs: [res/d], scratch: [res/d/masks]}\n")
+    (step,) = load_config(cfg)
+    (checkout / "res" / "d" / "masks").mkdir(parents=True)
+    (checkout / "res" / "d" / "g.png").write_bytes(b"figure")
+    (checkout / "res" / "d" / "masks" / "a.json.gz").write_bytes(b"cache")
+    h = hashlib.sha256(f"g.png\0{6}\0{hashlib.sha256(b'figure').hexdigest()}\n".encode()).hexdigest()
+    assert fingerprints(step)["outputs"] == {"res/d": f"sha256:{h}"}  # the figure alone, computed here
+    (checkout / "res" / "d" / "masks" / "a.json.gz").write_bytes(b"another cache")
+    assert fingerprints(step)["outputs"] == {"res/d": f"sha256:{h}"}
+    (checkout / "res" / "d" / "masksx.png").write_bytes(b"kept")  # a sibling whose name begins the same is kept
+    assert fingerprints(step)["outputs"] != {"res/d": f"sha256:{h}"}
+    other = _config(tmp_path, "steps:\n  - {name: d, notebook: t.ipynb, outputs: [res/d]}\n  - {name: e, notebook: t.ipynb, outputs: [x], scratch: [res/d/m]}\n")
+    with pytest.raises(ValueError, match=re.escape("output 'res/d/m' of step e lies inside 'res/d', an output of step d")):
+        load_config(other)
+
+
 def test_scratch_is_written_but_does_not_decide_whether_a_step_is_current(checkout, tmp_path):
     """``scratch``: what a step writes and does not keep (a run folder). Its --out may name it; the step is
     current without it (a checkout that never had it), unlike a missing output; it is never a second
