@@ -169,8 +169,7 @@ def _eval(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
         from samcam.data.spaces import get_dataset
-        from samcam.io import write_text
-        from samcam.outputs import check_outputs
+        from samcam.outputs import check_outputs, write_table
         from samcam.metrics import format_table
         from samcam.pipeline.evaluate import evaluate_folders
 
@@ -183,9 +182,9 @@ def _eval(p: argparse.ArgumentParser):
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
         if a.csv:
-            write_text(a.csv, ev.per_class_table().to_csv(index=False))
+            write_table(a.csv, ev.per_class_table())
         if a.per_image_csv:
-            write_text(a.per_image_csv, ev.per_image_table().to_csv(index=False))
+            write_table(a.per_image_csv, ev.per_image_table())
         print(format_table(ev))
         return 0
 
@@ -424,8 +423,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree
-        from samcam.io import write_text
-        from samcam.outputs import check_file_output
+        from samcam.outputs import check_file_output, write_table
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
@@ -450,7 +448,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         print(f"classification mAP {m_ap:.2f}; best threshold on these {len(ids)} images {best.threshold:g}: "
               f"CAM mIoU {100 * best.miou:.2f}, false activation {best.false_pct:.1f} % of object pixels")  # fmt: skip
         if a.csv:
-            write_text(a.csv, df.to_csv(index=False))
+            write_table(a.csv, df)
         return 0
 
     return run
@@ -492,8 +490,7 @@ def _cam_select(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         import pandas as pd
 
-        from samcam.io import write_text
-        from samcam.outputs import check_file_output
+        from samcam.outputs import check_file_output, write_table
         from samcam.pipeline.cam import best_rows, read_cam_eval, select_classifier
 
         evals, tables = {}, {}
@@ -516,7 +513,7 @@ def _cam_select(p: argparse.ArgumentParser):
             rows.append({"candidate": name, "map": float(b["map"]), "threshold": float(b["threshold"]), "miou": float(b["miou"]),
                          "partial_pct": float(b["partial_pct"]), "false_pct": float(b["false_pct"]), "chosen": name == chosen})  # fmt: skip
         summary = pd.DataFrame(rows)
-        write_text(a.out, summary.to_csv(index=False))
+        write_table(a.out, summary)
         print(summary.assign(miou=(100 * summary.miou).round(2)).round(2).to_string(index=False))
         print(f"chosen: {chosen} at threshold {threshold:g}")
         return 0
@@ -546,8 +543,8 @@ def _cam2label(p: argparse.ArgumentParser):
 
     def run(a: argparse.Namespace) -> int:
 
-        from samcam.io import folder_ids, image_index, image_size, write_text
-        from samcam.outputs import check_outputs
+        from samcam.io import folder_ids, image_index, image_size
+        from samcam.outputs import check_outputs, write_table
         from samcam.pipeline.cam import cams_to_labels, threshold_sweep
 
         if not a.out and not a.sweep_gt:
@@ -575,7 +572,7 @@ def _cam2label(p: argparse.ArgumentParser):
             best = df.loc[df.miou.idxmax()]
             print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
             if a.sweep_csv:
-                write_text(a.sweep_csv, df.to_csv(index=False))
+                write_table(a.sweep_csv, df)
         return 0
 
     return run
@@ -854,8 +851,8 @@ def _affinity_sweep(p: argparse.ArgumentParser):
     p.add_argument("--csv", help="write the table here (one row per power; the best marked)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.io import folder_ids, write_text
-        from samcam.outputs import check_file_output
+        from samcam.io import folder_ids
+        from samcam.outputs import check_file_output, write_table
         from samcam.pipeline.affinity import alpha_sweep
 
         check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids, table=("alpha", "miou"))
@@ -867,7 +864,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
         print(f"best background power on these {len(ids)} images: {best.alpha:g} (mIoU {100 * best.miou:.2f}, "
               f"false {best.false_pct:.1f} %, partial {best.partial_pct:.1f} % of object pixels)")  # fmt: skip
         if a.csv:
-            write_text(a.csv, df.to_csv(index=False))
+            write_table(a.csv, df)
         return 0
 
     return run

@@ -138,6 +138,28 @@ def is_table(path: str | os.PathLike, columns: Sequence[str]) -> bool:
     return len(columns) > 0 and fields[: len(columns)] == list(columns)
 
 
+def write_table(path: str | os.PathLike, df) -> None:
+    """Write the table ``df`` as CSV at ``path`` (atomically), replacing a file there only when it is
+    empty or a table of exactly these columns: the header checked before the work starts
+    (:func:`is_table`, its first columns) may belong to a user's table that extends samcam's (a
+    ``class,iou,...,my_comment`` sheet); ``ValueError`` naming the file, which is left as it was."""
+    import csv
+
+    columns = [str(c) for c in df.columns]
+    p = Path(path)
+    if p.is_file() and p.stat().st_size > 0:
+        with open(p, "rb") as f:
+            head = f.read(65536).splitlines()
+        try:
+            found = next(csv.reader([head[0].decode("utf-8-sig")]), []) if head else []
+        except UnicodeDecodeError:
+            found = None
+        if found != columns:
+            raise ValueError(f"{path}: holds a table with other columns than this {len(columns)}-column table "
+                             f"({', '.join(columns[:4])}, ...); it is left as it was: choose another file")  # fmt: skip
+    write_text(p, df.to_csv(index=False))
+
+
 def check_folder_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """:func:`check_output` for an output folder, which is refused as well, before any work, where a
     file (or anything but a folder) stands at its path: a user's file is never taken for the folder."""

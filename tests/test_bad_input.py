@@ -2222,10 +2222,14 @@ def test_train_seg_checks_its_evaluation_files_before_training(tmp_path, capsys)
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img" / f"{i}.png")
     _labels(tmp_path / "lab", ["a", "b"], 3, (32, 32))
     (tmp_path / "ids.txt").write_text("a\nb\n")
-    (tmp_path / "eval.txt").write_text("a\nnope\n")
-    fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run",
-           "--eval-gt", tmp_path / "lab", "--eval-ids", tmp_path / "eval.txt", "--crop", "32", "--batch-size", "2", "--epochs", "1",
-           "--device", "cpu"], capsys, f"1 ground-truth label files missing: {tmp_path / 'lab' / 'nope.png'}")  # fmt: skip
+    (tmp_path / "eval.txt").write_text("nope\n")
+    args = ["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run",
+            "--eval-gt", tmp_path / "lab", "--eval-ids", tmp_path / "eval.txt", "--crop", "32", "--batch-size", "2", "--epochs", "1", "--device", "cpu"]
+    fails(args, capsys, f"1 ground-truth label files missing: {tmp_path / 'lab' / 'nope.png'}")
+    assert not (tmp_path / "run" / "last.pt").exists()
+    # a training image among the evaluation ids: its score would rank in seg-search as a val score (audit 10, F10)
+    (tmp_path / "eval.txt").write_text("nope\nb\n")
+    fails(args, capsys, f"{tmp_path / 'eval.txt'}: 1 of its 2 ids are training images of --ids {tmp_path / 'ids.txt'} (e.g. b); train-seg scores held-out images")
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -2376,6 +2380,13 @@ def test_a_table_output_replaces_only_a_table_of_its_kind(scored, capsys):
         assert (scored / name).read_text() == header
     (scored / "empty.csv").write_bytes(b"")  # an empty file (mktemp's) holds nothing to lose
     assert cli.main([str(a) for a in [*args, "--csv", scored / "empty.csv"]]) == 0 and (scored / "empty.csv").read_text() == first
+    # audit 10, F9: a user's sheet extending samcam's header (its first columns the same) was replaced
+    header = first.splitlines()[0]
+    user = f"{header},my_comment\nbackground,0.5,do not lose this\n"
+    (scored / "user.csv").write_text(user)
+    fails([*args, "--csv", scored / "user.csv"], capsys, "user.csv", f"holds a table with other columns than this {header.count(',') + 1}-column table",
+          "it is left as it was")  # fmt: skip
+    assert (scored / "user.csv").read_text() == user
 
 
 def test_is_table_reads_the_first_fields_of_the_header(tmp_path):

@@ -118,6 +118,8 @@ def test_sweep_table_by_hand():
     iou1 = np.mean([0.0, 2 / 4, 2 / 3])
     assert df["miou"].tolist() == pytest.approx([iou0, iou1])
     assert df["best"].tolist() == [iou0 > iou1, iou1 > iou0]
+    tie = sweep_table([0.1, 0.2, 0.3], [evs[1], evs[0], evs[0]])  # a tie: the first of the best marked, as a choice takes it
+    assert tie["best"].tolist() == [False, True, False]
 
 
 def _table(miou, mAP, thresholds=(0.1, 0.2, 0.3)):

@@ -934,9 +934,9 @@ def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, ca
     from samcam.seg.report import collect, run_record
 
     ids = ["a", "b", "c", "d"]
-    images, labels = _synthetic_voc(tmp_path, ids)
+    images, labels = _synthetic_voc(tmp_path, [*ids, "e", "f"])  # e and f held out
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    (tmp_path / "val.txt").write_text("c\na\n")
+    (tmp_path / "val.txt").write_text("f\ne\n")
     (tmp_path / "r.yaml").write_text("crop: 32\nbatch_size: 2\nepochs: 1\nhead_channels: 8\n")
     run, record = tmp_path / "runs" / "gt_s3", tmp_path / "records" / "gt_s3.json"
     cmd = ["train-seg", "--images", str(images), "--labels", str(labels), "--ids", str(tmp_path / "ids.txt"), "--out", str(run),
@@ -992,9 +992,9 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
     from samcam.seg.report import collect
 
     ids = ["a", "b", "c", "d"]
-    images, labels = _synthetic_voc(tmp_path, ids)
+    images, labels = _synthetic_voc(tmp_path, [*ids, "e", "f"])  # e and f held out
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    (tmp_path / "val.txt").write_text("c\na\n")
+    (tmp_path / "val.txt").write_text("f\ne\n")
     run = tmp_path / "runs" / "gt_s3"
     cmd = ["train-seg", "--images", str(images), "--labels", str(labels), "--ids", str(tmp_path / "ids.txt"), "--out", str(run),
            "--crop", "32", "--batch-size", "2", "--epochs", "2", "--seed", "3", "--device", "cpu", "--threads", "1",
@@ -1016,8 +1016,8 @@ def test_train_seg_evaluates_a_complete_run_into_its_folder(tmp_path, one_thread
     capsys.readouterr()
     by_eval_seg = json.loads((tmp_path / "e.json").read_text())
     assert {k: v for k, v in s.items() if k != "seconds"} == {k: v for k, v in by_eval_seg.items() if k != "seconds"}
-    assert sorted(p.name for p in (run / "pred").glob("*.png")) == ["a.png", "c.png"]
-    for i in ("a", "c"):
+    assert sorted(p.name for p in (run / "pred").glob("*.png")) == ["e.png", "f.png"]
+    for i in ("e", "f"):
         assert (run / "pred" / f"{i}.png").read_bytes() == (tmp_path / "pred" / f"{i}.png").read_bytes()
     df = collect(tmp_path / "runs")
     assert (df["row"].tolist(), df["seed"].tolist(), df["miou"].tolist()) == (["gt"], [3], [100 * s["miou"]])

@@ -75,6 +75,11 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         if a.eval_gt is not None:  # the evaluation's files are there before hours of training, not found missing after them
             from samcam.io import find_image, folder_ids
 
+            trained = set(a.ids.ids)  # a score of training images is no val score: it would rank in seg-search as one
+            seen = [i for i in a.eval_ids.ids if i in trained]
+            if seen:
+                raise ValueError(f"{a.eval_ids}: {len(seen)} of its {len(a.eval_ids.ids)} ids are training images of --ids {a.ids} "
+                                 f"(e.g. {seen[0]}); train-seg scores held-out images")  # fmt: skip
             folder_ids(a.eval_gt, ".png", "ground-truth label", a.eval_ids.ids)
             for i in a.eval_ids.ids:
                 find_image(a.images, i)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import find_image, json_loads, read_image, read_input, read_label, sha256_file, write_label, write_text
 from samcam.metrics import Evaluator
+from samcam.outputs import write_table
 
 from .model import SegNet
 from .recipe import PAD_VALUE, scaled_shape
@@ -186,4 +187,4 @@ def write_results(ev: Evaluator, summary: dict[str, Any], json_path: str | os.Pa
         check_evaluation_target(json_path, summary["checkpoint"], summary["checkpoint_sha256"])
         write_text(json_path, json.dumps(summary, indent=1, allow_nan=False) + "\n")  # strict JSON: a NaN would be written bare
     if csv_path:
-        write_text(csv_path, ev.per_class_table().to_csv(index=False))
+        write_table(csv_path, ev.per_class_table())
