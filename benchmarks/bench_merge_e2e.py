@@ -165,11 +165,19 @@ def cpu_model() -> str:
 
 
 def busy_processes(limit: int = 6) -> list[str]:
+    """The busiest processes (``pcpu ni args``) other than this benchmark and the processes that started
+    it (a niced ``samcam reproduce`` running it is no job beside it)."""
     try:
-        out = subprocess.run(["ps", "-eo", "pcpu,ni,args", "--sort=-pcpu"], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,ni,args", "--sort=-pcpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
         return []
-    return [ln[:160] for ln in out.splitlines()[1 : limit + 1]]
+    rows = [ln.split(None, 2) for ln in out.splitlines()[1:]]
+    parent = {r[0]: r[1] for r in rows if len(r) == 3}
+    mine, pid = set(), str(os.getpid())
+    while pid in parent and pid not in mine:
+        mine.add(pid)
+        pid = parent[pid]
+    return [r[2][:160] for r in rows if len(r) == 3 and r[0] not in mine][:limit]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -50,3 +50,28 @@ def test_each_benchmark_script_names_what_it_writes():
     assert sorted(expected) == sorted(p.name for p in (REPO / "benchmarks").glob("bench_*.py"))
     for name, (argv, files) in expected.items():
         assert script_writes([f"benchmarks/{name}", *argv], "step") == files, name
+
+
+def test_the_busy_processes_beside_a_benchmark_leave_out_the_benchmark_and_what_started_it():
+    """The e2e benchmark said "busy beside it: a niced job of another session" about itself, run by a
+    niced `samcam reproduce`: its own process and its ancestors are no job beside it; a child is."""
+    import os
+    import subprocess
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_merge_e2e_t", REPO / "benchmarks" / "bench_merge_e2e.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    child = subprocess.Popen(["sleep", "30.5"])
+    try:
+        lines = module.busy_processes(limit=10_000)
+    finally:
+        child.kill()
+        child.wait()
+    args = {ln.split(None, 2)[2] for ln in lines if len(ln.split(None, 2)) == 3}
+    own = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:150]
+    assert "sleep 30.5" in args
+    assert not any(a.startswith(own) for a in args)
