@@ -165,19 +165,28 @@ def cpu_model() -> str:
 
 
 def busy_processes(limit: int = 6) -> list[str]:
-    """The busiest processes (``pcpu ni args``) other than this benchmark and the processes that started
-    it (a niced ``samcam reproduce`` running it is no job beside it)."""
+    """The busiest processes (``pcpu ni args``) other than this benchmark's own: the processes that
+    started it (a niced ``samcam reproduce`` running it is no job beside it) and the ones it started
+    (the ``ps`` asked here among them)."""
     try:
         out = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,ni,args", "--sort=-pcpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
         return []
     rows = [ln.split(None, 2) for ln in out.splitlines()[1:]]
-    parent = {r[0]: r[1] for r in rows if len(r) == 3}
-    mine, pid = set(), str(os.getpid())
-    while pid in parent and pid not in mine:
-        mine.add(pid)
+    rows = [r for r in rows if len(r) == 3]
+    parent = {r[0]: r[1] for r in rows}
+    own = str(os.getpid())
+    below = {own}
+    while True:  # its descendants
+        new = {r[0] for r in rows if r[1] in below} - below
+        if not new:
+            break
+        below |= new
+    above, pid = set(), parent.get(own)
+    while pid in parent and pid not in above:  # its ancestors
+        above.add(pid)
         pid = parent[pid]
-    return [r[2][:160] for r in rows if len(r) == 3 and r[0] not in mine][:limit]
+    return [r[2][:160] for r in rows if r[0] not in below | above][:limit]
 
 
 def parser() -> argparse.ArgumentParser:

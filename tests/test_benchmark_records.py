@@ -54,7 +54,8 @@ def test_each_benchmark_script_names_what_it_writes():
 
 def test_the_busy_processes_beside_a_benchmark_leave_out_the_benchmark_and_what_started_it():
     """The e2e benchmark said "busy beside it: a niced job of another session" about itself, run by a
-    niced `samcam reproduce`: its own process and its ancestors are no job beside it; a child is."""
+    niced `samcam reproduce`, and then about its own `ps`: its process, its ancestors and its children
+    are no job beside it; a process outside that tree is."""
     import os
     import subprocess
 
@@ -66,12 +67,14 @@ def test_the_busy_processes_beside_a_benchmark_leave_out_the_benchmark_and_what_
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
     child = subprocess.Popen(["sleep", "30.5"])
-    try:
+    apart = int(subprocess.run(["bash", "-c", "sleep 30.25 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True).stdout)
+    try:  # the second sleep's shell has ended: it belongs to no process of this tree
         lines = module.busy_processes(limit=10_000)
     finally:
         child.kill()
         child.wait()
+        os.kill(apart, 9)
     args = {ln.split(None, 2)[2] for ln in lines if len(ln.split(None, 2)) == 3}
     own = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:150]
-    assert "sleep 30.5" in args
-    assert not any(a.startswith(own) for a in args)
+    assert "sleep 30.25" in args and "sleep 30.5" not in args
+    assert not any(a.startswith(own) or a.startswith("ps -eo") for a in args)
