@@ -12,7 +12,7 @@
 # written as a leak (`train_sweep_gt_tuned.csv`).
 #
 # Environment: SAMCAM_PYTHON (default python3), SAMCAM (the command, default `$SAMCAM_PYTHON -m samcam.cli`), DEVICE (default cuda if present),
-# JOBS (candidates run at once, default 4), EXTRA (flags for every training, each replacing a candidate's own, e.g. a
+# JOBS (candidates run at once, default 4 or the cores available if fewer), EXTRA (flags for every training, each replacing a candidate's own, e.g. a
 # smoke test's "--epochs 1 --crop 64"), ONLY (space-separated candidate names, default all).
 set -euo pipefail
 phase=${1:?usage: cam_search.sh train|select VOC WORK}
@@ -21,7 +21,7 @@ WORK=${3:?work folder}
 SAMCAM_PYTHON=${SAMCAM_PYTHON:-python3}
 SAMCAM=${SAMCAM:-$SAMCAM_PYTHON -m samcam.cli}
 DEVICE=${DEVICE:-$($SAMCAM_PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
-JOBS=${JOBS:-4}
+JOBS=${JOBS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}
 . "$(dirname "$0")/_jobs.sh"
 check_jobs "$JOBS"
 TRAIN=$VOC/ImageSets/Segmentation/train_with_images.txt

@@ -13,12 +13,12 @@
 #
 # Needs a clean checkout (each result names the commit that made it) and the data where SAMCAM_DATA points
 # (default ../shared/data beside the checkout). Environment: SAMCAM (the command, default samcam),
-# JOBS (runs at once; default 4 where nvidia-smi lists a GPU, else 1: on a CPU a second run only slows the first).
+# JOBS (runs at once; default 4, or the cores if fewer, where nvidia-smi lists a GPU, else 1: on a CPU a second run only slows the first).
 set -euo pipefail
 ROWS=${1:-[a-z_]+}
 cd "$(dirname "$0")/.."
 SAMCAM=${SAMCAM:-samcam}
-JOBS=${JOBS:-$(if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo 4; else echo 1; fi)}
+JOBS=${JOBS:-$(if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo $(( $(nproc) < 4 ? $(nproc) : 4 )); else echo 1; fi)}
 . scripts/_jobs.sh
 check_jobs "$JOBS"
 rc=0; grep -E "$ROWS" <<<"" >/dev/null 2>&1 || rc=$?
