@@ -123,9 +123,9 @@ def _check_table(out: str | os.PathLike | None, table: tuple[str, ...] | None) -
                          "samcam did not write it here; remove it to replace it, or give another path")  # fmt: skip
 
 
-def is_table(path: str | os.PathLike, columns: Sequence[str]) -> bool:
-    """Whether ``path`` holds a CSV table whose header starts with ``columns`` (what a command's
-    table output starts with): its first line, read within 64 KiB, as UTF-8."""
+def table_header(path: str | os.PathLike) -> list[str] | None:
+    """The columns of the CSV header at ``path`` (its first line, read within 64 KiB, as UTF-8);
+    ``[]`` for an empty file, ``None`` where it cannot be read as text."""
     import csv
 
     try:
@@ -133,8 +133,14 @@ def is_table(path: str | os.PathLike, columns: Sequence[str]) -> bool:
             head = f.read(65536)
         line = head.splitlines()[0].decode("utf-8-sig") if head else ""
     except (OSError, UnicodeDecodeError):
-        return False
-    fields = next(csv.reader([line]), [])
+        return None
+    return next(csv.reader([line]), [])
+
+
+def is_table(path: str | os.PathLike, columns: Sequence[str]) -> bool:
+    """Whether ``path`` holds a CSV table whose header starts with ``columns`` (what a command's
+    table output starts with): :func:`table_header`."""
+    fields = table_header(path) or []
     return len(columns) > 0 and fields[: len(columns)] == list(columns)
 
 
@@ -143,18 +149,10 @@ def write_table(path: str | os.PathLike, df) -> None:
     empty or a table of exactly these columns: the header checked before the work starts
     (:func:`is_table`, its first columns) may belong to a user's table that extends samcam's (a
     ``class,iou,...,my_comment`` sheet); ``ValueError`` naming the file, which is left as it was."""
-    import csv
-
     columns = [str(c) for c in df.columns]
     p = Path(path)
     if p.is_file() and p.stat().st_size > 0:
-        with open(p, "rb") as f:
-            head = f.read(65536).splitlines()
-        try:
-            found = next(csv.reader([head[0].decode("utf-8-sig")]), []) if head else []
-        except UnicodeDecodeError:
-            found = None
-        if found != columns:
+        if table_header(p) != columns:
             raise ValueError(f"{path}: holds a table with other columns than this {len(columns)}-column table "
                              f"({', '.join(columns[:4])}, ...); it is left as it was: choose another file")  # fmt: skip
     write_text(p, df.to_csv(index=False))
