@@ -97,12 +97,16 @@ CONFIG_INPUTS = ("reproduce config", "recipe file")
 def check_input(path: str | os.PathLike, what: str = "input") -> Path:
     """``path`` if it is a regular file of at most :data:`MAX_INPUT_BYTES` (:data:`MAX_TEXT_BYTES` for
     the text kinds of :data:`TEXT_INPUTS`): a pipe or a device could
-    block or never end, a folder is no file. ``FileNotFoundError`` when absent, else ``ValueError``
-    naming the file; ``what`` names its kind. Every input file passes here before it is opened."""
+    block or never end, a folder is no file. ``FileNotFoundError`` ("<what> not found: <path>") when
+    absent, else ``ValueError`` naming the file; ``what`` names its kind. Every input file passes here
+    before it is opened, so every reader's "not found" is said here."""
     import stat
 
     path = Path(path)
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
         raise ValueError(f"{path}: is {kind}, not a regular file; {'an' if what[:1] in 'aeiou' else 'a'} {what} must be a file")
@@ -144,10 +148,7 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
     ``ValueError`` naming the file for anything unreadable (with the line of the fault)."""
     import yaml
 
-    try:
-        data = read_input(path, what)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
+    data = read_input(path, what)
     try:
         return yaml.load(data.decode(), Loader=_plain_loader())
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
@@ -188,8 +189,6 @@ def read_csv(path: str | os.PathLike, what: str = "table"):
     try:
         data = read_input(path, what)
         table = pd.read_csv(_io.BytesIO(data))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     names = [str(c) for c in pd.read_csv(_io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
@@ -466,10 +465,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22, what: str | None 
     import hashlib
 
     if what is not None:
-        try:
-            check_input(path, what)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{what} not found: {path}") from None
+        check_input(path, what)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -482,10 +478,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     when it is missing, truncated, not a checkpoint or not a dict."""
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    check_input(path, "checkpoint")
+    path = check_input(path, "checkpoint")
     import warnings
 
     try:
@@ -589,8 +582,6 @@ def read_ids(path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{path}: is a folder; an id list is a text file with one id per line")
     try:
         text = read_input(path, "id list").decode("utf-8-sig")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"id list not found: {path}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); an id list is one id per line") from None
     # the whole line: its first word alone would make `a b` (a valid id, listed from a folder) score `a`;

@@ -234,6 +234,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
     env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
     steps: list[Step] = []
     names: set[str] = set()
+    wheres: dict[str, str] = {}
     for i, s in _each(doc["steps"], path):
         if sum(k in s for k in ("notebook", "command", "script")) != 1:
             raise ValueError(f"{path}: step {i} ({s['name']}) needs exactly one of notebook, command and script")
@@ -255,7 +256,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         if s["name"] in names:
             raise ValueError(f"{path}: step {i} repeats the name {s['name']!r}; each step's executed notebook is results/runs/<name>.ipynb")
         names.add(s["name"])
-        where = f"{path}: step {i} ({s['name']})"
+        where = wheres[s["name"]] = f"{path}: step {i} ({s['name']})"
         unset = next((v for key in ("name", "command", "script", "outputs", "scratch") for v in _strings(s.get(key)) if "${" in v), None)
         if unset is not None:
             raise ValueError(f"{where}: {unset!r} names a variable that neither the step's each nor the environment (SAMCAM_*, REPO) sets")
@@ -286,6 +287,10 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         above = next((str(p) for p in Path(key).parents if str(p) in owner), None)
         if above is not None and not (owner[above] == name and (name, key) in scratch):  # its own scratch inside its output: a cache
             raise ValueError(f"{path}: output {key!r} of step {name} lies inside {above!r}, an output of step {owner[above]}")
+    for step in steps:  # what another step writes is a path by its name alone (a bare foo.csv too, before it exists)
+        if argv := step.command or step.script:
+            _check_paths_declared(argv, step.inputs, step.outputs + step.scratch, wheres[step.name],
+                                  "command" if step.command else "script", written=set(owner))  # fmt: skip
     return steps
 
 
@@ -338,12 +343,13 @@ def _check_command(command: list, parameters: object, inputs: list, outputs: lis
     _check_paths_declared(command, inputs, outputs, where, "command")
 
 
-def _check_paths_declared(argv: list, inputs: list, outputs: list, where: str, kind: str) -> None:
+def _check_paths_declared(argv: list, inputs: list, outputs: list, where: str, kind: str, written: set[str] = frozenset()) -> None:
     """Every argument of a command or script step that names a path is one of the step's inputs or
     outputs, or lies inside one: what it reads is fingerprinted in its stamp, so a changed input
     makes it stale (a path is an argument with a ``/``, one starting with ``.`` that is no number,
-    or a file or folder of the checkout). A folder above declared inputs is a dataset's root (``--voc``
-    with its ``JPEGImages`` and ``SegmentationClass`` declared): the inputs name the parts it reads."""
+    a file or folder of the checkout, or what a step of the config writes, ``written``, or lies inside
+    it). A folder above declared inputs is a dataset's root (``--voc`` with its ``JPEGImages`` and
+    ``SegmentationClass`` declared): the inputs name the parts it reads."""
     declared = [os.path.normpath(p) for p in inputs + outputs]
     below = [os.path.normpath(p) for p in inputs]
     for before, arg in zip(argv, argv[1:]):
@@ -351,7 +357,8 @@ def _check_paths_declared(argv: list, inputs: list, outputs: list, where: str, k
         if arg.startswith("-") and "=" not in arg or before in OUTPUT_OPTIONS:
             continue  # an option's name, or what it writes (:func:`_check_arguments` checks that)
         v = os.path.normpath(value)
-        if _names_path(value) and not any(v == d or v.startswith(d + os.sep) for d in declared) and not any(
+        path = _names_path(value) or v in written or any(str(p) in written for p in Path(v).parents)
+        if path and not any(v == d or v.startswith(d + os.sep) for d in declared) and not any(
                 d.startswith(v.rstrip(os.sep) + os.sep) for d in below):  # fmt: skip
             raise ValueError(f"{where} {kind} argument {arg!r} names a path that is not among the step's inputs or outputs; "
                              "declare it, so that a change to it makes the step stale")  # fmt: skip

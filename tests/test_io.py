@@ -162,3 +162,28 @@ def test_image_lookups_name_what_is_missing(tmp_path):
         io.image_size(d / "c.png")
     with pytest.raises(ValueError, match=re.escape(str(d))):  # an id that is a path: refused, naming the folder asked
         io.find_image(d, "../b")
+
+
+@pytest.mark.parametrize(
+    "read, what",
+    [
+        (lambda p: io.check_input(p, "mask file"), "mask file"),
+        (lambda p: io.read_input(p, "id list"), "id list"),
+        (lambda p: io.read_yaml(p, "recipe"), "recipe"),
+        (lambda p: io.read_csv(p, "metadata.csv"), "metadata.csv"),
+        (lambda p: io.read_ids(p), "id list"),
+        (lambda p: io.sha256_file(p, what="checkpoint"), "checkpoint"),
+        (lambda p: io.load_checkpoint(p), "checkpoint"),
+        (lambda p: io.read_gzip(p, "mask file", 1 << 20), "mask file"),
+    ],
+    ids=["check_input", "read_input", "read_yaml", "read_csv", "read_ids", "sha256_file", "load_checkpoint", "read_gzip"],
+)
+def test_every_reader_says_an_absent_input_is_not_found_naming_its_kind_and_path(tmp_path, read, what):
+    # one home (check_input) for "<kind> not found: <path>", the message a user reads for a mistyped path
+    missing = tmp_path / "sub" / "nope.bin"
+    with pytest.raises(FileNotFoundError) as e:
+        read(missing)
+    assert str(e.value) == f"{what} not found: {missing}"
+    (tmp_path / "link").symlink_to(tmp_path / "gone")  # a broken link is absent too
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{what} not found: {tmp_path / 'link'}")):
+        read(tmp_path / "link")

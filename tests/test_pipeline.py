@@ -354,6 +354,26 @@ def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
         load_config(cfg)
 
 
+@pytest.mark.parametrize("read", ["made.csv", "made", "made/part.png"])
+def test_a_step_reading_what_another_step_writes_must_declare_it_even_before_it_exists(tmp_path, read):
+    # a bare name at the checkout's root is no path by its look, and before the first run nothing is there:
+    # it is a path because a step writes it, and undeclared it would leave the reader current after a rerun upstream
+    from samcam.reproduce import REPO, load_config
+
+    assert not (REPO / read.split("/")[0]).exists()
+    out = read.split("/")[0]
+    write = f"{{name: a, command: [eval, --pred, data/p, --gt, data/g, --csv, {out}], inputs: [data/p, data/g], outputs: [{out}]}}"
+    if not out.endswith(".csv"):
+        write = f"{{name: a, command: [merge, --pseudo, data/p, --masks, data/m, --out, {out}], inputs: [data/p, data/m], outputs: [{out}]}}"
+    cfg = tmp_path / "r.yml"
+    cfg.write_text(f"steps:\n  - {write}\n  - {{name: b, command: [eval, --pred, {read}, --gt, data/g, --csv, results/b.csv], "
+                   "inputs: [data/g], outputs: [results/b.csv]}\n")
+    with pytest.raises(ValueError, match=re.escape(f"step 1 (b) command argument '{read}' names a path that is not among the step's inputs")):
+        load_config(cfg)
+    cfg.write_text(cfg.read_text().replace("inputs: [data/g], outputs: [results/b.csv]", f"inputs: [data/g, {out}], outputs: [results/b.csv]"))
+    assert [s.name for s in load_config(cfg)] == ["a", "b"]
+
+
 @pytest.mark.parametrize("command, inputs", [
     ("[eval, --pred, data/p, --gt, data/g, --csv, results/x.csv]", "[data/p, data/g]"),
     ("[eval, --pred, data/p/a, --gt, data/g, --csv, results/x.csv]", "[data/p, data/g]"),  # inside a declared input

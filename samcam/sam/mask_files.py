@@ -96,8 +96,6 @@ def _compact_bytes(path: Path) -> bytes:
     :data:`MAX_MASK_FILE_BYTES`), errors naming it."""
     try:
         return read_gzip(path, "mask file", MAX_MASK_FILE_BYTES)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"mask file not found: {path}") from None
     except ValueError as e:
         raise ValueError(f"{path}: not a samcam compact mask file ({str(e).removeprefix(f'{path}: ')})") from None
 

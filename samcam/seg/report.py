@@ -144,10 +144,7 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        data = read_input(path, what)  # its own refusals (a folder, a link, a size) name the file already
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
+    data = read_input(path, what)  # its own refusals (absent, a folder, a link, a size) name the file
     try:
         return json_loads(data)
     except (ValueError, UnicodeDecodeError) as e:  # a JSON error, or a key given twice
