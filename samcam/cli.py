@@ -442,8 +442,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         images = {i: tree.image_path(i) for i in ids}
         df = score_cams(net, images, tree.root / "SegmentationClass", labels, ts, spec=tree.spec)
         df.insert(0, "map", m_ap)
-        shown = df.assign(**{c: df[c].round(4 if c == "miou" else 2) for c in ("miou", "partial_pct", "false_pct", "false_on_background_pct")})
-        print(shown.drop(columns="map").to_string(index=False))
+        print(shown_table(df.drop(columns="map")))
         best = df.loc[df.miou.idxmax()]
         print(f"classification mAP {m_ap:.2f}; best threshold on these {len(ids)} images {best.threshold:g}: "
               f"CAM mIoU {100 * best.miou:.2f}, false activation {best.false_pct:.1f} % of object pixels")  # fmt: skip
@@ -514,7 +513,7 @@ def _cam_select(p: argparse.ArgumentParser):
                          "partial_pct": float(b["partial_pct"]), "false_pct": float(b["false_pct"]), "chosen": name == chosen})  # fmt: skip
         summary = pd.DataFrame(rows)
         write_table(a.out, summary)
-        print(summary.assign(miou=(100 * summary.miou).round(2)).round(2).to_string(index=False))
+        print(shown_table(summary))
         print(f"chosen: {chosen} at threshold {threshold:g}")
         return 0
 
@@ -568,7 +567,7 @@ def _cam2label(p: argparse.ArgumentParser):
         if a.sweep_gt:
             ts = _threshold_range(a.thresholds)
             df = threshold_sweep(a.cams, a.sweep_gt, folder_ids(a.cams, ".npy", "CAM", ids), ts)
-            print(df.assign(miou=(100 * df.miou).round(2)).to_string(index=False))
+            print(shown_table(df))
             best = df.loc[df.miou.idxmax()]
             print(f"best threshold {best.threshold:g}: mIoU {100 * best.miou:.2f} (GT-tuned: chosen on ground truth)")
             if a.sweep_csv:
@@ -859,7 +858,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = _image_index_of(a.images, ids)
         df = alpha_sweep(index, a.cams, a.gt, ids, a.checkpoint, a.alphas, AffinityConfig(radius=None, beta=a.beta, steps=a.steps))
-        print(df.assign(miou=(100 * df.miou).round(2)).round(2).to_string(index=False))
+        print(shown_table(df))
         best = df.loc[df.miou.idxmax()]
         print(f"best background power on these {len(ids)} images: {best.alpha:g} (mIoU {100 * best.miou:.2f}, "
               f"false {best.false_pct:.1f} %, partial {best.partial_pct:.1f} % of object pixels)")  # fmt: skip
@@ -944,6 +943,14 @@ class _StoreOnce(argparse._StoreAction):
             parser.error(f"argument {'/'.join(self.option_strings) or self.dest}: empty; give a value")
         parser.given.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
+
+
+def shown_table(df) -> str:
+    """A table of scores as a command prints it: mIoU in percent and the percent columns (``*_pct``,
+    ``map``) to 2 decimals; the settings (a threshold, a background power) as they are, so that 1e-300
+    is not shown as 0.0 nor 0.125 as 0.12."""
+    pct = {c: 2 for c in df.columns if c.endswith("_pct") or c == "map"}
+    return (df.assign(miou=100 * df.miou) if "miou" in df.columns else df).round({"miou": 2, **pct}).to_string(index=False)
 
 
 def one_line(text: str) -> str:

@@ -302,3 +302,17 @@ def test_every_option_of_every_command_says_what_it_does():
             assert action.help and action.help.strip(), f"samcam {name} {'/'.join(action.option_strings) or action.dest}: no help"
         for group in p._action_groups:
             assert group.title, f"samcam {name}: an option group without a title"
+
+
+def test_a_printed_table_shows_scores_rounded_and_settings_as_they_are():
+    # audit 10, F11's display: `affinity-sweep --alphas 1e-300` printed its power as 0.0 (every column was rounded)
+    import pandas as pd
+
+    from samcam.cli import shown_table
+
+    df = pd.DataFrame({"alpha": [1e-300, 0.125], "miou": [0.512345, 0.1], "false_pct": [12.3449, 7.0], "map": [81.456, 81.456], "best": [True, False]})
+    rows = [line.split() for line in shown_table(df).splitlines()]
+    assert rows[0] == ["alpha", "miou", "false_pct", "map", "best"]
+    assert [float(v) for v in rows[1][:4]] == [1e-300, 51.23, 12.34, 81.46] and rows[1][4] == "True"
+    assert [float(v) for v in rows[2][:4]] == [0.125, 10.0, 7.0, 81.46]
+    assert df.miou.tolist() == [0.512345, 0.1]  # the table written to CSV is left as it is
