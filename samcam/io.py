@@ -450,6 +450,18 @@ def _rgb8(im, path) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
+def read_labelled_image(image_path: str | os.PathLike, label_path: str | os.PathLike, spec: DatasetSpec | None = None,
+                        what: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """An image (:func:`read_image`) and its label map (:func:`read_label`; ``what``: "label" or
+    "ground-truth"), ``ValueError`` naming both files when their sizes differ: a label of another
+    size than its image belongs to another image."""
+    label = read_label(label_path, spec)
+    image = read_image(image_path)
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"{label_path}: {what} size {label.shape} differs from image size {image.shape[:2]} ({image_path})")
+    return image, label
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as H × W × 3 uint8 RGB (grayscale, palette and RGBA are converted; 16-bit
     grayscale is scaled to 8 bits)."""

@@ -187,3 +187,15 @@ def test_every_reader_says_an_absent_input_is_not_found_naming_its_kind_and_path
     (tmp_path / "link").symlink_to(tmp_path / "gone")  # a broken link is absent too
     with pytest.raises(FileNotFoundError, match=re.escape(f"{what} not found: {tmp_path / 'link'}")):
         read(tmp_path / "link")
+
+
+def test_read_labelled_image_pairs_an_image_with_its_label_and_names_both_when_their_sizes_differ(tmp_path):
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    label = np.array([[0, 1, 2, 3, 255]] * 4, dtype=np.uint8)
+    Image.fromarray(label, mode="L").save(tmp_path / "l.png")
+    image, got = io.read_labelled_image(tmp_path / "a.png", tmp_path / "l.png", VOC)
+    assert np.array_equal(image, rgb) and np.array_equal(got, label)
+    Image.fromarray(label.T.copy(), mode="L").save(tmp_path / "t.png")  # 5 × 4: the label of another image
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 't.png'}: ground-truth size (5, 4) differs from image size (4, 5) ({tmp_path / 'a.png'})")):
+        io.read_labelled_image(tmp_path / "a.png", tmp_path / "t.png", VOC, "ground-truth")

@@ -66,6 +66,22 @@ def test_official_layout_is_amg_py(tmp_path):
     np.testing.assert_array_equal(read_official(tmp_path / "im").masks, _random_set(3).masks)
 
 
+def test_official_folder_without_metadata_reads_ten_and_more_masks_in_numeric_order(tmp_path):
+    """amg.py numbers its PNGs 0, 1, ..., 11: read without metadata.csv, mask 10 comes after mask 9,
+    not after mask 1 (a name sort puts 10.png and 11.png before 2.png). Mask i, written here with
+    Pillow, is the one pixel at flat index i, so its place in the set is its number."""
+    folder = tmp_path / "im"
+    folder.mkdir()
+    n, h, w = 12, 5, 7
+    for i in range(n):
+        m = np.zeros(h * w, np.uint8)
+        m[i] = 255
+        Image.fromarray(m.reshape(h, w)).save(folder / f"{i}.png")
+    want = np.eye(n, h * w, dtype=bool).reshape(n, h, w)
+    np.testing.assert_array_equal(read_official(folder).masks, want)
+    np.testing.assert_array_equal(read_official_packed(folder).to_masks(), want)
+
+
 def test_corrupt_files_are_named(tmp_path):
     (tmp_path / "bad.json.gz").write_bytes(b"nope")
     with pytest.raises(ValueError, match=r"bad\.json\.gz: not a samcam compact"):

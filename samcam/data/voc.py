@@ -11,7 +11,7 @@ import numpy as np
 
 from samcam.data.safe_pickle import load_object_npy
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import read_ids, read_image, read_label
+from samcam.io import read_ids, read_image, read_label, read_labelled_image
 from samcam.registry import lookup
 
 #: the split the paper's tables score: the VOC 2012 train ids whose JPEGs the shared data folder holds
@@ -87,13 +87,7 @@ class VocTree:
 
     def read_pair(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Image and ground truth, checked to have the same size."""
-        image, gt = self.read_image(image_id), self.read_gt(image_id)
-        if image.shape[:2] != gt.shape:
-            raise ValueError(
-                f"{self.label_path(image_id)}: label size {gt.shape} differs from image size "
-                f"{image.shape[:2]} ({self.image_path(image_id)})"
-            )
-        return image, gt
+        return read_labelled_image(self.image_path(image_id), self.label_path(image_id), self.spec)
 
     def image_labels_xml(self, image_id: str) -> np.ndarray:
         """Image-level labels from ``Annotations/<id>.xml``."""

@@ -17,7 +17,7 @@ from samcam.cam.infer import SCALES, multiscale_cam
 from samcam.cam.label import cam_to_label, check_threshold
 from samcam.cam.nets import CamNet
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import common_folder, folder_ids, read_image, read_label, write_label
+from samcam.io import common_folder, folder_ids, read_image, read_label, read_labelled_image, write_label
 from samcam.outputs import StepResult, claim_output, finish_step, pending
 from samcam.metrics import Evaluator
 
@@ -154,10 +154,7 @@ def score_cams(net: CamNet, images: dict[str, Path], gt: str | os.PathLike, labe
     thresholds = _checked(thresholds)
     evs = [Evaluator(spec, keep_per_image=False) for _ in thresholds]
     for image_id in progress_bar(list(labels), desc="cam-eval", unit="img", progress=progress):
-        g = read_label(Path(gt) / f"{image_id}.png", spec)
-        image = read_image(images[image_id])
-        if image.shape[:2] != g.shape:
-            raise ValueError(f"{images[image_id]}: image size {image.shape[:2]} differs from its ground truth {g.shape}")
+        image, g = read_labelled_image(images[image_id], Path(gt) / f"{image_id}.png", spec, "ground-truth")
         keys, cams = image_cams(net, images[image_id], labels[image_id], scales, image)
         for t, ev in zip(thresholds, evs):
             ev.add(image_id, g, cam_to_label(cams, keys, t, spec.n_classes))

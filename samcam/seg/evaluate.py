@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from samcam.data.spaces import VOC, DatasetSpec
-from samcam.io import find_image, json_loads, read_image, read_input, read_label, sha256_file, write_label, write_text
+from samcam.io import find_image, json_loads, read_input, read_labelled_image, sha256_file, write_label, write_text
 from samcam.metrics import Evaluator
 from samcam.outputs import write_table
 
@@ -110,12 +110,8 @@ def _score(model, images_dir, gt_dir, ids, spec, scales, flip, save_dir, progres
     from samcam.progress import progress_bar
 
     for i in progress_bar(ids, desc="eval-seg", unit="img", progress=progress):
-        gt_path = gt_dir / f"{i}.png"
-        gt = read_label(gt_path, spec)
         img_path = find_image(images_dir, i)
-        image = read_image(img_path)
-        if image.shape[:2] != gt.shape:
-            raise ValueError(f"{gt_path}: ground-truth size {gt.shape} differs from image {img_path} size {image.shape[:2]}")
+        image, gt = read_labelled_image(img_path, gt_dir / f"{i}.png", spec, "ground-truth")
         for s in scales:  # a scale that shrinks an image below half an output cell scores a few pixels' guess, stretched
             if s < 1 and min(scaled_shape(image.shape[:2], s)) < MIN_SIDE:
                 raise ValueError(f"{img_path}: at scale {s:g} its {image.shape[0]} × {image.shape[1]} pixels become "

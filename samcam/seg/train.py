@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from samcam.data.spaces import COCO, VOC, DatasetSpec
-from samcam.io import find_image, read_image, read_label
+from samcam.io import find_image, read_labelled_image
 from samcam.training import TrainResult, descend, save_checkpoint, set_poly_lr
 
 from .model import SegNet
@@ -65,12 +65,7 @@ def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids:
     fingerprint = labels_fingerprint(labels_dir, ids)
     images, labels = [], []
     for i in ids:
-        path = labels_dir / f"{i}.png"
-        lab = read_label(path, spec)
-        img_path = find_image(images_dir, i)
-        img = read_image(img_path)
-        if img.shape[:2] != lab.shape:
-            raise ValueError(f"{path}: label size {lab.shape} differs from image {img_path} size {img.shape[:2]}")
+        img, lab = read_labelled_image(find_image(images_dir, i), labels_dir / f"{i}.png", spec)
         images.append(img)
         labels.append(lab)
     if all((lab == IGNORE).all() for lab in labels):
