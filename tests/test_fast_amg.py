@@ -15,7 +15,7 @@ import torch
 
 from samcam.sam.model import MaskGenerator, build_sam
 
-pytestmark = pytest.mark.integration
+# the tests that run MobileSAM's weights are marked integration one by one; the rest are model-free
 
 
 def _small_tiny_vit():
@@ -38,18 +38,23 @@ def _small_tiny_vit():
 SIZE = 128  # the model's input side (MobileSAM's is 1024)
 
 
+def _small_sam():
+    """The official ``Sam`` around MobileSAM's modules at a 128-pixel input, weights not loaded."""
+    from mobile_sam.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    return Sam(
+        image_encoder=_small_tiny_vit(),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(SIZE // 16, SIZE // 16), input_image_size=(SIZE, SIZE), mask_in_chans=16),
+        mask_decoder=MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
+    ).eval()
+
+
 @pytest.fixture(scope="module")
 def sam(mobile_sam_checkpoint):
     """MobileSAM's real weights at a 128-pixel input: its image encoder, prompt encoder and mask
     decoder are size-independent (windowed attention, a positional encoding of normalised
     coordinates), so the masks are real masks, 64 times cheaper than at 1024 pixels."""
-    from mobile_sam.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    model = Sam(
-        image_encoder=_small_tiny_vit(),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(SIZE // 16, SIZE // 16), input_image_size=(SIZE, SIZE), mask_in_chans=16),
-        mask_decoder=MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
-    )
+    model = _small_sam()
     model.load_state_dict(build_sam("vit_t", device="cpu").state_dict(), strict=True)
     return model.eval()
 
@@ -116,11 +121,13 @@ def base(sam):
     return _masks(sam, "official", **BASE)
 
 
+@pytest.mark.integration
 def test_the_base_settings_give_masks(sam, base):
     assert len(base) >= 8  # enough masks that NMS, filters and crops each change some
     _assert_same(base, _masks(sam, "fast", **BASE))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("change", "against"), SETTINGS, ids=[",".join(f"{k}={v}" for k, v in c.items()) for c, _ in SETTINGS])
 def test_fast_equals_official_at_each_setting(sam, base, change, against):
     settings = {**BASE, **change}
@@ -131,6 +138,7 @@ def test_fast_equals_official_at_each_setting(sam, base, change, against):
     _assert_same(official, _masks(sam, "fast", **settings))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("points_per_batch", "prompt_chunk", "upsample_chunk"), [(7, 1, 32), (64, 5, 3), (4, 3, 1)])
 def test_batching_never_changes_the_masks(sam, points_per_batch, prompt_chunk, upsample_chunk):
     """Prompt batches, prompt chunks and resize chunks that do not divide the 36 prompts."""
@@ -145,6 +153,7 @@ def test_batching_never_changes_the_masks(sam, points_per_batch, prompt_chunk, u
     _assert_same(official, fast)
 
 
+@pytest.mark.integration
 def test_a_threshold_no_mask_passes_gives_no_masks(sam):
     settings = {**BASE, "pred_iou_thresh": 1.5}
     assert len(_masks(sam, "official", **settings)) == len(_masks(sam, "fast", **settings)) == 0
@@ -195,6 +204,7 @@ def _records(sam, generator, **settings):
         return GENERATORS[generator](sam, amg_settings(**settings)).generate(_image())
 
 
+@pytest.mark.integration
 def test_crops_give_the_official_boxes(sam):
     """With crops each mask's box is uncropped into image coordinates before the crops' NMS, as the
     official generator does: the records' boxes agree (up to a rounding pixel)."""
@@ -205,6 +215,7 @@ def test_crops_give_the_official_boxes(sam):
     assert np.abs(boxes[0] - boxes[1]).max() <= 1
 
 
+@pytest.mark.integration
 def test_a_mask_whose_predicted_iou_equals_the_threshold_is_dropped(sam):
     """The official rule keeps a mask whose predicted IoU is strictly above ``pred_iou_thresh``."""
     masks = _masks(sam, "fast", **BASE)
@@ -214,9 +225,10 @@ def test_a_mask_whose_predicted_iou_equals_the_threshold_is_dropped(sam):
 
 
 @pytest.mark.parametrize("shape", [(130, 90), (90, 130), (64, 64)], ids=["portrait", "landscape", "square"])
-def test_resize_logits_is_the_official_postprocessing(sam, shape):
+def test_resize_logits_is_the_official_postprocessing(shape):
     """``resize_logits`` against ``Sam.postprocess_masks`` (two interpolations and the crop of the
-    padding), for a portrait image too, whose padding lies to the right of the low-res logits."""
+    padding; it reads no weight), for a portrait image too, whose padding lies to the right of the
+    low-res logits; the last row and column that reach the image included."""
     from segment_anything.utils.transforms import ResizeLongestSide
 
     from samcam.sam.fast_amg import resize_logits
@@ -224,7 +236,7 @@ def test_resize_logits_is_the_official_postprocessing(sam, shape):
     low = torch.randn(3, SIZE // 4, SIZE // 4, generator=torch.Generator().manual_seed(0))
     input_size = ResizeLongestSide(SIZE).get_preprocess_shape(*shape, SIZE)
     with torch.no_grad():
-        official = sam.postprocess_masks(low[:, None], input_size, shape)[:, 0]
+        official = _small_sam().postprocess_masks(low[:, None], input_size, shape)[:, 0]
     torch.testing.assert_close(resize_logits(low, SIZE, input_size, shape), official, rtol=1e-4, atol=1e-4)
 
 
