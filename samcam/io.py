@@ -14,7 +14,7 @@ import unicodedata
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -275,9 +275,20 @@ def write_bytes(target: str | os.PathLike, data: bytes) -> None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
-    """``(mode, width, height, zlib stream)`` of an 8-bit grayscale (``L``) or palette (``P``),
-    non-interlaced PNG, found by ``struct`` alone; ``None`` for any other file; ``ValueError`` when
+class PngParts(NamedTuple):
+    """What :func:`png_parts` finds in an 8-bit ``L`` or ``P`` PNG: its mode, size, zlib stream and
+    palette (``n × 3`` uint8, from its PLTE chunk; ``None`` without one)."""
+
+    mode: str
+    width: int
+    height: int
+    stream: bytes
+    palette: np.ndarray | None
+
+
+def png_parts(data: bytes) -> PngParts | None:
+    """The :class:`PngParts` of an 8-bit grayscale (``L``) or palette (``P``), non-interlaced PNG,
+    found by ``struct`` alone; ``None`` for any other file; ``ValueError`` when
     such a PNG lacks its IEND chunk (cut short), has bytes after it (not the file its writer closed)
     or a chunk whose CRC does not match its bytes (corrupt: Pillow refuses a bad header CRC, samcam
     checks every chunk's)."""
@@ -289,7 +300,7 @@ def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
     w, h, depth, color, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     if depth != 8 or color not in (0, 3) or interlace != 0:
         return None
-    pos, idat, end = 8, [], None
+    pos, idat, end, palette = 8, [], None, None
     while pos + 8 <= len(data):
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
@@ -299,6 +310,8 @@ def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
             raise ValueError(f"the CRC of its {kind.decode('latin-1')!r} chunk does not match (a corrupt PNG)")
         if kind == b"IDAT":
             idat.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"PLTE" and length % 3 == 0:
+            palette = np.frombuffer(data[pos + 8 : pos + 8 + length], dtype=np.uint8).reshape(-1, 3)
         elif kind == b"IEND":
             end = pos + 12
             break
@@ -309,7 +322,7 @@ def png_parts(data: bytes) -> tuple[str, int, int, bytes] | None:
         raise ValueError("no IEND chunk: the PNG is cut short")
     if end < len(data):
         raise ValueError(f"{len(data) - end} bytes after the IEND chunk")
-    return ("L" if color == 0 else "P"), w, h, b"".join(idat)
+    return PngParts("L" if color == 0 else "P", w, h, b"".join(idat), palette)
 
 
 _DECODE_IN_PLACE: bool | None = None
@@ -324,7 +337,7 @@ def _decode_in_place_works() -> bool:
             want = np.array([[0, 255, 7], [255, 0, 9]], dtype=np.uint8)
             png = _io.BytesIO()
             Image.fromarray(want, mode="L").save(png, format="PNG")
-            mode, w, h, stream = png_parts(png.getvalue())
+            mode, w, h, stream, _ = png_parts(png.getvalue())
             got = np.zeros_like(want)
             Image.frombuffer(mode, (w, h), got, "raw", mode, 0, 1).frombytes(stream, "zip", mode)
             _DECODE_IN_PLACE = bool(np.array_equal(got, want))
@@ -336,7 +349,7 @@ def _decode_in_place_works() -> bool:
 def decode_png(parts: tuple[str, int, int, bytes], out: np.ndarray | None = None) -> np.ndarray:
     """Decode ``png_parts`` output (Pillow's C zlib decoder, which also undoes the PNG filters) into
     ``out`` (``H × W`` uint8, C-contiguous) or a new array; ``ValueError`` if the stream is bad."""
-    mode, w, h, stream = parts
+    mode, w, h, stream, _ = parts
     check_pixels(h, w, "PNG")
     if out is None:
         out = np.empty((h, w), dtype=np.uint8)
@@ -354,42 +367,19 @@ def still_pixels(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def read_png_8bit(path: str | os.PathLike) -> np.ndarray:
-    """A PNG's pixel values as an array: quickly for 8-bit grayscale or palette PNGs (the masks
-    ``amg.py`` writes, label maps), whose values (gray levels, palette indices) come back as ``uint8``.
-
-    Those are parsed here and decoded by Pillow's C decoder straight into the array, skipping
-    Pillow's per-file Python work and a copy; any other PNG (16-bit, RGB, interlaced, …) goes through
-    ``Image.open`` (``np.asarray`` of it). ``ValueError`` naming the file if it is not readable.
-    """
-    path = Path(path)
-    data = read_input(path, "PNG")
-    try:
-        parts = png_parts(data)
-    except ValueError as e:
-        raise ValueError(f"{path}: unreadable PNG ({e})") from None
-    if parts is None:
-        return open_image(_io.BytesIO(data), path, still_pixels, "PNG")
-    try:
-        check_pixels(parts[2], parts[1], path)
-        return decode_png(parts)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable PNG ({str(e).removeprefix(f'{path}: ')})") from None
-
-
 def read_label(path: str | os.PathLike, spec: DatasetSpec | None = None) -> np.ndarray:
     """Read a label image as a ``uint8`` array of class indices.
 
-    Palette (mode ``P``) and grayscale (mode ``L``) PNGs hold indices directly (8-bit PNGs are
-    decoded by :func:`read_png_8bit`'s fast path); an RGB colour label is mapped back through the
-    dataset palette. With ``spec`` given, values other than ``0..n_classes-1`` and void raise
-    ``ValueError`` naming the file.
+    Palette (mode ``P``) and grayscale PNGs hold indices directly, as their raw samples
+    (:func:`read_png_samples`; a 4-bit 1 is 1, not the 17 of a picture); an RGB colour label is mapped back through the dataset
+    palette, and so is a palette label whose indices are coloured with the dataset's colours of other
+    classes (a PNG re-indexed by an editor or optimiser, PIL's ``ADAPTIVE``: :func:`_recoloured`).
+    With ``spec`` given, values other than ``0..n_classes-1`` and void raise ``ValueError`` naming the
+    file.
     """
     path = Path(path)
     try:
-        arr = read_png_8bit(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label file not found: {path}") from None
+        arr, palette = read_png_samples(path, "label file")
     except ValueError as e:
         raise ValueError(f"{path}: unreadable label image ({str(e).removeprefix(f'{path}: ')})") from None
     if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
@@ -399,14 +389,75 @@ def read_label(path: str | os.PathLike, spec: DatasetSpec | None = None) -> np.n
         arr = _rgb_to_index(arr[..., :3], (spec or VOC).palette, path)
     elif arr.ndim != 2 or arr.dtype != np.uint8:
         raise ValueError(f"{path}: label image of {arr.dtype} values with shape {arr.shape}; expected a palette (P) or grayscale (L) PNG")
+    elif palette is not None:
+        arr = _recoloured(arr, palette, (spec or VOC).palette)
     if spec is not None:
         check_label_values(arr, spec, path)
     return arr
 
 
+def read_png_samples(path: str | os.PathLike, what: str = "PNG") -> tuple[np.ndarray, np.ndarray | None]:
+    """A PNG's samples as an array, and its palette (``n × 3`` uint8; ``None`` but for a palette
+    PNG): 8-bit grayscale and palette PNGs (the masks ``amg.py`` writes, label maps) parsed by
+    :func:`png_parts` and decoded by Pillow's C decoder straight into the array, skipping Pillow's
+    per-file Python work and a copy; any other (16-bit, RGB, interlaced, …) through ``Image.open``,
+    a grayscale one of 1, 2 or 4 bits as its raw samples (Pillow scales them to 0..255, as for a
+    picture: a 4-bit 1 would read 17). ``ValueError`` naming the file if it is not readable."""
+    path = Path(path)
+    data = read_input(path, what)
+    try:
+        parts = png_parts(data)
+        if parts is not None:
+            check_pixels(parts.height, parts.width, path)
+            return decode_png(parts), parts.palette
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable PNG ({str(e).removeprefix(f'{path}: ')})") from None
+    gray_bits = data[24] if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 0 else 8
+
+    def samples(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+        arr = still_pixels(im)
+        if im.mode == "P":
+            return arr, np.array(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+        if im.mode == "1":  # a 1-bit grayscale PNG: Pillow gives bools
+            return arr.astype(np.uint8), None
+        if im.mode == "L" and gray_bits in (2, 4):  # Pillow scales a 2- or 4-bit sample v to v · 255 / (2^bits − 1)
+            return arr // (255 // (2**gray_bits - 1)), None
+        return arr, None
+
+    return open_image(_io.BytesIO(data), path, samples, what)
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """One integer per RGB colour (``0xRRGGBB``) of an ``… × 3`` uint8 array."""
+    return (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+
+
+def _recoloured(arr: np.ndarray, palette: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Palette indices ``arr`` as the classes their colours name: unchanged where each index in use has
+    its class's colour (``colours``, the dataset palette) or where the palette is no colour code of the
+    dataset (a grey ramp, indices past the palette: the indices are the classes); mapped by colour
+    where every index in use has some class's colour, and not all their own."""
+    n = min(len(palette), len(colours))
+    if np.array_equal(palette[:n], colours[:n]):  # the dataset's palette (samcam's labels, VOC's): no pixel to look at
+        return arr
+    used = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    if used[-1] >= len(palette) or used[-1] >= len(colours):
+        return arr
+    if np.array_equal(palette[used], colours[used]):
+        return arr
+    want = _colour_codes(colours)
+    code = _colour_codes(palette[used])
+    if not np.isin(code, want).all():
+        return arr
+    first = {int(c): i for i, c in reversed(list(enumerate(want)))}
+    lut = np.arange(256, dtype=np.uint8)
+    lut[used] = [first[int(c)] for c in code]
+    return lut[arr]
+
+
 def _rgb_to_index(rgb: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
-    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    pal_code = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    code = _colour_codes(rgb)
+    pal_code = _colour_codes(palette)
     lut = {int(c): i for i, c in reversed(list(enumerate(pal_code)))}
     uniq, inv = np.unique(code, return_inverse=True)
     try:

@@ -74,7 +74,7 @@ def test_write_label_compresses_with_zlibs_run_length_strategy(tmp_path):
     period = [i % 21 for i in range(63)] + [255]  # no value next to itself, across the period's end too
     label = np.array([period * 32], np.uint8)  # 1 × 2048: no row above (the Up filter cannot make runs)
     io.write_label(tmp_path / "a.png", label)
-    mode, w, h, stream = io.png_parts((tmp_path / "a.png").read_bytes())
+    mode, w, h, stream, _ = io.png_parts((tmp_path / "a.png").read_bytes())
     assert (mode, w, h) == ("P", 2048, 1)
     raw = zlib.decompress(stream)
     assert raw == b"\x00" + label.tobytes()  # filter type 0 (none): the bytes coded are the pixels themselves
@@ -199,3 +199,54 @@ def test_read_labelled_image_pairs_an_image_with_its_label_and_names_both_when_t
     Image.fromarray(label.T.copy(), mode="L").save(tmp_path / "t.png")  # 5 × 4: the label of another image
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 't.png'}: ground-truth size (5, 4) differs from image size (4, 5) ({tmp_path / 'a.png'})")):
         io.read_labelled_image(tmp_path / "a.png", tmp_path / "t.png", VOC, "ground-truth")
+
+
+def _gray_png(label: np.ndarray, bits: int) -> bytes:
+    """A grayscale PNG of ``bits`` per sample holding ``label``'s values as its raw samples, by hand."""
+    import struct
+
+    per_byte = 8 // bits
+    rows = []
+    for r in label:
+        padded = np.concatenate([r, np.zeros(-len(r) % per_byte, dtype=r.dtype)]).reshape(-1, per_byte)
+        rows.append(b"\0" + bytes(int(sum(int(v) << (8 - bits * (k + 1)) for k, v in enumerate(g))) for g in padded))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", label.shape[1], label.shape[0], bits, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_a_grayscale_label_of_fewer_than_8_bits_is_read_as_its_raw_samples(tmp_path, bits):
+    # audit 11, F2: Pillow scales a 4-bit sample v to 17 v (a picture's gray), so class 1 read as 17 and 15 as void
+    label = (np.arange(7 * 5).reshape(7, 5) % (2**bits)).astype(np.uint8)  # an odd width: each row padded to a byte
+    (tmp_path / "g.png").write_bytes(_gray_png(label, bits))
+    with Image.open(tmp_path / "g.png") as im:  # the file is what it claims: Pillow reads it, scaled
+        assert im.size == (5, 7) and (bits == 1 or np.asarray(im).max() == 255)
+    got = io.read_label(tmp_path / "g.png", VOC)
+    assert got.dtype == np.uint8 and np.array_equal(got, label)
+
+
+def test_a_palette_label_re_indexed_by_an_editor_is_read_by_its_colours(tmp_path):
+    # audit 11, F1: PIL's ADAPTIVE palette (or an optimiser) keeps the VOC colours under other indices; read by
+    # index, such labels scored 4.12 mIoU where the same labels score 55.65
+    label = np.zeros((6, 8), dtype=np.uint8)
+    label[1:3, 1:4], label[3:5, 4:7], label[5, :] = 15, 1, 255  # person, aeroplane, a void row
+    Image.fromarray(VOC.palette[label]).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "adaptive.png")
+    with Image.open(tmp_path / "adaptive.png") as im:
+        assert im.mode == "P" and set(np.unique(np.asarray(im))) != {0, 1, 15, 255}  # the indices are not the classes
+    assert np.array_equal(io.read_label(tmp_path / "adaptive.png", VOC), label)
+    # renumbered 0..2 with a palette holding the VOC colours of 1, 15 and void
+    im = Image.fromarray(np.searchsorted([0, 1, 15, 255], label).astype(np.uint8), mode="P")
+    im.putpalette(VOC.palette[[0, 1, 15, 255]].ravel().tolist())
+    im.save(tmp_path / "renumbered.png")
+    assert np.array_equal(io.read_label(tmp_path / "renumbered.png", VOC), label)
+    # the VOC palette itself, and a palette that is no colour code (a grey ramp): the indices are the classes
+    io.write_label(tmp_path / "voc.png", label)
+    assert np.array_equal(io.read_label(tmp_path / "voc.png", VOC), label)
+    im = Image.fromarray(label, mode="P")
+    im.putpalette([v for i in range(256) for v in (i, i, i)])
+    im.save(tmp_path / "grey.png")
+    assert np.array_equal(io.read_label(tmp_path / "grey.png", VOC), label)

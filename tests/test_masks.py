@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from samcam import cli
-from samcam.io import read_label, read_png_8bit, write_label
+from samcam.io import read_label, read_png_samples, write_label
 from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks
 from samcam.sam.mask_files import MaskStore, read_compact, read_compact_runs, read_official, read_official_packed, write_compact, write_official
 
@@ -321,7 +321,7 @@ def test_png_reader_fast_and_fallback_paths(tmp_path, monkeypatch):
         monkeypatch.setattr(samcam_io, "_DECODE_IN_PLACE", in_place)
         for name, (raw, want) in cases.items():
             (tmp_path / name).write_bytes(raw)
-            got = read_png_8bit(tmp_path / name)
+            got = read_png_samples(tmp_path / name)[0]
             np.testing.assert_array_equal(got, want, err_msg=f"{name} in_place={in_place}")
             with Image.open(tmp_path / name) as im:
                 np.testing.assert_array_equal(got, np.asarray(im))
@@ -329,9 +329,9 @@ def test_png_reader_fast_and_fallback_paths(tmp_path, monkeypatch):
     assert samcam_io._decode_in_place_works() in (True, False)
     (tmp_path / "cut.png").write_bytes(data[: 41 + n // 2])
     with pytest.raises(ValueError, match=r"cut\.png: unreadable PNG"):
-        read_png_8bit(tmp_path / "cut.png")
+        read_png_samples(tmp_path / "cut.png")
     with pytest.raises(FileNotFoundError):
-        read_png_8bit(tmp_path / "nope.png")
+        read_png_samples(tmp_path / "nope.png")
 
 
 def test_label_reader_equals_pillow(tmp_path):
