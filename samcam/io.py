@@ -610,15 +610,18 @@ def check_id(image_id: object, source: str | os.PathLike) -> str:
     """``image_id`` if it is a name (what ``<folder>/<id><suffix>`` may be built from): a non-empty
     string without ``/``, ``\\``, NUL, control characters, Unicode format characters, Unicode
     spaces (which look like nothing or like a space) or undecodable bytes, not starting with ``.`` (so
-    neither ``.`` nor ``..``, nor a hidden file). Anything else
+    neither ``.`` nor ``..``, nor a hidden file) nor with ``#`` (an id list's comment), without a space
+    at either end (an id list's lines are stripped: such an id could be listed from a folder, never
+    named in a list). Anything else
     would read or write outside the folder it names, so ``ValueError`` naming ``source`` (the id list,
     CSV or folder the id came from). Every id samcam reads, from any source, passes through here."""
     if (not isinstance(image_id, str) or image_id in ("", ".", "..") or _NOT_IN_A_NAME.search(image_id)
+            or image_id.startswith("#") or image_id != image_id.strip(" ")
             or any(unicodedata.category(ch) in ("Cf", "Zs", "Zl", "Zp", "Cs") for ch in image_id if ord(ch) > 127)):  # fmt: skip
         # format characters (U+202E turns a message around) and Unicode spaces (U+00A0) look like
         # nothing or a space, so an id holding one cannot be told from another; surrogates are the
         # bytes of a file name that is not UTF-8 (Python's surrogateescape), which no text can hold
-        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, control, format or Unicode space characters, bytes that are not UTF-8, no leading dot, or empty ids); ids name files inside a folder")
+        raise ValueError(f"{source}: id {image_id!r} is not a name (no /, \\, control, format or Unicode space characters, bytes that are not UTF-8, no leading dot or #, no space at either end, or empty ids); ids name files inside a folder")
     if len(image_id.encode()) > MAX_NAME_BYTES:
         raise ValueError(f"{source}: id {image_id[:40]!r}... is {len(image_id.encode())} bytes long; a name is at most {MAX_NAME_BYTES} bytes "
                          "(a file name holds 255, and samcam adds suffixes and temporaries to it)")  # fmt: skip

@@ -293,6 +293,15 @@ def test_a_listed_file_whose_name_is_no_id_is_refused(tmp_path, capsys):
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
     fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "pred", "is not a name")
 
+@pytest.mark.parametrize("name", ["#hash", "trail ", " lead"])
+def test_a_listed_file_whose_name_no_id_list_can_hold_is_refused(tmp_path, capsys, name):
+    # audit 11, F7: "#hash.png" was scored when the folder was listed, but an id list drops "#hash" as a comment,
+    # and strips "trail "; a list written from the folder scored fewer images, without a word
+    _labels(tmp_path / "pred", ["a", name], 7, (4, 4))
+    _labels(tmp_path / "gt", ["a", name], 7, (4, 4))
+    fails(["eval", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys, "pred", f"id {name!r} is not a name", "no leading dot or #, no space at either end")
+
+
 def test_a_reproduce_step_name_that_is_a_path_is_refused(tmp_path, capsys):
     (tmp_path / "r.yml").write_text("steps:\n  - name: ../../escape\n    notebook: demo.ipynb\n")
     fails(["reproduce", "--config", tmp_path / "r.yml"], capsys, "r.yml", "step 0 name", "is not a name")
