@@ -72,6 +72,8 @@ def test_l2g_per_class_pngs(tmp_path):
     ("psa_npy", {2: MAPS[0], 2.0: MAPS[1]}, None),                                     # a dict keeps one of 2 and 2.0: fine
     ("sipe_npy", {"keys": np.array([0, 2, 2]), "IS_CAM": np.concatenate([MAPS[:1], MAPS])}, r"keys \[0, 2, 2\] name a class twice"),
     ("sipe_npy", {"keys": np.array([0, 2.7]), "IS_CAM": MAPS}, "not whole class indices"),
+    # without its background map every pixel took a class (audit 11, F10)
+    ("sipe_npy", {"keys": np.array([2, 14]), "IS_CAM": MAPS}, r"keys \[2, 14\] lack background \(0\)"),
     ("clipes_npy", {"keys": np.array([14, 14]), "attn_highres": MAPS}, "name a class twice"),
 ])  # fmt: skip
 def test_method_keys_are_whole_distinct_class_indices(tmp_path, fmt, doc, needle):

@@ -152,7 +152,10 @@ def _irn_npy(folder: Path, image_id: str, threshold: float | None, spec: Dataset
 
 def _sipe_npy(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
     d = _npy_dict(source, ("keys", "IS_CAM"))
-    return scores_to_label(score_maps(d["IS_CAM"], source, "IS_CAM"), class_keys(d["keys"], source, "keys"), spec.n_classes)
+    keys = class_keys(d["keys"], source, "keys")
+    if 0 not in keys:  # SIPE's first map is its learned background: without it every pixel takes a class
+        raise ValueError(f"keys {keys.tolist()} lack background (0); SIPE's keys hold it first, with its background map in IS_CAM")
+    return scores_to_label(score_maps(d["IS_CAM"], source, "IS_CAM"), keys, spec.n_classes)
 
 
 def _clipes_npy(folder: Path, image_id: str, threshold: float | None, spec: DatasetSpec, source: Path) -> np.ndarray | dict:
