@@ -505,6 +505,30 @@ def test_a_mask_file_its_reader_refuses_counts_as_not_done(tmp_path, monkeypatch
 def test_corrupt_mask_files_are_named_by_merge(tmp_path, capsys, edit, needle):
     fails(_mask_folder(tmp_path, edit), capsys, needle)
 
+@pytest.mark.parametrize("record", [True, False], ids=["with its record", "without a record"])
+def test_merge_refuses_a_mask_folder_mixing_sets_of_two_settings(tmp_path, capsys, record):
+    # audit 11, F9: a set made at 16 points per side among sets made at 32 was merged without a word
+    import json
+
+    from samcam.sam.masks import MaskSet
+    from samcam.sam.mask_files import write_compact
+
+    made = {"model_type": "vit_t", "checkpoint_sha256": "ab" * 32, "generator": "official", "settings": {"points_per_side": 32, "pred_iou_thresh": 0.88}}
+    masks = np.zeros((2, 6, 8), bool)
+    masks[0, :3], masks[1, 3:] = True, True
+    (tmp_path / "m").mkdir()
+    for i, pps in (("a", 32), ("b", 32)):
+        write_compact(tmp_path / "m" / f"{i}.json.gz", MaskSet(masks, meta={**made, "image_id": i, "settings": {**made["settings"], "points_per_side": pps}}))
+    if record:
+        (tmp_path / "m" / "samcam_masks.json").write_text(json.dumps({**made, "format": "compact"}))
+    _labels(tmp_path / "p", ["a", "b"], 7, (6, 8))
+    args = ["merge", "--pseudo", tmp_path / "p", "--masks", tmp_path / "m", "--workers", "1"]
+    assert cli.main([str(a) for a in [*args, "--out", tmp_path / "same"]]) == 0  # one setting: merged
+    write_compact(tmp_path / "m" / "b.json.gz", MaskSet(masks, meta={**made, "image_id": "b", "settings": {**made["settings"], "points_per_side": 16}}))
+    fails([*args, "--out", tmp_path / "mixed"], capsys, f"{tmp_path / 'm' / 'b.json.gz'}: made with other settings than the folder's mask sets",
+          "settings.points_per_side: 32 -> 16")  # fmt: skip
+
+
 def test_corrupt_checkpoint_names_the_file(tmp_path, capsys, voc_root):
     (tmp_path / "clf.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "ids.txt").write_text("2007_000032\n")

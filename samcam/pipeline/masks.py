@@ -23,11 +23,11 @@ from samcam.io import image_index, near_miss, read_image, write_text
 from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_folder_output, clean_temporaries, differences, lock_output,
                             fingerprint_files, read_record, record_path, refuse_foreign, resolve_recorded)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
-from samcam.sam.mask_files import FORMATS, MaskStore
+from samcam.sam.mask_files import FORMATS, MADE_WITH, MaskStore
 
 #: the settings two runs into one mask folder must share (the checkpoint by content, not by path;
 #: not samcam's version: a new release resumes a folder of hours of masks)
-MASK_SETTINGS = ("model_type", "checkpoint_sha256", "settings", "generator", "format")
+MASK_SETTINGS = (*MADE_WITH, "format")
 #: what a mask folder's record keeps of a run's settings
 MASK_PARAMETERS = ("model_type", "checkpoint", *MASK_SETTINGS[1:])
 
@@ -109,6 +109,17 @@ def read_mask_record(folder: str | os.PathLike, remedy: str = "remove it or use 
     if record.get("step") != "masks" or not isinstance(record.get("parameters"), dict):
         raise ValueError(f"{path}: the record of another step ({record.get('step')!r}), not of mask generation; {remedy}")
     return {**record["parameters"], "samcam_version": record.get("samcam_version")}
+
+
+def folder_made_with(folder: str | os.PathLike, ids: list[str]) -> dict[str, Any]:
+    """How a mask folder's sets were made (:data:`MADE_WITH`), for :class:`MaskStore` to hold every set
+    read to it: from the folder's record, or, without one, from the first of ``ids`` that has a set."""
+    record = read_mask_record(folder, "remove it or use another mask folder")
+    if not record:
+        store = MaskStore(folder)
+        first = next((i for i in ids if store.has(i)), None)
+        record = store.meta(first) if first is not None else {}
+    return {k: record[k] for k in MADE_WITH if k in record}
 
 
 def mask_record(meta: dict[str, Any], images: str | os.PathLike | None, out: str | os.PathLike) -> dict[str, Any]:

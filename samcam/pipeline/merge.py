@@ -19,6 +19,7 @@ from pathlib import Path
 from samcam.data.spaces import DatasetSpec
 from samcam.io import folder_ids, read_label, refuse_suffix_variants, write_label
 from samcam.outputs import StepResult, claim_output, finish_step, pending
+from samcam.pipeline.masks import folder_made_with
 from samcam.pipeline.workers import process_pool, resolve_workers
 from samcam.refine.merge import MergeRule, merge
 from samcam.registry import lookup
@@ -36,9 +37,9 @@ class MergeResult(StepResult):
 
 
 def _merge_one(args: tuple) -> str:
-    image_id, pseudo_dir, masks_dir, out_dir, spec, rule, missing = args
+    image_id, pseudo_dir, masks_dir, made_with, out_dir, spec, rule, missing = args
     label = read_label(Path(pseudo_dir) / f"{image_id}.png", spec)
-    store = MaskStore(masks_dir)
+    store = MaskStore(masks_dir, made_with=made_with)
     target = Path(out_dir) / f"{image_id}.png"
     if not store.has(image_id):
         if missing == "keep-cam":
@@ -76,7 +77,8 @@ def merge_folders(
                       {"rule": vars(rule), "dataset": spec.name, "missing_masks": missing}):  # it decides what a label holds: compared
         todo = pending(ids, out)
         t0 = time.perf_counter()
-        tasks = [(i, pseudo, masks, out, spec, rule, missing) for i in todo]
+        made_with = folder_made_with(masks, todo)  # every set read is held to it: one model, one setting
+        tasks = [(i, pseudo, masks, made_with, out, spec, rule, missing) for i in todo]
         counts = {"merged": 0, "kept": 0}
         bar = progress_bar(total=len(tasks), desc="merge", unit="img", progress=progress)
         if workers > 1 and len(tasks) > 1:

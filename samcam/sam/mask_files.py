@@ -518,14 +518,22 @@ FORMATS: dict[str, MaskFormat] = {
 }
 
 
-class MaskStore:
-    """A folder of per-image mask sets in either on-disk format (auto-detected when reading)."""
+#: what a mask set's ``meta`` says of how its masks were made: one folder's sets share all of it
+MADE_WITH = ("model_type", "checkpoint_sha256", "settings", "generator")
 
-    def __init__(self, root: str | os.PathLike, fmt: str | None = None) -> None:
+
+class MaskStore:
+    """A folder of per-image mask sets in either on-disk format (auto-detected when reading). With
+    ``made_with`` (the :data:`MADE_WITH` fields of the folder's record, or of one of its sets), every
+    set read that records those fields must record the same: a folder put together from runs with
+    other settings is refused, naming the file and the field."""
+
+    def __init__(self, root: str | os.PathLike, fmt: str | None = None, made_with: dict | None = None) -> None:
         self.root = Path(root)
         if fmt is not None:
             lookup(FORMATS, fmt, "mask format")
         self.fmt = fmt
+        self.made_with = made_with or {}
 
     def path(self, image_id: str, fmt: str | None = None) -> Path:
         check_id(image_id, self.root)
@@ -560,6 +568,7 @@ class MaskStore:
         path = self.path(image_id, fmt)
         ms = FORMATS[fmt].read(path)
         _check_image_id(ms.meta, image_id, path)
+        self._check_made_with(ms.meta, path)
         if shape is not None:
             ms.check_shape(shape, path)
         return ms
@@ -574,9 +583,29 @@ class MaskStore:
         path = self.path(image_id, fmt)
         masks, meta = FORMATS[fmt].read_lean(path)
         _check_image_id(meta, image_id, path)
+        self._check_made_with(meta, path)
         if shape is not None and size_known(len(masks), masks.shape) and masks.shape != tuple(shape):
             raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
         return masks
+
+    def meta(self, image_id: str) -> dict:
+        """The ``meta`` of ``image_id``'s mask set (``{}`` where its format keeps none)."""
+        fmt = self.format_of(image_id)
+        if fmt is None:
+            raise FileNotFoundError(f"no mask set for {image_id} in {self.root} (looked for {self.path(image_id, 'compact').name} and {image_id}/)")
+        meta = FORMATS[fmt].read_lean(self.path(image_id, fmt))[1]
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    def _check_made_with(self, meta: object, path: Path) -> None:
+        if not self.made_with or not isinstance(meta, dict):
+            return
+        diff = [k for k in MADE_WITH if k in meta and k in self.made_with and meta[k] != self.made_with[k]]
+        if diff:
+            from samcam.outputs import differences
+
+            what = "; ".join(differences(self.made_with[k], meta[k], k) for k in diff)
+            raise ValueError(f"{path}: made with other {', '.join(diff)} than the folder's mask sets ({what}); "
+                             "a folder holds the mask sets of one model and one setting")  # fmt: skip
 
     def write(self, image_id: str, ms: MaskSet) -> Path:
         p = self.path(image_id)
