@@ -423,7 +423,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree
-        from samcam.outputs import check_file_output, write_table
+        from samcam.outputs import check_file_output, fingerprint_files, write_table
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
@@ -446,8 +446,8 @@ def _cam_eval(p: argparse.ArgumentParser):
         best = df.loc[df.miou.idxmax()]
         print(f"classification mAP {m_ap:.2f}; best threshold on these {len(ids)} images {best.threshold:g}: "
               f"CAM mIoU {100 * best.miou:.2f}, false activation {best.false_pct:.1f} % of object pixels")  # fmt: skip
-        if a.csv:
-            write_table(a.csv, df)
+        if a.csv:  # with what it scored: cam-select compares candidates scored on the same images and ground truth only
+            write_table(a.csv, df.assign(scored_on=fingerprint_files({i: tree.label_path(i) for i in labels})))
         return 0
 
     return run

@@ -141,6 +141,20 @@ def test_selection_takes_the_best_held_out_miou_then_map_then_order():
         select_classifier({})
 
 
+def test_selection_compares_candidates_scored_alike_only():
+    # audit 11, F4: cam-select chose a byte copy of a classifier because it was scored on another held-out image
+    on = {k: "sha256:" + k * 64 for k in "ab"}
+    a, b = _table([0.30, 0.35, 0.31], 80.0), _table([0.36, 0.20, 0.10], 70.0)
+    assert select_classifier({"a": a.assign(scored_on=on["a"]), "b": b.assign(scored_on=on["a"])}) == ("b", 0.1)
+    assert select_classifier({"a": a, "b": b}) == ("b", 0.1)  # tables that predate scored_on: compared as before
+    for other in (b.assign(scored_on=on["b"]), b):  # other images, or a table that cannot say
+        with pytest.raises(ValueError, match=r"^candidate 'b' was scored on other images or ground truth than 'a'"):
+            select_classifier({"a": a.assign(scored_on=on["a"]), "b": other})
+    with pytest.raises(ValueError, match=r"^candidate 'b' was swept over other thresholds than 'a'; candidates are compared on one threshold grid$"):
+        select_classifier({"a": a, "b": _table([0.36, 0.20, 0.10], 70.0, (0.1, 0.2, 0.4))})
+    assert select_classifier({"a": a, "b": _table([0.10, 0.20, 0.36], 70.0, (0.3, 0.2, 0.1))}) == ("b", 0.1)  # one grid, another order
+
+
 def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     for name, miou in (("one", [0.2, 0.4, 0.3]), ("two", [0.1, 0.2, 0.45])):
         _table(miou, 50.0).to_csv(tmp_path / f"{name}.csv", index=False)
@@ -170,6 +184,7 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=bools.csv"], "bools.csv: miou (bool) not numbers"),  # True/False were read as 1/0, and chosen
     (["a=tuned.csv"], "tuned.csv: a sweep tuned on the scored images' ground truth (its gt_tuned column)"),
     (["a=dup.csv"], "dup.csv: the column 'miou' appears twice"),  # pandas read the first and renamed the second
+    (["a=scored.csv"], "scored.csv: its scored_on column is not one fingerprint (sha256:…) on every row"),
 ])  # fmt: skip
 def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
     monkeypatch.chdir(tmp_path)
@@ -185,6 +200,7 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     _table([0.1, 0.2, 0.3], 50.0).assign(false_pct=-1.0).to_csv("false.csv", index=False)
     _table([0.1, 0.2, 0.3], [50.0, 50.0, 60.0]).to_csv("twomaps.csv", index=False)
     _table([0.1, 0.2, 0.3], 50.0).assign(miou=[True, False, False]).to_csv("bools.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).assign(scored_on=["sha256:" + "a" * 64] * 2 + ["sha256:" + "b" * 64]).to_csv("scored.csv", index=False)
     from samcam.cam.files import save_cam
     from samcam.io import write_label
     from samcam.pipeline.cam import threshold_sweep

@@ -138,6 +138,15 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     assert ev["miou"].tolist() == pytest.approx(sweep["miou"].tolist(), abs=1e-12)
     m_ap = trained_out.split("held-out classification mAP over 4 images: ")[1].split()[0]
     assert f"classification mAP {m_ap};" in capsys.readouterr().out and ev["map"].round(2).eq(float(m_ap)).all()
+    # and what it scored: the ids' ground truth by content, the same on every row (audit 11, F4: cam-select compares alike only)
+    import hashlib
+
+    ids = (root / "ids.txt").read_text().split()
+    h = hashlib.sha256()
+    for i in sorted(ids):
+        data = (root / "SegmentationClass" / f"{i}.png").read_bytes()
+        h.update(f"{i}\0{len(data)}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    assert ev["scored_on"].tolist() == ["sha256:" + h.hexdigest()] * len(ev)
 
 
 def test_reproduce_rejects_unknown_steps_and_skips_missing_inputs(tmp_path, capsys):

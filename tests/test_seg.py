@@ -952,6 +952,13 @@ def test_train_seg_writes_a_record_of_the_evaluated_run(tmp_path, one_thread, ca
     assert ck["history"]["commits"] == [git_commit(REPO)]  # the code that trained it, kept beside the record's own commit
     ev = json.loads((run / "eval.json").read_text())
     assert rec["eval"]["miou"] == ev["miou"] and rec["eval"]["n_images"] == 2 and rec["history"] == ck["history"]
+    import hashlib  # what it was scored on: the val ids' ground truth by content, kept by the record (audit 11, F4)
+
+    h = hashlib.sha256()
+    for i in sorted((tmp_path / "val.txt").read_text().split()):
+        data = (labels / f"{i}.png").read_bytes()
+        h.update(f"{i}\0{len(data)}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    assert ev["scored_on"] == rec["eval"]["scored_on"] == "sha256:" + h.hexdigest()
     assert collect(record.parent)["miou"].tolist() == [100 * ev["miou"]]
     assert main([*cmd[:-6], "--record", str(record)]) == 2
     assert "--record needs --eval-gt and --eval-ids" in capsys.readouterr().err

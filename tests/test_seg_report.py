@@ -528,6 +528,7 @@ def _set(path: str, value):
     (_set("machine", ...), "machine is not the record of a machine"),
     (_set("commit", 3), "commit is 3, expected a commit name"),
     (_set("eval.n_images", 0), "eval.n_images is 0, expected an integer in [1, inf]"),
+    (_set("eval.scored_on", "abc"), "eval.scored_on is 'abc', expected the fingerprint of the val images' ground truth (sha256:…)"),
     (_set("eval.n_images", ...), "eval.n_images is None"),
     (_set("eval.miou", 57.3), "eval.miou is 57.3, expected a finite number in [0, 1]"),
     (_set("eval.miou", "0.5"), "eval.miou is '0.5'"),
@@ -799,6 +800,16 @@ def test_a_search_ranks_recipes_on_one_set_of_images(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: evaluated on 5 images, {runs / 'a_s0.json'} on 4; a search compares recipes on the same val images")):
         write_search(runs, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # as many images, but others (audit 11, F4: a copy of one checkpoint, scored on other val images, was ranked best)
+    on = {k: "sha256:" + k * 64 for k in "ab"}
+    for stem, scored in (("a_s0", on["a"]), ("b_s0", on["b"])):
+        (runs / f"{stem}.json").write_text(json.dumps(_set("eval.scored_on", scored)(_record())))
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: scored on other images or ground truth than {runs / 'a_s0.json'}")):
+        write_search(runs, tmp_path / "out")
+    with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: scored on other images or ground truth than {runs / 'a_s0.json'}")):
+        collect(runs, alike=True)
+    (runs / "b_s0.json").write_text(json.dumps(_record()))  # a record that predates scored_on: compared by its count
+    assert len(write_search(runs, tmp_path / "out")) == 2 and len(collect(runs, alike=True)) == 2
 
 
 def test_an_evaluation_replaces_only_one_of_the_same_checkpoint(tmp_path):

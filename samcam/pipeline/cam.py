@@ -6,6 +6,7 @@ Every output file is written atomically and ids already done are skipped (resume
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -219,6 +220,9 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
         raise ValueError(f"{path}: map differs between rows ({values['map'].min():g} to {values['map'].max():g}); one table is one classifier")
     if values["threshold"].duplicated().any():
         raise ValueError(f"{path}: threshold {values['threshold'][values['threshold'].duplicated()].iloc[0]:g} is listed twice")
+    if "scored_on" in df.columns:  # what cam-eval scored (its ids' ground truth, by content): one fingerprint on every row
+        if df["scored_on"].nunique(dropna=False) != 1 or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(df["scored_on"].iloc[0])):
+            raise ValueError(f"{path}: its scored_on column is not one fingerprint (sha256:…) on every row; not a cam-eval table")
     return df.assign(**{c: values[c] for c in CAM_EVAL_COLUMNS})
 
 
@@ -227,13 +231,27 @@ def best_rows(evals: dict[str, "pd.DataFrame"]) -> dict[str, "pd.Series"]:
     return {name: df.loc[df["miou"].idxmax()] for name, df in evals.items()}
 
 
+def _scored_on(df: "pd.DataFrame") -> str | None:
+    """A cam-eval table's ``scored_on`` fingerprint; ``None`` for a table made before it was recorded."""
+    return str(df["scored_on"].iloc[0]) if "scored_on" in df.columns else None
+
+
 def select_classifier(evals: dict[str, "pd.DataFrame"]) -> tuple[str, float]:
     """The search protocol's choice among candidate classifiers, from their held-out sweeps
     (:func:`score_cams` tables, ``map`` column included): the highest CAM mIoU at each candidate's
     best held-out threshold; ties go to the higher mAP, then to the first listed. Returns the
-    candidate's name and its threshold, both chosen without the training ids' ground truth."""
+    candidate's name and its threshold, both chosen without the training ids' ground truth.
+    ``ValueError`` when candidates were swept over other thresholds or scored on other images or
+    ground truth (``scored_on``; a table that predates it is compared with others that lack it)."""
     if not evals:
         raise ValueError("no candidate to select from")
+    (first, ref), *others = evals.items()
+    for name, df in others:  # a choice among candidates scored alike: one threshold grid, the same images and ground truth
+        if sorted(df["threshold"]) != sorted(ref["threshold"]):
+            raise ValueError(f"candidate {name!r} was swept over other thresholds than {first!r}; candidates are compared on one threshold grid")
+        if _scored_on(df) != _scored_on(ref):
+            raise ValueError(f"candidate {name!r} was scored on other images or ground truth than {first!r} (their scored_on differ, "
+                             "or one table lacks it); candidates are compared on the same held-out images")  # fmt: skip
     best = best_rows(evals)
     name = max(best, key=lambda n: (round(float(best[n]["miou"]), 6), float(best[n]["map"]), -list(best).index(n)))
     return name, float(best[name]["threshold"])

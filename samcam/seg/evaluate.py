@@ -149,9 +149,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, images_dir: str | os.Path
     except NonFiniteOutput as e:
         raise ValueError(f"{checkpoint}: {e}") from None
     s = ev.scores()
+    from samcam.outputs import fingerprint_files
+
     summary = {
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": checkpoint_sha256 or sha256_file(checkpoint), "labels_dir": meta["labels_dir"], "recipe": recipe.to_dict(),
         "step": meta["step"], "complete": meta["complete"], "n_images": len(ev.image_ids), "scales": list(scales),
+        "scored_on": fingerprint_files({i: Path(gt_dir) / f"{i}.png" for i in ev.image_ids}),  # the val images' ids and ground truth, by content
         "flip": flip, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), "miou": _finite_or_none(s.miou), "pixel_accuracy": _finite_or_none(s.pixel_accuracy),
         "iou": {name: _finite_or_none(v) for name, v in zip(VOC.class_names, s.iou)},  # None: a class absent from GT and predictions
     }  # fmt: skip

@@ -41,7 +41,7 @@ MAX_EPOCH_SECONDS = 3.2e7
 #: how far a record's ``eval.miou`` may lie from the mean of its per-class IoUs (float summation order)
 MIOU_SLACK = 1e-9
 #: what a run record keeps of the run's ``eval.json`` (paths and the recipe are kept elsewhere or not at all)
-EVAL_KEYS = ("step", "n_images", "scales", "flip", "seconds", "threads", "miou", "pixel_accuracy", "iou")
+EVAL_KEYS = ("step", "n_images", "scored_on", "scales", "flip", "seconds", "threads", "miou", "pixel_accuracy", "iou")
 
 
 def _number(v: Any, lo: float, hi: float | None, what: str, integer: bool = False) -> None:
@@ -91,6 +91,8 @@ def check_record(rec: Any) -> dict[str, Any]:
     if not isinstance(commits, list) or not all(c is None or isinstance(c, str) and re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", c) for c in commits):
         raise ValueError(f"history.commits is {str(commits)[:100]}, expected a list of the commits that trained the run")
     _number(ev.get("n_images"), 1, None, "eval.n_images", integer=True)
+    if "scored_on" in ev and not (isinstance(ev["scored_on"], str) and re.fullmatch(r"sha256:[0-9a-f]{64}", ev["scored_on"])):
+        raise ValueError(f"eval.scored_on is {str(ev['scored_on'])[:80]!r}, expected the fingerprint of the val images' ground truth (sha256:…)")
     for key in ("miou", "pixel_accuracy"):
         if ev.get(key) is not None:
             _number(ev[key], 0, 1, f"eval.{key}")
@@ -230,15 +232,26 @@ def _check_alike(r: dict, path: Path, row: str, first: list, of_row: dict) -> No
         return recipe, x["n_train"], ev["n_images"], ev.get("scales", [1.0]), ev.get("flip", False)
 
     if not first:
-        first.append((key(r), path))
+        first.append((key(r), path, r["eval"].get("scored_on")))
     elif key(r) != first[0][0]:
         what = ("recipe", "training set size", "evaluation images", "evaluation scales", "evaluation flip")
         differs = next(w for w, a, b in zip(what, key(r), first[0][0]) if a != b)
         raise ValueError(f"{path}: its {differs} differs from {first[0][1]}'s; a table compares runs that differ only in labels and seed")
+    else:
+        check_scored_alike(r["eval"].get("scored_on"), path, first[0][2], first[0][1], "a table compares runs on the same val images")
     labels = r.get("labels_fingerprint")
     if row in of_row and of_row[row][0] != labels:
         raise ValueError(f"{path}: trained on other labels than {of_row[row][1]} (fingerprint {str(labels)[:12]}…); one row, one label set")
     of_row.setdefault(row, (labels, path))
+
+
+def check_scored_alike(scored_on: str | None, where: object, first: str | None, first_where: object, why: str) -> None:
+    """Two scores compare only when made on the same images and ground truth: ``ValueError`` naming
+    ``where`` when both record what they were scored on (``scored_on``, a fingerprint of the ids'
+    ground truth) and it differs; a score that predates the fingerprint is compared by its count alone."""
+    if isinstance(scored_on, str) and isinstance(first, str) and scored_on != first:
+        raise ValueError(f"{where}: scored on other images or ground truth than {first_where} (scored_on {str(scored_on)[7:19]}… vs "
+                         f"{str(first)[7:19]}…); {why}")  # fmt: skip
 
 
 def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None, alike: bool = False) -> Any:
@@ -261,6 +274,7 @@ def collect(runs_dir: str | os.PathLike, rows: Sequence[str] | None = None, alik
             raise ValueError(f"{path}: named for seed {seed}, trained with seed {r['recipe'].get('seed', 0)}")
         ev, hist = r["eval"], r["history"]
         rec = {"row": row, "seed": seed, "miou": 100 * ev["miou"] if ev["miou"] is not None else float("nan"), "n_val": ev["n_images"],
+               "scored_on": ev.get("scored_on"),
                "s_per_epoch": float(np.mean(hist["epoch_seconds"])), "epochs": len(hist["epoch_seconds"]), "steps": r["step"],
                "peak_rss_mib": hist.get("peak_rss_mib", float("nan")), "threads": hist.get("threads"),
                "load_average": float(np.mean(hist.get("load_average", [np.nan]))),
@@ -366,6 +380,7 @@ def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, config
     for r in df.itertuples():  # recipes are ranked on one set of val images (how each was evaluated is the table's eval column)
         if r.n_val != first["n_val"]:
             raise ValueError(f"{r.run}: evaluated on {r.n_val} images, {first['run']} on {first['n_val']}; a search compares recipes on the same val images")
+        check_scored_alike(r.scored_on, r.run, first["scored_on"], first["run"], "a search compares recipes on the same val images")
     t = search_table(df)
     csv, md = SEARCH_FILES
     write_text(Path(out_dir) / csv, t.to_csv(index=False))
@@ -522,7 +537,7 @@ def write_table(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_d
     summ = summary(df)
     write_text(out / "table.md", table_markdown(summ, names))
     means = summ[["row", "mean", "spread"]].rename(columns={"mean": "miou_mean_over_seeds", "spread": "miou_spread_over_seeds"})
-    table = df.drop(columns=["run", "device", "threads", *[c for c in df.columns if c.startswith("recipe_")]]).merge(means, on="row")
+    table = df.drop(columns=["run", "device", "threads", "scored_on", *[c for c in df.columns if c.startswith("recipe_")]]).merge(means, on="row")
     table.insert(1, "labels", [names.get(r, r) for r in table["row"]])
     write_text(out / "table.csv", table.to_csv(index=False, float_format="%.4f"))
     if reference in set(df["row"]):
