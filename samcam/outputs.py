@@ -197,13 +197,18 @@ def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = 
     """What in an output ``folder`` samcam did not write, sorted: anything but its record files, its
     lock, temporaries of a killed run (:func:`is_temporary`) and output files ending in one of ``suffixes``
     (default :data:`OUTPUT_SUFFIXES`), plus folders when the step writes one per id (``id_folders``:
-    the official mask layout)."""
+    the official mask layout). A link is never an output, whatever its name (samcam writes regular
+    files and folders, and :func:`samcam.io.atomic_path` refuses to replace a link): it is listed as
+    ``<name> (a link)``."""
     suffixes = tuple(suffixes or OUTPUT_SUFFIXES)
     out = []
     for p in Path(folder).iterdir():
         if p.name in RECORD_FILES or p.name == LOCK_FILE or is_temporary(p.name):
             continue
-        if p.is_dir() and not p.is_symlink():
+        if p.is_symlink():
+            out.append(f"{p.name} (a link)")
+            continue
+        if p.is_dir():
             if not id_folders:
                 out.append(p.name + "/")
             continue
@@ -657,8 +662,11 @@ def is_complete(path: str | os.PathLike, gzip_limit: int | None = None) -> bool:
     """Whether an output file exists whole: a PNG that passes its checksums, a ``.gz`` that its
     reader takes (:func:`samcam.io.read_gzip`: the stream to its end, nothing after it, inflating to
     at most ``gzip_limit`` bytes, the kind of file's own limit), an ``.npy`` whose data are all
-    there, any other file non-empty. A truncated or empty file counts as not done."""
+    there, any other file non-empty. A truncated or empty file counts as not done, and so does a link
+    (to whatever it points: samcam's outputs are regular files, :func:`foreign_entries`)."""
     path = Path(path)
+    if path.is_symlink():
+        return False
     try:
         if path.stat().st_size == 0:
             return False

@@ -847,6 +847,22 @@ def test_no_step_writes_into_a_folder_holding_files_it_did_not_write(tmp_path, c
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted({foreign, *(["mylabels"] if "/" in foreign else [])})
 
 
+def test_a_link_in_an_output_folder_is_no_finished_output(tmp_path, capsys):
+    """Audit 11, F11: an output replaced by a link to a user's file (here the CAM's own input, a
+    label elsewhere) counted as done ("1 already there"); it is refused by name, before any work,
+    and the link is left as it was."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    out = tmp_path / "out"
+    assert cli.main(["cam2label", "--cams", str(tmp_path / "cams"), "--out", str(out), "--threshold", "0.2"]) == 0
+    _labels(tmp_path / "theirs", ["a"], value=15, shape=(4, 4))
+    (out / "a.png").unlink()
+    (out / "a.png").symlink_to(tmp_path / "theirs" / "a.png")
+    before = sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    fails(["cam2label", "--cams", tmp_path / "cams", "--out", out, "--threshold", "0.2"], capsys, str(out), "a.png (a link)")
+    assert sorted(p.name for p in out.iterdir()) == before and os.readlink(out / "a.png") == str(tmp_path / "theirs" / "a.png")
+
+
 def test_the_input_parent_and_a_folder_of_foreign_masks_are_not_adopted(tmp_path, capsys):
     _cams(tmp_path / "parent" / "cams", [3], np.ones((1, 4, 4)))
     fails(["cam2label", "--cams", tmp_path / "parent" / "cams", "--out", tmp_path / "parent", "--threshold", "0.2"], capsys, "cams/")

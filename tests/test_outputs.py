@@ -212,6 +212,22 @@ def test_pending_lists_the_ids_without_a_whole_output_in_order(tmp_path):
     assert outputs.pending(["a", "e"], tmp_path, suffix=".npy") == ["e"]
 
 
+def test_a_link_named_like_an_output_is_never_done_and_is_foreign(tmp_path):
+    """Audit 11, F11: a link ``<id>.png`` to a whole PNG (a user's ground truth, say) counted as a
+    finished output, so a resume skipped it and the folder "held" the user's file."""
+    out, theirs = tmp_path / "out", _png(tmp_path / "gt.png")
+    out.mkdir()
+    _png(out / "a.png")
+    (out / "b.png").symlink_to(theirs)
+    (out / "c").symlink_to(tmp_path)  # a link to a folder, where a step writes one folder per id
+    assert is_complete(theirs) and not is_complete(out / "b.png")
+    assert outputs.pending(["a", "b"], out) == ["b"]
+    assert outputs.foreign_entries(out) == ["b.png (a link)", "c (a link)"]
+    assert outputs.foreign_entries(out, id_folders=True) == ["b.png (a link)", "c (a link)"]
+    with pytest.raises(ValueError, match=r"holds files samcam did not write \(b\.png \(a link\), c \(a link\)\)"):
+        outputs.refuse_foreign(out)
+
+
 def test_pending_refuses_an_id_that_is_not_a_name_naming_the_folder(tmp_path):
     out = tmp_path / "masks"
     with pytest.raises(ValueError, match=rf"^the ids given for {out}: id '\.\./x' is not a name") as e:
