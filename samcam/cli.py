@@ -70,7 +70,7 @@ SEED = _number(int, 0, 2**32 - 1)
 def DEVICE(text: str) -> str:
     """An argparse type for ``--device``: one device of this machine (``cpu``, ``mps``, ``cuda[:N]``),
     checked as ``--devices`` entries are (:func:`samcam.pipeline.workers.parse_devices`), before any
-    output is made; torch is imported only for a CUDA name."""
+    output is made; torch is imported only for a CUDA or MPS name."""
     from samcam.pipeline.workers import parse_devices
 
     try:

@@ -1271,6 +1271,28 @@ def test_a_bad_device_is_named_before_any_output_is_made(tmp_path, capsys, args)
     fails([a.format(t=tmp_path) for a in args], capsys, "--device")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
+
+@pytest.mark.parametrize("args", [
+    ["train-seg", "--images", "{t}/img", "--labels", "{t}/lab", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--device", "mps", "--max-steps", "1"],
+    ["masks", "--images", "{t}/img", "--out", "{t}/m", "--device", "mps"],
+    ["masks", "--images", "{t}/img", "--out", "{t}/m", "--devices", "cpu,mps"],
+    ["cam", "--images", "{t}/img", "--out", "{t}/c", "--checkpoint", "{t}/c.pt", "--device", "mps"],
+])
+def test_a_device_this_machine_lacks_is_named_before_any_output_is_made(tmp_path, capsys, args):
+    """Audit 11, F12: ``--device mps`` passed the parser where PyTorch has no MPS, and failed in
+    PyTorch's words after the output folder, its lock (and the mask record) were made."""
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    _labels(tmp_path / "img", ["a"])
+    _labels(tmp_path / "lab", ["a"])
+    (tmp_path / "ids.txt").write_text("a\n")
+    (tmp_path / "c.pt").write_bytes(b"a checkpoint the device check comes before")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    fails([a.format(t=tmp_path) for a in args], capsys, "--device", "mps asked for, but no MPS device is available here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
 @pytest.mark.parametrize("args,needle", [
     (["refine", "--pseudo", "{t}", "--out", "{t}/r", "--ids", "{t}/ids.txt", "--model", "vit_x"], "--model"),
     (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", "{t}/s", "--batch-size", "1"], "--batch-size"),

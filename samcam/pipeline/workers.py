@@ -168,7 +168,8 @@ _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 def parse_devices(text: str | None, option: str = "--devices", threads: int | None = None) -> list[str] | None:
     """``"cuda:0,cuda:1"`` → ``["cuda:0", "cuda:1"]`` (``None`` for ``None``); ``ValueError`` naming
-    ``option``, a malformed entry, a GPU this machine does not have, or more processes than
+    ``option``, a malformed entry, a GPU this machine does not have (``mps`` where PyTorch has no MPS
+    device: the one check of every device named, before any output is made), or more processes than
     :data:`MAX_WORKERS_PER_CORE` × the cores (or the GPUs named), or, with ``threads`` (``--threads``,
     per process), more CPU threads in all than :data:`MAX_WORKERS_PER_CORE` × the cores. A device may
     repeat (two processes share it)."""
@@ -185,6 +186,12 @@ def parse_devices(text: str | None, option: str = "--devices", threads: int | No
         count = torch.cuda.device_count()
         if max(gpus) >= count:
             raise ValueError(f"{option} {text}: cuda:{max(gpus)} asked for, but this machine has {count} GPU{'s' * (count != 1)}")
+    if "mps" in devices:
+        import torch
+
+        if not torch.backends.mps.is_available():
+            why = "this PyTorch is built without it" if not torch.backends.mps.is_built() else "this machine has no Apple GPU"
+            raise ValueError(f"{option} {text}: mps asked for, but no MPS device is available here ({why}); use cpu or cuda")
     bound = MAX_WORKERS_PER_CORE * max(available_cores(), len(set(gpus)))
     if len(devices) > bound:
         raise ValueError(f"{option}: {len(devices)} processes asked for, at most {bound} ({MAX_WORKERS_PER_CORE} × the "
