@@ -51,9 +51,11 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     if target.is_symlink() or (target.exists() and not target.is_file()):
         raise ValueError(f"{target}: exists and is {'a link' if target.is_symlink() else 'not a regular file'}; an output replaces only a file samcam wrote, choose another path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}{TMP_MARK}", suffix=suffix or target.suffix + ".tmp"
-    )
+    prefix, end = _temporary_affixes(target, suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=end)
+    except OSError as e:  # the output is named, not the hidden temporary that could not be made
+        raise OSError(e.errno, f"{target}: cannot be written ({e.strerror or e})") from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -69,6 +71,36 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _temporary_affixes(target: Path, suffix: str | None) -> tuple[str, str]:
+    """What the name of :func:`atomic_path`'s temporary for ``target`` starts and ends with (between
+    them, ``tempfile.mkstemp``'s 8 random characters): :data:`TEMPORARY`."""
+    return f".{target.name}{TMP_MARK}", suffix or target.suffix + ".tmp"
+
+
+def check_writable(target: str | os.PathLike, suffix: str | None = None) -> None:
+    """``ValueError`` naming ``target``, said before any work, where :func:`atomic_path` could not write
+    it: its folder (or, where folders are still to be made, the nearest one that exists) is on a
+    read-only file system or not writable by this user, or its name is too long for that file system
+    once it is the temporary's (``.<name>.samcam-<8 random><suffix>``, longer than the name)."""
+    target = Path(target)
+    full = Path(os.path.abspath(target))
+    base = full.parent
+    while not base.is_dir() and base != base.parent:
+        base = base.parent
+    prefix, end = _temporary_affixes(full, suffix)
+    try:
+        limit = os.pathconf(base, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or the file system does not say
+        limit = 255
+    n, extra = len(os.fsencode(full.name)), len(os.fsencode(prefix + end)) + 8 - len(os.fsencode(full.name))
+    if n + extra > limit:
+        raise ValueError(f"output {target}: its name is {n} bytes, too long to write there: samcam writes it through a temporary file "
+                         f"whose name is {extra} bytes longer, and {base} allows at most {limit}; give a name of at most {limit - extra} bytes")  # fmt: skip
+    if not os.access(base, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and bool(os.statvfs(base).f_flag & getattr(os, "ST_RDONLY", 1))
+        raise ValueError(f"output {target}: cannot be written: {base} is {'on a read-only file system' if read_only else 'not writable by this user'}")
 
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import REPO, check_ids, check_input, data_root, json_loads, read_input, sha256_file, write_text
+from samcam.io import REPO, check_ids, check_input, check_writable, data_root, json_loads, read_input, sha256_file, write_text
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike 
     """:func:`check_output` for an output that is one file (a record, a table), which is refused as well,
     before any work, where its path names a folder (it ends with a separator) or where something other
     than a regular file stands (a folder, a link, a pipe: what :func:`samcam.io.atomic_path` would refuse
-    only when the work is done). ``None``: no such output.
+    only when the work is done), or where it could not be written (:func:`samcam.io.check_writable`: a
+    read-only folder, a name too long for its temporary). ``None``: no such output.
 
     ``table``: the output is a CSV table whose header starts with these columns (enough of them to tell
     it from every other table samcam writes). Its path ends with ``.csv``, and a file already there is
@@ -108,6 +109,7 @@ def check_file_output(out: str | os.PathLike | None, *inputs: str | os.PathLike 
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ValueError(f"output {text}: exists and is {'a link' if path.is_symlink() else 'not a regular file'}; give a file's path")
     check_output(path, *inputs)
+    check_writable(path)
     _check_table(text, table)
 
 

@@ -1543,6 +1543,69 @@ def test_a_table_output_naming_a_folder_is_refused_before_the_work(tmp_path, cap
     assert not (tmp_path / "new").exists() and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["eval", "--pred", "{t}/lab", "--gt", "{t}/gt", "--csv", "{t}/{long}.csv"],
+    ["eval", "--pred", "{t}/lab", "--gt", "{t}/gt", "--per-image-csv", "{t}/new/{long}.csv"],
+    ["cam2label", "--cams", "{t}/cams", "--out", "{t}/o", "--threshold", "0.2", "--sweep-gt", "{t}/lab", "--sweep-csv", "{t}/{long}.csv"],
+    ["train-classifier", "--voc", "{t}/voc", "--ids", "{t}/ids.txt", "--out", "{t}/{long}.pt"],
+])  # fmt: skip
+def test_an_output_whose_temporary_name_is_too_long_is_refused_before_the_work(tmp_path, capsys, command):
+    """Audit 11, F14: a 244-byte table name is a valid file name, but samcam writes through a hidden
+    temporary 25 bytes longer: the table was printed, then ``[Errno 36] File name too long`` named the
+    temporary. Now the output is named, with the longest name that fits, before any work."""
+    _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
+    _labels(tmp_path / "lab", ["a"], 3, (4, 4))
+    _labels(tmp_path / "gt", ["a"], 3, (4, 4))
+    (tmp_path / "ids.txt").write_text("a\n")
+    long = "z" * 240
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / f"{long}.csv").touch()  # the name itself fits the file system ...
+    with pytest.raises(OSError, match="too long"):  # ... its temporary's does not
+        (probe / f".{long}.csv.samcam-abcdefgh.csv.tmp").touch()
+    probe.joinpath(f"{long}.csv").unlink()
+    probe.rmdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [c.replace("{t}", str(tmp_path)).replace("{long}", long) for c in command]
+    fails(args, capsys, f"output {args[-1]}: its name is {len(args[-1].rsplit('/', 1)[1])} bytes, too long to write there", "give a name of at most")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys):
+    """Audit 11, F14: a table into a folder this user cannot write (the audit's was a read-only mount)
+    was found only after the scores were printed, in words naming a hidden temporary."""
+    _labels(tmp_path / "lab", ["a"], 3, (4, 4))
+    _labels(tmp_path / "gt", ["a"], 3, (4, 4))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("this user writes into a folder of mode 555 (root)")
+        for out in (ro / "t.csv", ro / "sub" / "t.csv"):
+            fails(["eval", "--pred", tmp_path / "lab", "--gt", tmp_path / "gt", "--csv", out], capsys, f"output {out}: cannot be written: {ro} is not writable")
+            assert capsys.readouterr().out == ""  # no table printed: refused before the work
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_temporary_that_cannot_be_made_names_the_output(tmp_path, monkeypatch):
+    """An output folder that turns read-only after the checks: the error names the output, not
+    ``.t.csv.samcam-<random>.csv.tmp`` (audit 11, F14)."""
+    import errno
+
+    import samcam.io
+
+    def read_only(dir, prefix, suffix):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, f"{prefix}abcdefgh{suffix}"))
+
+    monkeypatch.setattr(samcam.io.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as e:
+        samcam.io.write_text(tmp_path / "t.csv", "x\n")
+    assert str(e.value) == f"[Errno {errno.EROFS}] {tmp_path / 't.csv'}: cannot be written (Read-only file system)"
+
+
 def test_ground_truth_for_the_walk_is_checked_as_every_ground_truth(tmp_path, capsys):
     _cams(tmp_path / "cams", [3], np.ones((1, 4, 4)))
     _labels(tmp_path / "gt", ["a"], 100, (4, 4))
