@@ -230,6 +230,8 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         raise ValueError(f"{path}: expected a mapping with a 'steps' list")
     if unknown := sorted(map(str, set(doc) - {"steps"})):
         raise ValueError(f"{path}: unknown top-level keys {', '.join(unknown)} (a config holds 'steps')")
+    if not doc["steps"]:  # a run of nothing would look like one of current steps
+        raise ValueError(f"{path}: its steps list is empty; list the steps to run")
     env = {"SAMCAM_DATA": os.path.abspath(data_root()), "REPO": str(REPO)}  # a relative SAMCAM_DATA: from where samcam runs
     env.update({k: v for k, v in os.environ.items() if k.startswith("SAMCAM_") and k not in env})
     steps: list[Step] = []
@@ -241,6 +243,7 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
         unknown = sorted(set(s) - {"name", "notebook", "command", "script", "parameters", "inputs", "outputs", "scratch", "long"})
         if unknown:
             raise ValueError(f"{path}: step {i} ({s['name']}) has unknown keys {', '.join(map(str, unknown))}")
+        _refuse_bare_variables(s, f"{path}: step {i} ({s['name']})")
         s = _expand(s, env)
         check_id(s["name"], f"{path}: step {i} name")  # the executed notebook is runs/<name>.ipynb
         for key, kind in (("notebook", str), ("command", list), ("script", list), ("parameters", dict), ("inputs", list), ("outputs", list),
@@ -292,6 +295,22 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG) -> list[Step]:
             _check_paths_declared(argv, step.inputs, step.outputs + step.scratch, wheres[step.name],
                                   "command" if step.command else "script", written=set(owner))  # fmt: skip
     return steps
+
+
+#: ``$NAME`` without braces, which a config does not expand (only ``${NAME}``)
+_BARE_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+#: the keys of a step that hold paths and commands, where ``${NAME}`` is expanded
+_PATH_KEYS = ("name", "notebook", "command", "script", "inputs", "outputs", "scratch")
+
+
+def _refuse_bare_variables(step: dict, where: str) -> None:
+    """A step's paths and commands (:data:`_PATH_KEYS`) write a variable as ``${NAME}``: a ``$NAME``
+    without braces was taken as a literal relative path (``$SAMCAM_DATA/x``, a missing input)."""
+    for key in _PATH_KEYS:
+        for v in _strings(step.get(key)):
+            if m := _BARE_VARIABLE.search(v):
+                raise ValueError(f"{where} {key} {v!r} holds ${m[1]} without braces, which is not expanded; write ${{{m[1]}}}")
 
 
 def _strings(value: Any) -> list[str]:

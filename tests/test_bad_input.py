@@ -2272,7 +2272,8 @@ def test_a_reproduce_config_is_a_mapping_of_steps_and_notebook_parameters_are_th
         with pytest.raises(ValueError, match=re.escape(message)):
             reproduce.load_config(tmp_path / f"{name}.yml")
     (tmp_path / "empty.yml").write_text("steps: []\n")
-    assert reproduce.load_config(tmp_path / "empty.yml") == []
+    with pytest.raises(ValueError, match="its steps list is empty"):  # nothing to run is said (audit 11, F17)
+        reproduce.load_config(tmp_path / "empty.yml")
     fails(["reproduce", "--config", reproduce.NOTEBOOKS / "demo.ipynb", "--list"], capsys, "demo.ipynb", "'steps' list")
 
 

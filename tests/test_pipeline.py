@@ -354,6 +354,41 @@ def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
         load_config(cfg)
 
 
+@pytest.mark.parametrize("key, step", [
+    ("inputs", "{name: x, command: [eval, --pred, data/p, --gt, data/g, --csv, results/x.csv], inputs: [data/p, $SAMCAM_DATA/g], outputs: [results/x.csv]}"),
+    ("command", "{name: x, command: [eval, --pred, data/p, --gt, $SAMCAM_DATA/g, --csv, results/x.csv], inputs: [data/p], outputs: [results/x.csv]}"),
+    ("outputs", "{name: x, command: [eval, --pred, data/p, --gt, data/g, --csv, results/x.csv], inputs: [data/p, data/g], outputs: [$SAMCAM_DATA/x.csv]}"),
+    ("scratch", "{name: x, notebook: demo.ipynb, scratch: [work/$SAMCAM_DATA]}"),
+], ids=["inputs", "command", "outputs", "scratch"])
+def test_a_variable_without_braces_is_refused_naming_it(tmp_path, key, step):
+    """Audit 11, F17: ``$SAMCAM_DATA/g`` (no braces) is not expanded, and was taken as a relative path
+    (planned as a missing input) where ``${NOPE}`` is refused by name."""
+    from samcam.reproduce import load_config
+
+    cfg = tmp_path / "r.yml"
+    cfg.write_text(f"steps:\n  - {step}\n")
+    with pytest.raises(ValueError, match=re.escape(f"{cfg}: step 0 (x) {key} ") + ".*" + re.escape("holds $SAMCAM_DATA without braces, which is not expanded; "
+                                                                                                   "write ${SAMCAM_DATA}")):  # fmt: skip
+        load_config(cfg)
+    cfg.write_text(f"steps:\n  - {step.replace('$SAMCAM_DATA', '${SAMCAM_DATA}')}\n")  # with braces: past this check
+    try:
+        load_config(cfg)
+    except ValueError as e:
+        assert "without braces" not in str(e)
+
+
+def test_a_config_without_steps_is_refused_naming_it(tmp_path, capsys):
+    """Audit 11, F17: ``steps: []`` planned and ran nothing, silently, with exit 0."""
+    from samcam import cli
+
+    cfg = tmp_path / "r.yml"
+    cfg.write_text("steps: []\n")
+    for extra in (["--list"], []):
+        assert cli.main(["reproduce", "--config", str(cfg), *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.strip() == f"samcam reproduce: error: {cfg}: its steps list is empty; list the steps to run"
+
+
 @pytest.mark.parametrize("read", ["made.csv", "made", "made/part.png"])
 def test_a_step_reading_what_another_step_writes_must_declare_it_even_before_it_exists(tmp_path, read):
     # a bare name at the checkout's root is no path by its look, and before the first run nothing is there:

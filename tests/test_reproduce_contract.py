@@ -129,7 +129,8 @@ def test_load_config_fills_defaults_and_expands_only_samcam_variables(checkout, 
         Step("a", "t.ipynb", {}, [], [], None, None),
         Step("b", "t.ipynb", {}, [f"{checkout}/in", f"{tmp_path}/data/voc", "/srv/extra/x", "${OTHER_VAR}/y"], ["o"], None, "an hour"),
     ]
-    assert load_config(_config(tmp_path, "steps: []\n")) == []
+    with pytest.raises(ValueError, match="its steps list is empty"):  # a config of nothing is said to be one (audit 11, F17)
+        load_config(_config(tmp_path, "steps: []\n"))
     for text in ("other: 1\n", "step: []\n"):  # no steps key (a misspelt one): not read as a config of nothing
         with pytest.raises(ValueError, match="expected a mapping with a 'steps' list"):
             load_config(_config(tmp_path, text))
