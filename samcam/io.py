@@ -741,10 +741,14 @@ def refuse_suffix_variants(folder: Path, suffix: str, what: str, ids: list[str] 
 def folder_ids(folder: str | os.PathLike, suffix: str, what: str, ids: list[str] | None = None) -> list[str]:
     """``ids``, each checked to have ``folder/<id><suffix>``, or the ids of every such file of ``folder``
     (sorted); ``FileNotFoundError`` naming the folder when it is missing or holds none, or listing the
-    files missing. ``what`` names the files (``"CAM"``, ``"prediction"``, ...)."""
+    files missing; ``ValueError`` where a samcam step is still writing it or left it unfinished
+    (:func:`samcam.outputs.check_finished`). ``what`` names the files (``"CAM"``, ``"prediction"``, ...)."""
+    from samcam.outputs import check_finished
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
+    check_finished(folder)
     refuse_suffix_variants(folder, suffix, what, ids)
     if ids is None:
         # hidden files are no inputs (samcam's own temporaries among them): never listed, never fingerprinted

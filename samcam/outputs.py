@@ -442,6 +442,72 @@ def lock_output(out: str | os.PathLike) -> Iterator[Path]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _lock_held(path: Path) -> bool:
+    """Whether another process holds the lock file ``path`` (:func:`lock_output`): a shared lock tried
+    without waiting, and let go at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return False
+    try:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def _writing_mark(path: Path) -> dict | None:
+    """The mark :func:`claim_output` leaves in a folder's lock file while its step writes (``{"writing":
+    step, "pid": ..., "since": ...}``), which only a normal end of the step clears; ``None`` for an
+    empty lock file (a finished run, or one of a samcam that left no mark) or anything else."""
+    try:
+        mark = json.loads(path.read_bytes()[:4096] or b"null")
+    except (OSError, ValueError):
+        return None
+    return mark if isinstance(mark, dict) and isinstance(mark.get("writing"), str) else None
+
+
+def _set_writing_mark(out: Path, step: str | None) -> None:
+    """Write (``step``) or clear (``None``) :func:`_writing_mark` in ``out``'s lock file, in place: the
+    file is the one this process holds locked (replacing it would let another process lock a new one)."""
+    import datetime
+
+    data = b"" if step is None else (json.dumps({"writing": step, "pid": os.getpid(),
+                                                 "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}) + "\n").encode()  # fmt: skip
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+def check_finished(folder: str | os.PathLike) -> None:
+    """``ValueError`` naming ``folder`` where a samcam step is writing it now (its lock held by a
+    running process: :func:`lock_output`) or a run left it unfinished (killed, or stopped by an error:
+    :func:`claim_output`'s mark still in its lock file); a reader of a folder another step writes
+    (:func:`samcam.io.folder_ids`, :func:`claim_output`'s inputs) would see only part of its outputs.
+    A folder without a lock file (not written by samcam) passes."""
+    path = Path(folder) / LOCK_FILE
+    if not path.is_file():
+        return
+    mark = _writing_mark(path)
+    if _lock_held(path):
+        step = f"samcam {mark['writing']}" if mark else "a samcam step"
+        raise ValueError(f"{folder}: {step} is writing this folder now (a running process holds its {LOCK_FILE}); "
+                         "wait for it to end, then read it")  # fmt: skip
+    if mark:
+        step, since = mark["writing"], f" (started {mark['since']})" if isinstance(mark.get("since"), str) else ""
+        raise ValueError(f"{folder}: unfinished: the samcam {step} run writing it{since} stopped before its end, killed or failed; "
+                         f"finish it (rerun samcam {step} into this folder: it resumes) or rerun that step into a new folder")  # fmt: skip
+
+
 #: what a record compares with a rerun's: a rerun that differs in any is refused (paths are not
 #: compared: a moved checkout or a copied input with the same content is the same input)
 COMPARED = ("step", "fingerprints", "parameters", "samcam_version")
@@ -470,12 +536,20 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     ``notes`` are stored, not compared (what changes an output is a parameter; a parameter an earlier
     record holds as a note is compared as one); a resume adds a note it is given to the record's, and
     refuses one that says otherwise than the record (its outputs were made under the recorded one).
-    Temporary files left by a killed run are removed. ``out`` may not be or lie in an input.
+    Temporary files left by a killed run are removed. ``out`` may not be or lie in an input, nor
+    an input be a folder another step is writing or left unfinished (:func:`check_finished`).
+
+    While the step writes, the lock file holds a mark naming it (:func:`_writing_mark`), cleared when
+    the ``with`` block ends normally: a folder whose run was killed or failed part-way keeps it, and a
+    reader refuses the folder (:func:`check_finished`) until a rerun into it ends.
     """
     from samcam import __version__
 
     out = Path(out)
     check_folder_output(out, *inputs.values())
+    for v in inputs.values():
+        if v is not None and os.path.isdir(v):
+            check_finished(v)
     if out.is_dir():  # before the lock file is made: nothing is written into a folder that is not samcam's
         refuse_foreign(out)
         _refuse_unrecorded(out)
@@ -522,6 +596,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         else:
             write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
         clean_temporaries(out)
+        _set_writing_mark(out, step)  # kept by an exception or a killed process: the folder is unfinished
         yield out
         moved = [k for k, v in inputs.items() if stat_signature(v) != stats[k] and fingerprint(v) != record["fingerprints"][k]]
         if moved:  # the record fingerprints what the inputs were when the run began (a file only touched, or
@@ -529,6 +604,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
             what = ", ".join(f"{k} ({inputs[k]})" for k in moved)
             raise ValueError(f"{out}: the input {what} changed while this run read it, so its outputs may mix both versions; "
                              "remove the folder and rerun")  # fmt: skip
+        _set_writing_mark(out, None)
 
 
 def git_commit(path: str | os.PathLike = ".") -> str | None:

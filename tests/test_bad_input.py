@@ -863,6 +863,38 @@ def test_a_link_in_an_output_folder_is_no_finished_output(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == before and os.readlink(out / "a.png") == str(tmp_path / "theirs" / "a.png")
 
 
+def _write_and_wait(out: str, ready) -> None:
+    """A step writing ``out``: one label made, then it waits (to be killed)."""
+    from samcam.outputs import claim_output
+
+    with claim_output(out, "merge", {}, {}):
+        _labels(Path(out), ["a"])
+        ready.set()
+        time.sleep(60)
+
+
+def test_eval_refuses_a_folder_a_step_is_writing_or_left_unfinished(scored, capsys):
+    """Audit 11, F6: eval scored the 237 labels a running merge had written so far, and the 221 a
+    killed one left, with exit 0 ("evaluated 237 images (every prediction in ...)")."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    ready, out = ctx.Event(), scored / "merged"
+    child = ctx.Process(target=_write_and_wait, args=(str(out), ready))
+    child.start()
+    try:
+        assert ready.wait(30)
+        for ids in ([], ["--ids", scored / "ids1.txt"]):
+            (scored / "ids1.txt").write_text("a\n")
+            fails(["eval", "--pred", out, "--gt", scored / "gt", *ids], capsys, f"{out}: samcam merge is writing this folder now", "wait for it to end")
+    finally:
+        child.kill()
+        child.join(30)
+    fails(["eval", "--pred", out, "--gt", scored / "gt"], capsys, f"{out}: unfinished: the samcam merge run writing it",
+          "finish it (rerun samcam merge into this folder: it resumes) or rerun that step into a new folder")
+    assert capsys.readouterr().out == ""  # nothing scored
+
+
 def test_the_input_parent_and_a_folder_of_foreign_masks_are_not_adopted(tmp_path, capsys):
     _cams(tmp_path / "parent" / "cams", [3], np.ones((1, 4, 4)))
     fails(["cam2label", "--cams", tmp_path / "parent" / "cams", "--out", tmp_path / "parent", "--threshold", "0.2"], capsys, "cams/")

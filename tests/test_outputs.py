@@ -228,6 +228,50 @@ def test_a_link_named_like_an_output_is_never_done_and_is_foreign(tmp_path):
         outputs.refuse_foreign(out)
 
 
+def test_a_folder_is_unfinished_while_its_step_writes_and_after_it_stops_part_way(tmp_path):
+    """Audit 11, F6: a reader of an output folder took whatever a step had written so far. The lock
+    file holds the writing step's mark from the moment it writes until its block ends normally."""
+    out = tmp_path / "out"
+    with outputs.claim_output(out, "merge", {}, {"rule": "first"}):
+        _png(out / "a.png")
+        with pytest.raises(ValueError, match=rf"^{out}: samcam merge is writing this folder now \(a running process holds its \.samcam\.lock\)"):
+            outputs.check_finished(out)  # (a lock held through another open file, here by this process)
+    outputs.check_finished(out)  # ended: finished
+    with pytest.raises(RuntimeError, match="stopped"):
+        with outputs.claim_output(out, "merge", {}, {"rule": "first"}):
+            _png(out / "b.png")
+            raise RuntimeError("stopped")  # an error part-way, as a killed process: the block never ends normally
+    with pytest.raises(ValueError, match=rf"^{out}: unfinished: the samcam merge run writing it \(started [0-9T:+-]+\) stopped before its end.*"
+                                         "rerun samcam merge into this folder"):  # fmt: skip
+        outputs.check_finished(out)
+    with pytest.raises(ValueError, match="other settings"):  # a refused rerun changes nothing: still unfinished
+        outputs.claim_output(out, "merge", {}, {"rule": "second"}).__enter__()
+    with pytest.raises(ValueError, match="unfinished"):
+        outputs.check_finished(out)
+    with outputs.claim_output(out, "merge", {}, {"rule": "first"}):  # the rerun that finishes it
+        pass
+    outputs.check_finished(out)
+    assert (out / outputs.LOCK_FILE).read_bytes() == b""
+    other = tmp_path / "done"  # a finished folder that a refused rerun did not touch stays finished
+    with outputs.claim_output(other, "merge", {}, {"rule": "first"}):
+        _png(other / "a.png")
+    with pytest.raises(ValueError, match="other settings"):
+        outputs.claim_output(other, "merge", {}, {"rule": "second"}).__enter__()
+    outputs.check_finished(other)
+    outputs.check_finished(tmp_path)  # no lock file: not samcam's, nothing to say
+
+
+def test_a_step_refuses_an_unfinished_input_folder_before_making_its_output(tmp_path):
+    cams = tmp_path / "cams"
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.claim_output(cams, "cam", {}, {}):
+            (cams / "a.npy").write_bytes(b"x")
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError, match=rf"^{cams}: unfinished: the samcam cam run"):
+        outputs.claim_output(tmp_path / "labels", "cam2label", {"cams": cams}, {}).__enter__()
+    assert not (tmp_path / "labels").exists()
+
+
 def test_pending_refuses_an_id_that_is_not_a_name_naming_the_folder(tmp_path):
     out = tmp_path / "masks"
     with pytest.raises(ValueError, match=rf"^the ids given for {out}: id '\.\./x' is not a name") as e:
