@@ -689,7 +689,7 @@ def _refine(p: argparse.ArgumentParser):
 
     p.add_argument("--mode", default="prompted", choices=["prompted", "everything"],
                    help="prompted: SAM prompted by each label's own regions (default); everything: SAM's masks + the paper's rule")
-    p.add_argument("--pseudo", required=True, help="folder of pseudo labels (<id>.png, or a method's format with --format)")
+    p.add_argument("--pseudo", required=True, help="folder of pseudo labels (<id>.png; a method's own format: samcam labels first)")
     p.add_argument("--out", required=True, help="output folder (ids already there are skipped)")
     ids_option(p, "the labels to process")
     p.add_argument("--images", help="image folder (prompted mode)")
@@ -974,6 +974,15 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         self.given = set()
         return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with arguments no option takes refused by the subcommand that was given them
+        (``samcam refine: error: unrecognized arguments: --format``), not by ``samcam`` itself."""
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            subs = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            subs.get(getattr(ns, "command", None), self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -568,6 +568,28 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22, what: str | None 
     return h.hexdigest()
 
 
+def _is_text(head: bytes) -> bool:
+    """Whether a file beginning with ``head`` is text: UTF-8 (a character cut at the end of ``head``
+    allowed) without control characters but white space; never a zip archive or a pickle."""
+    import codecs
+
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\n\r\f" for c in text)
+
+
+def _first_sentence(text: str, limit: int = 300) -> str:
+    """The first sentence of ``text``'s first line, whole (its final period left out), or, past
+    ``limit`` characters, cut at a word with an ellipsis: a library's message is never cut mid-word."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0].rstrip(".")
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0] + " …"
+    return first
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A PyTorch checkpoint read with ``weights_only`` (no code runs); ``ValueError`` naming the file
     when it is missing, truncated, not a checkpoint or not a dict."""
@@ -576,12 +598,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = check_input(path, "checkpoint")
     import warnings
 
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head or _is_text(head):  # torch's own words for these are a bare EOFError or KeyError ('101' for "hello")
+        why = "an empty file" if not head else "it holds text; a checkpoint is what torch.save writes"
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({why})")
     try:
         with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it: one line, the refusal
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        why = _first_sentence(str(e)) or type(e).__name__
         if why.startswith("Weights only load failed"):  # torch's advice (weights_only=False) would run the file's code
             why = "it holds objects other than tensors and plain values; samcam never runs code from a checkpoint"
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({why})") from None

@@ -2506,6 +2506,42 @@ def test_a_plain_pickle_checkpoint_is_refused_in_one_line_without_torchs_advice(
                    "and plain values; samcam never runs code from a checkpoint)\n")
 
 
+@pytest.mark.parametrize("kind", ["truncated", "text", "empty"])
+def test_a_checkpoint_cut_short_or_of_text_is_named_in_whole_words(tmp_path, capsys, kind):
+    """torch's reason for a truncated checkpoint was cut at 200 characters, mid-sentence ('... your
+    checkpoint file is)'); a text file was said to hold 'objects other than tensors' (train-classifier)
+    or '(101)' (eval-seg), an empty one '(EOFError)' (audit 11, F13, F15)."""
+    import torch
+
+    ck = tmp_path / "c.pt"
+    if kind == "truncated":
+        torch.save({"w": torch.zeros(1000)}, ck)
+        ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
+        with pytest.raises(Exception) as e:
+            torch.load(ck, weights_only=True)
+        why = str(e.value).splitlines()[0].split(". ")[0]  # torch's first sentence, whole
+        assert len(why) > 20
+    else:
+        ck.write_text("my notes on the run\n" if kind == "text" else "")
+        why = "it holds text" if kind == "text" else "an empty file"
+    for d in ("img", "gt"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "ids.txt").write_text("a\n")
+    err = fails(["eval-seg", "--checkpoint", ck, "--images", tmp_path / "img", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"], capsys)
+    assert err.startswith(f"samcam eval-seg: error: {ck}: not a readable PyTorch checkpoint ({why}")
+    if kind == "truncated":
+        assert err.endswith(f"({why})")
+
+
+def test_an_argument_no_option_takes_is_refused_by_its_command(tmp_path, capsys):
+    """``samcam refine ... --format irn_npy`` was refused as ``samcam: error: unrecognized arguments``,
+    by the top-level parser, not by the command that was given them (audit 11, F15)."""
+    err = fails(["refine", "--mode", "everything", "--pseudo", tmp_path, "--masks", tmp_path, "--out", tmp_path / "o",
+                 "--ids", tmp_path / "ids.txt", "--format", "irn_npy"], capsys)  # fmt: skip
+    assert err == "samcam refine: error: unrecognized arguments: --format irn_npy (see --help)"
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("kind", ["absent", "folder"])
 def test_eval_seg_names_a_checkpoint_that_is_no_file(tmp_path, capsys, kind):
     """eval-seg hashes its checkpoint before it evaluates (the summary's target is checked first):

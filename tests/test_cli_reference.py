@@ -77,3 +77,23 @@ def test_ranges_and_choices_in_the_reference_are_the_parsers():
 def test_the_script_checks_and_writes_atomically(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "cli_reference.py"), "--check"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and "current" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_help_text_names_only_options_that_exist():
+    """Every ``--option`` a help text names is an option of its command, or of the samcam command
+    named just before it (``cam-eval --csv``): refine's --pseudo pointed at a --format that refine
+    does not take, and the command refused it (audit 11, F15)."""
+    import argparse
+
+    from samcam.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {name: {o for a in sp._actions for o in a.option_strings} for name, sp in sub.choices.items()}
+    wrong = []
+    for name, sp in sub.choices.items():
+        for a in sp._actions:
+            for before, option in re.findall(r"(?:([\w-]+) )?(?<![\w-])(--[a-z][a-z0-9-]*)", a.help or ""):
+                owner = before if before in options else name
+                if option not in options[owner]:
+                    wrong.append(f"{name} {'/'.join(a.option_strings)}: {option}")
+    assert wrong == []
