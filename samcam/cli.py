@@ -399,7 +399,7 @@ def _cam(p: argparse.ArgumentParser):
         index = image_index(a.images)
         ids = select_ids(index, ids_of(a.ids), (0, 1), a.images)
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
-        provenance = {"labels": a.labels, "cls_labels": str(Path(a.cls_labels).resolve()) if a.cls_labels else None}
+        provenance = {"labels": a.labels}  # the label file or folder is an input, recorded by its content (label_source)
         s = extract_cams(net, index, image_labels(tree, ids, a.labels, a.cls_labels), a.out, provenance=provenance, devices=devices, threads=a.threads,
                          label_source=label_source_path(tree, a.labels, a.cls_labels))  # fmt: skip
         print(s.line("CAM files"))

@@ -425,3 +425,33 @@ def test_head_only_training_follows_one_poly_schedule_over_batches_and_windows_o
     assert [(s, t) for s, t, _ in seen] == [(k, 6) for k in range(6)]
     assert [lr for _, _, lr in seen] == pytest.approx([0.3 * (1 - k / 6) ** 0.9 for k in range(6)], rel=1e-12)
     assert set(cells) == {64 // stride} and len(cells) == 10  # one window per image and epoch
+
+
+def test_a_cam_folder_resumes_with_a_copy_of_its_checkpoint_and_refuses_another(tmp_path, monkeypatch):
+    """A CAM folder records its classifier by content: a byte-identical copy at another path resumes it
+    (audit 11, F16: refused as 'other settings (parameters.checkpoint: <path> -> <path of the copy>)'),
+    a checkpoint of other weights is refused by name."""
+    import shutil
+
+    from PIL import Image
+
+    import samcam.pipeline.cam
+    from samcam.cam.nets import build_camnet
+    from samcam.pipeline.cam import extract_cams
+
+    monkeypatch.setattr(samcam.pipeline.cam, "multiscale_cam", lambda net, image, keys, scales, source=None: np.ones((len(keys), *image.shape[:2]), np.float32))
+    (tmp_path / "img").mkdir()
+    for i in ("a", "b"):
+        Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    images, labels = {i: tmp_path / "img" / f"{i}.png" for i in ("a", "b")}, {"a": np.array([1]), "b": np.array([2])}
+    torch.manual_seed(0)
+    (tmp_path / "one").mkdir()
+    torch.save({"state_dict": build_camnet("efficientnet-lite0", pretrained=False).state_dict()}, tmp_path / "one" / "clf.pt")
+    first = extract_cams(build_camnet("efficientnet-lite0", checkpoint=tmp_path / "one" / "clf.pt"), images, {"a": labels["a"]}, tmp_path / "cams", progress=False)
+    assert first.done == 1
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    again = extract_cams(build_camnet("efficientnet-lite0", checkpoint=tmp_path / "two" / "clf.pt"), images, labels, tmp_path / "cams", progress=False)
+    assert (again.done, again.skipped) == (1, 1)
+    torch.save({"state_dict": build_camnet("efficientnet-lite0", pretrained=False).state_dict()}, tmp_path / "other.pt")  # other weights
+    with pytest.raises(ValueError, match=r"the input checkpoint \(.*other\.pt\) differs in content"):
+        extract_cams(build_camnet("efficientnet-lite0", checkpoint=tmp_path / "other.pt"), images, labels, tmp_path / "cams", progress=False)

@@ -40,11 +40,12 @@ def extract_cams(
 ) -> StepResult:
     """Write ``out/<id>.npy`` (IRN layout) for every id of ``labels`` not done yet.
 
-    The network's own provenance (backbone, checkpoint and its SHA-256, set by
+    The network's own provenance (backbone, checkpoint SHA-256, set by
     :func:`samcam.cam.nets.build_camnet`), the scales and ``provenance`` (e.g. the label source) are
-    recorded in ``out/samcam_run.json``, with the content of the images and of ``label_source`` (the
-    file or folder ``labels`` were read from, :func:`samcam.data.voc.label_source_path`); a rerun with
-    other settings or other labels is refused. ``devices`` (two or
+    recorded in ``out/samcam_run.json``, with the content of the images, of the checkpoint and of
+    ``label_source`` (the file or folder ``labels`` were read from,
+    :func:`samcam.data.voc.label_source_path`); a rerun with other settings, another network or other
+    labels is refused, and one with the same checkpoint or labels at another path resumes. ``devices`` (two or
     more, e.g. ``["cuda:0", "cuda:1"]``) runs one spawned process per device on a disjoint slice of the
     pending ids (:func:`samcam.pipeline.workers.run_on_devices`), one progress bar for all; the files
     are those one process writes.
@@ -52,8 +53,9 @@ def extract_cams(
     from samcam.pipeline.workers import run_on_devices
     from samcam.progress import progress_bar
 
-    with claim_output(out, "cam", {"images": common_folder(images.values()), "labels": label_source},
-                     {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})}):  # fmt: skip
+    params = {"scales": list(scales), **getattr(net, "provenance", {"backbone": net.name}), **(provenance or {})}
+    checkpoint = params.pop("checkpoint", None)  # an input, compared by content: a copy of it elsewhere is the same network
+    with claim_output(out, "cam", {"images": common_folder(images.values()), "labels": label_source, "checkpoint": checkpoint}, params):
         out = Path(out)
         todo = pending(list(labels), out, ".npy")
         t0 = time.perf_counter()
