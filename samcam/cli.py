@@ -113,6 +113,26 @@ def ids_of(path: IdFile | None) -> list[str] | None:
     """The ids of an optional id-list option; ``None`` when it was not given."""
     return path.ids if path is not None else None
 
+
+#: why an image folder may not be a label folder (:func:`refuse_one_folder`)
+LABELS_AS_IMAGES = "its label maps would be read as the images; give the image folder (<id>.jpg) to --images"
+
+
+def refuse_one_folder(first: tuple[str, str | os.PathLike | None], others: Sequence[tuple[str, str | os.PathLike | None]],
+                      why: str = LABELS_AS_IMAGES) -> None:  # fmt: skip
+    """``ValueError`` when the folder of ``first`` (an option and its path) is the folder of one of
+    ``others``, resolved (a link, ``..`` or a bind mount alike: :func:`os.path.samefile`): one folder
+    given as two inputs of different kinds (images and their labels or ground truth, predictions and
+    ground truth) would be read as both. Every command taking two such inputs checks them here;
+    options not given, or paths not there, are left to their readers."""
+    flag, path = first
+    if path is None or not os.path.exists(path):
+        return
+    for other_flag, other in others:
+        if other is not None and os.path.exists(other) and os.path.samefile(path, other):
+            raise ValueError(f"{flag} {path} and {other_flag} {other} are one folder: {why}")
+
+
 def device_option(p: argparse.ArgumentParser) -> None:
     """``--device``: the one device a command computes on (declared here for every command)."""
     p.add_argument("--device", type=DEVICE, help="where to compute: cuda[:N] or cpu (default: cuda if present)")
@@ -176,8 +196,7 @@ def _eval(p: argparse.ArgumentParser):
         spec = get_dataset(a.dataset)
         ids = ids_of(a.ids)
         check_outputs([a.csv, a.per_image_csv], [a.pred, a.gt, a.ids], files=[a.csv, a.per_image_csv], tables={a.csv: ("class", "iou"), a.per_image_csv: ("id", "miou")})  # tables: a folder's path is refused
-        if os.path.exists(a.pred) and os.path.exists(a.gt) and os.path.samefile(a.pred, a.gt):
-            raise ValueError(f"--pred {a.pred} and --gt {a.gt} are one folder: the labels would be scored against themselves (100)")
+        refuse_one_folder(("--pred", a.pred), [("--gt", a.gt)], "the labels would be scored against themselves (100)")
         ev = evaluate_folders(a.pred, a.gt, spec, ids)
         where = f"the {len(ids)} ids of {a.ids}" if ids is not None else f"every prediction in {a.pred}"
         print(f"evaluated {len(ev.image_ids)} images ({where})")
@@ -396,6 +415,7 @@ def _cam(p: argparse.ArgumentParser):
 
             torch.set_num_threads(a.threads)
         tree = VocTree(a.voc)
+        refuse_one_folder(("--images", a.images), [("the ground truth of --voc", tree.gt_dir)])
         index = image_index(a.images)
         ids = select_ids(index, ids_of(a.ids), (0, 1), a.images)
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
@@ -722,6 +742,7 @@ def _refine(p: argparse.ArgumentParser):
         refuse_unused(p, a, ("masks",), "to --mode prompted (SAM is prompted on --images; --masks is everything mode's)")
         if not a.images:
             raise ValueError("--mode prompted needs --images")
+        refuse_one_folder(("--images", a.images), [("--pseudo", a.pseudo)])
         devices = parse_devices(a.devices, threads=a.threads)
         if a.threads:
             import torch
@@ -767,6 +788,7 @@ def _train_affinity(p: argparse.ArgumentParser):
             raise ValueError("--threshold sets --low-alpha and --high-alpha; give either the threshold or the powers")
         if a.seed_labels and (a.threshold is not None or a.low_alpha is not None or a.high_alpha is not None or not a.crf):
             raise ValueError("--seed-labels takes the seeds from labels: --threshold, --low-alpha, --high-alpha and --no-crf apply to CAM seeds only")
+        refuse_one_folder(("--images", a.images), [("--seed-labels", a.seed_labels)])
         index = image_index(a.images)
         ids = select_ids(index, ids_of(a.ids), (0, 1), a.images)
         low, high = alphas_for_threshold(a.threshold)[::2] if a.threshold is not None else (d.low_alpha if a.low_alpha is None else a.low_alpha, d.high_alpha if a.high_alpha is None else a.high_alpha)
@@ -855,6 +877,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
         from samcam.pipeline.affinity import alpha_sweep
 
         check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids, table=("alpha", "miou"))
+        refuse_one_folder(("--images", a.images), [("--gt", a.gt)])
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = _image_index_of(a.images, ids)
         df = alpha_sweep(index, a.cams, a.gt, ids, a.checkpoint, a.alphas, AffinityConfig(radius=None, beta=a.beta, steps=a.steps))

@@ -1031,8 +1031,9 @@ def test_demo_and_train_seg_never_write_beside_a_users_files(tmp_path, capsys):
             check_demo_folder(folder)
     check_demo_folder(tmp_path / "new")  # absent: fine
     _labels(tmp_path / "lab", ["a", "b"], 7, (40, 40))
+    _labels(tmp_path / "img", ["a", "b"], 90, (40, 40))
     (tmp_path / "ids.txt").write_text("a\nb\n")
-    fails(["train-seg", "--images", tmp_path / "lab", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", mine,
+    fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", mine,
            "--max-steps", "1"], capsys, "mine", "holds files samcam did not write (thesis.tex)")
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
 
@@ -1106,8 +1107,9 @@ def test_a_segmentation_checkpoint_with_a_bad_field_is_named(tmp_path, capsys, e
     edit(ck)
     torch.save(ck, tmp_path / "c.pt")
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    _labels(tmp_path / "img", ["a"], 90, (4, 4))  # an image folder of its own: a label folder is no image folder (audit 11, F3)
     (tmp_path / "ids.txt").write_text("a\n")
-    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "img", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
           capsys, "c.pt", needle)
 
 @pytest.mark.parametrize("lr,loss", [(0.1, float("nan")), (float("inf"), 1.0)])
@@ -1226,13 +1228,14 @@ def test_eval_seg_names_the_checkpoint_whose_output_is_not_finite(tmp_path, caps
     torch.save({"format": FORMAT, "recipe": r.to_dict(), "n_classes": 21, "model": SegNet.from_recipe(r, 21, pretrained=False).state_dict(),
                 **_SEG_FIELDS}, tmp_path / "c.pt")  # fmt: skip
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    _labels(tmp_path / "img", ["a"], 90, (4, 4))  # an image folder of its own: a label folder is no image folder (audit 11, F3)
     (tmp_path / "ids.txt").write_text("a\n")
 
     def nan(*a, **k):
         raise seg_eval.NonFiniteOutput("the network's output is not finite (NaN or infinite): its weights are not usable")
 
     monkeypatch.setattr(seg_eval, "predict_probs", nan)
-    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt",
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "img", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt",
            "--json", tmp_path / "e.json"], capsys, f"{tmp_path / 'c.pt'}: the network's output is not finite", "(on ")  # fmt: skip
     assert not (tmp_path / "e.json").exists()
 
@@ -1252,8 +1255,9 @@ def test_a_segmentation_checkpoint_with_nan_weights_is_refused(tmp_path, capsys)
     state[name] = torch.full_like(state[name], float("nan"))
     torch.save({"format": FORMAT, "recipe": r.to_dict(), "n_classes": 21, "model": state, **_SEG_FIELDS}, tmp_path / "c.pt")
     _labels(tmp_path / "gt", ["a"], 7, (4, 4))
+    _labels(tmp_path / "img", ["a"], 90, (4, 4))  # an image folder of its own: a label folder is no image folder (audit 11, F3)
     (tmp_path / "ids.txt").write_text("a\n")
-    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "gt", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
+    fails(["eval-seg", "--checkpoint", tmp_path / "c.pt", "--images", tmp_path / "img", "--gt", tmp_path / "gt", "--ids", tmp_path / "ids.txt"],
           capsys, "c.pt", "segmentation weights hold values that are not finite", name)
 
 @pytest.mark.parametrize("edit,needle", [
@@ -1668,8 +1672,9 @@ def test_a_run_folder_with_its_checkpoint_also_holds_what_eval_seg_wrote(tmp_pat
     for name in ("last.pt", "eval.json", "per_class.csv"):
         (run / name).write_text("x")
     _labels(tmp_path / "lab", ["a", "b"], 7, (40, 40))
+    _labels(tmp_path / "img", ["a", "b"], 90, (40, 40))
     (tmp_path / "ids.txt").write_text("a\nb\n")
-    err = fails(["train-seg", "--images", tmp_path / "lab", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", run,
+    err = fails(["train-seg", "--images", tmp_path / "img", "--labels", tmp_path / "lab", "--ids", tmp_path / "ids.txt", "--out", run,
                  "--max-steps", "1", "--batch-size", "2"], capsys, "last.pt")  # the resume reads the checkpoint (here not one): the folder itself is accepted
     assert "did not write" not in err
 
@@ -2500,10 +2505,42 @@ def test_a_plain_pickle_checkpoint_is_refused_in_one_line_without_torchs_advice(
     with open(tmp_path / "plain.pt", "wb") as f:
         pickle.dump({"a": {1, 2}}, f, protocol=4)  # a set: no tensor, no plain value torch takes
     (tmp_path / "ids.txt").write_text("a\n")
-    assert main(["eval-seg", "--checkpoint", str(tmp_path / "plain.pt"), "--images", str(tmp_path), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]) == 2
+    assert main(["eval-seg", "--checkpoint", str(tmp_path / "plain.pt"), "--images", str(tmp_path / "img"), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]) == 2
     err = capsys.readouterr().err
     assert err == (f"samcam eval-seg: error: {tmp_path / 'plain.pt'}: not a readable PyTorch checkpoint (it holds objects other than tensors "
                    "and plain values; samcam never runs code from a checkpoint)\n")
+
+
+@pytest.mark.parametrize("command,images,labels", [
+    ("eval-seg --checkpoint {t}/c.pt --images {images} --gt {labels} --ids {t}/ids.txt", "--images", "--gt"),
+    ("train-seg --images {images} --labels {labels} --ids {t}/ids.txt --out {t}/run", "--images", "--labels"),
+    ("train-seg --images {images} --labels {t}/other --ids {t}/ids.txt --out {t}/run --eval-gt {labels} --eval-ids {t}/ev.txt", "--images", "--eval-gt"),
+    ("affinity-sweep --images {images} --cams {t}/other --gt {labels} --checkpoint {t}/c.pt --ids {t}/ev.txt --alphas 16", "--images", "--gt"),
+    ("train-affinity --images {images} --seed-labels {labels} --ids {t}/ids.txt --out {t}/a.pt", "--images", "--seed-labels"),
+    ("refine --pseudo {labels} --images {images} --out {t}/run --ids {t}/ids.txt", "--images", "--pseudo"),
+    ("cam --images {images} --out {t}/run --checkpoint {t}/c.pt --voc {t}/voc", "--images", "the ground truth of --voc"),
+    ("eval --pred {images} --gt {labels}", "--pred", "--gt"),
+])
+@pytest.mark.parametrize("how", ["same path", "a link"])
+def test_one_folder_given_as_images_and_as_their_labels_is_refused(tmp_path, capsys, command, images, labels, how):
+    """A label folder given as the images too was read as images (a palette label as a colour
+    picture), trained on or scored, exit 0 (audit 11, F3: eval-seg, train-seg, affinity-sweep); the
+    same folder by another path (a link) is the same folder. One check, before any output."""
+    gt = tmp_path / "voc" / "SegmentationClass"
+    _labels(gt, ["a", "b"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    (tmp_path / "ev.txt").write_text("b\n")
+    (tmp_path / "c.pt").write_bytes(b"")
+    (tmp_path / "link").symlink_to(gt)
+    given = gt if how == "same path" else tmp_path / "link"
+    args = command.format(t=tmp_path, images=given, labels=gt).split()
+    before = sorted(tmp_path.rglob("*"))
+    err = fails(args, capsys)
+    assert err == f"samcam {args[0]}: error: {images} {given} and {labels} {gt} are one folder: " + (
+        "the labels would be scored against themselves (100)" if args[0] == "eval" else
+        "its label maps would be read as the images; give the image folder (<id>.jpg) to --images")  # fmt: skip
+    assert sorted(tmp_path.rglob("*")) == before  # no output, no lock
 
 
 @pytest.mark.parametrize("kind", ["truncated", "text", "empty"])
@@ -2552,7 +2589,7 @@ def test_eval_seg_names_a_checkpoint_that_is_no_file(tmp_path, capsys, kind):
     if kind == "folder":
         ck.mkdir()
     (tmp_path / "ids.txt").write_text("a\n")
-    assert main(["eval-seg", "--checkpoint", str(ck), "--images", str(tmp_path), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]) == 2
+    assert main(["eval-seg", "--checkpoint", str(ck), "--images", str(tmp_path / "img"), "--gt", str(tmp_path), "--ids", str(tmp_path / "ids.txt")]) == 2
     expected = f"checkpoint not found: {ck}" if kind == "absent" else f"{ck}: is a folder, not a regular file; a checkpoint must be a file"
     assert capsys.readouterr().err == f"samcam eval-seg: error: {expected}\n"
 

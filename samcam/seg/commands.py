@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import POSITIVE_INT, device_option, ids_option, threads_option
+from samcam.cli import POSITIVE_INT, device_option, ids_option, refuse_one_folder, threads_option
 from samcam.config import add_options, from_args
 
 from .recipe import Recipe, read_recipe, recipe_file, recipe_names
@@ -63,6 +63,7 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         recipe = recipe_from_args(a)
         given = (a.images, a.labels, a.ids, a.eval_gt, a.eval_ids, recipe_file(a.recipe) if a.recipe is not None else None)
         check_folder_output(a.out, *given)
+        refuse_one_folder(("--images", a.images), [("--labels", a.labels), ("--eval-gt", a.eval_gt)])
         for written in (EVAL_JSON, PREDICTIONS) if a.eval_gt is not None else ():
             check_output(Path(a.out) / written, *given)  # the predictions never over the ground truth or the labels
         if a.record is not None:
@@ -160,6 +161,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
         check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv], tables={a.csv: ("class", "iou")})
+        refuse_one_folder(("--images", a.images), [("--gt", a.gt)])
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.multi_scale:
