@@ -710,13 +710,18 @@ OUTPUT_SUFFIXES = (".png", ".npy", ".gz", ".pt")
 _ABSENT = object()
 
 
-def differences(old, new, key: str) -> str:
-    """Where two records differ, down to each field (``parameters.settings.points_per_side: 32 -> 16``),
-    never a whole mapping; a field one side lacks is shown as ``(absent)``."""
+_HASH = re.compile(r"(sha256:)?[0-9a-f]{64}")
+
+
+def differences(old, new, key: str = "") -> str:
+    """Where two records differ, down to each field (``parameters.settings.points_per_side: 32 -> 16``;
+    with ``key`` empty, the fields of ``old`` and ``new`` themselves: ``config.epochs: 1 -> 2``), never
+    a whole mapping; a field one side lacks is shown as ``(absent)``, a SHA-256 by its first 12 digits.
+    The one way a refusal names what differs (a folder's record, a training's checkpoint)."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted((k for k in set(old) | set(new) if old.get(k, _ABSENT) != new.get(k, _ABSENT)), key=str)
-        return ", ".join(differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}") for k in keys)
-    shown = ["(absent)" if v is _ABSENT else repr(v) for v in (old, new)]
+        return ", ".join(differences(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}" if key else str(k)) for k in keys)
+    shown = ["(absent)" if v is _ABSENT else repr(v[:-52] + "…") if isinstance(v, str) and _HASH.fullmatch(v) else repr(v) for v in (old, new)]
     return f"{key}: {shown[0]} -> {shown[1]}"
 
 

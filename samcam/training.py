@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,41 @@ def resume_state(ck: dict, path: str | os.PathLike, opt: torch.optim.Optimizer |
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
             raise ValueError(f"{path}: its optimizer state does not fit this run ({type(e).__name__}: {str(e)[:120]})") from None
     return [float(v) for v in losses], float(seconds)
+
+
+#: the mark each of samcam's trainings sets in its checkpoint: the command that writes it -> (key, value).
+#: A classifier's checkpoint carries none (it predates the marks): its ``state_dict`` and ``config`` tell it.
+MARKS = {"train-seg": ("format", "samcam-seg/1"), "train-affinity": ("kind", "samcam-affinity")}
+
+
+def checkpoint_kind(ck: object) -> str | None:
+    """The command whose checkpoint ``ck`` is (``train-seg``, ``train-affinity``, ``train-classifier``:
+    :data:`MARKS`), or ``None`` where none of samcam's trainings wrote it (a SAM or IRN checkpoint, a
+    bare state dict)."""
+    if not isinstance(ck, dict):
+        return None
+    found = next((command for command, (key, mark) in MARKS.items() if ck.get(key) == mark), None)
+    return found or ("train-classifier" if "state_dict" in ck and "config" in ck else None)
+
+
+def check_kind(ck: object, path: str | os.PathLike, command: str, remedy: str | None = None) -> None:
+    """``ValueError`` naming ``path`` and what it holds unless ``ck`` is a checkpoint of ``command``
+    (:func:`checkpoint_kind`): a segmentation run given to train-classifier is said to be one."""
+    found = checkpoint_kind(ck)
+    if found != command:
+        what = f"a {found} checkpoint, not a {command} one" if found else f"not a {command} checkpoint (none of samcam's trainings wrote it)"
+        raise ValueError(f"{path}: {what}" + (f"; {remedy}" if remedy else ""))
+
+
+def ids_change(old: Sequence[str], new: Sequence[str]) -> str:
+    """How the id list ``new`` differs from ``old``, a run's, in words (``4 -> 3 ids, 1 left out, e.g.
+    'b'``; ``the same ids in another order``): what a refused resume names, for every training."""
+    was, now = set(old), set(new)
+    added, gone = [i for i in new if i not in was], [i for i in old if i not in now]
+    if not added and not gone:
+        return "the same ids in another order" if list(old) != list(new) else "the same ids"
+    return ", ".join([f"{len(old)} -> {len(new)} ids", *([f"{len(added)} new, e.g. {added[0]!r}"] if added else []),
+                      *([f"{len(gone)} left out, e.g. {gone[0]!r}"] if gone else [])])  # fmt: skip
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -846,3 +846,40 @@ def test_each_batch_loss_is_the_mean_over_its_own_images_the_last_partial_one_to
         train_affinity(image_index(voc_root / "JPEGImages"), cams, ids, tmp_path / f"a{batch}.pt", cfg, progress=False)
     assert len(losses[3]) == 1 and len(losses[2]) == 2
     assert 2 * losses[2][0] + losses[2][1] == pytest.approx(3 * losses[3][0], rel=1e-5)
+
+
+def test_a_refused_affinity_resume_names_the_fields_that_differ_or_the_kind_of_checkpoint(tmp_path, voc_root, gt_cams):
+    """train-affinity refused a resume with its whole record ('{'config': {... 13 fields ...}, 'ids': 2,
+    ...}'), the field that differs unnamed (audit 11, F13): now each field, a content hash by its first
+    digits; a checkpoint of another training is named as one, before any feature is computed."""
+    import re
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from samcam.io import image_index, read_image
+    from samcam.pipeline.affinity import AffinityTrainConfig, train_affinity
+    from samcam.training import save_checkpoint
+
+    cams, ids = gt_cams
+    index = image_index(voc_root / "JPEGImages")
+    cfg = AffinityTrainConfig(epochs=1, batch_size=1, crop=16, crf=False)
+    ck = tmp_path / "a.pt"
+    train_affinity(index, cams, ids[:1], ck, cfg, progress=False)
+
+    def refused(why, **changes):
+        args = {"images": index, "ids": ids[:1], "config": cfg, **changes}
+        with pytest.raises(ValueError, match=f"^{re.escape(str(ck))} holds another affinity run \\({why}\\); choose another path$"):
+            train_affinity(args["images"], cams, args["ids"], ck, args["config"], progress=False)
+
+    refused("config.epochs: 1 -> 2", config=replace(cfg, epochs=2))
+    refused("config.crop: 16 -> 24, config.seed: 0 -> 5", config=replace(cfg, crop=24, seed=5))
+    digits = "'sha256:[0-9a-f]{12}…'"
+    refused(f"ids: 1 -> 2, ids_sha256: '[0-9a-f]{{12}}…' -> '[0-9a-f]{{12}}…', images_sha256: {digits} -> {digits}, seeds_sha256: {digits} -> {digits}",
+            ids=ids[:2])  # fmt: skip
+    flipped = tmp_path / f"{ids[0]}.png"
+    Image.fromarray(read_image(index[ids[0]])[::-1]).save(flipped)
+    refused(f"images_sha256: {digits} -> {digits}", images={**index, ids[0]: flipped})
+    save_checkpoint(tmp_path / "seg.pt", {"format": "samcam-seg/1"})
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'seg.pt'))}: a train-seg checkpoint, not a train-affinity one; choose another path$"):
+        train_affinity(index, cams, ids[:1], tmp_path / "seg.pt", cfg, progress=False)

@@ -455,3 +455,33 @@ def test_a_cam_folder_resumes_with_a_copy_of_its_checkpoint_and_refuses_another(
     torch.save({"state_dict": build_camnet("efficientnet-lite0", pretrained=False).state_dict()}, tmp_path / "other.pt")  # other weights
     with pytest.raises(ValueError, match=r"the input checkpoint \(.*other\.pt\) differs in content"):
         extract_cams(build_camnet("efficientnet-lite0", checkpoint=tmp_path / "other.pt"), images, labels, tmp_path / "cams", progress=False)
+
+
+def test_a_refused_classifier_resume_names_the_field_ids_or_kind_of_checkpoint(tmp_path):
+    """train-classifier refused a resume by printing its whole stored configuration, a train-seg
+    checkpoint as 'another configuration (None)' (audit 11, F13): now the field that differs, the ids
+    that changed, or the kind of checkpoint found."""
+    import re
+    from dataclasses import replace
+
+    from samcam.training import save_checkpoint
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 48, 3), np.uint8) for _ in range(2)]
+    labels = np.zeros((2, 20), np.float32)
+    labels[:, 3] = 1
+    cfg = TrainConfig(epochs=1, batch_size=2, crop=64, train_backbone=False)
+    out = tmp_path / "clf.pt"
+    train_classifier(images, labels, out, cfg, progress=False, ids=["a", "b"])
+
+    def refused(why, config=cfg, ids=("a", "b"), path=out):
+        with pytest.raises(ValueError, match=f"^{re.escape(f'{path}{why}; choose another path')}$"):
+            train_classifier(images, labels, path, config, progress=False, ids=list(ids))
+
+    refused(" holds a run with another configuration (config.epochs: 1 -> 2)", config=replace(cfg, epochs=2))
+    refused(" holds a run with another configuration (config.lr_head: 0.01 -> 0.5, config.seed: 0 -> 3)", config=replace(cfg, lr_head=0.5, seed=3))
+    refused(" holds a run on other images (other ids: 2 -> 2 ids, 1 new, e.g. 'c', 1 left out, e.g. 'b')", ids=("a", "c"))
+    save_checkpoint(tmp_path / "seg.pt", {"format": "samcam-seg/1", "model": {}})
+    refused(": a train-seg checkpoint, not a train-classifier one", path=tmp_path / "seg.pt")
+    save_checkpoint(tmp_path / "sam.pt", {"image_encoder.w": torch.zeros(1)})  # a bare state dict (SAM's, IRN's)
+    refused(": not a train-classifier checkpoint (none of samcam's trainings wrote it)", path=tmp_path / "sam.pt")

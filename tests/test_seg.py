@@ -691,11 +691,67 @@ def test_training_names_what_does_not_fit(tmp_path, one_thread):
     with pytest.raises(ValueError, match=rf"{run}: its segmentation weights hold values that are not finite"):
         train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)
     save_checkpoint(run, ck)
-    with pytest.raises(ValueError, match=rf"{run} was made with another recipe \(crop: 32 ≠ 64; seed: 3 ≠ 4\)"):
+    with pytest.raises(ValueError, match=rf"{run} was made with another recipe \(crop: 32 -> 64, seed: 3 -> 4\); use another --out"):
         train(images, labels, ["a", "b"], tmp_path / "run", replace(recipe, crop=64, seed=4), pretrained=False)
     Image.fromarray(np.ones((40, 48), np.uint8), mode="L").save(labels / "b.png")
     with pytest.raises(ValueError, match=rf"{run}"):
         train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)  # other labels: named
+
+
+def _resumable_run(tmp_path):
+    """A finished one-step run on a and b of three synthetic images, and a check that a resume of it with
+    other data is refused with exactly ``why``: ``(images, labels, recipe, refused)``."""
+    images, labels = _synthetic_voc(tmp_path, ["a", "b", "c"])
+    recipe = replace(TINY, crop=32, epochs=1, head_channels=8)
+    run = train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False).out
+
+    def refused(why: str, images=images, labels=labels, ids=("a", "b"), recipe=recipe):
+        with pytest.raises(ValueError, match=f"^{re.escape(f'{run} was made with {why}; use another --out or delete it')}$"):
+            train(images, labels, list(ids), tmp_path / "run", recipe, pretrained=False)
+
+    return images, labels, recipe, refused
+
+
+def test_a_resume_on_other_images_is_refused_and_one_on_a_copy_of_them_resumes(tmp_path, one_thread):
+    """train-seg resumed a run with another --images folder: only the labels were fingerprinted (audit
+    11, F8). The images are recorded by content: a byte copy elsewhere resumes, other pixels are refused."""
+    import shutil
+
+    images, labels, recipe, refused = _resumable_run(tmp_path)
+    shutil.copytree(images, tmp_path / "copy")
+    assert train(tmp_path / "copy", labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False).done == 0  # the same images: resumed
+    flipped = tmp_path / "flipped"
+    shutil.copytree(images, flipped)
+    Image.fromarray(np.asarray(Image.open(images / "b.png"))[::-1]).save(flipped / "b.png")
+    refused(f"other images (it was trained on those of {images.resolve()})", images=flipped)
+    refused(f"another recipe (lr: {recipe.lr!r} -> 0.5); other images (it was trained on those of {images.resolve()})",
+            images=flipped, recipe=replace(recipe, lr=0.5))  # fmt: skip
+
+
+def test_a_refused_resume_names_the_ids_labels_or_kind_of_checkpoint_that_differ(tmp_path, one_thread):
+    """One more id was refused as 'other labels', and a train-classifier checkpoint as 'not a samcam
+    segmentation checkpoint' (audit 11, F13): the ids are recorded in order and a change of them is
+    named as one; a checkpoint made before they were recorded is compared on its count and labels."""
+    import shutil
+
+    from samcam.training import save_checkpoint
+
+    images, labels, recipe, refused = _resumable_run(tmp_path)
+    run = tmp_path / "run" / "last.pt"
+    assert read_checkpoint(run)["ids"] == ["a", "b"]  # what it learnt from, in order
+    refused("other ids (2 -> 3 ids, 1 new, e.g. 'c')", ids=("a", "b", "c"))
+    refused("other ids (the same ids in another order)", ids=("b", "a"))
+    other = tmp_path / "other"
+    shutil.copytree(labels, other)
+    Image.fromarray(np.ones((40, 48), np.uint8), mode="L").save(other / "b.png")
+    refused(f"other labels (from {labels.resolve()})", labels=other)
+    ck = read_checkpoint(run)
+    save_checkpoint(run, {k: v for k, v in ck.items() if k not in ("ids", "images_dir", "images_fingerprint")})  # as samcam wrote it before
+    refused("other ids (2 -> 3 ids)", ids=("a", "b", "c"))
+    refused(f"other labels (from {labels.resolve()}) or another id list", labels=other)
+    save_checkpoint(run, {"config": {}, "state_dict": {}, "epoch": 1})  # what train-classifier writes
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{run}: a train-classifier checkpoint, not a train-seg one')}$"):
+        train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)
 
 
 def test_label_fingerprint_is_the_ids_and_their_label_bytes(tmp_path):
@@ -742,7 +798,11 @@ def test_read_checkpoint_accepts_each_fields_smallest_value_and_names_the_first_
                              ({"history": {"losses": list(range(-1, 40))}}, f"history.losses {str(list(range(-1, 40)))[:80]} is not a list of finite numbers ≥ 0"),
                              # complete exactly at the last step, as train() saves it (audit 10, F7: a "complete" step-0 run was scored)
                              ({"complete": True}, "complete is True at step 0 of 1"), ({"step": 1}, "complete is False at step 1 of 1"),
-                             ({"labels_dir": "/l\x1b[31mRED"}, "labels_dir '/l\\x1b[31mRED' is not one line of printable text")]:  # fmt: skip
+                             ({"labels_dir": "/l\x1b[31mRED"}, "labels_dir '/l\\x1b[31mRED' is not one line of printable text"),
+                             # the fields train-seg records since audit 11 (F5, F8), checked where present
+                             ({"ids": ["a", "b"]}, "ids ['a', 'b'] is not a list of the 1 training ids"), ({"ids": [1]}, "ids [1] is not a list"),
+                             ({"images_dir": "/i\x1b[31m"}, "images_dir '/i\\x1b[31m' is not one line of printable text"),
+                             ({"images_fingerprint": "a" * 64}, f"images_fingerprint {'a' * 64!r} is not the fingerprint train-seg writes")]:  # fmt: skip
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'c.pt'}: bad field in a samcam segmentation checkpoint ({message}")):
             read(_checkpoint(**changes))
 

@@ -146,9 +146,10 @@ def train_affinity(
 
     from samcam.cam.files import load_cam
     from samcam.io import load_checkpoint, load_weights, read_image, read_label
-    from samcam.training import descend, save_epoch, set_poly_lr
+    from samcam.training import MARKS, descend, save_epoch, set_poly_lr
 
-    from samcam.outputs import fingerprint_files, record_path
+    from samcam.outputs import differences, fingerprint_files, record_path
+    from samcam.training import check_kind
 
     out = Path(out)
     cams = Path(cams) if seed_labels is None else None  # seeds from labels read no CAM file
@@ -172,10 +173,14 @@ def train_affinity(
     start, losses, before, ck = 0, [], 0.0, None
     if out.exists():  # checked before any feature is computed: a finished or foreign run costs only the hashing of its inputs
         ck = load_checkpoint(out)
-        old = ck.get("record") if isinstance(ck, dict) else None
-        same = isinstance(old, dict) and old == {k: v for k, v in record.items() if k in old or k not in CONTENT_KEYS}  # made before: paths compared
-        if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity" or not same or ck.get("head") != AffinityHead.version:
-            raise ValueError(f"{out} holds another affinity run ({old}); choose another path")
+        check_kind(ck, out, "train-affinity", "choose another path")
+        if ck.get("head") != AffinityHead.version:
+            raise ValueError(f"{out}: an affinity head of an earlier samcam (without PSA's final ELU); choose another path")
+        old = ck.get("record")
+        now = {k: v for k, v in record.items() if not isinstance(old, dict) or k in old or k not in CONTENT_KEYS}  # made before: paths compared
+        if old != now:
+            what = differences(old, now) if isinstance(old, dict) else "it records no run"
+            raise ValueError(f"{out} holds another affinity run ({what}); choose another path")
         start, _ = _epochs_of(ck, out)
         load_weights(_head_of(ck, out), ck.get("state_dict"), out, "affinity head weights")  # finite and fitting, before any feature
         losses, before = list(ck.get("losses") or []), float(ck.get("seconds", 0.0))
@@ -235,7 +240,7 @@ def train_affinity(
             epoch_loss.append(descend(opt, loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])))
             bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
         losses.append(float(np.mean(epoch_loss)))
-        state = {"kind": "samcam-affinity", "head": AffinityHead.version, "backbone": config.backbone, "record": ck["record"] if ck else record,
+        state = {MARKS["train-affinity"][0]: MARKS["train-affinity"][1], "head": AffinityHead.version, "backbone": config.backbone, "record": ck["record"] if ck else record,
                  "epoch": epoch + 1, "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
                  "trained_ids": sorted(ids)}  # which images it learnt from: a background power is chosen on others  # fmt: skip
         save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
@@ -247,9 +252,10 @@ def load_affinity(checkpoint: str | os.PathLike):
     from samcam.config import recorded_config
     from samcam.io import load_checkpoint, load_weights
 
+    from samcam.training import check_kind
+
     ck = load_checkpoint(checkpoint)
-    if not isinstance(ck, dict) or ck.get("kind") != "samcam-affinity":
-        raise ValueError(f"{checkpoint}: not a samcam affinity checkpoint (samcam train-affinity writes them)")
+    check_kind(ck, checkpoint, "train-affinity")
     if ck.get("head") != AffinityHead.version:
         raise ValueError(f"{checkpoint}: an affinity head of an earlier samcam (without PSA's final ELU); retrain it with train-affinity")
     epoch, epochs = _epochs_of(ck, checkpoint)

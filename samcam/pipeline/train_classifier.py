@@ -28,7 +28,7 @@ from samcam.cam.infer import to_tensor
 from samcam.cam.nets import EFFICIENTNETS, build_camnet, checkpoint_config, frozen_bn
 from samcam.config import check_settings, setting
 from samcam.io import load_checkpoint, load_weights
-from samcam.training import TrainResult, descend, resume_state, save_epoch, set_poly_lr
+from samcam.training import TrainResult, check_kind, descend, ids_change, resume_state, save_epoch, set_poly_lr
 
 
 @dataclass
@@ -62,13 +62,21 @@ class TrainConfig:
             raise ValueError("recam needs the backbone's feature maps: it cannot be used with a frozen backbone (head only)")
 
 
-def same_config(recorded: dict, config: TrainConfig) -> bool:
-    """Whether a checkpoint's recorded configuration is ``config``; fields a checkpoint predates
+def config_differences(recorded: dict, config: TrainConfig) -> str:
+    """Where a checkpoint's recorded configuration differs from ``config`` (``config.epochs: 1 -> 2``,
+    :func:`samcam.outputs.differences`; empty where it is the same); fields a checkpoint predates
     (``output_stride``, ``rescale``, ``freeze_blocks``, ``recam``) count as their defaults."""
+    from samcam.outputs import differences
+
     rec = {**vars(TrainConfig()), **recorded}
     if rec.get("rescale") is not None:
         rec["rescale"] = tuple(float(v) for v in rec["rescale"])
-    return rec == vars(config)
+    return differences(rec, vars(config), "config") if rec != vars(config) else ""
+
+
+def same_config(recorded: dict, config: TrainConfig) -> bool:
+    """Whether a checkpoint's recorded configuration is ``config`` (:func:`config_differences`)."""
+    return not config_differences(recorded, config)
 
 
 def frozen_parameter(name: str, freeze_blocks: int) -> bool:
@@ -199,11 +207,14 @@ def train_classifier(
     start_epoch, losses, before = 0, [], 0.0
     if out.exists():
         ck = load_checkpoint(out)
-        if not same_config(checkpoint_config(ck, out), config):
-            raise ValueError(f"{out} holds a run with another configuration ({ck.get('config')}); choose another path")
-        other_ids = ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids)
-        if "n_images" in ck and (ck["n_images"] != len(images) or other_ids):
-            raise ValueError(f"{out} holds a run on other images ({ck['n_images']} images, ids {'recorded' if ck.get('ids') else 'not recorded'}); choose another path")
+        check_kind(ck, out, "train-classifier", "choose another path")
+        changed = config_differences(checkpoint_config(ck, out), config)
+        if changed:
+            raise ValueError(f"{out} holds a run with another configuration ({changed}); choose another path")
+        if ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids):
+            raise ValueError(f"{out} holds a run on other images (other ids: {ids_change(ck['ids'], ids)}); choose another path")
+        if "n_images" in ck and ck["n_images"] != len(images):  # a run or a call without ids: the count tells
+            raise ValueError(f"{out} holds a run on other images (n_images: {ck['n_images']!r} -> {len(images)}); choose another path")
         if "data_sha256" in ck and ck["data_sha256"] != data_record["data_sha256"]:  # same ids, other pixels or other image-level labels
             raise ValueError(f"{out} holds a run on other image contents or other image-level labels (another label source); choose another path")
         load_weights(net, ck.get("state_dict"), out, "classifier weights")

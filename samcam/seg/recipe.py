@@ -70,11 +70,6 @@ class Recipe:
             raise ValueError(f"recipe has unknown fields {sorted(map(str, unknown))}")
         return cls(**d)
 
-    def diff(self, other: Recipe) -> list[str]:
-        """``field: mine ≠ theirs`` for each differing field."""
-        a, b = self.to_dict(), other.to_dict()
-        return [f"{k}: {a[k]!r} ≠ {b[k]!r}" for k in a if a[k] != b[k]]
-
 
 #: recipes that ship with samcam (``<name>.yaml``), each a mapping of :class:`Recipe` fields
 RECIPES = Path(__file__).parent / "recipes"

@@ -1,9 +1,9 @@
 """Train :class:`~samcam.seg.model.SegNet` on images + a pseudo-label folder; seeded and resumable.
 
 A run lives in one folder: ``last.pt`` (written atomically after every epoch and when a run stops
-early) holds the model, the optimizer, the global step, the recipe and a fingerprint of the labels.
-Rerunning the same command continues from it; a checkpoint made with another recipe or other labels
-is refused. Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)`` and the torch generator is
+early) holds the model, the optimizer, the global step, the recipe, the training ids and fingerprints
+of the labels and the images. Rerunning the same command continues from it; a checkpoint made with
+another recipe, other ids, labels or images is refused, naming what differs. Sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)`` and the torch generator is
 reseeded each step, so an interrupted and resumed run follows the uninterrupted one.
 """
 
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from samcam.data.spaces import COCO, VOC, DatasetSpec
 from samcam.io import find_image, read_labelled_image
-from samcam.training import TrainResult, descend, save_checkpoint, set_poly_lr
+from samcam.training import MARKS, TrainResult, check_kind, descend, save_checkpoint, set_poly_lr
 
 from .model import SegNet
 from .recipe import (
@@ -41,7 +41,7 @@ from .recipe import (
 CHECKPOINT = "last.pt"
 #: what train-seg --eval-gt writes into the run folder beside the checkpoint (the layout samcam.seg.report.collect reads)
 EVAL_JSON, PREDICTIONS = "eval.json", "pred"
-FORMAT = "samcam-seg/1"
+FORMAT = MARKS["train-seg"][1]  # the mark of a segmentation checkpoint (samcam.training.checkpoint_kind)
 
 
 @dataclass
@@ -52,10 +52,13 @@ class TrainData:
     images: list[np.ndarray]
     labels: list[np.ndarray]
     fingerprint: str  # SHA-256 over the ids and the label files' bytes
+    images_fingerprint: str | None = None  # the image files' content (samcam.outputs.fingerprint_files), by id
 
 
 def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: list[str], spec: DatasetSpec = VOC) -> TrainData:
     """Read every image and label of ``ids``; a missing, unreadable or mis-sized file raises naming it."""
+    from samcam.outputs import fingerprint_files
+
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     if not ids:
         raise ValueError("no training ids")
@@ -63,14 +66,15 @@ def load_data(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids:
         if not d.is_dir():
             raise FileNotFoundError(f"folder not found: {d}")
     fingerprint = labels_fingerprint(labels_dir, ids)
-    images, labels = [], []
+    images, labels, files = [], [], {}
     for i in ids:
-        img, lab = read_labelled_image(find_image(images_dir, i), labels_dir / f"{i}.png", spec)
+        files[i] = find_image(images_dir, i)
+        img, lab = read_labelled_image(files[i], labels_dir / f"{i}.png", spec)
         images.append(img)
         labels.append(lab)
     if all((lab == IGNORE).all() for lab in labels):
         raise ValueError(f"{labels_dir}: every label pixel of the {len(ids)} training images is void ({IGNORE}); there is nothing to learn from")
-    return TrainData(list(ids), images, labels, fingerprint)
+    return TrainData(list(ids), images, labels, fingerprint, fingerprint_files(files))
 
 
 def labels_fingerprint(labels_dir: str | os.PathLike, ids: list[str]) -> str:
@@ -126,8 +130,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     ck = load_checkpoint(path)
-    if ck.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a samcam segmentation checkpoint (format {FORMAT})")
+    check_kind(ck, path, "train-seg")
     try:
         Recipe.from_dict(ck["recipe"])
         n = ck["n_classes"]
@@ -150,6 +153,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"labels_dir {ck['labels_dir'][:80]!r} is not one line of printable text")
         if not re.fullmatch(r"[0-9a-f]{64}", ck["labels_fingerprint"]):
             raise ValueError(f"labels_fingerprint {ck['labels_fingerprint'][:80]!r} is not the SHA-256 train-seg writes")
+        # fields of a later samcam (a checkpoint made before has none): the ids, the images and their content
+        ids = ck.get("ids", [])
+        if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)) or ("ids" in ck and len(ids) != ck["n_train"]):
+            raise ValueError(f"ids {str(ids)[:80]} is not a list of the {ck['n_train']} training ids")
+        if not (isinstance(ck.get("images_dir", ""), str) and ck.get("images_dir", "").isprintable()):
+            raise ValueError(f"images_dir {str(ck['images_dir'])[:80]!r} is not one line of printable text")
+        if "images_fingerprint" in ck and not (isinstance(ck["images_fingerprint"], str) and re.fullmatch(r"sha256:[0-9a-f]{64}", ck["images_fingerprint"])):
+            raise ValueError(f"images_fingerprint {str(ck['images_fingerprint'])[:80]!r} is not the fingerprint train-seg writes")
         for key in ("losses", "epoch_seconds"):  # one finite number ≥ 0 per finished epoch
             values = ck["history"].get(key, [])
             if not (isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values)):
@@ -174,13 +185,27 @@ def load_model(path: str | os.PathLike) -> tuple[SegNet, Recipe, dict[str, Any]]
     return model.eval(), recipe, meta
 
 
-def check_resumable(ck: dict[str, Any], recipe: Recipe, fingerprint: str, path: Path) -> None:
-    """Raise ``ValueError`` (one line, naming ``path``) unless ``ck`` was made with this recipe and these labels."""
-    theirs = Recipe.from_dict(ck["recipe"])
+def check_resumable(ck: dict[str, Any], recipe: Recipe, data: TrainData, path: Path) -> None:
+    """Raise ``ValueError`` (one line, naming ``path`` and each thing that differs: the recipe's fields,
+    the ids, the labels, the images) unless ``ck`` was made with this recipe on these data. A checkpoint
+    made before samcam recorded the ids and the images is compared on what it holds."""
+    from samcam.outputs import differences
+    from samcam.training import ids_change
+
+    theirs, why = Recipe.from_dict(ck["recipe"]), []
     if theirs != recipe:
-        raise ValueError(f"{path} was made with another recipe ({'; '.join(theirs.diff(recipe))}); use another --out or delete it")
-    if ck["labels_fingerprint"] != fingerprint:
-        raise ValueError(f"{path} was made with other labels (from {ck['labels_dir']}); use another --out or delete it")
+        why.append(f"another recipe ({differences(theirs.to_dict(), recipe.to_dict())})")
+    if "ids" in ck and ck["ids"] != data.ids:  # then the labels and the images of other ids differ too: the ids are the cause
+        why.append(f"other ids ({ids_change(ck['ids'], data.ids)})")
+    elif ck["n_train"] != len(data.ids):
+        why.append(f"other ids ({ck['n_train']} -> {len(data.ids)} ids)")
+    else:
+        if ck["labels_fingerprint"] != data.fingerprint:  # over the ids and the labels: with the same ids, the labels
+            why.append(f"other labels (from {ck['labels_dir']})" + ("" if "ids" in ck else " or another id list"))
+        if ck.get("images_fingerprint", data.images_fingerprint) != data.images_fingerprint:
+            why.append(f"other images (it was trained on those of {ck.get('images_dir')})")
+    if why:
+        raise ValueError(f"{path} was made with {'; '.join(why)}; use another --out or delete it")
 
 
 @dataclass(frozen=True)
@@ -223,10 +248,10 @@ def train(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, ids: lis
     if len(data.ids) < recipe.batch_size:
         raise ValueError(f"{len(data.ids)} training images are fewer than one batch of {recipe.batch_size}")
     with lock_output(out):
-        return _train(data, labels_dir, Path(out), recipe, spec, device, max_steps, progress, pretrained)
+        return _train(data, images_dir, labels_dir, Path(out), recipe, spec, device, max_steps, progress, pretrained)
 
 
-def _train(data: TrainData, labels_dir: str | os.PathLike, out: Path, recipe: Recipe, spec: DatasetSpec, device: str | None,
+def _train(data: TrainData, images_dir: str | os.PathLike, labels_dir: str | os.PathLike, out: Path, recipe: Recipe, spec: DatasetSpec, device: str | None,
            max_steps: int | None, progress: bool | None, pretrained: bool) -> SegTrainResult:  # fmt: skip
     from samcam.progress import progress_bar, show_progress
 
@@ -237,13 +262,14 @@ def _train(data: TrainData, labels_dir: str | os.PathLike, out: Path, recipe: Re
     steps_per_epoch = len(data.ids) // recipe.batch_size
     total = steps_per_epoch * recipe.epochs
     dev = pick_device(device)
+    ck = read_checkpoint(ck_path) if ck_path.exists() else None
+    if ck is not None:  # another run's checkpoint is refused before the network is built
+        check_resumable(ck, recipe, data, ck_path)
     torch.manual_seed(recipe.seed)
     model = SegNet.from_recipe(recipe, spec.n_classes, pretrained=pretrained)
     opt = build_optimizer(model, recipe)
     step, history = 0, {"epoch_seconds": [], "losses": []}
-    if ck_path.exists():
-        ck = read_checkpoint(ck_path)
-        check_resumable(ck, recipe, data.fingerprint, ck_path)
+    if ck is not None:
         load_weights(model, ck.get("model"), ck_path, "segmentation weights")
         if ck.get("total_steps") != total:
             raise ValueError(f"{ck_path}: made for {ck.get('total_steps')!r} steps, this run has {total}; use another --out or delete it")
@@ -266,6 +292,8 @@ def _train(data: TrainData, labels_dir: str | os.PathLike, out: Path, recipe: Re
         ck = {
             "format": FORMAT, "recipe": recipe.to_dict(), "n_classes": spec.n_classes, "dataset": spec.name,
             "labels_dir": str(Path(labels_dir).resolve()), "labels_fingerprint": data.fingerprint,
+            # what it learnt from: the ids in their order (a score on them is no held-out score) and the images by content
+            "ids": list(data.ids), "images_dir": str(Path(images_dir).resolve()), "images_fingerprint": data.images_fingerprint,
             "n_train": len(data.ids), "step": step, "total_steps": total, "complete": complete, "history": history,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": _to_cpu(opt.state_dict()),
