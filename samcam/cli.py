@@ -10,7 +10,7 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from samcam import __version__
@@ -112,6 +112,16 @@ def ids_option(p: argparse.ArgumentParser, help: str, required: bool = True, fla
 def ids_of(path: IdFile | None) -> list[str] | None:
     """The ids of an optional id-list option; ``None`` when it was not given."""
     return path.ids if path is not None else None
+
+
+def refuse_trained(id_file: IdFile, trained: Iterable[str], what: str, why: str) -> None:
+    """``ValueError`` naming the id list ``id_file`` when any of its ids is among ``trained``, the ids a
+    network learnt from (``what``, in words): a score on them is no held-out score, and would be read
+    and ranked as one (cam-eval, train-seg's --eval-ids, eval-seg)."""
+    trained = set(trained)
+    seen = [i for i in id_file.ids if i in trained]
+    if seen:
+        raise ValueError(f"{id_file}: {len(seen)} of its {len(id_file.ids)} ids are {what} (e.g. {seen[0]}); {why}")
 
 
 #: why an image folder may not be a label folder (:func:`refuse_one_folder`)
@@ -451,11 +461,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
-        trained = _trained_ids(a.checkpoint)
-        seen = [i for i in ids if i in trained]
-        if seen:
-            raise ValueError(f"{a.ids}: {len(seen)} of its {len(ids)} ids are images the classifier {a.checkpoint} was trained on "
-                             f"(e.g. {seen[0]}); cam-eval scores held-out images")  # fmt: skip
+        refuse_trained(a.ids, _trained_ids(a.checkpoint), f"images the classifier {a.checkpoint} was trained on", "cam-eval scores held-out images")
         labels, y = _image_classes(tree, a.ids, a, "held-out images", "a classifier is scored on images with objects")
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
         m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids], [tree.image_path(i) for i in ids]), y)))

@@ -530,9 +530,9 @@ def test_train_seg_and_eval_seg_commands_say_what_they_did(tmp_path, one_thread,
     from samcam.cli import main
 
     ids = ["a", "b", "c", "d"]
-    images, labels = _synthetic_voc(tmp_path, ids)
+    images, labels = _synthetic_voc(tmp_path, [*ids, "e", "f"])  # e and f held out
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    (tmp_path / "val.txt").write_text("a\nc\n")
+    (tmp_path / "val.txt").write_text("e\nf\n")
     run = tmp_path / "run"
 
     def train_cmd(out: Path) -> list[str]:
@@ -577,7 +577,7 @@ def test_train_seg_and_eval_seg_commands_say_what_they_did(tmp_path, one_thread,
         assert c.read_text().splitlines()[0].startswith("class,")
     void = tmp_path / "void"
     void.mkdir()
-    for i in ("a", "c"):
+    for i in ("e", "f"):
         Image.fromarray(np.full((40, 48), 255, np.uint8), mode="L").save(void / f"{i}.png")
     assert main([*common[:6], str(void), *common[7:], "--progress"]) == 0
     out = capsys.readouterr()
@@ -752,6 +752,30 @@ def test_a_refused_resume_names_the_ids_labels_or_kind_of_checkpoint_that_differ
     save_checkpoint(run, {"config": {}, "state_dict": {}, "epoch": 1})  # what train-classifier writes
     with pytest.raises(ValueError, match=f"^{re.escape(f'{run}: a train-classifier checkpoint, not a train-seg one')}$"):
         train(images, labels, ["a", "b"], tmp_path / "run", recipe, pretrained=False)
+
+
+def test_eval_seg_refuses_the_images_the_network_was_trained_on(tiny_checkpoint, tmp_path, capsys):
+    """eval-seg scored a network on its own training images and called it 'val mIoU' (audit 11, F5):
+    the ids it was trained on, in its checkpoint, are refused as cam-eval and train-seg --eval-ids
+    refuse them; a checkpoint made before samcam recorded them is scored with a note saying so."""
+    from samcam.cli import main
+    from samcam.training import save_checkpoint
+
+    ck, images, labels = tiny_checkpoint  # trained on a, b, c, d
+    (tmp_path / "ids.txt").write_text("e\nb\n")
+    args = ["eval-seg", "--checkpoint", str(ck), "--images", str(images), "--gt", str(labels), "--ids", str(tmp_path / "ids.txt"),
+            "--device", "cpu", "--json", str(tmp_path / "e.json")]  # fmt: skip
+    assert main(args) == 2
+    assert capsys.readouterr().err == (f"samcam eval-seg: error: {tmp_path / 'ids.txt'}: 1 of its 2 ids are images the network {ck} "
+                                       "was trained on (e.g. b); eval-seg scores held-out images\n")  # fmt: skip
+    assert not (tmp_path / "e.json").exists()
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, {k: v for k, v in read_checkpoint(ck).items() if k != "ids"})
+    (tmp_path / "ids.txt").write_text("b\n")
+    assert main([*args[:2], str(old), *args[3:]]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("val mIoU ") and out.err == (f"samcam: note: {old} records no training ids (made before train-seg kept them): "
+                                                           f"whether {tmp_path / 'ids.txt'} holds training images is not checked\n")  # fmt: skip
 
 
 def test_label_fingerprint_is_the_ids_and_their_label_bytes(tmp_path):

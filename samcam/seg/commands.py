@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from samcam.cli import POSITIVE_INT, device_option, ids_option, refuse_one_folder, threads_option
+from samcam.cli import POSITIVE_INT, device_option, ids_option, refuse_one_folder, refuse_trained, threads_option
 from samcam.config import add_options, from_args
 
 from .recipe import Recipe, read_recipe, recipe_file, recipe_names
@@ -76,11 +76,8 @@ def train_seg(p: argparse.ArgumentParser) -> Run:
         if a.eval_gt is not None:  # the evaluation's files are there before hours of training, not found missing after them
             from samcam.io import find_image, folder_ids
 
-            trained = set(a.ids.ids)  # a score of training images is no val score: it would rank in seg-search as one
-            seen = [i for i in a.eval_ids.ids if i in trained]
-            if seen:
-                raise ValueError(f"{a.eval_ids}: {len(seen)} of its {len(a.eval_ids.ids)} ids are training images of --ids {a.ids} "
-                                 f"(e.g. {seen[0]}); train-seg scores held-out images")  # fmt: skip
+            # a score of training images is no val score: it would rank in seg-search as one
+            refuse_trained(a.eval_ids, a.ids.ids, f"training images of --ids {a.ids}", "train-seg scores held-out images")
             folder_ids(a.eval_gt, ".png", "ground-truth label", a.eval_ids.ids)
             for i in a.eval_ids.ids:
                 find_image(a.images, i)
@@ -158,6 +155,7 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         from samcam.outputs import check_outputs
 
         from .evaluate import check_evaluation_target, evaluate_checkpoint, write_results
+        from .train import read_checkpoint
 
         given = [a.images, a.gt, a.ids, a.checkpoint]
         check_outputs([a.save_predictions, a.json, a.csv], given, files=[a.json, a.csv], tables={a.csv: ("class", "iou")})
@@ -172,6 +170,14 @@ def eval_seg(p: argparse.ArgumentParser) -> Run:
         ids = a.ids.ids  # the id list is checked before the checkpoint, as every command checks it
         sha = sha256_file(a.checkpoint, what="checkpoint")  # once: the target's check and the summary
         check_evaluation_target(a.json, a.checkpoint, sha)  # before the evaluation, not after it
+        trained = read_checkpoint(a.checkpoint).get("ids")  # a score on the images the network learnt from is no val score
+        if trained is None:
+            from samcam.progress import say_once
+
+            say_once("untracked-ids", f"{a.checkpoint} records no training ids (made before train-seg kept them): "
+                                      f"whether {a.ids} holds training images is not checked")  # fmt: skip
+        else:
+            refuse_trained(a.ids, trained, f"images the network {a.checkpoint} was trained on", "eval-seg scores held-out images")
         ev, summary = evaluate_checkpoint(a.checkpoint, a.images, a.gt, ids, scales, flip,
                                           a.save_predictions, a.device, progress=a.progress or None, checkpoint_sha256=sha)  # fmt: skip
         write_results(ev, summary, a.json, a.csv)
