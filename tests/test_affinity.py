@@ -866,6 +866,9 @@ def test_a_refused_affinity_resume_names_the_fields_that_differ_or_the_kind_of_c
     cfg = AffinityTrainConfig(epochs=1, batch_size=1, crop=16, crf=False)
     ck = tmp_path / "a.pt"
     train_affinity(index, cams, ids[:1], ck, cfg, progress=False)
+    (tmp_path / "moved").mkdir()  # the record holds the CAMs' path relative to the checkpoint; by content they are the same
+    (tmp_path / "moved" / "a.pt").write_bytes(ck.read_bytes())
+    assert train_affinity(index, cams, ids[:1], tmp_path / "moved" / "a.pt", cfg, progress=False).done == 0
 
     def refused(why, **changes):
         args = {"images": index, "ids": ids[:1], "config": cfg, **changes}

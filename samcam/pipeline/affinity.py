@@ -118,6 +118,9 @@ def _window(levels: list[torch.Tensor], seeds: np.ndarray, crop: int, rng: np.ra
 
 #: what a train-affinity record holds by content since samcam recorded it (a checkpoint made before has neither)
 CONTENT_KEYS = ("seeds_sha256", "images_sha256")
+#: where a record's seeds were read (relative to the checkpoint): compared only in a record without CONTENT_KEYS;
+#: in one with them, which of the two was given (a copy of the inputs elsewhere, or a moved checkpoint, resumes)
+SEED_PATHS = ("cams", "seed_labels")
 
 
 def ids_sha256(ids: list[str]) -> str:
@@ -176,8 +179,11 @@ def train_affinity(
         check_kind(ck, out, "train-affinity", "choose another path")
         if ck.get("head") != AffinityHead.version:
             raise ValueError(f"{out}: an affinity head of an earlier samcam (without PSA's final ELU); choose another path")
-        old = ck.get("record")
-        now = {k: v for k, v in record.items() if not isinstance(old, dict) or k in old or k not in CONTENT_KEYS}  # made before: paths compared
+        old, now = ck.get("record"), record
+        if isinstance(old, dict) and all(k in old for k in CONTENT_KEYS):  # by content: not where the inputs lie
+            old, now = ({k: v is not None if k in SEED_PATHS else v for k, v in r.items()} for r in (old, record))
+        else:  # made before samcam recorded the content: the paths are compared
+            now = {k: v for k, v in record.items() if k not in CONTENT_KEYS}
         if old != now:
             what = differences(old, now) if isinstance(old, dict) else "it records no run"
             raise ValueError(f"{out} holds another affinity run ({what}); choose another path")
