@@ -15,9 +15,9 @@ from samcam.pipeline.cam import select_classifier, sweep_table
 from samcam.pipeline.train_classifier import (
     TrainConfig,
     _random_scaled_crop,
+    config_differences,
     frozen_parameter,
     recam_loss,
-    same_config,
     train_classifier,
 )
 
@@ -56,9 +56,9 @@ def test_frozen_parameter_names():
 
 def test_config_identity_fills_fields_a_checkpoint_predates():
     old = {k: v for k, v in vars(TrainConfig()).items() if k not in ("rescale", "freeze_blocks", "recam", "output_stride")}
-    assert same_config(old, TrainConfig())
-    assert not same_config(old, TrainConfig(freeze_blocks=2))
-    assert same_config({**old, "rescale": [0.5, 1.5]}, TrainConfig(rescale=(0.5, 1.5)))  # a list read back is the tuple
+    assert not config_differences(old, TrainConfig())
+    assert config_differences(old, TrainConfig(freeze_blocks=2))
+    assert not config_differences({**old, "rescale": [0.5, 1.5]}, TrainConfig(rescale=(0.5, 1.5)))  # a list read back is the tuple
     with pytest.raises(ValueError, match="rescale"):
         TrainConfig(rescale=(1.5, 0.5))
     with pytest.raises(ValueError, match="frozen backbone"):

@@ -74,11 +74,6 @@ def config_differences(recorded: dict, config: TrainConfig) -> str:
     return differences(rec, vars(config), "config") if rec != vars(config) else ""
 
 
-def same_config(recorded: dict, config: TrainConfig) -> bool:
-    """Whether a checkpoint's recorded configuration is ``config`` (:func:`config_differences`)."""
-    return not config_differences(recorded, config)
-
-
 def frozen_parameter(name: str, freeze_blocks: int) -> bool:
     """Whether the parameter ``name`` of an EfficientNet :class:`CamNet` stays frozen with
     ``freeze_blocks``: the stem and the blocks ``0 .. freeze_blocks − 1``."""
