@@ -378,7 +378,7 @@ def _decode_in_place_works() -> bool:
     return _DECODE_IN_PLACE
 
 
-def decode_png(parts: tuple[str, int, int, bytes], out: np.ndarray | None = None) -> np.ndarray:
+def decode_png(parts: PngParts, out: np.ndarray | None = None) -> np.ndarray:
     """Decode ``png_parts`` output (Pillow's C zlib decoder, which also undoes the PNG filters) into
     ``out`` (``H × W`` uint8, C-contiguous) or a new array; ``ValueError`` if the stream is bad."""
     mode, w, h, stream, _ = parts
