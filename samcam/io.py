@@ -185,7 +185,9 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
         return yaml.load(data.decode(), Loader=_plain_loader())
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
         # RecursionError: nested too deeply; ValueError: a number past Python's 4,300-digit limit
-        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None and f"line {mark.line + 1}" not in str(e).splitlines()[0] else ""
+        raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]}{where})") from None
 
 
 def read_input(path: str | os.PathLike, what: str = "input") -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
 import zlib
 
@@ -250,3 +251,162 @@ def test_a_palette_label_re_indexed_by_an_editor_is_read_by_its_colours(tmp_path
     im.putpalette([v for i in range(256) for v in (i, i, i)])
     im.save(tmp_path / "grey.png")
     assert np.array_equal(io.read_label(tmp_path / "grey.png", VOC), label)
+
+
+# --- the small helpers every message and check goes through, against values computed here (issue 22:
+# io.py's surviving mutants) ---
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 bytes"), (512, "512 bytes"), (1000, "1000 bytes"), (1 << 10, "1 KiB"),
+                                    (3 << 10, "3 KiB"), (1 << 20, "1 MiB"), (3 << 20, "3 MiB"), (1 << 30, "1 GiB"),
+                                    (4 << 30, "4 GiB"), ((1 << 30) + (1 << 20), "1025 MiB"), ((1 << 20) + 1, f"{(1 << 20) + 1} bytes")])  # fmt: skip
+def test_size_text_is_the_largest_whole_binary_unit(n, text):
+    assert io._size_text(n) == text
+
+
+def _name_limit(tmp_path, monkeypatch, limit):
+    """The file system's name limit as ``os.pathconf`` reports it (``None``: it cannot say)."""
+    real = os.pathconf
+
+    def pathconf(path, name):
+        if limit is None:
+            raise OSError("no pathconf here")
+        return limit if name == "PC_NAME_MAX" else real(path, name)
+
+    monkeypatch.setattr(os, "pathconf", pathconf)
+
+
+@pytest.mark.parametrize("limit", [255, 100, None])
+def test_check_writable_allows_a_name_exactly_as_long_as_its_temporary_fits(tmp_path, monkeypatch, limit):
+    # the temporary is "." + name + ".samcam-" + 8 random + name's suffix + ".tmp": 25 bytes more for a .png
+    _name_limit(tmp_path, monkeypatch, limit)
+    room = (limit or 255) - 25
+    io.check_writable(tmp_path / ("a" * (room - 4) + ".png"))
+    target = tmp_path / "deep" / "er" / ("a" * (room - 3) + ".png")  # folders still to be made: the nearest one named
+    with pytest.raises(ValueError) as e:
+        io.check_writable(target)
+    assert str(e.value) == (f"output {target}: its name is {room + 1} bytes, too long to write there: samcam writes it through a "
+                            f"temporary file whose name is 25 bytes longer, and {tmp_path} allows at most {limit or 255}; "
+                            f"give a name of at most {room} bytes")  # fmt: skip
+
+
+def test_check_writable_counts_the_temporary_suffix_given(tmp_path, monkeypatch):
+    _name_limit(tmp_path, monkeypatch, 100)
+    name = "b" * (100 - 19)  # suffix ".x": "." + name + ".samcam-" + 8 + ".x" is 19 bytes more
+    io.check_writable(tmp_path / name, suffix=".x")
+    with pytest.raises(ValueError, match="whose name is 21 bytes longer"):  # its own suffix: "" + ".tmp"
+        io.check_writable(tmp_path / name)
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_check_writable_says_why_a_folder_cannot_be_written(tmp_path, monkeypatch, read_only):
+    # root writes anywhere, so the file system's answers are given here: write permission refused
+    # (read and search allowed), and a read-only flag or none
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (mode & os.W_OK) and real_access(p, mode, **kw))
+    flags = os.ST_RDONLY if read_only else 0
+    monkeypatch.setattr(os, "statvfs", lambda p: type("V", (), {"f_flag": flags})())
+    with pytest.raises(ValueError) as e:
+        io.check_writable(tmp_path / "sub" / "out.png")
+    why = "on a read-only file system" if read_only else "not writable by this user"
+    assert str(e.value) == f"output {tmp_path / 'sub' / 'out.png'}: cannot be written: {tmp_path} is {why}"
+    monkeypatch.setattr(os, "access", real_access)
+    io.check_writable(tmp_path / "sub" / "out.png")
+
+
+def test_near_miss_points_only_at_a_file_of_another_name():
+    assert io.near_miss(["abc", "d e"], lambda name: False) == ""
+    assert io.near_miss(["abc"], lambda name: True) == ""  # the id itself exists: nothing to point at
+    assert io.near_miss(["2008_000008  1"], {"2008_000008"}.__contains__) == (
+        " ('2008_000008' exists: an id list's line is one whole id, here '2008_000008  1'; does the list have a second column?)")
+    nfd = "cafe\u0301"
+    assert io.near_miss([nfd], {"caf\u00e9"}.__contains__) == (
+        " ('caf\u00e9' exists: the same name in another Unicode normal form; rename the file or the id)")
+    ids = [f"id{i} x" for i in range(6)]  # only the first five missing ids are looked at
+    assert io.near_miss(ids, {"id5"}.__contains__) == ""
+    assert io.near_miss(ids, {"id4"}.__contains__).startswith(" ('id4' exists")
+
+
+def test_still_pixels_reads_an_image_without_frames():
+    im = Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert not hasattr(im, "n_frames")
+    assert np.array_equal(io.still_pixels(im), np.arange(6).reshape(2, 3))
+
+
+@pytest.mark.parametrize("payload", [b"\0" * 200_000, np.random.default_rng(0).bytes(200_000)], ids=["runs", "noise"])
+def test_read_gzip_refuses_a_stream_past_its_limit_holding_no_more_than_the_limit(tmp_path, monkeypatch, payload):
+    (tmp_path / "a.gz").write_bytes(gzip.compress(payload))
+    held = []
+    real = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, *a):
+            self.d = real(*a)
+
+        def decompress(self, data, max_length=0):
+            out = self.d.decompress(data, max_length)
+            held.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.d, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    with pytest.raises(ValueError) as e:
+        io.read_gzip(tmp_path / "a.gz", "mask file", limit=1 << 16)
+    assert str(e.value) == f"{tmp_path / 'a.gz'}: not a readable gzip stream (inflates beyond the 64 KiB limit of a mask file)"
+    assert sum(held) <= (1 << 16) + 1  # the limit, and one byte to tell that more would come
+    held.clear()
+    assert io.read_gzip(tmp_path / "a.gz", limit=len(payload)) == payload
+
+
+def test_first_sentence_is_whole_or_cut_at_a_word():
+    assert io._first_sentence("") == "" and io._first_sentence("\n  \n") == ""
+    assert io._first_sentence("\n  It failed. Try again.\nmore") == "It failed"
+    assert io._first_sentence("Ends in X.") == "Ends in X"
+    assert io._first_sentence("word " * 10, limit=19) == "word word word …"
+    assert io._first_sentence("word " * 10, limit=22) == "word word word word …"
+    assert io._first_sentence("abcd " * 4 + "abc", limit=23) == "abcd " * 4 + "abc"  # exactly the limit: whole
+    assert io._first_sentence("x" * 300) == "x" * 300 and io._first_sentence("y " * 151).endswith(" …")
+
+
+def test_read_csv_names_the_missing_file_as_a_table(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"table not found: {tmp_path / 'no.csv'}")):
+        io.read_csv(tmp_path / "no.csv")
+
+
+@pytest.mark.parametrize("header", ["01,1", "NA,null", "1,1.0", "True,true"])
+def test_read_csv_takes_column_names_as_written(tmp_path, header):
+    # names pandas keeps apart (it reads a header as text) are no repeated column, whatever they would parse to
+    (tmp_path / "t.csv").write_text(f"{header}\n5,6\n")
+    table = io.read_csv(tmp_path / "t.csv")
+    assert list(table.columns) == header.split(",") and table.iloc[0].tolist() == [5, 6]
+
+
+def test_read_csv_names_a_long_repeated_column_by_its_first_80_characters(tmp_path):
+    name = "c" * 100
+    (tmp_path / "t.csv").write_text(f"{name},{name}\n1,2\n")
+    with pytest.raises(ValueError) as e:
+        io.read_csv(tmp_path / "t.csv")
+    assert str(e.value) == f"{tmp_path / 't.csv'}: the column {'c' * 80!r} appears twice (pandas would rename one and read the other)"
+
+
+def test_read_csv_gives_the_parser_message_in_one_line(tmp_path):
+    import io as _io
+
+    import pandas as pd
+
+    data = b"a,b\n1,2\n1,2,3,4\n"
+    (tmp_path / "t.csv").write_bytes(data)
+    with pytest.raises(pd.errors.ParserError) as want:
+        pd.read_csv(_io.BytesIO(data))
+    with pytest.raises(ValueError) as e:
+        io.read_csv(tmp_path / "t.csv")
+    assert str(e.value) == f"{tmp_path / 't.csv'}: not a readable CSV ({' '.join(str(want.value).split())})"
+
+
+def test_read_yaml_names_a_repeated_key_past_a_key_it_does_not_check_with_its_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("~: 0\nb: 1\nb: 2\n")  # a null key is not compared; the keys after it are
+    with pytest.raises(ValueError) as e:
+        io.read_yaml(tmp_path / "c.yaml", "configuration")
+    assert str(e.value) == f"{tmp_path / 'c.yaml'}: not a readable YAML file (the key 'b' is given twice in one mapping, line 3)"

@@ -113,7 +113,7 @@ def test_a_yaml_alias_is_refused_in_one_line_at_its_place(tmp_path):
     cfg = _config(tmp_path, "a: &a [1]\nsteps: *a\n")
     with pytest.raises(ValueError) as e:
         load_config(cfg)
-    assert str(e.value) == f"{cfg}: not a readable YAML file (YAML aliases (*name) are not accepted in a configuration)"
+    assert str(e.value) == f"{cfg}: not a readable YAML file (YAML aliases (*name) are not accepted in a configuration, line 2)"
     with pytest.raises(yaml.composer.ComposerError) as e:
         yaml.load("a: &a [1]\nsteps: *a\n", Loader=io._plain_loader())
     assert (e.value.problem_mark.line, e.value.problem_mark.column) == (1, 7)  # where the alias stands
