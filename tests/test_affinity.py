@@ -4,6 +4,7 @@ definitions, then the pipeline steps and the commands on a few real images."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -886,3 +887,80 @@ def test_a_refused_affinity_resume_names_the_fields_that_differ_or_the_kind_of_c
     save_checkpoint(tmp_path / "seg.pt", {"format": "samcam-seg/1"})
     with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'seg.pt'))}: a train-seg checkpoint, not a train-affinity one; choose another path$"):
         train_affinity(index, cams, ids[:1], tmp_path / "seg.pt", cfg, progress=False)
+
+
+def test_dense_crf_hands_pydensecrf_psas_kernels_on_the_image_as_given(monkeypatch):
+    """What reaches pydensecrf (a recording stand-in): the grid as width × height, the unary of the
+    scores, each kernel's own settings, the image as contiguous uint8 RGB, and the iteration count;
+    its marginals come back as K × H × W float32."""
+    import pydensecrf.densecrf as dcrf
+
+    from samcam.refine.crf import CRFConfig, dense_crf
+
+    calls = {}
+
+    class Recording:
+        def __init__(self, w, h, k):
+            calls["grid"] = (w, h, k)
+
+        def setUnaryEnergy(self, u):
+            calls["unary"] = np.array(u)
+
+        def addPairwiseGaussian(self, **kw):
+            calls["gaussian"] = kw
+
+        def addPairwiseBilateral(self, **kw):
+            calls["bilateral"] = {k: v for k, v in kw.items() if k != "rgbim"}
+            calls["rgbim"] = kw["rgbim"]
+
+        def inference(self, n):
+            calls["iterations"] = n
+            w, h, k = calls["grid"]
+            return np.arange(k * h * w, dtype=np.float64).reshape(k, h * w)
+
+    monkeypatch.setattr(dcrf, "DenseCRF2D", Recording)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (4, 6, 3)).astype(np.int64)  # a wider type: handed over as uint8
+    scores = rng.random((2, 4, 6)).astype(np.float64)
+    q = dense_crf(image, scores)
+    assert calls["grid"] == (6, 4, 2) and calls["iterations"] == 10
+    assert calls["gaussian"] == {"sxy": 3.0, "compat": 3.0} and calls["bilateral"] == {"sxy": 80.0, "srgb": 13.0, "compat": 10.0}
+    assert calls["rgbim"].dtype == np.uint8 and calls["rgbim"].flags.c_contiguous and np.array_equal(calls["rgbim"], image)
+    np.testing.assert_allclose(calls["unary"], -np.log(np.clip(scores, 1e-5, 1)).reshape(2, -1), rtol=1e-5)
+    assert q.dtype == np.float32 and q.shape == (2, 4, 6) and np.array_equal(q.ravel(), np.arange(48))
+    dense_crf(image, scores, CRFConfig(iterations=0, gaussian_sxy=1.5, gaussian_compat=0.5, bilateral_sxy=20, bilateral_srgb=5, bilateral_compat=0))
+    assert calls["iterations"] == 0 and calls["gaussian"] == {"sxy": 1.5, "compat": 0.5}
+    assert calls["bilateral"] == {"sxy": 20, "srgb": 5, "compat": 0}
+
+
+@pytest.mark.parametrize("field", ["gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "gaussian_compat", "bilateral_compat"])
+def test_crf_settings_take_their_whole_range_and_nothing_past_it(field):
+    from samcam.refine.crf import CRFConfig
+
+    positive = field.endswith(("sxy", "srgb"))  # a kernel's width must be > 0; a weight may be 0
+    for bad in ([0.0, -1.0] if positive else [-1e-9, -1.0]) + [float("inf"), float("nan")]:
+        with pytest.raises(ValueError, match=f"{field} must be a {'positive number' if positive else 'number ≥ 0'}, not {bad}"):
+            CRFConfig(**{field: bad})
+    for good in [1e-6, 0.5, 1e6] + ([] if positive else [0.0]):
+        assert getattr(CRFConfig(**{field: good}), field) == good
+    assert CRFConfig(iterations=0).iterations == 0
+    with pytest.raises(ValueError, match="iterations must be ≥ 0, not -1"):
+        CRFConfig(iterations=-1)
+
+
+@pytest.mark.parametrize("image_shape,scores_shape", [((4, 5, 3), (2, 4)), ((4, 5), (2, 4, 5)), ((4, 5, 4), (2, 4, 5)), ((5, 4, 3), (2, 4, 5))])
+def test_dense_crf_refuses_shapes_that_do_not_pair(image_shape, scores_shape):
+    from samcam.refine.crf import dense_crf
+
+    with pytest.raises(ValueError, match=re.escape(f"scores {scores_shape} and image {image_shape} must be K × H × W and H × W × 3")):
+        dense_crf(np.zeros(image_shape, np.uint8), np.ones(scores_shape, np.float32))
+
+
+def test_dense_crf_refuses_non_finite_scores():
+    from samcam.refine.crf import dense_crf
+
+    for bad in (np.nan, np.inf):
+        s = np.ones((2, 4, 5), np.float32)
+        s[1, 2, 3] = bad
+        with pytest.raises(ValueError, match="scores must be finite and non-negative"):
+            dense_crf(np.zeros((4, 5, 3), np.uint8), s)
