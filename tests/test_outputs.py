@@ -345,3 +345,80 @@ def test_git_commit_is_dirty_for_changed_or_new_code_never_for_results(tmp_path,
     assert outputs.git_commit(repo) == head + "-dirty"
     (tmp_path / "plain").mkdir()
     assert outputs.git_commit(tmp_path / "plain") is None
+
+
+# --- outputs.py's surviving mutants (issue 22), each against what the file or the lock holds ---
+
+
+def test_records_that_are_folders_are_named_as_records(tmp_path):
+    (tmp_path / COST_RECORD).mkdir()
+    with pytest.raises(ValueError) as e:
+        read_cost(tmp_path)
+    assert str(e.value) == (f"{tmp_path / COST_RECORD}: unreadable cost record ({tmp_path / COST_RECORD}: is a folder, not a regular file; "
+                            "a record must be a file); remove it to start the record anew")  # fmt: skip
+    with pytest.raises(ValueError) as e:
+        outputs.read_record(tmp_path / COST_RECORD, "run record", "remove it")
+    assert str(e.value) == (f"{tmp_path / COST_RECORD}: unreadable run record ({tmp_path / COST_RECORD}: is a folder, not a regular file; "
+                            "a record must be a file); remove it")  # fmt: skip
+
+
+def test_lock_held_only_while_another_open_file_holds_it(tmp_path, monkeypatch):
+    import fcntl
+
+    lock = tmp_path / ".lock"
+    assert outputs._lock_held(lock) is False  # no lock file: nobody holds it
+    lock.write_bytes(b"")
+    assert outputs._lock_held(lock) is False
+    with open(lock, "rb") as f:  # flock locks belong to an open file: another open of it is refused, as another process is
+        fcntl.flock(f, fcntl.LOCK_EX)
+        assert outputs._lock_held(lock) is True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    assert outputs._lock_held(lock) is False
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # no advisory locks (Windows): never held
+    with open(lock, "rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        assert outputs._lock_held(lock) is False
+
+
+@pytest.mark.parametrize("text,mark", [("", None), ("null", None), ("[1]", None), ('{"pid": 3}', None), ('{"writing": 3}', None),
+                                       ("{", None), ('{"writing": "merge", "pid": 3}', {"writing": "merge", "pid": 3})])  # fmt: skip
+def test_writing_mark_is_a_mapping_naming_its_step(tmp_path, text, mark):
+    (tmp_path / ".lock").write_text(text)
+    assert outputs._writing_mark(tmp_path / ".lock") == mark
+
+
+def test_differences_name_a_field_one_side_lacks_even_when_the_other_holds_none():
+    assert outputs.differences({}, {"a": None}) == "a: (absent) -> None"
+    assert outputs.differences({"a": None}, {}) == "a: None -> (absent)"
+    assert outputs.differences({1: 1, "a": 1, "b": 0}, {1: 2, "a": 2, "b": 0}) == "1: 1 -> 2, a: 1 -> 2"  # keys of two kinds, in order
+
+
+def test_a_table_of_one_column_is_recognised(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    assert outputs.is_table(tmp_path / "t.csv", ["a"]) and outputs.is_table(tmp_path / "t.csv", ["a", "b"])
+    assert not outputs.is_table(tmp_path / "t.csv", []) and not outputs.is_table(tmp_path / "t.csv", ["b"])
+
+
+def test_table_header_reads_the_first_line_within_64_kib(tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert outputs.table_header(tmp_path / "empty.csv") == []
+    (tmp_path / "long.csv").write_text("a," * 40000 + "\n1\n")  # a header line past 64 KiB: read up to that point
+    got = outputs.table_header(tmp_path / "long.csv")
+    assert len(got) == 32769 and got[-1] == "" and set(got[:-1]) == {"a"}
+    (tmp_path / "bom.csv").write_bytes("\ufeffx,y\n".encode())
+    assert outputs.table_header(tmp_path / "bom.csv") == ["x", "y"]
+
+
+def test_write_table_leaves_a_one_byte_file_and_names_four_columns(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({c: [1] for c in "abcde"})
+    (tmp_path / "t.csv").write_text("x")
+    with pytest.raises(ValueError) as e:
+        outputs.write_table(tmp_path / "t.csv", df)
+    assert str(e.value) == (f"{tmp_path / 't.csv'}: holds a table with other columns than this 5-column table (a, b, c, d, ...); "
+                            "it is left as it was: choose another file")  # fmt: skip
+    assert (tmp_path / "t.csv").read_text() == "x"
+    (tmp_path / "t.csv").write_text("")
+    outputs.write_table(tmp_path / "t.csv", df)
+    assert (tmp_path / "t.csv").read_text() == "a,b,c,d,e\n1,1,1,1,1\n"
