@@ -382,6 +382,7 @@ def _train(p: argparse.ArgumentParser):
         ids = a.ids.ids
         labels, y = _image_classes(tree, a.ids, a, "images", "a classifier learns from images with objects")
         if a.eval_ids:  # said before the training, not after it
+            refuse_trained(a.eval_ids, ids, f"training images of --ids {a.ids}", "train-classifier scores held-out images")
             _, yv = _image_classes(tree, a.eval_ids, a, "held-out images", "a classifier is scored on images with objects")
         res = train_classifier([tree.read_image(i) for i in ids], y, a.out, cfg, ids=ids, device=_device(a.device))
         shown = [round(x, 4) for x in res.losses]

@@ -332,6 +332,14 @@ def test_cam_eval_refuses_held_out_images_without_an_object(tmp_path, capsys):
     assert cli.main(["train-classifier", "--voc", str(voc), "--ids", str(tmp_path / "b.txt"), "--eval-ids", str(tmp_path / "ids.txt"),
                      "--out", str(tmp_path / "c.pt"), "--head-only"]) == 2  # fmt: skip
     assert "none of its 1 held-out images has an object class" in capsys.readouterr().err and not (tmp_path / "c.pt").exists()
+    # held-out ids among the training ids: the "held-out mAP" printed was a training score (audit 12, F4: 100.00)
+    (tmp_path / "ab.txt").write_text("a\nb\n")
+    assert cli.main(["train-classifier", "--voc", str(voc), "--ids", str(tmp_path / "b.txt"), "--eval-ids", str(tmp_path / "ab.txt"),
+                     "--out", str(tmp_path / "c.pt"), "--head-only"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"samcam train-classifier: error: {tmp_path / 'ab.txt'}: 1 of its 2 ids are training images of --ids {tmp_path / 'b.txt'} (e.g. b); "
+        "train-classifier scores held-out images"]  # fmt: skip
+    assert not (tmp_path / "c.pt").exists()
 
 
 def test_the_search_scripts_extra_options_replace_a_candidates_own():
