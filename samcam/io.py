@@ -547,11 +547,30 @@ def read_labelled_image(image_path: str | os.PathLike, label_path: str | os.Path
     return image, label
 
 
+#: the EXIF tag of an image's orientation (1: as stored; 2..8: mirrored and/or turned)
+EXIF_ORIENTATION = 0x0112
+
+
+def _upright(im: Image.Image, path) -> Image.Image:
+    """``im`` turned as its EXIF orientation says (2..8), as viewers and OpenCV's ``imread`` (the
+    official SAM script's reader) show it, so the masks, CAMs and labels made from it by those tools
+    fit; said once per command. As stored otherwise (no tag, 1, or a value no orientation has)."""
+    from PIL import ImageOps
+
+    from samcam.progress import say_once
+
+    if im.getexif().get(EXIF_ORIENTATION, 1) not in range(2, 9):
+        return im
+    say_once("exif-orientation", f"{path}: images with an EXIF orientation are read turned upright as it says, as viewers "
+                                 "and OpenCV show them (its labels must be drawn on that picture)")  # fmt: skip
+    return ImageOps.exif_transpose(im)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as H × W × 3 uint8 RGB (grayscale, palette and RGBA are converted; 16-bit
-    grayscale is scaled to 8 bits)."""
+    grayscale is scaled to 8 bits), upright as its EXIF orientation says (:func:`_upright`)."""
     try:
-        return open_image(path, path, lambda im: _rgb8(im, path))
+        return open_image(path, path, lambda im: _rgb8(_upright(im, path), path))
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
 

@@ -30,7 +30,7 @@ def progress_bar(iterable: Iterable | None = None, progress: bool | None = None,
 
 
 #: the notes :func:`say_once` knows; each is said once per command, however many pool workers read
-NOTES = ("masks-01", "not-an-id", "untracked-ids")
+NOTES = ("masks-01", "not-an-id", "untracked-ids", "exif-orientation")
 _said_here: set[str] = set()
 _said_shared = None  # a multiprocessing Value (a bit per note) shared by a command and its pool workers
 

@@ -410,3 +410,31 @@ def test_read_yaml_names_a_repeated_key_past_a_key_it_does_not_check_with_its_li
     with pytest.raises(ValueError) as e:
         io.read_yaml(tmp_path / "c.yaml", "configuration")
     assert str(e.value) == f"{tmp_path / 'c.yaml'}: not a readable YAML file (the key 'b' is given twice in one mapping, line 3)"
+
+
+_TURNS = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+          5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+          8: lambda a: np.rot90(a, 1)}  # fmt: skip  (EXIF 2.3's eight orientations, by hand)
+
+
+@pytest.mark.parametrize("orientation", range(1, 10))
+def test_an_image_is_read_upright_as_its_exif_orientation_says(tmp_path, capsys, orientation):
+    # audit 12, F5: a photo tagged "turned" was read as stored, so the labels and masks of the picture
+    # everyone sees (viewers, OpenCV's imread in the official SAM script) did not fit it
+    from samcam.progress import reset_notes
+
+    reset_notes()
+    rng = np.random.default_rng(orientation)
+    stored = Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[io.EXIF_ORIENTATION] = orientation
+    stored.save(tmp_path / "a.jpg", exif=exif.tobytes(), quality=95)
+    with Image.open(tmp_path / "a.jpg") as im:
+        assert im.getexif()[io.EXIF_ORIENTATION] == orientation
+        raw = np.asarray(im.convert("RGB"))  # the stored pixels, as decoded
+    want = _TURNS.get(orientation, _TURNS[1])(raw)  # 9: no orientation: as stored
+    assert np.array_equal(io.read_image(tmp_path / "a.jpg"), want)
+    io.read_image(tmp_path / "a.jpg")
+    err = capsys.readouterr().err
+    turned = 2 <= orientation <= 8
+    assert err.count("note:") == int(turned) and (not turned or f"{tmp_path / 'a.jpg'}: images with an EXIF orientation are read turned upright" in err)
