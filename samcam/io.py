@@ -535,11 +535,25 @@ def _rgb8(im, path) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
+def refuse_one_file(path: str | os.PathLike, other: str | os.PathLike, what: str, other_what: str) -> None:
+    """``ValueError`` naming ``path`` when it is the very file ``other`` (a symbolic or hard link to it:
+    :func:`os.path.samefile`): one file read as two inputs of different kinds (a prediction and its
+    ground truth, an image and its label) scores, or trains on, itself. Absent files are left to their
+    readers. The file-level rule of :func:`samcam.cli.refuse_one_folder`."""
+    try:
+        same = os.path.samefile(path, other)
+    except OSError:
+        return
+    if same:
+        raise ValueError(f"{path}: is the file {other} itself (a link to it); one file cannot be both the {what} and {other_what}")
+
+
 def read_labelled_image(image_path: str | os.PathLike, label_path: str | os.PathLike, spec: DatasetSpec | None = None,
                         what: str = "label") -> tuple[np.ndarray, np.ndarray]:
     """An image (:func:`read_image`) and its label map (:func:`read_label`; ``what``: "label" or
     "ground-truth"), ``ValueError`` naming both files when their sizes differ: a label of another
     size than its image belongs to another image."""
+    refuse_one_file(image_path, label_path, "image", f"its {what}")
     label = read_label(label_path, spec)
     image = read_image(image_path)
     if image.shape[:2] != label.shape:

@@ -2411,6 +2411,35 @@ def test_eval_refuses_a_folder_scored_against_itself(scored, capsys):
     fails(["eval", "--pred", scored / "link", "--gt", scored / "gt"], capsys, "are one folder")
 
 
+@pytest.mark.parametrize("kind", ["symbolic", "hard"])
+def test_eval_refuses_a_prediction_that_is_its_ground_truth_file(scored, capsys, kind):
+    # audit 12, F7: predictions linked to the ground-truth files scored mIoU 100.00, exit 0
+    pred = scored / "pred"
+    (pred / "b.png").unlink()
+    if kind == "symbolic":
+        (pred / "b.png").symlink_to(scored / "gt" / "b.png")
+    else:
+        os.link(scored / "gt" / "b.png", pred / "b.png")
+    fails(["eval", "--pred", pred, "--gt", scored / "gt"], capsys,
+          f"{pred / 'b.png'}: is the file {scored / 'gt' / 'b.png'} itself (a link to it); one file cannot be both the prediction and the ground truth")
+    (pred / "b.png").unlink()
+    (pred / "b.png").write_bytes((scored / "gt" / "b.png").read_bytes())  # a copy is a prediction that happens to be right
+    assert cli.main(["eval", "--pred", str(pred), "--gt", str(scored / "gt")]) == 0
+
+
+def test_an_image_that_is_its_label_file_is_refused(tmp_path):
+    from samcam.data.spaces import VOC
+    from samcam.io import read_labelled_image
+
+    _labels(tmp_path / "gt", ["a"], 3)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").symlink_to(tmp_path / "gt" / "a.png")  # PNG images are images too
+    with pytest.raises(ValueError) as e:
+        read_labelled_image(tmp_path / "img" / "a.png", tmp_path / "gt" / "a.png", VOC, "ground-truth")
+    assert str(e.value) == (f"{tmp_path / 'img' / 'a.png'}: is the file {tmp_path / 'gt' / 'a.png'} itself (a link to it); "
+                            "one file cannot be both the image and its ground-truth")  # fmt: skip
+
+
 def test_a_label_with_transparency_or_frames_is_refused(scored, capsys):
     """A colour label's transparent pixels ("not annotated") are no class; an animated PNG is no one label.
     Both were read without a word (transparent as the RGB beneath, an animation as its first frame)."""

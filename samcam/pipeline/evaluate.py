@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from samcam.data.spaces import DatasetSpec
-from samcam.io import read_label
+from samcam.io import read_label, refuse_one_file
 from samcam.metrics import Evaluator
 
 
 def _read_pair(pred_dir: Path, gt_dir: Path, image_id: str, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     pred_path = pred_dir / f"{image_id}.png"
     gt_path = gt_dir / f"{image_id}.png"
+    refuse_one_file(pred_path, gt_path, "prediction", "the ground truth")  # a link to the ground truth scores 100
     pred = read_label(pred_path, spec)
     gt = read_label(gt_path, spec)
     if pred.shape != gt.shape:
