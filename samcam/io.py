@@ -728,8 +728,17 @@ MAX_NAME_BYTES = 200
 
 
 def check_ids(ids: Sequence[str], source: str | os.PathLike) -> list[str]:
-    """Every id of ``ids`` through :func:`check_id`."""
-    return [check_id(i, source) for i in ids]
+    """Every id of ``ids`` through :func:`check_id`; ``ValueError`` naming ``source`` when two are one
+    name in two Unicode normal forms (``café`` composed, and ``e`` + accent as macOS writes it): they
+    show alike, and both files would be read as two images."""
+    ids = [check_id(i, source) for i in ids]
+    composed: dict[str, str] = {}
+    for i in ids:
+        first = composed.setdefault(unicodedata.normalize("NFC", i), i)
+        if first != i:
+            raise ValueError(f"{source}: ids {first!r} and {i!r} are one name in two Unicode forms (composed and decomposed); "
+                             "keep one, or they are read as two images")  # fmt: skip
+    return ids
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:
@@ -876,6 +885,7 @@ def image_index(images_dir: str | os.PathLike) -> dict[str, Path]:
         index[image_id] = p
     if not index:
         raise FileNotFoundError(f"image folder {images_dir} holds no .jpg/.png images")
+    check_ids(list(index), images_dir)
     return index
 
 

@@ -438,3 +438,29 @@ def test_an_image_is_read_upright_as_its_exif_orientation_says(tmp_path, capsys,
     err = capsys.readouterr().err
     turned = 2 <= orientation <= 8
     assert err.count("note:") == int(turned) and (not turned or f"{tmp_path / 'a.jpg'}: images with an EXIF orientation are read turned upright" in err)
+
+
+def test_two_spellings_of_one_name_are_refused_wherever_ids_are_read(tmp_path):
+    # audit 12, F18: café composed and decomposed, two files that show alike, were scored as two images
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    assert nfc != nfd
+    (tmp_path / "gt").mkdir()
+    for i in (nfc, nfd, "plain"):
+        io.write_label(tmp_path / "gt" / f"{i}.png", np.zeros((2, 3), np.uint8))
+    with pytest.raises(ValueError) as e:
+        io.folder_ids(tmp_path / "gt", ".png", "ground-truth")
+    first, second = sorted([nfc, nfd])
+    assert str(e.value) == (f"{tmp_path / 'gt'}: ids {first!r} and {second!r} are one name in two Unicode forms (composed and decomposed); "
+                            "keep one, or they are read as two images")  # fmt: skip
+    (tmp_path / "ids.txt").write_text(f"{nfd}\nplain\n{nfc}\n")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'ids.txt'}: ids {nfd!r} and {nfc!r} are one name")):
+        io.read_ids(tmp_path / "ids.txt")
+    Image.new("RGB", (3, 2)).save(tmp_path / "gt" / f"{nfc}.jpg")
+    (tmp_path / "img").mkdir()
+    for i in (nfc, nfd):
+        Image.new("RGB", (3, 2)).save(tmp_path / "img" / f"{i}.jpg")
+    with pytest.raises(ValueError, match="are one name in two Unicode forms"):
+        io.image_index(tmp_path / "img")
+    (tmp_path / "gt" / f"{nfd}.png").unlink()  # one spelling: read as before
+    assert io.folder_ids(tmp_path / "gt", ".png", "ground-truth") == sorted([nfc, "plain"])
+    assert io.check_ids(["a", "b"], "x") == ["a", "b"]
