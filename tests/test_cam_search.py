@@ -12,7 +12,9 @@ from torch.nn import functional as F
 from samcam import cli
 from samcam.metrics import Evaluator, confusion_matrix
 from samcam.pipeline.cam import select_classifier, sweep_table
+from samcam.cam.nets import EFFICIENTNETS
 from samcam.pipeline.train_classifier import (
+    MAX_BLOCKS,
     TrainConfig,
     _random_scaled_crop,
     config_differences,
@@ -405,3 +407,19 @@ def test_seg_table_refuses_rows_that_select_nothing(tmp_path, rows, why):
     r = _script("seg_table.sh", ["gt"], {"JOBS": "1", "SAMCAM": f"bash {fake}"}, tmp_path)  # a row it has: nothing due, the table made
     assert r.returncode == 0 and "no seg_row step of rows 'gt' is due" in r.stdout
     assert (tmp_path / "calls").read_text() == "reproduce --only seg_table\n"
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_freeze_blocks_is_bounded_by_the_backbones_own_blocks(backbone):
+    # audit 12, F19: 60 was accepted for Lite0's 16 blocks, trained as 16 and recorded as another configuration
+    from efficientnet_lite_pytorch import EfficientNet
+
+    n = len(EfficientNet.from_name(backbone)._blocks)  # counted on the library's network, not by samcam's helper
+    assert n == {"efficientnet-lite0": 16, "efficientnet-lite2": 21}[backbone]
+    assert MAX_BLOCKS == max(len(EfficientNet.from_name(b)._blocks) for b in EFFICIENTNETS)  # the option's range: the largest
+    assert TrainConfig(backbone=backbone, freeze_blocks=n).freeze_blocks == n  # all of them
+    with pytest.raises(ValueError) as e:
+        TrainConfig(backbone=backbone, freeze_blocks=n + 1)
+    assert str(e.value) == (f"freeze_blocks is {n + 1}, more than the {n} blocks of {backbone}; "
+                            f"give at most {n} (all of them: the stem and every block stay frozen)"  # fmt: skip
+                            if n < MAX_BLOCKS else f"classifier training field freeze_blocks is {n + 1}, expected a finite number in [0, {n}]")

@@ -115,7 +115,7 @@ def _configs():
 
 
 #: edges a field's range allows but another field's rule forbids (crop ≥ 2 radius)
-CROSS = {("AffinityTrainConfig", "crop", 1)}
+CROSS = {("AffinityTrainConfig", "crop", 1), ("TrainConfig", "freeze_blocks", 21)}  # 21 blocks: Lite1/2's, not the default Lite0's
 
 
 @pytest.mark.parametrize("cls", _configs(), ids=lambda c: c.__name__)

@@ -14,6 +14,7 @@ and ``high_res`` (``len(keys) × H × W`` float32). They are read with a restric
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -239,6 +240,15 @@ BACKBONES = {
 }
 #: the ImageNet backbones samcam builds itself (IRN's ResNet-50 comes with its own checkpoint)
 EFFICIENTNETS = tuple(name for name, build in BACKBONES.items() if build is _efficientnet_camnet)
+
+
+@functools.cache
+def efficientnet_blocks(name: str) -> int:
+    """How many blocks the EfficientNet ``name`` has (Lite0 16, Lite1 and Lite2 21), counted on the
+    library's own network (its Lite variants keep the first and last stages' repeats unscaled)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return len(EfficientNet.from_name(name)._blocks)
 
 
 def build_camnet(name: str, n_classes: int = 20, checkpoint: str | os.PathLike | None = None, pretrained: bool = True,

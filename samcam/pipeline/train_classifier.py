@@ -25,10 +25,15 @@ import torch
 from torch.nn import functional as F
 
 from samcam.cam.infer import to_tensor
-from samcam.cam.nets import EFFICIENTNETS, build_camnet, checkpoint_config, frozen_bn
+from samcam.cam.nets import EFFICIENTNETS, build_camnet, checkpoint_config, efficientnet_blocks, frozen_bn
 from samcam.config import check_settings, setting
 from samcam.io import load_checkpoint, load_weights
 from samcam.training import TrainResult, check_kind, descend, ids_change, resume_state, save_epoch, set_poly_lr
+
+
+#: the most blocks of the backbones (Lite1 and Lite2: 21; Lite0: 16): ``freeze_blocks``' range, each
+#: backbone's own count checked by :class:`TrainConfig`
+MAX_BLOCKS = 21
 
 
 @dataclass
@@ -44,7 +49,7 @@ class TrainConfig:
     n_classes: int = 20  # the dataset's (VOC's 20), not an option
     output_stride: int = setting(32, choices=(16, 32), help="16 dilates the last stage (finer CAMs)")
     rescale: tuple[float, float] | None = None  # random scale of each sample (of the original image)
-    freeze_blocks: int = setting(0, 0, 64, "keep the stem and this many first backbone blocks at their ImageNet weights (0: all train)")
+    freeze_blocks: int = setting(0, 0, MAX_BLOCKS, "keep the stem and this many first backbone blocks at their ImageNet weights (0: all train; at most the backbone's blocks)")
     recam: float = setting(0.0, 0.0, 10.0, "weight of ReCAM's softmax cross-entropy on CAM-masked features (0: off; needs the backbone trained)")
 
     def __post_init__(self) -> None:
@@ -58,6 +63,9 @@ class TrainConfig:
             self.rescale = (float(lo), float(hi))
         if not self.train_backbone and (self.rescale is not None or self.freeze_blocks):
             raise ValueError("rescale and freeze_blocks act on a trained backbone: they cannot be used head only")
+        if self.freeze_blocks > (n := efficientnet_blocks(self.backbone) if self.freeze_blocks else 0):
+            raise ValueError(f"freeze_blocks is {self.freeze_blocks}, more than the {n} blocks of {self.backbone}; "
+                             f"give at most {n} (all of them: the stem and every block stay frozen)")  # fmt: skip
         if self.recam and not self.train_backbone:
             raise ValueError("recam needs the backbone's feature maps: it cannot be used with a frozen backbone (head only)")
 
