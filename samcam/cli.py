@@ -614,8 +614,8 @@ def _threshold_range(text: str) -> list[float]:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
         raise ValueError(f"--thresholds must look like START:STOP:STEP (e.g. {THRESHOLDS}), got {text!r}") from None
-    if not (0 <= start <= stop <= 1) or not step >= 1e-6:  # thresholds are kept to 6 decimals: a finer STEP repeats them
-        raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and STEP >= 0.000001")
+    if not (0 <= start <= stop <= 1) or not 1e-6 <= step < float("inf"):  # kept to 6 decimals: a finer STEP repeats them
+        raise ValueError(f"--thresholds {text}: need 0 <= START <= STOP <= 1 and a finite STEP >= 0.000001")
     if (stop - start) / step > MAX_THRESHOLDS - 1:
         raise ValueError(f"--thresholds {text}: more than {MAX_THRESHOLDS} thresholds; use a STEP of at least {(stop - start) / (MAX_THRESHOLDS - 1):.3g}")
     return [round(start + k * step, 6) for k in range(int((stop - start) / step + 1e-9) + 1)]

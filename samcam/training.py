@@ -102,6 +102,15 @@ def check_kind(ck: object, path: str | os.PathLike, command: str, remedy: str | 
         raise ValueError(f"{path}: {what}" + (f"; {remedy}" if remedy else ""))
 
 
+def refuse_other_kind(ck: object, path: str | os.PathLike, expected: str | None, what: str) -> None:
+    """``ValueError`` naming ``path`` when ``ck`` is the checkpoint of a samcam training other than
+    ``expected`` (``None``: of none, as IRN's or SAM's weights): said as what it is, before its keys
+    are compared with a network's (``what``: what was expected, in words)."""
+    found = checkpoint_kind(ck)
+    if found is not None and found != expected:
+        raise ValueError(f"{path}: a {found} checkpoint, not {what}")
+
+
 def ids_change(old: Sequence[str], new: Sequence[str]) -> str:
     """How the id list ``new`` differs from ``old``, a run's, in words (``4 -> 3 ids, 1 left out, e.g.
     'b'``; ``the same ids in another order``): what a refused resume names, for every training."""

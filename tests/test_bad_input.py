@@ -2246,8 +2246,10 @@ def test_l2g_class_maps_are_read_by_their_bit_depth(tmp_path, capsys):
     capsys.readouterr()
     (tmp_path / "in" / "a_3.png").unlink()
     Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "in" / "a_3.png")
-    fails(["labels", "--method", "L2G", "--input", tmp_path / "in", "--out", tmp_path / "rgb", "--ids", tmp_path / "ids.txt",
-           "--threshold", "0.3"], capsys, "a_3.png: unreadable class map (a class map in mode RGB; expected an 8- or 16-bit grayscale PNG)")  # fmt: skip
+    err = fails(["labels", "--method", "L2G", "--input", tmp_path / "in", "--out", tmp_path / "rgb", "--ids", tmp_path / "ids.txt",
+                 "--threshold", "0.3"], capsys)  # fmt: skip
+    assert err == (f"samcam labels: error: {tmp_path / 'in' / 'a_3.png'}: unreadable class map (a class map in mode RGB; expected an 8- or "
+                   "16-bit grayscale PNG)")  # the file named once (audit 12, F20: '…/a_<class>.png: …/a_3.png: …')
 
 
 def test_a_key_given_twice_is_refused(tmp_path, capsys):
@@ -2274,7 +2276,9 @@ def test_a_key_given_twice_is_refused(tmp_path, capsys):
     (["cam2label", "--cams", "{t}/cams", "--out", "", "--threshold", "0.2"], "argument --out: empty; give a value"),
     (["train-seg", "--images", "{t}", "--labels", "{t}", "--ids", "{t}/ids.txt", "--out", " "], "argument --out: empty"),
     (["seg-search", "--runs", "{t}", "--out", "{t}/o", "--configs", "a", ""], "argument --configs: empty"),
-    (["cam2label", "--cams", "{t}/cams", "--sweep-gt", "{t}/gt", "--thresholds", "0:0.000001:0.0000001"], "STEP >= 0.000001"),
+    (["cam2label", "--cams", "{t}/cams", "--sweep-gt", "{t}/gt", "--thresholds", "0:0.000001:0.0000001"], "a finite STEP >= 0.000001"),
+    (["cam2label", "--cams", "{t}/cams", "--sweep-gt", "{t}/gt", "--thresholds", "0:1:inf"],  # audit 12, F20: 0 · inf said "threshold nan"
+     "--thresholds 0:1:inf: need 0 <= START <= STOP <= 1 and a finite STEP >= 0.000001"),
     (["weights", "list", "vit_t"], "weights list takes no checkpoint name (given 'vit_t')"),
 ])  # fmt: skip
 def test_an_empty_or_idle_command_is_refused(tmp_path, capsys, monkeypatch, args, message):

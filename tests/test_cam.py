@@ -61,6 +61,28 @@ def test_irn_backbone_by_name_is_irns_layout_at_stride_16(tmp_path):
         build_camnet("resnet50-irn", output_stride=32)
 
 
+@pytest.mark.parametrize("kind,ck", [("train-classifier", {"state_dict": {}, "config": {}, "epoch": 1}),
+                                     ("train-affinity", {"kind": "samcam-affinity", "state_dict": {}, "config": {}}),
+                                     ("train-seg", {"format": "samcam-seg/1", "model": {}})])  # fmt: skip
+def test_a_cam_network_names_another_trainings_checkpoint_as_what_it_is(tmp_path, kind, ck):
+    # audit 12, F20: a classifier given as IRN's weights was "not a state dict of tensors", an affinity
+    # checkpoint given as a classifier "did not fit the network (Missing key(s) ...)"
+    from samcam.cam.nets import build_camnet, load_classifier
+
+    torch.save(ck, tmp_path / "c.pt")
+    with pytest.raises(ValueError) as e:
+        build_camnet("resnet50-irn", checkpoint=tmp_path / "c.pt")
+    assert str(e.value) == (f"{tmp_path / 'c.pt'}: a {kind} checkpoint, not IRN's ResNet-50 CAM weights (res50_cam.pth); "
+                            "a samcam classifier is built with --model its backbone")  # fmt: skip
+    if kind == "train-classifier":
+        return
+    for build in (lambda: build_camnet("efficientnet-lite0", checkpoint=tmp_path / "c.pt"),
+                  lambda: load_classifier(CamNet(nn.Identity(), 4, 20), tmp_path / "c.pt")):
+        with pytest.raises(ValueError) as e:
+            build()
+        assert str(e.value) == f"{tmp_path / 'c.pt'}: a {kind} checkpoint, not a train-classifier one"
+
+
 def test_irn_resnet50_trains_with_frozen_batch_norm():
     """``train()`` (no argument) puts the network in training mode except its batch norm, as IRN's
     FixedBatchNorm; ``train(False)`` is eval mode throughout."""

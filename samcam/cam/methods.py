@@ -135,7 +135,7 @@ def load_pseudo_label(folder: str | os.PathLike, image_id: str, fmt: str, thresh
         label = _load(folder, image_id, spec_of, threshold, spec, shape, source)
     except ValueError as e:
         msg = str(e)
-        raise ValueError(msg if msg.startswith(str(source)) else f"{source}: {msg}") from None
+        raise ValueError(msg if msg.startswith(str(folder)) else f"{source}: {msg}") from None  # a file it names: named once
     if shape is not None and label.shape != tuple(shape):
         raise ValueError(f"{source}: label size {label.shape} differs from the image size {tuple(shape)}")
     return label

@@ -200,9 +200,13 @@ def resnet50_irn(n_classes: int = 20, checkpoint: str | os.PathLike | None = Non
 
     ``checkpoint``: an IRN-layout state dict (``res50_cam.pth``), loaded with strict key checking.
     """
+    from samcam.training import refuse_other_kind
+
     irn = IRNResNet50(n_classes)
     if checkpoint is not None:
-        load_weights(irn, load_checkpoint(checkpoint), checkpoint, "IRN ResNet-50 CAM weights")
+        ck = load_checkpoint(checkpoint)
+        refuse_other_kind(ck, checkpoint, None, "IRN's ResNet-50 CAM weights (res50_cam.pth); a samcam classifier is built with --model its backbone")
+        load_weights(irn, ck, checkpoint, "IRN ResNet-50 CAM weights")
     net = CamNet(irn.features, 2048, n_classes, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), name="resnet50-irn",
                  levels=_irn_levels)  # fmt: skip
     net.irn = irn  # registers the weights (and the IRN layout) under the CamNet
@@ -219,7 +223,10 @@ def _irn_camnet(name: str, n_classes: int, checkpoint: str | os.PathLike | None,
 
 def _efficientnet_camnet(name: str, n_classes: int, checkpoint: str | os.PathLike | None, pretrained: bool,
                          output_stride: int | None) -> tuple[CamNet, int]:  # fmt: skip
+    from samcam.training import refuse_other_kind
+
     ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    refuse_other_kind(ck, checkpoint, "train-classifier", "a train-classifier one")
     trained = checkpoint_config(ck, checkpoint).get("output_stride", 32) if ck is not None else None
     if output_stride is None:
         output_stride = trained or 32
@@ -282,7 +289,10 @@ def checkpoint_config(ck: object, path: str | os.PathLike) -> dict:
 def load_classifier(net: CamNet, checkpoint: str | os.PathLike, ck: dict | None = None) -> dict:
     """Load a checkpoint written by :func:`samcam.pipeline.train_classifier.train_classifier`
     (strict); ``ck``: its contents, when already read."""
+    from samcam.training import refuse_other_kind
+
     ck = load_checkpoint(checkpoint) if ck is None else ck
+    refuse_other_kind(ck, checkpoint, "train-classifier", "a train-classifier one")
     if not isinstance(ck, dict) or "state_dict" not in ck:
         raise ValueError(f"{checkpoint}: not a samcam classifier checkpoint (no state_dict)")
     if ck.get("backbone") not in (None, net.name):
