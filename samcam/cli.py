@@ -328,6 +328,8 @@ def _merge(p: argparse.ArgumentParser):
         from samcam.pipeline.merge import merge_folders
         from samcam.refine.merge import MergeRule
 
+        if not RULES[a.rule][0]:
+            refuse_unused(p, a, ("coverage",), f"with --rule {a.rule} (only {', '.join(r for r, (test, _) in RULES.items() if test)} tests coverage)")
         rule = MergeRule.named(a.rule, a.majority, a.coverage)
         s = merge_folders(a.pseudo, a.masks, a.out, get_dataset(a.dataset), rule, ids_of(a.ids), a.workers, a.missing_masks)
         print(f"{s.merged} merged, {s.kept_cam} kept their CAM label (no masks), {s.skipped} already there -> {s.out}")
@@ -701,10 +703,11 @@ def _reproduce(p: argparse.ArgumentParser):
 
 
 def refuse_unused(p: argparse.ArgumentParser, a: argparse.Namespace, dests: Sequence[str], why: str) -> None:
-    """``ValueError`` naming the first option of ``dests`` given a value other than its default:
-    it does not apply (``why``), and an option silently ignored would make a user think it acted."""
+    """``ValueError`` naming the first option of ``dests`` that was given (even at its default value:
+    :attr:`Parser.given`) or holds a value other than its default: it does not apply (``why``), and
+    an option silently ignored would make a user think it acted."""
     for dest in dests:
-        if getattr(a, dest, None) != p.get_default(dest):
+        if dest in getattr(p, "given", ()) or getattr(a, dest, None) != p.get_default(dest):
             flag = next((o for act in p._actions if act.dest == dest for o in act.option_strings), f"--{dest.replace('_', '-')}")
             raise ValueError(f"{flag} does not apply {why}")
 

@@ -2004,6 +2004,11 @@ def test_a_seed_power_of_zero_is_refused_not_replaced_by_the_default(tmp_path, c
     (["refine", "--mode", "everything", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--prompts", "point"], "--prompts does not apply"),
     (["refine", "--mode", "everything", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--checkpoint", "{t}/no.pt"], "--checkpoint does not apply"),
     (["refine", "--pseudo", "{t}/pred", "--images", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt"], "--masks does not apply to --mode prompted"),
+    # audit 12, F16: an option given at its default value does not apply either; nor --coverage to a rule without its test
+    (["refine", "--mode", "everything", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--ids", "{t}/ids.txt", "--prompts", "box"], "--prompts does not apply"),
+    (["cam2label", "--cams", "{t}/pred", "--out", "{t}/o", "--threshold", "0.2", "--thresholds", "0.05:0.60:0.05"], "--thresholds does not apply without --sweep-gt"),
+    (["merge", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--rule", "max_iou", "--coverage", "0.5"], "--coverage does not apply with --rule max_iou (only max_iou_imp2 tests coverage)"),
+    (["merge", "--pseudo", "{t}/pred", "--masks", "{t}/m", "--out", "{t}/o", "--rule", "max_iou_imp", "--coverage", "0.85"], "--coverage does not apply with --rule max_iou_imp"),
     (["cam2label", "--cams", "{t}/pred", "--out", "{t}/o", "--threshold", "0.2", "--sweep-csv", "{t}/s.csv"], "--sweep-csv does not apply without --sweep-gt"),
     (["cam2label", "--cams", "{t}/pred", "--out", "{t}/o", "--threshold", "0.2", "--thresholds", "0.1:0.2:0.05"], "--thresholds does not apply without --sweep-gt"),
     (["train-classifier", "--ids", "{t}/ids.txt", "--out", "{t}/c.pt", "--head-only", "--lr-backbone", "0.5"], "--lr-backbone does not apply with --head-only"),
