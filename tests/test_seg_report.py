@@ -268,6 +268,8 @@ def test_search_table_cell_by_cell(tmp_path):
     md = search_markdown(t).splitlines()
     assert md[0] == "| " + " | ".join(t.columns) + " |" and len(md) == 4
     assert md[2] == "| long | 1 | lite2 | 96 | 0.5 | 1.5 | 2 | 8 | adamw | 0.01 | 5 | 0.01 | False | 16 | 128 | 8 | 40 | 1.3 | cpu | 2 | 0.75,1.0 + flip | 51.23 |"
+    base = json.loads((runs / "base_s1" / "eval.json").read_text())  # a search ranks runs evaluated alike
+    (runs / "base_s1" / "eval.json").write_text(json.dumps({**base, "scales": [0.75, 1.0], "flip": True}))
     written = write_search(runs, tmp_path / "out")
     assert written["config"].tolist() == ["base", "long"]  # every run, in folder order
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "table.csv"), written, check_dtype=False)
@@ -790,12 +792,23 @@ def test_write_table_checks_runs_alike_and_names_the_missing_reference(tmp_path)
 
 
 def test_a_search_ranks_recipes_on_one_set_of_images(tmp_path):
-    """Runs scored on another number of val images are not ranked together: named, with both counts
-    (other scales or flip are how a run was evaluated, the table's eval column)."""
+    """Runs scored on another number of val images, or at other scales or flip, are not ranked together:
+    named, with both counts or protocols (audit 12, F17: a run scored with flip was ranked beside
+    single-scale runs, its gain the protocol's)."""
     from samcam.seg.report import write_search
 
     runs = _records(tmp_path, ("a_s0", _record()), ("b_s0", _set("eval.flip", True)(_set("recipe.crop", 96)(_record()))))
-    assert write_search(runs, tmp_path / "ok")["eval"].tolist() == ["1.0", "1.0 + flip"]
+    with pytest.raises(ValueError) as e:
+        write_search(runs, tmp_path / "out")
+    assert str(e.value) == (f"{runs / 'b_s0.json'}: evaluated at scales 1.0 + flip, {runs / 'a_s0.json'} at 1.0; a search compares "
+                            "recipes evaluated alike (eval-seg each run with the same --scales and --flip)")  # fmt: skip
+    for stem in ("a_s0", "b_s0"):  # both at one protocol: ranked
+        (runs / f"{stem}.json").write_text(json.dumps(_set("eval.scales", [0.75, 1.0])(_set("eval.flip", True)(_record()))))
+    assert write_search(runs, tmp_path / "ok")["eval"].tolist() == ["0.75,1.0 + flip"] * 2
+    (runs / "b_s0.json").write_text(json.dumps(_set("eval.scales", [1.0, 1.25])(_set("eval.flip", True)(_record()))))
+    with pytest.raises(ValueError, match=re.escape("evaluated at scales 1.0,1.25 + flip")):
+        write_search(runs, tmp_path / "out")
+    (runs / "a_s0.json").write_text(json.dumps(_record()))
     (runs / "b_s0.json").write_text(json.dumps(_set("eval.n_images", 5)(_record())))
     with pytest.raises(ValueError, match=re.escape(f"{runs / 'b_s0.json'}: evaluated on 5 images, {runs / 'a_s0.json'} on 4; a search compares recipes on the same val images")):
         write_search(runs, tmp_path / "out")

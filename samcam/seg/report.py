@@ -381,6 +381,9 @@ def write_search(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, config
         if r.n_val != first["n_val"]:
             raise ValueError(f"{r.run}: evaluated on {r.n_val} images, {first['run']} on {first['n_val']}; a search compares recipes on the same val images")
         check_scored_alike(r.scored_on, r.run, first["scored_on"], first["run"], "a search compares recipes on the same val images")
+        if r.eval != first["eval"]:  # multi-scale + flip adds points of its own: the ranking would be the protocol's
+            raise ValueError(f"{r.run}: evaluated at scales {r.eval}, {first['run']} at {first['eval']}; a search compares recipes "
+                             "evaluated alike (eval-seg each run with the same --scales and --flip)")  # fmt: skip
     t = search_table(df)
     csv, md = SEARCH_FILES
     write_text(Path(out_dir) / csv, t.to_csv(index=False))
