@@ -8,9 +8,10 @@ writes, its defaults included, and a step whose script writes anything it does n
 refused before it runs); and it names the inputs it reads and the outputs it writes. After a
 run, a stamp beside the executed notebook (``<runs>/<name>.params.json``) records the step's
 definition and the content fingerprints (:func:`samcam.outputs.fingerprint`) of its inputs, its
-notebook or script (with the helpers beside it) and its outputs. A step is *current*, and skipped,
-when that stamp matches: same definition, same input and notebook contents, and outputs
-untouched since. File times play no part, so a fresh clone (whose files all carry the checkout's time)
+notebook or script (with the helpers beside it) and its outputs; a run that did not write each of
+its declared outputs (:func:`check_written`, for every kind of step) fails and stamps nothing. A step
+is *current*, and skipped, when that stamp matches: same definition, same input and notebook
+contents, and outputs untouched since. File times play no part, so a fresh clone (whose files all carry the checkout's time)
 and a moved checkout judge a step as the machine that ran it did. samcam's own code is not
 fingerprinted: after a change to the package, ``--force`` a step to rerun it.
 
@@ -875,6 +876,22 @@ def check_redo(step: Step, state: str, force: bool) -> None:
                          f"what is there; remove {'it' if len(written) == 1 else 'them'} to redo the step")
 
 
+def check_written(step: Step, before: list) -> None:
+    """Every declared output of a step that ran (a notebook, a command or a script alike) is this run's:
+    there after it, and a file written by it (new, or its size, time or inode changed since ``before``,
+    :func:`samcam.outputs.stat_signature` of each output as the step started); a folder that was there
+    and is left as it was counts as written (resumed whole: its step found every part done, as 08's
+    label folders or a mask folder). Else a ``RuntimeError`` naming the step and what it did not write,
+    and nothing is stamped: a stamp never claims a file left from before (a command run without the
+    option that writes it, a benchmark that found no baseline and exited 0) or one never made."""
+    from samcam.outputs import stat_signature
+
+    kept = [o for o, was in zip(step.outputs, before)
+            if not (REPO / o).exists() or (stat_signature(REPO / o) == was and not (was is not None and (REPO / o).is_dir()))]
+    if kept:
+        raise RuntimeError(f"step {step.name}: {step.what} did not write {', '.join(kept)}; nothing is stamped")
+
+
 def run_command(step: Step) -> None:
     """Run a command step: ``python -m samcam.cli <command>`` from the checkout, its output shown as it
     goes; a ``RuntimeError`` naming the step when it fails."""
@@ -894,14 +911,9 @@ def run_script(step: Step) -> None:
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
            "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ in an input (a baseline checkout the script runs)  # fmt: skip
-    before = fingerprints(step, kinds=("outputs",))["outputs"]
     rc = subprocess.call([sys.executable, *step.script], cwd=REPO, env=env)
     if rc != 0:
         raise RuntimeError(f"step {step.name}: python {step.script[0]} exited with status {rc}")
-    after = fingerprints(step, kinds=("outputs",))["outputs"]
-    kept = [k for k in after if after[k] is None or after[k] == before.get(k)]
-    if kept:  # e.g. a benchmark that found no baseline, said so and exited 0
-        raise RuntimeError(f"step {step.name}: python {step.script[0]} did not write {', '.join(kept)}; nothing is stamped")
 
 
 def reproduce(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
@@ -980,18 +992,13 @@ def _run_steps(rows: list, runs: Path, only, force: bool, long: bool, log) -> li
             before = taken_before(step)
         except (OSError, ValueError) as e:  # a broken link or a pipe inside an input folder
             raise ValueError(f"step {step.name}: cannot fingerprint its inputs: {e}") from None
+        outputs_before = [stat_signature(REPO / o) for o in step.outputs]
         if step.notebook is not None:
-            outputs_before = [stat_signature(REPO / o) for o in step.outputs]
             execute(step.notebook, runs / f"{step.name}.ipynb", step.parameters)
-            # a declared output the notebook did not write (it wrote elsewhere, or nothing): missing, or a file left as it was; a
-            # folder that was there and is unchanged was resumed whole (08's label folders), which is written by its step
-            kept = [o for o, was in zip(step.outputs, outputs_before)
-                    if not (REPO / o).exists() or (stat_signature(REPO / o) == was and not (was is not None and (REPO / o).is_dir()))]
-            if kept:  # no stamp says it made what its step declares
-                raise RuntimeError(f"step {step.name}: {step.notebook} did not write {', '.join(kept)}; nothing is stamped")
         else:
             runs.mkdir(parents=True, exist_ok=True)
             run_command(step) if step.command is not None else run_script(step)
+        check_written(step, outputs_before)
         write_text(runs / f"{step.name}.params.json", json.dumps(full_stamp(step, before=before), indent=1))
         report.append((step.name, f"ran in {time.perf_counter() - t0:.0f} s"))
         ran = True

@@ -2723,3 +2723,57 @@ def test_no_command_writes_into_the_reproduce_stamps_folder(capsys):
     check_output(REPO / "results" / "runsx")  # a sibling whose name starts the same is no part of it
     fails(["demo", "--out", "results/runs/x"], capsys, "results/runs/x", "the reproduce stamps' folder")
     assert not (STAMPS / "x").exists()
+
+
+# ============================================================================ audit 12: reproduce
+
+
+@pytest.fixture()
+def checkout(tmp_path, monkeypatch) -> Path:
+    """``tmp_path/repo`` as the checkout that reproduce runs steps in (its stamps in ``results/runs``)."""
+    from samcam import io, outputs, reproduce
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    for module in (io, outputs, reproduce):
+        monkeypatch.setattr(module, "REPO", repo)
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", repo / "notebooks")
+    monkeypatch.setattr(reproduce, "RUNS", repo / "results" / "runs")
+    monkeypatch.setattr(outputs, "git_commit", lambda path: "abc123")
+    return repo
+
+
+def test_a_reproduce_command_step_that_did_not_write_its_output_is_refused_and_not_stamped(checkout, tmp_path, capsys):
+    """Audit 12, F2: `eval` without --csv, its step declaring a CSV an earlier run made, exited 0 and the
+    step was stamped current, its stamp claiming the old table (55.34) as the output of this eval (55.65);
+    a declared output never written was stamped too. Now the step fails naming what it did not write, the
+    old file is left as it was, and no stamp is written; with --csv the table is this run's and stamped."""
+    import csv
+    import hashlib
+    import json
+
+    _labels(checkout / "pred", ["a", "b"], 7)  # car everywhere, as the ground truth: IoU 1
+    _labels(checkout / "gt", ["a", "b"], 7)
+    _labels(tmp_path / "other", ["a", "b"], 0)  # background everywhere: car's IoU 0
+    (checkout / "out").mkdir()
+    old = checkout / "out" / "ev.csv"
+    assert cli.main(["eval", "--pred", str(tmp_path / "other"), "--gt", str(checkout / "gt"), "--csv", str(old)]) == 0  # an earlier run's table
+    before = old.read_bytes()
+
+    def car_iou() -> float:
+        return float(next(r for r in csv.DictReader(old.read_text().splitlines()) if r["class"] == "car")["iou"])
+
+    assert car_iou() == 0.0
+    stamp = checkout / "results" / "runs" / "ev.params.json"
+    cfg = tmp_path / "c4.yml"
+    for outputs, missing in (("[out/ev.csv]", "out/ev.csv"), ("[out/never.csv]", "out/never.csv")):
+        cfg.write_text(f"steps:\n  - {{name: ev, command: [eval, --pred, pred, --gt, gt], inputs: [pred, gt], outputs: {outputs}}}\n")
+        fails(["reproduce", "--config", cfg], capsys, f"step ev: samcam eval did not write {missing}; nothing is stamped")
+        assert old.read_bytes() == before and not stamp.exists() and not (checkout / "out" / "never.csv").exists()
+        assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
+        assert capsys.readouterr().out.startswith("ev: would run [stale (never run here)]")
+    cfg.write_text("steps:\n  - {name: ev, command: [eval, --pred, pred, --gt, gt, --csv, out/ev.csv], inputs: [pred, gt], outputs: [out/ev.csv]}\n")
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 0
+    made = old.read_bytes()
+    assert car_iou() == 1.0  # this run's table, and the stamp names its bytes
+    assert json.loads(stamp.read_text())["fingerprints"]["outputs"] == {"out/ev.csv": "sha256:" + hashlib.sha256(made).hexdigest()}

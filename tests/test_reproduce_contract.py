@@ -491,6 +491,53 @@ def test_a_notebook_step_that_did_not_write_its_outputs_is_not_stamped(checkout,
     assert (runs / "b.params.json").exists()
 
 
+@pytest.mark.parametrize("kind", ["command", "script", "notebook"])
+def test_every_kind_of_step_that_did_not_write_its_outputs_is_not_stamped(checkout, tmp_path, monkeypatch, kind):
+    """Audit 12, F2: a command step that left its declared output as it was (a file from before: eval run
+    without --csv), or never made it, was stamped current, the stamp claiming the old file. Every kind of
+    step goes through reproduce.check_written: each output is this run's (a file new or rewritten), else
+    nothing is stamped. What was written is judged here by the file's bytes and inode, apart from it."""
+    runs = tmp_path / "runs"
+    (checkout / "out").mkdir()
+    old = checkout / "out" / "c.txt"
+    old.write_text("55.34")
+    was = (old.read_bytes(), old.stat().st_ino)
+    writes: dict[str, bytes] = {}  # what the fake step writes: name -> bytes
+
+    def run(*args, **kwargs):
+        for name, data in writes.items():
+            (checkout / "out" / name).write_bytes(data)
+
+    if kind == "command":
+        monkeypatch.setattr(reproduce, "run_command", run)
+        step = "{name: b, command: [eval, --pred, p, --gt, g], outputs: [out/b.txt, out/c.txt]}"
+        what = "samcam eval"
+    elif kind == "script":
+        monkeypatch.setattr(reproduce, "run_script", run)
+        monkeypatch.setattr(reproduce, "SCRIPTS", checkout / "benchmarks")
+        (checkout / "benchmarks").mkdir()
+        (checkout / "benchmarks" / "s.py").write_text("def writes(argv):\n    return ['out/b.txt', 'out/c.txt']\n")
+        step = "{name: b, script: [benchmarks/s.py], outputs: [out/b.txt, out/c.txt]}"
+        what = "python benchmarks/s.py"
+    else:
+        monkeypatch.setattr(reproduce, "execute", run)
+        step = "{name: b, notebook: t.ipynb, outputs: [out/b.txt, out/c.txt]}"
+        what = "t.ipynb"
+    cfg = _config(tmp_path, f"steps:\n  - {step}\n")
+    for wrote, left in (({}, "out/b.txt, out/c.txt"), ({"b.txt": b"made"}, "out/c.txt")):  # nothing; the new file only
+        writes.clear()
+        writes.update(wrote)
+        with pytest.raises(RuntimeError, match="^" + re.escape(f"step b: {what} did not write {left}; nothing is stamped") + "$"):
+            reproduce.reproduce(cfg, runs=runs)
+        assert not (runs / "b.params.json").exists() and (old.read_bytes(), old.stat().st_ino) == was  # the old file is left, unclaimed
+        assert step_state(load_config(cfg)[0], runs) == "stale (never run here)"
+    writes.update({"b.txt": b"made", "c.txt": b"55.65"})  # both written by this run: stamped, each output as its bytes are
+    assert reproduce.reproduce(cfg, runs=runs) == [("b", "ran in 0 s")]
+    recorded = json.loads((runs / "b.params.json").read_text())["fingerprints"]["outputs"]
+    assert recorded == {"out/b.txt": _sha(b"made"), "out/c.txt": _sha(b"55.65")}
+    assert step_state(load_config(cfg)[0], runs) == "current"
+
+
 def test_a_resumed_output_folder_left_whole_is_written_and_a_newly_declared_output_is_named(checkout, tmp_path, monkeypatch):
     """Review 10: 08 resumes its label folders, so a rerun over complete labels leaves them as they were;
     such a folder, there before the run, counts as written by its step (a missing folder, or a file
