@@ -342,10 +342,10 @@ def _merge(p: argparse.ArgumentParser):
 
 
 def _labels_args(p: argparse.ArgumentParser) -> None:
-    from samcam.data.voc import LABEL_SOURCES
+    from samcam.data.voc import DEFAULT_LABEL_SOURCE, LABEL_SOURCES
 
     p.add_argument("--voc", help="VOC root (JPEGImages/, SegmentationClass/, ...); default $SAMCAM_VOC_ROOT")
-    p.add_argument("--labels", default="gt", choices=LABEL_SOURCES, help="image-level labels from ground-truth masks (which classes occur), IRN's cls_labels.npy, or Annotations XML")
+    p.add_argument("--labels", default=DEFAULT_LABEL_SOURCE, choices=LABEL_SOURCES, help="image-level labels from ground-truth masks (which classes occur), IRN's cls_labels.npy, or Annotations XML")
     p.add_argument("--cls-labels", help="path of IRN's cls_labels.npy (for --labels cls_labels)")
 
 

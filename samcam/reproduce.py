@@ -364,24 +364,68 @@ def _check_command(command: list, parameters: object, inputs: list, outputs: lis
 
 
 def _check_paths_declared(argv: list, inputs: list, outputs: list, where: str, kind: str, written: set[str] = frozenset()) -> None:
-    """Every argument of a command or script step that names a path is one of the step's inputs or
-    outputs, or lies inside one: what it reads is fingerprinted in its stamp, so a changed input
-    makes it stale (a path is an argument with a ``/``, one starting with ``.`` that is no number,
-    a file or folder of the checkout, or what a step of the config writes, ``written``, or lies inside
-    it). A folder above declared inputs is a dataset's root (``--voc`` with its ``JPEGImages`` and
-    ``SegmentationClass`` declared): the inputs name the parts it reads."""
+    """What a command or script step reads is declared, so its stamp fingerprints it and a changed
+    input makes the step stale. Every argument that names a path is one of the step's inputs or
+    outputs, or lies inside one (a path is an argument with a ``/``, one starting with ``.`` that is
+    no number, a file or folder of the checkout, or what a step of the config writes, ``written``, or
+    lies inside it). A command reading a VOC tree names it with ``--voc``, and each folder of it that
+    the command reads is among the step's inputs, or inside one (:func:`voc_reads`: its images,
+    ground truth or annotations, by command and ``--labels``), never a root above some declared parts."""
     declared = [os.path.normpath(p) for p in inputs + outputs]
-    below = [os.path.normpath(p) for p in inputs]
+    voc = voc_reads(argv, where) if kind == "command" else []
     for before, arg in zip(argv, argv[1:]):
         value = arg.split("=", 1)[-1]
         if arg.startswith("-") and "=" not in arg or before in OUTPUT_OPTIONS:
             continue  # an option's name, or what it writes (:func:`_check_arguments` checks that)
+        if before == VOC_OPTION and kind == "command" and argv[0] in VOC_READS:
+            continue  # a VOC root: what the command reads of it is checked below (with cls_labels, nothing)
         v = os.path.normpath(value)
         path = _names_path(value) or v in written or any(str(p) in written for p in Path(v).parents)
-        if path and not any(v == d or v.startswith(d + os.sep) for d in declared) and not any(
-                d.startswith(v.rstrip(os.sep) + os.sep) for d in below):  # fmt: skip
+        if path and not _within(v, declared):
             raise ValueError(f"{where} {kind} argument {arg!r} names a path that is not among the step's inputs or outputs; "
                              "declare it, so that a change to it makes the step stale")  # fmt: skip
+    for read, why in voc:
+        if not _within(os.path.normpath(read), [os.path.normpath(p) for p in inputs]):
+            raise ValueError(f"{where} command {argv[0]} reads {read} ({why}), which is not among the step's inputs; "
+                             "declare it, so that a change to it makes the step stale")  # fmt: skip
+
+
+def _within(path: str, declared: list[str]) -> bool:
+    """Whether the normalised ``path`` is one of ``declared`` (normalised) or lies inside one."""
+    return any(path == d or path.startswith(d + os.sep) for d in declared)
+
+
+#: the option by which a samcam command names the VOC tree it reads (without it: ``$SAMCAM_VOC_ROOT``)
+VOC_OPTION = "--voc"
+
+#: the samcam commands that read a VOC tree (those with a --voc option: a test keeps this whole), each
+#: with the folders of it that it reads besides its image-level labels' (:func:`voc_reads`)
+VOC_READS: dict[str, tuple[str, ...]] = {"train-classifier": ("JPEGImages",), "cam": (), "cam-eval": ("JPEGImages", "SegmentationClass")}
+
+
+def voc_reads(command: list, where: str) -> list[tuple[str, str]]:
+    """What a command step reads of a VOC tree, as ``(path, why)``: the folders of its ``--voc`` root
+    that the command reads (:data:`VOC_READS`), and its image-level labels' folder by ``--labels``
+    (:func:`samcam.data.voc.label_source_path`: ``SegmentationClass`` for ``gt``, the default;
+    ``Annotations`` for ``xml``; ``cls_labels``' file is an argument, checked as any); none for a command
+    that reads no VOC tree. ``ValueError`` naming ``where`` when it reads one and names none with
+    ``--voc``: it would read ``$SAMCAM_VOC_ROOT``, which no step declares, so the step would stay
+    current after a change there."""
+    from samcam.data.voc import DEFAULT_LABEL_SOURCE, VocTree, label_source_path
+
+    if not command or command[0] not in VOC_READS:
+        return []
+    given = dict(zip(command[1:], command[2:]))  # an option and its value (each option once, named in full: samcam's parser)
+    if VOC_OPTION not in given:
+        raise ValueError(f"{where} command {command[0]} reads a VOC tree and names none with {VOC_OPTION}: it would read "
+                         f"${VocTree.ENV}, which a step does not declare; give {VOC_OPTION} (and declare what the command reads of it)")  # fmt: skip
+    tree, source = VocTree(given[VOC_OPTION], must_exist=False), given.get("--labels", DEFAULT_LABEL_SOURCE)
+    try:
+        labels = label_source_path(tree, source)
+    except ValueError as e:
+        raise ValueError(f"{where} command argument --labels: {e}") from None
+    reads = [(str(tree.root / part), f"{VOC_OPTION} {tree.root}") for part in VOC_READS[command[0]]]
+    return reads + ([(str(labels), f"the image-level labels of {VOC_OPTION} {tree.root} with --labels {source}")] if labels is not None else [])
 
 
 def _names_path(value: str) -> bool:

@@ -2777,3 +2777,53 @@ def test_a_reproduce_command_step_that_did_not_write_its_output_is_refused_and_n
     made = old.read_bytes()
     assert car_iou() == 1.0  # this run's table, and the stamp names its bytes
     assert json.loads(stamp.read_text())["fingerprints"]["outputs"] == {"out/ev.csv": "sha256:" + hashlib.sha256(made).hexdigest()}
+
+
+def test_a_reproduce_command_step_declares_what_it_reads_of_a_voc_tree(checkout, tmp_path, capsys, monkeypatch):
+    """Audit 12, F3: a command step's implicit inputs were not fingerprinted, so the step stayed current
+    after they changed: cam-eval without --voc read $SAMCAM_VOC_ROOT; with --labels xml it read the root's
+    Annotations/ while the step declared only JPEGImages/ and SegmentationClass/ (a root above declared
+    parts was taken as declared). A step names its VOC tree with --voc and declares each folder of it the
+    command reads (reproduce.voc_reads), checked as the config loads; declared, an edited annotation makes
+    the step stale."""
+    from samcam import reproduce
+
+    voc = checkout / "svoc"
+    for folder in ("JPEGImages", "SegmentationClass", "Annotations"):
+        (voc / folder).mkdir(parents=True)
+    (voc / "Annotations" / "a.xml").write_text("<annotation><object><name>car</name></object></annotation>")
+    (checkout / "ids.txt").write_text("a\n")
+    (checkout / "clf.pt").write_bytes(b"weights")
+    monkeypatch.setenv("SAMCAM_VOC_ROOT", str(voc))
+    cfg = tmp_path / "c.yml"
+    base = "[cam-eval, --checkpoint, clf.pt, --ids, ids.txt, --csv, out/ce.csv"
+    parts = "svoc/JPEGImages, svoc/SegmentationClass"
+    for command, inputs, needle in (
+            (f"{base}]", f"[clf.pt, ids.txt, {parts}]", "command cam-eval reads a VOC tree and names none with --voc: it would read $SAMCAM_VOC_ROOT"),
+            (f"{base}, --voc, svoc, --labels, xml]", f"[clf.pt, ids.txt, {parts}]",
+             "command cam-eval reads svoc/Annotations (the image-level labels of --voc svoc with --labels xml), which is not among the step's inputs"),
+            (f"{base}, --voc, svoc]", "[clf.pt, ids.txt, svoc/JPEGImages]", "command cam-eval reads svoc/SegmentationClass (--voc svoc)"),
+            (f"{base}, --voc, svoc]", "[clf.pt, ids.txt, svoc/JPEGImages, svoc/Annotations]", "reads svoc/SegmentationClass")):  # fmt: skip
+        cfg.write_text(f"steps:\n  - {{name: ce, command: {command}, inputs: {inputs}, outputs: [out/ce.csv]}}\n")
+        for extra in (["--list"], []):
+            fails(["reproduce", "--config", cfg, *extra], capsys, f"{cfg}: step 0 (ce) ", needle)
+    for inputs in (f"[clf.pt, ids.txt, {parts}, svoc/Annotations]", "[clf.pt, ids.txt, svoc]"):  # its parts, or the whole tree
+        cfg.write_text(f"steps:\n  - {{name: ce, command: {base}, --voc, svoc, --labels, xml], inputs: {inputs}, outputs: [out/ce.csv]}}\n")
+        assert [s.name for s in reproduce.load_config(cfg)] == ["ce"]
+    ran = []
+
+    def run_command(step):  # cam-eval's table (a classifier is not trained here)
+        ran.append(step.name)
+        (checkout / "out").mkdir(exist_ok=True)
+        (checkout / "out" / "ce.csv").write_text(f"map,threshold\n{len(ran)},0.1\n")
+
+    monkeypatch.setattr(reproduce, "run_command", run_command)
+    cfg.write_text(f"steps:\n  - {{name: ce, command: {base}, --voc, svoc, --labels, xml], inputs: [clf.pt, ids.txt, {parts}, svoc/Annotations], "
+                   "outputs: [out/ce.csv]}\n")
+    assert cli.main(["reproduce", "--config", str(cfg)]) == 0 and ran == ["ce"]
+    capsys.readouterr()
+    assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
+    assert capsys.readouterr().out.startswith("ce: skip [current]")
+    (voc / "Annotations" / "a.xml").write_text("<annotation><object><name>car</name></object><object><name>cat</name></object></annotation>")
+    assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
+    assert capsys.readouterr().out.startswith("ce: would run [stale (input svoc/Annotations changed since the last run)]")

@@ -344,6 +344,15 @@ def test_a_relative_data_root_and_an_unreadable_folder(tmp_path, monkeypatch):
      "command argument './p' names a path"),
     ("{name: x, command: [eval, --pred, notebooks, --gt, data/p, --csv, results/x.csv], inputs: [data/p], outputs: [results/x.csv]}",
      "command argument 'notebooks' names a path"),  # a folder of the checkout, named without a slash
+    # audit 12, F3: a root above some declared parts is no declaration of what is read there; nor is a default root
+    ("{name: x, command: [train-classifier, --voc, data, --ids, data/ids.txt, --out, work/c.pt], inputs: [data/JPEGImages, data/ids.txt], outputs: [work/c.pt]}",
+     "command train-classifier reads data/SegmentationClass (the image-level labels of --voc data with --labels gt), which is not among the step's inputs"),
+    ("{name: x, command: [cam, --voc, data, --images, data/JPEGImages, --out, work/c, --checkpoint, c.pt, --labels, xml], "
+     "inputs: [data/JPEGImages, data/SegmentationClass, c.pt], outputs: [work/c]}", "command cam reads data/Annotations"),
+    ("{name: x, command: [eval, --pred, ./data, --gt, data/g, --csv, results/x.csv], inputs: [data/p, data/g], outputs: [results/x.csv]}",
+     "command argument './data' names a path that is not among the step's inputs"),
+    ("{name: x, command: [train-classifier, --ids, data/ids.txt, --out, work/c.pt], inputs: [data/ids.txt], outputs: [work/c.pt]}",
+     "command train-classifier reads a VOC tree and names none with --voc: it would read $SAMCAM_VOC_ROOT"),
 ])
 def test_reproduce_config_refuses_malformed_steps(tmp_path, step, message):
     from samcam.reproduce import load_config
@@ -412,7 +421,10 @@ def test_a_step_reading_what_another_step_writes_must_declare_it_even_before_it_
 @pytest.mark.parametrize("command, inputs", [
     ("[eval, --pred, data/p, --gt, data/g, --csv, results/x.csv]", "[data/p, data/g]"),
     ("[eval, --pred, data/p/a, --gt, data/g, --csv, results/x.csv]", "[data/p, data/g]"),  # inside a declared input
-    ("[train-classifier, --voc, data, --ids, data/ids.txt, --out, work/c.pt, --lr-head, '.5']", "[data/JPEGImages, data/ids.txt]"),  # a root above its parts; a number
+    # a VOC root whose folders the command reads are declared (reproduce.voc_reads: its images, and its labels' ground truth); a number
+    ("[train-classifier, --voc, data, --ids, data/ids.txt, --out, work/c.pt, --lr-head, '.5']", "[data/JPEGImages, data/SegmentationClass, data/ids.txt]"),
+    ("[train-classifier, --voc, data, --labels, cls_labels, --cls-labels, data/cls.npy, --ids, data/ids.txt, --out, work/c.pt]",
+     "[data/JPEGImages, data/cls.npy, data/ids.txt]"),  # IRN's labels file: no ground truth read
 ])
 def test_a_command_step_reading_only_what_it_declares_is_accepted(tmp_path, command, inputs):
     from samcam.reproduce import load_config

@@ -726,3 +726,101 @@ def test_notebook_parameters_are_the_names_its_parameters_cell_assigns(tmp_path)
     nbformat.write(nb, tmp_path / "none.ipynb")
     assert reproduce.notebook_parameters(tmp_path / "none.ipynb") is None  # no parameters cell: papermill puts them first
     assert reproduce.notebook_parameters(tmp_path / "missing.ipynb") is None
+
+
+# ---------------------------------------------------------------- what a command reads of a VOC tree (audit 12, F3)
+
+
+_OPENED: list | None = None  # the paths opened or listed while a traced command runs (an audit hook cannot be removed)
+
+
+def _trace(event: str, args: tuple) -> None:
+    if _OPENED is not None and event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, Path)):
+        _OPENED.append(Path(args[0]))
+
+
+def _tiny_voc(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for folder in ("JPEGImages", "SegmentationClass", "Annotations"):
+        (root / folder).mkdir(parents=True)
+    Image.fromarray(np.full((40, 48, 3), 128, np.uint8)).save(root / "JPEGImages" / "a.jpg")
+    label = np.zeros((40, 48), np.uint8)
+    label[10:30, 10:30] = 7  # a car, as the annotation says
+    Image.fromarray(label).save(root / "SegmentationClass" / "a.png")
+    (root / "Annotations" / "a.xml").write_text("<annotation><object><name>car</name></object></annotation>")
+
+
+def test_the_commands_reading_a_voc_tree_are_those_with_a_voc_option():
+    """reproduce.VOC_READS is whole: every samcam command whose parser takes --voc (which else reads
+    $SAMCAM_VOC_ROOT) is in it, and only those, so a step running one is checked for what it reads."""
+    import argparse
+
+    from samcam import cli
+
+    with_voc = set()
+    for name in cli.COMMANDS:
+        sub = next(a for a in cli.build_parser([name])._actions if isinstance(a, argparse._SubParsersAction))
+        if any(reproduce.VOC_OPTION in a.option_strings for a in sub.choices[name]._actions):
+            with_voc.add(name)
+    assert with_voc == set(reproduce.VOC_READS)
+
+
+@pytest.mark.parametrize("labels", ["gt", "xml"])
+@pytest.mark.parametrize("command", ["train-classifier", "cam", "cam-eval"])
+def test_voc_reads_names_the_folders_of_the_tree_the_command_opens(tmp_path, monkeypatch, capsys, command, labels):
+    """Audit 12, F3: what reproduce.voc_reads says a command reads of its --voc tree is what the command
+    opens there, traced by an audit hook (the network, its training and its CAM scoring replaced by stops:
+    score_cams is handed the ground-truth folder it reads). With --labels xml that is Annotations, which
+    a step declaring only JPEGImages and SegmentationClass did not fingerprint."""
+    import sys
+
+    import numpy as np
+
+    from samcam import cli
+    from samcam.cam import infer, nets
+    from samcam.pipeline import cam, train_classifier
+
+    global _OPENED
+    if _trace not in getattr(sys, "_samcam_hooks", ()):
+        sys.addaudithook(_trace)
+        sys._samcam_hooks = (*getattr(sys, "_samcam_hooks", ()), _trace)
+    root = tmp_path / "voc"
+    _tiny_voc(root)
+    (tmp_path / "ids.txt").write_text("a\n")
+
+    class Stop(Exception):
+        pass
+
+    class Net:
+        def to(self, device):
+            return self
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    def score(net, images, gt, *args, **kwargs):
+        _OPENED.append(Path(gt))
+        raise Stop
+
+    monkeypatch.setattr(nets, "build_camnet", lambda *a, **k: Net())
+    monkeypatch.setattr(train_classifier, "train_classifier", stop)
+    monkeypatch.setattr(cam, "extract_cams", stop)
+    monkeypatch.setattr(cam, "score_cams", score)
+    monkeypatch.setattr(infer, "predict_scores", lambda net, images, sources=None: np.full((len(images), 20), 0.5))
+    argv = {"train-classifier": ["--out", str(tmp_path / "c.pt"), "--ids", str(tmp_path / "ids.txt")],
+            "cam": ["--images", str(tmp_path / "img"), "--out", str(tmp_path / "cams"), "--checkpoint", str(tmp_path / "c.pt")],
+            "cam-eval": ["--checkpoint", str(tmp_path / "c.pt"), "--ids", str(tmp_path / "ids.txt"), "--device", "cpu"]}[command]
+    if command == "cam":
+        shutil.copytree(root / "JPEGImages", tmp_path / "img")  # its images come from --images
+    argv = [command, *argv, "--voc", str(root), "--labels", labels]
+    _OPENED = []
+    try:
+        assert cli.main(argv) == 2
+    finally:
+        opened, _OPENED = _OPENED, None
+    assert "Stop" in capsys.readouterr().err  # it read all it reads of the tree, and reached the stop
+    parts = {p.relative_to(root).parts[0] for p in opened if root in p.parents}
+    said = {str(Path(p).relative_to(root)) for p, _ in reproduce.voc_reads(argv, "step")}
+    assert parts == said and ("Annotations" in said) == (labels == "xml")

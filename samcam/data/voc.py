@@ -190,6 +190,9 @@ def _labels_cls(tree: VocTree, ids: list[str], cls_labels: str | os.PathLike | N
 #: Where an image's classes come from: its ground-truth mask, IRN's ``cls_labels.npy``, or its annotation XML.
 LABEL_SOURCES = {"gt": _labels_gt, "cls_labels": _labels_cls, "xml": _labels_xml}
 
+#: the source a command reads when --labels is not given
+DEFAULT_LABEL_SOURCE = "gt"
+
 
 def label_source_path(tree: VocTree, source: str = "gt", cls_labels: str | os.PathLike | None = None) -> Path | None:
     """Where :func:`image_labels` reads ``source``'s labels: the ground-truth folder, the annotation
