@@ -879,7 +879,11 @@ def _runs_now(step: Step, state: str, only: list[str] | None, force: bool, long:
 
 def plan(config: str | os.PathLike = DEFAULT_CONFIG, only: list[str] | None = None, force: bool = False,
          runs: Path | None = None, long: bool = False) -> list[tuple[Step, str, bool]]:  # fmt: skip
-    """``(step, state, will run)`` for every selected step of ``config``, in order (:func:`_runs_now`)."""
+    """``(step, state, will run)`` for every selected step of ``config``, in order (:func:`_runs_now`);
+    ``only``: the names of the steps selected (``None``: every step). An empty selection is refused:
+    ``--only`` given no name selected every step, and ran what it would not name."""
+    if only is not None and not only:
+        raise ValueError("--only names no step; give the names of the steps to run (samcam reproduce --list shows them), or leave it out")
     steps = load_config(config)
     unknown = sorted(set(only or ()) - {s.name for s in steps})
     if unknown:

@@ -2827,3 +2827,31 @@ def test_a_reproduce_command_step_declares_what_it_reads_of_a_voc_tree(checkout,
     (voc / "Annotations" / "a.xml").write_text("<annotation><object><name>car</name></object><object><name>cat</name></object></annotation>")
     assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
     assert capsys.readouterr().out.startswith("ce: would run [stale (input svoc/Annotations changed since the last run)]")
+
+
+def test_reproduce_only_with_no_step_name_is_refused(checkout, tmp_path, capsys, monkeypatch):
+    """Audit 12, F21: `reproduce --only` given no name planned and ran every step (an empty selection
+    read as none). It is refused naming the option, in the plan (reproduce.plan) that both --list and a
+    run go through, before anything runs; named steps still run alone."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from samcam import reproduce
+
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), str(checkout / "notebooks" / "t.ipynb"))
+    ran = []
+
+    def execute(notebook, output, parameters):
+        ran.append(Path(output).stem)
+        (checkout / "out").mkdir(exist_ok=True)
+        (checkout / "out" / f"{Path(output).stem}.txt").write_text("made")
+
+    monkeypatch.setattr(reproduce, "execute", execute)
+    cfg = tmp_path / "c7.yml"
+    cfg.write_text("steps:\n" + "".join(f"  - {{name: {n}, notebook: t.ipynb, outputs: [out/{n}.txt]}}\n" for n in ("a", "b")))
+    for extra in (["--list"], [], ["--force"], ["--long"]):
+        fails(["reproduce", "--config", cfg, "--only", *extra], capsys, "--only names no step; give the names of the steps to run")
+    with pytest.raises(ValueError, match="^--only names no step"):
+        reproduce.reproduce(cfg, only=[])
+    assert ran == [] and not (checkout / "results" / "runs").exists()
+    assert cli.main(["reproduce", "--config", str(cfg), "--only", "b"]) == 0 and ran == ["b"]
