@@ -442,6 +442,33 @@ def lock_output(out: str | os.PathLike) -> Iterator[Path]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def lock_file_output(target: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``.<name>.samcam.lock`` beside the file ``target`` (a training's checkpoint, written anew
+    after every epoch) while a run writes it, as :func:`lock_output` holds a folder's: a second run
+    into the same file is refused at once, naming it (two trainings into one checkpoint had both
+    reported success, the file holding one of them). The lock file goes when the run ends."""
+    target = Path(target)
+    lock = target.parent / f".{target.name}{LOCK_FILE}"
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the file is then not guarded
+        yield target
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{target}: another samcam process is writing this file ({lock} is locked); wait for it or choose another path") from None
+        try:
+            yield target
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _lock_held(path: Path) -> bool:
     """Whether another process holds the lock file ``path`` (:func:`lock_output`): a shared lock tried
     without waiting, and let go at once."""

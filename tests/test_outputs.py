@@ -422,3 +422,44 @@ def test_write_table_leaves_a_one_byte_file_and_names_four_columns(tmp_path):
     (tmp_path / "t.csv").write_text("")
     outputs.write_table(tmp_path / "t.csv", df)
     assert (tmp_path / "t.csv").read_text() == "a,b,c,d,e\n1,1,1,1,1\n"
+
+
+def test_a_file_output_is_locked_while_written_and_the_lock_goes_after(tmp_path):
+    # audit 12, F11: two trainings into one checkpoint both reported success, the file holding one of them
+    import fcntl
+
+    target = tmp_path / "sub" / "c.pt"
+    with outputs.lock_file_output(target) as t:
+        assert t == target and [p.name for p in target.parent.iterdir()] == [".c.pt.samcam.lock"]
+        with pytest.raises(RuntimeError) as e:
+            with outputs.lock_file_output(target):
+                pass
+        assert str(e.value) == (f"{target}: another samcam process is writing this file ({target.parent / '.c.pt.samcam.lock'} is locked); "
+                                "wait for it or choose another path")  # fmt: skip
+    assert list(target.parent.iterdir()) == []  # nothing left beside the user's file
+    with outputs.lock_file_output(target):  # free again
+        pass
+    with open(tmp_path / "sub" / ".c.pt.samcam.lock", "a") as f:  # another process's lock, as flock sees it
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another samcam process is writing this file"):
+            with outputs.lock_file_output(target):
+                pass
+
+
+@pytest.mark.parametrize("which", ["classifier", "affinity"])
+def test_a_training_refuses_a_checkpoint_another_run_is_writing(tmp_path, which):
+    import fcntl
+
+    out = tmp_path / "c.pt"
+    with open(tmp_path / ".c.pt.samcam.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match=f"{out}: another samcam process is writing this file"):
+            if which == "classifier":
+                from samcam.pipeline.train_classifier import train_classifier
+
+                train_classifier([np.zeros((8, 8, 3), np.uint8)], np.ones((1, 20), np.float32), out)
+            else:
+                from samcam.pipeline.affinity import train_affinity
+
+                train_affinity({"a": tmp_path / "a.jpg"}, tmp_path, ["a"], out)
+    assert not out.exists()

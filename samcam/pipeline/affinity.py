@@ -139,6 +139,22 @@ def train_affinity(
     progress: bool | None = None,
     seed_labels: str | os.PathLike | None = None,
 ) -> AffinityTrainResult:
+    """:func:`_train_affinity` with ``out`` locked while it trains (:func:`samcam.outputs.lock_file_output`)."""
+    from samcam.outputs import lock_file_output
+
+    with lock_file_output(out):
+        return _train_affinity(images, cams, ids, out, config, progress, seed_labels)
+
+
+def _train_affinity(
+    images: dict[str, Path],
+    cams: str | os.PathLike | None,
+    ids: list[str],
+    out: str | os.PathLike,
+    config: AffinityTrainConfig = AffinityTrainConfig(),
+    progress: bool | None = None,
+    seed_labels: str | os.PathLike | None = None,
+) -> AffinityTrainResult:
     """Train the affinity head on the seeds of ``ids`` and write the checkpoint ``out`` atomically
     after every epoch; a run resumes from ``out`` when its configuration and inputs match, and is
     refused otherwise. The seeds come from the CAM files (:func:`samcam.refine.affinity.cell_seeds`,

@@ -176,6 +176,22 @@ def train_classifier(
     ids: list[str] | None = None,
     device: str | None = None,
 ) -> TrainResult:
+    """:func:`_train_classifier` with ``out`` locked while it trains (:func:`samcam.outputs.lock_file_output`)."""
+    from samcam.outputs import lock_file_output
+
+    with lock_file_output(out):
+        return _train_classifier(images, labels, out, config, progress, ids, device)
+
+
+def _train_classifier(
+    images: list[np.ndarray],
+    labels: np.ndarray,
+    out: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    progress: bool | None = None,
+    ids: list[str] | None = None,
+    device: str | None = None,
+) -> TrainResult:
     """Fine-tune on ``images`` (RGB uint8) with 0/1 ``labels`` (N × K); checkpoint to ``out``.
 
     With ``train_backbone`` false only the head learns: the frozen backbone's features of every
