@@ -456,11 +456,14 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.cam.infer import predict_scores
         from samcam.cam.nets import build_camnet
         from samcam.data.voc import VocTree
-        from samcam.outputs import check_file_output, fingerprint_files, write_table
+        from samcam.io import sha256_file
+        from samcam.outputs import SCORED_NETWORK, check_file_output, check_table_target, fingerprint_files, write_table
         from samcam.metrics import average_precision
         from samcam.pipeline.cam import score_cams
 
         check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels, table=("map", "threshold"))
+        network = sha256_file(a.checkpoint, what="classifier checkpoint")
+        check_table_target(a.csv, network, "classifier")
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
@@ -476,7 +479,7 @@ def _cam_eval(p: argparse.ArgumentParser):
         print(f"classification mAP {m_ap:.2f}; best threshold on these {len(ids)} images {best.threshold:g}: "
               f"CAM mIoU {100 * best.miou:.2f}, false activation {best.false_pct:.1f} % of object pixels")  # fmt: skip
         if a.csv:  # with what it scored: cam-select compares candidates scored on the same images and ground truth only
-            write_table(a.csv, df.assign(scored_on=fingerprint_files({i: tree.label_path(i) for i in labels})))
+            write_table(a.csv, df.assign(scored_on=fingerprint_files({i: tree.label_path(i) for i in labels}), **{SCORED_NETWORK: network}))
         return 0
 
     return run
@@ -882,11 +885,13 @@ def _affinity_sweep(p: argparse.ArgumentParser):
     p.add_argument("--csv", help="write the table here (one row per power; the best marked)")
 
     def run(a: argparse.Namespace) -> int:
-        from samcam.io import folder_ids
-        from samcam.outputs import check_file_output, write_table
+        from samcam.io import folder_ids, sha256_file
+        from samcam.outputs import SCORED_NETWORK, check_file_output, check_table_target, write_table
         from samcam.pipeline.affinity import alpha_sweep
 
         check_file_output(a.csv, a.images, a.cams, a.gt, a.checkpoint, a.ids, table=("alpha", "miou"))
+        network = sha256_file(a.checkpoint, what="affinity checkpoint")
+        check_table_target(a.csv, network, "affinity head")
         refuse_one_folder(("--images", a.images), [("--gt", a.gt)])
         ids = folder_ids(a.cams, ".npy", "CAM", ids_of(a.ids))
         index = _image_index_of(a.images, ids)
@@ -896,7 +901,7 @@ def _affinity_sweep(p: argparse.ArgumentParser):
         print(f"best background power on these {len(ids)} images: {best.alpha:g} (mIoU {100 * best.miou:.2f}, "
               f"false {best.false_pct:.1f} %, partial {best.partial_pct:.1f} % of object pixels)")  # fmt: skip
         if a.csv:
-            write_table(a.csv, df)
+            write_table(a.csv, df.assign(**{SCORED_NETWORK: network}))
         return 0
 
     return run

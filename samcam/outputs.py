@@ -146,6 +146,25 @@ def is_table(path: str | os.PathLike, columns: Sequence[str]) -> bool:
     return len(columns) > 0 and fields[: len(columns)] == list(columns)
 
 
+#: the column of a score table naming the network it scored (cam-eval, affinity-sweep): its checkpoint's SHA-256
+SCORED_NETWORK = "checkpoint_sha256"
+
+
+def check_table_target(path: str | os.PathLike | None, checkpoint_sha256: str, what: str) -> None:
+    """A score table is replaced only by a table of the same network: ``ValueError`` naming ``path``
+    when it holds a table whose :data:`SCORED_NETWORK` names another checkpoint (another classifier's
+    sweep had been silently replaced, and ranked by this one's scores). Absent files, and tables made
+    before the column, are left to :func:`write_table`'s own check. ``what``: the network, in words."""
+    if path is None or not os.path.isfile(path) or SCORED_NETWORK not in (table_header(path) or []):
+        return
+    from samcam.io import read_csv
+
+    old = {str(v) for v in read_csv(path)[SCORED_NETWORK]}
+    if old != {checkpoint_sha256}:
+        raise ValueError(f"{path}: holds the scores of another {what} ({SCORED_NETWORK} {sorted(old)[0][:12]}…); "
+                         "choose another file, or remove it")  # fmt: skip
+
+
 def write_table(path: str | os.PathLike, df) -> None:
     """Write the table ``df`` as CSV at ``path`` (atomically), replacing a file there only when it is
     empty or a table of exactly these columns: the header checked before the work starts

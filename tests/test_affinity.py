@@ -755,6 +755,16 @@ def test_alpha_sweep_scores_each_power_as_its_labels(tmp_path, voc_root, gt_cams
                      "--checkpoint", str(ck), "--alphas", "1", "6", "40", "--steps", "24", "--csv", str(csv), "--ids", str(tmp_path / "held.txt")]) == 0  # fmt: skip
     written = pd.read_csv(csv)
     assert np.allclose(written["miou"], df["miou"]) and read_alpha_sweep(csv) == alphas[int(df["miou"].to_numpy().argmax())]
+    import hashlib
+
+    assert written["checkpoint_sha256"].tolist() == [hashlib.sha256(ck.read_bytes()).hexdigest()] * len(written)  # the head it scored
+    other = tmp_path / "other.pt"
+    state = torch.load(ck, weights_only=False)
+    torch.save({**state, "state_dict": {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}}, other)  # another head
+    assert hashlib.sha256(other.read_bytes()).hexdigest() != written["checkpoint_sha256"][0]
+    assert cli.main(["affinity-sweep", "--images", str(voc_root / "JPEGImages"), "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
+                     "--checkpoint", str(other), "--alphas", "1", "--steps", "24", "--csv", str(csv), "--ids", str(tmp_path / "held.txt")]) == 2  # fmt: skip
+    assert pd.read_csv(csv).equals(written)  # audit 12, F12: another network's sweep does not replace this one
     with pytest.raises(ValueError, match="listed twice"):
         alpha_sweep(index, cams, voc_root / "SegmentationClass", ids, ck, [2.0, 2.0], walk, progress=False)
     with pytest.raises(ValueError, match="alpha must be"):

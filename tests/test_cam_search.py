@@ -157,6 +157,17 @@ def test_selection_compares_candidates_scored_alike_only():
     assert select_classifier({"a": a, "b": _table([0.10, 0.20, 0.36], 70.0, (0.3, 0.2, 0.1))}) == ("b", 0.1)  # one grid, another order
 
 
+def test_selection_takes_each_classifier_once():
+    # audit 12, F12: a copy of one classifier's table was accepted as a second candidate
+    a, b = _table([0.30, 0.35, 0.31], 80.0), _table([0.36, 0.20, 0.10], 70.0)
+    one, two = "1" * 64, "2" * 64
+    assert select_classifier({"a": a.assign(checkpoint_sha256=one), "b": b.assign(checkpoint_sha256=two)}) == ("b", 0.1)
+    assert select_classifier({"a": a.assign(checkpoint_sha256=one), "b": b}) == ("b", 0.1)  # a table that predates the column
+    with pytest.raises(ValueError) as e:
+        select_classifier({"a": a.assign(checkpoint_sha256=one), "c": a, "b": b.assign(checkpoint_sha256=one)})
+    assert str(e.value) == "candidates 'a' and 'b' scored one classifier (checkpoint_sha256 111111111111…); each candidate is another classifier"
+
+
 def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     for name, miou in (("one", [0.2, 0.4, 0.3]), ("two", [0.1, 0.2, 0.45])):
         _table(miou, 50.0).to_csv(tmp_path / f"{name}.csv", index=False)
@@ -187,6 +198,8 @@ def test_cam_select_command_writes_the_summary(tmp_path, capsys):
     (["a=tuned.csv"], "tuned.csv: a sweep tuned on the scored images' ground truth (its gt_tuned column)"),
     (["a=dup.csv"], "dup.csv: the column 'miou' appears twice"),  # pandas read the first and renamed the second
     (["a=scored.csv"], "scored.csv: its scored_on column is not one fingerprint (sha256:…) on every row"),
+    (["a=network.csv"], "network.csv: its checkpoint_sha256 column is not one SHA-256 on every row; not a cam-eval table"),
+    (["a=short.csv"], "short.csv: its checkpoint_sha256 column is not one SHA-256 on every row"),
 ])  # fmt: skip
 def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, message):
     monkeypatch.chdir(tmp_path)
@@ -203,6 +216,8 @@ def test_cam_select_refuses_bad_tables(tmp_path, capsys, monkeypatch, evals, mes
     _table([0.1, 0.2, 0.3], [50.0, 50.0, 60.0]).to_csv("twomaps.csv", index=False)
     _table([0.1, 0.2, 0.3], 50.0).assign(miou=[True, False, False]).to_csv("bools.csv", index=False)
     _table([0.1, 0.2, 0.3], 50.0).assign(scored_on=["sha256:" + "a" * 64] * 2 + ["sha256:" + "b" * 64]).to_csv("scored.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).assign(checkpoint_sha256=["a" * 64] * 2 + ["b" * 64]).to_csv("network.csv", index=False)
+    _table([0.1, 0.2, 0.3], 50.0).assign(checkpoint_sha256="abc").to_csv("short.csv", index=False)
     from samcam.cam.files import save_cam
     from samcam.io import write_label
     from samcam.pipeline.cam import threshold_sweep

@@ -59,10 +59,12 @@ def test_eval_merge_refine_everything_and_labels(tmp_path, data_root, voc_root, 
 def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     root, ids = small_voc
     ck = tmp_path / "clf.pt"
-    run(["train-classifier", "--voc", root, "--ids", root / "ids.txt", "--out", ck, "--epochs", "1", "--batch-size", "2",
-         "--crop", "64", "--head-only", "--output-stride", "16", "--lr-head", "0.3", "--eval-ids", root / "ids.txt"])
-    trained_out = capsys.readouterr().out
-    assert "held-out classification mAP over 4 images" in trained_out
+    train = ["train-classifier", "--voc", root, "--ids", root / "ids.txt", "--out", ck, "--epochs", "1", "--batch-size", "2",
+             "--crop", "64", "--head-only", "--output-stride", "16", "--lr-head", "0.3"]
+    run([*train, "--eval-ids", root / "ids.txt"], code=2)  # its own training images are no held-out images (audit 12, F4)
+    assert "4 of its 4 ids are training images of --ids" in capsys.readouterr().err and not ck.exists()
+    run(train)
+    assert "trained efficientnet-lite0 on 4 images" in capsys.readouterr().out
     run(["cam", "--images", root / "JPEGImages", "--out", tmp_path / "cams", "--checkpoint", ck, "--voc", root, "--ids", root / "ids.txt"])
     assert sorted(p.stem for p in (tmp_path / "cams").glob("*.npy")) == sorted(ids)
     assert '"output_stride": 16' in (tmp_path / "cams" / "samcam_run.json").read_text()
@@ -136,8 +138,16 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
     run(["cam-eval", "--checkpoint", tmp_path / "anon.pt", "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.3:0.1", "--csv", tmp_path / "ev.csv"])
     ev, sweep = pd.read_csv(tmp_path / "ev.csv"), pd.read_csv(tmp_path / "sweep.csv")
     assert ev["miou"].tolist() == pytest.approx(sweep["miou"].tolist(), abs=1e-12)
-    m_ap = trained_out.split("held-out classification mAP over 4 images: ")[1].split()[0]
-    assert f"classification mAP {m_ap};" in capsys.readouterr().out and ev["map"].round(2).eq(float(m_ap)).all()
+    from samcam.cam.infer import predict_scores
+    from samcam.cam.nets import build_camnet
+    from samcam.data.voc import VocTree, image_labels, one_hot
+    from samcam.metrics import average_precision
+
+    tree = VocTree(root)  # the mAP of the network's image scores, each piece tested on its own (test_cam)
+    y = np.stack([one_hot(image_labels(tree, ids, "gt", None)[i], tree.spec) for i in ids])
+    scores = predict_scores(build_camnet("efficientnet-lite0", checkpoint=tmp_path / "anon.pt"), [tree.read_image(i) for i in ids])
+    m_ap = 100 * float(np.nanmean(average_precision(scores, y)))
+    assert f"classification mAP {m_ap:.2f};" in capsys.readouterr().out and ev["map"].to_numpy() == pytest.approx(m_ap, abs=1e-9)
     # and what it scored: the ids' ground truth by content, the same on every row (audit 11, F4: cam-select compares alike only)
     import hashlib
 
@@ -147,6 +157,18 @@ def test_train_classifier_cam_and_cam2label(tmp_path, small_voc, capsys):
         data = (root / "SegmentationClass" / f"{i}.png").read_bytes()
         h.update(f"{i}\0{len(data)}\0{hashlib.sha256(data).hexdigest()}\n".encode())
     assert ev["scored_on"].tolist() == ["sha256:" + h.hexdigest()] * len(ev)
+    # and which classifier it scored (audit 12, F12): another classifier's evaluation does not replace it
+    assert ev["checkpoint_sha256"].tolist() == [hashlib.sha256((tmp_path / "anon.pt").read_bytes()).hexdigest()] * len(ev)
+    other = tmp_path / "other.pt"
+    torch.save({**state, "ids": None, "state_dict": {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}}, other)
+    before = (tmp_path / "ev.csv").read_bytes()
+    run(["cam-eval", "--checkpoint", other, "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.3:0.1", "--csv", tmp_path / "ev.csv"], code=2)
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'ev.csv'}: holds the scores of another classifier (checkpoint_sha256 {ev['checkpoint_sha256'][0][:12]}…); "
+            "choose another file, or remove it") in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "ev.csv").read_bytes() == before
+    run(["cam-eval", "--checkpoint", tmp_path / "anon.pt", "--voc", root, "--ids", root / "ids.txt", "--thresholds", "0.1:0.2:0.1", "--csv", tmp_path / "ev.csv"])
+    assert len(pd.read_csv(tmp_path / "ev.csv")) == 2  # the same classifier's table: replaced
 
 
 def test_reproduce_rejects_unknown_steps_and_skips_missing_inputs(tmp_path, capsys):

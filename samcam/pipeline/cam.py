@@ -19,7 +19,7 @@ from samcam.cam.label import cam_to_label, check_threshold
 from samcam.cam.nets import CamNet
 from samcam.data.spaces import VOC, DatasetSpec
 from samcam.io import common_folder, folder_ids, read_image, read_label, read_labelled_image, write_label
-from samcam.outputs import StepResult, claim_output, finish_step, pending
+from samcam.outputs import SCORED_NETWORK, StepResult, claim_output, finish_step, pending
 from samcam.metrics import Evaluator
 
 if TYPE_CHECKING:
@@ -225,6 +225,9 @@ def read_cam_eval(path: str | os.PathLike) -> "pd.DataFrame":
     if "scored_on" in df.columns:  # what cam-eval scored (its ids' ground truth, by content): one fingerprint on every row
         if df["scored_on"].nunique(dropna=False) != 1 or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(df["scored_on"].iloc[0])):
             raise ValueError(f"{path}: its scored_on column is not one fingerprint (sha256:…) on every row; not a cam-eval table")
+    if SCORED_NETWORK in df.columns:  # the classifier it scored, by its checkpoint's SHA-256: one on every row
+        if df[SCORED_NETWORK].nunique(dropna=False) != 1 or not re.fullmatch(r"[0-9a-f]{64}", str(df[SCORED_NETWORK].iloc[0])):
+            raise ValueError(f"{path}: its {SCORED_NETWORK} column is not one SHA-256 on every row; not a cam-eval table")
     return df.assign(**{c: values[c] for c in CAM_EVAL_COLUMNS})
 
 
@@ -254,6 +257,13 @@ def select_classifier(evals: dict[str, "pd.DataFrame"]) -> tuple[str, float]:
         if _scored_on(df) != _scored_on(ref):
             raise ValueError(f"candidate {name!r} was scored on other images or ground truth than {first!r} (their scored_on differ, "
                              "or one table lacks it); candidates are compared on the same held-out images")  # fmt: skip
+    networks: dict[str, str] = {}
+    for name, df in evals.items():  # a copy of one table, or one classifier scored twice, is no second candidate
+        if SCORED_NETWORK in df.columns:
+            same = networks.setdefault(str(df[SCORED_NETWORK].iloc[0]), name)
+            if same != name:
+                raise ValueError(f"candidates {same!r} and {name!r} scored one classifier ({SCORED_NETWORK} {str(df[SCORED_NETWORK].iloc[0])[:12]}…); "
+                                 "each candidate is another classifier")  # fmt: skip
     best = best_rows(evals)
     name = max(best, key=lambda n: (round(float(best[n]["miou"]), 6), float(best[n]["map"]), -list(best).index(n)))
     return name, float(best[name]["threshold"])
