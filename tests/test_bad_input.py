@@ -817,6 +817,28 @@ def test_official_side_metadata_of_another_size_is_named(tmp_path, capsys):
     fails(args, capsys, "samcam_meta.json", "image_shape [8, 6] differs")
 
 
+@pytest.mark.parametrize("csv", [True, False])
+def test_one_mask_number_has_one_file_named_as_amg_py_names_it(tmp_path, capsys, csv):
+    """amg.py names mask i ``str(i)``.png: 10.png is mask 10 (read in numeric order), but a ``00.png``
+    beside ``0.png`` was read as a fifth mask, mask 0 twice (audit 12, F15), and alone it is no name
+    amg.py writes either; a metadata.csv id ``00`` likewise."""
+    from samcam.sam.mask_files import read_official, read_official_packed
+
+    masks = [np.where(np.arange(48).reshape(6, 8) == k, 255, 0).astype(np.uint8) for k in range(11)]  # mask k: pixel k alone
+    folder, args = _official(tmp_path, masks, csv=csv)
+    assert read_official(folder).masks.reshape(11, 48).argmax(axis=1).tolist() == list(range(11))  # 10.png is the 11th, not the 2nd
+    assert read_official_packed(folder).to_masks().reshape(11, 48).argmax(axis=1).tolist() == list(range(11))
+    (folder / "00.png").write_bytes((folder / "0.png").read_bytes())
+    fails(args, capsys, f"{folder}: 00.png names mask 0 otherwise than amg.py (0.png) beside 0.png, two files for mask 0")
+    (folder / "0.png").unlink()
+    fails(args, capsys, f"{folder}: 00.png names mask 0 otherwise than amg.py (0.png);")
+    assert not list((tmp_path / "o").glob("*.png"))
+    if csv:  # listed as amg.py never writes it
+        (folder / "00.png").rename(folder / "0.png")
+        (folder / "metadata.csv").write_text((folder / "metadata.csv").read_text().replace("\n0,", "\n00,", 1))
+        fails(args, capsys, "metadata.csv", "id '00' is not a mask's number (ASCII digits without leading zeros")
+
+
 # ============================================================================ 5. outputs land only where they belong
 
 

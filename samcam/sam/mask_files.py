@@ -269,9 +269,22 @@ def _score(text: object) -> bool:
 
 
 def _is_mask_number(stem: str) -> bool:
-    """Whether a name is a mask's number as amg.py writes it: ASCII digits only (``str.isdigit`` also
-    takes "²", which ``int`` refuses, and "٣", an Arabic-Indic 3)."""
-    return re.fullmatch(r"[0-9]+", stem) is not None
+    """Whether a name is a mask's number as amg.py writes it (``str(i)``): ASCII digits only
+    (``str.isdigit`` also takes "²", which ``int`` refuses, and "٣", an Arabic-Indic 3), without
+    leading zeros ("00" and "0" would be two files, or two ids, of one mask)."""
+    return re.fullmatch(r"0|[1-9][0-9]*", stem) is not None
+
+
+def _refuse_other_spellings(folder: Path, entries: list[str]) -> None:
+    """``ValueError`` naming ``folder`` when a mask PNG's number is written otherwise than amg.py's
+    ``str(i)`` (``00.png``, ``01.png``): one mask number has exactly one file, named one way, so a
+    ``00.png`` beside ``0.png`` is never read as a second mask 0."""
+    odd = sorted(n for n in entries if n.endswith(".png") and re.fullmatch(r"[0-9]+", n[:-4]) and not _is_mask_number(n[:-4]))
+    if odd:
+        i = int(odd[0][:-4])
+        also = f" beside {i}.png, two files for mask {i}" if f"{i}.png" in entries else ""
+        raise ValueError(f"{folder}: {odd[0]} names mask {i} otherwise than amg.py ({i}.png){also}; "
+                         "one file per mask, named by its number without leading zeros")  # fmt: skip
 
 
 def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], list[dict[str, str]]]:
@@ -309,8 +322,8 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
                     raise ValueError(f"{meta_csv}: row {k + 1}'s {c} is {v!r}, not a number")
         listed = check_ids(columns.get("id", []), meta_csv)
         other = next((i for i in listed if not _is_mask_number(i)), None)
-        if other is not None:  # amg.py numbers its masks 0, 1, ...: a "٣" (an Arabic-Indic 3) is no mask's number
-            raise ValueError(f"{meta_csv}: id {other!r} is not a mask's number (ASCII digits, as amg.py writes them)")
+        if other is not None:  # amg.py numbers its masks 0, 1, ...: a "٣" (an Arabic-Indic 3) or a "00" is no mask's number
+            raise ValueError(f"{meta_csv}: id {other!r} is not a mask's number (ASCII digits without leading zeros, as amg.py writes them)")
         names, seen = [f"{i}.png" for i in listed], set()
         for n in names:
             if n in seen:
@@ -320,6 +333,7 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
     shouting = next((n for n in entries if n.lower().endswith(".png") and not n.endswith(".png")), None)
     if shouting is not None:  # "3.PNG" would otherwise be passed over without a word, and its mask lost
         raise ValueError(f"{folder / shouting}: a mask PNG of the official layout is named <i>.png, in lower case; rename it")
+    _refuse_other_spellings(folder, entries)
     pngs = sorted((n for n in entries if n.endswith(".png")), key=lambda n: (not _is_mask_number(n[:-4]), int(n[:-4]) if _is_mask_number(n[:-4]) else 0, n))
     if text is None:
         other = next((n for n in pngs if not _is_mask_number(n[:-4])), None)
