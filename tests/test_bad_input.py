@@ -817,6 +817,74 @@ def test_official_side_metadata_of_another_size_is_named(tmp_path, capsys):
     fails(args, capsys, "samcam_meta.json", "image_shape [8, 6] differs")
 
 
+def _palette_png(path: Path, indices: np.ndarray, colours: list, bits: int | None = None) -> None:
+    """A palette PNG of ``indices`` and ``colours``: Pillow's (``bits``: its bit depth), or, where an
+    index lies past the palette (which Pillow would not write), one made chunk by chunk."""
+    if indices.max() < len(colours):
+        im = Image.fromarray(indices.astype(np.uint8), mode="P")
+        im.putpalette([v for c in colours for v in c])
+        im.save(path, **({"bits": bits} if bits else {}))
+        return
+    import struct
+    import zlib
+
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    h, w = indices.shape
+    rows = b"".join(b"\0" + r.astype(np.uint8).tobytes() for r in indices)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+                     + chunk(b"PLTE", bytes(v for c in colours for v in c)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("indices,colours,bits", [
+    ((1, 0), [(255, 255, 255), (0, 0, 0)], None),   # 0/1 indices, index 0 white: shows the complement of the indices
+    ((255, 0), [(255, 255, 255)] + [(9, 9, 9)] * 254 + [(0, 0, 0)], None),  # 0/255, 0 white and 255 black
+    ((0, 1), [(0, 0, 0), (255, 255, 255)], None),   # black and white in index order: as the indices
+    ((1, 0), [(255, 255, 255), (0, 0, 0)], 1),      # a 1-bit palette PNG (Pillow's reader, not samcam's own)
+    ((3, 7), [(12, 12, 12)] * 3 + [(0, 0, 0)] + [(200, 0, 0)] * 3 + [(255, 255, 255)], None),  # unused colours do not count
+])  # (outside, inside): the indices of the pixels shown black and white
+def test_a_palette_mask_png_is_read_by_the_colours_it_shows(tmp_path, capsys, indices, colours, bits):
+    """A palette (P) mask PNG was read by its indices, its palette ignored: masks painted [white, black]
+    were merged as their complement (audit 12, F6). Each is read as what it shows, black outside and
+    white inside, as Pillow's own conversion to grey shows it, and merges as the grey PNG of that."""
+    from samcam.io import read_label
+    from samcam.sam.mask_files import read_official, read_official_packed
+
+    shown = np.zeros((6, 8), bool)
+    shown[1:4, 2:7] = True
+    outside, inside = indices
+    ids = np.where(shown, inside, outside)
+    folder, args = _official(tmp_path, [], csv=False)
+    _palette_png(folder / "0.png", ids, colours, bits)
+    with Image.open(folder / "0.png") as im:
+        assert im.mode == "P"
+        grey = np.asarray(im.convert("L"))
+    assert set(np.unique(grey)) <= {0, 255}
+    np.testing.assert_array_equal(read_official(folder).masks[0], grey == 255)
+    np.testing.assert_array_equal(read_official_packed(folder).to_masks()[0], grey == 255)
+    np.testing.assert_array_equal(grey == 255, shown)
+    label = np.where(shown, 7, 0)
+    label[1, 2] = 0  # most of the shown mask is class 7: the merge paints all of it, and nothing else
+    Image.fromarray(label.astype(np.uint8)).save(tmp_path / "p" / "a.png")
+    assert cli.main([str(a) for a in args]) == 0
+    np.testing.assert_array_equal(read_label(tmp_path / "o" / "a.png"), np.where(shown, 7, 0))
+
+
+@pytest.mark.parametrize("indices,colours,needle", [
+    ((0, 1), [(0, 0, 0), (128, 0, 0)], "showing colour #800000, neither black nor white"),  # a VOC-coloured label as a mask
+    ((0, 1), [(255, 255, 255), (254, 254, 254)], "showing colour #fefefe"),
+    ((0, 2), [(0, 0, 0), (255, 255, 255)], "using index 2, past its 2-colour palette"),
+])
+def test_a_palette_mask_png_showing_other_colours_is_named(tmp_path, capsys, indices, colours, needle):
+    outside, inside = indices
+    folder, args = _official(tmp_path, [], csv=False)
+    m = np.zeros((6, 8), np.uint8)
+    m[:, :4] = inside
+    m[:, 4:] = outside
+    _palette_png(folder / "0.png", m, colours)
+    fails(args, capsys, "0.png", needle)
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
 @pytest.mark.parametrize("csv", [True, False])
 def test_one_mask_number_has_one_file_named_as_amg_py_names_it(tmp_path, capsys, csv):
     """amg.py names mask i ``str(i)``.png: 10.png is mask 10 (read in numeric order), but a ``00.png``

@@ -349,10 +349,14 @@ def _official_names(folder: Path, ids_only: bool = False) -> tuple[list[str], li
     return names, rows
 
 
-def _mask_bits(a: np.ndarray, p: str) -> np.ndarray:
-    """The ``H × W`` bool mask of one official-layout PNG's pixels, read strictly: 0/255 as they are
-    (255 inside, as the paper's code reads them), 0/1 and 1-bit (mode ``1``) masks as binary, the
-    0/1 conversion said once; any other value or an image of several channels is an error naming the file."""
+def _mask_bits(a: np.ndarray, p: str, palette: np.ndarray | None = None) -> np.ndarray:
+    """The ``H × W`` bool mask of one official-layout PNG's pixels, read as what the PNG shows:
+    grey 0/255 as they are (255 inside, as the paper's code reads them), 0/1 and 1-bit (mode ``1``)
+    masks as binary, the 0/1 conversion said once; a palette PNG (``palette``: its ``n × 3``
+    colours) by its colours (:func:`_palette_bits`); any other value or an image of several
+    channels is an error naming the file."""
+    if palette is not None:
+        return _palette_bits(a, palette, p)
     if a.dtype == bool:
         return a
     if a.ndim != 2 or a.dtype != np.uint8:
@@ -369,6 +373,30 @@ def _mask_bits(a: np.ndarray, p: str) -> np.ndarray:
     raise ValueError(f"{p}: mask values {values[:6].tolist()}{' …' if values.size > 6 else ''} are neither 0/255 nor 0/1; a mask PNG is binary")
 
 
+_BLACK, _WHITE = 0x000000, 0xFFFFFF
+
+
+def _palette_bits(a: np.ndarray, palette: np.ndarray, p: str) -> np.ndarray:
+    """The mask a palette PNG shows: each index in use must have a colour of the palette that is
+    black (outside) or white (inside), as a grey mask's 0 and 255; an index past the palette (which
+    says no colour for it) or another colour is an error naming the file, never read by its index
+    (a palette of [white, black] shows the complement of its indices)."""
+    from samcam.io import _colour_codes
+
+    used = np.flatnonzero(np.bincount(a.ravel(), minlength=256))
+    if used.size and used[-1] >= len(palette):
+        raise ValueError(f"{p}: a palette mask PNG using index {int(used[-1])}, past its {len(palette)}-colour palette; "
+                         "a mask PNG shows black (outside) and white (inside)")  # fmt: skip
+    codes = _colour_codes(palette[used])
+    other = next((int(c) for c in codes if c not in (_BLACK, _WHITE)), None)
+    if other is not None:
+        raise ValueError(f"{p}: a palette mask PNG showing colour #{other:06x}, neither black nor white; "
+                         "a mask PNG shows black (outside) and white (inside)")  # fmt: skip
+    white = np.zeros(256, dtype=bool)
+    white[used[codes == _WHITE]] = True
+    return white[a]
+
+
 def _official_pngs(folder: Path, names: list[str]):
     """Yield ``(i, mask)`` for each mask PNG, ``mask`` an ``H × W`` bool array (:func:`_mask_bits`;
     8-bit PNGs are decoded into one reused buffer, without a copy); ``ValueError``/``FileNotFoundError``
@@ -383,20 +411,31 @@ def _official_pngs(folder: Path, names: list[str]):
         try:
             parts = png_parts(data)
             if parts is not None:
-                check_pixels(parts[2], parts[1], p)
-                got = (parts[2], parts[1])
+                check_pixels(parts.height, parts.width, p)
+                got = (parts.height, parts.width)
                 if buf is None or buf.shape != got:
                     buf = np.empty(got, dtype=np.uint8)
                 a = decode_png(parts, buf)
+                palette = None if parts.mode != "P" else parts.palette if parts.palette is not None else np.zeros((0, 3), np.uint8)
             else:
-                a = open_image(io.BytesIO(data), p, still_pixels, "mask PNG")
+                a, palette = open_image(io.BytesIO(data), p, _shown_samples, "mask PNG")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"{p}: unreadable mask PNG ({str(e).removeprefix(f'{p}: ')})") from None
         if shape is None:
             shape = a.shape
         elif a.shape != shape:
             raise ValueError(f"{p}: mask size {a.shape} differs from {folder / names[0]} {shape}")
-        yield i, _mask_bits(a, p)
+        yield i, _mask_bits(a, p, palette)
+
+
+def _shown_samples(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pixels of a mask PNG Pillow decodes (one :func:`samcam.io.png_parts` does not take: 1-, 2-
+    or 4-bit, interlaced, several channels) and, for a palette PNG, its palette (``n × 3``): what
+    :func:`_mask_bits` reads as the PNG shows it."""
+    a = still_pixels(im)
+    if im.mode == "P":
+        return a, np.array(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    return a, None
 
 
 def _read_official_masks(folder: Path, names: list[str]) -> np.ndarray | None:
