@@ -674,6 +674,71 @@ def test_an_empty_mask_set_of_another_size_is_refused(tmp_path, capsys):
     assert cli.main([str(a) for a in args]) == 0
 
 
+@pytest.mark.parametrize("size", [(0, 0), (0, 8), (6, 0)])
+def test_a_compact_mask_set_that_says_no_size_is_refused(tmp_path, capsys, size):
+    """A compact file of height 0 or width 0 (no masks) passed as the empty set of any image and was
+    counted as merged (audit 12, F13): a mask set says the size of its image, which it must match."""
+    from samcam.sam.mask_files import MaskStore, write_compact
+    from samcam.sam.masks import MaskSet
+
+    h, w = size
+    args = _mask_folder(tmp_path, lambda d: d.update(height=h, width=w, masks=[]))
+    for command in (args, ["refine", "--mode", "everything", "--pseudo", tmp_path / "p", "--masks", tmp_path / "m", "--out", tmp_path / "r",
+                           "--ids", _ids(tmp_path, "a")]):  # fmt: skip
+        fails(command, capsys, "a.json.gz", f"records an image size of {h}×{w} pixels")
+    with pytest.raises(ValueError, match=f"records an image size of {h}×{w}"):
+        MaskStore(tmp_path / "m").read("a")
+    assert not list((tmp_path / "o").glob("*.png")) and not list((tmp_path / "r").glob("*.png"))
+    with pytest.raises(ValueError, match=f"new.json.gz: records an image size of {h}×{w}"):  # nor is one written
+        write_compact(tmp_path / "new.json.gz", MaskSet(np.zeros((0, h, w), bool)))
+    assert not (tmp_path / "new.json.gz").exists()
+
+
+def _ids(folder: Path, *ids: str) -> Path:
+    (folder / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    return folder / "ids.txt"
+
+
+@pytest.mark.parametrize("side,needle", [
+    ({}, "a: an id folder of the official layout without mask PNGs, whose samcam_meta.json records no image_shape"),
+    ({"meta": {"image_id": "a"}}, "records no image_shape"),
+    ({"image_shape": [0, 0]}, "records an image size of 0×0 pixels"),
+    ({"image_shape": [6, 0]}, "records an image size of 6×0 pixels"),
+    ({"image_shape": [True, 8]}, "image_shape [True, 8] is not [height, width]"),
+])
+def test_an_official_set_without_masks_says_its_size(tmp_path, capsys, side, needle):
+    """An official id folder with no mask PNGs and a samcam_meta.json of {} (or without image_shape)
+    passed as an empty set and counted as merged (audit 12, F13); samcam's writer records the size
+    of an empty set, and with it the set is read (and must match its image)."""
+    import json
+
+    from samcam.io import read_label
+    from samcam.sam.mask_files import read_official, read_official_packed, write_official
+    from samcam.sam.masks import MaskSet
+
+    folder, args = _official(tmp_path, [])
+    (folder / "samcam_meta.json").write_text(json.dumps(side))
+    fails(args, capsys, "samcam_meta.json", needle)
+    for read in (read_official, read_official_packed):
+        with pytest.raises(ValueError, match=re.escape(needle.split(": ", 1)[-1])):
+            read(folder)
+    assert not list((tmp_path / "o").glob("*.png"))
+    # samcam's own empty set records its size: read, and the label kept as it is
+    import shutil
+
+    shutil.rmtree(folder)
+    write_official(folder, MaskSet(np.zeros((0, 6, 8), bool)))
+    assert json.loads((folder / "samcam_meta.json").read_text())["image_shape"] == [6, 8]
+    assert read_official(folder).shape == (6, 8) and read_official_packed(folder).shape == (6, 8)
+    label = np.arange(48, dtype=np.uint8).reshape(6, 8) % 21
+    Image.fromarray(label).save(tmp_path / "p" / "a.png")
+    assert cli.main([str(a) for a in args]) == 0
+    np.testing.assert_array_equal(read_label(tmp_path / "o" / "a.png"), label)
+    shutil.rmtree(folder)
+    write_official(folder, MaskSet(np.zeros((0, 5, 8), bool)))  # an empty set of another image's size
+    fails(args[:-1] + [tmp_path / "o2"], capsys, "mask size (5, 8) differs from label size (6, 8)")
+
+
 # ============================================================================ 4. the official layout is read strictly
 
 

@@ -47,7 +47,7 @@ OFFICIAL_HEADER = [
 
 from samcam.progress import say_once
 from samcam.registry import lookup
-from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, packed_row_bytes, plain_number, size_known
+from samcam.sam.masks import MaskRuns, MaskSet, PackedMasks, packed_row_bytes, plain_number
 
 # ----------------------------------------------------------------------------- compact format
 
@@ -57,6 +57,7 @@ def write_compact(path: str | os.PathLike, ms: MaskSet) -> None:
     from pycocotools import mask as mask_utils
 
     h, w = ms.shape
+    check_mask_size(h, w, path)  # never written as a file its reader refuses
     rles = mask_utils.encode(np.asfortranarray(ms.masks.transpose(1, 2, 0).astype(np.uint8))) if len(ms) else []
     doc = {
         "format": COMPACT_FORMAT,
@@ -120,13 +121,23 @@ def read_meta(path: str | os.PathLike) -> dict:
     return dict(_load_compact(path).get("meta") or {})
 
 
+def check_mask_size(height: int, width: int, path: str | os.PathLike) -> None:
+    """``ValueError`` naming ``path`` unless a mask set's recorded image size is a size: at least one
+    pixel each way (a set that says ``0 × 0`` says nothing of its image, and an empty one would pass
+    as the empty set of any image) and within :func:`samcam.io.check_pixels`. The one rule of every
+    size a mask file records (compact ``height``/``width``, samcam_meta.json's ``image_shape``)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"{path}: records an image size of {height}×{width} pixels; a mask set says the size of its image (at least 1×1)")
+    check_pixels(height, width, path)
+
+
 def _compact_shape(doc: dict, path: str | os.PathLike) -> tuple[int, int]:
     """The ``(height, width)`` of a compact file's document; ``ValueError`` naming the file when
-    either is missing, not a whole number, or the size is outside :func:`samcam.io.check_pixels`."""
+    either is missing, not a whole number, or not a size (:func:`check_mask_size`)."""
     h, w = doc.get("height"), doc.get("width")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
         raise ValueError(f"{path}: a samcam compact mask file needs whole-number height and width, found {h!r} and {w!r}")
-    check_pixels(h, w, path)
+    check_mask_size(h, w, path)
     return h, w
 
 
@@ -205,7 +216,7 @@ def _read_compact_runs(path: str | os.PathLike) -> tuple[MaskRuns, dict]:
         doc = _load_compact(path)
         return _compact_runs(doc, path), doc.get("meta")
     shape, counts, meta = scanned
-    check_pixels(*shape, path)
+    check_mask_size(*shape, path)
     try:
         return MaskRuns.from_coco(counts, shape), meta
     except ValueError as e:
@@ -227,6 +238,7 @@ def write_official(folder: str | os.PathLike, ms: MaskSet) -> None:
     folder = Path(folder)
     if folder.exists():
         raise FileExistsError(f"{folder} exists; refusing to overwrite a mask folder")
+    check_mask_size(*ms.shape, folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     if tmp.exists():
         import shutil
@@ -454,8 +466,8 @@ SIDE_META = "samcam_meta.json"
 
 def _side_meta(folder: Path, mask_shape: tuple[int, ...] | None = None) -> dict:
     """``folder/samcam_meta.json`` (``{}`` when absent); ``ValueError`` naming it when it is not a
-    JSON object, its ``image_shape`` is not two whole numbers, or it differs from ``mask_shape``
-    (the size of the mask PNGs beside it, where there are any)."""
+    JSON object, its ``image_shape`` is not two whole numbers that are a size (:func:`check_mask_size`),
+    or it differs from ``mask_shape`` (the size of the mask PNGs beside it, where there are any)."""
     path = folder / SIDE_META
     if not path.exists():
         return {}
@@ -463,10 +475,11 @@ def _side_meta(folder: Path, mask_shape: tuple[int, ...] | None = None) -> dict:
         side = json_loads(read_input(path, "mask metadata"))
         if not isinstance(side, dict):
             raise ValueError(f"a JSON {type(side).__name__}, not an object")
-        shape = side.get("image_shape", [0, 0])
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v >= 0 for v in shape)):
-            raise ValueError(f"image_shape {shape!r} is not [height, width]")
-        check_pixels(*shape, path)
+        if "image_shape" in side:
+            shape = side["image_shape"]
+            if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)):
+                raise ValueError(f"image_shape {shape!r} is not [height, width]")
+            check_mask_size(*shape, path)
     except ValueError as e:
         raise ValueError(f"{path}: unreadable samcam mask metadata ({str(e).removeprefix(f'{path}: ')})") from None
     except RecursionError:
@@ -474,6 +487,17 @@ def _side_meta(folder: Path, mask_shape: tuple[int, ...] | None = None) -> dict:
     if mask_shape is not None and "image_shape" in side and tuple(side["image_shape"]) != tuple(mask_shape):
         raise ValueError(f"{path}: image_shape {side['image_shape']} differs from the size of the mask PNGs beside it {list(mask_shape)}")
     return side
+
+
+def _empty_set_shape(folder: Path, side: dict) -> tuple[int, int]:
+    """The image size of an official id folder without mask PNGs: its samcam_meta.json's
+    ``image_shape`` (samcam's writer records it), else ``ValueError`` naming the folder: the PNGs say
+    the size of a set that has masks, and a folder with neither says nothing of its image (amg.py's
+    metadata.csv records no image size)."""
+    if "image_shape" not in side:
+        raise ValueError(f"{folder}: an id folder of the official layout without mask PNGs, whose {SIDE_META} records no image_shape; "
+                         "a mask set says the size of its image")  # fmt: skip
+    return tuple(side["image_shape"])
 
 
 def read_official(folder: str | os.PathLike) -> MaskSet:
@@ -487,8 +511,7 @@ def read_official(folder: str | os.PathLike) -> MaskSet:
     side = _side_meta(folder, None if masks is None else masks.shape[1:])
     meta = side.get("meta", {})
     if masks is None:
-        shape = tuple(side.get("image_shape", (0, 0)))
-        return MaskSet(np.zeros((0, *shape), dtype=bool), meta=meta)
+        return MaskSet(np.zeros((0, *_empty_set_shape(folder, side)), dtype=bool), meta=meta)
     f = lambda k: np.array([float(r[k]) for r in rows]) if rows else None
     try:
         return MaskSet(
@@ -505,8 +528,9 @@ def read_official(folder: str | os.PathLike) -> MaskSet:
 
 
 def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
-    """Only the masks of an ``amg.py`` folder (``== 255``), bit-packed as each PNG is decoded: no
-    dense ``N × H × W`` array. ``0 × 0`` masks when it has none and no ``samcam_meta.json``."""
+    """Only the masks of an ``amg.py`` folder (as :func:`_mask_bits` reads them), bit-packed as each
+    PNG is decoded: no dense ``N × H × W`` array. A folder without masks has the size its
+    ``samcam_meta.json`` records (:func:`_empty_set_shape`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"mask folder not found: {folder}")
@@ -519,7 +543,7 @@ def read_official_packed(folder: str | os.PathLike) -> PackedMasks:
             used = -(-m.size // 8)
         bits[i, :used] = np.packbits(m.reshape(-1))
     if bits is None:
-        shape = tuple(_side_meta(folder).get("image_shape", (0, 0)))
+        shape = _empty_set_shape(folder, _side_meta(folder))
         bits = np.zeros((0, packed_row_bytes(shape[0] * shape[1])), dtype=np.uint8)
     else:
         _side_meta(folder, shape)
@@ -637,7 +661,7 @@ class MaskStore:
         masks, meta = FORMATS[fmt].read_lean(path)
         _check_image_id(meta, image_id, path)
         self._check_made_with(meta, path)
-        if shape is not None and size_known(len(masks), masks.shape) and masks.shape != tuple(shape):
+        if shape is not None and masks.shape != tuple(shape):
             raise ValueError(f"{path}: mask size {masks.shape} differs from label size {tuple(shape)}")
         return masks
 

@@ -71,9 +71,9 @@ class MaskSet:
         return boxes
 
     def check_shape(self, shape: tuple[int, int], source: str | os.PathLike = "<masks>") -> None:
-        """Raise ``ValueError`` naming ``source`` when the masks are not ``shape`` (an empty set too,
-        when it recorded its image's size)."""
-        if size_known(len(self), self.shape) and self.shape != tuple(shape):
+        """Raise ``ValueError`` naming ``source`` when the masks are not ``shape`` (an empty set too:
+        every set says its image's size, :func:`samcam.sam.mask_files.check_mask_size`)."""
+        if self.shape != tuple(shape):
             raise ValueError(f"{source}: mask size {self.shape} differs from label size {tuple(shape)}")
 
     # ------------------------------------------------------------------ records (generator output)
@@ -126,11 +126,6 @@ def _vec(value, shape: tuple[int, ...], default: np.ndarray) -> np.ndarray:
     if arr.size == 0 and shape[0] == 0:
         return arr.reshape(shape)
     return arr.reshape(shape)
-
-
-def size_known(n_masks: int, shape: tuple[int, int]) -> bool:
-    """Whether a mask set's image size is known: it has masks, or, empty, it recorded the size."""
-    return n_masks > 0 or tuple(shape) != (0, 0)
 
 
 def plain_number(v: float) -> int | float:
