@@ -505,6 +505,88 @@ def test_a_mask_file_its_reader_refuses_counts_as_not_done(tmp_path, monkeypatch
 def test_corrupt_mask_files_are_named_by_merge(tmp_path, capsys, edit, needle):
     fails(_mask_folder(tmp_path, edit), capsys, needle)
 
+
+def test_a_compact_mask_file_whose_json_is_broken_is_refused(tmp_path, capsys):
+    """The merge found a compact file's RLE strings by pattern and never parsed the rest: a file in
+    write_compact's layout holding '"predicted_iou":NOTJSON' was merged, exit 0 (audit 12, F14). What
+    the merge reads is parsed whole, as json itself (the independent reader here) refuses it."""
+    import gzip
+    import json
+
+    from samcam.sam.mask_files import read_compact, read_compact_runs
+
+    args = _mask_folder(tmp_path)
+    path = tmp_path / "m" / "a.json.gz"
+    text = gzip.decompress(path.read_bytes()).decode()
+    broken = re.sub(r'"predicted_iou":[^,]*,', '"predicted_iou":NOTJSON,"x":', text, count=1)
+    assert broken != text
+    path.write_bytes(gzip.compress(broken.encode()))
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken)
+    for read in (read_compact_runs, read_compact):
+        with pytest.raises(ValueError, match=r"a\.json\.gz: not a samcam compact mask file \(Expecting value"):
+            read(path)
+    fails(args, capsys, "a.json.gz", "not a samcam compact mask file (Expecting value")
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
+#: mask records that are not as write_compact writes them, each with what the refusal says
+BAD_RECORDS = [
+    (lambda m: m.update(predicted_iou="0.9"), "its predicted_iou '0.9' is not a number"),
+    (lambda m: m.update(stability_score=True), "its stability_score True is not a number"),
+    (lambda m: m.pop("stability_score"), "its stability_score '(absent)' is not a number"),
+    (lambda m: m.update(point_coords=[[1.0]]), "its point_coords [[1.0]] are not one [x, y]"),
+    (lambda m: m.update(point_coords=[1.0, 2.0]), "its point_coords [1.0, 2.0] are not one [x, y]"),
+    (lambda m: m.update(point_coords=[[1.0, "2"]]), "its point_coords [[1.0, '2']] are not one [x, y]"),
+    (lambda m: m.update(crop_box=[0, 0, 8]), "its crop_box [0, 0, 8] is not four numbers"),
+    (lambda m: m.update(crop_box=[0, 0, 8, None]), "its crop_box [0, 0, 8, None] is not four numbers"),
+    (lambda m: m["segmentation"].update(counts=[3, 4]), "its counts are a JSON list, not an RLE string"),
+    (lambda m: m["segmentation"].update(extra=1), "its segmentation is not an object of size and counts"),
+    (lambda m: m.pop("segmentation"), "its segmentation is not an object of size and counts"),
+]
+
+
+@pytest.mark.parametrize("edit,needle", BAD_RECORDS)
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_compact_mask_record_not_as_samcam_writes_it_is_refused_by_every_reader(tmp_path, capsys, edit, needle, which):
+    """The merge's reader checks each record whole, as the full reader reads it (audit 12, F14): a
+    score that is text or a bool, point coordinates or a crop box of another shape, counts that are
+    not a string."""
+    from samcam.sam.mask_files import read_compact, read_compact_runs
+
+    args = _mask_folder(tmp_path, lambda d: edit(d["masks"][which]))
+    path = tmp_path / "m" / "a.json.gz"
+    for read in (read_compact_runs, read_compact):
+        with pytest.raises(ValueError, match=re.escape(f"a.json.gz: bad mask record {which} in a samcam compact mask file ({needle}")):
+            read(path)
+    fails(args, capsys, "a.json.gz", f"bad mask record {which}", needle)
+
+
+def test_the_record_checks_of_a_compact_file_agree():
+    """mask_files._compact_masks tests each record by type first and asks _record_fault what is wrong
+    only when that fails: the two agree on every record, good or bad."""
+    import copy
+
+    from samcam.sam.mask_files import _compact_masks, _record_fault
+
+    good = {"segmentation": {"size": [6, 8], "counts": "0"}, "predicted_iou": 0.9, "stability_score": None,
+            "point_coords": [[1, 2.5]], "crop_box": [0, 0, 8, 6]}  # fmt: skip
+    edits = [lambda m: None, lambda m: m.pop("crop_box"), *(e for e, _ in BAD_RECORDS), lambda m: m.update(predicted_iou=1),
+             lambda m: m.update(point_coords=[[None, None]]), lambda m: m.update(crop_box=[0.5, 0, 8, 6]), lambda m: m.update(crop_box=[0, 0, 8, True]),
+             lambda m: m["segmentation"].update(size=[6, 9]), lambda m: m["segmentation"].update(size=(6, 8)), lambda m: m.update(x=1)]  # fmt: skip
+    for edit in edits:
+        for crop in (True, False):
+            m = copy.deepcopy(good)
+            edit(m)
+            doc = {"height": 6, "width": 8, "masks": [copy.deepcopy(good) if crop else {k: v for k, v in good.items() if k != "crop_box"}, m]}
+            try:
+                _compact_masks(doc, "f")
+                passed = True
+            except ValueError:
+                passed = False
+            assert passed == (_record_fault(m, [6, 8], crop) is None), (m, crop)
+    assert _record_fault(["a list"], [6, 8], True) == "a JSON list, not an object"
+
 @pytest.mark.parametrize("record", [True, False], ids=["with its record", "without a record"])
 def test_merge_refuses_a_mask_folder_mixing_sets_of_two_settings(tmp_path, capsys, record):
     # audit 11, F9: a set made at 16 points per side among sets made at 32 was merged without a word
@@ -2649,8 +2731,8 @@ def test_an_l2g_class_map_with_a_grey_palette_is_read_as_its_grey_levels(tmp_pat
 
 
 def test_a_mask_record_naming_its_segmentation_twice_is_refused_by_the_fast_reader(tmp_path, capsys):
-    """merge reads compact files by pattern (sam.mask_files._scan_compact); a record naming its segmentation
-    twice, in a file otherwise laid out as samcam writes it, goes to the full reader, which refuses it."""
+    """A record naming its segmentation twice, in a file otherwise laid out as samcam writes it, is
+    refused by the merge's reader as by the full one."""
     import gzip
 
     from samcam.sam.mask_files import read_compact_runs

@@ -415,10 +415,10 @@ def test_lean_official_reader_follows_metadata_csv(tmp_path):
     np.testing.assert_array_equal(read_official_packed(tmp_path / "x").to_masks(), ms.masks)
 
 
-def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
+def test_the_lean_compact_reader_reads_the_whole_file(tmp_path):
+    """read_compact_runs (the merge's) parses every file whole, as read_compact does: the same masks and
+    meta whatever text the meta holds or whatever the key order, and the same refusals."""
     import json
-
-    import samcam.sam.mask_files as masks_mod
 
     # a count of 44 is written "\\" (char 92: group 12 with the "more" bit), JSON-escaped as "\\\\"
     m = np.zeros((3, 10, 10), bool)
@@ -430,28 +430,24 @@ def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
     ms = MaskSet(m, meta=meta)
     write_compact(tmp_path / "a.json.gz", ms)
     text = gzip.decompress((tmp_path / "a.json.gz").read_bytes())
-    shape, counts, scanned_meta = masks_mod._scan_compact(text)
-    assert shape == (10, 10) and counts == _coco(m)  # the fast path, exact strings
-    assert scanned_meta == meta  # the fields outside the masks come back as written
     np.testing.assert_array_equal(read_compact_runs(tmp_path / "a.json.gz").to_masks(), m)
     np.testing.assert_array_equal(read_compact(tmp_path / "a.json.gz").masks, m)
-    # another key order (masks first): not the write_compact layout, read by json, same masks
+    assert MaskStore(tmp_path).meta("a") == meta  # the fields outside the masks come back as written
+    # another key order (masks first): the same masks
     doc = json.loads(text)
     other = {"masks": doc["masks"], **{k: v for k, v in doc.items() if k != "masks"}}
     (tmp_path / "b.json.gz").write_bytes(gzip.compress(json.dumps(other).encode()))
-    assert masks_mod._scan_compact(gzip.decompress((tmp_path / "b.json.gz").read_bytes())) is None
     np.testing.assert_array_equal(read_compact_runs(tmp_path / "b.json.gz").to_masks(), m)
-    # a mask whose size differs from the file's is not taken by the scan; the json path names it
+    # a mask whose size differs from the file's is named
     doc["masks"][1]["segmentation"]["size"] = [10, 11]
     (tmp_path / "c.json.gz").write_bytes(gzip.compress(json.dumps(doc, separators=(",", ":")).encode()))
-    assert masks_mod._scan_compact(gzip.decompress((tmp_path / "c.json.gz").read_bytes())) is None
-    with pytest.raises(ValueError, match=r"c\.json\.gz: bad mask .*size differs"):
-        read_compact_runs(tmp_path / "c.json.gz")
-    # a scanned file whose string is broken is named too
+    for read in (read_compact_runs, read_compact):
+        with pytest.raises(ValueError, match=r"c\.json\.gz: bad mask record 1 .*size differs from the file's 10×10 \(\[10, 11\]\)"):
+            read(tmp_path / "c.json.gz")
+    # a broken string is named too
     doc["masks"][1]["segmentation"]["size"] = [10, 10]
     doc["masks"][1]["segmentation"]["counts"] = "3"
     (tmp_path / "d.json.gz").write_bytes(gzip.compress(json.dumps(doc, separators=(",", ":")).encode()))
-    assert masks_mod._scan_compact(gzip.decompress((tmp_path / "d.json.gz").read_bytes())) is not None
     with pytest.raises(ValueError, match=r"d\.json\.gz: bad mask"):
         read_compact_runs(tmp_path / "d.json.gz")
     with pytest.raises(FileNotFoundError, match="mask file not found"):
@@ -462,12 +458,9 @@ def test_compact_scan_agrees_with_json(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_cached_real_masks_scan(train_with_images):
-    import samcam.sam.mask_files as masks_mod
-
-    for i in train_with_images[:40]:  # the cached files take the fast path and give pycocotools' masks
+def test_cached_real_masks_lean_equals_full(train_with_images):
+    for i in train_with_images[:40]:  # the cached files give pycocotools' masks either way
         path = CACHED_MASKS / f"{i}.json.gz"
-        assert masks_mod._scan_compact(gzip.decompress(path.read_bytes())) is not None
         np.testing.assert_array_equal(read_compact_runs(path).to_masks(), read_compact(path).masks)
 
 

@@ -141,14 +141,76 @@ def _compact_shape(doc: dict, path: str | os.PathLike) -> tuple[int, int]:
     return h, w
 
 
-def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
+def _score_value(v: object) -> bool:
+    """Whether ``v`` is a score as :func:`write_compact` writes one: a JSON number, or ``null`` (unknown)."""
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _record_fault(m: object, size: list[int], crop: bool) -> str | None:
+    """What is wrong with one mask record of a compact file (``None``: nothing), checked as
+    :func:`write_compact` writes it: an object whose ``segmentation`` is ``{size, counts}`` with the
+    file's size and a string, scores that are numbers or ``null``, ``point_coords`` one ``[x, y]``,
+    and ``crop_box`` four numbers where the file's first record has one (``crop``), absent where not."""
+    if not isinstance(m, dict):
+        return f"a JSON {type(m).__name__}, not an object"
+    seg = m.get("segmentation")
+    if not isinstance(seg, dict) or set(seg) != {"size", "counts"}:
+        return "its segmentation is not an object of size and counts"
+    if seg["size"] != size:
+        return f"a mask's size differs from the file's {size[0]}×{size[1]} ({seg['size']!r})"
+    if not isinstance(seg["counts"], str):
+        return f"its counts are a JSON {type(seg['counts']).__name__}, not an RLE string"
+    for key in ("predicted_iou", "stability_score"):
+        if key not in m or not _score_value(m[key]):
+            return f"its {key} {m.get(key, '(absent)')!r} is not a number"
+    pc = m.get("point_coords")
+    if not (isinstance(pc, list) and len(pc) == 1 and isinstance(pc[0], list) and len(pc[0]) == 2 and all(map(_score_value, pc[0]))):
+        return f"its point_coords {pc!r} are not one [x, y]"
+    box = m.get("crop_box")
+    if crop != ("crop_box" in m) or (crop and not (isinstance(box, list) and len(box) == 4 and all(v is not None and _score_value(v) for v in box))):
+        return f"its crop_box {box!r} is not four numbers" if crop else "a crop_box where the file's first record has none"
+    return None
+
+
+#: the types of a JSON score: a number or null (``type`` is compared, so a bool, whose type is ``bool``, is none)
+_SCORE_TYPES = frozenset({int, float, type(None)})
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _compact_masks(doc: dict, path: str | os.PathLike) -> tuple[tuple[int, int], list[dict]]:
+    """The image size (:func:`_compact_shape`) and the mask records of a compact file's document,
+    every record checked whole (:func:`_record_fault`), whichever reader reads it: the merge's, which
+    needs only the masks, takes no file the full reader would refuse. ``ValueError`` naming the file
+    and the record.
+
+    Each record passes a test by ``type`` alone first (a third of :func:`_record_fault`'s time, which
+    only says what is wrong with a record that fails it): the two must agree, which a test holds."""
     shape = _compact_shape(doc, path)
+    masks = doc.get("masks")
+    if not isinstance(masks, list):
+        raise ValueError(f"{path}: bad mask list in a samcam compact mask file (masks is {masks!r:.40}, not a list)")
+    size, crop = list(shape), bool(masks) and isinstance(masks[0], dict) and "crop_box" in masks[0]
+    scores, numbers = _SCORE_TYPES, _NUMBER_TYPES
+    for k, m in enumerate(masks):
+        if type(m) is dict:
+            seg, pc, box = m.get("segmentation"), m.get("point_coords"), m.get("crop_box")
+            if (type(seg) is dict and len(seg) == 2 and seg.get("size") == size and type(seg.get("counts")) is str
+                    and type(m.get("predicted_iou", "")) in scores and type(m.get("stability_score", "")) in scores
+                    and type(pc) is list and len(pc) == 1 and type(pc[0]) is list and len(pc[0]) == 2
+                    and type(pc[0][0]) in scores and type(pc[0][1]) in scores
+                    and ((type(box) is list and len(box) == 4 and type(box[0]) in numbers and type(box[1]) in numbers
+                          and type(box[2]) in numbers and type(box[3]) in numbers) if crop else "crop_box" not in m)):  # fmt: skip
+                continue
+        why = _record_fault(m, size, crop) or "not a record as samcam writes one"
+        raise ValueError(f"{path}: bad mask record {k} in a samcam compact mask file ({why})")
+    return shape, masks
+
+
+def _compact_runs(doc: dict, path: str | os.PathLike) -> MaskRuns:
+    shape, masks = _compact_masks(doc, path)
     try:
-        counts = [m["segmentation"]["counts"] for m in doc["masks"]]
-        if any(list(m["segmentation"]["size"]) != list(shape) for m in doc["masks"]):
-            raise ValueError(f"a mask's size differs from the file's {shape[0]}×{shape[1]}")
-        return MaskRuns.from_coco(counts, shape)
-    except (KeyError, TypeError, ValueError) as e:
+        return MaskRuns.from_coco([m["segmentation"]["counts"] for m in masks], shape)
+    except ValueError as e:
         raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
 
 
@@ -171,56 +233,16 @@ def read_compact(path: str | os.PathLike) -> MaskSet:
         raise ValueError(f"{path}: bad mask record in a samcam compact mask file ({type(e).__name__}: {e})") from None
 
 
-_COMPACT_HEAD = re.compile(rb'\{"format":"samcam-masks/1","height":(\d+),"width":(\d+),"meta":')
-_COMPACT_MASKS = b',"masks":['
-_COMPACT_RLE = re.compile(rb'"segmentation":\{"size":\[(\d+),(\d+)\],"counts":"([^"\\]*(?:\\\\[^"\\]*)*)"\}')
-
-
-def _scan_compact(text: bytes) -> tuple[tuple[int, int], list[bytes], dict] | None:
-    """The image size, the masks' RLE strings and the ``meta`` of a file laid out as :func:`write_compact` writes
-    it (keys format, height, width, meta, then masks, last), found by pattern instead of parsing all
-    the JSON (the scores are most of it); ``None`` for any other layout, which ``json`` then reads.
-
-    Inside JSON strings quotes are escaped, so ``,"masks":[`` unescaped is a key; its last occurrence
-    is the top-level one (mask records have no such key). RLE characters (``0``–``o``) need no JSON
-    escape but the backslash (``\\``)."""
-    head = _COMPACT_HEAD.match(text)
-    at = text.rfind(_COMPACT_MASKS)
-    if head is None or at < 0 or not text.endswith(b"]}"):
-        return None
-    body = text[at + len(_COMPACT_MASKS) : -2]
-    found = _COMPACT_RLE.findall(body)
-    h, w = int(head[1]), int(head[2])
-    if len(found) != body.count(b'"segmentation":') or any(int(a) != h or int(b) != w for a, b, _ in found):
-        return None
-    if len(found) != body.count(b'{"segmentation":'):  # each record opens with its one segmentation: one named twice goes to the full reader
-        return None
-    try:
-        meta = json_loads(text[head.end() : at])
-    except (ValueError, RecursionError):  # the full reader names what is wrong
-        return None
-    return (h, w), [c.replace(b"\\\\", b"\\") for _, _, c in found], meta
-
-
 def read_compact_runs(path: str | os.PathLike) -> MaskRuns:
     """Only the masks of a compact file, as runs (no dense array, no transpose): what the merge needs.
-    The scores are not parsed (see :func:`_scan_compact`)."""
+    The file is parsed and checked whole, as :func:`read_compact` reads it (:func:`_compact_masks`)."""
     return _read_compact_runs(path)[0]
 
 
 def _read_compact_runs(path: str | os.PathLike) -> tuple[MaskRuns, dict]:
     """:func:`read_compact_runs` and the file's ``meta``."""
-    path = Path(path)
-    scanned = _scan_compact(_compact_bytes(path))
-    if scanned is None:
-        doc = _load_compact(path)
-        return _compact_runs(doc, path), doc.get("meta")
-    shape, counts, meta = scanned
-    check_mask_size(*shape, path)
-    try:
-        return MaskRuns.from_coco(counts, shape), meta
-    except ValueError as e:
-        raise ValueError(f"{path}: bad mask in a samcam compact mask file ({e})") from e
+    doc = _load_compact(path)
+    return _compact_runs(doc, path), doc.get("meta")
 
 
 def _nan(v: float | None) -> float:
