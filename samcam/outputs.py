@@ -61,11 +61,24 @@ def project_paths() -> list[Path]:
     return [package, *(REPO / name for name in (*PROJECT_FOLDERS, *PROJECT_FILES))]
 
 
+def check_inputs(*inputs: str | os.PathLike | None) -> None:
+    """Refuse an input folder a samcam step is writing now or left unfinished (:func:`check_finished`):
+    the one check of every folder a command reads, made where each command names its inputs beside
+    its outputs (:func:`check_output`, :func:`check_outputs`; :func:`claim_output` through them), so
+    no reader sees part of another step's outputs (a killed merge's labels trained on or scored).
+    Files and paths that are not there are left to their readers."""
+    for i in inputs:
+        if i is not None and os.path.isdir(i):
+            check_finished(i)
+
+
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse an output (file or folder) that is an input or lies inside an input folder (nothing a
     user gave is ever written into or over), that is or lies in samcam's own sources
     (:func:`project_paths`: a notebook, the package, the configuration) or, in a checkout, in the
-    reproduce stamps' folder (:data:`STAMPS`), or whose path runs through a file."""
+    reproduce stamps' folder (:data:`STAMPS`), or whose path runs through a file; and an input folder
+    that is unfinished (:func:`check_inputs`)."""
+    check_inputs(*inputs)
     o = Path(out).resolve()
     above = next((p for p in o.parents if p.exists() and not p.is_dir()), None)
     if above is not None:  # said now, not after the work whose result could not be written
@@ -195,7 +208,9 @@ def check_outputs(outputs: Sequence[str | os.PathLike | None], inputs: Sequence[
     """:func:`check_output` for each of a command's outputs (:func:`check_file_output`, first, for those
     of them that are ``files``: tables, records; ``tables``: a file's table column, for those that are
     tables), and no two of them the same path or one inside another (a table written into the label
-    folder it describes, two tables into one file)."""
+    folder it describes, two tables into one file). The inputs are checked (:func:`check_inputs`)
+    when no output is given too (eval-seg without ``--json``, ``--csv`` or ``--save-predictions``)."""
+    check_inputs(*inputs)
     given = [o for o in outputs if o is not None]
     for f in files:
         check_file_output(f, *inputs)
@@ -534,11 +549,24 @@ def _set_writing_mark(out: Path, step: str | None) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def writing_mark(out: str | os.PathLike, step: str) -> Iterator[Path]:
+    """Mark ``out`` (whose lock this process holds: :func:`lock_output`) as being written by ``step``
+    for the ``with`` block, the mark cleared only when the block ends normally: a killed or failed run
+    leaves its folder unfinished for every reader (:func:`check_finished`) until a rerun into it ends.
+    What :func:`claim_output` does for every step it claims a folder for, for a step that keeps its
+    own record (``masks``)."""
+    _set_writing_mark(Path(out), step)
+    yield Path(out)
+    _set_writing_mark(Path(out), None)
+
+
 def check_finished(folder: str | os.PathLike) -> None:
     """``ValueError`` naming ``folder`` where a samcam step is writing it now (its lock held by a
     running process: :func:`lock_output`) or a run left it unfinished (killed, or stopped by an error:
     :func:`claim_output`'s mark still in its lock file); a reader of a folder another step writes
-    (:func:`samcam.io.folder_ids`, :func:`claim_output`'s inputs) would see only part of its outputs.
+    (:func:`samcam.io.folder_ids`, every command's input folders: :func:`check_inputs`) would see only
+    part of its outputs.
     A folder without a lock file (not written by samcam) passes."""
     path = Path(folder) / LOCK_FILE
     if not path.is_file():
@@ -592,10 +620,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
     from samcam import __version__
 
     out = Path(out)
-    check_folder_output(out, *inputs.values())
-    for v in inputs.values():
-        if v is not None and os.path.isdir(v):
-            check_finished(v)
+    check_folder_output(out, *inputs.values())  # the inputs too: none unfinished (check_inputs)
     if out.is_dir():  # before the lock file is made: nothing is written into a folder that is not samcam's
         refuse_foreign(out)
         _refuse_unrecorded(out)
@@ -642,7 +667,7 @@ def claim_output(out: str | os.PathLike, step: str, inputs: dict[str, str | os.P
         else:
             write_text(path, json.dumps({**record, "notes": notes or {}}, indent=1, sort_keys=True) + "\n")
         clean_temporaries(out)
-        _set_writing_mark(out, step)  # kept by an exception or a killed process: the folder is unfinished
+        _set_writing_mark(out, step)  # kept by an exception or a killed process: the folder is unfinished (writing_mark)
         yield out
         moved = [k for k, v in inputs.items() if stat_signature(v) != stats[k] and fingerprint(v) != record["fingerprints"][k]]
         if moved:  # the record fingerprints what the inputs were when the run began (a file only touched, or

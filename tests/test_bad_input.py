@@ -4,6 +4,7 @@ grouped by the principle they hold (issue 21): ids are names; inputs are checked
 mask set belongs to its image; the official layout is strict; outputs land where they belong; options
 and checkpoint fields are range-checked; every failure is one line; parallelism is bounded."""
 
+import json
 import os
 import re
 import signal
@@ -1130,6 +1131,134 @@ def test_eval_refuses_a_folder_a_step_is_writing_or_left_unfinished(scored, caps
     fails(["eval", "--pred", out, "--gt", scored / "gt"], capsys, f"{out}: unfinished: the samcam merge run writing it",
           "finish it (rerun samcam merge into this folder: it resumes) or rerun that step into a new folder")
     assert capsys.readouterr().out == ""  # nothing scored
+
+
+def _unfinished(folder: Path, step: str) -> None:
+    """What a killed run of ``step`` leaves in its output folder's lock file (outputs.claim_output's mark)."""
+    (folder / ".samcam.lock").write_text(json.dumps({"writing": step, "pid": 1, "since": "2026-01-01T00:00:00+00:00"}) + "\n")
+
+
+@pytest.mark.parametrize("command,unfinished", [
+    (["train-seg", "--images", "{img}", "--labels", "{unf}", "--ids", "{ids}", "--out", "{out}", "--epochs", "1", "--crop", "32"], "labels"),
+    (["train-seg", "--images", "{img}", "--labels", "{lab}", "--ids", "{ids}", "--out", "{out}", "--eval-gt", "{unf}", "--eval-ids", "{ids}"], "labels"),
+    (["train-affinity", "--images", "{img}", "--seed-labels", "{unf}", "--ids", "{ids}", "--out", "{out}.pt", "--epochs", "1"], "merge"),
+    (["train-affinity", "--images", "{img}", "--cams", "{unf}", "--ids", "{ids}", "--out", "{out}.pt", "--epochs", "1", "--no-crf"], "cam"),
+    (["eval-seg", "--checkpoint", "{ck}", "--images", "{img}", "--gt", "{unf}", "--ids", "{ids}"], "labels"),
+    (["eval-seg", "--checkpoint", "{ck}", "--images", "{img}", "--gt", "{unf}", "--ids", "{ids}", "--json", "{out}.json"], "labels"),
+])  # fmt: skip
+def test_every_command_refuses_an_input_folder_left_unfinished(tmp_path, capsys, command, unfinished):
+    """train-seg --labels and --eval-gt, train-affinity --seed-labels and --cams, eval-seg --gt read a
+    folder a killed run had left unfinished, exit 0 (audit 12, F10): every input folder a command
+    names is checked where it names them (outputs.check_inputs), before any output is made."""
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    _labels(tmp_path / "lab", ["a"], 7, (8, 8))
+    unf = tmp_path / "unf"
+    if unfinished == "cam":
+        _cams(unf, [7], np.ones((1, 8, 8)))
+    else:
+        _labels(unf, ["a"], 7, (8, 8))
+    _unfinished(unf, unfinished)
+    (tmp_path / "ids.txt").write_text("a\n")
+    (tmp_path / "ck.pt").write_bytes(b"never read")
+    where = {"img": tmp_path / "img", "lab": tmp_path / "lab", "unf": unf, "ids": tmp_path / "ids.txt", "out": tmp_path / "out", "ck": tmp_path / "ck.pt"}
+    before = _digest(tmp_path)
+    fails([a.format(**where) for a in command], capsys, f"{unf}: unfinished: the samcam {unfinished} run writing it (started 2026-01-01T00:00:00+00:00)",
+          f"rerun samcam {unfinished} into this folder")  # fmt: skip
+    assert not list(tmp_path.glob("out*")) and _digest(tmp_path) == before
+
+
+def test_a_folder_an_input_is_being_written_is_refused_by_train_seg(tmp_path, capsys):
+    """The same check sees a folder a running step holds (its lock), not only a killed run's mark."""
+    import multiprocessing
+
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    (tmp_path / "ids.txt").write_text("a\n")
+    ctx = multiprocessing.get_context("fork")
+    ready, out = ctx.Event(), tmp_path / "merged"
+    child = ctx.Process(target=_write_and_wait, args=(str(out), ready))
+    child.start()
+    try:
+        assert ready.wait(30)
+        fails(["train-seg", "--images", tmp_path / "img", "--labels", out, "--ids", tmp_path / "ids.txt", "--out", tmp_path / "run", "--epochs", "1"],
+              capsys, f"{out}: samcam merge is writing this folder now")  # fmt: skip
+    finally:
+        child.kill()
+        child.join(30)
+    assert not (tmp_path / "run").exists()
+
+
+_KILLED_MASKS = """
+import sys, time
+import numpy as np
+import samcam.sam.model
+from samcam.pipeline.masks import run_masks
+from samcam.sam.masks import MaskSet
+
+class Slow:  # one mask set made, then it hangs on the next image (to be killed)
+    device = "cpu"
+    made = 0
+    def generate(self, image):
+        self.made += 1
+        if self.made > 1:
+            time.sleep(600)
+        return MaskSet(np.ones((1, *image.shape[:2]), bool))
+
+samcam.sam.model.build_generator = lambda *a, **k: Slow()
+run_masks(sys.argv[1], sys.argv[2], checkpoint=sys.argv[3], progress=False, device="cpu")
+"""
+
+
+def test_a_killed_masks_run_leaves_its_folder_unfinished(tmp_path, capsys, mobile_sam_checkpoint):
+    """masks locked its folder but never marked it as being written, so a run killed after one of three
+    sets passed as finished and merge labelled '1 merged, 2 kept' (audit 12, F10). It is marked as
+    every claim_output step's folder is (outputs.writing_mark): merge refuses the folder while the run
+    writes it and once it was killed, and a rerun that ends finishes it."""
+    import signal
+    import subprocess
+
+    (tmp_path / "img").mkdir()
+    for i in "abc":
+        Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    _labels(tmp_path / "p", list("abc"), 7, (16, 24))
+    out = tmp_path / "m"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_MASKS, str(tmp_path / "img"), str(out), str(mobile_sam_checkpoint)],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        for _ in range(600):
+            if (out / "a.json.gz").exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (out / "a.json.gz").exists(), child.stderr.read().decode() if child.poll() is not None else "no mask set after 60 s"
+        merge = ["merge", "--pseudo", tmp_path / "p", "--masks", out, "--missing-masks", "keep-cam", "--workers", "1"]
+        fails([*merge, "--out", tmp_path / "o1"], capsys, f"{out}: samcam masks is writing this folder now")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    fails([*merge, "--out", tmp_path / "o2"], capsys, f"{out}: unfinished: the samcam masks run writing it", "rerun samcam masks into this folder")
+    assert not list(tmp_path.glob("o*/*.png"))
+    import samcam.sam.model
+    from samcam.pipeline.masks import run_masks
+    from samcam.sam.masks import MaskSet
+
+    class Instant:
+        device = "cpu"
+
+        def generate(self, image):
+            return MaskSet(np.ones((1, *image.shape[:2]), bool))
+
+    real = samcam.sam.model.build_generator
+    samcam.sam.model.build_generator = lambda *a, **k: Instant()
+    try:
+        assert run_masks(tmp_path / "img", out, checkpoint=mobile_sam_checkpoint, progress=False, device="cpu").done == 2  # resumed: b and c
+    finally:
+        samcam.sam.model.build_generator = real
+    assert cli.main([str(a) for a in [*merge, "--out", tmp_path / "o3"]]) == 0
+    assert "3 merged, 0 kept" in capsys.readouterr().out
+    from samcam.outputs import check_finished
+
+    check_finished(out)  # finished: the mark is gone
 
 
 def test_the_input_parent_and_a_folder_of_foreign_masks_are_not_adopted(tmp_path, capsys):

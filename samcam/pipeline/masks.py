@@ -21,7 +21,7 @@ from typing import Any
 
 from samcam.io import image_index, near_miss, read_image, write_text
 from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_folder_output, clean_temporaries, differences, lock_output,
-                            fingerprint_files, read_record, record_path, refuse_foreign, resolve_recorded)  # fmt: skip
+                            fingerprint_files, read_record, record_path, refuse_foreign, resolve_recorded, writing_mark)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
 from samcam.sam.mask_files import FORMATS, MADE_WITH, MaskStore
 
@@ -194,9 +194,10 @@ def run_masks(
     ``devices`` (e.g. ``["cuda:0", "cuda:1"]``, two or more) runs one spawned process per device, each
     on a disjoint slice of the pending ids, with one progress bar for all (``threads``: torch CPU
     threads per process, default the cores shared out); the files are those one process writes.
+    While it writes, the folder's lock file holds the mark of a step writing (:func:`samcam.outputs.writing_mark`,
+    as every other step's): a run killed or stopped by an error leaves the folder unfinished, and its
+    readers refuse it until a rerun into it ends.
     """
-    from samcam.progress import progress_bar
-
     from samcam import __version__
     from samcam.sam.model import amg_settings, checkpoint_info
 
@@ -213,30 +214,40 @@ def run_masks(
     check_mask_folder(out)  # before the lock file is made
     with lock_output(out):  # one process writes a mask folder at a time
         check_run_meta(out, meta, images)
-        store = MaskStore(out, fmt)
-        todo = [i for i in todo_all if not store.has(i) or not FORMATS[fmt].complete(store.path(i))]
-        skipped = len(todo_all) - len(todo)
-        if not todo:
-            return StepResult(out, 0, skipped, 0.0)
-        clean_temporaries(out)
-        start = time.perf_counter()
-        bar = progress_bar(total=len(todo), desc=f"masks {model_type}", unit="img", progress=progress)
+        with writing_mark(out, "masks"):  # a run killed or failed part-way leaves the folder unfinished: merge refuses it until a rerun ends
+            return _generate_pending(out, fmt, index, todo_all, meta, model_type, checkpoint, generator, settings, devices, threads, progress)
 
-        where: list[str] = []
 
-        def done(image_id: str, info: tuple[int, str]) -> None:
-            bar.update()
-            bar.set_postfix(masks=info[0])
-            where.append(info[1])
+def _generate_pending(out: Path, fmt: str, index: dict[str, Path], todo_all: list[str], meta: dict, model_type: str, checkpoint, generator: str,
+                      settings: dict, devices: list, threads: int | None, progress: bool | None) -> StepResult:  # fmt: skip
+    """The masks of the ids of ``todo_all`` that ``out`` holds no whole set of yet (:func:`run_masks`,
+    whose lock and writing mark are held)."""
+    from samcam.progress import progress_bar
 
-        work = ({i: index[i] for i in todo}, out, fmt, meta, model_type, checkpoint, generator, settings)
-        try:
-            run_on_devices(generate_into, devices, todo, work, done, threads)
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - start
-        add_cost(out, seconds, len(todo), ", ".join(dict.fromkeys(where)))  # wall time, model building included, as every step
-        return StepResult(out, len(todo), skipped, seconds)
+    store = MaskStore(out, fmt)
+    todo = [i for i in todo_all if not store.has(i) or not FORMATS[fmt].complete(store.path(i))]
+    skipped = len(todo_all) - len(todo)
+    if not todo:
+        return StepResult(out, 0, skipped, 0.0)
+    clean_temporaries(out)
+    start = time.perf_counter()
+    bar = progress_bar(total=len(todo), desc=f"masks {model_type}", unit="img", progress=progress)
+
+    where: list[str] = []
+
+    def done(image_id: str, info: tuple[int, str]) -> None:
+        bar.update()
+        bar.set_postfix(masks=info[0])
+        where.append(info[1])
+
+    work = ({i: index[i] for i in todo}, out, fmt, meta, model_type, checkpoint, generator, settings)
+    try:
+        run_on_devices(generate_into, devices, todo, work, done, threads)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    add_cost(out, seconds, len(todo), ", ".join(dict.fromkeys(where)))  # wall time, model building included, as every step
+    return StepResult(out, len(todo), skipped, seconds)
 
 
 def generate_into(device: str | None, ids: list[str], report, paths: dict[str, Path], out: Path, fmt: str, meta: dict,
