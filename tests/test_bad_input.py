@@ -822,6 +822,90 @@ def test_an_official_set_without_masks_says_its_size(tmp_path, capsys, side, nee
     fails(args[:-1] + [tmp_path / "o2"], capsys, "mask size (5, 8) differs from label size (6, 8)")
 
 
+class _InstantSam:
+    """A generator that makes one mask, the image's brighter half, at once (no SAM)."""
+
+    device = "cpu"
+
+    def generate(self, image):
+        from samcam.sam.masks import MaskSet
+
+        return MaskSet((image.mean(axis=2) > image.mean())[None])
+
+
+@pytest.mark.parametrize("fmt", ["compact", "official"])
+def test_a_mask_folder_refuses_an_image_changed_since_its_masks_were_made(tmp_path, capsys, monkeypatch, mobile_sam_checkpoint, fmt):
+    """A rerun of masks reported 'already there' for an image changed in place, or given from another
+    folder after the recorded one was gone, and merge then labelled the new image with the old image's
+    masks (audit 12, F1). Each set records its image's SHA-256 (here checked against hashlib's of the
+    file), and a rerun given another image of an id already done is refused, naming the set and the
+    image, the folder left as it was and finished."""
+    import hashlib
+    import shutil
+
+    import samcam.sam.model
+    from samcam.outputs import check_finished
+    from samcam.sam.mask_files import MaskStore
+    from skimage import data
+
+    monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: _InstantSam())
+    img = tmp_path / "img"
+    img.mkdir()
+    Image.fromarray(data.astronaut()[:32, :48]).save(img / "a.png")
+    Image.fromarray(data.astronaut()[100:132, 100:148]).save(img / "b.png")
+    out = tmp_path / "m"
+    masks = lambda images: ["masks", "--images", images, "--out", out, "--format", fmt, "--checkpoint", mobile_sam_checkpoint, "--device", "cpu"]  # noqa: E731
+    assert cli.main([str(a) for a in masks(img)]) == 0
+    assert "2 images done" in capsys.readouterr().out
+    store = MaskStore(out)
+    for i in "ab":
+        assert store.read(i).meta["image_sha256"] == hashlib.sha256((img / f"{i}.png").read_bytes()).hexdigest()
+    where = store.path("a", fmt).name
+    before = _digest(tmp_path)
+    Image.fromarray(data.astronaut()[200:232, 200:248]).save(img / "a.png")  # another picture of the same size, in place
+    now = hashlib.sha256((img / "a.png").read_bytes()).hexdigest()
+    fails(masks(img), capsys, f"{where}: made from another image than {img / 'a.png'} (image_sha256: ", f"-> '{now[:12]}…')",
+          "the image changed since its masks were made; use another --out folder")  # fmt: skip
+    check_finished(out)  # refused before the run marked the folder: it is as finished as it was
+    Image.fromarray(data.astronaut()[:32, :48]).save(img / "a.png")  # the image as it was: resumed, nothing to do
+    assert cli.main([str(a) for a in masks(img)]) == 0
+    assert "0 images done, 2 already there" in capsys.readouterr().out
+    assert {p: h for p, h in _digest(tmp_path).items() if "samcam_cost" not in p.name and ".samcam.lock" not in p.name} == \
+        {p: h for p, h in before.items() if "samcam_cost" not in p.name and ".samcam.lock" not in p.name}  # fmt: skip
+    # the recorded folder gone, another image of an id given from elsewhere
+    img.rename(tmp_path / "gone")
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(data.astronaut()[300:332, 300:348]).save(other / "a.png")
+    fails(masks(other), capsys, f"{where}: made from another image than {other / 'a.png'}")
+    shutil.copy(tmp_path / "gone" / "a.png", other / "a.png")  # the same image by content, elsewhere: the same
+    assert cli.main([str(a) for a in masks(other)]) == 0
+    assert "0 images done, 1 already there" in capsys.readouterr().out
+
+
+def test_a_mask_set_made_before_it_recorded_its_image_is_compared_by_size(tmp_path, capsys, monkeypatch, mobile_sam_checkpoint):
+    """A set that records no image_sha256 (samcam before audit 12) is compared by what it has: an image
+    of another size than its masks is refused; one of the same size cannot be told and resumes."""
+    import gzip
+
+    import samcam.sam.model
+    from skimage import data
+
+    monkeypatch.setattr(samcam.sam.model, "build_generator", lambda *a, **k: _InstantSam())
+    img, out = tmp_path / "img", tmp_path / "m"
+    img.mkdir()
+    Image.fromarray(data.astronaut()[:32, :48]).save(img / "a.png")
+    masks = ["masks", "--images", img, "--out", out, "--checkpoint", mobile_sam_checkpoint, "--device", "cpu"]
+    assert cli.main([str(a) for a in masks]) == 0
+    doc = json.loads(gzip.decompress((out / "a.json.gz").read_bytes()))
+    doc["meta"].pop("image_sha256", None)  # as samcam wrote it before
+    (out / "a.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    Image.fromarray(data.astronaut()[50:82, :48]).save(img / "a.png")  # same size: resumed
+    assert cli.main([str(a) for a in masks]) == 0
+    Image.fromarray(data.astronaut()[:40, :48]).save(img / "a.png")
+    fails(masks, capsys, f"a.json.gz: masks of a 32×48 image, but {img / 'a.png'} is 40×48")
+
+
 # ============================================================================ 4. the official layout is read strictly
 
 

@@ -7,7 +7,8 @@ split deterministically; ``devices`` splits one run's pending ids over the GPUs 
 The settings, model and checkpoint hash of a run are kept in the folder's provenance record
 (``<out>/samcam_run.json``, the record every step writes: step ``masks``) and its cost in
 ``<out>/samcam_cost.json``; a later run into the same folder with other settings is refused rather
-than mixing mask sets. A folder made by samcam 0.1 (its record in ``samcam_masks.json``) is read as
+than mixing mask sets, and so is one given another image of an id already done (each set records
+its image's SHA-256, ``meta.image_sha256``). A folder made by samcam 0.1 (its record in ``samcam_masks.json``) is read as
 well and its record moved into ``samcam_run.json`` by the next run that resumes it.
 """
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from samcam.io import image_index, near_miss, read_image, write_text
+from samcam.io import image_index, image_size, near_miss, read_image, sha256_file, write_text
 from samcam.outputs import (LEGACY_MASK_RECORD, RUN_RECORD, StepResult, add_cost, check_folder_output, clean_temporaries, differences, lock_output,
                             fingerprint_files, read_record, record_path, refuse_foreign, resolve_recorded, writing_mark)  # fmt: skip
 from samcam.pipeline.workers import run_on_devices
@@ -125,12 +126,14 @@ def folder_made_with(folder: str | os.PathLike, ids: list[str]) -> dict[str, Any
 def mask_record(meta: dict[str, Any], images: str | os.PathLike | None, out: str | os.PathLike) -> dict[str, Any]:
     """The provenance record of a mask folder, in the shape every step's record has (step, inputs,
     fingerprints, parameters, version, notes). The image folder is recorded by path, not fingerprinted:
-    each mask set carries its image's id and size, and runs over other id lists (shards, a split
-    extended later) add to one folder."""
+    each mask set carries its image's id, size and content (``meta.image_sha256``, compared on every
+    rerun: :func:`check_done_images`), and runs over other id lists (shards, a split extended later)
+    add to one folder."""
     return {"step": "masks", "samcam_version": meta.get("samcam_version"),
             "inputs": {"images": record_path(images, out) if images is not None else None}, "fingerprints": {},
             "parameters": {k: meta.get(k) for k in MASK_PARAMETERS},
-            "notes": {"compared": f"a run into this folder must have the same {', '.join(MASK_SETTINGS)}; the images are checked per mask set"}}  # fmt: skip
+            "notes": {"compared": f"a run into this folder must have the same {', '.join(MASK_SETTINGS)}; the images are checked per mask set "
+                                  "(its image_sha256)"}}  # fmt: skip
 
 
 def check_run_meta(out: Path, meta: dict[str, Any], images: str | os.PathLike | None = None) -> None:
@@ -214,19 +217,46 @@ def run_masks(
     check_mask_folder(out)  # before the lock file is made
     with lock_output(out):  # one process writes a mask folder at a time
         check_run_meta(out, meta, images)
+        todo = pending_images(out, fmt, {i: index[i] for i in todo_all})  # before the mark: a refused rerun leaves a finished folder finished
         with writing_mark(out, "masks"):  # a run killed or failed part-way leaves the folder unfinished: merge refuses it until a rerun ends
-            return _generate_pending(out, fmt, index, todo_all, meta, model_type, checkpoint, generator, settings, devices, threads, progress)
+            return _generate(out, fmt, index, todo, len(todo_all) - len(todo), meta, model_type, checkpoint, generator, settings, devices, threads,
+                             progress)  # fmt: skip
 
 
-def _generate_pending(out: Path, fmt: str, index: dict[str, Path], todo_all: list[str], meta: dict, model_type: str, checkpoint, generator: str,
-                      settings: dict, devices: list, threads: int | None, progress: bool | None) -> StepResult:  # fmt: skip
-    """The masks of the ids of ``todo_all`` that ``out`` holds no whole set of yet (:func:`run_masks`,
-    whose lock and writing mark are held)."""
+def pending_images(out: Path, fmt: str, images: dict[str, Path]) -> list[str]:
+    """The ids of ``images`` (id → image file) that have no whole mask set in ``out`` yet, in order;
+    ``ValueError`` naming the mask set and its image when one that has was made from another image
+    than the one given now: its recorded ``image_sha256`` differs from the file's (an image changed in
+    place, or another folder's image of that id given after the recorded folder went). The folder is
+    refused rather than kept with stale masks, as every step refuses an input changed since its
+    outputs were made. A set made before samcam recorded its image's content is compared by what it
+    has, its size."""
+    store, todo = MaskStore(out, fmt), []
+    for image_id, path in images.items():
+        if not store.has(image_id) or not FORMATS[fmt].complete(store.path(image_id)):
+            todo.append(image_id)  # made (again) by this run
+            continue
+        where = store.path(image_id)
+        recorded = store.meta(image_id).get("image_sha256")
+        if recorded is not None:
+            now = sha256_file(path, what="image")
+            if now != recorded:
+                raise ValueError(f"{where}: made from another image than {path} ({differences(recorded, now, 'image_sha256')}): "
+                                 "the image changed since its masks were made; use another --out folder (a folder's masks are of the images given)")  # fmt: skip
+            continue
+        shape, size = store.image_size(image_id), image_size(path)
+        if tuple(shape) != tuple(size):
+            raise ValueError(f"{where}: masks of a {shape[0]}×{shape[1]} image, but {path} is {size[0]}×{size[1]}: "
+                             "the image changed since its masks were made; use another --out folder (a folder's masks are of the images given)")  # fmt: skip
+    return todo
+
+
+def _generate(out: Path, fmt: str, index: dict[str, Path], todo: list[str], skipped: int, meta: dict, model_type: str, checkpoint, generator: str,
+              settings: dict, devices: list, threads: int | None, progress: bool | None) -> StepResult:  # fmt: skip
+    """The masks of the ids ``todo`` (:func:`pending_images`) written into ``out`` (:func:`run_masks`,
+    whose lock and writing mark are held); ``skipped``: the ids already there."""
     from samcam.progress import progress_bar
 
-    store = MaskStore(out, fmt)
-    todo = [i for i in todo_all if not store.has(i) or not FORMATS[fmt].complete(store.path(i))]
-    skipped = len(todo_all) - len(todo)
     if not todo:
         return StepResult(out, 0, skipped, 0.0)
     clean_temporaries(out)
@@ -264,6 +294,7 @@ def generate_into(device: str | None, ids: list[str], report, paths: dict[str, P
         check_sam_size(image.shape, paths[image_id])
         t0 = time.perf_counter()
         ms = gen.generate(image)
-        ms.meta = {**meta, "image_id": image_id, "seconds": round(time.perf_counter() - t0, 3), "device": gen.device}
+        ms.meta = {**meta, "image_id": image_id, "image_sha256": sha256_file(paths[image_id]),  # its image's content: a rerun compares it
+                   "seconds": round(time.perf_counter() - t0, 3), "device": gen.device}
         store.write(image_id, ms)
         report(image_id, (len(ms), str(gen.device)))

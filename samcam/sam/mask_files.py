@@ -695,6 +695,17 @@ class MaskStore:
         meta = FORMATS[fmt].read_lean(self.path(image_id, fmt))[1]
         return dict(meta) if isinstance(meta, dict) else {}
 
+    def image_size(self, image_id: str) -> tuple[int, int]:
+        """The ``(height, width)`` of the image ``image_id``'s mask set was made from, read as cheaply
+        as its format allows: an official folder's samcam_meta.json ``image_shape`` where it records
+        one, else the masks' size (:meth:`read_masks`)."""
+        fmt = self.format_of(image_id)
+        if fmt == "official":
+            side = _side_meta(self.path(image_id, fmt))
+            if "image_shape" in side:
+                return tuple(side["image_shape"])
+        return tuple(self.read_masks(image_id).shape)
+
     def _check_made_with(self, meta: object, path: Path) -> None:
         if not self.made_with or not isinstance(meta, dict):
             return
