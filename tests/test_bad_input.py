@@ -777,11 +777,6 @@ def test_a_compact_mask_set_that_says_no_size_is_refused(tmp_path, capsys, size)
     assert not (tmp_path / "new.json.gz").exists()
 
 
-def _ids(folder: Path, *ids: str) -> Path:
-    (folder / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
-    return folder / "ids.txt"
-
-
 @pytest.mark.parametrize("side,needle", [
     ({}, "a: an id folder of the official layout without mask PNGs, whose samcam_meta.json records no image_shape"),
     ({"meta": {"image_id": "a"}}, "records no image_shape"),
