@@ -37,6 +37,23 @@ LEGACY_TEMPORARY = re.compile(r"\.(.+)(\.[A-Za-z0-9]+)\.[a-z0-9_]{8}\2(\.tmp)?")
 the suffix repeating the target's: ``.a.png.k2j3h4g5.png.tmp``), left by a run killed then: still cleaned."""
 
 
+def naming_output(target: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """Within the block, an ``OSError`` (a full disk, a quota, a read-only file system) becomes one
+    naming ``target``, the output being written: ``[Errno 28] No space left on device`` alone does
+    not say which output failed. For blocks that only write ``target`` (or files inside it)."""
+    return _NamingOutput(Path(target))
+
+
+class _NamingOutput(contextlib.AbstractContextManager):
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if isinstance(e, OSError) and not str(e).startswith(str(self.target)):
+            raise OSError(e.errno, f"{self.target}: cannot be written ({e.strerror or e})") from e
+        return False
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; on success it is renamed to ``target``.
@@ -65,7 +82,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual mode
         os.replace(tmp_path, target)
     except OSError as e:  # a full disk, a quota: say which output could not be written
-        if e.filename not in (None, tmp, str(tmp_path)):
+        if e.filename not in (None, tmp, str(tmp_path)) or str(e).startswith(str(target)):  # another file's, or named already
             raise
         raise OSError(e.errno, f"{target}: cannot be written ({e.strerror or e})") from e
     finally:

@@ -540,13 +540,16 @@ def _set_writing_mark(out: Path, step: str | None) -> None:
 
     data = b"" if step is None else (json.dumps({"writing": step, "pid": os.getpid(),
                                                  "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}) + "\n").encode()  # fmt: skip
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, data)
-        os.ftruncate(fd, len(data))
-    finally:
-        os.close(fd)
+    from samcam.io import naming_output
+
+    with naming_output(out / LOCK_FILE):  # a full disk: the mark's file named, not a bare [Errno 28]
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

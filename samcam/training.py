@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +128,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     from samcam.io import atomic_path
 
     with atomic_path(path, suffix=".pt.tmp") as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer says "[enforce fail at inline_container.cc] unexpected pos 128 vs 0" on a full disk
+            import shutil
+
+            free = shutil.disk_usage(Path(tmp).parent).free
+            raise OSError(f"{path}: cannot be written (torch could not write the checkpoint, {free} bytes free on its disk: "
+                          f"{str(e).strip().splitlines()[0][:200]})") from None
 
 
 def save_epoch(path: str | os.PathLike, state: dict[str, Any], opt: torch.optim.Optimizer, final: bool, seconds: float) -> None:

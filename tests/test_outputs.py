@@ -463,3 +463,52 @@ def test_a_training_refuses_a_checkpoint_another_run_is_writing(tmp_path, which)
 
                 train_affinity({"a": tmp_path / "a.jpg"}, tmp_path, ["a"], out)
     assert not out.exists()
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
+    # audit 12, F8: '[Errno 28] No space left on device' alone, or torch's 'unexpected pos 128 vs 0', named no file
+    import errno
+
+    import torch
+
+    from samcam.sam.mask_files import write_official
+    from samcam.sam.masks import MaskSet
+    from samcam.training import save_checkpoint
+
+    (tmp_path / "run").mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", _disk_full)
+        with pytest.raises(OSError) as e:
+            with outputs.writing_mark(tmp_path / "run", "merge"):
+                pass
+    assert e.value.errno == errno.ENOSPC and str(e.value) == f"[Errno 28] {tmp_path / 'run' / '.samcam.lock'}: cannot be written (No space left on device)"
+
+    from PIL import Image
+
+    masks = np.zeros((2, 4, 5), bool)
+    masks[0, 1:3, 1:4] = masks[1, 0, 0] = True
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", _disk_full)
+        with pytest.raises(OSError) as e:
+            write_official(tmp_path / "official", MaskSet(masks))
+    assert str(e.value) == f"[Errno 28] {tmp_path / 'official'}: cannot be written (No space left on device)"
+    assert not (tmp_path / "official").exists()
+    assert (tmp_path / ".official.tmp").is_dir()  # a failed write's temporary: cleared by the next write
+    write_official(tmp_path / "official", MaskSet(masks))
+    assert not (tmp_path / ".official.tmp").exists()
+    assert sorted(p.name for p in (tmp_path / "official").iterdir()) == ["0.png", "1.png", "metadata.csv", "samcam_meta.json"]
+
+    def torch_full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", torch_full)
+        with pytest.raises(OSError) as e:
+            save_checkpoint(tmp_path / "c.pt", {"a": 1})
+    assert str(e.value).startswith(f"{tmp_path / 'c.pt'}: cannot be written (torch could not write the checkpoint, ")
+    assert str(e.value).endswith("bytes free on its disk: [enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["official", "run"]  # no checkpoint, no temporary

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from samcam.io import atomic_path, check_id, check_ids, check_pixels, decode_png, json_loads, open_image, png_parts, read_gzip, read_input, still_pixels
+from samcam.io import (atomic_path, check_id, check_ids, check_pixels, decode_png, json_loads, naming_output, open_image, png_parts, read_gzip,
+                       read_input, still_pixels)
 
 COMPACT_SUFFIX = ".json.gz"
 COMPACT_FORMAT = "samcam-masks/1"
@@ -262,6 +263,12 @@ def write_official(folder: str | os.PathLike, ms: MaskSet) -> None:
         raise FileExistsError(f"{folder} exists; refusing to overwrite a mask folder")
     check_mask_size(*ms.shape, folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
+    with naming_output(folder):  # a full disk: the mask folder named
+        _write_official_into(tmp, ms)
+        os.replace(tmp, folder)
+
+
+def _write_official_into(tmp: Path, ms: MaskSet) -> None:
     if tmp.exists():
         import shutil
 
@@ -279,7 +286,6 @@ def write_official(folder: str | os.PathLike, ms: MaskSet) -> None:
                      *(plain_number(v) for v in ms.crop_box[i])])  # fmt: skip
     (tmp / "metadata.csv").write_text(buf.getvalue())
     (tmp / SIDE_META).write_text(json.dumps({"image_shape": list(ms.shape), "meta": ms.meta}, indent=1))
-    os.replace(tmp, folder)
 
 
 def repr_float(v: float) -> str:
