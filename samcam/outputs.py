@@ -74,7 +74,8 @@ def check_inputs(*inputs: str | os.PathLike | None) -> None:
 
 def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
     """Refuse an output (file or folder) that is an input or lies inside an input folder (nothing a
-    user gave is ever written into or over), that is or lies in samcam's own sources
+    user gave is ever written into or over), that lies inside another step's output folder (one
+    holding :data:`RUN_RECORD`), that is or lies in samcam's own sources
     (:func:`project_paths`: a notebook, the package, the configuration) or, in a checkout, in the
     reproduce stamps' folder (:data:`STAMPS`), or whose path runs through a file; and an input folder
     that is unfinished (:func:`check_inputs`)."""
@@ -88,6 +89,9 @@ def check_output(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> N
         if o == r or r in o.parents:
             what = own.name + ("" if own.name in PROJECT_FILES else "/")
             raise ValueError(f"output {out} is or lies in {what}, part of samcam itself; write results elsewhere (results/, work/ or outside the checkout)")
+    step = next((p for p in o.parents if (p / RUN_RECORD).is_file()), None)
+    if step is not None:  # a step's folder holds its outputs alone: another's would be its foreign files, and its fingerprint change
+        raise ValueError(f"output {out} lies inside {step}, a samcam step's output folder (its {RUN_RECORD}); write it elsewhere")
     stamps = STAMPS.resolve()
     if (REPO / "pyproject.toml").is_file() and (o == stamps or stamps in o.parents):
         raise ValueError(f"output {out} is or lies in results/runs/, the reproduce stamps' folder (samcam's own record of its steps); "

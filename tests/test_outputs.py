@@ -512,3 +512,15 @@ def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
     assert str(e.value).startswith(f"{tmp_path / 'c.pt'}: cannot be written (torch could not write the checkpoint, ")
     assert str(e.value).endswith("bytes free on its disk: [enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["official", "run"]  # no checkpoint, no temporary
+
+
+def test_an_output_inside_another_steps_folder_is_refused(tmp_path):
+    # audit 12, F9: labels --out c2l/sub wrote into cam2label's folder, which cam2label then refused as holding foreign files
+    (tmp_path / "c2l").mkdir()
+    (tmp_path / "c2l" / outputs.RUN_RECORD).write_text("{}")
+    for out in (tmp_path / "c2l" / "sub", tmp_path / "c2l" / "a" / "b", tmp_path / "c2l" / "t.csv"):
+        with pytest.raises(ValueError) as e:
+            outputs.check_output(out)
+        assert str(e.value) == f"output {out} lies inside {tmp_path / 'c2l'}, a samcam step's output folder (its {outputs.RUN_RECORD}); write it elsewhere"
+    outputs.check_output(tmp_path / "c2l")  # the step's own folder, rerun
+    outputs.check_output(tmp_path / "beside")
