@@ -971,6 +971,12 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path, capsys):
         f.write_text(text)
         with pytest.raises(ValueError, match=re.escape(f"{f}: ") + ".*" + re.escape(why)):
             read_recipe(f)
+    for text in ("", "\n  \n", "# only a comment\n"):  # a truncated or emptied file is no recipe (audit 12, F21); {} asks for the defaults
+        f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{f}: an empty recipe file; give the fields to set, or {{}} for the defaults")):
+            read_recipe(f)
+    f.write_text("{}\n")
+    assert read_recipe(f) == {} and parse("--recipe", str(f)) == Recipe()
     f.write_text("crop: 64\n" + "#" * (1 << 20))
     with pytest.raises(ValueError, match=re.escape(f"{f}: {f.stat().st_size} bytes, over the 1 MiB limit for a recipe file")):
         read_recipe(f)
@@ -985,7 +991,7 @@ def test_recipe_files_set_fields_and_options_beside_them_win(tmp_path, capsys):
 
 def test_recipe_names_and_paths_are_told_apart(tmp_path, monkeypatch):
     """A name with a folder or a suffix is a path (also `sub/r`, two parts, no suffix); a bare name is
-    a shipped recipe, every shipped name listed when it is not one; an empty file is the defaults.
+    a shipped recipe, every shipped name listed when it is not one; an empty mapping is the defaults.
     (Mutation survivors: `or` → `and`, `> 1` → `> 2`, the names' separator, an empty file.)"""
     import samcam.seg.recipe as recipe_module
     from samcam.seg.recipe import Recipe, read_recipe, recipe_file
@@ -994,7 +1000,7 @@ def test_recipe_names_and_paths_are_told_apart(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "r").write_text("crop: 96\n")
     assert recipe_file("sub/r") == Path("sub/r") and read_recipe("sub/r") == {"crop": 96}
-    (tmp_path / "sub" / "empty.yaml").write_text("# nothing set\n")
+    (tmp_path / "sub" / "empty.yaml").write_text("{}  # nothing set\n")
     assert read_recipe("sub/empty.yaml") == {} and Recipe(**read_recipe("sub/empty.yaml")) == Recipe()
     shipped = tmp_path / "shipped"
     shipped.mkdir()

@@ -46,6 +46,9 @@ def test_slurm_shard_steps_and_errors():
         slurm_shard(_slurm(9, 2, 0))
     with pytest.raises(ValueError, match="non-integer"):
         slurm_shard(_slurm(0, 2, 0) | {"SLURM_ARRAY_TASK_COUNT": "two"})
+    for step in (0, -2):  # audit 12, F21: a step of 0 was taken as 1
+        with pytest.raises(ValueError, match=f"^--shard auto: SLURM_ARRAY_TASK_STEP is {step}; a job array's step is at least 1$"):
+            slurm_shard(_slurm(5, 2, 4, step=step))
 
 
 class _Fake:

@@ -66,7 +66,9 @@ def slurm_shard(environ: dict[str, str]) -> tuple[int, int]:
         step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
     except ValueError:
         raise ValueError(f"--shard auto: non-integer SLURM array variables {({v: environ.get(v) for v in SLURM_VARS})}") from None
-    i, rest = divmod(task - low, max(step, 1))
+    if step < 1:  # SLURM's steps are ≥ 1: 0 or less describes no range (it was taken as 1)
+        raise ValueError(f"--shard auto: SLURM_ARRAY_TASK_STEP is {step}; a job array's step is at least 1")
+    i, rest = divmod(task - low, step)
     if rest or not 0 <= i < count:
         raise ValueError(f"--shard auto: task {task} is not one of {count} evenly spaced tasks from {low} by {step}; "
                          "use a plain range such as --array=0-7")  # fmt: skip

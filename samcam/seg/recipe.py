@@ -100,11 +100,13 @@ def read_recipe(name: str | os.PathLike) -> dict[str, Any]:
 
     path = recipe_file(name)
     values = read_yaml(path, "recipe file")
+    if values is None:  # a truncated or emptied file is no recipe; the defaults are asked for by "{}"
+        raise ValueError(f"{path}: an empty recipe file; give the fields to set, or {{}} for the defaults")
     try:
-        Recipe.from_dict(values if values is not None else {})
+        Recipe.from_dict(values)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from None
-    return dict(values or {})
+    return dict(values)
 
 
 @dataclass(frozen=True)
