@@ -462,14 +462,14 @@ def _cam_eval(p: argparse.ArgumentParser):
         from samcam.pipeline.cam import score_cams
 
         check_file_output(a.csv, VocTree.given_root(a.voc), a.ids, a.checkpoint, a.cls_labels, table=("map", "threshold"))
-        network = sha256_file(a.checkpoint, what="classifier checkpoint")
-        check_table_target(a.csv, network, "classifier")
         ts = _threshold_range(a.thresholds)
         tree = VocTree(a.voc)
         ids = a.ids.ids
         refuse_trained(a.ids, _trained_ids(a.checkpoint), f"images the classifier {a.checkpoint} was trained on", "cam-eval scores held-out images")
         labels, y = _image_classes(tree, a.ids, a, "held-out images", "a classifier is scored on images with objects")
         net = build_camnet(a.model, checkpoint=a.checkpoint).to(_device(a.device))
+        network = sha256_file(a.checkpoint, what="classifier checkpoint")
+        check_table_target(a.csv, network, "classifier")  # before the scoring
         m_ap = 100 * float(np.nanmean(average_precision(predict_scores(net, [tree.read_image(i) for i in ids], [tree.image_path(i) for i in ids]), y)))
         images = {i: tree.image_path(i) for i in ids}
         df = score_cams(net, images, tree.root / "SegmentationClass", labels, ts, spec=tree.spec)
