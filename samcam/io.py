@@ -203,7 +203,7 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
         # RecursionError: nested too deeply; ValueError: a number past Python's 4,300-digit limit
         mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None and f"line {mark.line + 1}" not in str(e).splitlines()[0] else ""
+        where = f", line {mark.line + 1}" if mark is not None else ""  # the mark's own lines follow the first: the line said here
         raise ValueError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]}{where})") from None
 
 

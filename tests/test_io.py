@@ -305,11 +305,13 @@ def test_check_writable_says_why_a_folder_cannot_be_written(tmp_path, monkeypatc
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (mode & os.W_OK) and real_access(p, mode, **kw))
     flags = os.ST_RDONLY if read_only else 0
-    monkeypatch.setattr(os, "statvfs", lambda p: type("V", (), {"f_flag": flags})())
+    asked = []
+    monkeypatch.setattr(os, "statvfs", lambda p: asked.append(p) or type("V", (), {"f_flag": flags})())
     with pytest.raises(ValueError) as e:
         io.check_writable(tmp_path / "sub" / "out.png")
     why = "on a read-only file system" if read_only else "not writable by this user"
     assert str(e.value) == f"output {tmp_path / 'sub' / 'out.png'}: cannot be written: {tmp_path} is {why}"
+    assert asked == [tmp_path]  # the file system of the folder it would write in
     monkeypatch.setattr(os, "access", real_access)
     io.check_writable(tmp_path / "sub" / "out.png")
 
