@@ -404,11 +404,24 @@ def decode_png(parts: PngParts, out: np.ndarray | None = None) -> np.ndarray:
     check_pixels(h, w, "PNG")
     if out is None:
         out = np.empty((h, w), dtype=np.uint8)
-    if _decode_in_place_works():
+    in_place = _decode_in_place_works()
+    if in_place and h:  # a stream that ends early (a whole zlib stream of fewer rows) leaves the rows after it as they were
+        out[-1] = _LAST_ROW_MARK[np.arange(w) % len(_LAST_ROW_MARK)]
         Image.frombuffer(mode, (w, h), out, "raw", mode, 0, 1).frombytes(stream, "zip", mode)
     else:
         out[...] = np.asarray(Image.frombytes(mode, (w, h), stream, "zip", mode))
+    if not in_place or (h and np.array_equal(out[-1], _LAST_ROW_MARK[np.arange(w) % len(_LAST_ROW_MARK)])):
+        # the last row untouched, or a row that happens to be the mark: the stream's length tells (Pillow ends without a word)
+        import zlib
+
+        size = len(zlib.decompressobj().decompress(stream))
+        if size < h * (w + 1):
+            raise ValueError(f"its data stream ends after {size // (w + 1)} of its {h} rows: a truncated file")
     return out
+
+
+#: what :func:`decode_png` writes in the last row before decoding: a label or mask row is all but never this
+_LAST_ROW_MARK = np.frombuffer(b"samcam:last-row-not-decoded\x00\xff\x7f", np.uint8)
 
 
 def still_pixels(im: Image.Image) -> np.ndarray:
