@@ -929,13 +929,20 @@ def check_written(step: Step, before: list) -> None:
     there after it, and a file written by it (new, or its size, time or inode changed since ``before``,
     :func:`samcam.outputs.stat_signature` of each output as the step started); a folder that was there
     and is left as it was counts as written (resumed whole: its step found every part done, as 08's
-    label folders or a mask folder). Else a ``RuntimeError`` naming the step and what it did not write,
+    label folders or a mask folder), for a command step only where its command names it (an output
+    option's value, or inside one: a folder an earlier run left was claimed by a step writing none,
+    audit 13's F2). Else a ``RuntimeError`` naming the step and what it did not write,
     and nothing is stamped: a stamp never claims a file left from before (a command run without the
     option that writes it, a benchmark that found no baseline and exited 0) or one never made."""
     from samcam.outputs import stat_signature
 
+    named = None if step.command is None else [os.path.normpath(v) for o, v in zip(step.command, step.command[1:]) if o in OUTPUT_OPTIONS]
+
+    def resumed(o: str, was) -> bool:  # a folder left whole by a step that writes it (a command: named by an output option)
+        return was is not None and (REPO / o).is_dir() and (named is None or _within(os.path.normpath(o), named))
+
     kept = [o for o, was in zip(step.outputs, before)
-            if not (REPO / o).exists() or (stat_signature(REPO / o) == was and not (was is not None and (REPO / o).is_dir()))]
+            if not (REPO / o).exists() or (stat_signature(REPO / o) == was and not resumed(o, was))]
     if kept:
         raise RuntimeError(f"step {step.name}: {step.what} did not write {', '.join(kept)}; nothing is stamped")
 

@@ -3217,6 +3217,11 @@ def test_a_reproduce_command_step_that_did_not_write_its_output_is_refused_and_n
         assert old.read_bytes() == before and not stamp.exists() and not (checkout / "out" / "never.csv").exists()
         assert cli.main(["reproduce", "--config", str(cfg), "--list"]) == 0
         assert capsys.readouterr().out.startswith("ev: would run [stale (never run here)]")
+    # a folder an earlier run left, declared by a step whose command writes no folder (audit 13, F2: stamped as "resumed")
+    _labels(checkout / "out" / "lab", ["a"], 7)
+    cfg.write_text("steps:\n  - {name: ev, command: [eval, --pred, pred, --gt, gt], inputs: [pred, gt], outputs: [out/lab]}\n")
+    fails(["reproduce", "--config", cfg], capsys, "step ev: samcam eval did not write out/lab; nothing is stamped")
+    assert not stamp.exists()
     cfg.write_text("steps:\n  - {name: ev, command: [eval, --pred, pred, --gt, gt, --csv, out/ev.csv], inputs: [pred, gt], outputs: [out/ev.csv]}\n")
     assert cli.main(["reproduce", "--config", str(cfg)]) == 0
     made = old.read_bytes()
