@@ -711,9 +711,14 @@ def load_weights(module, state: object, path: str | os.PathLike, what: str = "we
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(H, W)`` of an image file, read from its header."""
+    """``(H, W)`` of an image file, read from its header, upright as :func:`read_image` reads it (an EXIF
+    orientation that turns it a quarter swaps the two)."""
+    def size(im) -> tuple[int, int]:
+        turned = im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # transposed, or turned by 90° or 270°
+        return (im.width, im.height) if turned else (im.height, im.width)
+
     try:
-        return open_image(path, path, lambda im: (im.height, im.width))
+        return open_image(path, path, size)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
 

@@ -437,6 +437,7 @@ def test_an_image_is_read_upright_as_its_exif_orientation_says(tmp_path, capsys,
         raw = np.asarray(im.convert("RGB"))  # the stored pixels, as decoded
     want = _TURNS.get(orientation, _TURNS[1])(raw)  # 9: no orientation: as stored
     assert np.array_equal(io.read_image(tmp_path / "a.jpg"), want)
+    assert io.image_size(tmp_path / "a.jpg") == want.shape[:2]  # the header's size, turned alike (audit 13, F3: cam2label's check)
     io.read_image(tmp_path / "a.jpg")
     err = capsys.readouterr().err
     turned = 2 <= orientation <= 8
