@@ -49,8 +49,8 @@ class _NamingOutput(contextlib.AbstractContextManager):
         self.target = target
 
     def __exit__(self, kind, e, tb) -> bool:
-        if isinstance(e, OSError) and not str(e).startswith(str(self.target)):
-            raise OSError(e.errno, f"{self.target}: cannot be written ({e.strerror or e})") from e
+        if isinstance(e, OSError) and not (e.strerror or str(e)).startswith(str(self.target)):  # not named already
+            raise type(e)(e.errno, f"{self.target}: cannot be written ({e.strerror or e})") from e
         return False
 
 
@@ -82,7 +82,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual mode
         os.replace(tmp_path, target)
     except OSError as e:  # a full disk, a quota: say which output could not be written
-        if e.filename not in (None, tmp, str(tmp_path)) or str(e).startswith(str(target)):  # another file's, or named already
+        if e.filename not in (None, tmp, str(tmp_path)) or (e.strerror or str(e)).startswith(str(target)):  # another file's, or named already
             raise
         raise OSError(e.errno, f"{target}: cannot be written ({e.strerror or e})") from e
     finally:
@@ -414,7 +414,10 @@ def decode_png(parts: PngParts, out: np.ndarray | None = None) -> np.ndarray:
         # the last row untouched, or a row that happens to be the mark: the stream's length tells (Pillow ends without a word)
         import zlib
 
-        size = len(zlib.decompressobj().decompress(stream))
+        try:
+            size = len(zlib.decompressobj().decompress(stream, h * (w + 1)))  # never more than the image holds
+        except zlib.error as e:
+            raise ValueError(f"its data stream is corrupt ({e})") from None
         if size < h * (w + 1):
             raise ValueError(f"its data stream ends after {size // (w + 1)} of its {h} rows: a truncated file")
     return out

@@ -177,7 +177,7 @@ def check_table_target(path: str | os.PathLike | None, checkpoint_sha256: str, w
     from samcam.io import read_csv
 
     old = {str(v) for v in read_csv(path)[SCORED_NETWORK]}
-    if old != {checkpoint_sha256}:
+    if old and old != {checkpoint_sha256}:  # a header alone holds no network's scores
         raise ValueError(f"{path}: holds the scores of another {what} ({SCORED_NETWORK} {sorted(old)[0][:12]}…); "
                          "choose another file, or remove it")  # fmt: skip
 
@@ -190,7 +190,7 @@ def write_table(path: str | os.PathLike, df) -> None:
     columns = [str(c) for c in df.columns]
     p = Path(path)
     if p.is_file() and p.stat().st_size > 0:
-        if table_header(p) != columns:
+        if table_header(p) not in (columns, [c for c in columns if c != SCORED_NETWORK]):  # a table made before the column: the same
             raise ValueError(f"{path}: holds a table with other columns than this {len(columns)}-column table "
                              f"({', '.join(columns[:4])}, ...); it is left as it was: choose another file")  # fmt: skip
     write_text(p, df.to_csv(index=False))
@@ -485,7 +485,7 @@ def lock_file_output(target: str | os.PathLike) -> Iterator[Path]:
     """Hold ``.<name>.samcam.lock`` beside the file ``target`` (a training's checkpoint, written anew
     after every epoch) while a run writes it, as :func:`lock_output` holds a folder's: a second run
     into the same file is refused at once, naming it (two trainings into one checkpoint had both
-    reported success, the file holding one of them). The lock file goes when the run ends."""
+    reported success, the file holding one of them). The hidden lock file stays, as a folder's does."""
     target = Path(target)
     lock = target.parent / f".{target.name}{LOCK_FILE}"
     try:
@@ -501,9 +501,7 @@ def lock_file_output(target: str | os.PathLike) -> Iterator[Path]:
             raise RuntimeError(f"{target}: another samcam process is writing this file ({lock} is locked); wait for it or choose another path") from None
         try:
             yield target
-        finally:
-            with contextlib.suppress(OSError):
-                lock.unlink()
+        finally:  # the lock file stays, as a folder's: removed, a second run could lock it while a third locks a new one
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -944,7 +944,8 @@ def check_written(step: Step, before: list) -> None:
     kept = [o for o, was in zip(step.outputs, before)
             if not (REPO / o).exists() or (stat_signature(REPO / o) == was and not resumed(o, was))]
     if kept:
-        raise RuntimeError(f"step {step.name}: {step.what} did not write {', '.join(kept)}; nothing is stamped")
+        raise RuntimeError(f"step {step.name}: {step.what} did not write {', '.join(kept)}; nothing is stamped "
+                           "(an output left from an earlier run is never claimed: remove it to redo the step)")
 
 
 def run_command(step: Step) -> None:

@@ -6,6 +6,7 @@ and the segmentation network (``seg/train.py``); each keeps its own data, loss a
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from pathlib import Path
@@ -134,7 +135,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
             import shutil
 
             free = shutil.disk_usage(Path(tmp).parent).free
-            raise OSError(f"{path}: cannot be written (torch could not write the checkpoint, {free} bytes free on its disk: "
+            raise OSError(errno.EIO, f"{path}: cannot be written (torch could not write the checkpoint, {free} bytes free on its disk: "
                           f"{str(e).strip().splitlines()[0][:200]})") from None
 
 

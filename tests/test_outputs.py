@@ -436,7 +436,7 @@ def test_a_file_output_is_locked_while_written_and_the_lock_goes_after(tmp_path)
                 pass
         assert str(e.value) == (f"{target}: another samcam process is writing this file ({target.parent / '.c.pt.samcam.lock'} is locked); "
                                 "wait for it or choose another path")  # fmt: skip
-    assert list(target.parent.iterdir()) == []  # nothing left beside the user's file
+    assert [p.name for p in target.parent.iterdir()] == [".c.pt.samcam.lock"]  # a hidden lock, kept as a folder's is, held by none
     with outputs.lock_file_output(target):  # free again
         pass
     with open(tmp_path / "sub" / ".c.pt.samcam.lock", "a") as f:  # another process's lock, as flock sees it
@@ -509,7 +509,7 @@ def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
         m.setattr(torch, "save", torch_full)
         with pytest.raises(OSError) as e:
             save_checkpoint(tmp_path / "c.pt", {"a": 1})
-    assert str(e.value).startswith(f"{tmp_path / 'c.pt'}: cannot be written (torch could not write the checkpoint, ")
+    assert str(e.value).startswith(f"[Errno 5] {tmp_path / 'c.pt'}: cannot be written (torch could not write the checkpoint, ")
     assert str(e.value).endswith("bytes free on its disk: [enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["official", "run"]  # no checkpoint, no temporary
 
@@ -524,3 +524,32 @@ def test_an_output_inside_another_steps_folder_is_refused(tmp_path):
         assert str(e.value) == f"output {out} lies inside {tmp_path / 'c2l'}, a samcam step's output folder (its {outputs.RUN_RECORD}); write it elsewhere"
     outputs.check_output(tmp_path / "c2l")  # the step's own folder, rerun
     outputs.check_output(tmp_path / "beside")
+
+
+def test_naming_output_names_the_output_once_and_keeps_the_kind_of_error(tmp_path):
+    from samcam.io import atomic_path, naming_output
+
+    with pytest.raises(PermissionError) as e:
+        with naming_output(tmp_path / "o"):
+            with naming_output(tmp_path / "o"):
+                raise PermissionError(13, "Permission denied")
+    assert str(e.value) == f"[Errno 13] {tmp_path / 'o'}: cannot be written (Permission denied)"
+    with pytest.raises(OSError) as e:
+        with atomic_path(tmp_path / "o") as tmp:
+            with naming_output(tmp_path / "o"):
+                raise OSError(28, "No space left on device", str(tmp))
+    assert str(e.value) == f"[Errno 28] {tmp_path / 'o'}: cannot be written (No space left on device)"
+
+
+def test_a_score_table_made_before_its_network_column_is_replaced_and_a_header_alone_holds_none(tmp_path):
+    import pandas as pd
+
+    t = tmp_path / "ev.csv"
+    t.write_text("map,threshold,miou\n80,0.1,0.3\n")  # cam-eval's table of an earlier samcam: no checkpoint_sha256
+    outputs.check_table_target(t, "a" * 64, "classifier")
+    outputs.write_table(t, pd.DataFrame({"map": [81.0], "threshold": [0.1], "miou": [0.4], outputs.SCORED_NETWORK: ["a" * 64]}))
+    assert pd.read_csv(t)[outputs.SCORED_NETWORK].tolist() == ["a" * 64]
+    t.write_text(f"map,threshold,miou,{outputs.SCORED_NETWORK}\n")  # a header alone
+    outputs.check_table_target(t, "b" * 64, "classifier")
+    with pytest.raises(ValueError, match="holds a table with other columns"):  # another table is still refused
+        outputs.write_table(t, pd.DataFrame({"alpha": [1.0], "miou": [0.4]}))

@@ -483,7 +483,7 @@ def test_a_notebook_step_that_did_not_write_its_outputs_is_not_stamped(checkout,
     cfg = _config(tmp_path, "steps:\n  - {name: b, notebook: t.ipynb, outputs: [out/b.txt, out/c.txt]}\n")
     (checkout / "out").mkdir(exist_ok=True)
     (checkout / "out" / "c.txt").write_text("old")
-    with pytest.raises(RuntimeError, match="^" + re.escape("step b: t.ipynb did not write out/b.txt, out/c.txt; nothing is stamped") + "$"):
+    with pytest.raises(RuntimeError, match="^" + re.escape("step b: t.ipynb did not write out/b.txt, out/c.txt; nothing is stamped (an output left from an earlier run is never claimed: remove it to redo the step)") + "$"):
         reproduce.reproduce(cfg, runs=runs)  # c.txt, there from before and left as it was, is not this run's either
     assert not (runs / "b.params.json").exists()
     monkeypatch.setattr(reproduce, "execute", lambda *a, **k: [(checkout / "out" / n).write_text("old") for n in ("b.txt", "c.txt")])
@@ -527,7 +527,7 @@ def test_every_kind_of_step_that_did_not_write_its_outputs_is_not_stamped(checko
     for wrote, left in (({}, "out/b.txt, out/c.txt"), ({"b.txt": b"made"}, "out/c.txt")):  # nothing; the new file only
         writes.clear()
         writes.update(wrote)
-        with pytest.raises(RuntimeError, match="^" + re.escape(f"step b: {what} did not write {left}; nothing is stamped") + "$"):
+        with pytest.raises(RuntimeError, match="^" + re.escape(f"step b: {what} did not write {left}; nothing is stamped (an output left from an earlier run is never claimed: remove it to redo the step)") + "$"):
             reproduce.reproduce(cfg, runs=runs)
         assert not (runs / "b.params.json").exists() and (old.read_bytes(), old.stat().st_ino) == was  # the old file is left, unclaimed
         assert step_state(load_config(cfg)[0], runs) == "stale (never run here)"

@@ -129,7 +129,7 @@ def mask_record(meta: dict[str, Any], images: str | os.PathLike | None, out: str
     """The provenance record of a mask folder, in the shape every step's record has (step, inputs,
     fingerprints, parameters, version, notes). The image folder is recorded by path, not fingerprinted:
     each mask set carries its image's id, size and content (``meta.image_sha256``, compared on every
-    rerun: :func:`check_done_images`), and runs over other id lists (shards, a split extended later)
+    rerun: :func:`pending_images`), and runs over other id lists (shards, a split extended later)
     add to one folder."""
     return {"step": "masks", "samcam_version": meta.get("samcam_version"),
             "inputs": {"images": record_path(images, out) if images is not None else None}, "fingerprints": {},
