@@ -243,8 +243,8 @@ def foreign_entries(folder: str | os.PathLike, suffixes: Sequence[str] | None = 
     suffixes = tuple(suffixes or OUTPUT_SUFFIXES)
     out = []
     for p in Path(folder).iterdir():
-        if p.name in RECORD_FILES or p.name == LOCK_FILE or is_temporary(p.name):
-            continue
+        if p.name in RECORD_FILES or p.name.endswith(LOCK_FILE) and p.name.startswith(".") or is_temporary(p.name):
+            continue  # its lock, or a training's beside its checkpoint (.<name>.samcam.lock: lock_file_output)
         if p.is_symlink():
             out.append(f"{p.name} (a link)")
             continue

@@ -656,7 +656,7 @@ def test_a_script_step_runs_the_checkouts_script_and_is_stale_when_the_script_ch
     assert reproduce.step_state(step, runs, tmp_path) == "stale (script benchmarks/b.py changed since the last run)"
     stamped = (runs / "b.params.json").read_text()
     script.write_text("def writes(argv):\n    return ['results/b.txt']\nprint('SKIPPED: no baseline here. Nothing written.') if __name__ == '__main__' else None\n")
-    with pytest.raises(RuntimeError, match=r"^step b: python benchmarks/b.py did not write results/b.txt; nothing is stamped$"):
+    with pytest.raises(RuntimeError, match=r"^step b: python benchmarks/b.py did not write results/b.txt; nothing is stamped \(an output left from an earlier run is never claimed: remove it to redo the step\)$"):
         reproduce.reproduce(cfg, runs=runs)
     assert (runs / "b.params.json").read_text() == stamped
     script.write_text("def writes(argv):\n    return ['results/b.txt']\nif __name__ == '__main__':\n    raise SystemExit(3)\n")
