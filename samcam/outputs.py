@@ -485,7 +485,7 @@ def lock_file_output(target: str | os.PathLike) -> Iterator[Path]:
     """Hold ``.<name>.samcam.lock`` beside the file ``target`` (a training's checkpoint, written anew
     after every epoch) while a run writes it, as :func:`lock_output` holds a folder's: a second run
     into the same file is refused at once, naming it (two trainings into one checkpoint had both
-    reported success, the file holding one of them). The hidden lock file stays, as a folder's does."""
+    reported success, the file holding one of them). The lock file goes when the run ends."""
     target = Path(target)
     lock = target.parent / f".{target.name}{LOCK_FILE}"
     try:
@@ -501,7 +501,9 @@ def lock_file_output(target: str | os.PathLike) -> Iterator[Path]:
             raise RuntimeError(f"{target}: another samcam process is writing this file ({lock} is locked); wait for it or choose another path") from None
         try:
             yield target
-        finally:  # the lock file stays, as a folder's: removed, a second run could lock it while a third locks a new one
+        finally:  # removed while still held, so no file is left beside the user's checkpoint (a run that opened it in
+            with contextlib.suppress(OSError):  # the microseconds before, and locks it after, is the one race left)
+                lock.unlink()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
