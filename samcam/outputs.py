@@ -457,27 +457,39 @@ def fingerprint_files(files: dict[str, str | os.PathLike]) -> str:
 
 
 @contextlib.contextmanager
-def lock_output(out: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``out/.samcam.lock`` (``fcntl.flock``, released when the block ends or the process dies)
-    while a step writes ``out``; ``RuntimeError`` at once, naming the folder, when another process
-    holds it: two runs never mix their outputs in one folder."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK_FILE
+def _holding(lock: Path, busy: str, remove: bool = False) -> Iterator[None]:
+    """Hold the lock file ``lock`` (``fcntl.flock``, released when the block ends or the process dies);
+    ``RuntimeError`` ``busy`` at once when another process holds it. ``remove``: the file goes at the end,
+    removed while still held (a run that opened it in the microseconds before, and locks it after, is
+    the one race left). Without advisory locks (Windows) nothing is guarded."""
     try:
         import fcntl
-    except ImportError:  # Windows: no advisory locks; a folder is then not guarded
-        yield out
+    except ImportError:
+        yield
         return
-    with open(path, "a") as f:
+    with open(lock, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"{out}: another samcam process is writing this folder ({path} is locked); wait for it or choose another output folder") from None
+            raise RuntimeError(busy) from None
         try:
-            yield out
+            yield
         finally:
+            if remove:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def lock_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out/.samcam.lock`` (:func:`_holding`) while a step writes ``out``; ``RuntimeError`` at once,
+    naming the folder, when another process holds it: two runs never mix their outputs in one folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    with _holding(path, f"{out}: another samcam process is writing this folder ({path} is locked); wait for it or choose another output folder"):
+        yield out
 
 
 @contextlib.contextmanager
@@ -485,26 +497,13 @@ def lock_file_output(target: str | os.PathLike) -> Iterator[Path]:
     """Hold ``.<name>.samcam.lock`` beside the file ``target`` (a training's checkpoint, written anew
     after every epoch) while a run writes it, as :func:`lock_output` holds a folder's: a second run
     into the same file is refused at once, naming it (two trainings into one checkpoint had both
-    reported success, the file holding one of them). The lock file goes when the run ends."""
+    reported success, the file holding one of them). The lock file goes when the run ends, so no
+    file is left beside the user's checkpoint."""
     target = Path(target)
     lock = target.parent / f".{target.name}{LOCK_FILE}"
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; the file is then not guarded
-        yield target
-        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{target}: another samcam process is writing this file ({lock} is locked); wait for it or choose another path") from None
-        try:
-            yield target
-        finally:  # removed while still held, so no file is left beside the user's checkpoint (a run that opened it in
-            with contextlib.suppress(OSError):  # the microseconds before, and locks it after, is the one race left)
-                lock.unlink()
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with _holding(lock, f"{target}: another samcam process is writing this file ({lock} is locked); wait for it or choose another path", remove=True):
+        yield target
 
 
 def _lock_held(path: Path) -> bool:

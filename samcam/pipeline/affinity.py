@@ -139,134 +139,123 @@ def train_affinity(
     progress: bool | None = None,
     seed_labels: str | os.PathLike | None = None,
 ) -> AffinityTrainResult:
-    """:func:`_train_affinity` with ``out`` locked while it trains (:func:`samcam.outputs.lock_file_output`)."""
-    from samcam.outputs import lock_file_output
-
-    with lock_file_output(out):
-        return _train_affinity(images, cams, ids, out, config, progress, seed_labels)
-
-
-def _train_affinity(
-    images: dict[str, Path],
-    cams: str | os.PathLike | None,
-    ids: list[str],
-    out: str | os.PathLike,
-    config: AffinityTrainConfig = AffinityTrainConfig(),
-    progress: bool | None = None,
-    seed_labels: str | os.PathLike | None = None,
-) -> AffinityTrainResult:
     """Train the affinity head on the seeds of ``ids`` and write the checkpoint ``out`` atomically
     after every epoch; a run resumes from ``out`` when its configuration and inputs match, and is
     refused otherwise. The seeds come from the CAM files (:func:`samcam.refine.affinity.cell_seeds`,
     the paper) or, with ``seed_labels``, from that folder of ``<id>.png`` pseudo labels
     (:func:`samcam.refine.affinity.label_seeds`; ``cams`` is then not read). Seed labels must hold
-    classes 0..20 or 255, and an image without any confident cell is refused."""
-    from samcam.progress import progress_bar
+    classes 0..20 or 255, and an image without any confident cell is refused.
+    The checkpoint ``out`` is locked while it trains (:func:`samcam.outputs.lock_file_output`).
+    """
+    from samcam.outputs import lock_file_output
 
-    from samcam.cam.files import load_cam
-    from samcam.io import load_checkpoint, load_weights, read_image, read_label
-    from samcam.training import MARKS, descend, save_epoch, set_poly_lr
+    with lock_file_output(out):
+        from samcam.progress import progress_bar
 
-    from samcam.outputs import differences, fingerprint_files, record_path
-    from samcam.training import check_kind
+        from samcam.cam.files import load_cam
+        from samcam.io import load_checkpoint, load_weights, read_image, read_label
+        from samcam.training import MARKS, descend, save_epoch, set_poly_lr
 
-    out = Path(out)
-    cams = Path(cams) if seed_labels is None else None  # seeds from labels read no CAM file
-    if seed_labels is None:
-        missing = [i for i in ids if not (cams / f"{i}.npy").is_file()]
-        if missing:
-            raise FileNotFoundError(f"{cams}: no CAM file for {len(missing)} ids, e.g. {missing[0]}.npy")
-    else:
-        seed_labels = Path(seed_labels)
-        missing = [i for i in ids if not (seed_labels / f"{i}.png").is_file()]
-        if missing:
-            raise FileNotFoundError(f"{seed_labels}: no seed label for {len(missing)} ids, e.g. {missing[0]}.png")
-    if out.is_dir():
-        raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
-    seeds_from = {i: cams / f"{i}.npy" for i in ids} if seed_labels is None else {i: seed_labels / f"{i}.png" for i in ids}
-    record = {"config": asdict(config), "ids": len(ids), "ids_sha256": ids_sha256(ids),
-              "cams": None if cams is None else record_path(cams, out.parent),
-              "seed_labels": None if seed_labels is None else record_path(seed_labels, out.parent),
-              # what the head learns from, by content: a rerun on other seeds or images is another run, never a resume
-              "seeds_sha256": fingerprint_files(seeds_from), "images_sha256": fingerprint_files({i: images[i] for i in ids})}  # fmt: skip
-    start, losses, before, ck = 0, [], 0.0, None
-    if out.exists():  # checked before any feature is computed: a finished or foreign run costs only the hashing of its inputs
-        ck = load_checkpoint(out)
-        check_kind(ck, out, "train-affinity", "choose another path")
-        if ck.get("head") != AffinityHead.version:
-            raise ValueError(f"{out}: an affinity head of an earlier samcam (without PSA's final ELU); choose another path")
-        old, now = ck.get("record"), record
-        if isinstance(old, dict) and all(k in old for k in CONTENT_KEYS):  # by content: not where the inputs lie
-            old, now = ({k: v is not None if k in SEED_PATHS else v for k, v in r.items()} for r in (old, record))
-        else:  # made before samcam recorded the content: the paths are compared
-            now = {k: v for k, v in record.items() if k not in CONTENT_KEYS}
-        if old != now:
-            what = differences(old, now) if isinstance(old, dict) else "it records no run"
-            raise ValueError(f"{out} holds another affinity run ({what}); choose another path")
-        start, _ = _epochs_of(ck, out)
-        load_weights(_head_of(ck, out), ck.get("state_dict"), out, "affinity head weights")  # finite and fitting, before any feature
-        losses, before = list(ck.get("losses") or []), float(ck.get("seconds", 0.0))
-        if start >= config.epochs:
-            return AffinityTrainResult(out, 0, start, 0.0, tuple(losses))
-    torch.manual_seed(config.seed)
-    net = backbone(config.backbone)
-    crf = CRFConfig() if config.crf else None
-    t0 = time.perf_counter()
-    feats, seeds = [], []
-    for image_id in progress_bar(ids, desc="affinity features and seeds", unit="img", progress=progress):
-        image = read_image(images[image_id])
-        lv = levels_of(net, image, images[image_id])
-        grid = tuple(lv[0].shape[-2:])
+        from samcam.outputs import differences, fingerprint_files, record_path
+        from samcam.training import check_kind
+
+        out = Path(out)
+        cams = Path(cams) if seed_labels is None else None  # seeds from labels read no CAM file
         if seed_labels is None:
-            d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
-            try:
-                s = cell_seeds(d["high_res"], d["keys"], grid, config.low_alpha, config.high_alpha, image, crf)
-            except ValueError as e:
-                raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+            missing = [i for i in ids if not (cams / f"{i}.npy").is_file()]
+            if missing:
+                raise FileNotFoundError(f"{cams}: no CAM file for {len(missing)} ids, e.g. {missing[0]}.npy")
         else:
-            path = seed_labels / f"{image_id}.png"
-            label = read_label(path)
-            if label.shape != image.shape[:2]:
-                raise ValueError(f"{path}: label of {label.shape[1]}×{label.shape[0]} px for an image of {image.shape[1]}×{image.shape[0]}")
-            bad = np.setdiff1d(np.unique(label), [*range(21), IGNORE])
-            if bad.size:
-                raise ValueError(f"{path}: values {bad.tolist()[:5]} outside the classes 0..20 and 255")
-            s = label_seeds(label, grid)
-            if (s == IGNORE).all():
-                raise ValueError(f"{path}: no cell of the label is one class (nothing to learn from)")
-        feats.append([x.half() for x in lv])
-        seeds.append(s)
-    feature_seconds = time.perf_counter() - t0
-    head = AffinityHead([x.shape[0] for x in feats[0]])
-    lr = config.lr * config.head_lr_mult
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if ck is not None:
-        load_weights(head, ck.get("state_dict"), out, "affinity head weights")
-        if "optimizer" in ck:
-            opt.load_state_dict(ck["optimizer"])
-    steps_per_epoch = int(np.ceil(len(ids) / config.batch_size))
-    total = config.epochs * steps_per_epoch
-    for epoch in range(start, config.epochs):
-        rng = np.random.default_rng(config.seed * 1000 + epoch)
-        order = rng.permutation(len(ids))
-        epoch_loss = []
-        bar = progress_bar(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", progress=progress)
-        for step in bar:
-            set_poly_lr(opt, lr, epoch * steps_per_epoch + step, total)
-            loss = 0.0
-            for i in order[step * config.batch_size : (step + 1) * config.batch_size]:
-                lv, s = _window(feats[i], seeds[i], config.crop, rng)
-                f = head([x[None] for x in lv])[0]
-                labels = {k: torch.from_numpy(v) for k, v in pair_labels(s, config.radius).items()}
-                loss = loss + affinity_loss(pair_affinities(f, config.radius), labels)[0]
-            epoch_loss.append(descend(opt, loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])))
-            bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
-        losses.append(float(np.mean(epoch_loss)))
-        state = {MARKS["train-affinity"][0]: MARKS["train-affinity"][1], "head": AffinityHead.version, "backbone": config.backbone, "record": ck["record"] if ck else record,
-                 "epoch": epoch + 1, "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
-                 "trained_ids": sorted(ids)}  # which images it learnt from: a background power is chosen on others  # fmt: skip
-        save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
-    return AffinityTrainResult(out, config.epochs - start, start, time.perf_counter() - t0, tuple(losses), feature_seconds)
+            seed_labels = Path(seed_labels)
+            missing = [i for i in ids if not (seed_labels / f"{i}.png").is_file()]
+            if missing:
+                raise FileNotFoundError(f"{seed_labels}: no seed label for {len(missing)} ids, e.g. {missing[0]}.png")
+        if out.is_dir():
+            raise IsADirectoryError(f"{out}: is a folder; --out is the checkpoint file to write")
+        seeds_from = {i: cams / f"{i}.npy" for i in ids} if seed_labels is None else {i: seed_labels / f"{i}.png" for i in ids}
+        record = {"config": asdict(config), "ids": len(ids), "ids_sha256": ids_sha256(ids),
+                  "cams": None if cams is None else record_path(cams, out.parent),
+                  "seed_labels": None if seed_labels is None else record_path(seed_labels, out.parent),
+                  # what the head learns from, by content: a rerun on other seeds or images is another run, never a resume
+                  "seeds_sha256": fingerprint_files(seeds_from), "images_sha256": fingerprint_files({i: images[i] for i in ids})}  # fmt: skip
+        start, losses, before, ck = 0, [], 0.0, None
+        if out.exists():  # checked before any feature is computed: a finished or foreign run costs only the hashing of its inputs
+            ck = load_checkpoint(out)
+            check_kind(ck, out, "train-affinity", "choose another path")
+            if ck.get("head") != AffinityHead.version:
+                raise ValueError(f"{out}: an affinity head of an earlier samcam (without PSA's final ELU); choose another path")
+            old, now = ck.get("record"), record
+            if isinstance(old, dict) and all(k in old for k in CONTENT_KEYS):  # by content: not where the inputs lie
+                old, now = ({k: v is not None if k in SEED_PATHS else v for k, v in r.items()} for r in (old, record))
+            else:  # made before samcam recorded the content: the paths are compared
+                now = {k: v for k, v in record.items() if k not in CONTENT_KEYS}
+            if old != now:
+                what = differences(old, now) if isinstance(old, dict) else "it records no run"
+                raise ValueError(f"{out} holds another affinity run ({what}); choose another path")
+            start, _ = _epochs_of(ck, out)
+            load_weights(_head_of(ck, out), ck.get("state_dict"), out, "affinity head weights")  # finite and fitting, before any feature
+            losses, before = list(ck.get("losses") or []), float(ck.get("seconds", 0.0))
+            if start >= config.epochs:
+                return AffinityTrainResult(out, 0, start, 0.0, tuple(losses))
+        torch.manual_seed(config.seed)
+        net = backbone(config.backbone)
+        crf = CRFConfig() if config.crf else None
+        t0 = time.perf_counter()
+        feats, seeds = [], []
+        for image_id in progress_bar(ids, desc="affinity features and seeds", unit="img", progress=progress):
+            image = read_image(images[image_id])
+            lv = levels_of(net, image, images[image_id])
+            grid = tuple(lv[0].shape[-2:])
+            if seed_labels is None:
+                d = load_cam(cams / f"{image_id}.npy", image.shape[:2])
+                try:
+                    s = cell_seeds(d["high_res"], d["keys"], grid, config.low_alpha, config.high_alpha, image, crf)
+                except ValueError as e:
+                    raise ValueError(f"{cams / (image_id + '.npy')}: {e}") from None
+            else:
+                path = seed_labels / f"{image_id}.png"
+                label = read_label(path)
+                if label.shape != image.shape[:2]:
+                    raise ValueError(f"{path}: label of {label.shape[1]}×{label.shape[0]} px for an image of {image.shape[1]}×{image.shape[0]}")
+                bad = np.setdiff1d(np.unique(label), [*range(21), IGNORE])
+                if bad.size:
+                    raise ValueError(f"{path}: values {bad.tolist()[:5]} outside the classes 0..20 and 255")
+                s = label_seeds(label, grid)
+                if (s == IGNORE).all():
+                    raise ValueError(f"{path}: no cell of the label is one class (nothing to learn from)")
+            feats.append([x.half() for x in lv])
+            seeds.append(s)
+        feature_seconds = time.perf_counter() - t0
+        head = AffinityHead([x.shape[0] for x in feats[0]])
+        lr = config.lr * config.head_lr_mult
+        opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        if ck is not None:
+            load_weights(head, ck.get("state_dict"), out, "affinity head weights")
+            if "optimizer" in ck:
+                opt.load_state_dict(ck["optimizer"])
+        steps_per_epoch = int(np.ceil(len(ids) / config.batch_size))
+        total = config.epochs * steps_per_epoch
+        for epoch in range(start, config.epochs):
+            rng = np.random.default_rng(config.seed * 1000 + epoch)
+            order = rng.permutation(len(ids))
+            epoch_loss = []
+            bar = progress_bar(range(steps_per_epoch), desc=f"affinity epoch {epoch + 1}/{config.epochs}", progress=progress)
+            for step in bar:
+                set_poly_lr(opt, lr, epoch * steps_per_epoch + step, total)
+                loss = 0.0
+                for i in order[step * config.batch_size : (step + 1) * config.batch_size]:
+                    lv, s = _window(feats[i], seeds[i], config.crop, rng)
+                    f = head([x[None] for x in lv])[0]
+                    labels = {k: torch.from_numpy(v) for k, v in pair_labels(s, config.radius).items()}
+                    loss = loss + affinity_loss(pair_affinities(f, config.radius), labels)[0]
+                epoch_loss.append(descend(opt, loss / len(order[step * config.batch_size : (step + 1) * config.batch_size])))
+                bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
+            losses.append(float(np.mean(epoch_loss)))
+            state = {MARKS["train-affinity"][0]: MARKS["train-affinity"][1], "head": AffinityHead.version, "backbone": config.backbone, "record": ck["record"] if ck else record,
+                     "epoch": epoch + 1, "losses": losses, "in_channels": [x.shape[0] for x in feats[0]], "state_dict": head.state_dict(),
+                     "trained_ids": sorted(ids)}  # which images it learnt from: a background power is chosen on others  # fmt: skip
+            save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
+        return AffinityTrainResult(out, config.epochs - start, start, time.perf_counter() - t0, tuple(losses), feature_seconds)
 
 
 def load_affinity(checkpoint: str | os.PathLike):

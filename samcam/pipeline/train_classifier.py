@@ -176,22 +176,6 @@ def train_classifier(
     ids: list[str] | None = None,
     device: str | None = None,
 ) -> TrainResult:
-    """:func:`_train_classifier` with ``out`` locked while it trains (:func:`samcam.outputs.lock_file_output`)."""
-    from samcam.outputs import lock_file_output
-
-    with lock_file_output(out):
-        return _train_classifier(images, labels, out, config, progress, ids, device)
-
-
-def _train_classifier(
-    images: list[np.ndarray],
-    labels: np.ndarray,
-    out: str | os.PathLike,
-    config: TrainConfig = TrainConfig(),
-    progress: bool | None = None,
-    ids: list[str] | None = None,
-    device: str | None = None,
-) -> TrainResult:
     """Fine-tune on ``images`` (RGB uint8) with 0/1 ``labels`` (N × K); checkpoint to ``out``.
 
     With ``train_backbone`` false only the head learns: the frozen backbone's features of every
@@ -202,95 +186,97 @@ def _train_classifier(
     checkpoint, with a hash of the images' pixels and the labels (``data_sha256``), and a resume on
     another id list, image count, image contents or labels is refused. ``device``: where to
     compute (default CPU); images and the network move there, the checkpoint holds CPU tensors.
+    The checkpoint ``out`` is locked while it trains (:func:`samcam.outputs.lock_file_output`).
     """
-    from samcam.progress import progress_bar
+    from samcam.outputs import lock_file_output
 
-    out = Path(out)
-    if ids is not None and len(ids) != len(images):
-        raise ValueError(f"{len(ids)} ids for {len(images)} images")
-    data_record = {"n_images": len(images), "ids": list(ids) if ids is not None else None, "data_sha256": _data_sha256(images, labels)}
-    torch.manual_seed(config.seed)
-    dev = torch.device(device or "cpu")
-    net = build_camnet(config.backbone, config.n_classes, output_stride=config.output_stride)
-    params = [{"params": net.classifier.parameters(), "lr": config.lr_head}]
-    if config.train_backbone:
-        for n, p in net.named_parameters():
-            p.requires_grad = not frozen_parameter(n, config.freeze_blocks)
-        params.append({"params": [p for n, p in net.named_parameters() if not n.startswith("classifier") and p.requires_grad],
-                       "lr": config.lr_backbone})  # fmt: skip
-    else:
-        for n, p in net.named_parameters():
-            p.requires_grad = n.startswith("classifier")
-    net.to(dev)  # before the optimiser state is loaded, so a resumed state follows the weights' device
-    opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
-    start_epoch, losses, before = 0, [], 0.0
-    if out.exists():
-        ck = load_checkpoint(out)
-        check_kind(ck, out, "train-classifier", "choose another path")
-        changed = config_differences(checkpoint_config(ck, out), config)
-        if changed:
-            raise ValueError(f"{out} holds a run with another configuration ({changed}); choose another path")
-        if ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids):
-            raise ValueError(f"{out} holds a run on other images (other ids: {ids_change(ck['ids'], ids)}); choose another path")
-        if "n_images" in ck and ck["n_images"] != len(images):  # a run or a call without ids: the count tells
-            raise ValueError(f"{out} holds a run on other images (n_images: {ck['n_images']!r} -> {len(images)}); choose another path")
-        if "data_sha256" in ck and ck["data_sha256"] != data_record["data_sha256"]:  # same ids, other pixels or other image-level labels
-            raise ValueError(f"{out} holds a run on other image contents or other image-level labels (another label source); choose another path")
-        load_weights(net, ck.get("state_dict"), out, "classifier weights")
-        start_epoch = ck.get("epoch")
-        if not (isinstance(start_epoch, int) and not isinstance(start_epoch, bool) and 0 <= start_epoch <= config.epochs):
-            raise ValueError(f"{out}: a classifier checkpoint at epoch {start_epoch!r}; expected a whole number from 0 to {config.epochs}")
-        losses, before = resume_state(ck, out, opt)
-    t0 = time.perf_counter()  # the cost of training includes the features of a frozen backbone
-    y = torch.as_tensor(labels, dtype=torch.float32, device=dev)
-    if config.train_backbone:
-        if config.rescale is not None:
-            data = [to_tensor(im)[0].to(dev) for im in images]
+    with lock_file_output(out):
+        from samcam.progress import progress_bar
 
-            def crop(i, rng):
-                return _random_scaled_crop(data[i], config.crop, config.rescale, rng)
+        out = Path(out)
+        if ids is not None and len(ids) != len(images):
+            raise ValueError(f"{len(ids)} ids for {len(images)} images")
+        data_record = {"n_images": len(images), "ids": list(ids) if ids is not None else None, "data_sha256": _data_sha256(images, labels)}
+        torch.manual_seed(config.seed)
+        dev = torch.device(device or "cpu")
+        net = build_camnet(config.backbone, config.n_classes, output_stride=config.output_stride)
+        params = [{"params": net.classifier.parameters(), "lr": config.lr_head}]
+        if config.train_backbone:
+            for n, p in net.named_parameters():
+                p.requires_grad = not frozen_parameter(n, config.freeze_blocks)
+            params.append({"params": [p for n, p in net.named_parameters() if not n.startswith("classifier") and p.requires_grad],
+                           "lr": config.lr_backbone})  # fmt: skip
         else:
+            for n, p in net.named_parameters():
+                p.requires_grad = n.startswith("classifier")
+        net.to(dev)  # before the optimiser state is loaded, so a resumed state follows the weights' device
+        opt = torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
+        start_epoch, losses, before = 0, [], 0.0
+        if out.exists():
+            ck = load_checkpoint(out)
+            check_kind(ck, out, "train-classifier", "choose another path")
+            changed = config_differences(checkpoint_config(ck, out), config)
+            if changed:
+                raise ValueError(f"{out} holds a run with another configuration ({changed}); choose another path")
+            if ck.get("ids") is not None and ids is not None and list(ck["ids"]) != list(ids):
+                raise ValueError(f"{out} holds a run on other images (other ids: {ids_change(ck['ids'], ids)}); choose another path")
+            if "n_images" in ck and ck["n_images"] != len(images):  # a run or a call without ids: the count tells
+                raise ValueError(f"{out} holds a run on other images (n_images: {ck['n_images']!r} -> {len(images)}); choose another path")
+            if "data_sha256" in ck and ck["data_sha256"] != data_record["data_sha256"]:  # same ids, other pixels or other image-level labels
+                raise ValueError(f"{out} holds a run on other image contents or other image-level labels (another label source); choose another path")
+            load_weights(net, ck.get("state_dict"), out, "classifier weights")
+            start_epoch = ck.get("epoch")
+            if not (isinstance(start_epoch, int) and not isinstance(start_epoch, bool) and 0 <= start_epoch <= config.epochs):
+                raise ValueError(f"{out}: a classifier checkpoint at epoch {start_epoch!r}; expected a whole number from 0 to {config.epochs}")
+            losses, before = resume_state(ck, out, opt)
+        t0 = time.perf_counter()  # the cost of training includes the features of a frozen backbone
+        y = torch.as_tensor(labels, dtype=torch.float32, device=dev)
+        if config.train_backbone:
+            if config.rescale is not None:
+                data = [to_tensor(im)[0].to(dev) for im in images]
+
+                def crop(i, rng):
+                    return _random_scaled_crop(data[i], config.crop, config.rescale, rng)
+            else:
+                data = [_resize_short(im, int(config.crop * 1.15)).to(dev) for im in images]
+
+                def crop(i, rng):
+                    return _random_crop(data[i], config.crop, rng)
+
+            def loss_of(idx, rng):
+                f = net.features(torch.stack([crop(i, rng) for i in idx]))
+                loss = F.multilabel_soft_margin_loss(net.classifier(f.mean(dim=(2, 3), keepdim=True)).flatten(1), y[idx])
+                return loss + config.recam * recam_loss(f, net.classifier.weight, y[idx]) if config.recam else loss
+        else:  # frozen backbone: features of each image and its mirror image once, then windows of them
             data = [_resize_short(im, int(config.crop * 1.15)).to(dev) for im in images]
+            with torch.inference_mode():
+                data = [net.features(torch.stack([x, x.flip(-1)])).half() for x in
+                        progress_bar(data, desc="backbone features", unit="img", progress=progress)]  # fmt: skip
+            cells = max(1, config.crop // config.output_stride)
 
-            def crop(i, rng):
-                return _random_crop(data[i], config.crop, rng)
+            def loss_of(idx, rng):
+                logits = net.classifier(torch.stack([_random_window(data[i], cells, rng) for i in idx])[:, :, None, None]).flatten(1)
+                return F.multilabel_soft_margin_loss(logits, y[idx])
 
-        def loss_of(idx, rng):
-            f = net.features(torch.stack([crop(i, rng) for i in idx]))
-            loss = F.multilabel_soft_margin_loss(net.classifier(f.mean(dim=(2, 3), keepdim=True)).flatten(1), y[idx])
-            return loss + config.recam * recam_loss(f, net.classifier.weight, y[idx]) if config.recam else loss
-    else:  # frozen backbone: features of each image and its mirror image once, then windows of them
-        data = [_resize_short(im, int(config.crop * 1.15)).to(dev) for im in images]
-        with torch.inference_mode():
-            data = [net.features(torch.stack([x, x.flip(-1)])).half() for x in
-                    progress_bar(data, desc="backbone features", unit="img", progress=progress)]  # fmt: skip
-        cells = max(1, config.crop // config.output_stride)
-
-        def loss_of(idx, rng):
-            logits = net.classifier(torch.stack([_random_window(data[i], cells, rng) for i in idx])[:, :, None, None]).flatten(1)
-            return F.multilabel_soft_margin_loss(logits, y[idx])
-
-    total_steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
-    for epoch in range(start_epoch, config.epochs):
-        rng = np.random.default_rng(config.seed * 1000 + epoch)
-        order = rng.permutation(len(data))
-        net.train()
-        frozen_bn(net)
-        if not config.train_backbone and isinstance(net.backbone, torch.nn.Module):
-            net.backbone.eval()  # a frozen backbone: no dropout or drop-connect either
-        bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress)
-        epoch_loss = []
-        for s in bar:
-            idx = order[s : s + config.batch_size]
-            step = epoch * len(bar) + s // config.batch_size
-            set_poly_lr(opt, (config.lr_head, config.lr_backbone), step, total_steps)  # poly schedule, as IRN
-            epoch_loss.append(descend(opt, loss_of(idx, rng)))
-            bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
-        losses.append(float(np.mean(epoch_loss)))
-        weights = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": weights,
-                 "device": str(dev), **data_record}  # fmt: skip
-        save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
-    return TrainResult(out, config.epochs - start_epoch, start_epoch, time.perf_counter() - t0, tuple(losses))
-
-
+        total_steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
+        for epoch in range(start_epoch, config.epochs):
+            rng = np.random.default_rng(config.seed * 1000 + epoch)
+            order = rng.permutation(len(data))
+            net.train()
+            frozen_bn(net)
+            if not config.train_backbone and isinstance(net.backbone, torch.nn.Module):
+                net.backbone.eval()  # a frozen backbone: no dropout or drop-connect either
+            bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress)
+            epoch_loss = []
+            for s in bar:
+                idx = order[s : s + config.batch_size]
+                step = epoch * len(bar) + s // config.batch_size
+                set_poly_lr(opt, (config.lr_head, config.lr_backbone), step, total_steps)  # poly schedule, as IRN
+                epoch_loss.append(descend(opt, loss_of(idx, rng)))
+                bar.set_postfix(loss=f"{np.mean(epoch_loss):.4f}")
+            losses.append(float(np.mean(epoch_loss)))
+            weights = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            state = {"backbone": config.backbone, "config": vars(config), "epoch": epoch + 1, "losses": losses, "state_dict": weights,
+                     "device": str(dev), **data_record}  # fmt: skip
+            save_epoch(out, state, opt, epoch + 1 == config.epochs, before + time.perf_counter() - t0)
+        return TrainResult(out, config.epochs - start_epoch, start_epoch, time.perf_counter() - t0, tuple(losses))
